@@ -1,0 +1,10 @@
+//! Integration tests against the real control plane of `tests/cluster/`
+//! (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok).
+//! The cluster is started on first use, or reused when one is running.
+
+mod support;
+
+mod admission_webhook;
+mod crds;
+mod identity;
+mod workloads;

@@ -1,0 +1,176 @@
+//! Starts the test cluster once per test process, or reuses a running one.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use anyhow::{Context, Result, bail};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+/// The people of the test cluster, each with a client certificate whose
+/// subject gives the user name and groups the API server authenticates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum User {
+    /// `system:masters`: sets things up, never the subject of a test.
+    Admin,
+    /// Team lead (`team-leads`).
+    Alice,
+    /// Team lead (`team-leads`).
+    Bob,
+    /// SRE (`sre`).
+    Carol,
+    /// Deployer (`developers`), with `edit` in every test namespace.
+    Dave,
+    /// On call (`oncall`).
+    Erin,
+}
+
+impl User {
+    pub const ALL: [User; 6] = [
+        User::Admin,
+        User::Alice,
+        User::Bob,
+        User::Carol,
+        User::Dave,
+        User::Erin,
+    ];
+
+    /// The user name, which is also the kubeconfig context name.
+    pub fn name(self) -> &'static str {
+        match self {
+            User::Admin => "admin",
+            User::Alice => "alice",
+            User::Bob => "bob",
+            User::Carol => "carol",
+            User::Dave => "dave",
+            User::Erin => "erin",
+        }
+    }
+
+    /// The groups in the user's certificate (`system:authenticated` is added
+    /// by the API server).
+    pub fn groups(self) -> &'static [&'static str] {
+        match self {
+            User::Admin => &["system:masters"],
+            User::Alice | User::Bob => &["team-leads"],
+            User::Carol => &["sre"],
+            User::Dave => &["developers"],
+            User::Erin => &["oncall"],
+        }
+    }
+}
+
+/// A running test cluster, as described by the `cluster.env` that `up` wrote.
+#[derive(Debug)]
+pub struct TestCluster {
+    kubeconfig: PathBuf,
+    kubectl: PathBuf,
+}
+
+static CLUSTER: OnceLock<Result<TestCluster, String>> = OnceLock::new();
+
+impl TestCluster {
+    /// The cluster for this test process: a running one in the state directory
+    /// (`$COUNTERSIGN_CLUSTER_DIR`, default `/tmp/countersign-cluster`) is
+    /// reused; otherwise `tests/cluster/up` starts one and leaves it running
+    /// for the next test run (`tests/cluster/down` stops it). Panics with the
+    /// reason when there is no cluster to be had: every caller is a test.
+    pub fn get() -> &'static TestCluster {
+        let cluster = CLUSTER.get_or_init(|| Self::start_or_reuse().map_err(|e| format!("{e:#}")));
+        match cluster {
+            Ok(cluster) => cluster,
+            Err(reason) => panic!("no test cluster: {reason}"),
+        }
+    }
+
+    fn start_or_reuse() -> Result<TestCluster> {
+        let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cluster");
+        let status = Command::new(scripts.join("status"))
+            .output()
+            .context("running tests/cluster/status")?;
+        let env_text = if status.status.success() {
+            String::from_utf8(status.stdout).context("cluster.env is not UTF-8")?
+        } else {
+            eprintln!("no running test cluster; starting one with tests/cluster/up");
+            let up = Command::new(scripts.join("up"))
+                .status()
+                .context("running tests/cluster/up")?;
+            if !up.success() {
+                bail!(
+                    "tests/cluster/up failed ({up}); its output above says which component and where its log is"
+                );
+            }
+            let again = Command::new(scripts.join("status"))
+                .output()
+                .context("running tests/cluster/status")?;
+            if !again.status.success() {
+                bail!(
+                    "the cluster is not healthy right after tests/cluster/up: {}",
+                    String::from_utf8_lossy(&again.stderr)
+                );
+            }
+            String::from_utf8(again.stdout).context("cluster.env is not UTF-8")?
+        };
+        let env = parse_env(&env_text);
+        let path = |key: &str| -> Result<PathBuf> {
+            env.get(key)
+                .map(PathBuf::from)
+                .with_context(|| format!("cluster.env has no {key}"))
+        };
+        Ok(TestCluster {
+            kubeconfig: path("KUBECONFIG")?,
+            kubectl: path("KUBECTL")?,
+        })
+    }
+
+    /// A client that authenticates as `user`.
+    pub async fn client(&self, user: User) -> Result<kube::Client> {
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig)
+            .with_context(|| format!("reading {}", self.kubeconfig.display()))?;
+        let options = KubeConfigOptions {
+            context: Some(user.name().to_owned()),
+            ..KubeConfigOptions::default()
+        };
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+            .await
+            .with_context(|| format!("kubeconfig context {}", user.name()))?;
+        kube::Client::try_from(config).context("building a kube client")
+    }
+
+    /// `kubectl` acting as `user` against this cluster.
+    pub fn kubectl(&self, user: User) -> Command {
+        let mut command = Command::new(&self.kubectl);
+        command
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--context")
+            .arg(user.name());
+        command
+    }
+}
+
+/// Parses `KEY=value` lines, skipping comments and blank lines.
+fn parse_env(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .filter_map(|line| line.split_once('='))
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .collect()
+}
+
+/// Runs a command to completion; fails with its stderr when it fails.
+pub fn run(command: &mut Command) -> Result<String> {
+    let output = command
+        .output()
+        .with_context(|| format!("running {command:?}"))?;
+    if !output.status.success() {
+        bail!(
+            "{command:?} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    String::from_utf8(output.stdout).context("command output is not UTF-8")
+}

@@ -1,0 +1,14 @@
+//! Test support for integration tests against the real control plane that
+//! `tests/cluster/up` starts: the cluster itself (started once, or reused),
+//! a `kube::Client` and a `kubectl` per test user, a fresh namespace per test,
+//! CRD installation and webhook registration.
+
+pub mod cluster;
+pub mod crds;
+pub mod namespace;
+pub mod tls;
+pub mod wait;
+pub mod webhook;
+
+pub use cluster::{TestCluster, User};
+pub use namespace::TestNamespace;
