@@ -5,6 +5,7 @@
 mod support;
 
 mod admission_webhook;
+mod api_machinery;
 mod crds;
 mod identity;
 mod workloads;

@@ -126,16 +126,31 @@ impl TestCluster {
 
     /// A client that authenticates as `user`.
     pub async fn client(&self, user: User) -> Result<kube::Client> {
+        let config = self.config(user).await?;
+        kube::Client::try_from(config).context("building a kube client")
+    }
+
+    /// The client configuration of `user`'s kubeconfig context.
+    pub async fn config(&self, user: User) -> Result<kube::Config> {
         let kubeconfig = Kubeconfig::read_from(&self.kubeconfig)
             .with_context(|| format!("reading {}", self.kubeconfig.display()))?;
         let options = KubeConfigOptions {
             context: Some(user.name().to_owned()),
             ..KubeConfigOptions::default()
         };
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+        kube::Config::from_custom_kubeconfig(kubeconfig, &options)
             .await
-            .with_context(|| format!("kubeconfig context {}", user.name()))?;
-        kube::Client::try_from(config).context("building a kube client")
+            .with_context(|| format!("kubeconfig context {}", user.name()))
+    }
+
+    /// A client configuration for this cluster that authenticates with a
+    /// bearer token (e.g. one issued by the TokenRequest API) instead of a
+    /// client certificate.
+    pub async fn config_with_token(&self, token: &str) -> Result<kube::Config> {
+        let mut config = self.config(User::Admin).await?;
+        config.auth_info = serde_json::from_value(serde_json::json!({ "token": token }))
+            .context("building token credentials")?;
+        Ok(config)
     }
 
     /// `kubectl` acting as `user` against this cluster.
