@@ -14,9 +14,9 @@ use kube::api::PostParams;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
 use kube::{Api, Error};
-use serde_json::json;
 
 use crate::support::namespace::unique_name;
+use crate::support::objects;
 use crate::support::tls::HttpsServer;
 use crate::support::wait::{Poll, until};
 use crate::support::webhook::{RegisteredWebhook, WebhookRule};
@@ -83,16 +83,7 @@ async fn a_webhook_denial_reaches_kube_rs_and_kubectl_with_its_message() -> Resu
     let cluster = TestCluster::get();
     let deployments =
         Api::<Deployment>::namespaced(cluster.client(User::Dave).await?, namespace.name());
-    let deployment: Deployment = serde_json::from_value(json!({
-        "metadata": { "name": "web" },
-        "spec": {
-            "selector": { "matchLabels": { "app": "web" } },
-            "template": {
-                "metadata": { "labels": { "app": "web" } },
-                "spec": { "containers": [{ "name": "web", "image": "nginx:1.27" }] },
-            },
-        },
-    }))?;
+    let deployment = objects::deployment("web", "nginx:1.27", 1)?;
     // A new webhook configuration takes effect once the API server's informer
     // has seen it; until then the create is allowed, so retry on a fresh name.
     let refused = until(

@@ -6,12 +6,13 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use k8s_openapi::api::authentication::v1::{SelfSubjectReview, TokenRequest};
+use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, ServiceAccount};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Error};
 use serde_json::json;
 
+use crate::support::objects;
 use crate::support::wait::{Poll, until};
 use crate::support::{TestCluster, TestNamespace, User};
 
@@ -39,19 +40,9 @@ async fn a_token_request_token_authenticates_as_its_service_account() -> Result<
 
     let config = TestCluster::get().config_with_token(&token).await?;
     let as_account = kube::Client::try_from(config)?;
-    let review: SelfSubjectReview = serde_json::from_value(json!({
-        "apiVersion": "authentication.k8s.io/v1",
-        "kind": "SelfSubjectReview",
-    }))?;
-    let answer = Api::<SelfSubjectReview>::all(as_account)
-        .create(&PostParams::default(), &review)
+    let (user, _groups) = objects::who_am_i(as_account)
         .await
         .context("SelfSubjectReview with the issued token")?;
-    let user = answer
-        .status
-        .and_then(|s| s.user_info)
-        .and_then(|u| u.username)
-        .unwrap_or_default();
     let expected = format!("system:serviceaccount:{}:deployer", namespace.name());
     ensure!(
         user == expected,

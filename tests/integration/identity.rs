@@ -3,33 +3,19 @@
 
 use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Error};
-use serde_json::json;
 
 use crate::support::cluster::run;
+use crate::support::objects;
 use crate::support::{TestCluster, TestNamespace, User};
 
 async fn who_am_i(user: User) -> Result<(String, Vec<String>)> {
     let client = TestCluster::get().client(user).await?;
-    let review: SelfSubjectReview = serde_json::from_value(json!({
-        "apiVersion": "authentication.k8s.io/v1",
-        "kind": "SelfSubjectReview",
-    }))?;
-    let answer = Api::<SelfSubjectReview>::all(client)
-        .create(&PostParams::default(), &review)
+    objects::who_am_i(client)
         .await
-        .context("creating a SelfSubjectReview")?;
-    let info = answer
-        .status
-        .and_then(|s| s.user_info)
-        .context("SelfSubjectReview has no userInfo")?;
-    Ok((
-        info.username.unwrap_or_default(),
-        info.groups.unwrap_or_default(),
-    ))
+        .with_context(|| format!("SelfSubjectReview as {user:?}"))
 }
 
 #[tokio::test]
@@ -82,16 +68,7 @@ async fn dave_is_held_to_what_rbac_grants() -> Result<()> {
         .list(&ListParams::default())
         .await;
     ensure!(is_forbidden(&nodes), "dave listed nodes: {nodes:?}");
-    let deployment: Deployment = serde_json::from_value(json!({
-        "metadata": { "name": "web" },
-        "spec": {
-            "selector": { "matchLabels": { "app": "web" } },
-            "template": {
-                "metadata": { "labels": { "app": "web" } },
-                "spec": { "containers": [{ "name": "web", "image": "nginx:1.27" }] },
-            },
-        },
-    }))?;
+    let deployment = objects::deployment("web", "nginx:1.27", 1)?;
     let elsewhere = Api::<Deployment>::namespaced(dave.clone(), "default")
         .create(
             &PostParams {

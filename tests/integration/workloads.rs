@@ -10,6 +10,7 @@ use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
+use crate::support::objects;
 use crate::support::wait::{Poll, until};
 use crate::support::{TestCluster, TestNamespace, User};
 
@@ -65,17 +66,7 @@ async fn a_deployment_by_dave_rolls_out_on_kwok_nodes_and_rolls_out_again() -> R
     let deployments = Api::<Deployment>::namespaced(dave.clone(), namespace.name());
     let pods = Api::<Pod>::namespaced(dave, namespace.name());
 
-    let deployment: Deployment = serde_json::from_value(json!({
-        "metadata": { "name": "web" },
-        "spec": {
-            "replicas": 3,
-            "selector": { "matchLabels": { "app": "web" } },
-            "template": {
-                "metadata": { "labels": { "app": "web" } },
-                "spec": { "containers": [{ "name": "web", "image": "nginx:1.27" }] },
-            },
-        },
-    }))?;
+    let deployment = objects::deployment("web", "nginx:1.27", 3)?;
     deployments
         .create(&PostParams::default(), &deployment)
         .await?;

@@ -6,6 +6,7 @@
 pub mod cluster;
 pub mod crds;
 pub mod namespace;
+pub mod objects;
 pub mod tls;
 pub mod wait;
 pub mod webhook;
