@@ -4,5 +4,8 @@
 pub mod chain;
 pub mod change;
 pub mod checks;
+pub mod policy;
+pub mod review;
 pub mod secrets;
+pub mod validation;
 pub mod windows;
