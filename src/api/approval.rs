@@ -20,6 +20,7 @@ use super::policy::ApprovalSettings;
     namespaced,
     shortname = "dapr",
     category = "countersign",
+    doc = "A request to admit exactly one change (target + digest), and the reviews it received.",
     status = "DeploymentApprovalStatus",
     printcolumn(name = "Target", type_ = "string", json_path = ".spec.target.name"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),

@@ -19,6 +19,7 @@ use super::common::UserInfo;
     namespaced,
     shortname = "caudit",
     category = "countersign",
+    doc = "One immutable audit record of a countersign transition.",
     status = "AuditEntryStatus",
     printcolumn(name = "Time", type_ = "date", json_path = ".spec.time"),
     printcolumn(name = "Action", type_ = "string", json_path = ".spec.action"),

@@ -18,6 +18,7 @@ use super::common::Operation;
     kind = "ApprovalPolicy",
     shortname = "apol",
     category = "countersign",
+    doc = "Which workload changes need human approval, which are refused outright, and who approves (cluster-scoped).",
     status = "ApprovalPolicyStatus",
     printcolumn(name = "Priority", type_ = "integer", json_path = ".spec.priority"),
     printcolumn(
