@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::api::{ApprovalPhase, ImageChange, LevelStatus};
 use crate::core::chain::ChainState;
 use crate::core::change::object_ref;
-use crate::core::decision::{AllowReason, Decision, DenyReason, Verdict};
+use crate::core::decision::{Decision, DenyReason, Verdict};
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -89,12 +89,9 @@ impl ApprovalReport {
 
 /// Build the report for a decision on `object`.
 pub fn report(decision: &Decision, object: &Value) -> CheckReport {
-    let (verdict, approval, break_glass) = match &decision.verdict {
-        Verdict::Allowed(AllowReason::BreakGlass { reason, .. }) => {
-            ("Allowed", None, Some(reason.clone()))
-        }
-        Verdict::Allowed(_) => ("Allowed", None, None),
-        Verdict::Denied(_) => ("Denied", None, None),
+    let (verdict, approval) = match &decision.verdict {
+        Verdict::Allowed(_) => ("Allowed", None),
+        Verdict::Denied(_) => ("Denied", None),
         Verdict::ApprovalRequired(r) => (
             "ApprovalRequired",
             Some(ApprovalReport::new(
@@ -104,7 +101,6 @@ pub fn report(decision: &Decision, object: &Value) -> CheckReport {
                 r.phase,
                 &r.chain,
             )),
-            None,
         ),
         Verdict::Approved(a) => (
             "Approved",
@@ -115,7 +111,6 @@ pub fn report(decision: &Decision, object: &Value) -> CheckReport {
                 a.chain.phase,
                 &a.chain,
             )),
-            None,
         ),
     };
     CheckReport {
@@ -131,7 +126,7 @@ pub fn report(decision: &Decision, object: &Value) -> CheckReport {
             changed_paths: decision.summary.changed_paths.clone(),
         },
         approval,
-        break_glass,
+        break_glass: decision.break_glass.as_ref().map(|g| g.reason.clone()),
     }
 }
 
@@ -148,9 +143,9 @@ pub fn render(
     })
 }
 
-fn headline(verdict: &Verdict) -> &'static str {
-    match verdict {
-        Verdict::Allowed(AllowReason::BreakGlass { .. }) => "ALLOWED (break-glass)",
+fn headline(decision: &Decision) -> &'static str {
+    match &decision.verdict {
+        Verdict::Allowed(_) if decision.break_glass.is_some() => "ALLOWED (break-glass)",
         Verdict::Allowed(_) => "ALLOWED",
         Verdict::Approved(_) => "ALLOWED (approved)",
         Verdict::Denied(DenyReason::RolloutInProgress { .. }) => {
@@ -167,12 +162,7 @@ fn headline(verdict: &Verdict) -> &'static str {
 
 fn text(decision: &Decision, report: &CheckReport) -> String {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{}: {}",
-        headline(&decision.verdict),
-        report.change.target
-    );
+    let _ = writeln!(out, "{}: {}", headline(decision), report.change.target);
     for reason in &report.reasons {
         let _ = writeln!(out, "  - {reason}");
     }
@@ -210,7 +200,8 @@ fn text(decision: &Decision, report: &CheckReport) -> String {
             }
             if level.satisfied {
                 line.push_str(", satisfied");
-            } else if !level.missing_required.is_empty() {
+            } else if approval.phase == ApprovalPhase::Pending && !level.missing_required.is_empty()
+            {
                 let _ = write!(
                     line,
                     ", waiting for {} (required)",

@@ -39,6 +39,15 @@ pub struct Decision {
     pub summary: ChangeSummary,
     /// Why, for people: the verdict's reasons first, then notes.
     pub reasons: Vec<String>,
+    /// Break-glass bypassed some or all matching policies; the shell audits and announces it.
+    pub break_glass: Option<BreakGlassUse>,
+}
+
+/// A granted break-glass: the reason from the annotation and the policies it bypassed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BreakGlassUse {
+    pub reason: String,
+    pub policies: Vec<String>,
 }
 
 impl Decision {
@@ -71,11 +80,8 @@ pub enum AllowReason {
     OnlyIgnoredFields,
     /// The matching policies have deny rules only, and none fired.
     NoApprovalRequired,
-    /// Break-glass bypassed every remaining policy; audit it.
-    BreakGlass {
-        reason: String,
-        policies: Vec<String>,
-    },
+    /// Break-glass bypassed every remaining policy (see [`Decision::break_glass`]).
+    BreakGlass,
 }
 
 /// Why a change is refused outright.
@@ -129,7 +135,8 @@ pub fn decide(input: &DecisionInput) -> Decision {
             .then_with(|| policy_name(a).cmp(policy_name(b)))
     });
     let mut notes = Vec::new();
-    let (verdict, mut reasons, governing) = evaluate(input, &matched, &mut notes);
+    let mut break_glass = None;
+    let (verdict, mut reasons, governing) = evaluate(input, &matched, &mut notes, &mut break_glass);
     reasons.append(&mut notes);
     let ignore = ignore_fields(governing);
     Decision {
@@ -138,6 +145,7 @@ pub fn decide(input: &DecisionInput) -> Decision {
         digest: ChangeDigest::of(request.object, &ignore),
         summary: summarize(request.old_object, request.object, &ignore),
         reasons,
+        break_glass,
     }
 }
 
@@ -146,6 +154,7 @@ fn evaluate<'p>(
     input: &DecisionInput,
     matched: &[&'p ApprovalPolicy],
     notes: &mut Vec<String>,
+    glass: &mut Option<BreakGlassUse>,
 ) -> (Verdict, Vec<String>, Option<&'p ApprovalPolicy>) {
     let request = &input.request;
     let Some(&first) = matched.first() else {
@@ -217,18 +226,24 @@ fn evaluate<'p>(
             }
         })
         .collect();
+    if let Some(reason) = glass_reason {
+        *glass = Some(BreakGlassUse {
+            reason,
+            policies: bypassed.clone(),
+        });
+    }
     let Some(&first) = remaining.first() else {
-        let reason = glass_reason.unwrap_or_default();
         let message = format!(
-            "break-glass by {}: {reason} (bypasses {})",
+            "break-glass by {}: {} (bypasses {})",
             request.requester.username,
+            glass
+                .as_ref()
+                .map(|g| g.reason.as_str())
+                .unwrap_or_default(),
             bypassed.join(", ")
         );
         return (
-            Verdict::Allowed(AllowReason::BreakGlass {
-                reason,
-                policies: bypassed,
-            }),
+            Verdict::Allowed(AllowReason::BreakGlass),
             vec![message],
             Some(first),
         );
@@ -354,8 +369,12 @@ fn approval_verdict(
         ApprovalPhase::Approved | ApprovalPhase::Deploying => {
             let mark_deploying = chain.phase == ApprovalPhase::Approved;
             let reason = if mark_deploying {
+                let until = chain
+                    .expires_at
+                    .map(|t| format!(", valid until {t}"))
+                    .unwrap_or_default();
                 format!(
-                    "approved by {} ({approval_name})",
+                    "approval {approval_name} is Approved by {}{until}",
                     chain.approved_by.join(", ")
                 )
             } else {
@@ -447,12 +466,14 @@ fn new_request(
         reviews: Vec::new(),
     });
     let how = if request.dry_run {
-        "dry run: no request created".to_string()
+        "dry run, none created".to_string()
     } else {
         format!("requested as {}/{approval_name}", request.namespace)
     };
     let reasons = vec![
-        format!("approval required by policy {name} ({how})"),
+        format!(
+            "approval required by policy {name}: no DeploymentApproval for this change yet ({how})"
+        ),
         describe_progress(&chain),
         format!(
             "approve with: kubectl countersign approve {approval_name} -n {}",
@@ -805,7 +826,7 @@ mod tests {
                 policies: vec![two_level("prod", 10), weekend_freeze()],
                 approvals: vec![approval("nginx:1.27", ALL, None)],
                 expect: "Approved:mark=true",
-                reason: "approved by alice, bob, sue",
+                reason: "is Approved by alice, bob, sue, valid until 2025-06-03T08:03:00Z",
                 ..case("freeze not in effect on Monday")
             },
             Case {
@@ -816,13 +837,13 @@ mod tests {
             },
             Case {
                 expect: "Required:Pending:new",
-                reason: "approval required by policy prod (dry run: no request created)",
+                reason: "approval required by policy prod: no DeploymentApproval for this change yet (dry run, none created)",
                 ..case("no approval yet, dry run")
             },
             Case {
                 dry_run: false,
                 expect: "Required:Pending:new",
-                reason: "approval required by policy prod (requested as shop/web-",
+                reason: "for this change yet (requested as shop/web-",
                 ..case("no approval yet, real request")
             },
             Case {
@@ -846,7 +867,7 @@ mod tests {
             Case {
                 approvals: vec![approval("nginx:1.27", ALL, Some("Pending"))],
                 expect: "Approved:mark=true",
-                reason: "approved by",
+                reason: "is Approved by",
                 ..case("lagging status: reviews decide")
             },
             Case {
@@ -989,5 +1010,42 @@ mod tests {
             decision.digest,
             ChangeDigest::of(&deployment("nginx:1.27", 1), &["/spec/replicas".into()])
         );
+    }
+
+    #[test]
+    fn break_glass_is_reported_even_when_only_some_policies_are_bypassed() {
+        let mut hotfix = deployment("registry.example.com/web:2", 3);
+        hotfix["metadata"]["annotations"] = json!({"countersign.dev/break-glass": "INC-7"});
+        let partial = Case {
+            policies: vec![two_level("prod", 10), registry_check()],
+            new: hotfix.clone(),
+            groups: &["oncall"],
+            ..case("partial")
+        };
+        let decision = run(&partial);
+        assert_eq!(label(&decision.verdict), "Allowed:NoApprovalRequired");
+        assert_eq!(
+            decision.break_glass,
+            Some(BreakGlassUse {
+                reason: "INC-7".into(),
+                policies: vec!["prod".into()],
+            })
+        );
+        assert!(
+            decision
+                .reasons
+                .iter()
+                .any(|r| r.contains("policy registries: does not allow break-glass"))
+        );
+        let full = Case {
+            new: hotfix,
+            groups: &["oncall"],
+            ..case("full")
+        };
+        let decision = run(&full);
+        assert_eq!(label(&decision.verdict), "Allowed:BreakGlass");
+        assert!(decision.break_glass.is_some());
+        let none = run(&case("no annotation"));
+        assert_eq!(none.break_glass, None);
     }
 }

@@ -221,12 +221,14 @@ pub fn break_glass(policy: &ApprovalPolicy, request: &ChangeRequest) -> BreakGla
             "policy {name}: break-glass needs a reason in the {BREAK_GLASS_ANNOTATION} annotation"
         ));
     }
-    let groups = policy
+    let Some(groups) = policy
         .spec
         .break_glass
         .as_ref()
         .map(|b| b.groups.as_slice())
-        .unwrap_or_default();
+    else {
+        return BreakGlassOutcome::Refused(format!("policy {name}: does not allow break-glass"));
+    };
     if request.requester.groups.iter().any(|g| groups.contains(g)) {
         BreakGlassOutcome::Granted(reason.trim().to_string())
     } else {
@@ -595,6 +597,10 @@ mod tests {
             break_glass(&with_groups(&["oncall"]), &no_reason.request()),
             BreakGlassOutcome::Refused(_)
         ));
+        assert_eq!(
+            break_glass(&policy(ApprovalPolicySpec::default()), &fixture.request()),
+            BreakGlassOutcome::Refused("policy p: does not allow break-glass".into())
+        );
         let mut none = Fixture::new();
         none.object["metadata"]["annotations"] = json!({});
         assert_eq!(
