@@ -646,3 +646,29 @@ fn an_infeasible_level_is_refused() {
         run.stderr
     );
 }
+
+#[test]
+fn the_digest_survives_key_order_format_replicas_and_server_fields() {
+    // The same release as JSON: keys reordered, other whitespace, 5 replicas (ignored),
+    // server-set metadata and a status.
+    let (_, yaml) = json(&example("examples/deployment-v2.yaml", MONDAY, &[]));
+    let (_, reordered) = json(&example(
+        "tests/fixtures/digest/deployment-v2-reordered.json",
+        MONDAY,
+        &["--approval", "examples/approvals/web-approved.yaml"],
+    ));
+    assert_eq!(yaml["change"]["digest"], reordered["change"]["digest"]);
+    assert_eq!(
+        reordered["verdict"], "Approved",
+        "the approval still matches"
+    );
+    // Any image change yields another digest, and the approval no longer matches.
+    let (_, hotfix) = json(&example(
+        "examples/deployment-hotfix.yaml",
+        MONDAY,
+        &["--approval", "examples/approvals/web-approved.yaml"],
+    ));
+    assert_ne!(yaml["change"]["digest"], hotfix["change"]["digest"]);
+    assert_eq!(hotfix["verdict"], "ApprovalRequired");
+    assert_eq!(hotfix["approval"]["existing"], false);
+}

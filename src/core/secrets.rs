@@ -30,6 +30,9 @@ pub fn detect_credential(name: Option<&str>, value: &str) -> Option<&'static str
     if let Some(kind) = well_known_format(value) {
         return Some(kind);
     }
+    if has_url_password(value) {
+        return Some("password in a URL");
+    }
     let name = name?;
     if is_password_like(name) && is_high_entropy(value) {
         return Some("high-entropy value under a password-like name");
@@ -51,10 +54,25 @@ pub fn is_high_entropy(value: &str) -> bool {
         || value.starts_with("${")
         || value.starts_with('/')
         || value.contains(char::is_whitespace)
+        // A URL is an address, not a secret (`AUTH_URL=https://…`); one with a password
+        // in it is caught by `has_url_password`.
+        || value.contains("://")
     {
         return false;
     }
     shannon_bits_per_char(value) >= HIGH_ENTROPY_MIN_BITS
+}
+
+/// `scheme://user:password@host…`, e.g. a database URL with its password inline.
+fn has_url_password(value: &str) -> bool {
+    value.match_indices("://").any(|(i, _)| {
+        let rest = &value[i + 3..];
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        authority
+            .rsplit_once('@')
+            .and_then(|(userinfo, _)| userinfo.split_once(':'))
+            .is_some_and(|(_, password)| !password.is_empty())
+    })
 }
 
 fn shannon_bits_per_char(value: &str) -> f64 {
@@ -194,6 +212,21 @@ mod tests {
                 Some("AWS access key ID"),
             ),
             (None, "AKIA-too-short", None),
+            (
+                Some("OAUTH_CALLBACK_URL"),
+                "https://auth.example.com/oauth2/callback?x=Zq81",
+                None,
+            ),
+            (
+                Some("DATABASE_URL"),
+                "postgres://shop:s3cr3t-Pa55@db.internal:5432/shop",
+                Some("password in a URL"),
+            ),
+            (
+                Some("DATABASE_URL"),
+                "postgres://shop@db.internal/shop",
+                None,
+            ),
             (
                 None,
                 "-----BEGIN RSA PRIVATE KEY-----\nMIIE...",
