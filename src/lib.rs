@@ -1,2 +1,11 @@
 //! countersign: a Kubernetes admission controller and operator that puts human
 //! approval between a workload change and the cluster (see `../shared/SPEC.md`).
+//!
+//! `core` decides and does no I/O; `api` holds the CRD types; `cli` is the shell of the
+//! `countersign` binary.
+
+pub mod api;
+
+pub mod cli;
+
+pub mod core;

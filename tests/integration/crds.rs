@@ -14,18 +14,10 @@ use serde_json::Value;
 use crate::support::crds::{apply_crds, read_yaml_documents};
 use crate::support::{TestCluster, TestNamespace, User};
 
-/// The CRDs under test and the directory of their sample objects: the
-/// product's `crds/` with `tests/fixtures/crd-samples/`, or a placeholder
-/// while `crds/` does not exist yet.
+/// The product's CRDs and the directory of their sample objects.
 fn crds_and_samples() -> (PathBuf, PathBuf) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let product = root.join("crds");
-    if product.is_dir() {
-        (product, root.join("tests/fixtures/crd-samples"))
-    } else {
-        let placeholder = root.join("tests/fixtures/placeholder");
-        (placeholder.join("crds"), placeholder.join("samples"))
-    }
+    (root.join("crds"), root.join("tests/fixtures/crd-samples"))
 }
 
 fn api_resource(crd: &CustomResourceDefinition) -> Result<ApiResource> {

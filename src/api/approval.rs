@@ -1,0 +1,218 @@
+//! `DeploymentApproval` (namespaced, in the target's namespace): one request for one change.
+
+// kube's `printcolumn(...)` repeats `type_ = "string"`; clippy reads that as duplication.
+#![allow(clippy::duplicated_attributes)]
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{Operation, UserInfo};
+use super::policy::ApprovalSettings;
+
+/// A request to admit exactly one change (target + digest), and the reviews it received.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "countersign.dev",
+    version = "v1alpha1",
+    kind = "DeploymentApproval",
+    namespaced,
+    shortname = "dapr",
+    category = "countersign",
+    doc = "A request to admit exactly one change (target + digest), and the reviews it received.",
+    status = "DeploymentApprovalStatus",
+    printcolumn(name = "Target", type_ = "string", json_path = ".spec.target.name"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Level", type_ = "integer", json_path = ".status.currentLevel"),
+    printcolumn(
+        name = "Requester",
+        type_ = "string",
+        json_path = ".spec.change.requester.username"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentApprovalSpec {
+    pub target: ApprovalTarget,
+    pub change: ChangeRecord,
+    pub policy: PolicySnapshot,
+    /// Appended by approvers, one at a time, each in their own name.
+    #[serde(default)]
+    pub reviews: Vec<Review>,
+}
+
+/// The object the change applies to, in the approval's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalTarget {
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+}
+
+/// What changes, who asked, and when.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChangeRecord {
+    /// `sha256:<hex>` of the gated content (SPEC §2).
+    pub digest: String,
+    pub summary: ChangeSummary,
+    pub requester: UserInfo,
+    pub operation: Operation,
+    /// When the request was made; `requestTTL` counts from here.
+    pub requested_at: Time,
+}
+
+/// A human-readable account of a change.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChangeSummary {
+    /// One line, e.g. `Deployment shop/web: image web nginx:1.25 → nginx:1.27`.
+    pub text: String,
+    #[serde(default)]
+    pub images: Vec<ImageChange>,
+    /// JSON pointers of the changed gated fields (at most 50, then `…`).
+    #[serde(default)]
+    pub changed_paths: Vec<String>,
+}
+
+/// A container image before and after the change (absent: the container is new or removed).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageChange {
+    pub container: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+}
+
+/// The policy and the chain the request was created under; later policy edits do not
+/// change a pending request's rules.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicySnapshot {
+    pub name: String,
+    pub chain: ApprovalSettings,
+}
+
+/// An approver's decision.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ReviewDecision {
+    Approve,
+    Reject,
+}
+
+/// One review, appended by its author.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Review {
+    pub user: String,
+    /// Groups the author approves through; must be a subset of their authenticated groups.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    pub decision: ReviewDecision,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    pub time: Time,
+}
+
+/// Where a request stands.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ApprovalPhase {
+    #[default]
+    Pending,
+    Approved,
+    Deploying,
+    Deployed,
+    Rejected,
+    Expired,
+    Failed,
+}
+
+impl ApprovalPhase {
+    /// No further transition is possible.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            ApprovalPhase::Deployed
+                | ApprovalPhase::Rejected
+                | ApprovalPhase::Expired
+                | ApprovalPhase::Failed
+        )
+    }
+}
+
+impl std::fmt::Display for ApprovalPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
+/// Progress of one level of the chain.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LevelStatus {
+    pub name: String,
+    /// Distinct approvals this level needs.
+    pub required: u32,
+    /// Distinct eligible approvals counted so far.
+    pub approvals: u32,
+    pub satisfied: bool,
+    #[serde(default)]
+    pub approved_by: Vec<String>,
+    /// Required entries that have not approved yet (`bob`, `group:sre`, …).
+    #[serde(default)]
+    pub missing_required: Vec<String>,
+}
+
+/// Delivery state of one notification (approval, level, event).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationStatus {
+    pub sink: String,
+    pub level: String,
+    pub event: String,
+    pub delivered: bool,
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// What the operator last recorded about the request.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentApprovalStatus {
+    #[serde(default)]
+    pub phase: ApprovalPhase,
+    /// 1-based index of the open level; absent once no level is open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_level: Option<u32>,
+    #[serde(default)]
+    pub levels: Vec<LevelStatus>,
+    #[serde(default)]
+    pub approved_by: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
+    #[serde(default)]
+    pub notifications: Vec<NotificationStatus>,
+    /// The webhook replica that admitted the change (set with the move to `Deploying`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_holder: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+}

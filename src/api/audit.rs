@@ -1,0 +1,84 @@
+//! `AuditEntry` (namespaced, in the install namespace): one immutable record per event (SPEC §7).
+
+// kube's `printcolumn(...)` repeats `type_ = "string"`; clippy reads that as duplication.
+#![allow(clippy::duplicated_attributes)]
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::UserInfo;
+
+/// One audited transition. Never updated; deleted only by retention.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "countersign.dev",
+    version = "v1alpha1",
+    kind = "AuditEntry",
+    namespaced,
+    shortname = "caudit",
+    category = "countersign",
+    doc = "One immutable audit record of a countersign transition.",
+    status = "AuditEntryStatus",
+    printcolumn(name = "Time", type_ = "date", json_path = ".spec.time"),
+    printcolumn(name = "Action", type_ = "string", json_path = ".spec.action"),
+    printcolumn(name = "Actor", type_ = "string", json_path = ".spec.actor.username"),
+    printcolumn(name = "Target", type_ = "string", json_path = ".spec.target.name"),
+    printcolumn(name = "Approval", type_ = "string", json_path = ".spec.approval")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEntrySpec {
+    pub time: Time,
+    pub action: AuditAction,
+    pub actor: UserInfo,
+    pub target: AuditTarget,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_digest: Option<String>,
+    /// Name of the DeploymentApproval, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The audited transition.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum AuditAction {
+    Requested,
+    ReviewRecorded,
+    LevelSatisfied,
+    Approved,
+    Rejected,
+    Expired,
+    Admitted,
+    Deployed,
+    RolloutFailed,
+    BreakGlass,
+    PolicyCreated,
+    PolicyChanged,
+}
+
+/// The object an entry is about.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditTarget {
+    pub api_version: String,
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+}
+
+/// Whether the matching Kubernetes Events were written too.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEntryStatus {
+    /// `EventsRecorded`: the Events on the approval and on the target were written.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+}

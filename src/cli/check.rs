@@ -1,0 +1,332 @@
+//! `countersign check` (SPEC §10): gather the change, policies and approvals from files,
+//! call `core::decision::decide` exactly as the webhook does, and report.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::Namespace;
+use serde_json::Value;
+
+use super::CliError;
+use super::input::{self, InputError};
+use super::output::{self, OutputFormat};
+use crate::api::{ApprovalPolicy, DeploymentApproval, GROUP, Operation, UserInfo, VERSION};
+use crate::core::chain::RoleBindingSnapshot;
+use crate::core::change::group_kind;
+use crate::core::decision::{DecisionInput, decide};
+use crate::core::policy::ChangeRequest;
+use crate::core::validation::validate_policy;
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// An ApprovalPolicy file (several documents allowed) or a directory of them. Repeatable.
+    #[arg(long = "policy", value_name = "FILE_OR_DIR", required = true)]
+    pub policies: Vec<PathBuf>,
+    /// The object as it would be applied.
+    #[arg(long, value_name = "FILE")]
+    pub object: PathBuf,
+    /// The object currently in the cluster (makes the operation UPDATE).
+    #[arg(long, value_name = "FILE")]
+    pub old_object: Option<PathBuf>,
+    /// DeploymentApproval files or directories, as the webhook would find them. Repeatable.
+    #[arg(long = "approval", value_name = "FILE_OR_DIR")]
+    pub approvals: Vec<PathBuf>,
+    /// The target's Namespace object (its labels drive namespaceSelector and region).
+    #[arg(long, value_name = "FILE")]
+    pub namespace: Option<PathBuf>,
+    /// The requesting user.
+    #[arg(long, default_value = "system:anonymous")]
+    pub user: String,
+    /// A group of the requesting user. Repeatable.
+    #[arg(long = "group", value_name = "G")]
+    pub groups: Vec<String>,
+    /// Default: UPDATE with --old-object, else CREATE.
+    #[arg(long, value_enum, ignore_case = true)]
+    pub operation: Option<OperationArg>,
+    /// Evaluate at this time instead of now, e.g. 2025-06-07T10:00:00Z.
+    #[arg(long, value_name = "RFC3339")]
+    pub now: Option<String>,
+    /// The cluster's region, used when the namespace has no topology.kubernetes.io/region label.
+    #[arg(long, value_name = "R")]
+    pub region: Option<String>,
+    #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+    pub output: OutputFormat,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum OperationArg {
+    #[value(name = "CREATE")]
+    Create,
+    #[value(name = "UPDATE")]
+    Update,
+}
+
+/// Exit statuses of `check`.
+const EXIT_ALLOWED: u8 = 0;
+const EXIT_DENIED: u8 = 1;
+
+pub fn run(args: &CheckArgs) -> Result<ExitCode, CliError> {
+    let now = match &args.now {
+        Some(text) => text.parse::<Timestamp>().map_err(|e| CliError::Flag {
+            flag: "--now",
+            message: format!("{text:?} is not an RFC 3339 time such as 2025-06-07T10:00:00Z: {e}"),
+        })?,
+        None => Timestamp::now(),
+    };
+    let policies = load_policies(&args.policies)?;
+    let object = load_object(&args.object)?;
+    let old_object = match &args.old_object {
+        Some(path) => {
+            let old = load_object(path)?;
+            same_object(path, &old, &object)?;
+            Some(old)
+        }
+        None => None,
+    };
+    let operation = match (args.operation, &old_object) {
+        (Some(OperationArg::Create), Some(_)) => {
+            return Err(CliError::Flag {
+                flag: "--operation",
+                message: "CREATE cannot have an --old-object".into(),
+            });
+        }
+        (Some(OperationArg::Create), None) | (None, None) => Operation::Create,
+        (Some(OperationArg::Update), _) | (None, Some(_)) => Operation::Update,
+    };
+    let (namespace_name, namespace_labels) = load_namespace(args.namespace.as_deref())?;
+    let namespace = resolve_namespace(&args.object, &object, namespace_name)?;
+    let approvals = load_approvals(&args.approvals)?;
+    let requester = UserInfo {
+        username: args.user.clone(),
+        groups: args.groups.clone(),
+    };
+    let bindings = RoleBindingSnapshot::default();
+    let decision = decide(&DecisionInput {
+        request: ChangeRequest {
+            operation,
+            object: &object,
+            old_object: old_object.as_ref(),
+            namespace: &namespace,
+            namespace_labels: &namespace_labels,
+            requester: &requester,
+            cluster_region: args.region.as_deref(),
+            // Offline: evaluated like a real request, but nothing is created.
+            dry_run: true,
+        },
+        policies: &policies,
+        approvals: &approvals,
+        bindings: &bindings,
+        now,
+    });
+    let text = output::render(&decision, &object, args.output)
+        .map_err(|e| CliError::Output(format!("cannot render the result: {e}")))?;
+    print!("{text}");
+    Ok(ExitCode::from(if decision.allowed() {
+        EXIT_ALLOWED
+    } else {
+        EXIT_DENIED
+    }))
+}
+
+/// Every ApprovalPolicy in the given files and directories; malformed or infeasible
+/// policies are bad input, warnings go to stderr.
+fn load_policies(paths: &[PathBuf]) -> Result<Vec<ApprovalPolicy>, CliError> {
+    let api_version = format!("{GROUP}/{VERSION}");
+    let mut policies = Vec::new();
+    let mut names = BTreeSet::new();
+    for path in paths {
+        for file in input::expand(path)? {
+            let text = input::read(&file)?;
+            for document in input::documents(&file, &text)? {
+                input::expect_kind(&file, &document, &api_version, "ApprovalPolicy")?;
+            }
+            for policy in input::decode_all::<ApprovalPolicy>(&file, &text)? {
+                let name = policy.metadata.name.clone().unwrap_or_default();
+                if name.is_empty() {
+                    return Err(InputError::new(&file, Some("metadata.name"), "missing").into());
+                }
+                if !names.insert(name.clone()) {
+                    return Err(InputError::new(
+                        &file,
+                        Some("metadata.name"),
+                        format!("policy {name:?} is given twice"),
+                    )
+                    .into());
+                }
+                let validation = validate_policy(&policy.spec);
+                if let Some(error) = validation.errors.first() {
+                    let also = match validation.errors.len() {
+                        1 => String::new(),
+                        n => format!(" (and {} more)", n - 1),
+                    };
+                    return Err(InputError::new(
+                        &file,
+                        Some(&error.field),
+                        format!("policy {name} refused: {}{also}", error.message),
+                    )
+                    .into());
+                }
+                for warning in &validation.warnings {
+                    eprintln!(
+                        "countersign: warning: {}: policy {name}: {warning}",
+                        file.display()
+                    );
+                }
+                policies.push(policy);
+            }
+        }
+    }
+    Ok(policies)
+}
+
+fn load_approvals(paths: &[PathBuf]) -> Result<Vec<DeploymentApproval>, CliError> {
+    let api_version = format!("{GROUP}/{VERSION}");
+    let mut approvals = Vec::new();
+    for path in paths {
+        for file in input::expand(path)? {
+            let text = input::read(&file)?;
+            for document in input::documents(&file, &text)? {
+                input::expect_kind(&file, &document, &api_version, "DeploymentApproval")?;
+            }
+            for approval in input::decode_all::<DeploymentApproval>(&file, &text)? {
+                if approval
+                    .metadata
+                    .name
+                    .as_deref()
+                    .unwrap_or_default()
+                    .is_empty()
+                {
+                    return Err(InputError::new(&file, Some("metadata.name"), "missing").into());
+                }
+                approvals.push(approval);
+            }
+        }
+    }
+    Ok(approvals)
+}
+
+/// The one object in `file`, as plain JSON. Built-in workload kinds are also decoded
+/// strictly as their Kubernetes type, so a misspelt field is caught here.
+fn load_object(file: &Path) -> Result<Value, CliError> {
+    let text = input::read(file)?;
+    let mut documents = input::documents(file, &text)?;
+    if documents.len() != 1 {
+        return Err(InputError::new(
+            file,
+            None,
+            format!("expected exactly one object, found {}", documents.len()),
+        )
+        .into());
+    }
+    let object = documents.remove(0);
+    for (field, pointer) in [
+        ("apiVersion", "/apiVersion"),
+        ("kind", "/kind"),
+        ("metadata.name", "/metadata/name"),
+    ] {
+        if object
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            return Err(
+                InputError::new(file, Some(field), "missing (must be a non-empty string)").into(),
+            );
+        }
+    }
+    let (group, kind) = group_kind(&object);
+    let version = object
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    match (group.as_str(), kind.as_str(), version) {
+        ("apps", "Deployment", "apps/v1") => strict::<Deployment>(file, &text)?,
+        ("apps", "StatefulSet", "apps/v1") => strict::<StatefulSet>(file, &text)?,
+        ("apps", "DaemonSet", "apps/v1") => strict::<DaemonSet>(file, &text)?,
+        ("batch", "Job", "batch/v1") => strict::<Job>(file, &text)?,
+        ("batch", "CronJob", "batch/v1") => strict::<CronJob>(file, &text)?,
+        _ => {}
+    }
+    Ok(object)
+}
+
+fn strict<T: serde::de::DeserializeOwned>(file: &Path, text: &str) -> Result<(), InputError> {
+    input::decode_all::<T>(file, text).map(|_| ())
+}
+
+/// The old object must be the same object as the new one.
+fn same_object(old_file: &Path, old: &Value, new: &Value) -> Result<(), CliError> {
+    for (field, pointer) in [
+        ("kind", "/kind"),
+        ("metadata.name", "/metadata/name"),
+        ("metadata.namespace", "/metadata/namespace"),
+    ] {
+        let (a, b) = (old.pointer(pointer), new.pointer(pointer));
+        if a != b {
+            return Err(InputError::new(
+                old_file,
+                Some(field),
+                format!(
+                    "the old object's {field} is {} but the new object's is {}",
+                    a.map_or("unset".to_string(), Value::to_string),
+                    b.map_or("unset".to_string(), Value::to_string)
+                ),
+            )
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// The Namespace's name and labels, when a file is given.
+fn load_namespace(
+    file: Option<&Path>,
+) -> Result<(Option<String>, BTreeMap<String, String>), CliError> {
+    let Some(file) = file else {
+        return Ok((None, BTreeMap::new()));
+    };
+    let text = input::read(file)?;
+    let documents = input::documents(file, &text)?;
+    if documents.len() != 1 {
+        return Err(InputError::new(
+            file,
+            None,
+            format!("expected exactly one Namespace, found {}", documents.len()),
+        )
+        .into());
+    }
+    input::expect_kind(file, &documents[0], "v1", "Namespace")?;
+    let mut namespaces = input::decode_all::<Namespace>(file, &text)?;
+    let namespace = namespaces.remove(0);
+    let name = namespace.metadata.name.filter(|n| !n.is_empty());
+    if name.is_none() {
+        return Err(InputError::new(file, Some("metadata.name"), "missing").into());
+    }
+    Ok((name, namespace.metadata.labels.unwrap_or_default()))
+}
+
+/// The target's namespace: the object's own, else the Namespace file's, else `default`.
+fn resolve_namespace(
+    object_file: &Path,
+    object: &Value,
+    from_file: Option<String>,
+) -> Result<String, CliError> {
+    let own = object
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str);
+    match (own, from_file) {
+        (Some(own), Some(other)) if own != other => Err(InputError::new(
+            object_file,
+            Some("metadata.namespace"),
+            format!("is {own:?} but the --namespace file describes {other:?}"),
+        )
+        .into()),
+        (Some(own), _) => Ok(own.to_string()),
+        (None, Some(other)) => Ok(other),
+        (None, None) => Ok("default".to_string()),
+    }
+}

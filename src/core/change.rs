@@ -1,0 +1,581 @@
+//! Normalise a changed object into its gated content, digest it, and summarise it (SPEC §2).
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::api::{ChangeSummary, ImageChange};
+
+/// The workload kinds (group, kind) whose gated content is their `spec`.
+pub const WORKLOAD_KINDS: &[(&str, &str)] = &[
+    ("apps", "Deployment"),
+    ("apps", "StatefulSet"),
+    ("apps", "DaemonSet"),
+    ("batch", "Job"),
+    ("batch", "CronJob"),
+];
+
+/// Metadata fields the API server manages; they never belong to a change.
+const SERVER_MANAGED_METADATA: &[&str] = &[
+    "resourceVersion",
+    "uid",
+    "generation",
+    "managedFields",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "selfLink",
+];
+
+/// At most this many changed paths are listed in a summary.
+const MAX_CHANGED_PATHS: usize = 50;
+
+/// The API group and kind of an object (`apps/v1` → `apps`; `v1` → the empty core group).
+pub fn group_kind(object: &Value) -> (String, String) {
+    let api_version = object
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+    let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
+    (group.to_string(), kind.to_string())
+}
+
+/// Is this one of the built-in workload kinds?
+pub fn is_workload(object: &Value) -> bool {
+    let (group, kind) = group_kind(object);
+    WORKLOAD_KINDS
+        .iter()
+        .any(|(g, k)| *g == group && *k == kind)
+}
+
+/// A SHA-256 over the canonical JSON of an object's gated content, shown as `sha256:<hex>`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ChangeDigest(String);
+
+impl ChangeDigest {
+    /// The digest of `object` with the `ignore_fields` pointers removed.
+    pub fn of(object: &Value, ignore_fields: &[String]) -> Self {
+        let canonical = canonical_json(&gated_content(object, ignore_fields));
+        let hash = Sha256::digest(canonical.as_bytes());
+        ChangeDigest(format!("sha256:{hash:x}"))
+    }
+
+    /// `sha256:<hex>`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The first `len` hex characters, for names.
+    pub fn short_hex(&self, len: usize) -> &str {
+        let hex = self.0.trim_start_matches("sha256:");
+        &hex[..len.min(hex.len())]
+    }
+}
+
+impl std::fmt::Display for ChangeDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The part of an object a change is judged on: for workload kinds the `spec`, otherwise
+/// the object without `status` and server-managed metadata; minus the ignored pointers and
+/// with `null` members dropped (absent and `null` mean the same to the API server).
+pub fn gated_content(object: &Value, ignore_fields: &[String]) -> Value {
+    let mut whole = object.clone();
+    for pointer in ignore_fields {
+        remove_pointer(&mut whole, pointer);
+    }
+    let mut gated = if is_workload(object) {
+        whole.get("spec").cloned().unwrap_or(Value::Null)
+    } else {
+        if let Some(map) = whole.as_object_mut() {
+            map.remove("status");
+            if let Some(meta) = map.get_mut("metadata").and_then(Value::as_object_mut) {
+                for field in SERVER_MANAGED_METADATA {
+                    meta.remove(*field);
+                }
+            }
+        }
+        whole
+    };
+    drop_nulls(&mut gated);
+    gated
+}
+
+fn drop_nulls(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(drop_nulls);
+        }
+        Value::Array(items) => items.iter_mut().for_each(drop_nulls),
+        _ => {}
+    }
+}
+
+/// Split a JSON pointer (RFC 6901) into unescaped segments; `None` when malformed.
+pub fn pointer_segments(pointer: &str) -> Option<Vec<String>> {
+    let rest = pointer.strip_prefix('/')?;
+    rest.split('/')
+        .map(|segment| {
+            let mut out = String::new();
+            let mut chars = segment.chars();
+            while let Some(c) = chars.next() {
+                if c == '~' {
+                    match chars.next() {
+                        Some('0') => out.push('~'),
+                        Some('1') => out.push('/'),
+                        _ => return None,
+                    }
+                } else {
+                    out.push(c);
+                }
+            }
+            Some(out)
+        })
+        .collect()
+}
+
+/// Remove what a JSON pointer names; a `*` segment stands for every array element or
+/// object member. A pointer that names nothing removes nothing.
+pub fn remove_pointer(value: &mut Value, pointer: &str) {
+    if let Some(segments) = pointer_segments(pointer) {
+        remove_segments(value, &segments);
+    }
+}
+
+fn remove_segments(value: &mut Value, segments: &[String]) {
+    let Some((first, rest)) = segments.split_first() else {
+        return;
+    };
+    if rest.is_empty() {
+        match value {
+            Value::Object(map) if first == "*" => map.clear(),
+            Value::Object(map) => {
+                map.remove(first);
+            }
+            Value::Array(items) if first == "*" => items.clear(),
+            Value::Array(items) => {
+                if let Ok(index) = first.parse::<usize>()
+                    && index < items.len()
+                {
+                    items.remove(index);
+                }
+            }
+            _ => {}
+        }
+        return;
+    }
+    match value {
+        Value::Object(map) if first == "*" => {
+            map.values_mut().for_each(|v| remove_segments(v, rest))
+        }
+        Value::Object(map) => {
+            if let Some(child) = map.get_mut(first) {
+                remove_segments(child, rest);
+            }
+        }
+        Value::Array(items) if first == "*" => {
+            items.iter_mut().for_each(|v| remove_segments(v, rest))
+        }
+        Value::Array(items) => {
+            if let Some(child) = first.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
+                remove_segments(child, rest);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Compact JSON with object keys sorted (by UTF-8 bytes) at every depth.
+pub fn canonical_json(value: &Value) -> String {
+    let mut out = String::new();
+    write_canonical(value, &mut out);
+    out
+}
+
+fn write_canonical(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, key) in keys.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String((*key).clone()).to_string());
+                out.push(':');
+                write_canonical(&map[*key], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+/// The pod spec inside a workload (or a Pod), where containers live.
+pub fn pod_spec(object: &Value) -> Option<&Value> {
+    let (_, kind) = group_kind(object);
+    match kind.as_str() {
+        "Pod" => object.get("spec"),
+        "CronJob" => object.pointer("/spec/jobTemplate/spec/template/spec"),
+        _ => object.pointer("/spec/template/spec"),
+    }
+}
+
+/// Every container of a pod spec (init, regular, ephemeral) as (list name, container).
+pub fn containers(pod_spec: &Value) -> Vec<(&'static str, &Map<String, Value>)> {
+    ["initContainers", "containers", "ephemeralContainers"]
+        .into_iter()
+        .flat_map(|list| {
+            pod_spec
+                .get(list)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_object)
+                .map(move |c| (list, c))
+        })
+        .collect()
+}
+
+fn images(object: Option<&Value>) -> Vec<(String, String)> {
+    object
+        .and_then(pod_spec)
+        .map(|spec| {
+            containers(spec)
+                .into_iter()
+                .map(|(_, c)| {
+                    let name = c.get("name").and_then(Value::as_str).unwrap_or("?");
+                    let image = c.get("image").and_then(Value::as_str).unwrap_or("");
+                    (name.to_string(), image.to_string())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// "Kind namespace/name" for messages.
+pub fn object_ref(object: &Value) -> String {
+    let (_, kind) = group_kind(object);
+    let name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("?");
+    match object
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+    {
+        Some(ns) => format!("{kind} {ns}/{name}"),
+        None => format!("{kind} {name}"),
+    }
+}
+
+/// What changed from `old` (absent on CREATE) to `new`, for people.
+pub fn summarize(old: Option<&Value>, new: &Value, ignore_fields: &[String]) -> ChangeSummary {
+    let before = images(old);
+    let after = images(Some(new));
+    let mut image_changes = Vec::new();
+    for (name, image) in &after {
+        let previous = before
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, i)| i.clone());
+        if previous.as_deref() != Some(image.as_str()) {
+            image_changes.push(ImageChange {
+                container: name.clone(),
+                before: previous,
+                after: Some(image.clone()),
+            });
+        }
+    }
+    for (name, image) in &before {
+        if !after.iter().any(|(n, _)| n == name) {
+            image_changes.push(ImageChange {
+                container: name.clone(),
+                before: Some(image.clone()),
+                after: None,
+            });
+        }
+    }
+
+    let new_gated = gated_content(new, ignore_fields);
+    let prefix = if is_workload(new) { "/spec" } else { "" };
+    let mut changed_paths = Vec::new();
+    match old {
+        Some(old) => diff_paths(
+            &gated_content(old, ignore_fields),
+            &new_gated,
+            prefix,
+            &mut changed_paths,
+        ),
+        None => changed_paths.push(if prefix.is_empty() {
+            "/".to_string()
+        } else {
+            prefix.to_string()
+        }),
+    }
+    if changed_paths.len() > MAX_CHANGED_PATHS {
+        changed_paths.truncate(MAX_CHANGED_PATHS);
+        changed_paths.push("…".to_string());
+    }
+
+    let mut parts: Vec<String> = image_changes
+        .iter()
+        .map(|c| {
+            format!(
+                "image {} {} → {}",
+                c.container,
+                c.before.as_deref().unwrap_or("(none)"),
+                c.after.as_deref().unwrap_or("(removed)")
+            )
+        })
+        .collect();
+    let other_paths: Vec<&String> = changed_paths
+        .iter()
+        .filter(|p| !p.ends_with("/image"))
+        .collect();
+    if old.is_none() {
+        parts.push("created".to_string());
+    } else if !other_paths.is_empty() {
+        let shown: Vec<&str> = other_paths.iter().take(3).map(|p| p.as_str()).collect();
+        let more = other_paths.len().saturating_sub(3);
+        let mut text = format!("changed {}", shown.join(", "));
+        if more > 0 {
+            text.push_str(&format!(" and {more} more"));
+        }
+        parts.push(text);
+    }
+    if parts.is_empty() {
+        parts.push("no gated change".to_string());
+    }
+    ChangeSummary {
+        text: format!("{}: {}", object_ref(new), parts.join("; ")),
+        images: image_changes,
+        changed_paths,
+    }
+}
+
+fn escape_segment(segment: &str) -> String {
+    segment.replace('~', "~0").replace('/', "~1")
+}
+
+fn diff_paths(old: &Value, new: &Value, path: &str, out: &mut Vec<String>) {
+    match (old, new) {
+        (Value::Object(a), Value::Object(b)) => {
+            let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for key in keys {
+                let child = format!("{path}/{}", escape_segment(key));
+                match (a.get(key), b.get(key)) {
+                    (Some(x), Some(y)) => diff_paths(x, y, &child, out),
+                    _ => out.push(child),
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                diff_paths(x, y, &format!("{path}/{i}"), out);
+            }
+        }
+        (a, b) if a == b => {}
+        _ => out.push(if path.is_empty() {
+            "/".to_string()
+        } else {
+            path.to_string()
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn deployment(image: &str, replicas: u32) -> Value {
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "shop", "resourceVersion": "1"},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "web", "image": image}]}
+                }
+            }
+        })
+    }
+
+    fn default_ignore() -> Vec<String> {
+        vec!["/spec/replicas".to_string()]
+    }
+
+    #[test]
+    fn digest_is_stable_under_key_order_and_whitespace() {
+        let compact = deployment("nginx:1.25", 2);
+        let reordered: Value = serde_json::from_str(
+            r#"{ "spec": { "template": { "spec": { "containers": [ { "image": "nginx:1.25", "name": "web" } ] },
+                 "metadata": { "labels": { "app": "web" } } },
+                 "selector": { "matchLabels": { "app": "web" } }, "replicas": 2 },
+               "metadata": { "namespace": "shop", "name": "web" },
+               "kind": "Deployment", "apiVersion": "apps/v1" }"#,
+        )
+        .unwrap();
+        assert_eq!(
+            ChangeDigest::of(&compact, &default_ignore()),
+            ChangeDigest::of(&reordered, &default_ignore())
+        );
+    }
+
+    #[test]
+    fn digest_ignores_replicas_metadata_status_and_nulls() {
+        let base = deployment("nginx:1.25", 2);
+        let mut variant = deployment("nginx:1.25", 7);
+        variant["metadata"]["resourceVersion"] = json!("99");
+        variant["status"] = json!({"readyReplicas": 7});
+        variant["spec"]["template"]["spec"]["nodeSelector"] = Value::Null;
+        assert_eq!(
+            ChangeDigest::of(&base, &default_ignore()),
+            ChangeDigest::of(&variant, &default_ignore())
+        );
+    }
+
+    #[test]
+    fn defaulted_but_unchanged_fields_do_not_change_the_digest() {
+        // Both old and new as the API server hands them over: defaults filled in identically.
+        let mut old = deployment("nginx:1.25", 2);
+        let mut new = deployment("nginx:1.25", 3);
+        for object in [&mut old, &mut new] {
+            object["spec"]["strategy"] = json!({"type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}});
+            object["spec"]["revisionHistoryLimit"] = json!(10);
+            object["spec"]["template"]["spec"]["containers"][0]["terminationMessagePath"] =
+                json!("/dev/termination-log");
+        }
+        assert_eq!(
+            ChangeDigest::of(&old, &default_ignore()),
+            ChangeDigest::of(&new, &default_ignore())
+        );
+    }
+
+    #[test]
+    fn any_image_change_changes_the_digest() {
+        let cases = [
+            ("nginx:1.25", "nginx:1.26"),
+            (
+                "nginx:1.25",
+                "nginx@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+            ),
+            ("nginx:1.25", "registry.example.com/nginx:1.25"),
+            ("nginx:1.25", "nginx:1.25 "),
+        ];
+        for (before, after) in cases {
+            assert_ne!(
+                ChangeDigest::of(&deployment(before, 2), &default_ignore()),
+                ChangeDigest::of(&deployment(after, 2), &default_ignore()),
+                "{before} -> {after}"
+            );
+        }
+    }
+
+    #[test]
+    fn replicas_count_when_not_ignored() {
+        assert_ne!(
+            ChangeDigest::of(&deployment("a", 1), &[]),
+            ChangeDigest::of(&deployment("a", 2), &[])
+        );
+    }
+
+    #[test]
+    fn digest_format_is_sha256_hex() {
+        let digest = ChangeDigest::of(&deployment("a", 1), &[]);
+        let hex = digest.as_str().strip_prefix("sha256:").unwrap();
+        assert_eq!(hex.len(), 64);
+        assert!(
+            hex.chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
+    }
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_depth() {
+        let value = json!({"b": {"z": 1, "a": [ {"y": true, "x": null} ]}, "a": "s"});
+        assert_eq!(
+            canonical_json(&value),
+            r#"{"a":"s","b":{"a":[{"x":null,"y":true}],"z":1}}"#
+        );
+    }
+
+    #[test]
+    fn non_workload_kinds_digest_the_object_without_server_fields() {
+        let a = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "c", "uid": "1", "managedFields": []}, "data": {"k": "v"}});
+        let b = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "c", "uid": "2", "generation": 4}, "data": {"k": "v"}});
+        let c = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "c"}, "data": {"k": "w"}});
+        assert_eq!(ChangeDigest::of(&a, &[]), ChangeDigest::of(&b, &[]));
+        assert_ne!(ChangeDigest::of(&a, &[]), ChangeDigest::of(&c, &[]));
+    }
+
+    #[test]
+    fn pointers_with_wildcards_and_escapes_are_removed() {
+        let mut value = json!({"spec": {"a/b": 1, "list": [{"x": 1, "y": 2}, {"x": 3}]}});
+        remove_pointer(&mut value, "/spec/a~1b");
+        remove_pointer(&mut value, "/spec/list/*/x");
+        assert_eq!(value, json!({"spec": {"list": [{"y": 2}, {}]}}));
+        assert_eq!(
+            pointer_segments("/a~0b/c~1d"),
+            Some(vec!["a~b".into(), "c/d".into()])
+        );
+        assert_eq!(pointer_segments("no-slash"), None);
+        assert_eq!(pointer_segments("/bad~2"), None);
+    }
+
+    #[test]
+    fn summary_names_images_and_paths() {
+        let old = deployment("nginx:1.25", 2);
+        let mut new = deployment("nginx:1.27", 2);
+        new["spec"]["template"]["spec"]["containers"][0]["env"] =
+            json!([{"name": "A", "value": "1"}]);
+        let summary = summarize(Some(&old), &new, &default_ignore());
+        assert_eq!(
+            summary.images,
+            vec![ImageChange {
+                container: "web".into(),
+                before: Some("nginx:1.25".into()),
+                after: Some("nginx:1.27".into()),
+            }]
+        );
+        assert_eq!(
+            summary.changed_paths,
+            vec![
+                "/spec/template/spec/containers/0/env".to_string(),
+                "/spec/template/spec/containers/0/image".to_string(),
+            ]
+        );
+        assert_eq!(
+            summary.text,
+            "Deployment shop/web: image web nginx:1.25 → nginx:1.27; changed /spec/template/spec/containers/0/env"
+        );
+        let created = summarize(None, &new, &default_ignore());
+        assert_eq!(
+            created.text,
+            "Deployment shop/web: image web (none) → nginx:1.27; created"
+        );
+    }
+}

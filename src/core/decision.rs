@@ -1,0 +1,1051 @@
+//! The one admission decision (SPEC §1–§6), shared by the webhook and `countersign check`:
+//! a pure function of the change, the policies, the existing DeploymentApprovals, the
+//! RoleBinding snapshot and `now`.
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use serde_json::Value;
+
+use crate::api::{
+    ApprovalPhase, ApprovalPolicy, ApprovalTarget, ChangeRecord, ChangeSummary,
+    DEFAULT_IGNORE_FIELDS, DeploymentApproval, DeploymentApprovalSpec, PolicySnapshot,
+};
+use crate::core::chain::{ApprovalChain, ChainState, RoleBindingSnapshot, describe_progress};
+use crate::core::change::{ChangeDigest, group_kind, summarize};
+use crate::core::policy::{
+    BreakGlassOutcome, ChangeRequest, break_glass, deny_reasons, exclusion, policy_matches,
+};
+use crate::core::validation::validate_policy;
+
+/// Everything the decision looks at. The shell gathers it; the core only reads it.
+#[derive(Clone, Copy, Debug)]
+pub struct DecisionInput<'a> {
+    pub request: ChangeRequest<'a>,
+    pub policies: &'a [ApprovalPolicy],
+    /// DeploymentApprovals in (or for) the target's namespace.
+    pub approvals: &'a [DeploymentApproval],
+    pub bindings: &'a RoleBindingSnapshot,
+    pub now: Timestamp,
+}
+
+/// The outcome of one admission decision.
+#[derive(Clone, Debug)]
+pub struct Decision {
+    pub verdict: Verdict,
+    /// Names of the policies whose `match` selected the change, in priority order.
+    pub matched_policies: Vec<String>,
+    /// The change's digest under the governing policy's ignored fields.
+    pub digest: ChangeDigest,
+    pub summary: ChangeSummary,
+    /// Why, for people: the verdict's reasons first, then notes.
+    pub reasons: Vec<String>,
+    /// Break-glass bypassed some or all matching policies; the shell audits and announces it.
+    pub break_glass: Option<BreakGlassUse>,
+}
+
+/// A granted break-glass: the reason from the annotation and the policies it bypassed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BreakGlassUse {
+    pub reason: String,
+    pub policies: Vec<String>,
+}
+
+impl Decision {
+    /// May the API server admit the change?
+    pub fn allowed(&self) -> bool {
+        matches!(self.verdict, Verdict::Allowed(_) | Verdict::Approved(_))
+    }
+}
+
+/// What the webhook must answer, and what it must do alongside.
+#[derive(Clone, Debug)]
+pub enum Verdict {
+    /// Admit; nothing to record except break-glass.
+    Allowed(AllowReason),
+    /// Refuse; no approval helps (only break-glass does).
+    Denied(DenyReason),
+    /// Refuse until an approval for this exact change is `Approved`.
+    ApprovalRequired(Box<ApprovalRequirement>),
+    /// Admit under an approved DeploymentApproval.
+    Approved(Box<ApprovedChange>),
+}
+
+/// Why a change passes without approval.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AllowReason {
+    NoPolicyMatches,
+    /// Every matching policy exempts the requester or namespace.
+    Exempt,
+    /// The gated content is unchanged (only ignored fields, e.g. `spec.replicas`, changed).
+    OnlyIgnoredFields,
+    /// The matching policies have deny rules only, and none fired.
+    NoApprovalRequired,
+    /// Break-glass bypassed every remaining policy (see [`Decision::break_glass`]).
+    BreakGlass,
+}
+
+/// Why a change is refused outright.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DenyReason {
+    /// Freezes, windows or checks fired.
+    Rules,
+    /// A matching policy is malformed; fail closed.
+    PolicyUnusable,
+    /// Another approved change of the same object is rolling out (SPEC §1.3).
+    RolloutInProgress { approval: String },
+}
+
+/// The approval a change needs, and where it stands.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApprovalRequirement {
+    /// The policy whose chain applies (highest priority, ties by name).
+    pub policy: String,
+    /// The existing DeploymentApproval's name, or the name a new one gets.
+    pub approval_name: String,
+    pub existing: bool,
+    /// `Pending`, `Rejected` or `Expired` (`Pending` too when none exists yet).
+    pub phase: ApprovalPhase,
+    pub chain: ChainState,
+    /// The DeploymentApproval to create: set when none exists and the request is not a dry run.
+    pub create: Option<DeploymentApprovalSpec>,
+}
+
+/// An approval that lets the change through.
+#[derive(Clone, Debug)]
+pub struct ApprovedChange {
+    pub approval: DeploymentApproval,
+    pub chain: ChainState,
+    /// `true`: the webhook must move it to `Deploying` (compare-and-swap) before admitting.
+    /// `false`: it is already `Deploying` for this very digest (a retried apply).
+    pub mark_deploying: bool,
+}
+
+/// Decide on one change at `input.now`.
+pub fn decide(input: &DecisionInput) -> Decision {
+    let request = &input.request;
+    let mut matched: Vec<&ApprovalPolicy> = input
+        .policies
+        .iter()
+        .filter(|p| policy_matches(p, request))
+        .collect();
+    matched.sort_by(|a, b| {
+        b.spec
+            .priority
+            .cmp(&a.spec.priority)
+            .then_with(|| policy_name(a).cmp(policy_name(b)))
+    });
+    let mut notes = Vec::new();
+    let mut break_glass = None;
+    let (verdict, mut reasons, governing) = evaluate(input, &matched, &mut notes, &mut break_glass);
+    reasons.append(&mut notes);
+    let ignore = ignore_fields(governing);
+    Decision {
+        verdict,
+        matched_policies: matched.iter().map(|p| policy_name(p).to_string()).collect(),
+        digest: ChangeDigest::of(request.object, &ignore),
+        summary: summarize(request.old_object, request.object, &ignore),
+        reasons,
+        break_glass,
+    }
+}
+
+/// The verdict, its reasons, and the policy whose ignored fields govern the digest.
+fn evaluate<'p>(
+    input: &DecisionInput,
+    matched: &[&'p ApprovalPolicy],
+    notes: &mut Vec<String>,
+    glass: &mut Option<BreakGlassUse>,
+) -> (Verdict, Vec<String>, Option<&'p ApprovalPolicy>) {
+    let request = &input.request;
+    let Some(&first) = matched.first() else {
+        return (
+            Verdict::Allowed(AllowReason::NoPolicyMatches),
+            vec!["no ApprovalPolicy matches this change".into()],
+            None,
+        );
+    };
+
+    // Exemptions, per policy.
+    let mut exemptions = Vec::new();
+    let applicable: Vec<&ApprovalPolicy> = matched
+        .iter()
+        .copied()
+        .filter(|p| match exclusion(p, request) {
+            Some(why) => {
+                exemptions.push(format!("policy {}: {why}", policy_name(p)));
+                false
+            }
+            None => true,
+        })
+        .collect();
+    let Some(&first) = applicable.first() else {
+        return (
+            Verdict::Allowed(AllowReason::Exempt),
+            exemptions,
+            Some(first),
+        );
+    };
+    notes.append(&mut exemptions);
+
+    // An UPDATE that leaves a policy's gated content unchanged is not that policy's business.
+    let changed: Vec<&ApprovalPolicy> = applicable
+        .iter()
+        .copied()
+        .filter(|p| match request.old_object {
+            Some(old) => {
+                let ignore = p.spec.effective_ignore_fields();
+                ChangeDigest::of(old, &ignore) != ChangeDigest::of(request.object, &ignore)
+            }
+            None => true,
+        })
+        .collect();
+    let Some(&first) = changed.first() else {
+        return (
+            Verdict::Allowed(AllowReason::OnlyIgnoredFields),
+            vec!["the change touches only ignored fields; no approval needed".into()],
+            Some(first),
+        );
+    };
+
+    // Break-glass, per policy.
+    let mut glass_reason = None;
+    let mut bypassed = Vec::new();
+    let remaining: Vec<&ApprovalPolicy> = changed
+        .iter()
+        .copied()
+        .filter(|p| match break_glass(p, request) {
+            BreakGlassOutcome::NotRequested => true,
+            BreakGlassOutcome::Granted(reason) => {
+                glass_reason = Some(reason);
+                bypassed.push(policy_name(p).to_string());
+                false
+            }
+            BreakGlassOutcome::Refused(why) => {
+                notes.push(why);
+                true
+            }
+        })
+        .collect();
+    if let Some(reason) = glass_reason {
+        *glass = Some(BreakGlassUse {
+            reason,
+            policies: bypassed.clone(),
+        });
+    }
+    let Some(&first) = remaining.first() else {
+        let message = format!(
+            "break-glass by {}: {} (bypasses {})",
+            request.requester.username,
+            glass
+                .as_ref()
+                .map(|g| g.reason.as_str())
+                .unwrap_or_default(),
+            bypassed.join(", ")
+        );
+        return (
+            Verdict::Allowed(AllowReason::BreakGlass),
+            vec![message],
+            Some(first),
+        );
+    };
+    if !bypassed.is_empty() {
+        let rest: Vec<&str> = remaining.iter().map(|p| policy_name(p)).collect();
+        notes.push(format!(
+            "break-glass bypasses {} but not {}",
+            bypassed.join(", "),
+            rest.join(", ")
+        ));
+    }
+
+    // A policy the core cannot use fails closed.
+    let unusable: Vec<String> = remaining
+        .iter()
+        .flat_map(|p| {
+            validate_policy(&p.spec)
+                .errors
+                .into_iter()
+                .map(move |e| format!("policy {} is invalid: {e}; denying", policy_name(p)))
+        })
+        .collect();
+    if !unusable.is_empty() {
+        return (
+            Verdict::Denied(DenyReason::PolicyUnusable),
+            unusable,
+            Some(first),
+        );
+    }
+
+    // Deny rules of every remaining policy; no approval overrides them.
+    let chain_policy = remaining
+        .iter()
+        .copied()
+        .find(|p| p.spec.approval.is_some());
+    let denials: Vec<String> = remaining
+        .iter()
+        .flat_map(|p| deny_reasons(p, request, input.now))
+        .collect();
+    if !denials.is_empty() {
+        return (
+            Verdict::Denied(DenyReason::Rules),
+            denials,
+            Some(chain_policy.unwrap_or(first)),
+        );
+    }
+    let Some(policy) = chain_policy else {
+        return (
+            Verdict::Allowed(AllowReason::NoApprovalRequired),
+            vec!["the matching policies require no approval and none of their rules fired".into()],
+            Some(first),
+        );
+    };
+    let digest = ChangeDigest::of(request.object, &policy.spec.effective_ignore_fields());
+    let (verdict, reasons) = approval_verdict(input, policy, &digest);
+    (verdict, reasons, Some(policy))
+}
+
+/// The verdict once approval is required by `policy`: look up the approval for (target, digest).
+fn approval_verdict(
+    input: &DecisionInput,
+    policy: &ApprovalPolicy,
+    digest: &ChangeDigest,
+) -> (Verdict, Vec<String>) {
+    let request = &input.request;
+    let name = policy_name(policy);
+    let for_target: Vec<(&DeploymentApproval, ChainState)> = input
+        .approvals
+        .iter()
+        .filter(|a| targets(a, request))
+        .map(|a| {
+            (
+                a,
+                approval_state(a, request.namespace, input.bindings, input.now),
+            )
+        })
+        .collect();
+
+    if let Some((holder, _)) = for_target.iter().find(|(a, state)| {
+        state.phase == ApprovalPhase::Deploying && a.spec.change.digest != digest.as_str()
+    }) {
+        let holder_name = holder.metadata.name.clone().unwrap_or_default();
+        return (
+            Verdict::Denied(DenyReason::RolloutInProgress {
+                approval: holder_name.clone(),
+            }),
+            vec![format!(
+                "approved change {holder_name} is rolling out; one change at a time per object"
+            )],
+        );
+    }
+
+    let best = for_target
+        .into_iter()
+        .filter(|(a, _)| a.spec.change.digest == digest.as_str())
+        .filter_map(|(a, state)| phase_rank(state.phase).map(|rank| (rank, a, state)))
+        .max_by(|(ra, a, _), (rb, b, _)| {
+            ra.cmp(rb).then_with(|| {
+                a.spec
+                    .change
+                    .requested_at
+                    .0
+                    .cmp(&b.spec.change.requested_at.0)
+            })
+        });
+
+    let Some((_, approval, chain)) = best else {
+        return new_request(input, policy, digest);
+    };
+    let approval_name = approval.metadata.name.clone().unwrap_or_default();
+    let requirement = |phase: ApprovalPhase, chain: ChainState| {
+        Verdict::ApprovalRequired(Box::new(ApprovalRequirement {
+            policy: name.to_string(),
+            approval_name: approval_name.clone(),
+            existing: true,
+            phase,
+            chain,
+            create: None,
+        }))
+    };
+    match chain.phase {
+        ApprovalPhase::Approved | ApprovalPhase::Deploying => {
+            let mark_deploying = chain.phase == ApprovalPhase::Approved;
+            let reason = if mark_deploying {
+                let until = chain
+                    .expires_at
+                    .map(|t| format!(", valid until {t}"))
+                    .unwrap_or_default();
+                format!(
+                    "approval {approval_name} is Approved by {}{until}",
+                    chain.approved_by.join(", ")
+                )
+            } else {
+                format!("{approval_name} is already admitted for this exact change")
+            };
+            (
+                Verdict::Approved(Box::new(ApprovedChange {
+                    approval: approval.clone(),
+                    chain,
+                    mark_deploying,
+                })),
+                vec![reason],
+            )
+        }
+        ApprovalPhase::Rejected => {
+            let who = match &chain.rejected_by {
+                Some((user, Some(comment))) => format!("{user}: {comment:?}"),
+                Some((user, None)) => user.clone(),
+                None => "an approver".to_string(),
+            };
+            let reason = format!("approval {approval_name} was rejected by {who}");
+            (requirement(ApprovalPhase::Rejected, chain), vec![reason])
+        }
+        ApprovalPhase::Expired => {
+            let when = chain
+                .expires_at
+                .map(|t| format!(" at {t}"))
+                .unwrap_or_default();
+            let reason =
+                format!("approval {approval_name} expired{when}; request the change again");
+            (requirement(ApprovalPhase::Expired, chain), vec![reason])
+        }
+        _ => {
+            let mut reasons = vec![format!(
+                "approval {approval_name} is pending: {}",
+                describe_progress(&chain)
+            )];
+            reasons.extend(chain.ignored.iter().map(|i| format!("not counted: {i}")));
+            (requirement(ApprovalPhase::Pending, chain), reasons)
+        }
+    }
+}
+
+/// No usable approval exists: the change needs a new request.
+fn new_request(
+    input: &DecisionInput,
+    policy: &ApprovalPolicy,
+    digest: &ChangeDigest,
+) -> (Verdict, Vec<String>) {
+    let request = &input.request;
+    let name = policy_name(policy);
+    let settings = policy.spec.approval.clone().unwrap_or_default();
+    let approval_name = approval_name(object_name(request.object), digest);
+    let chain = ApprovalChain {
+        settings: &settings,
+        requester: request.requester,
+        namespace: request.namespace,
+        bindings: input.bindings,
+        requested_at: input.now,
+    }
+    .evaluate(&[], input.now);
+    let create = (!request.dry_run).then(|| DeploymentApprovalSpec {
+        target: ApprovalTarget {
+            api_version: request
+                .object
+                .get("apiVersion")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            kind: group_kind(request.object).1,
+            name: object_name(request.object).to_string(),
+            uid: object_uid(request.object).map(str::to_string),
+        },
+        change: ChangeRecord {
+            digest: digest.to_string(),
+            summary: summarize(
+                request.old_object,
+                request.object,
+                &policy.spec.effective_ignore_fields(),
+            ),
+            requester: request.requester.clone(),
+            operation: request.operation,
+            requested_at: Time(input.now),
+        },
+        policy: PolicySnapshot {
+            name: name.to_string(),
+            chain: settings.clone(),
+        },
+        reviews: Vec::new(),
+    });
+    let how = if request.dry_run {
+        "dry run, none created".to_string()
+    } else {
+        format!("requested as {}/{approval_name}", request.namespace)
+    };
+    let reasons = vec![
+        format!(
+            "approval required by policy {name}: no DeploymentApproval for this change yet ({how})"
+        ),
+        describe_progress(&chain),
+        format!(
+            "approve with: kubectl countersign approve {approval_name} -n {}",
+            request.namespace
+        ),
+    ];
+    (
+        Verdict::ApprovalRequired(Box::new(ApprovalRequirement {
+            policy: name.to_string(),
+            approval_name,
+            existing: false,
+            phase: ApprovalPhase::Pending,
+            chain,
+            create,
+        })),
+        reasons,
+    )
+}
+
+/// Where an approval stands at `now`: phases only the webhook and operator set
+/// (`Deploying`, `Deployed`, `Failed`) and stored terminal phases come from its status;
+/// otherwise the chain is evaluated from its reviews, so a lagging status never admits.
+pub fn approval_state(
+    approval: &DeploymentApproval,
+    namespace: &str,
+    bindings: &RoleBindingSnapshot,
+    now: Timestamp,
+) -> ChainState {
+    let spec = &approval.spec;
+    let mut state = ApprovalChain {
+        settings: &spec.policy.chain,
+        requester: &spec.change.requester,
+        namespace: approval.metadata.namespace.as_deref().unwrap_or(namespace),
+        bindings,
+        requested_at: spec.change.requested_at.0,
+    }
+    .evaluate(&spec.reviews, now);
+    if let Some(stored) = approval.status.as_ref().map(|s| s.phase)
+        && (stored == ApprovalPhase::Deploying || stored.is_terminal())
+    {
+        state.phase = stored;
+        state.current_level = None;
+    }
+    state
+}
+
+/// Usable phases, best first; `Deployed` and `Failed` approvals are spent.
+fn phase_rank(phase: ApprovalPhase) -> Option<u8> {
+    match phase {
+        ApprovalPhase::Deploying => Some(5),
+        ApprovalPhase::Approved => Some(4),
+        ApprovalPhase::Pending => Some(3),
+        ApprovalPhase::Rejected => Some(2),
+        ApprovalPhase::Expired => Some(1),
+        ApprovalPhase::Deployed | ApprovalPhase::Failed => None,
+    }
+}
+
+/// Is this approval about the request's target object?
+fn targets(approval: &DeploymentApproval, request: &ChangeRequest) -> bool {
+    let target = &approval.spec.target;
+    let same_namespace = approval
+        .metadata
+        .namespace
+        .as_deref()
+        .is_none_or(|ns| ns == request.namespace);
+    let (group, kind) = group_kind(request.object);
+    let target_group = target
+        .api_version
+        .rsplit_once('/')
+        .map(|(g, _)| g)
+        .unwrap_or("");
+    let same_uid = match (&target.uid, object_uid(request.object)) {
+        (Some(a), Some(b)) => a == b,
+        _ => true,
+    };
+    same_namespace
+        && target.kind == kind
+        && target_group == group
+        && target.name == object_name(request.object)
+        && same_uid
+}
+
+/// The deterministic name of the DeploymentApproval for a change: `<target>-<8 hex>`.
+pub fn approval_name(target_name: &str, digest: &ChangeDigest) -> String {
+    let base: String = target_name.chars().take(200).collect();
+    format!("{base}-{}", digest.short_hex(8))
+}
+
+fn object_name(object: &Value) -> &str {
+    object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}
+
+fn object_uid(object: &Value) -> Option<&str> {
+    object.pointer("/metadata/uid").and_then(Value::as_str)
+}
+
+fn policy_name(policy: &ApprovalPolicy) -> &str {
+    policy.metadata.name.as_deref().unwrap_or("?")
+}
+
+fn ignore_fields(policy: Option<&ApprovalPolicy>) -> Vec<String> {
+    match policy {
+        Some(p) => p.spec.effective_ignore_fields(),
+        None => DEFAULT_IGNORE_FIELDS
+            .iter()
+            .map(|f| f.to_string())
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{Operation, UserInfo};
+    use serde_json::json;
+    use std::collections::BTreeMap;
+
+    /// Monday 2025-06-02 12:00 in Berlin.
+    const NOW: &str = "2025-06-02T10:00:00Z";
+
+    fn now() -> Timestamp {
+        NOW.parse().unwrap()
+    }
+
+    fn deployment(image: &str, replicas: u32) -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+               "metadata": {"name": "web", "namespace": "shop"},
+               "spec": {"replicas": replicas,
+                        "template": {"spec": {"containers": [{"name": "web", "image": image}]}}}})
+    }
+
+    fn policy(value: Value) -> ApprovalPolicy {
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn two_level(name: &str, priority: i32) -> ApprovalPolicy {
+        policy(json!({
+            "apiVersion": "countersign.dev/v1alpha1", "kind": "ApprovalPolicy",
+            "metadata": {"name": name},
+            "spec": {
+                "priority": priority,
+                "match": {"regions": ["eu-west-1"]},
+                "exclude": {"users": ["autoscaler-bot"]},
+                "approval": {
+                    "approvalTTL": "24h",
+                    "levels": [
+                        {"name": "team-leads", "approvers": [{"user": "alice"}, {"user": "anna"}]},
+                        {"name": "sre", "minApprovals": 2,
+                         "approvers": [{"user": "bob", "required": true}, {"user": "sam"}, {"user": "sue"}]}
+                    ]
+                },
+                "breakGlass": {"groups": ["oncall"]}
+            }
+        }))
+    }
+
+    fn single_level(name: &str, priority: i32, approver: &str) -> ApprovalPolicy {
+        policy(json!({
+            "apiVersion": "countersign.dev/v1alpha1", "kind": "ApprovalPolicy",
+            "metadata": {"name": name},
+            "spec": {"priority": priority,
+                     "approval": {"levels": [{"name": "only", "approvers": [{"user": approver}]}]}}
+        }))
+    }
+
+    fn weekend_freeze() -> ApprovalPolicy {
+        policy(json!({
+            "apiVersion": "countersign.dev/v1alpha1", "kind": "ApprovalPolicy",
+            "metadata": {"name": "weekend-freeze"},
+            "spec": {"windows": [{"name": "weekend", "effect": "Deny", "timeZone": "Europe/Berlin",
+                                  "weekly": {"days": ["Saturday", "Sunday"], "start": "00:00", "end": "24:00"}}]}
+        }))
+    }
+
+    fn registry_check() -> ApprovalPolicy {
+        policy(json!({
+            "apiVersion": "countersign.dev/v1alpha1", "kind": "ApprovalPolicy",
+            "metadata": {"name": "registries"},
+            "spec": {"checks": {"allowedRegistries": ["registry.example.com"]}}
+        }))
+    }
+
+    fn approval(image: &str, reviews: &[(&str, &str)], phase: Option<&str>) -> DeploymentApproval {
+        let object = deployment(image, 3);
+        let settings = two_level("prod", 10).spec.approval.unwrap();
+        let digest = ChangeDigest::of(&object, &["/spec/replicas".to_string()]);
+        let mut value = json!({
+            "apiVersion": "countersign.dev/v1alpha1", "kind": "DeploymentApproval",
+            "metadata": {"name": approval_name("web", &digest), "namespace": "shop"},
+            "spec": {
+                "target": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                "change": {"digest": digest.to_string(), "summary": {"text": "t"},
+                           "requester": {"username": "dev", "groups": ["developers"]},
+                           "operation": "UPDATE", "requestedAt": "2025-06-02T08:00:00Z"},
+                "policy": {"name": "prod", "chain": settings},
+                "reviews": reviews.iter().enumerate().map(|(i, (user, decision))| json!({
+                    "user": user, "decision": decision, "comment": "c",
+                    "time": format!("2025-06-02T08:0{}:00Z", i + 1)})).collect::<Vec<_>>()
+            }
+        });
+        if let Some(phase) = phase {
+            value["status"] = json!({"phase": phase});
+        }
+        serde_json::from_value(value).unwrap()
+    }
+
+    const LEVEL_ONE: &[(&str, &str)] = &[("alice", "Approve")];
+    const ALL: &[(&str, &str)] = &[("alice", "Approve"), ("bob", "Approve"), ("sue", "Approve")];
+
+    struct Case {
+        name: &'static str,
+        policies: Vec<ApprovalPolicy>,
+        approvals: Vec<DeploymentApproval>,
+        old: Option<Value>,
+        new: Value,
+        user: &'static str,
+        groups: &'static [&'static str],
+        now: &'static str,
+        dry_run: bool,
+        expect: &'static str,
+        reason: &'static str,
+    }
+
+    fn case(name: &'static str) -> Case {
+        Case {
+            name,
+            policies: vec![two_level("prod", 10)],
+            approvals: vec![],
+            old: Some(deployment("nginx:1.25", 3)),
+            new: deployment("nginx:1.27", 3),
+            user: "dev",
+            groups: &["developers"],
+            now: NOW,
+            dry_run: true,
+            expect: "",
+            reason: "",
+        }
+    }
+
+    fn label(verdict: &Verdict) -> String {
+        match verdict {
+            Verdict::Allowed(reason) => format!("Allowed:{reason:?}")
+                .split([' ', '{'])
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+            Verdict::Denied(DenyReason::Rules) => "Denied:Rules".into(),
+            Verdict::Denied(DenyReason::PolicyUnusable) => "Denied:PolicyUnusable".into(),
+            Verdict::Denied(DenyReason::RolloutInProgress { .. }) => "Denied:Rollout".into(),
+            Verdict::ApprovalRequired(r) => format!(
+                "Required:{}:{}",
+                r.phase,
+                if r.existing { "existing" } else { "new" }
+            ),
+            Verdict::Approved(a) => format!("Approved:mark={}", a.mark_deploying),
+        }
+    }
+
+    fn run(case: &Case) -> Decision {
+        let labels: BTreeMap<String, String> = [(
+            "topology.kubernetes.io/region".to_string(),
+            "eu-west-1".to_string(),
+        )]
+        .into();
+        let requester = UserInfo::new(case.user, case.groups);
+        let bindings = RoleBindingSnapshot::default();
+        decide(&DecisionInput {
+            request: ChangeRequest {
+                operation: if case.old.is_some() {
+                    Operation::Update
+                } else {
+                    Operation::Create
+                },
+                object: &case.new,
+                old_object: case.old.as_ref(),
+                namespace: "shop",
+                namespace_labels: &labels,
+                requester: &requester,
+                cluster_region: None,
+                dry_run: case.dry_run,
+            },
+            policies: &case.policies,
+            approvals: &case.approvals,
+            bindings: &bindings,
+            now: case.now.parse().unwrap(),
+        })
+    }
+
+    #[test]
+    fn decision_table() {
+        let mut broken = single_level("broken", 0, "alice");
+        broken.spec.approval.as_mut().unwrap().levels[0].min_approvals = Some(3);
+        let mut break_glass = deployment("nginx:1.27", 3);
+        break_glass["metadata"]["annotations"] =
+            json!({"countersign.dev/break-glass": "INC-42 checkout down"});
+        let cases = vec![
+            Case {
+                policies: vec![],
+                expect: "Allowed:NoPolicyMatches",
+                reason: "no ApprovalPolicy matches",
+                ..case("no policy")
+            },
+            Case {
+                policies: vec![policy(json!({"metadata": {"name": "us"},
+                    "spec": {"match": {"regions": ["us-east-1"]}, "approval": {"levels": [
+                        {"name": "l", "approvers": [{"user": "x"}]}]}}}))],
+                expect: "Allowed:NoPolicyMatches",
+                reason: "no ApprovalPolicy matches",
+                ..case("other region")
+            },
+            Case {
+                user: "autoscaler-bot",
+                expect: "Allowed:Exempt",
+                reason: "policy prod: user autoscaler-bot is exempt",
+                ..case("exempt user")
+            },
+            Case {
+                new: deployment("nginx:1.25", 9),
+                expect: "Allowed:OnlyIgnoredFields",
+                reason: "only ignored fields",
+                ..case("replicas only")
+            },
+            Case {
+                policies: vec![registry_check()],
+                new: deployment("registry.example.com/web:2", 3),
+                expect: "Allowed:NoApprovalRequired",
+                reason: "require no approval",
+                ..case("checks pass, no chain")
+            },
+            Case {
+                policies: vec![two_level("prod", 10), registry_check()],
+                approvals: vec![approval("nginx:1.27", ALL, None)],
+                expect: "Denied:Rules",
+                reason: "policy registries: containers web: image nginx:1.27 is not from an allowed registry",
+                ..case("failed check beats an approval")
+            },
+            Case {
+                policies: vec![two_level("prod", 10), weekend_freeze()],
+                approvals: vec![approval("nginx:1.27", ALL, None)],
+                now: "2025-06-07T10:00:00Z",
+                expect: "Denied:Rules",
+                reason: "policy weekend-freeze: change freeze \"weekend\"",
+                ..case("freeze beats an approval")
+            },
+            Case {
+                policies: vec![two_level("prod", 10), weekend_freeze()],
+                approvals: vec![approval("nginx:1.27", ALL, None)],
+                expect: "Approved:mark=true",
+                reason: "is Approved by alice, bob, sue, valid until 2025-06-03T08:03:00Z",
+                ..case("freeze not in effect on Monday")
+            },
+            Case {
+                policies: vec![two_level("prod", 10), broken],
+                expect: "Denied:PolicyUnusable",
+                reason: "policy broken is invalid: spec.approval.levels[0].minApprovals",
+                ..case("invalid policy fails closed")
+            },
+            Case {
+                expect: "Required:Pending:new",
+                reason: "approval required by policy prod: no DeploymentApproval for this change yet (dry run, none created)",
+                ..case("no approval yet, dry run")
+            },
+            Case {
+                dry_run: false,
+                expect: "Required:Pending:new",
+                reason: "for this change yet (requested as shop/web-",
+                ..case("no approval yet, real request")
+            },
+            Case {
+                old: None,
+                expect: "Required:Pending:new",
+                reason: "level 1/2 team-leads: 0 of 1 approvals",
+                ..case("create")
+            },
+            Case {
+                approvals: vec![approval("nginx:1.27", LEVEL_ONE, None)],
+                expect: "Required:Pending:existing",
+                reason: "is pending: level 2/2 sre: 0 of 2 approvals, waiting for bob (required)",
+                ..case("level one approved")
+            },
+            Case {
+                approvals: vec![approval("nginx:1.26", ALL, None)],
+                expect: "Required:Pending:new",
+                reason: "approval required",
+                ..case("approval for another image does not count")
+            },
+            Case {
+                approvals: vec![approval("nginx:1.27", ALL, Some("Pending"))],
+                expect: "Approved:mark=true",
+                reason: "is Approved by",
+                ..case("lagging status: reviews decide")
+            },
+            Case {
+                approvals: vec![approval("nginx:1.27", LEVEL_ONE, Some("Approved"))],
+                expect: "Required:Pending:existing",
+                reason: "pending",
+                ..case("status claiming Approved without reviews does not admit")
+            },
+            Case {
+                approvals: vec![approval(
+                    "nginx:1.27",
+                    &[("alice", "Approve"), ("sam", "Reject")],
+                    None,
+                )],
+                expect: "Required:Rejected:existing",
+                reason: "was rejected by sam: \"c\"",
+                ..case("rejected")
+            },
+            Case {
+                approvals: vec![approval("nginx:1.27", ALL, None)],
+                now: "2025-06-03T08:03:00Z",
+                expect: "Required:Expired:existing",
+                reason: "expired at 2025-06-03T08:03:00Z",
+                ..case("approval TTL passed")
+            },
+            Case {
+                approvals: vec![approval("nginx:1.26", ALL, Some("Deploying"))],
+                expect: "Denied:Rollout",
+                reason: "is rolling out",
+                ..case("another change is rolling out")
+            },
+            Case {
+                approvals: vec![approval("nginx:1.27", ALL, Some("Deploying"))],
+                expect: "Approved:mark=false",
+                reason: "already admitted",
+                ..case("same change retried while deploying")
+            },
+            Case {
+                approvals: vec![approval("nginx:1.27", ALL, Some("Deployed"))],
+                expect: "Required:Pending:new",
+                reason: "approval required",
+                ..case("a deployed approval is spent")
+            },
+            Case {
+                approvals: vec![approval("nginx:1.27", ALL, Some("Expired"))],
+                expect: "Required:Expired:existing",
+                reason: "expired",
+                ..case("stored terminal phase is respected")
+            },
+            Case {
+                approvals: vec![
+                    approval("nginx:1.27", ALL, Some("Rejected")),
+                    approval("nginx:1.27", LEVEL_ONE, None),
+                ],
+                expect: "Required:Pending:existing",
+                reason: "pending",
+                ..case("a live request outranks a terminal one")
+            },
+            Case {
+                new: break_glass.clone(),
+                groups: &["developers", "oncall"],
+                expect: "Allowed:BreakGlass",
+                reason: "break-glass by dev: INC-42 checkout down (bypasses prod)",
+                ..case("break-glass")
+            },
+            Case {
+                new: break_glass,
+                expect: "Required:Pending:new",
+                reason: "dev may not break glass",
+                ..case("break-glass refused")
+            },
+            Case {
+                policies: vec![single_level("low", 1, "x"), single_level("high", 5, "y")],
+                expect: "Required:Pending:new",
+                reason: "approval required by policy high",
+                ..case("highest priority chain applies")
+            },
+            Case {
+                policies: vec![single_level("b", 1, "x"), single_level("a", 1, "y")],
+                expect: "Required:Pending:new",
+                reason: "approval required by policy a",
+                ..case("priority ties by name")
+            },
+        ];
+        for case in &cases {
+            let decision = run(case);
+            assert_eq!(label(&decision.verdict), case.expect, "{}", case.name);
+            assert!(
+                decision.reasons.iter().any(|r| r.contains(case.reason)),
+                "{}: {:?} lacks {:?}",
+                case.name,
+                decision.reasons,
+                case.reason
+            );
+            assert_eq!(
+                decision.allowed(),
+                case.expect.starts_with("Allowed") || case.expect.starts_with("Approved"),
+                "{}",
+                case.name
+            );
+        }
+    }
+
+    #[test]
+    fn a_new_request_snapshots_the_chain_and_the_change() {
+        let c = Case {
+            dry_run: false,
+            ..case("new")
+        };
+        let decision = run(&c);
+        let Verdict::ApprovalRequired(req) = &decision.verdict else {
+            panic!("{:?}", decision.verdict);
+        };
+        let spec = req.create.as_ref().unwrap();
+        assert_eq!(spec.change.digest, decision.digest.as_str());
+        assert_eq!(req.approval_name, approval_name("web", &decision.digest));
+        assert_eq!(spec.policy.name, "prod");
+        assert_eq!(spec.policy.chain.levels.len(), 2);
+        assert_eq!(spec.change.requester.username, "dev");
+        assert_eq!(spec.change.requested_at.0, now());
+        assert_eq!(
+            spec.change.summary.text,
+            "Deployment shop/web: image web nginx:1.25 → nginx:1.27"
+        );
+        assert_eq!(spec.target.name, "web");
+        assert!(spec.reviews.is_empty());
+        assert_eq!(decision.matched_policies, vec!["prod".to_string()]);
+    }
+
+    #[test]
+    fn the_digest_ignores_replicas_and_matches_the_approval() {
+        let with_replicas = Case {
+            new: deployment("nginx:1.27", 7),
+            approvals: vec![approval("nginx:1.27", ALL, None)],
+            ..case("replicas differ from the approved object")
+        };
+        let decision = run(&with_replicas);
+        assert_eq!(label(&decision.verdict), "Approved:mark=true");
+        assert_eq!(
+            decision.digest,
+            ChangeDigest::of(&deployment("nginx:1.27", 1), &["/spec/replicas".into()])
+        );
+    }
+
+    #[test]
+    fn break_glass_is_reported_even_when_only_some_policies_are_bypassed() {
+        let mut hotfix = deployment("registry.example.com/web:2", 3);
+        hotfix["metadata"]["annotations"] = json!({"countersign.dev/break-glass": "INC-7"});
+        let partial = Case {
+            policies: vec![two_level("prod", 10), registry_check()],
+            new: hotfix.clone(),
+            groups: &["oncall"],
+            ..case("partial")
+        };
+        let decision = run(&partial);
+        assert_eq!(label(&decision.verdict), "Allowed:NoApprovalRequired");
+        assert_eq!(
+            decision.break_glass,
+            Some(BreakGlassUse {
+                reason: "INC-7".into(),
+                policies: vec!["prod".into()],
+            })
+        );
+        assert!(
+            decision
+                .reasons
+                .iter()
+                .any(|r| r.contains("policy registries: does not allow break-glass"))
+        );
+        let full = Case {
+            new: hotfix,
+            groups: &["oncall"],
+            ..case("full")
+        };
+        let decision = run(&full);
+        assert_eq!(label(&decision.verdict), "Allowed:BreakGlass");
+        assert!(decision.break_glass.is_some());
+        let none = run(&case("no annotation"));
+        assert_eq!(none.break_glass, None);
+    }
+}

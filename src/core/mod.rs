@@ -1,0 +1,12 @@
+//! The decision core: plain functions of plain data. No I/O, no async, no clock — the
+//! current time is always a parameter.
+
+pub mod chain;
+pub mod change;
+pub mod checks;
+pub mod decision;
+pub mod policy;
+pub mod review;
+pub mod secrets;
+pub mod validation;
+pub mod windows;

@@ -1,0 +1,524 @@
+//! Policy validation (SPEC §3): refuse malformed or infeasible policies with a precise
+//! message naming the field; warn about what cannot be checked.
+
+use std::collections::HashSet;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+use crate::api::{ApprovalPolicySpec, ApprovalSettings, ChangeWindow};
+use crate::core::chain::{approver_label, required_approvals};
+use crate::core::change::pointer_segments;
+use crate::core::windows::{parse_civil, parse_clock, parse_duration, parse_zone};
+
+/// One problem, at a field path such as `spec.approval.levels[1].minApprovals`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// The verdict on a policy: refused when `errors` is non-empty.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PolicyValidation {
+    pub errors: Vec<FieldError>,
+    pub warnings: Vec<String>,
+}
+
+impl PolicyValidation {
+    fn error(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(FieldError {
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+
+    pub fn is_valid(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+/// Validate a policy spec.
+pub fn validate_policy(spec: &ApprovalPolicySpec) -> PolicyValidation {
+    let mut v = PolicyValidation::default();
+    for (i, kind) in spec.match_.kinds.iter().enumerate() {
+        if kind.kind.is_empty() {
+            v.error(format!("spec.match.kinds[{i}].kind"), "must not be empty");
+        }
+    }
+    for (name, selector) in [
+        ("namespaceSelector", &spec.match_.namespace_selector),
+        ("objectSelector", &spec.match_.object_selector),
+    ] {
+        if let Some(selector) = selector {
+            validate_selector(&format!("spec.match.{name}"), selector, &mut v);
+        }
+    }
+    for (i, pointer) in spec.ignore_fields.iter().flatten().enumerate() {
+        if pointer_segments(pointer).is_none() {
+            v.error(
+                format!("spec.ignoreFields[{i}]"),
+                format!("{pointer:?} is not a JSON pointer (must start with / and escape ~ as ~0, / as ~1)"),
+            );
+        }
+    }
+    for (i, window) in spec.windows.iter().enumerate() {
+        validate_window(&format!("spec.windows[{i}]"), window, &mut v);
+    }
+    if let Some(checks) = &spec.checks {
+        for (i, registry) in checks.allowed_registries.iter().enumerate() {
+            if registry.trim().is_empty() {
+                v.error(
+                    format!("spec.checks.allowedRegistries[{i}]"),
+                    "must not be empty",
+                );
+            }
+        }
+    }
+    if let Some(chain) = &spec.approval {
+        validate_chain(chain, &mut v);
+    }
+    if let Some(grant) = &spec.grant
+        && let Some(ttl) = &grant.ttl
+        && let Err(e) = parse_duration(ttl)
+    {
+        v.error("spec.grant.ttl", e);
+    }
+    if let Some(break_glass) = &spec.break_glass
+        && break_glass.groups.is_empty()
+    {
+        v.error("spec.breakGlass.groups", "must name at least one group");
+    }
+    let has_checks = spec.checks.as_ref().is_some_and(|c| {
+        c.secret_detection
+            || c.require_image_digest
+            || c.forbid_privileged
+            || c.require_resources
+            || !c.allowed_registries.is_empty()
+    });
+    if spec.approval.is_none() && spec.windows.is_empty() && !has_checks {
+        v.warnings
+            .push("the policy has no approval chain, windows or checks: it gates nothing".into());
+    }
+    v
+}
+
+fn validate_selector(field: &str, selector: &LabelSelector, v: &mut PolicyValidation) {
+    for (i, requirement) in selector.match_expressions.iter().flatten().enumerate() {
+        let at = format!("{field}.matchExpressions[{i}]");
+        let values = requirement.values.as_deref().unwrap_or_default();
+        match requirement.operator.as_str() {
+            "In" | "NotIn" if values.is_empty() => v.error(
+                format!("{at}.values"),
+                format!("operator {} needs at least one value", requirement.operator),
+            ),
+            "Exists" | "DoesNotExist" if !values.is_empty() => v.error(
+                format!("{at}.values"),
+                format!("operator {} takes no values", requirement.operator),
+            ),
+            "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
+            other => v.error(
+                format!("{at}.operator"),
+                format!("{other:?} is not one of In, NotIn, Exists, DoesNotExist"),
+            ),
+        }
+    }
+}
+
+fn validate_window(field: &str, window: &ChangeWindow, v: &mut PolicyValidation) {
+    if window.name.is_empty() {
+        v.error(format!("{field}.name"), "must not be empty");
+    }
+    let zone = parse_zone(&window.time_zone);
+    if let Err(e) = &zone {
+        v.error(format!("{field}.timeZone"), e.clone());
+    }
+    match (&window.weekly, &window.absolute) {
+        (Some(weekly), None) => {
+            if weekly.days.is_empty() {
+                v.error(format!("{field}.weekly.days"), "must name at least one day");
+            }
+            let start = parse_clock(&weekly.start);
+            let end = parse_clock(&weekly.end);
+            if let Err(e) = &start {
+                v.error(format!("{field}.weekly.start"), e.clone());
+            }
+            if let Err(e) = &end {
+                v.error(format!("{field}.weekly.end"), e.clone());
+            }
+            if let (Ok(start), Ok(end)) = (start, end) {
+                if start == 1440 {
+                    v.error(
+                        format!("{field}.weekly.start"),
+                        "24:00 is only allowed as an end",
+                    );
+                } else if start == end {
+                    v.error(
+                        format!("{field}.weekly"),
+                        "start and end are equal: the window would be empty",
+                    );
+                }
+            }
+        }
+        (None, Some(absolute)) => {
+            let start = parse_civil(&absolute.start);
+            let end = parse_civil(&absolute.end);
+            if let Err(e) = &start {
+                v.error(format!("{field}.absolute.start"), e.clone());
+            }
+            if let Err(e) = &end {
+                v.error(format!("{field}.absolute.end"), e.clone());
+            }
+            if let (Ok(start), Ok(end)) = (start, end)
+                && start >= end
+            {
+                v.error(format!("{field}.absolute"), "start must be before end");
+            }
+        }
+        (Some(_), Some(_)) => v.error(field, "set exactly one of weekly or absolute, not both"),
+        (None, None) => v.error(field, "set exactly one of weekly or absolute"),
+    }
+}
+
+fn validate_chain(chain: &ApprovalSettings, v: &mut PolicyValidation) {
+    for (name, value) in [
+        ("requestTTL", &chain.request_ttl),
+        ("approvalTTL", &chain.approval_ttl),
+        ("rolloutTimeout", &chain.rollout_timeout),
+    ] {
+        if let Some(text) = value
+            && let Err(e) = parse_duration(text)
+        {
+            v.error(format!("spec.approval.{name}"), e);
+        }
+    }
+    if chain.levels.is_empty() {
+        v.error(
+            "spec.approval.levels",
+            "an approval chain needs at least one level",
+        );
+    }
+    let mut level_names = HashSet::new();
+    for (i, level) in chain.levels.iter().enumerate() {
+        let at = format!("spec.approval.levels[{i}]");
+        if level.name.is_empty() {
+            v.error(format!("{at}.name"), "must not be empty");
+        } else if !level_names.insert(level.name.as_str()) {
+            v.error(
+                format!("{at}.name"),
+                format!("duplicate level name {:?}", level.name),
+            );
+        }
+        if level.approvers.is_empty() {
+            v.error(
+                format!("{at}.approvers"),
+                format!("level {:?} has no approvers", level.name),
+            );
+            continue;
+        }
+        let mut seen = HashSet::new();
+        let mut fixed_people = 0u32;
+        let mut unbounded = Vec::new();
+        let mut malformed = false;
+        for (j, entry) in level.approvers.iter().enumerate() {
+            let set = [
+                entry.user.is_some(),
+                entry.group.is_some(),
+                entry.service_account.is_some(),
+                entry.role.is_some(),
+            ]
+            .iter()
+            .filter(|s| **s)
+            .count();
+            if set != 1 {
+                v.error(
+                    format!("{at}.approvers[{j}]"),
+                    format!("set exactly one of user, group, serviceAccount or role (found {set})"),
+                );
+                malformed = true;
+                continue;
+            }
+            let label = approver_label(entry);
+            let empty = entry.user.as_deref() == Some("")
+                || entry.group.as_deref() == Some("")
+                || entry.role.as_deref() == Some("")
+                || entry
+                    .service_account
+                    .as_ref()
+                    .is_some_and(|sa| sa.name.is_empty() || sa.namespace.is_empty());
+            if empty {
+                v.error(
+                    format!("{at}.approvers[{j}]"),
+                    "the approver's name must not be empty",
+                );
+            }
+            if !seen.insert(label.clone()) {
+                v.error(
+                    format!("{at}.approvers[{j}]"),
+                    format!("duplicate approver {label} in level {:?}", level.name),
+                );
+                continue;
+            }
+            if entry.user.is_some() || entry.service_account.is_some() {
+                fixed_people += 1;
+            } else {
+                unbounded.push(label);
+            }
+        }
+        if level.min_approvals == Some(0) {
+            v.error(format!("{at}.minApprovals"), "must be at least 1");
+        }
+        let needed = required_approvals(level);
+        if malformed {
+            continue;
+        }
+        if unbounded.is_empty() && needed > fixed_people {
+            let field = if level.min_approvals.is_some() {
+                format!("{at}.minApprovals")
+            } else {
+                at.clone()
+            };
+            v.error(
+                field,
+                format!(
+                    "level {:?} requires {needed} approvals but names only {fixed_people} approvers (all named users or service accounts)",
+                    level.name
+                ),
+            );
+        } else if !unbounded.is_empty() {
+            v.warnings.push(format!(
+                "level {:?}: the size of {} cannot be checked; make sure {needed} distinct people other than the requester can approve",
+                level.name,
+                unbounded.join(", ")
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{ApprovalLevel, Approver, WeeklySchedule, WindowEffect};
+
+    fn user(name: &str, required: bool) -> Approver {
+        Approver {
+            user: Some(name.into()),
+            required,
+            ..Default::default()
+        }
+    }
+
+    fn policy_with_levels(levels: Vec<ApprovalLevel>) -> ApprovalPolicySpec {
+        ApprovalPolicySpec {
+            approval: Some(ApprovalSettings {
+                levels,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn level(name: &str, approvers: Vec<Approver>, min: Option<u32>) -> ApprovalLevel {
+        ApprovalLevel {
+            name: name.into(),
+            approvers,
+            min_approvals: min,
+            sinks: vec![],
+        }
+    }
+
+    fn errors(spec: &ApprovalPolicySpec) -> Vec<String> {
+        validate_policy(spec)
+            .errors
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn three_named_users_cannot_require_five() {
+        let spec = policy_with_levels(vec![level(
+            "sre",
+            vec![user("a", false), user("b", false), user("c", false)],
+            Some(5),
+        )]);
+        assert_eq!(errors(&spec), vec![
+            "spec.approval.levels[0].minApprovals: level \"sre\" requires 5 approvals but names only 3 approvers (all named users or service accounts)".to_string()
+        ]);
+    }
+
+    #[test]
+    fn chain_errors_table() {
+        let group = Approver {
+            group: Some("sre".into()),
+            ..Default::default()
+        };
+        let both = Approver {
+            user: Some("a".into()),
+            group: Some("g".into()),
+            ..Default::default()
+        };
+        let cases: Vec<(&str, ApprovalPolicySpec, Vec<&str>)> = vec![
+            (
+                "no levels",
+                policy_with_levels(vec![]),
+                vec!["spec.approval.levels: an approval chain needs at least one level"],
+            ),
+            (
+                "no approvers",
+                policy_with_levels(vec![level("l", vec![], None)]),
+                vec!["spec.approval.levels[0].approvers: level \"l\" has no approvers"],
+            ),
+            (
+                "duplicate approvers",
+                policy_with_levels(vec![level(
+                    "l",
+                    vec![user("a", false), user("a", true)],
+                    None,
+                )]),
+                vec!["spec.approval.levels[0].approvers[1]: duplicate approver a in level \"l\""],
+            ),
+            (
+                "two kinds in one entry",
+                policy_with_levels(vec![level("l", vec![both], None)]),
+                vec![
+                    "spec.approval.levels[0].approvers[0]: set exactly one of user, group, serviceAccount or role (found 2)",
+                ],
+            ),
+            (
+                "duplicate level names",
+                policy_with_levels(vec![
+                    level("l", vec![user("a", false)], None),
+                    level("l", vec![user("b", false)], None),
+                ]),
+                vec!["spec.approval.levels[1].name: duplicate level name \"l\""],
+            ),
+            (
+                "zero min",
+                policy_with_levels(vec![level("l", vec![group.clone()], Some(0))]),
+                vec!["spec.approval.levels[0].minApprovals: must be at least 1"],
+            ),
+            (
+                "required entries exceed named users",
+                policy_with_levels(vec![level(
+                    "l",
+                    vec![user("a", true), user("b", true)],
+                    Some(3),
+                )]),
+                vec![
+                    "spec.approval.levels[0].minApprovals: level \"l\" requires 3 approvals but names only 2 approvers (all named users or service accounts)",
+                ],
+            ),
+            (
+                "feasible",
+                policy_with_levels(vec![level(
+                    "l",
+                    vec![user("a", true), user("b", false), user("c", false)],
+                    Some(3),
+                )]),
+                vec![],
+            ),
+            (
+                "group level is admitted",
+                policy_with_levels(vec![level("l", vec![group], Some(5))]),
+                vec![],
+            ),
+        ];
+        for (name, spec, expected) in cases {
+            assert_eq!(errors(&spec), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn group_approvers_produce_a_warning() {
+        let spec = policy_with_levels(vec![level(
+            "sre",
+            vec![Approver {
+                group: Some("sre".into()),
+                ..Default::default()
+            }],
+            Some(2),
+        )]);
+        let validation = validate_policy(&spec);
+        assert!(validation.is_valid());
+        assert_eq!(validation.warnings, vec![
+            "level \"sre\": the size of group:sre cannot be checked; make sure 2 distinct people other than the requester can approve".to_string()
+        ]);
+    }
+
+    #[test]
+    fn window_and_field_errors_table() {
+        let window = |zone: &str, start: &str, end: &str| ChangeWindow {
+            name: "freeze".into(),
+            effect: WindowEffect::Deny,
+            time_zone: zone.into(),
+            weekly: Some(WeeklySchedule {
+                days: vec![crate::api::Weekday::Saturday],
+                start: start.into(),
+                end: end.into(),
+            }),
+            absolute: None,
+        };
+        let cases: Vec<(&str, ApprovalPolicySpec, Vec<&str>)> = vec![
+            (
+                "bad zone",
+                ApprovalPolicySpec {
+                    windows: vec![window("Europe/Atlantis", "00:00", "24:00")],
+                    ..Default::default()
+                },
+                vec!["spec.windows[0].timeZone: unknown IANA time zone \"Europe/Atlantis\""],
+            ),
+            (
+                "bad time",
+                ApprovalPolicySpec {
+                    windows: vec![window("UTC", "25:00", "24:00")],
+                    ..Default::default()
+                },
+                vec![
+                    "spec.windows[0].weekly.start: \"25:00\" is not a time of day HH:MM (00:00 to 24:00)",
+                ],
+            ),
+            (
+                "empty window",
+                ApprovalPolicySpec {
+                    windows: vec![window("UTC", "10:00", "10:00")],
+                    ..Default::default()
+                },
+                vec!["spec.windows[0].weekly: start and end are equal: the window would be empty"],
+            ),
+            (
+                "bad pointer",
+                ApprovalPolicySpec {
+                    ignore_fields: Some(vec!["spec.replicas".into()]),
+                    windows: vec![window("UTC", "00:00", "24:00")],
+                    ..Default::default()
+                },
+                vec![
+                    "spec.ignoreFields[0]: \"spec.replicas\" is not a JSON pointer (must start with / and escape ~ as ~0, / as ~1)",
+                ],
+            ),
+            (
+                "bad ttl",
+                ApprovalPolicySpec {
+                    approval: Some(ApprovalSettings {
+                        levels: vec![level("l", vec![user("a", false)], None)],
+                        request_ttl: Some("a while".into()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                vec![
+                    "spec.approval.requestTTL: \"a while\" is not a duration such as 72h, 30m or 1h30m",
+                ],
+            ),
+        ];
+        for (name, spec, expected) in cases {
+            assert_eq!(errors(&spec), expected, "{name}");
+        }
+    }
+}

@@ -1,0 +1,674 @@
+//! `countersign check` through the real binary: exit codes, bad input, the examples'
+//! verdicts, and AWS Change Manager's approval semantics (SPEC §4, §10).
+
+use std::process::Command;
+
+use serde_json::Value;
+
+/// Monday 12:00 in Berlin: no freeze.
+const MONDAY: &str = "2025-06-02T10:00:00Z";
+/// Saturday 12:00 in Berlin: the weekend freeze is in effect.
+const SATURDAY: &str = "2025-06-07T10:00:00Z";
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn countersign(args: &[&str]) -> Run {
+    let output = Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(args)
+        .output()
+        .expect("run countersign");
+    Run {
+        code: output.status.code().expect("exit code"),
+        stdout: String::from_utf8(output.stdout).expect("UTF-8 stdout"),
+        stderr: String::from_utf8(output.stderr).expect("UTF-8 stderr"),
+    }
+}
+
+/// `check` on the examples' shop/web release, plus `extra` arguments.
+fn example(object: &str, now: &str, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "check",
+        "--policy",
+        "examples/policies",
+        "--namespace",
+        "examples/namespace-shop.yaml",
+        "--old-object",
+        "examples/deployment-v1.yaml",
+        "--object",
+        object,
+        "--user",
+        "dana",
+        "--group",
+        "developers",
+        "--now",
+        now,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn json(args: &[String]) -> (i32, Value) {
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.extend(["-o", "json"]);
+    let run = countersign(&args);
+    let value = serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("{e}: stdout {:?} stderr {:?}", run.stdout, run.stderr));
+    (run.code, value)
+}
+
+#[test]
+fn exit_codes_0_1_2() {
+    let approved = example(
+        "examples/deployment-v2.yaml",
+        MONDAY,
+        &["--approval", "examples/approvals/web-approved.yaml"],
+    );
+    let args: Vec<&str> = approved.iter().map(String::as_str).collect();
+    assert_eq!(countersign(&args).code, 0, "approved change is allowed");
+
+    let pending = example("examples/deployment-v2.yaml", MONDAY, &[]);
+    let args: Vec<&str> = pending.iter().map(String::as_str).collect();
+    assert_eq!(countersign(&args).code, 1, "approval required");
+
+    let missing = example("examples/no-such-file.yaml", MONDAY, &[]);
+    let args: Vec<&str> = missing.iter().map(String::as_str).collect();
+    let run = countersign(&args);
+    assert_eq!(run.code, 2, "bad input");
+    assert!(
+        run.stdout.is_empty(),
+        "no verdict on bad input: {}",
+        run.stdout
+    );
+    // Unknown flags and missing required flags are bad input too.
+    assert_eq!(countersign(&["check", "--object", "x.yaml"]).code, 2);
+    assert_eq!(countersign(&["check", "--bogus"]).code, 2);
+}
+
+#[test]
+fn bad_input_names_the_file_and_the_field() {
+    let bad = "tests/fixtures/bad-input";
+    let cases: Vec<(&str, Vec<String>, Vec<&str>)> = vec![
+        (
+            "unreadable file",
+            example("examples/no-such-file.yaml", MONDAY, &[]),
+            vec!["examples/no-such-file.yaml: cannot read"],
+        ),
+        (
+            "YAML error",
+            vec![
+                "check".into(),
+                "--policy".into(),
+                format!("{bad}/policy-yaml-error.yaml"),
+                "--object".into(),
+                "examples/deployment-v2.yaml".into(),
+            ],
+            vec![
+                "policy-yaml-error.yaml: spec.match.regions: not valid YAML",
+                "line 9",
+            ],
+        ),
+        (
+            "wrong kind",
+            vec![
+                "check".into(),
+                "--policy".into(),
+                format!("{bad}/policy-wrong-kind.yaml"),
+                "--object".into(),
+                "examples/deployment-v2.yaml".into(),
+            ],
+            vec![
+                "policy-wrong-kind.yaml: kind: expected ApprovalPolicy",
+                "found Deployment",
+            ],
+        ),
+        (
+            "unknown field in a policy",
+            vec![
+                "check".into(),
+                "--policy".into(),
+                format!("{bad}/policy-unknown-field.yaml"),
+                "--object".into(),
+                "examples/deployment-v2.yaml".into(),
+            ],
+            vec!["policy-unknown-field.yaml: spec.approval.levels[0].minApproval: unknown field"],
+        ),
+        (
+            "unknown field in the object",
+            example(&format!("{bad}/deployment-unknown-field.yaml"), MONDAY, &[]),
+            vec![
+                "deployment-unknown-field.yaml: spec.template.spec.containers[0].imagePullPolicyy: unknown field",
+            ],
+        ),
+        (
+            "bad time in a file",
+            example(
+                "examples/deployment-v2.yaml",
+                MONDAY,
+                &["--approval", &format!("{bad}/approval-bad-time.yaml")],
+            ),
+            vec!["approval-bad-time.yaml: spec.reviews[0].time:", "line 23"],
+        ),
+        (
+            "bad time flag",
+            example("examples/deployment-v2.yaml", "next tuesday", &[]),
+            vec!["--now: \"next tuesday\" is not an RFC 3339 time"],
+        ),
+        (
+            "bad time zone",
+            vec![
+                "check".into(),
+                "--policy".into(),
+                format!("{bad}/policy-bad-timezone.yaml"),
+                "--object".into(),
+                "examples/deployment-v2.yaml".into(),
+            ],
+            vec![
+                "policy-bad-timezone.yaml: spec.windows[0].timeZone:",
+                "unknown IANA time zone \"Europe/Atlantis\"",
+            ],
+        ),
+        (
+            "approval file where a policy belongs",
+            vec![
+                "check".into(),
+                "--policy".into(),
+                "examples/approvals/web-pending.yaml".into(),
+                "--object".into(),
+                "examples/deployment-v2.yaml".into(),
+            ],
+            vec![
+                "web-pending.yaml: kind: expected ApprovalPolicy",
+                "found DeploymentApproval",
+            ],
+        ),
+        (
+            "old object of another name",
+            vec![
+                "check".into(),
+                "--policy".into(),
+                "examples/policies".into(),
+                "--old-object".into(),
+                "tests/fixtures/change-manager/deployment-old.yaml".into(),
+                "--object".into(),
+                "examples/deployment-v2.yaml".into(),
+            ],
+            vec![
+                "deployment-old.yaml: metadata.name: the old object's metadata.name is \"api\" but the new object's is \"web\"",
+            ],
+        ),
+    ];
+    for (name, args, expected) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = countersign(&args);
+        assert_eq!(run.code, 2, "{name}: {}", run.stderr);
+        assert!(run.stdout.is_empty(), "{name}: {}", run.stdout);
+        let matched = expected.iter().all(|e| run.stderr.contains(e));
+        assert!(matched, "{name}: {:?} lacks {expected:?}", run.stderr);
+    }
+}
+
+#[test]
+fn the_examples_give_the_verdicts_the_readme_claims() {
+    let approvals = "examples/approvals";
+    let with = |file: &str| vec!["--approval".to_string(), format!("{approvals}/{file}")];
+    /// (name, object, now, extra args, exit, verdict, approval phase)
+    type Row<'a> = (
+        &'a str,
+        &'a str,
+        &'a str,
+        Vec<String>,
+        i32,
+        &'a str,
+        Option<&'a str>,
+    );
+    let cases: Vec<Row> = vec![
+        (
+            "release, no approval",
+            "deployment-v2.yaml",
+            MONDAY,
+            vec![],
+            1,
+            "ApprovalRequired",
+            Some("Pending"),
+        ),
+        (
+            "release, pending",
+            "deployment-v2.yaml",
+            MONDAY,
+            with("web-pending.yaml"),
+            1,
+            "ApprovalRequired",
+            Some("Pending"),
+        ),
+        (
+            "release, level 1 approved",
+            "deployment-v2.yaml",
+            MONDAY,
+            with("web-level1-approved.yaml"),
+            1,
+            "ApprovalRequired",
+            Some("Pending"),
+        ),
+        (
+            "release, approved",
+            "deployment-v2.yaml",
+            MONDAY,
+            with("web-approved.yaml"),
+            0,
+            "Approved",
+            Some("Approved"),
+        ),
+        (
+            "release, rejected",
+            "deployment-v2.yaml",
+            MONDAY,
+            with("web-rejected.yaml"),
+            1,
+            "ApprovalRequired",
+            Some("Rejected"),
+        ),
+        (
+            "release, approved, expired next day",
+            "deployment-v2.yaml",
+            "2025-06-03T12:00:00Z",
+            with("web-approved.yaml"),
+            1,
+            "ApprovalRequired",
+            Some("Expired"),
+        ),
+        (
+            "release, approved, weekend",
+            "deployment-v2.yaml",
+            SATURDAY,
+            with("web-approved.yaml"),
+            1,
+            "Denied",
+            None,
+        ),
+        (
+            "scale-out only, weekend",
+            "deployment-v1-scaled.yaml",
+            SATURDAY,
+            vec![],
+            0,
+            "Allowed",
+            None,
+        ),
+        (
+            "checks fail",
+            "deployment-v2-leaky.yaml",
+            MONDAY,
+            vec![],
+            1,
+            "Denied",
+            None,
+        ),
+        (
+            "hotfix without break-glass rights, weekend",
+            "deployment-hotfix.yaml",
+            SATURDAY,
+            vec![],
+            1,
+            "Denied",
+            None,
+        ),
+        (
+            "hotfix by on-call, weekend",
+            "deployment-hotfix.yaml",
+            SATURDAY,
+            vec!["--group".into(), "sre-oncall".into()],
+            0,
+            "Allowed",
+            None,
+        ),
+    ];
+    for (name, object, now, extra, code, verdict, phase) in cases {
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let (actual_code, report) = json(&example(&format!("examples/{object}"), now, &extra));
+        assert_eq!(actual_code, code, "{name}: {report:#}");
+        assert_eq!(report["verdict"], verdict, "{name}: {report:#}");
+        assert_eq!(report["allowed"], code == 0, "{name}");
+        assert_eq!(
+            report["approval"]["phase"].as_str(),
+            phase,
+            "{name}: {report:#}"
+        );
+    }
+
+    // The reasons say why, precisely.
+    let (_, level1) = json(&example(
+        "examples/deployment-v2.yaml",
+        MONDAY,
+        &["--approval", "examples/approvals/web-level1-approved.yaml"],
+    ));
+    assert_eq!(
+        level1["reasons"][0],
+        "approval web-93cfa25d is pending: level 2/2 sre: 0 of 2 approvals, waiting for bob (required)"
+    );
+    let (_, leaky) = json(&example("examples/deployment-v2-leaky.yaml", MONDAY, &[]));
+    let reasons = leaky["reasons"].to_string();
+    assert!(
+        reasons.contains("env AWS_ACCESS_KEY_ID holds a credential (AWS access key ID)"),
+        "{reasons}"
+    );
+    assert!(
+        reasons.contains("image docker.io/acme/web:1.5.0 is not from an allowed registry"),
+        "{reasons}"
+    );
+    let (_, freeze) = json(&example(
+        "examples/deployment-v2.yaml",
+        SATURDAY,
+        &["--approval", "examples/approvals/web-approved.yaml"],
+    ));
+    assert!(
+        freeze["reasons"][0]
+            .as_str()
+            .unwrap_or_default()
+            .contains("change freeze \"weekend\"")
+    );
+    let (_, hotfix) = json(&example(
+        "examples/deployment-hotfix.yaml",
+        SATURDAY,
+        &["--group", "sre-oncall"],
+    ));
+    assert_eq!(
+        hotfix["breakGlass"],
+        "INC-2291: checkout returns 500s, rolling forward the fix"
+    );
+}
+
+#[test]
+fn json_has_the_stable_fields() {
+    let (_, report) = json(&example(
+        "examples/deployment-v2.yaml",
+        MONDAY,
+        &["--approval", "examples/approvals/web-level1-approved.yaml"],
+    ));
+    assert_eq!(report["allowed"], false);
+    assert!(report["reasons"].is_array());
+    assert_eq!(
+        report["policies"],
+        serde_json::json!(["production-eu", "supply-chain-checks", "weekend-freeze"])
+    );
+    let digest = report["change"]["digest"].as_str().unwrap_or_default();
+    let hex = digest.strip_prefix("sha256:").unwrap_or_default();
+    assert!(
+        hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit()),
+        "{digest}"
+    );
+    assert_eq!(report["approval"]["phase"], "Pending");
+    let levels = report["approval"]["levels"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(levels.len(), 2);
+    assert_eq!(
+        levels[0],
+        serde_json::json!({"name": "team-leads", "required": 1, "approvals": 1, "satisfied": true,
+                           "approvedBy": ["alice"], "missingRequired": []})
+    );
+    assert_eq!(
+        levels[1],
+        serde_json::json!({"name": "sre", "required": 2, "approvals": 0, "satisfied": false,
+                           "approvedBy": [], "missingRequired": ["bob"]})
+    );
+}
+
+#[test]
+fn text_puts_the_verdict_first() {
+    let cases = [
+        (
+            example("examples/deployment-v2.yaml", MONDAY, &[]),
+            "DENIED (approval required): Deployment shop/web",
+        ),
+        (
+            example(
+                "examples/deployment-v2.yaml",
+                MONDAY,
+                &["--approval", "examples/approvals/web-approved.yaml"],
+            ),
+            "ALLOWED (approved): Deployment shop/web",
+        ),
+        (
+            example("examples/deployment-v2-leaky.yaml", MONDAY, &[]),
+            "DENIED: Deployment shop/web",
+        ),
+        (
+            example("examples/deployment-v1-scaled.yaml", MONDAY, &[]),
+            "ALLOWED: Deployment shop/web",
+        ),
+    ];
+    for (args, first_line) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = countersign(&args);
+        assert_eq!(
+            run.stdout.lines().next(),
+            Some(first_line),
+            "{}",
+            run.stdout
+        );
+        assert!(run.stdout.contains("\ndigest:   sha256:"), "{}", run.stdout);
+    }
+}
+
+/// `check` on the Change Manager fixtures: policy + approval for payments/api 2.0.0 → 2.1.0.
+fn change_manager(policy: &str, approval: Option<&str>) -> (i32, Value) {
+    let dir = "tests/fixtures/change-manager";
+    let mut args: Vec<String> = vec![
+        "check".into(),
+        "--policy".into(),
+        format!("{dir}/policy-{policy}.yaml"),
+        "--old-object".into(),
+        format!("{dir}/deployment-old.yaml"),
+        "--object".into(),
+        format!("{dir}/deployment-new.yaml"),
+        "--user".into(),
+        "dev".into(),
+        "--now".into(),
+        MONDAY.into(),
+    ];
+    if let Some(approval) = approval {
+        args.extend([
+            "--approval".into(),
+            format!("{dir}/approval-{approval}.yaml"),
+        ]);
+    }
+    json(&args)
+}
+
+#[test]
+fn change_manager_semantics_hold_through_the_cli() {
+    // (policy, approval, exit, phase, level-0 required, level-0 approvals, missing required)
+    type Row<'a> = (
+        &'a str,
+        Option<&'a str>,
+        i32,
+        &'a str,
+        u64,
+        u64,
+        Vec<&'a str>,
+    );
+    let cases: Vec<Row> = vec![
+        // 3 per-level + 5 per-line requires 5 approvals.
+        (
+            "three-of-five-required",
+            None,
+            1,
+            "Pending",
+            5,
+            0,
+            vec!["a", "b", "c", "d", "e"],
+        ),
+        (
+            "three-of-five-required",
+            Some("three-of-five-four-approved"),
+            1,
+            "Pending",
+            5,
+            4,
+            vec!["e"],
+        ),
+        (
+            "three-of-five-required",
+            Some("three-of-five-all-approved"),
+            0,
+            "Approved",
+            5,
+            5,
+            vec![],
+        ),
+        // 4 per-level + 2 per-line requires 4, the 2 required among them.
+        (
+            "four-with-two-required",
+            Some("four-with-two-missing-required"),
+            1,
+            "Pending",
+            4,
+            4,
+            vec!["sre"],
+        ),
+        (
+            "four-with-two-required",
+            Some("four-with-two-three-approved"),
+            1,
+            "Pending",
+            4,
+            3,
+            vec![],
+        ),
+        (
+            "four-with-two-required",
+            Some("four-with-two-approved"),
+            0,
+            "Approved",
+            4,
+            4,
+            vec![],
+        ),
+        // A group approver is satisfied by one member.
+        (
+            "group-approver",
+            Some("group-member-approved"),
+            0,
+            "Approved",
+            1,
+            1,
+            vec![],
+        ),
+        (
+            "group-approver",
+            Some("group-non-member"),
+            1,
+            "Pending",
+            1,
+            0,
+            vec!["group:sre"],
+        ),
+        // One rejection at any level ends the request.
+        (
+            "two-levels",
+            Some("rejected-at-level-one"),
+            1,
+            "Rejected",
+            1,
+            0,
+            vec![],
+        ),
+        (
+            "two-levels",
+            Some("rejected-at-level-two"),
+            1,
+            "Rejected",
+            1,
+            1,
+            vec![],
+        ),
+        (
+            "two-levels",
+            Some("two-levels-approved"),
+            0,
+            "Approved",
+            1,
+            1,
+            vec![],
+        ),
+    ];
+    for (policy, approval, code, phase, required, approvals, missing) in cases {
+        let name = format!("{policy} + {approval:?}");
+        let (actual, report) = change_manager(policy, approval);
+        assert_eq!(actual, code, "{name}: {report:#}");
+        let level = &report["approval"]["levels"][0];
+        assert_eq!(report["approval"]["phase"], phase, "{name}: {report:#}");
+        assert_eq!(level["required"], required, "{name}");
+        assert_eq!(level["approvals"], approvals, "{name}");
+        assert_eq!(
+            level["missingRequired"],
+            serde_json::json!(missing),
+            "{name}"
+        );
+    }
+    let (_, rejected) = change_manager("two-levels", Some("rejected-at-level-one"));
+    assert_eq!(rejected["approval"]["rejectedBy"], "lead2");
+    assert!(
+        rejected["reasons"][0]
+            .as_str()
+            .unwrap_or_default()
+            .contains("was rejected by lead2"),
+        "{rejected:#}"
+    );
+    let (_, second) = change_manager("two-levels", Some("rejected-at-level-two"));
+    assert_eq!(second["approval"]["rejectedBy"], "sre2");
+}
+
+#[test]
+fn an_infeasible_level_is_refused() {
+    let run = countersign(&[
+        "check",
+        "--policy",
+        "tests/fixtures/change-manager/policy-three-users-require-five.yaml",
+        "--object",
+        "tests/fixtures/change-manager/deployment-new.yaml",
+    ]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "policy-three-users-require-five.yaml: spec.approval.levels[0].minApprovals: policy three-users-require-five refused: level \"approvers\" requires 5 approvals but names only 3"
+        ),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn the_digest_survives_key_order_format_replicas_and_server_fields() {
+    // The same release as JSON: keys reordered, other whitespace, 5 replicas (ignored),
+    // server-set metadata and a status.
+    let (_, yaml) = json(&example("examples/deployment-v2.yaml", MONDAY, &[]));
+    let (_, reordered) = json(&example(
+        "tests/fixtures/digest/deployment-v2-reordered.json",
+        MONDAY,
+        &["--approval", "examples/approvals/web-approved.yaml"],
+    ));
+    assert_eq!(yaml["change"]["digest"], reordered["change"]["digest"]);
+    assert_eq!(
+        reordered["verdict"], "Approved",
+        "the approval still matches"
+    );
+    // Any image change yields another digest, and the approval no longer matches.
+    let (_, hotfix) = json(&example(
+        "examples/deployment-hotfix.yaml",
+        MONDAY,
+        &["--approval", "examples/approvals/web-approved.yaml"],
+    ));
+    assert_ne!(yaml["change"]["digest"], hotfix["change"]["digest"]);
+    assert_eq!(hotfix["verdict"], "ApprovalRequired");
+    assert_eq!(hotfix["approval"]["existing"], false);
+}
