@@ -1,11 +1,13 @@
 //! Policy validation (SPEC §3): refuse malformed or infeasible policies with a precise
 //! message naming the field; warn about what cannot be checked.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use crate::api::{ApprovalPolicySpec, ApprovalSettings, ChangeWindow};
+use crate::api::{
+    ApprovalPolicySpec, ApprovalSettings, Approver, ChangeWindow, service_account_username,
+};
 use crate::core::chain::{approver_label, required_approvals};
 use crate::core::change::pointer_segments;
 use crate::core::windows::{parse_civil, parse_clock, parse_duration, parse_zone};
@@ -292,11 +294,116 @@ fn validate_chain(chain: &ApprovalSettings, v: &mut PolicyValidation) {
             );
         } else if !unbounded.is_empty() {
             v.warnings.push(format!(
-                "level {:?}: the size of {} cannot be checked; make sure {needed} distinct people other than the requester can approve",
+                "level {:?}: the size of {} cannot be checked; make sure at least {needed} {} other than the requester can approve",
                 level.name,
-                unbounded.join(", ")
+                unbounded.join(", "),
+                if needed == 1 { "person" } else { "distinct people" }
             ));
         }
+    }
+    if v.errors.is_empty() {
+        validate_people_across_levels(chain, v);
+    }
+}
+
+/// The most levels of named people whose subsets are checked together (2^n subsets).
+const MAX_LEVELS_CHECKED_TOGETHER: usize = 16;
+
+/// One person counts once per request (SPEC §4), so levels that share named people can be
+/// infeasible together although each is feasible alone. Checked exactly for levels made
+/// only of named users and service accounts: a person required at two levels is refused,
+/// and after each required person is placed at their level, every set of levels must name
+/// at least as many other people as it still needs (Hall's condition).
+fn validate_people_across_levels(chain: &ApprovalSettings, v: &mut PolicyValidation) {
+    let mut required_at: HashMap<String, usize> = HashMap::new();
+    for (i, level) in chain.levels.iter().enumerate() {
+        for (j, entry) in level.approvers.iter().enumerate() {
+            let Some(person) = named_person(entry).filter(|_| entry.required) else {
+                continue;
+            };
+            if let Some(&first) = required_at.get(&person) {
+                v.error(
+                    format!("spec.approval.levels[{i}].approvers[{j}]"),
+                    format!(
+                        "{} is required at level {:?} and at level {:?}, but one person counts at one level only",
+                        approver_label(entry),
+                        chain.levels[first].name,
+                        level.name
+                    ),
+                );
+            } else {
+                required_at.insert(person, i);
+            }
+        }
+    }
+    if !v.errors.is_empty() {
+        return;
+    }
+    // Per level of named people only: the others it can still draw on, and how many it
+    // still needs once its required people have approved.
+    let named_levels: Vec<(usize, BTreeSet<String>, u32)> = chain
+        .levels
+        .iter()
+        .enumerate()
+        .filter_map(|(i, level)| {
+            let people: Option<Vec<String>> = level.approvers.iter().map(named_person).collect();
+            let people = people?;
+            let required_here = required_at.values().filter(|&&at| at == i).count() as u32;
+            let others = people
+                .into_iter()
+                .filter(|p| !required_at.contains_key(p))
+                .collect();
+            Some((
+                i,
+                others,
+                required_approvals(level).saturating_sub(required_here),
+            ))
+        })
+        .collect();
+    if named_levels.len() > MAX_LEVELS_CHECKED_TOGETHER {
+        v.warnings.push(format!(
+            "more than {MAX_LEVELS_CHECKED_TOGETHER} levels of named approvers: whether they can all be satisfied by distinct people was not checked"
+        ));
+        return;
+    }
+    for subset in 1u32..(1 << named_levels.len()) {
+        let chosen: Vec<&(usize, BTreeSet<String>, u32)> = named_levels
+            .iter()
+            .enumerate()
+            .filter(|(bit, _)| subset & (1 << bit) != 0)
+            .map(|(_, level)| level)
+            .collect();
+        let needed: u32 = chosen.iter().map(|(_, _, needed)| needed).sum();
+        let people: BTreeSet<&String> = chosen.iter().flat_map(|(_, people, _)| people).collect();
+        if (people.len() as u32) < needed {
+            let names: Vec<String> = chosen
+                .iter()
+                .map(|(i, _, _)| format!("{:?}", chain.levels[*i].name))
+                .collect();
+            let available: Vec<&str> = people.iter().map(|p| p.as_str()).collect();
+            v.error(
+                "spec.approval.levels",
+                format!(
+                    "{} {needed} more approvals from people not required elsewhere, but name only {} ({}); one person counts at one level only",
+                    match names.as_slice() {
+                        [one] => format!("level {one} needs"),
+                        many => format!("levels {} together need", many.join(" and ")),
+                    },
+                    people.len(),
+                    if available.is_empty() { "nobody".to_string() } else { available.join(", ") }
+                ),
+            );
+            return;
+        }
+    }
+}
+
+/// The user name a named approver entry stands for; `None` for groups and roles.
+fn named_person(entry: &Approver) -> Option<String> {
+    match (&entry.user, &entry.service_account) {
+        (Some(user), None) => Some(user.clone()),
+        (None, Some(sa)) => Some(service_account_username(&sa.namespace, &sa.name)),
+        _ => None,
     }
 }
 
@@ -425,7 +532,61 @@ mod tests {
             ),
             (
                 "group level is admitted",
-                policy_with_levels(vec![level("l", vec![group], Some(5))]),
+                policy_with_levels(vec![level("l", vec![group.clone()], Some(5))]),
+                vec![],
+            ),
+            (
+                "one person required at two levels",
+                policy_with_levels(vec![
+                    level("leads", vec![user("a", true), user("b", false)], None),
+                    level("sre", vec![user("a", true), user("c", false)], None),
+                ]),
+                vec![
+                    "spec.approval.levels[1].approvers[0]: a is required at level \"leads\" and at level \"sre\", but one person counts at one level only",
+                ],
+            ),
+            (
+                "two levels share too few people",
+                policy_with_levels(vec![
+                    level("leads", vec![user("a", false), user("b", false)], Some(2)),
+                    level(
+                        "sre",
+                        vec![user("a", false), user("b", false), user("c", false)],
+                        Some(2),
+                    ),
+                ]),
+                vec![
+                    "spec.approval.levels: levels \"leads\" and \"sre\" together need 4 more approvals from people not required elsewhere, but name only 3 (a, b, c); one person counts at one level only",
+                ],
+            ),
+            (
+                "a required person is used up by their own level",
+                policy_with_levels(vec![
+                    level("leads", vec![user("a", true)], None),
+                    level("sre", vec![user("a", false), user("b", false)], Some(2)),
+                ]),
+                vec![
+                    "spec.approval.levels: level \"sre\" needs 2 more approvals from people not required elsewhere, but name only 1 (b); one person counts at one level only",
+                ],
+            ),
+            (
+                "shared people, but enough of them",
+                policy_with_levels(vec![
+                    level("leads", vec![user("a", false), user("b", false)], Some(1)),
+                    level(
+                        "sre",
+                        vec![user("a", false), user("b", false), user("c", true)],
+                        Some(2),
+                    ),
+                ]),
+                vec![],
+            ),
+            (
+                "a group level draws on people the check cannot count",
+                policy_with_levels(vec![
+                    level("leads", vec![user("a", false)], None),
+                    level("sre", vec![user("a", false), group], Some(2)),
+                ]),
                 vec![],
             ),
         ];
@@ -447,7 +608,7 @@ mod tests {
         let validation = validate_policy(&spec);
         assert!(validation.is_valid());
         assert_eq!(validation.warnings, vec![
-            "level \"sre\": the size of group:sre cannot be checked; make sure 2 distinct people other than the requester can approve".to_string()
+            "level \"sre\": the size of group:sre cannot be checked; make sure at least 2 distinct people other than the requester can approve".to_string()
         ]);
     }
 
