@@ -672,3 +672,94 @@ fn the_digest_survives_key_order_format_replicas_and_server_fields() {
     assert_eq!(hotfix["verdict"], "ApprovalRequired");
     assert_eq!(hotfix["approval"]["existing"], false);
 }
+
+/// `check` on the role-approver fixtures: one holder of `release-approver` must approve.
+fn role_approver(approval: &str, rbac: Option<&str>) -> Run {
+    let mut args = vec![
+        "check",
+        "--policy",
+        "tests/fixtures/role-approver/policy-role.yaml",
+        "--old-object",
+        "tests/fixtures/change-manager/deployment-old.yaml",
+        "--object",
+        "tests/fixtures/change-manager/deployment-new.yaml",
+        "--user",
+        "dev",
+        "--now",
+        MONDAY,
+        "--approval",
+        approval,
+    ];
+    if let Some(rbac) = rbac {
+        args.extend(["--rbac", rbac]);
+    }
+    countersign(&args)
+}
+
+#[test]
+fn role_approvers_are_resolved_from_rbac_files() {
+    let dir = "tests/fixtures/role-approver";
+    let rbac = format!("{dir}/rbac.yaml");
+    // (approval, rbac given, exit): a RoleBinding in the target's namespace and a
+    // ClusterRoleBinding grant the role; a RoleBinding elsewhere does not.
+    let cases = [
+        ("group-member", true, 0),
+        ("cluster-binding", true, 0),
+        ("other-namespace", true, 1),
+        ("group-member", false, 1),
+    ];
+    for (approval, with_rbac, exit) in cases {
+        let run = role_approver(
+            &format!("{dir}/approval-{approval}.yaml"),
+            with_rbac.then_some(rbac.as_str()),
+        );
+        assert_eq!(
+            run.code, exit,
+            "{approval} (rbac: {with_rbac}): {}{}",
+            run.stdout, run.stderr
+        );
+    }
+}
+
+#[test]
+fn a_bad_rbac_file_names_the_file_and_the_field() {
+    let dir = tempdir("rbac");
+    let cases = [
+        (
+            "role.yaml",
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: r}\n",
+            "role.yaml: kind: expected RoleBinding or ClusterRoleBinding",
+        ),
+        (
+            "list.yaml",
+            "apiVersion: v1\nkind: List\nitems:\n  - apiVersion: rbac.authorization.k8s.io/v1\n    kind: ClusterRoleBinding\n    metadata: {name: c}\n    roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: x}\n    subjectz: []\n",
+            "list.yaml: items[0].subjectz: unknown field",
+        ),
+        (
+            "unscoped.yaml",
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: r}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: x}\n",
+            "unscoped.yaml: metadata.namespace: a RoleBinding needs its namespace",
+        ),
+    ];
+    for (name, text, expected) in cases {
+        let file = dir.join(name);
+        std::fs::write(&file, text).expect("write fixture");
+        let run = role_approver(
+            "tests/fixtures/role-approver/approval-group-member.yaml",
+            Some(file.to_str().expect("UTF-8 path")),
+        );
+        assert_eq!(run.code, 2, "{name}: {}", run.stdout);
+        assert!(
+            run.stderr.contains(expected),
+            "{name}: expected {expected:?} in {:?}",
+            run.stderr
+        );
+    }
+}
+
+/// A fresh directory under the target directory for files a test writes.
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}

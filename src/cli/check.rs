@@ -9,6 +9,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 use serde_json::Value;
 
 use super::CliError;
@@ -35,6 +36,11 @@ pub struct CheckArgs {
     /// DeploymentApproval files or directories, as the webhook would find them. Repeatable.
     #[arg(long = "approval", value_name = "FILE_OR_DIR")]
     pub approvals: Vec<PathBuf>,
+    /// RoleBindings and ClusterRoleBindings that decide who holds a `role` approver's role,
+    /// e.g. the output of `kubectl get rolebindings,clusterrolebindings -A -o yaml`.
+    /// Repeatable. Without it, no one holds a role.
+    #[arg(long = "rbac", value_name = "FILE_OR_DIR")]
+    pub rbac: Vec<PathBuf>,
     /// The target's Namespace object (its labels drive namespaceSelector and region).
     #[arg(long, value_name = "FILE")]
     pub namespace: Option<PathBuf>,
@@ -104,7 +110,7 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, CliError> {
         username: args.user.clone(),
         groups: args.groups.clone(),
     };
-    let bindings = RoleBindingSnapshot::default();
+    let bindings = load_bindings(&args.rbac)?;
     let decision = decide(&DecisionInput {
         request: ChangeRequest {
             operation,
@@ -207,6 +213,96 @@ fn load_approvals(paths: &[PathBuf]) -> Result<Vec<DeploymentApproval>, CliError
         }
     }
     Ok(approvals)
+}
+
+/// The RoleBindings and ClusterRoleBindings in the given files and directories, as single
+/// objects or inside a `List` (what `kubectl get … -o yaml` prints).
+fn load_bindings(paths: &[PathBuf]) -> Result<RoleBindingSnapshot, CliError> {
+    let mut snapshot = RoleBindingSnapshot::default();
+    for path in paths {
+        for file in input::expand(path)? {
+            let text = input::read(&file)?;
+            for document in input::documents(&file, &text)? {
+                let kind = document.get("kind").and_then(Value::as_str).unwrap_or("");
+                if kind.ends_with("List") {
+                    let items = document.get("items").and_then(Value::as_array);
+                    let Some(items) = items else {
+                        return Err(
+                            InputError::new(&file, Some("items"), "a List needs items").into()
+                        );
+                    };
+                    for (i, item) in items.iter().enumerate() {
+                        add_binding(&file, item, &format!("items[{i}]"), &mut snapshot)?;
+                    }
+                } else {
+                    add_binding(&file, &document, "", &mut snapshot)?;
+                }
+            }
+        }
+    }
+    Ok(snapshot)
+}
+
+fn add_binding(
+    file: &Path,
+    object: &Value,
+    at: &str,
+    snapshot: &mut RoleBindingSnapshot,
+) -> Result<(), CliError> {
+    const RBAC: &str = "rbac.authorization.k8s.io/v1";
+    let field = |name: &str| {
+        if at.is_empty() {
+            name.to_string()
+        } else {
+            format!("{at}.{name}")
+        }
+    };
+    let kind = object.get("kind").and_then(Value::as_str);
+    let version = object.get("apiVersion").and_then(Value::as_str);
+    if version != Some(RBAC) {
+        return Err(InputError::new(
+            file,
+            Some(&field("apiVersion")),
+            format!("expected {RBAC}, found {}", version.unwrap_or("none")),
+        )
+        .into());
+    }
+    match kind {
+        Some("RoleBinding") => {
+            let binding: RoleBinding = input::decode_value(file, object, at)?;
+            if binding
+                .metadata
+                .namespace
+                .as_deref()
+                .unwrap_or("")
+                .is_empty()
+            {
+                return Err(InputError::new(
+                    file,
+                    Some(&field("metadata.namespace")),
+                    "a RoleBinding needs its namespace: it grants the role there only",
+                )
+                .into());
+            }
+            snapshot.role_bindings.push(binding);
+        }
+        Some("ClusterRoleBinding") => {
+            let binding: ClusterRoleBinding = input::decode_value(file, object, at)?;
+            snapshot.cluster_role_bindings.push(binding);
+        }
+        other => {
+            return Err(InputError::new(
+                file,
+                Some(&field("kind")),
+                format!(
+                    "expected RoleBinding or ClusterRoleBinding (or a List of them), found {}",
+                    other.unwrap_or("no kind")
+                ),
+            )
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// The one object in `file`, as plain JSON. Built-in workload kinds are also decoded

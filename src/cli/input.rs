@@ -142,41 +142,63 @@ pub fn decode_all<T: DeserializeOwned>(file: &Path, text: &str) -> Result<Vec<T>
         if empty {
             continue;
         }
-        let mut unknown: Vec<String> = Vec::new();
-        let mut record = |path: serde_ignored::Path| unknown.push(field_path(&path));
-        let tracked = serde_ignored::Deserializer::new(document, &mut record);
-        let result = serde_path_to_error::deserialize(tracked);
-        // `apiVersion` and `kind` are checked by `expect_kind`; generated CRD types skip them.
-        // An unknown field is reported first: it is the likely cause of a later error
-        // (a misspelt required field shows up as both).
-        if let Some(first) = unknown
-            .iter()
-            .find(|field| *field != "apiVersion" && *field != "kind")
-        {
-            return Err(InputError::new(
-                file,
-                Some(first),
-                "unknown field (check the spelling against `countersign crds` or the Kubernetes API)",
-            ));
-        }
-        let value: T = match result {
-            Ok(value) => value,
-            Err(e) => {
-                let field = e.path().to_string();
-                return Err(InputError::new(
-                    file,
-                    (field != ".").then_some(field.as_str()),
-                    without_path(&field, e.inner()),
-                ));
-            }
-        };
-        out.push(value);
+        out.push(decode_strict(file, document, "")?);
     }
     Ok(out)
 }
 
+/// Decode one plain JSON value (e.g. an item of a `kind: List`) as `T`, refusing unknown
+/// fields; `field_prefix` (such as `items[2]`) is put before the paths in messages.
+pub fn decode_value<T: DeserializeOwned>(
+    file: &Path,
+    value: &Value,
+    field_prefix: &str,
+) -> Result<T, InputError> {
+    decode_strict(file, value, field_prefix)
+}
+
+/// Decode as `T` from any deserializer, refusing unknown fields, with the field path.
+fn decode_strict<'de, D, T>(file: &Path, document: D, field_prefix: &str) -> Result<T, InputError>
+where
+    D: serde::Deserializer<'de>,
+    D::Error: std::fmt::Display,
+    T: DeserializeOwned,
+{
+    let at = |field: &str| match (field_prefix, field) {
+        ("", field) => field.to_string(),
+        (prefix, "" | ".") => prefix.to_string(),
+        (prefix, field) => format!("{prefix}.{field}"),
+    };
+    let mut unknown: Vec<String> = Vec::new();
+    let mut record = |path: serde_ignored::Path| unknown.push(field_path(&path));
+    let tracked = serde_ignored::Deserializer::new(document, &mut record);
+    let result = serde_path_to_error::deserialize(tracked);
+    // `apiVersion` and `kind` are checked by `expect_kind`; generated CRD types skip them.
+    // An unknown field is reported first: it is the likely cause of a later error
+    // (a misspelt required field shows up as both).
+    if let Some(first) = unknown
+        .iter()
+        .find(|field| *field != "apiVersion" && *field != "kind")
+    {
+        return Err(InputError::new(
+            file,
+            Some(&at(first)),
+            "unknown field (check the spelling against `countersign crds` or the Kubernetes API)",
+        ));
+    }
+    result.map_err(|e| {
+        let field = e.path().to_string();
+        let field = at(if field == "." { "" } else { &field });
+        InputError::new(
+            file,
+            (!field.is_empty()).then_some(field.as_str()),
+            without_path(&e.path().to_string(), e.inner()),
+        )
+    })
+}
+
 /// yaml_serde already prefixes some messages with the path; say it once.
-fn without_path(field: &str, error: &yaml_serde::Error) -> String {
+fn without_path(field: &str, error: &impl std::fmt::Display) -> String {
     let message = error.to_string();
     match message
         .strip_prefix(field)
@@ -186,7 +208,6 @@ fn without_path(field: &str, error: &yaml_serde::Error) -> String {
         None => message,
     }
 }
-
 /// `spec.approval.levels[0].foo` for a serde_ignored path.
 fn field_path(path: &serde_ignored::Path) -> String {
     use serde_ignored::Path as P;
