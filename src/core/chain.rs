@@ -332,38 +332,13 @@ pub fn describe_progress(state: &ChainState) -> String {
 mod tests {
     use super::*;
     use crate::api::ServiceAccountRef;
-    use k8s_openapi::api::rbac::v1::RoleRef;
+    use crate::core::test_builders::{cluster_role_ref, group, level, role_binding, user};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
     const T0: &str = "2025-06-02T10:00:00Z";
 
     fn ts(offset_minutes: i64) -> Timestamp {
         T0.parse::<Timestamp>().unwrap() + jiff::SignedDuration::from_mins(offset_minutes)
-    }
-
-    fn user(name: &str, required: bool) -> Approver {
-        Approver {
-            user: Some(name.into()),
-            required,
-            ..Default::default()
-        }
-    }
-
-    fn group(name: &str, required: bool) -> Approver {
-        Approver {
-            group: Some(name.into()),
-            required,
-            ..Default::default()
-        }
-    }
-
-    fn level(name: &str, approvers: Vec<Approver>, min: Option<u32>) -> ApprovalLevel {
-        ApprovalLevel {
-            name: name.into(),
-            approvers,
-            min_approvals: min,
-            sinks: vec![],
-        }
     }
 
     fn approve(who: &str, minute: i64) -> Review {
@@ -643,51 +618,21 @@ mod tests {
         )]);
         let bindings = RoleBindingSnapshot {
             role_bindings: vec![
-                RoleBinding {
-                    metadata: ObjectMeta {
-                        name: Some("approvers".into()),
-                        namespace: Some("shop".into()),
-                        ..Default::default()
-                    },
-                    role_ref: RoleRef {
-                        api_group: Some("rbac.authorization.k8s.io".into()),
-                        kind: "ClusterRole".into(),
-                        name: "release-approver".into(),
-                    },
-                    subjects: Some(vec![Subject {
-                        kind: "Group".into(),
-                        name: "shop-leads".into(),
-                        ..Default::default()
-                    }]),
-                },
-                RoleBinding {
-                    metadata: ObjectMeta {
-                        name: Some("elsewhere".into()),
-                        namespace: Some("other".into()),
-                        ..Default::default()
-                    },
-                    role_ref: RoleRef {
-                        api_group: Some("rbac.authorization.k8s.io".into()),
-                        kind: "ClusterRole".into(),
-                        name: "release-approver".into(),
-                    },
-                    subjects: Some(vec![Subject {
-                        kind: "User".into(),
-                        name: "outsider".into(),
-                        ..Default::default()
-                    }]),
-                },
+                role_binding(
+                    "shop",
+                    "approvers",
+                    "release-approver",
+                    "Group",
+                    "shop-leads",
+                ),
+                role_binding("other", "elsewhere", "release-approver", "User", "outsider"),
             ],
             cluster_role_bindings: vec![ClusterRoleBinding {
                 metadata: ObjectMeta {
                     name: Some("global".into()),
                     ..Default::default()
                 },
-                role_ref: RoleRef {
-                    api_group: Some("rbac.authorization.k8s.io".into()),
-                    kind: "ClusterRole".into(),
-                    name: "release-approver".into(),
-                },
+                role_ref: cluster_role_ref("release-approver"),
                 subjects: Some(vec![Subject {
                     kind: "User".into(),
                     name: "cto".into(),

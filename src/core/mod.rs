@@ -8,5 +8,7 @@ pub mod decision;
 pub mod policy;
 pub mod review;
 pub mod secrets;
+#[cfg(test)]
+mod test_builders;
 pub mod validation;
 pub mod windows;

@@ -411,14 +411,7 @@ fn named_person(entry: &Approver) -> Option<String> {
 mod tests {
     use super::*;
     use crate::api::{ApprovalLevel, Approver, WeeklySchedule, WindowEffect};
-
-    fn user(name: &str, required: bool) -> Approver {
-        Approver {
-            user: Some(name.into()),
-            required,
-            ..Default::default()
-        }
-    }
+    use crate::core::test_builders::{level, user};
 
     fn policy_with_levels(levels: Vec<ApprovalLevel>) -> ApprovalPolicySpec {
         ApprovalPolicySpec {
@@ -427,15 +420,6 @@ mod tests {
                 ..Default::default()
             }),
             ..Default::default()
-        }
-    }
-
-    fn level(name: &str, approvers: Vec<Approver>, min: Option<u32>) -> ApprovalLevel {
-        ApprovalLevel {
-            name: name.into(),
-            approvers,
-            min_approvals: min,
-            sinks: vec![],
         }
     }
 
