@@ -35,14 +35,24 @@ pub fn group_kind(object: &Value) -> (String, String) {
         .get("apiVersion")
         .and_then(Value::as_str)
         .unwrap_or("");
-    let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+    let group = api_group(api_version);
     let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
     (group.to_string(), kind.to_string())
+}
+
+/// The group of an `apiVersion`: `apps/v1` → `apps`, `v1` → `` (the core group).
+pub fn api_group(api_version: &str) -> &str {
+    api_version.rsplit_once('/').map_or("", |(group, _)| group)
 }
 
 /// Is this one of the built-in workload kinds?
 pub fn is_workload(object: &Value) -> bool {
     let (group, kind) = group_kind(object);
+    is_workload_kind(&group, &kind)
+}
+
+/// Is (group, kind) one of the built-in workload kinds?
+pub fn is_workload_kind(group: &str, kind: &str) -> bool {
     WORKLOAD_KINDS
         .iter()
         .any(|(g, k)| *g == group && *k == kind)

@@ -11,9 +11,10 @@ use crate::api::{
     DEFAULT_IGNORE_FIELDS, DeploymentApproval, DeploymentApprovalSpec, PolicySnapshot,
 };
 use crate::core::chain::{ApprovalChain, ChainState, RoleBindingSnapshot, describe_progress};
-use crate::core::change::{ChangeDigest, group_kind, summarize};
+use crate::core::change::{ChangeDigest, api_group, group_kind, summarize};
 use crate::core::policy::{
     BreakGlassOutcome, ChangeRequest, break_glass, deny_reasons, exclusion, policy_matches,
+    policy_name,
 };
 use crate::core::validation::validate_policy;
 
@@ -134,15 +135,17 @@ pub fn decide(input: &DecisionInput) -> Decision {
             .cmp(&a.spec.priority)
             .then_with(|| policy_name(a).cmp(policy_name(b)))
     });
+    let digests = GatedDigests::for_policies(request, &matched);
     let mut notes = Vec::new();
     let mut break_glass = None;
-    let (verdict, mut reasons, governing) = evaluate(input, &matched, &mut notes, &mut break_glass);
+    let (verdict, mut reasons, governing) =
+        evaluate(input, &matched, &digests, &mut notes, &mut break_glass);
     reasons.append(&mut notes);
     let ignore = ignore_fields(governing);
     Decision {
         verdict,
         matched_policies: matched.iter().map(|p| policy_name(p).to_string()).collect(),
-        digest: ChangeDigest::of(request.object, &ignore),
+        digest: digests.of_change(&ignore),
         summary: summarize(request.old_object, request.object, &ignore),
         reasons,
         break_glass,
@@ -153,6 +156,7 @@ pub fn decide(input: &DecisionInput) -> Decision {
 fn evaluate<'p>(
     input: &DecisionInput,
     matched: &[&'p ApprovalPolicy],
+    digests: &GatedDigests,
     notes: &mut Vec<String>,
     glass: &mut Option<BreakGlassUse>,
 ) -> (Verdict, Vec<String>, Option<&'p ApprovalPolicy>) {
@@ -191,13 +195,7 @@ fn evaluate<'p>(
     let changed: Vec<&ApprovalPolicy> = applicable
         .iter()
         .copied()
-        .filter(|p| match request.old_object {
-            Some(old) => {
-                let ignore = p.spec.effective_ignore_fields();
-                ChangeDigest::of(old, &ignore) != ChangeDigest::of(request.object, &ignore)
-            }
-            None => true,
-        })
+        .filter(|p| digests.changed(&p.spec.effective_ignore_fields()))
         .collect();
     let Some(&first) = changed.first() else {
         return (
@@ -298,9 +296,65 @@ fn evaluate<'p>(
             Some(first),
         );
     };
-    let digest = ChangeDigest::of(request.object, &policy.spec.effective_ignore_fields());
+    let digest = digests.of_change(&policy.spec.effective_ignore_fields());
     let (verdict, reasons) = approval_verdict(input, policy, &digest);
     (verdict, reasons, Some(policy))
+}
+
+/// The change's digests, new and old, under each distinct ignore-field list of the matched
+/// policies: computed once per decision (each clones and hashes the object), however many
+/// policies share a list.
+struct GatedDigests<'r> {
+    request: &'r ChangeRequest<'r>,
+    /// (ignore fields, digest of the new object, digest of the old object on UPDATE).
+    computed: Vec<(Vec<String>, ChangeDigest, Option<ChangeDigest>)>,
+}
+
+impl<'r> GatedDigests<'r> {
+    fn for_policies(request: &'r ChangeRequest<'r>, policies: &[&ApprovalPolicy]) -> Self {
+        let mut digests = GatedDigests {
+            request,
+            computed: Vec::new(),
+        };
+        let lists = policies
+            .iter()
+            .map(|p| p.spec.effective_ignore_fields())
+            .chain([ignore_fields(None)]);
+        for ignore in lists {
+            if !digests.computed.iter().any(|(known, ..)| *known == ignore) {
+                let (new, old) = digests.compute(&ignore);
+                digests.computed.push((ignore, new, old));
+            }
+        }
+        digests
+    }
+
+    fn compute(&self, ignore: &[String]) -> (ChangeDigest, Option<ChangeDigest>) {
+        (
+            ChangeDigest::of(self.request.object, ignore),
+            self.request
+                .old_object
+                .map(|old| ChangeDigest::of(old, ignore)),
+        )
+    }
+
+    fn lookup(&self, ignore: &[String]) -> (ChangeDigest, Option<ChangeDigest>) {
+        match self.computed.iter().find(|(known, ..)| known == ignore) {
+            Some((_, new, old)) => (new.clone(), old.clone()),
+            None => self.compute(ignore),
+        }
+    }
+
+    /// The digest of the change under `ignore`.
+    fn of_change(&self, ignore: &[String]) -> ChangeDigest {
+        self.lookup(ignore).0
+    }
+
+    /// Does the change touch gated content under `ignore`? (Always, on CREATE.)
+    fn changed(&self, ignore: &[String]) -> bool {
+        let (new, old) = self.lookup(ignore);
+        old.is_none_or(|old| old != new)
+    }
 }
 
 /// The verdict once approval is required by `policy`: look up the approval for (target, digest).
@@ -541,11 +595,7 @@ fn targets(approval: &DeploymentApproval, request: &ChangeRequest) -> bool {
         .as_deref()
         .is_none_or(|ns| ns == request.namespace);
     let (group, kind) = group_kind(request.object);
-    let target_group = target
-        .api_version
-        .rsplit_once('/')
-        .map(|(g, _)| g)
-        .unwrap_or("");
+    let target_group = api_group(&target.api_version);
     let same_uid = match (&target.uid, object_uid(request.object)) {
         (Some(a), Some(b)) => a == b,
         _ => true,
@@ -572,10 +622,6 @@ fn object_name(object: &Value) -> &str {
 
 fn object_uid(object: &Value) -> Option<&str> {
     object.pointer("/metadata/uid").and_then(Value::as_str)
-}
-
-fn policy_name(policy: &ApprovalPolicy) -> &str {
-    policy.metadata.name.as_deref().unwrap_or("?")
 }
 
 fn ignore_fields(policy: Option<&ApprovalPolicy>) -> Vec<String> {

@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde_json::Value;
 
 use crate::api::{ApprovalPolicy, Operation, UserInfo, WindowEffect, service_account_username};
-use crate::core::change::{WORKLOAD_KINDS, group_kind};
+use crate::core::change::{group_kind, is_workload_kind};
 use crate::core::checks::violations;
 use crate::core::windows::{describe, is_active};
 
@@ -15,6 +15,11 @@ use crate::core::windows::{describe, is_active};
 pub const REGION_LABEL: &str = "topology.kubernetes.io/region";
 /// The annotation that asks for break-glass; its value is the reason.
 pub const BREAK_GLASS_ANNOTATION: &str = "countersign.dev/break-glass";
+
+/// A policy's name for messages (`?` for a nameless one, which the API server never stores).
+pub fn policy_name(policy: &ApprovalPolicy) -> &str {
+    policy.metadata.name.as_deref().unwrap_or("?")
+}
 
 /// One admission request for a workload change, as the core sees it.
 #[derive(Clone, Copy, Debug)]
@@ -83,9 +88,7 @@ pub fn policy_matches(policy: &ApprovalPolicy, request: &ChangeRequest) -> bool 
     let m = &policy.spec.match_;
     let (group, kind) = group_kind(request.object);
     let kind_matches = if m.kinds.is_empty() {
-        WORKLOAD_KINDS
-            .iter()
-            .any(|(g, k)| *g == group && *k == kind)
+        is_workload_kind(&group, &kind)
     } else {
         m.kinds
             .iter()
@@ -151,7 +154,7 @@ pub fn deny_reasons(
     request: &ChangeRequest,
     now: Timestamp,
 ) -> Vec<String> {
-    let name = policy.metadata.name.as_deref().unwrap_or("?");
+    let name = policy_name(policy);
     let mut reasons = Vec::new();
     let mut allow_windows = Vec::new();
     let mut inside_allow = false;
@@ -215,7 +218,7 @@ pub fn break_glass(policy: &ApprovalPolicy, request: &ChangeRequest) -> BreakGla
     else {
         return BreakGlassOutcome::NotRequested;
     };
-    let name = policy.metadata.name.as_deref().unwrap_or("?");
+    let name = policy_name(policy);
     if reason.trim().is_empty() {
         return BreakGlassOutcome::Refused(format!(
             "policy {name}: break-glass needs a reason in the {BREAK_GLASS_ANNOTATION} annotation"
