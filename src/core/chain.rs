@@ -1,5 +1,18 @@
 //! Approval-chain state (SPEC §4): which level is open, who counted, whether the request is
 //! approved, rejected or expired — a pure function of the chain, the reviews and `now`.
+//!
+//! How approvals count:
+//! - A level has one slot per `required` entry and `minApprovals − required` free slots
+//!   for anyone eligible at it. An approval counts at the open level when it can fill a
+//!   slot, possibly after moving people already counted to other slots they fit (a
+//!   bipartite matching), so one person in two required groups fills one slot only.
+//! - An approval the open level cannot use (its free slots are full and it fits no empty
+//!   required slot) is held, and counts at the first later level that names its author,
+//!   when that level opens: a person never loses their approval to a level that did not
+//!   need it.
+//! - One person counts once per request; a rejection by any eligible approver ends it.
+
+use std::collections::BTreeSet;
 
 use jiff::Timestamp;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding, Subject};
@@ -47,6 +60,9 @@ pub struct ChainState {
     pub expires_at: Option<Timestamp>,
     /// Reviews that did not count, and why.
     pub ignored: Vec<String>,
+    /// Why a level of the pending request can no longer be satisfied (its named approvers
+    /// are used up), so nobody waits silently for the request to expire.
+    pub stuck: Option<String>,
 }
 
 /// Distinct approvals a level needs: the stricter of `minApprovals` and its required
@@ -73,7 +89,7 @@ pub fn approver_label(entry: &Approver) -> String {
     }
 }
 
-impl ApprovalChain<'_> {
+impl<'a> ApprovalChain<'a> {
     /// Does `entry` name the author of a review (user + the groups they approved through)?
     pub fn entry_matches(&self, entry: &Approver, user: &str, groups: &[String]) -> bool {
         if let Some(name) = &entry.user {
@@ -106,179 +122,464 @@ impl ApprovalChain<'_> {
         false
     }
 
+    /// Is a person eligible at `level`?
+    fn eligible_at(&self, level: &ApprovalLevel, user: &str, groups: &[String]) -> bool {
+        level
+            .approvers
+            .iter()
+            .any(|e| self.entry_matches(e, user, groups))
+    }
+
     /// Indices of the levels at which a person is eligible.
     fn eligible_levels(&self, user: &str, groups: &[String]) -> Vec<usize> {
         self.settings
             .levels
             .iter()
             .enumerate()
-            .filter(|(_, level)| {
-                level
-                    .approvers
-                    .iter()
-                    .any(|e| self.entry_matches(e, user, groups))
-            })
+            .filter(|(_, level)| self.eligible_at(level, user, groups))
             .map(|(i, _)| i)
             .collect()
     }
 
     /// The state of the chain after `reviews` (in the order they were appended), at `now`.
     pub fn evaluate(&self, reviews: &[Review], now: Timestamp) -> ChainState {
-        let levels = &self.settings.levels;
-        let request_expiry = self
+        let mut run = Evaluation::new(*self);
+        for review in reviews {
+            run.apply(review);
+        }
+        run.finish(now)
+    }
+}
+
+/// An approver as counted: who, and the groups they approved through.
+#[derive(Clone, Debug)]
+struct Person {
+    user: String,
+    groups: Vec<String>,
+}
+
+/// The slots of one level and who fills them: one slot per required entry, and
+/// `minApprovals − required` free slots for anyone eligible. Filled by augmenting paths,
+/// so a person moves to another slot they fit when that lets a newcomer count.
+#[derive(Clone, Debug)]
+struct LevelSlots<'a> {
+    chain: ApprovalChain<'a>,
+    level: &'a ApprovalLevel,
+    required: Vec<&'a Approver>,
+    /// Who fills each required slot (an index into `people`).
+    required_holder: Vec<Option<usize>>,
+    free_capacity: u32,
+    free_holders: Vec<usize>,
+    /// Everyone counted at this level, in the order they counted.
+    people: Vec<Person>,
+}
+
+impl<'a> LevelSlots<'a> {
+    fn new(chain: ApprovalChain<'a>, level: &'a ApprovalLevel) -> Self {
+        let required: Vec<&Approver> = level.approvers.iter().filter(|a| a.required).collect();
+        let free_capacity = required_approvals(level).saturating_sub(required.len() as u32);
+        LevelSlots {
+            chain,
+            level,
+            required_holder: vec![None; required.len()],
+            required,
+            free_capacity,
+            free_holders: Vec::new(),
+            people: Vec::new(),
+        }
+    }
+
+    fn filled(&self) -> u32 {
+        (self.required_holder.iter().flatten().count() + self.free_holders.len()) as u32
+    }
+
+    fn satisfied(&self) -> bool {
+        self.filled() >= required_approvals(self.level)
+    }
+
+    fn fits(&self, slot: usize, person: usize) -> bool {
+        let p = &self.people[person];
+        self.chain
+            .entry_matches(self.required[slot], &p.user, &p.groups)
+    }
+
+    /// Count `person` (eligible at this level) if some slot can take them; `false` when the
+    /// level cannot use their approval.
+    fn try_add(&mut self, person: Person) -> bool {
+        if self.satisfied() {
+            return false;
+        }
+        self.people.push(person);
+        let index = self.people.len() - 1;
+        let mut visited = vec![false; self.required.len()];
+        let mut free_visited = false;
+        if self.place(index, &mut visited, &mut free_visited) {
+            true
+        } else {
+            self.people.pop();
+            false
+        }
+    }
+
+    /// Find a slot for `person`, moving others along an augmenting path if needed.
+    fn place(&mut self, person: usize, visited: &mut [bool], free_visited: &mut bool) -> bool {
+        let empty_fitting = (0..self.required.len()).find(|&slot| {
+            !visited[slot] && self.required_holder[slot].is_none() && self.fits(slot, person)
+        });
+        if let Some(slot) = empty_fitting {
+            self.required_holder[slot] = Some(person);
+            return true;
+        }
+        if (self.free_holders.len() as u32) < self.free_capacity {
+            self.free_holders.push(person);
+            return true;
+        }
+        for slot in 0..self.required.len() {
+            if visited[slot] || !self.fits(slot, person) {
+                continue;
+            }
+            visited[slot] = true;
+            if let Some(holder) = self.required_holder[slot]
+                && self.place(holder, visited, free_visited)
+            {
+                self.required_holder[slot] = Some(person);
+                return true;
+            }
+        }
+        if !*free_visited && self.free_capacity > 0 {
+            *free_visited = true;
+            for at in 0..self.free_holders.len() {
+                let holder = self.free_holders[at];
+                if self.place(holder, visited, free_visited) {
+                    self.free_holders[at] = person;
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    fn status(&self) -> LevelStatus {
+        LevelStatus {
+            name: self.level.name.clone(),
+            required: required_approvals(self.level),
+            approvals: self.filled(),
+            satisfied: self.satisfied(),
+            approved_by: self.people.iter().map(|p| p.user.clone()).collect(),
+            missing_required: self
+                .required
+                .iter()
+                .zip(&self.required_holder)
+                .filter(|(_, holder)| holder.is_none())
+                .map(|(entry, _)| approver_label(entry))
+                .collect(),
+        }
+    }
+}
+
+/// An approval the open level could not use, kept for a later level that names its author.
+#[derive(Clone, Debug)]
+struct Held {
+    person: Person,
+    /// The level that did not need it (0-based).
+    refused_at: usize,
+}
+
+/// The running evaluation of one chain over its reviews.
+struct Evaluation<'a> {
+    chain: ApprovalChain<'a>,
+    slots: Vec<LevelSlots<'a>>,
+    state: ChainState,
+    request_expiry: Option<Timestamp>,
+    held: Vec<Held>,
+    /// Everyone whose review was read (a person reviews a request once).
+    reviewed: BTreeSet<String>,
+}
+
+impl<'a> Evaluation<'a> {
+    fn new(chain: ApprovalChain<'a>) -> Self {
+        let levels = &chain.settings.levels;
+        let request_expiry = chain
             .settings
             .request_ttl
             .as_deref()
             .and_then(|ttl| parse_duration(ttl).ok())
-            .and_then(|ttl| self.requested_at.checked_add(ttl).ok());
-        let mut state = ChainState {
-            phase: ApprovalPhase::Pending,
-            current_level: (!levels.is_empty()).then_some(0),
-            levels: levels
-                .iter()
-                .map(|level| LevelStatus {
-                    name: level.name.clone(),
-                    required: required_approvals(level),
-                    approvals: 0,
-                    satisfied: false,
-                    approved_by: Vec::new(),
-                    missing_required: level
-                        .approvers
-                        .iter()
-                        .filter(|a| a.required)
-                        .map(approver_label)
-                        .collect(),
-                })
-                .collect(),
-            approved_by: Vec::new(),
-            rejected_by: None,
-            approved_at: None,
-            expires_at: request_expiry,
-            ignored: Vec::new(),
-        };
-        // Groups each counted approver approved through, per level, to re-check required entries.
-        let mut counted: Vec<Vec<(String, Vec<String>)>> = vec![Vec::new(); levels.len()];
+            .and_then(|ttl| chain.requested_at.checked_add(ttl).ok());
+        let slots: Vec<LevelSlots> = levels.iter().map(|l| LevelSlots::new(chain, l)).collect();
+        Evaluation {
+            state: ChainState {
+                phase: ApprovalPhase::Pending,
+                current_level: (!levels.is_empty()).then_some(0),
+                levels: slots.iter().map(LevelSlots::status).collect(),
+                approved_by: Vec::new(),
+                rejected_by: None,
+                approved_at: None,
+                expires_at: request_expiry,
+                ignored: Vec::new(),
+                stuck: None,
+            },
+            chain,
+            slots,
+            request_expiry,
+            held: Vec::new(),
+            reviewed: BTreeSet::new(),
+        }
+    }
 
-        for review in reviews {
-            let time = review.time.0;
-            let who = review.user.as_str();
-            if matches!(state.phase, ApprovalPhase::Rejected) {
-                state
-                    .ignored
-                    .push(format!("{who}: the request was already rejected"));
-                continue;
+    fn ignore(&mut self, why: String) {
+        self.state.ignored.push(why);
+    }
+
+    fn level_label(&self, index: usize) -> String {
+        let levels = &self.chain.settings.levels;
+        format!(
+            "level {}/{} {}",
+            index + 1,
+            levels.len(),
+            levels[index].name
+        )
+    }
+
+    fn apply(&mut self, review: &Review) {
+        let time = review.time.0;
+        let who = review.user.as_str();
+        let requested_at = self.chain.requested_at;
+        if self.state.phase == ApprovalPhase::Rejected {
+            return self.ignore(format!("{who}: the request was already rejected"));
+        }
+        if time < requested_at {
+            return self.ignore(format!(
+                "{who}: reviewed at {time}, before the request was made ({requested_at})"
+            ));
+        }
+        if self.request_expiry.is_some_and(|expiry| time >= expiry)
+            && self.state.approved_at.is_none()
+        {
+            return self.ignore(format!("{who}: reviewed after the request expired"));
+        }
+        if who == self.chain.requester.username && !self.chain.settings.allow_self_approval {
+            return self.ignore(format!(
+                "{who}: the requester cannot review their own change"
+            ));
+        }
+        let eligible = self.chain.eligible_levels(who, &review.groups);
+        if eligible.is_empty() {
+            return self.ignore(format!("{who}: not an approver of any level"));
+        }
+        let first_review = self.reviewed.insert(who.to_string());
+        match review.decision {
+            // A rejection by any eligible approver ends the request, even after their approval.
+            ReviewDecision::Reject => {
+                self.state.phase = ApprovalPhase::Rejected;
+                self.state.current_level = None;
+                self.state.rejected_by = Some((who.to_string(), review.comment.clone()));
+                self.state.expires_at = None;
             }
-            if request_expiry.is_some_and(|expiry| time >= expiry) && state.approved_at.is_none() {
-                state
-                    .ignored
-                    .push(format!("{who}: reviewed after the request expired"));
-                continue;
-            }
-            if who == self.requester.username && !self.settings.allow_self_approval {
-                state.ignored.push(format!(
-                    "{who}: the requester cannot review their own change"
-                ));
-                continue;
-            }
-            let eligible = self.eligible_levels(who, &review.groups);
-            if eligible.is_empty() {
-                state
-                    .ignored
-                    .push(format!("{who}: not an approver of any level"));
-                continue;
-            }
-            match review.decision {
-                ReviewDecision::Reject => {
-                    state.phase = ApprovalPhase::Rejected;
-                    state.current_level = None;
-                    state.rejected_by = Some((who.to_string(), review.comment.clone()));
-                    state.expires_at = None;
+            ReviewDecision::Approve => {
+                if !first_review {
+                    return self.ignore(format!(
+                        "{who}: already reviewed this request; one person counts once"
+                    ));
                 }
-                ReviewDecision::Approve => {
-                    let Some(current) = state.current_level else {
-                        state
-                            .ignored
-                            .push(format!("{who}: every level is already satisfied"));
+                let Some(current) = self.state.current_level else {
+                    return self.ignore(format!("{who}: every level is already satisfied"));
+                };
+                if !eligible.contains(&current) {
+                    let why = match eligible.iter().find(|&&i| i > current) {
+                        Some(&later) => format!("{} is not open yet", self.level_label(later)),
+                        None => "only eligible at an earlier, already satisfied level".to_string(),
+                    };
+                    return self.ignore(format!("{who}: {why}"));
+                }
+                let person = Person {
+                    user: who.to_string(),
+                    groups: review.groups.clone(),
+                };
+                if self.slots[current].try_add(person.clone()) {
+                    self.state.approved_by.push(who.to_string());
+                    if self.slots[current].satisfied() {
+                        self.advance(time);
+                    }
+                } else {
+                    self.held.push(Held {
+                        person,
+                        refused_at: current,
+                    });
+                }
+            }
+        }
+    }
+
+    /// The open level was satisfied at `time`: open the next one, where held approvals of
+    /// its approvers count first, or approve the request after the last.
+    fn advance(&mut self, time: Timestamp) {
+        let levels = &self.chain.settings.levels;
+        loop {
+            let next = self.state.current_level.map_or(levels.len(), |i| i + 1);
+            if next >= levels.len() {
+                self.state.current_level = None;
+                self.state.phase = ApprovalPhase::Approved;
+                self.state.approved_at = Some(time);
+                self.state.expires_at = self
+                    .chain
+                    .settings
+                    .approval_ttl
+                    .as_deref()
+                    .and_then(|ttl| parse_duration(ttl).ok())
+                    .and_then(|ttl| time.checked_add(ttl).ok());
+                return;
+            }
+            self.state.current_level = Some(next);
+            let mut index = 0;
+            while index < self.held.len() && !self.slots[next].satisfied() {
+                let person = &self.held[index].person;
+                if self
+                    .chain
+                    .eligible_at(&levels[next], &person.user, &person.groups)
+                    && self.slots[next].try_add(person.clone())
+                {
+                    let held = self.held.remove(index);
+                    self.state.approved_by.push(held.person.user);
+                } else {
+                    index += 1;
+                }
+            }
+            if !self.slots[next].satisfied() {
+                return;
+            }
+        }
+    }
+
+    fn finish(mut self, now: Timestamp) -> ChainState {
+        let held: Vec<String> = self
+            .held
+            .iter()
+            .map(|h| {
+                let level = &self.slots[h.refused_at];
+                let missing = level.status().missing_required;
+                let waiting = if missing.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (it waits for {} only)", missing.join(", "))
+                };
+                format!(
+                    "{}: approved, but {} needed no more approvals from them{waiting}",
+                    h.person.user,
+                    self.level_label(h.refused_at)
+                )
+            })
+            .collect();
+        self.state.ignored.extend(held);
+        self.state.levels = self.slots.iter().map(LevelSlots::status).collect();
+        if matches!(
+            self.state.phase,
+            ApprovalPhase::Pending | ApprovalPhase::Approved
+        ) && self.state.expires_at.is_some_and(|expiry| now >= expiry)
+        {
+            self.state.phase = ApprovalPhase::Expired;
+            self.state.current_level = None;
+        }
+        if self.state.phase == ApprovalPhase::Pending {
+            self.state.stuck = self.stuck_level();
+        }
+        self.state
+    }
+
+    /// Why a person can no longer count at `level`, if they cannot.
+    fn unavailable(&self, level: usize, user: &str) -> Option<String> {
+        if user == self.chain.requester.username && !self.chain.settings.allow_self_approval {
+            return Some(format!("{user} is the requester"));
+        }
+        if let Some(at) = self
+            .slots
+            .iter()
+            .position(|s| s.people.iter().any(|p| p.user == user))
+            && at != level
+        {
+            return Some(format!(
+                "{user} already counted at {}",
+                self.level_label(at)
+            ));
+        }
+        let held = self.held.iter().any(|h| h.person.user == user);
+        let counted_here = self.slots[level].people.iter().any(|p| p.user == user);
+        if self.reviewed.contains(user) && !held && !counted_here {
+            return Some(format!("{user} already reviewed this request"));
+        }
+        None
+    }
+
+    /// The first level from the open one on that can no longer be satisfied whoever
+    /// approves next: a required named approver is used up, or a level of named people
+    /// has too few of them left. Levels with groups or roles are judged on their named
+    /// required entries only (their sizes are unknown).
+    fn stuck_level(&self) -> Option<String> {
+        let current = self.state.current_level?;
+        let levels = &self.chain.settings.levels;
+        for (index, level) in levels.iter().enumerate().skip(current) {
+            let slots = &self.slots[index];
+            for (slot, entry) in slots.required.iter().enumerate() {
+                let Some(person) = named_person(entry) else {
+                    continue;
+                };
+                if slots.required_holder[slot].is_some() {
+                    continue;
+                }
+                if let Some(why) = self.unavailable(index, &person) {
+                    return Some(format!(
+                        "{} can no longer be satisfied: {} is required but {why}",
+                        self.level_label(index),
+                        approver_label(entry)
+                    ));
+                }
+            }
+            if level.approvers.iter().all(|e| named_person(e).is_some()) {
+                let mut best = slots.clone();
+                let mut unavailable = Vec::new();
+                for entry in &level.approvers {
+                    let Some(person) = named_person(entry) else {
                         continue;
                     };
-                    if state.approved_by.iter().any(|a| a == who) {
-                        state
-                            .ignored
-                            .push(format!("{who}: already counted once for this request"));
+                    if best.people.iter().any(|p| p.user == person) {
                         continue;
                     }
-                    if !eligible.contains(&current) {
-                        let later = eligible.iter().find(|&&i| i > current);
-                        state.ignored.push(match later {
-                            Some(&i) => format!(
-                                "{who}: level {}/{} {} is not open yet",
-                                i + 1,
-                                levels.len(),
-                                levels[i].name
-                            ),
-                            None => format!(
-                                "{who}: only eligible at an earlier, already satisfied level"
-                            ),
-                        });
-                        continue;
-                    }
-                    state.approved_by.push(who.to_string());
-                    counted[current].push((who.to_string(), review.groups.clone()));
-                    self.update_level(
-                        &mut state.levels[current],
-                        &levels[current],
-                        &counted[current],
-                    );
-                    if state.levels[current].satisfied {
-                        if current + 1 < levels.len() {
-                            state.current_level = Some(current + 1);
-                        } else {
-                            state.current_level = None;
-                            state.phase = ApprovalPhase::Approved;
-                            state.approved_at = Some(time);
-                            state.expires_at = self
-                                .settings
-                                .approval_ttl
-                                .as_deref()
-                                .and_then(|ttl| parse_duration(ttl).ok())
-                                .and_then(|ttl| time.checked_add(ttl).ok());
+                    match self.unavailable(index, &person) {
+                        Some(why) => unavailable.push(why),
+                        None => {
+                            best.try_add(Person {
+                                user: person,
+                                groups: Vec::new(),
+                            });
                         }
                     }
                 }
+                if !best.satisfied() {
+                    return Some(format!(
+                        "{} can no longer be satisfied: it needs {} approvals but only {} of its approvers can still give one ({})",
+                        self.level_label(index),
+                        required_approvals(level),
+                        best.filled(),
+                        unavailable.join(", ")
+                    ));
+                }
             }
         }
-        if matches!(
-            state.phase,
-            ApprovalPhase::Pending | ApprovalPhase::Approved
-        ) && state.expires_at.is_some_and(|expiry| now >= expiry)
-        {
-            state.phase = ApprovalPhase::Expired;
-            state.current_level = None;
-        }
-        state
+        None
     }
+}
 
-    fn update_level(
-        &self,
-        status: &mut LevelStatus,
-        level: &ApprovalLevel,
-        counted: &[(String, Vec<String>)],
+/// The user name a named approver entry (a user or a service account) stands for;
+/// `None` for groups and roles, whose members are not known from the chain alone.
+pub fn named_person(entry: &Approver) -> Option<String> {
+    match (
+        &entry.user,
+        &entry.service_account,
+        &entry.group,
+        &entry.role,
     ) {
-        status.approvals = counted.len() as u32;
-        status.approved_by = counted.iter().map(|(user, _)| user.clone()).collect();
-        status.missing_required = level
-            .approvers
-            .iter()
-            .filter(|entry| entry.required)
-            .filter(|entry| {
-                !counted
-                    .iter()
-                    .any(|(user, groups)| self.entry_matches(entry, user, groups))
-            })
-            .map(approver_label)
-            .collect();
-        status.satisfied =
-            status.missing_required.is_empty() && status.approvals >= status.required;
+        (Some(user), None, None, None) => Some(user.clone()),
+        (None, Some(sa), None, None) => Some(service_account_username(&sa.namespace, &sa.name)),
+        _ => None,
     }
 }
 
@@ -673,6 +974,191 @@ mod tests {
                 expected,
                 "{name}"
             );
+        }
+    }
+
+    /// (name, chain, reviews, expected phase, expected approvals at each level).
+    type CountingCase = (&'static str, ApprovalSettings, Vec<Review>, ApprovalPhase, Vec<u32>);
+
+    #[test]
+    fn required_lines_are_filled_by_distinct_people() {
+        let sre_and_dba = |min| {
+            settings(vec![level(
+                "ops",
+                vec![group("sre", true), group("dba", true), user("x", false)],
+                min,
+            )])
+        };
+        let cases: Vec<CountingCase> = vec![
+            (
+                "one person in both required groups fills one line",
+                sre_and_dba(None),
+                vec![approve_as("p", &["sre", "dba"], 1)],
+                ApprovalPhase::Pending,
+                vec![1],
+            ),
+            (
+                "one person in both groups plus anyone else is not enough",
+                sre_and_dba(Some(2)),
+                vec![approve_as("p", &["sre", "dba"], 1), approve("x", 2)],
+                ApprovalPhase::Pending,
+                vec![1],
+            ),
+            (
+                "a second member moves the first to the other line",
+                sre_and_dba(None),
+                vec![
+                    approve_as("p", &["sre", "dba"], 1),
+                    approve_as("q", &["sre"], 2),
+                ],
+                ApprovalPhase::Approved,
+                vec![2],
+            ),
+            (
+                "both lines by distinct people, then minApprovals by a third",
+                sre_and_dba(Some(3)),
+                vec![
+                    approve_as("p", &["sre", "dba"], 1),
+                    approve("x", 2),
+                    approve_as("q", &["dba"], 3),
+                ],
+                ApprovalPhase::Approved,
+                vec![3],
+            ),
+            (
+                "the same person twice counts once",
+                sre_and_dba(None),
+                vec![
+                    approve_as("p", &["sre"], 1),
+                    approve_as("p", &["dba"], 2),
+                ],
+                ApprovalPhase::Pending,
+                vec![1],
+            ),
+            (
+                "free slots full: an approval the level cannot use does not count there",
+                settings(vec![level(
+                    "l",
+                    vec![user("lead", true), user("a", false), user("b", false)],
+                    Some(2),
+                )]),
+                vec![approve("a", 1), approve("b", 2)],
+                ApprovalPhase::Pending,
+                vec![1],
+            ),
+        ];
+        for (name, chain, reviews, phase, counts) in cases {
+            let state = run(&chain, &reviews, 10);
+            assert_eq!(state.phase, phase, "{name}");
+            let got: Vec<u32> = state.levels.iter().map(|l| l.approvals).collect();
+            assert_eq!(got, counts, "{name}");
+        }
+        let state = run(&sre_and_dba(None), &[approve_as("p", &["sre", "dba"], 1)], 10);
+        assert_eq!(state.levels[0].missing_required, vec!["group:dba".to_string()]);
+    }
+
+    #[test]
+    fn an_approval_a_level_did_not_need_counts_at_the_next_level_that_names_its_author() {
+        let chain = settings(vec![
+            level(
+                "leads",
+                vec![user("lead", true), user("a", false), user("b", false)],
+                Some(2),
+            ),
+            level("sre", vec![user("a", false), user("b", false)], None),
+        ]);
+        // a fills level 1's free slot; b is not needed there and is held; lead completes
+        // level 1, and b's approval counts at level 2 as it opens.
+        let reviews = [approve("a", 1), approve("b", 2), approve("lead", 3)];
+        let state = run(&chain, &reviews, 10);
+        assert_eq!(state.phase, ApprovalPhase::Approved);
+        assert_eq!(state.levels[0].approved_by, vec!["a", "lead"]);
+        assert_eq!(state.levels[1].approved_by, vec!["b"]);
+        assert_eq!(state.approved_at, Some(ts(3)));
+        // Before lead approves, b is reported as not counted (yet).
+        let state = run(&chain, &reviews[..2], 10);
+        assert_eq!(
+            state.ignored,
+            vec![
+                "b: approved, but level 1/2 leads needed no more approvals from them (it waits for lead only)"
+                    .to_string()
+            ]
+        );
+    }
+
+    #[test]
+    fn reviews_before_the_request_do_not_count() {
+        let chain = settings(vec![level("l", vec![user("ops", false)], None)]);
+        let state = run(&chain, &[approve("ops", -1)], 10);
+        assert_eq!(state.phase, ApprovalPhase::Pending);
+        assert_eq!(
+            state.ignored,
+            vec![
+                "ops: reviewed at 2025-06-02T09:59:00Z, before the request was made (2025-06-02T10:00:00Z)"
+                    .to_string()
+            ]
+        );
+        assert_eq!(
+            run(&chain, &[approve("ops", 0)], 10).phase,
+            ApprovalPhase::Approved
+        );
+    }
+
+    #[test]
+    fn a_level_that_can_no_longer_be_satisfied_is_reported() {
+        let any_then_two = settings(vec![
+            level(
+                "l1",
+                vec![user("a", false), user("b", false), user("c", false)],
+                None,
+            ),
+            level("l2", vec![user("a", false), user("b", false)], Some(2)),
+        ]);
+        let requester_required = settings(vec![level(
+            "l",
+            vec![user("dev", true), user("ops", false)],
+            None,
+        )]);
+        let group_and_used_user = settings(vec![
+            level("l1", vec![user("a", false)], None),
+            level("l2", vec![group("sre", false), user("a", true)], None),
+        ]);
+        let cases: Vec<(&str, &ApprovalSettings, Vec<Review>, Option<&str>)> = vec![
+            (
+                "a counted at level 1 leaves level 2 one short",
+                &any_then_two,
+                vec![approve("a", 1)],
+                Some(
+                    "level 2/2 l2 can no longer be satisfied: it needs 2 approvals but only 1 of its approvers can still give one (a already counted at level 1/2 l1)",
+                ),
+            ),
+            (
+                "c at level 1 leaves both for level 2",
+                &any_then_two,
+                vec![approve("c", 1)],
+                None,
+            ),
+            (
+                "the requester is a required approver",
+                &requester_required,
+                vec![],
+                Some(
+                    "level 1/1 l can no longer be satisfied: dev is required but dev is the requester",
+                ),
+            ),
+            (
+                "a required user already counted, next to a group",
+                &group_and_used_user,
+                vec![approve("a", 1)],
+                Some(
+                    "level 2/2 l2 can no longer be satisfied: a is required but a already counted at level 1/2 l1",
+                ),
+            ),
+            ("nobody approved yet", &any_then_two, vec![], None),
+        ];
+        for (name, chain, reviews, expected) in cases {
+            let state = run(chain, &reviews, 10);
+            assert_eq!(state.stuck.as_deref(), expected, "{name}");
         }
     }
 

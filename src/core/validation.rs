@@ -5,10 +5,8 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use crate::api::{
-    ApprovalPolicySpec, ApprovalSettings, Approver, ChangeWindow, service_account_username,
-};
-use crate::core::chain::{approver_label, required_approvals};
+use crate::api::{ApprovalPolicySpec, ApprovalSettings, ChangeWindow};
+use crate::core::chain::{approver_label, named_person, required_approvals};
 use crate::core::change::pointer_segments;
 use crate::core::windows::{parse_civil, parse_clock, parse_duration, parse_zone};
 
@@ -395,15 +393,6 @@ fn validate_people_across_levels(chain: &ApprovalSettings, v: &mut PolicyValidat
             );
             return;
         }
-    }
-}
-
-/// The user name a named approver entry stands for; `None` for groups and roles.
-fn named_person(entry: &Approver) -> Option<String> {
-    match (&entry.user, &entry.service_account) {
-        (Some(user), None) => Some(user.clone()),
-        (None, Some(sa)) => Some(service_account_username(&sa.namespace, &sa.name)),
-        _ => None,
     }
 }
 
