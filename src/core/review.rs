@@ -8,8 +8,8 @@ use jiff::{SignedDuration, Timestamp};
 
 use crate::api::{DeploymentApprovalSpec, Review, UserInfo};
 
-/// How far a review's `time` may be from the API server's clock.
-pub const REVIEW_CLOCK_SKEW: SignedDuration = SignedDuration::from_mins(5);
+/// How far a review's `time` may be from the API server's clock (SPEC §3: a minute).
+pub const REVIEW_CLOCK_SKEW: SignedDuration = SignedDuration::from_mins(1);
 
 /// Why an edit is refused; each message names the field.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -32,11 +32,19 @@ pub enum ReviewRefusal {
         "spec.reviews[{index}].groups names {group:?}, which is not one of your authenticated groups"
     )]
     GroupNotHeld { index: usize, group: String },
-    #[error("spec.reviews[{index}].time is {time}, more than 5 minutes from now ({now})")]
+    #[error("spec.reviews[{index}].time is {time}, more than a minute from now ({now})")]
     TimeOutOfRange {
         index: usize,
         time: Timestamp,
         now: Timestamp,
+    },
+    #[error(
+        "spec.reviews[{index}].time is {time}, before the request was made ({requested_at}); a review cannot predate its request"
+    )]
+    BeforeRequest {
+        index: usize,
+        time: Timestamp,
+        requested_at: Timestamp,
     },
 }
 
@@ -98,6 +106,14 @@ pub fn validate_review_edit(
     if time.duration_since(now).abs() > REVIEW_CLOCK_SKEW {
         return Err(ReviewRefusal::TimeOutOfRange { index, time, now });
     }
+    let requested_at = old.change.requested_at.0;
+    if time < requested_at {
+        return Err(ReviewRefusal::BeforeRequest {
+            index,
+            time,
+            requested_at,
+        });
+    }
     Ok(ReviewEdit::Appended(review.clone()))
 }
 
@@ -153,7 +169,11 @@ mod tests {
         let mut redigested = old.clone();
         redigested.change.digest = "sha256:ff".into();
         let mut late = review("alice", &[]);
-        late.time = Time(now() + SignedDuration::from_mins(6));
+        late.time = Time(now() + SignedDuration::from_secs(61));
+        let mut slightly_late = review("alice", &[]);
+        slightly_late.time = Time(now() + SignedDuration::from_secs(59));
+        let mut backdated = review("alice", &[]);
+        backdated.time = Time(now() - SignedDuration::from_secs(30));
         let mut flipped = earlier.clone();
         flipped.decision = ReviewDecision::Reject;
 
@@ -215,8 +235,22 @@ mod tests {
                 spec(vec![earlier.clone(), late]),
                 Err(ReviewRefusal::TimeOutOfRange {
                     index: 1,
-                    time: now() + SignedDuration::from_mins(6),
+                    time: now() + SignedDuration::from_secs(61),
                     now: now(),
+                }),
+            ),
+            (
+                "time within a minute",
+                spec(vec![earlier.clone(), slightly_late]),
+                Ok(()),
+            ),
+            (
+                "time before the request, within the skew",
+                spec(vec![earlier.clone(), backdated]),
+                Err(ReviewRefusal::BeforeRequest {
+                    index: 1,
+                    time: now() - SignedDuration::from_secs(30),
+                    requested_at: now(),
                 }),
             ),
         ];
