@@ -978,7 +978,13 @@ mod tests {
     }
 
     /// (name, chain, reviews, expected phase, expected approvals at each level).
-    type CountingCase = (&'static str, ApprovalSettings, Vec<Review>, ApprovalPhase, Vec<u32>);
+    type CountingCase = (
+        &'static str,
+        ApprovalSettings,
+        Vec<Review>,
+        ApprovalPhase,
+        Vec<u32>,
+    );
 
     #[test]
     fn required_lines_are_filled_by_distinct_people() {
@@ -1028,10 +1034,7 @@ mod tests {
             (
                 "the same person twice counts once",
                 sre_and_dba(None),
-                vec![
-                    approve_as("p", &["sre"], 1),
-                    approve_as("p", &["dba"], 2),
-                ],
+                vec![approve_as("p", &["sre"], 1), approve_as("p", &["dba"], 2)],
                 ApprovalPhase::Pending,
                 vec![1],
             ),
@@ -1053,8 +1056,15 @@ mod tests {
             let got: Vec<u32> = state.levels.iter().map(|l| l.approvals).collect();
             assert_eq!(got, counts, "{name}");
         }
-        let state = run(&sre_and_dba(None), &[approve_as("p", &["sre", "dba"], 1)], 10);
-        assert_eq!(state.levels[0].missing_required, vec!["group:dba".to_string()]);
+        let state = run(
+            &sre_and_dba(None),
+            &[approve_as("p", &["sre", "dba"], 1)],
+            10,
+        );
+        assert_eq!(
+            state.levels[0].missing_required,
+            vec!["group:dba".to_string()]
+        );
     }
 
     #[test]

@@ -81,7 +81,7 @@ pub fn validate_policy(spec: &ApprovalPolicySpec) -> PolicyValidation {
         }
     }
     if let Some(chain) = &spec.approval {
-        validate_chain(chain, &mut v);
+        validate_chain("spec.approval", chain, &mut v);
     }
     if let Some(grant) = &spec.grant
         && let Some(ttl) = &grant.ttl
@@ -185,7 +185,20 @@ fn validate_window(field: &str, window: &ChangeWindow, v: &mut PolicyValidation)
     }
 }
 
-fn validate_chain(chain: &ApprovalSettings, v: &mut PolicyValidation) {
+/// Validate the chain snapshot a DeploymentApproval carries (`spec.policy.chain`) by the
+/// rules its policy had to pass: an approval whose snapshot a policy could not have (a TTL
+/// that never expires, an infeasible level) is unusable.
+pub fn validate_chain_snapshot(chain: &ApprovalSettings) -> PolicyValidation {
+    let mut v = PolicyValidation::default();
+    validate_chain("spec.policy.chain", chain, &mut v);
+    v
+}
+
+/// The most levels a chain may have: every admission walks them, so they are bounded.
+pub const MAX_LEVELS: usize = 32;
+
+/// Validate a chain found at field path `root` (`spec.approval` in a policy).
+fn validate_chain(root: &str, chain: &ApprovalSettings, v: &mut PolicyValidation) {
     for (name, value) in [
         ("requestTTL", &chain.request_ttl),
         ("approvalTTL", &chain.approval_ttl),
@@ -194,18 +207,28 @@ fn validate_chain(chain: &ApprovalSettings, v: &mut PolicyValidation) {
         if let Some(text) = value
             && let Err(e) = parse_duration(text)
         {
-            v.error(format!("spec.approval.{name}"), e);
+            v.error(format!("{root}.{name}"), e);
         }
     }
     if chain.levels.is_empty() {
         v.error(
-            "spec.approval.levels",
+            format!("{root}.levels"),
             "an approval chain needs at least one level",
         );
     }
+    if chain.levels.len() > MAX_LEVELS {
+        v.error(
+            format!("{root}.levels"),
+            format!(
+                "{} levels; a chain has at most {MAX_LEVELS}",
+                chain.levels.len()
+            ),
+        );
+        return;
+    }
     let mut level_names = HashSet::new();
     for (i, level) in chain.levels.iter().enumerate() {
-        let at = format!("spec.approval.levels[{i}]");
+        let at = format!("{root}.levels[{i}]");
         if level.name.is_empty() {
             v.error(format!("{at}.name"), "must not be empty");
         } else if !level_names.insert(level.name.as_str()) {
@@ -300,7 +323,10 @@ fn validate_chain(chain: &ApprovalSettings, v: &mut PolicyValidation) {
         }
     }
     if v.errors.is_empty() {
-        validate_people_across_levels(chain, v);
+        validate_people_across_levels(root, chain, v);
+    }
+    if v.errors.is_empty() {
+        validate_counting_order(root, chain, v);
     }
 }
 
@@ -312,7 +338,7 @@ const MAX_LEVELS_CHECKED_TOGETHER: usize = 16;
 /// only of named users and service accounts: a person required at two levels is refused,
 /// and after each required person is placed at their level, every set of levels must name
 /// at least as many other people as it still needs (Hall's condition).
-fn validate_people_across_levels(chain: &ApprovalSettings, v: &mut PolicyValidation) {
+fn validate_people_across_levels(root: &str, chain: &ApprovalSettings, v: &mut PolicyValidation) {
     let mut required_at: HashMap<String, usize> = HashMap::new();
     for (i, level) in chain.levels.iter().enumerate() {
         for (j, entry) in level.approvers.iter().enumerate() {
@@ -321,7 +347,7 @@ fn validate_people_across_levels(chain: &ApprovalSettings, v: &mut PolicyValidat
             };
             if let Some(&first) = required_at.get(&person) {
                 v.error(
-                    format!("spec.approval.levels[{i}].approvers[{j}]"),
+                    format!("{root}.levels[{i}].approvers[{j}]"),
                     format!(
                         "{} is required at level {:?} and at level {:?}, but one person counts at one level only",
                         approver_label(entry),
@@ -380,7 +406,7 @@ fn validate_people_across_levels(chain: &ApprovalSettings, v: &mut PolicyValidat
                 .collect();
             let available: Vec<&str> = people.iter().map(|p| p.as_str()).collect();
             v.error(
-                "spec.approval.levels",
+                format!("{root}.levels"),
                 format!(
                     "{} {needed} more approvals from people not required elsewhere, but name only {} ({}); one person counts at one level only",
                     match names.as_slice() {
@@ -394,6 +420,185 @@ fn validate_people_across_levels(chain: &ApprovalSettings, v: &mut PolicyValidat
             return;
         }
     }
+}
+
+/// The most branches the counting-order check explores before it gives up with a warning.
+const MAX_ORDERS_CHECKED: usize = 20_000;
+
+/// What one level can take from the people named in the chain.
+struct NamedLevel {
+    /// Named people (users and service accounts) of the level.
+    people: BTreeSet<String>,
+    /// Named people the level requires.
+    required: BTreeSet<String>,
+    /// Approvals the level counts beyond its required entries (free slots).
+    free: usize,
+    /// Distinct approvals the level needs.
+    needed: usize,
+    /// Made only of named people, so whether it can be satisfied is known exactly.
+    only_named: bool,
+}
+
+/// A way the approvals at earlier levels can leave a later level unsatisfiable.
+struct Deadlock {
+    /// (level index, the named people counted there), in level order.
+    counted: Vec<(usize, Vec<String>)>,
+    stuck: usize,
+    left: Vec<String>,
+}
+
+/// Levels are satisfied in order and each approval counts at the open level, so the order
+/// in which eligible people approve decides who is left for later levels. Refuse a chain
+/// where some order of eligible approvals at earlier levels leaves a later level with too
+/// few of its named people (a level that counts exactly `minApprovals` people, as
+/// `core::chain` does). Levels with groups or roles take part with their named people;
+/// whether their groups can fill them is unknown (a warning says so elsewhere).
+fn validate_counting_order(root: &str, chain: &ApprovalSettings, v: &mut PolicyValidation) {
+    let levels: Vec<NamedLevel> = chain
+        .levels
+        .iter()
+        .map(|level| {
+            let mut people = BTreeSet::new();
+            let mut required = BTreeSet::new();
+            let mut required_entries = 0usize;
+            let mut only_named = true;
+            for entry in &level.approvers {
+                required_entries += usize::from(entry.required);
+                match named_person(entry) {
+                    Some(person) => {
+                        if entry.required {
+                            required.insert(person.clone());
+                        }
+                        people.insert(person);
+                    }
+                    None => only_named = false,
+                }
+            }
+            let needed = required_approvals(level) as usize;
+            NamedLevel {
+                people,
+                required,
+                free: needed.saturating_sub(required_entries),
+                needed,
+                only_named,
+            }
+        })
+        .collect();
+    let mut budget = MAX_ORDERS_CHECKED;
+    let mut counted = Vec::new();
+    match find_deadlock(&levels, 0, &BTreeSet::new(), &mut counted, &mut budget) {
+        Ok(None) => {}
+        Ok(Some(deadlock)) => {
+            let name = |i: usize| format!("{:?}", chain.levels[i].name);
+            let steps: Vec<String> = deadlock
+                .counted
+                .iter()
+                .filter(|(_, people)| !people.is_empty())
+                .map(|(i, people)| {
+                    format!(
+                        "{} {} at level {}",
+                        people.join(", "),
+                        if people.len() == 1 { "approves" } else { "approve" },
+                        name(*i)
+                    )
+                })
+                .collect();
+            let stuck = &levels[deadlock.stuck];
+            let plural = if stuck.needed == 1 { "" } else { "s" };
+            let left = match deadlock.left.as_slice() {
+                [] => "none of its approvers remain".to_string(),
+                [one] => format!("only {one} remains"),
+                many => format!("only {} remain", many.join(", ")),
+            };
+            let missing: Vec<&String> = stuck
+                .required
+                .iter()
+                .filter(|p| !deadlock.left.contains(p))
+                .collect();
+            let why = if missing.is_empty() {
+                format!("it needs {} approval{plural} and {left}", stuck.needed)
+            } else {
+                let missing: Vec<&str> = missing.iter().map(|p| p.as_str()).collect();
+                format!("it requires {} who already counted", missing.join(", "))
+            };
+            v.error(
+                format!("{root}.levels"),
+                format!(
+                    "approvals in this order deadlock the chain: {}; then level {} can never be satisfied ({why}); one person counts at one level only, so give the levels distinct approvers or enough of them",
+                    steps.join(", then "),
+                    name(deadlock.stuck)
+                ),
+            );
+        }
+        Err(()) => v.warnings.push(
+            "too many orders of approval to check whether an early approval can leave a later level unsatisfiable; give the levels distinct approvers".into(),
+        ),
+    }
+}
+
+/// Depth-first over the levels from `index`, with `used` people already counted: the
+/// first order of approvals that leaves a level unsatisfiable. `Err` when the budget ran out.
+/// Counting more of the people later levels name only ever hurts them, so at each level
+/// the search tries every largest set of such people the level can count.
+fn find_deadlock(
+    levels: &[NamedLevel],
+    index: usize,
+    used: &BTreeSet<String>,
+    counted: &mut Vec<(usize, Vec<String>)>,
+    budget: &mut usize,
+) -> Result<Option<Deadlock>, ()> {
+    let Some(level) = levels.get(index) else {
+        return Ok(None);
+    };
+    *budget = budget.checked_sub(1).ok_or(())?;
+    let available: BTreeSet<&String> = level.people.difference(used).collect();
+    let required_left = level.required.iter().all(|p| available.contains(p));
+    if !required_left || (level.only_named && available.len() < level.needed) {
+        return Ok(Some(Deadlock {
+            counted: counted.clone(),
+            stuck: index,
+            left: available.into_iter().cloned().collect(),
+        }));
+    }
+    let later: BTreeSet<&String> = levels[index + 1..]
+        .iter()
+        .flat_map(|l| l.people.iter())
+        .collect();
+    let candidates: Vec<&String> = available
+        .iter()
+        .copied()
+        .filter(|p| !level.required.contains(*p) && later.contains(p))
+        .collect();
+    let take = level.free.min(candidates.len());
+    let mut choice: Vec<usize> = (0..take).collect();
+    loop {
+        let mut people: Vec<String> = level.required.iter().cloned().collect();
+        people.extend(choice.iter().map(|&i| candidates[i].clone()));
+        let mut now_used = used.clone();
+        now_used.extend(people.iter().cloned());
+        counted.push((index, people));
+        let found = find_deadlock(levels, index + 1, &now_used, counted, budget)?;
+        counted.pop();
+        if found.is_some() {
+            return Ok(found);
+        }
+        if !next_combination(&mut choice, candidates.len()) {
+            return Ok(None);
+        }
+    }
+}
+
+/// Advance `choice` (ascending indices below `n`) to the next combination of its size.
+fn next_combination(choice: &mut [usize], n: usize) -> bool {
+    let k = choice.len();
+    let Some(i) = (0..k).rev().find(|&i| choice[i] < n - k + i) else {
+        return false;
+    };
+    choice[i] += 1;
+    for j in i + 1..k {
+        choice[j] = choice[j - 1] + 1;
+    }
+    true
 }
 
 #[cfg(test)]
@@ -555,6 +760,65 @@ mod tests {
                 vec![],
             ),
             (
+                "the first approver at level 1 can starve level 2",
+                policy_with_levels(vec![
+                    level(
+                        "l1",
+                        vec![user("a", false), user("b", false), user("c", false)],
+                        None,
+                    ),
+                    level("l2", vec![user("a", false), user("b", false)], Some(2)),
+                ]),
+                vec![
+                    "spec.approval.levels: approvals in this order deadlock the chain: a approves at level \"l1\"; then level \"l2\" can never be satisfied (it needs 2 approvals and only b remains); one person counts at one level only, so give the levels distinct approvers or enough of them",
+                ],
+            ),
+            (
+                "an approver required later can be used up earlier",
+                policy_with_levels(vec![
+                    level("l1", vec![user("a", false), user("b", false)], None),
+                    level("l2", vec![user("a", true), user("c", false)], None),
+                ]),
+                vec![
+                    "spec.approval.levels: approvals in this order deadlock the chain: a approves at level \"l1\"; then level \"l2\" can never be satisfied (it requires a who already counted); one person counts at one level only, so give the levels distinct approvers or enough of them",
+                ],
+            ),
+            (
+                "a level with a group can use up a named approver of a later level",
+                policy_with_levels(vec![
+                    level("l1", vec![group.clone(), user("a", false)], None),
+                    level("l2", vec![user("a", false)], None),
+                ]),
+                vec![
+                    "spec.approval.levels: approvals in this order deadlock the chain: a approves at level \"l1\"; then level \"l2\" can never be satisfied (it needs 1 approval and none of its approvers remain); one person counts at one level only, so give the levels distinct approvers or enough of them",
+                ],
+            ),
+            (
+                "a level counts exactly what it needs, so the rest stay for later",
+                policy_with_levels(vec![
+                    level(
+                        "leads",
+                        vec![user("lead", true), user("a", false), user("b", false)],
+                        Some(2),
+                    ),
+                    level("sre", vec![user("a", false), user("b", false)], None),
+                ]),
+                vec![],
+            ),
+            (
+                "overlapping levels with enough people in every order",
+                policy_with_levels(vec![
+                    level("l1", vec![user("a", false), user("b", false)], None),
+                    level(
+                        "l2",
+                        vec![user("a", false), user("b", false), user("c", false)],
+                        Some(2),
+                    ),
+                    level("l3", vec![user("c", false), user("d", false)], None),
+                ]),
+                vec![],
+            ),
+            (
                 "a group level draws on people the check cannot count",
                 policy_with_levels(vec![
                     level("leads", vec![user("a", false)], None),
@@ -566,6 +830,53 @@ mod tests {
         for (name, spec, expected) in cases {
             assert_eq!(errors(&spec), expected, "{name}");
         }
+    }
+
+    #[test]
+    fn counting_orders_beyond_the_budget_are_a_warning_not_a_guess() {
+        let everyone: Vec<Approver> = (0..12).map(|i| user(&format!("p{i}"), false)).collect();
+        let levels = (0..6)
+            .map(|i| level(&format!("l{i}"), everyone.clone(), Some(2)))
+            .collect();
+        let validation = validate_policy(&policy_with_levels(levels));
+        assert!(validation.is_valid(), "{:?}", validation.errors);
+        assert!(
+            validation
+                .warnings
+                .iter()
+                .any(|w| w.starts_with("too many orders of approval to check")),
+            "{:?}",
+            validation.warnings
+        );
+        let too_many = (0..=MAX_LEVELS)
+            .map(|i| level(&format!("l{i}"), vec![user(&format!("p{i}"), false)], None))
+            .collect();
+        assert_eq!(
+            errors(&policy_with_levels(too_many)),
+            vec!["spec.approval.levels: 33 levels; a chain has at most 32".to_string()]
+        );
+    }
+
+    #[test]
+    fn a_broken_snapshot_is_reported_at_its_own_field() {
+        let snapshot = ApprovalSettings {
+            levels: vec![level("l", vec![user("a", false)], None)],
+            request_ttl: Some("-1h".into()),
+            approval_ttl: Some("forever".into()),
+            ..Default::default()
+        };
+        let fields: Vec<String> = validate_chain_snapshot(&snapshot)
+            .errors
+            .iter()
+            .map(|e| e.field.clone())
+            .collect();
+        assert_eq!(
+            fields,
+            vec![
+                "spec.policy.chain.requestTTL",
+                "spec.policy.chain.approvalTTL"
+            ]
+        );
     }
 
     #[test]
