@@ -157,6 +157,20 @@ fn bad_input_names_the_file_and_the_field() {
             vec!["approval-bad-time.yaml: spec.reviews[0].time:", "line 23"],
         ),
         (
+            "approval whose chain snapshot never expires",
+            example(
+                "examples/deployment-v2.yaml",
+                MONDAY,
+                &[
+                    "--approval",
+                    &format!("{bad}/approval-ttl-never-expires.yaml"),
+                ],
+            ),
+            vec![
+                "approval-ttl-never-expires.yaml: spec.policy.chain.requestTTL: approval web-93cfa25d is unusable: \"0s\" must be a positive duration",
+            ],
+        ),
+        (
             "bad time flag",
             example("examples/deployment-v2.yaml", "next tuesday", &[]),
             vec!["--now: \"next tuesday\" is not an RFC 3339 time"],
@@ -276,13 +290,13 @@ fn the_examples_give_the_verdicts_the_readme_claims() {
             Some("Rejected"),
         ),
         (
-            "release, approved, expired next day",
+            "release, approved, expired next day: the attempt opens a fresh request",
             "deployment-v2.yaml",
             "2025-06-03T12:00:00Z",
             with("web-approved.yaml"),
             1,
             "ApprovalRequired",
-            Some("Expired"),
+            Some("Pending"),
         ),
         (
             "release, approved, weekend",

@@ -20,7 +20,7 @@ use crate::core::chain::RoleBindingSnapshot;
 use crate::core::change::group_kind;
 use crate::core::decision::{DecisionInput, decide};
 use crate::core::policy::ChangeRequest;
-use crate::core::validation::validate_policy;
+use crate::core::validation::{validate_chain_snapshot, validate_policy};
 
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
@@ -207,6 +207,21 @@ fn load_approvals(paths: &[PathBuf]) -> Result<Vec<DeploymentApproval>, CliError
                     .is_empty()
                 {
                     return Err(InputError::new(&file, Some("metadata.name"), "missing").into());
+                }
+                // A snapshot no policy could have (a TTL that never expires, an infeasible
+                // level) makes the approval unusable; offline, that is bad input.
+                let snapshot = validate_chain_snapshot(&approval.spec.policy.chain);
+                if let Some(error) = snapshot.errors.first() {
+                    return Err(InputError::new(
+                        &file,
+                        Some(&error.field),
+                        format!(
+                            "approval {} is unusable: {}",
+                            approval.metadata.name.as_deref().unwrap_or_default(),
+                            error.message
+                        ),
+                    )
+                    .into());
                 }
                 approvals.push(approval);
             }

@@ -63,6 +63,9 @@ pub struct ApprovalReport {
     pub rejected_by: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+    /// Why a level of this pending request can no longer be satisfied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stuck: Option<String>,
 }
 
 impl ApprovalReport {
@@ -83,6 +86,7 @@ impl ApprovalReport {
             approved_by: chain.approved_by.clone(),
             rejected_by: chain.rejected_by.as_ref().map(|(user, _)| user.clone()),
             expires_at: chain.expires_at.map(|t| t.to_string()),
+            stuck: chain.stuck.clone(),
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::core::policy::{
     BreakGlassOutcome, ChangeRequest, break_glass, deny_reasons, exclusion, policy_matches,
     policy_name,
 };
-use crate::core::validation::validate_policy;
+use crate::core::validation::{validate_chain_snapshot, validate_policy};
 
 /// Everything the decision looks at. The shell gathers it; the core only reads it.
 #[derive(Clone, Copy, Debug)]
@@ -365,20 +365,16 @@ fn approval_verdict(
 ) -> (Verdict, Vec<String>) {
     let request = &input.request;
     let name = policy_name(policy);
-    let for_target: Vec<(&DeploymentApproval, ChainState)> = input
+    let for_target: Vec<&DeploymentApproval> = input
         .approvals
         .iter()
         .filter(|a| targets(a, request))
-        .map(|a| {
-            (
-                a,
-                approval_state(a, request.namespace, input.bindings, input.now),
-            )
-        })
         .collect();
 
-    if let Some((holder, _)) = for_target.iter().find(|(a, state)| {
-        state.phase == ApprovalPhase::Deploying && a.spec.change.digest != digest.as_str()
+    // The lock (SPEC §1.3) follows the stored status: a stored phase may only make the
+    // verdict stricter, so a `Deploying` status holds the object whatever its reviews say.
+    if let Some(holder) = for_target.iter().find(|a| {
+        stored_phase(a) == Some(ApprovalPhase::Deploying) && a.spec.change.digest != digest.as_str()
     }) {
         let holder_name = holder.metadata.name.clone().unwrap_or_default();
         return (
@@ -391,22 +387,57 @@ fn approval_verdict(
         );
     }
 
-    let best = for_target
+    // Approvals for this exact change that may count, and notes on those that may not.
+    let mut notes = Vec::new();
+    let mut usable = Vec::new();
+    let mut spent = Vec::new();
+    for approval in for_target
         .into_iter()
-        .filter(|(a, _)| a.spec.change.digest == digest.as_str())
-        .filter_map(|(a, state)| phase_rank(state.phase).map(|rank| (rank, a, state)))
-        .max_by(|(ra, a, _), (rb, b, _)| {
-            ra.cmp(rb).then_with(|| {
-                a.spec
-                    .change
-                    .requested_at
-                    .0
-                    .cmp(&b.spec.change.requested_at.0)
-            })
-        });
+        .filter(|a| a.spec.change.digest == digest.as_str())
+    {
+        let approval_name = approval.metadata.name.as_deref().unwrap_or_default();
+        if approval.spec.policy.name != name {
+            notes.push(format!(
+                "approval {approval_name} was requested under policy {}, but policy {name} governs this change now: it does not count, and a new request is needed",
+                approval.spec.policy.name
+            ));
+            continue;
+        }
+        if let Some(problem) = snapshot_problem(approval) {
+            notes.push(format!(
+                "approval {approval_name} is unusable: its chain snapshot is invalid ({problem}): it does not count, and a new request is needed"
+            ));
+            continue;
+        }
+        let state = approval_state(approval, request.namespace, input.bindings, input.now);
+        if stored_phase(approval) == Some(ApprovalPhase::Deploying)
+            && state.phase != ApprovalPhase::Deploying
+        {
+            notes.push(format!(
+                "approval {approval_name}'s status says Deploying, but its reviews make it {}",
+                state.phase
+            ));
+        }
+        match phase_rank(state.phase) {
+            Some(rank) => usable.push((rank, approval, state)),
+            None => spent.push((approval_name, state.phase)),
+        }
+    }
+    let best = usable.into_iter().max_by(|(ra, a, _), (rb, b, _)| {
+        ra.cmp(rb).then_with(|| {
+            a.spec
+                .change
+                .requested_at
+                .0
+                .cmp(&b.spec.change.requested_at.0)
+        })
+    });
 
     let Some((_, approval, chain)) = best else {
-        return new_request(input, policy, digest);
+        notes.extend(spent.iter().map(|(spent_name, phase)| {
+            format!("approval {spent_name} for this change is {phase} and spent; this attempt needs a fresh request")
+        }));
+        return new_request(input, policy, digest, notes);
     };
     let approval_name = approval.metadata.name.clone().unwrap_or_default();
     let requirement = |phase: ApprovalPhase, chain: ChainState| {
@@ -419,7 +450,7 @@ fn approval_verdict(
             create: None,
         }))
     };
-    match chain.phase {
+    let (verdict, mut reasons) = match chain.phase {
         ApprovalPhase::Approved | ApprovalPhase::Deploying => {
             let mark_deploying = chain.phase == ApprovalPhase::Approved;
             let reason = if mark_deploying {
@@ -432,7 +463,9 @@ fn approval_verdict(
                     chain.approved_by.join(", ")
                 )
             } else {
-                format!("{approval_name} is already admitted for this exact change")
+                format!(
+                    "{approval_name} is already admitted for this exact change, and its reviews still approve it"
+                )
             };
             (
                 Verdict::Approved(Box::new(ApprovedChange {
@@ -449,39 +482,66 @@ fn approval_verdict(
                 Some((user, None)) => user.clone(),
                 None => "an approver".to_string(),
             };
-            let reason = format!("approval {approval_name} was rejected by {who}");
-            (requirement(ApprovalPhase::Rejected, chain), vec![reason])
+            let reasons = vec![
+                format!("approval {approval_name} was rejected by {who}"),
+                format!(
+                    "to ask again: kubectl countersign request --again -f <manifest> -n {}",
+                    request.namespace
+                ),
+            ];
+            (requirement(ApprovalPhase::Rejected, chain), reasons)
         }
         ApprovalPhase::Expired => {
             let when = chain
                 .expires_at
                 .map(|t| format!(" at {t}"))
                 .unwrap_or_default();
-            let reason =
-                format!("approval {approval_name} expired{when}; request the change again");
-            (requirement(ApprovalPhase::Expired, chain), vec![reason])
+            notes.insert(
+                0,
+                format!("approval {approval_name} expired{when}; it stays for the record"),
+            );
+            return new_request(input, policy, digest, notes);
         }
         _ => {
             let mut reasons = vec![format!(
                 "approval {approval_name} is pending: {}",
                 describe_progress(&chain)
             )];
+            reasons.extend(stuck_reasons(&chain));
             reasons.extend(chain.ignored.iter().map(|i| format!("not counted: {i}")));
             (requirement(ApprovalPhase::Pending, chain), reasons)
         }
-    }
+    };
+    reasons.extend(notes);
+    (verdict, reasons)
 }
 
-/// No usable approval exists: the change needs a new request.
+/// What to tell people about a request that can no longer be approved as it stands.
+fn stuck_reasons(chain: &ChainState) -> Option<String> {
+    chain.stuck.as_ref().map(|stuck| {
+        format!(
+            "{stuck}; an approver can reject this request, and the change can then be requested again"
+        )
+    })
+}
+
+/// No usable approval exists: the change needs a new request. `notes` say why the
+/// approvals that exist do not count.
 fn new_request(
     input: &DecisionInput,
     policy: &ApprovalPolicy,
     digest: &ChangeDigest,
+    notes: Vec<String>,
 ) -> (Verdict, Vec<String>) {
     let request = &input.request;
     let name = policy_name(policy);
     let settings = policy.spec.approval.clone().unwrap_or_default();
-    let approval_name = approval_name(object_name(request.object), digest);
+    let approval_name = fresh_approval_name(
+        object_name(request.object),
+        digest,
+        request.namespace,
+        input.approvals,
+    );
     let chain = ApprovalChain {
         settings: &settings,
         requester: request.requester,
@@ -524,16 +584,22 @@ fn new_request(
     } else {
         format!("requested as {}/{approval_name}", request.namespace)
     };
-    let reasons = vec![
+    let mut reasons = vec![if notes.is_empty() {
         format!(
             "approval required by policy {name}: no DeploymentApproval for this change yet ({how})"
-        ),
-        describe_progress(&chain),
+        )
+    } else {
         format!(
-            "approve with: kubectl countersign approve {approval_name} -n {}",
-            request.namespace
-        ),
-    ];
+            "approval required by policy {name}: a fresh request for this change is needed ({how})"
+        )
+    }];
+    reasons.extend(notes);
+    reasons.push(describe_progress(&chain));
+    reasons.extend(stuck_reasons(&chain));
+    reasons.push(format!(
+        "approve with: kubectl countersign approve {approval_name} -n {}",
+        request.namespace
+    ));
     (
         Verdict::ApprovalRequired(Box::new(ApprovalRequirement {
             policy: name.to_string(),
@@ -547,9 +613,10 @@ fn new_request(
     )
 }
 
-/// Where an approval stands at `now`: phases only the webhook and operator set
-/// (`Deploying`, `Deployed`, `Failed`) and stored terminal phases come from its status;
-/// otherwise the chain is evaluated from its reviews, so a lagging status never admits.
+/// Where an approval stands at `now`. The chain is always recomputed from the reviews; the
+/// stored status may only make it stricter: `Deployed`, `Failed`, `Rejected` and `Expired`
+/// stand, and `Deploying` stands only while the recomputed chain is `Approved` (a status
+/// claiming more than the reviews give never admits).
 pub fn approval_state(
     approval: &DeploymentApproval,
     namespace: &str,
@@ -565,13 +632,38 @@ pub fn approval_state(
         requested_at: spec.change.requested_at.0,
     }
     .evaluate(&spec.reviews, now);
-    if let Some(stored) = approval.status.as_ref().map(|s| s.phase)
-        && (stored == ApprovalPhase::Deploying || stored.is_terminal())
-    {
-        state.phase = stored;
+    let stricter = match stored_phase(approval) {
+        Some(stored) if stored.is_terminal() => Some(stored),
+        Some(ApprovalPhase::Deploying) if state.phase == ApprovalPhase::Approved => {
+            Some(ApprovalPhase::Deploying)
+        }
+        _ => None,
+    };
+    if let Some(phase) = stricter {
+        if phase.is_terminal() && phase != state.phase {
+            // The reviews alone would not have ended it: their deadline is not the record's.
+            state.expires_at = None;
+        }
+        state.phase = phase;
         state.current_level = None;
+        state.stuck = None;
     }
     state
+}
+
+/// The phase an approval's status records, if any.
+fn stored_phase(approval: &DeploymentApproval) -> Option<ApprovalPhase> {
+    approval.status.as_ref().map(|s| s.phase)
+}
+
+/// Why an approval's chain snapshot makes it unusable: one a policy could not have.
+pub fn snapshot_problem(approval: &DeploymentApproval) -> Option<String> {
+    let validation = validate_chain_snapshot(&approval.spec.policy.chain);
+    let first = validation.errors.first()?;
+    Some(match validation.errors.len() {
+        1 => first.to_string(),
+        n => format!("{first}, and {} more", n - 1),
+    })
 }
 
 /// Usable phases, best first; `Deployed` and `Failed` approvals are spent.
@@ -607,10 +699,52 @@ fn targets(approval: &DeploymentApproval, request: &ChangeRequest) -> bool {
         && same_uid
 }
 
-/// The deterministic name of the DeploymentApproval for a change: `<target>-<8 hex>`.
+/// The first name of the DeploymentApproval for a change: `<target>-<8 hex>`.
 pub fn approval_name(target_name: &str, digest: &ChangeDigest) -> String {
     let base: String = target_name.chars().take(200).collect();
     format!("{base}-{}", digest.short_hex(8))
+}
+
+/// The name a new request for (target, digest) gets: `<target>-<8 hex>`, or, when an
+/// earlier request of that change holds it (kept for the record after it expired, was
+/// deployed or failed), `<target>-<8 hex>-<n>` with the smallest free `n` from 2.
+/// A function of the approvals in the namespace, so racing replicas converge on one name.
+pub fn fresh_approval_name(
+    target_name: &str,
+    digest: &ChangeDigest,
+    namespace: &str,
+    approvals: &[DeploymentApproval],
+) -> String {
+    let base = approval_name(target_name, digest);
+    let taken = |candidate: &str| {
+        approvals.iter().any(|a| {
+            a.metadata.name.as_deref() == Some(candidate)
+                && a.metadata
+                    .namespace
+                    .as_deref()
+                    .is_none_or(|ns| ns == namespace)
+        })
+    };
+    if !taken(&base) {
+        return base;
+    }
+    (2u32..)
+        .map(|n| format!("{base}-{n}"))
+        .find(|candidate| !taken(candidate))
+        .unwrap_or(base)
+}
+
+/// Is `name` one of the names [`fresh_approval_name`] gives requests for (target, digest)?
+pub fn is_request_name(name: &str, target_name: &str, digest: &ChangeDigest) -> bool {
+    let base = approval_name(target_name, digest);
+    match name.strip_prefix(base.as_str()) {
+        Some("") => true,
+        Some(rest) => rest
+            .strip_prefix('-')
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_some_and(|n| n >= 2 && rest == format!("-{n}")),
+        None => false,
+    }
 }
 
 fn object_name(object: &Value) -> &str {
@@ -728,6 +862,14 @@ mod tests {
             value["status"] = json!({"phase": phase});
         }
         serde_json::from_value(value).unwrap()
+    }
+
+    fn tweak(
+        mut approval: DeploymentApproval,
+        change: impl FnOnce(&mut DeploymentApproval),
+    ) -> DeploymentApproval {
+        change(&mut approval);
+        approval
     }
 
     const LEVEL_ONE: &[(&str, &str)] = &[("alice", "Approve")];
@@ -935,9 +1077,92 @@ mod tests {
             Case {
                 approvals: vec![approval("nginx:1.27", ALL, None)],
                 now: "2025-06-03T08:03:00Z",
-                expect: "Required:Expired:existing",
-                reason: "expired at 2025-06-03T08:03:00Z",
-                ..case("approval TTL passed")
+                expect: "Required:Pending:new",
+                reason: "expired at 2025-06-03T08:03:00Z; it stays for the record",
+                ..case("approval TTL passed: the attempt opens a fresh request")
+            },
+            Case {
+                approvals: vec![approval(
+                    "nginx:1.27",
+                    &[("sam", "Reject")],
+                    Some("Deploying"),
+                )],
+                expect: "Required:Rejected:existing",
+                reason: "status says Deploying, but its reviews make it Rejected",
+                ..case("a Deploying status with only a rejection does not admit")
+            },
+            Case {
+                approvals: vec![approval("nginx:1.27", LEVEL_ONE, Some("Deploying"))],
+                expect: "Required:Pending:existing",
+                reason: "status says Deploying, but its reviews make it Pending",
+                ..case("a Deploying status with a pending chain does not admit")
+            },
+            Case {
+                approvals: vec![approval(
+                    "nginx:1.27",
+                    &[
+                        ("alice", "Approve"),
+                        ("bob", "Approve"),
+                        ("sue", "Approve"),
+                        ("sam", "Reject"),
+                    ],
+                    Some("Deploying"),
+                )],
+                expect: "Required:Rejected:existing",
+                reason: "was rejected by sam",
+                ..case("a rejection after approval ends a Deploying request too")
+            },
+            Case {
+                approvals: vec![approval("nginx:1.27", ALL, Some("Deploying"))],
+                now: "2025-06-03T08:03:00Z",
+                expect: "Required:Pending:new",
+                reason: "status says Deploying, but its reviews make it Expired",
+                ..case("a retried apply after the approval expired needs a fresh request")
+            },
+            Case {
+                approvals: vec![approval("nginx:1.26", &[], Some("Deploying"))],
+                expect: "Denied:Rollout",
+                reason: "is rolling out",
+                ..case("a Deploying status holds the lock even without reviews (stricter)")
+            },
+            Case {
+                approvals: vec![tweak(approval("nginx:1.27", ALL, None), |a| {
+                    a.spec.policy.name = "staging".into()
+                })],
+                expect: "Required:Pending:new",
+                reason: "was requested under policy staging, but policy prod governs this change now: it does not count, and a new request is needed",
+                ..case("an approval made under another policy does not count")
+            },
+            Case {
+                policies: vec![two_level("prod", 10), single_level("stricter", 20, "cto")],
+                approvals: vec![approval("nginx:1.27", ALL, None)],
+                expect: "Required:Pending:new",
+                reason: "policy stricter governs this change now",
+                ..case("a stricter policy added after the approval")
+            },
+            Case {
+                approvals: vec![tweak(approval("nginx:1.27", ALL, None), |a| {
+                    a.spec.policy.chain.request_ttl = Some("0s".into())
+                })],
+                expect: "Required:Pending:new",
+                reason: "is unusable: its chain snapshot is invalid (spec.policy.chain.requestTTL: \"0s\" must be a positive duration)",
+                ..case("a snapshot with a TTL that never expires is unusable")
+            },
+            Case {
+                approvals: vec![tweak(approval("nginx:1.27", ALL, None), |a| {
+                    a.spec.policy.chain.approval_ttl = Some("soon".into())
+                })],
+                expect: "Required:Pending:new",
+                reason: "spec.policy.chain.approvalTTL",
+                ..case("an unparsable approvalTTL makes the approval unusable")
+            },
+            Case {
+                approvals: vec![tweak(approval("nginx:1.27", ALL, None), |a| {
+                    a.spec.policy.chain.levels[1].min_approvals = Some(9)
+                })],
+                expect: "Required:Pending:new",
+                reason: "spec.policy.chain.levels[1].minApprovals",
+                ..case("an infeasible snapshot is unusable")
             },
             Case {
                 approvals: vec![approval("nginx:1.26", ALL, Some("Deploying"))],
@@ -954,14 +1179,26 @@ mod tests {
             Case {
                 approvals: vec![approval("nginx:1.27", ALL, Some("Deployed"))],
                 expect: "Required:Pending:new",
-                reason: "approval required",
+                reason: "is Deployed and spent; this attempt needs a fresh request",
                 ..case("a deployed approval is spent")
             },
             Case {
+                approvals: vec![approval("nginx:1.27", ALL, Some("Failed"))],
+                expect: "Required:Pending:new",
+                reason: "is Failed and spent",
+                ..case("a failed approval is spent")
+            },
+            Case {
                 approvals: vec![approval("nginx:1.27", ALL, Some("Expired"))],
-                expect: "Required:Expired:existing",
-                reason: "expired",
+                expect: "Required:Pending:new",
+                reason: "expired; it stays for the record",
                 ..case("stored terminal phase is respected")
+            },
+            Case {
+                approvals: vec![approval("nginx:1.27", ALL, Some("Rejected"))],
+                expect: "Required:Rejected:existing",
+                reason: "to ask again: kubectl countersign request --again -f <manifest> -n shop",
+                ..case("a stored rejection stands over approving reviews")
             },
             Case {
                 approvals: vec![
@@ -1041,6 +1278,100 @@ mod tests {
         assert_eq!(spec.target.name, "web");
         assert!(spec.reviews.is_empty());
         assert_eq!(decision.matched_policies, vec!["prod".to_string()]);
+    }
+
+    #[test]
+    fn a_fresh_request_never_takes_the_name_of_one_kept_for_the_record() {
+        let named = |phase: &str, name: String| {
+            tweak(approval("nginx:1.27", ALL, Some(phase)), |a| {
+                a.metadata.name = Some(name)
+            })
+        };
+        let base = approval("nginx:1.27", ALL, None)
+            .metadata
+            .name
+            .unwrap_or_default();
+        let cases: Vec<(&str, Vec<DeploymentApproval>, String)> = vec![
+            ("none yet", vec![], base.clone()),
+            (
+                "the first expired",
+                vec![named("Expired", base.clone())],
+                format!("{base}-2"),
+            ),
+            (
+                "deployed, then failed",
+                vec![
+                    named("Deployed", base.clone()),
+                    named("Failed", format!("{base}-2")),
+                ],
+                format!("{base}-3"),
+            ),
+            (
+                "a gap left by a deleted record is reused",
+                vec![
+                    named("Deployed", base.clone()),
+                    named("Expired", format!("{base}-3")),
+                ],
+                format!("{base}-2"),
+            ),
+        ];
+        for (name, approvals, expected) in cases {
+            let decision = run(&Case {
+                approvals,
+                dry_run: false,
+                ..case(name)
+            });
+            let Verdict::ApprovalRequired(req) = &decision.verdict else {
+                panic!("{name}: {:?}", decision.verdict);
+            };
+            assert_eq!(req.approval_name, expected, "{name}");
+            assert!(!req.existing, "{name}");
+            assert!(req.create.is_some(), "{name}");
+            assert!(
+                is_request_name(&expected, "web", &decision.digest),
+                "{name}"
+            );
+        }
+        let digest = ChangeDigest::of(&deployment("nginx:1.27", 3), &[]);
+        let base = approval_name("web", &digest);
+        for (candidate, expected) in [
+            (base.clone(), true),
+            (format!("{base}-2"), true),
+            (format!("{base}-17"), true),
+            (format!("{base}-1"), false),
+            (format!("{base}-02"), false),
+            (format!("{base}-+2"), false),
+            (format!("{base}-x"), false),
+            (format!("{base}2"), false),
+            ("web".to_string(), false),
+            (approval_name("api", &digest), false),
+        ] {
+            assert_eq!(
+                is_request_name(&candidate, "web", &digest),
+                expected,
+                "{candidate}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_request_that_can_never_be_approved_says_so() {
+        let needs_the_requester = policy(json!({
+            "metadata": {"name": "self-required"},
+            "spec": {"approval": {"levels": [{"name": "owners",
+                "approvers": [{"user": "dev", "required": true}, {"user": "ops"}]}]}}
+        }));
+        let decision = run(&Case {
+            policies: vec![needs_the_requester],
+            ..case("stuck")
+        });
+        assert_eq!(label(&decision.verdict), "Required:Pending:new");
+        assert!(
+            decision.reasons.iter().any(|r| r
+                == "level 1/1 owners can no longer be satisfied: dev is required but dev is the requester; an approver can reject this request, and the change can then be requested again"),
+            "{:?}",
+            decision.reasons
+        );
     }
 
     #[test]
