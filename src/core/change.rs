@@ -70,6 +70,16 @@ impl ChangeDigest {
         ChangeDigest(format!("sha256:{hash:x}"))
     }
 
+    /// A digest as written in a DeploymentApproval: `sha256:` and 64 lowercase hex digits.
+    pub fn parse(text: &str) -> Option<Self> {
+        let hex = text.strip_prefix("sha256:")?;
+        let well_formed = hex.len() == 64
+            && hex
+                .chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c));
+        well_formed.then(|| ChangeDigest(text.to_string()))
+    }
+
     /// `sha256:<hex>`.
     pub fn as_str(&self) -> &str {
         &self.0

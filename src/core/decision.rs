@@ -13,7 +13,7 @@ use crate::api::{
 use crate::core::chain::{ApprovalChain, ChainState, RoleBindingSnapshot, describe_progress};
 use crate::core::change::{ChangeDigest, api_group, group_kind, summarize};
 use crate::core::policy::{
-    BreakGlassOutcome, ChangeRequest, break_glass, deny_reasons, exclusion, policy_matches,
+    BreakGlassOutcome, ChangeRequest, break_glass, deny_reasons, exclusion, matching_policies,
     policy_name,
 };
 use crate::core::validation::{validate_chain_snapshot, validate_policy};
@@ -124,17 +124,7 @@ pub struct ApprovedChange {
 /// Decide on one change at `input.now`.
 pub fn decide(input: &DecisionInput) -> Decision {
     let request = &input.request;
-    let mut matched: Vec<&ApprovalPolicy> = input
-        .policies
-        .iter()
-        .filter(|p| policy_matches(p, request))
-        .collect();
-    matched.sort_by(|a, b| {
-        b.spec
-            .priority
-            .cmp(&a.spec.priority)
-            .then_with(|| policy_name(a).cmp(policy_name(b)))
-    });
+    let matched = matching_policies(input.policies, request);
     let digests = GatedDigests::for_policies(request, &matched);
     let mut notes = Vec::new();
     let mut break_glass = None;

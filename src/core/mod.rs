@@ -6,6 +6,7 @@ pub mod change;
 pub mod checks;
 pub mod decision;
 pub mod policy;
+pub mod request;
 pub mod review;
 pub mod secrets;
 #[cfg(test)]

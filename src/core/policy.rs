@@ -119,6 +119,24 @@ pub fn policy_matches(policy: &ApprovalPolicy, request: &ChangeRequest) -> bool 
         && region_matches
 }
 
+/// The policies whose `match` selects this change, highest priority first (ties: name order).
+pub fn matching_policies<'p>(
+    policies: &'p [ApprovalPolicy],
+    request: &ChangeRequest,
+) -> Vec<&'p ApprovalPolicy> {
+    let mut matched: Vec<&ApprovalPolicy> = policies
+        .iter()
+        .filter(|p| policy_matches(p, request))
+        .collect();
+    matched.sort_by(|a, b| {
+        b.spec
+            .priority
+            .cmp(&a.spec.priority)
+            .then_with(|| policy_name(a).cmp(policy_name(b)))
+    });
+    matched
+}
+
 /// Why the policy never gates this requester or namespace, if it does not.
 pub fn exclusion(policy: &ApprovalPolicy, request: &ChangeRequest) -> Option<String> {
     let exclude = policy.spec.exclude.as_ref()?;

@@ -1,0 +1,442 @@
+//! May this person create this DeploymentApproval? (the ahead-of-time `request` path)
+//!
+//! countersign opens a request itself on the first denied attempt at a change. Anyone else
+//! (a deployer asking ahead of a GitOps sync, `countersign request`) may create one only
+//! for a change of their own, under the policy that governs that change with its current
+//! chain, with no reviews and no status: nobody can open a request in someone else's
+//! name, under a laxer chain, pre-approved, or dated so it never expires.
+
+use std::collections::BTreeMap;
+
+use jiff::{SignedDuration, Timestamp};
+use serde_json::{Value, json};
+
+use crate::api::{ApprovalPolicy, DeploymentApproval, UserInfo};
+use crate::core::change::{ChangeDigest, api_group, group_kind};
+use crate::core::decision::is_request_name;
+use crate::core::policy::{ChangeRequest, exclusion, matching_policies, policy_name};
+use crate::core::validation::validate_policy;
+
+/// How far `spec.change.requestedAt` may be from the API server's clock: a request dated
+/// later would outlive its `requestTTL`, one dated earlier would refuse fresh reviews.
+pub const REQUESTED_AT_CLOCK_SKEW: SignedDuration = SignedDuration::from_mins(1);
+
+/// One CREATE of a DeploymentApproval by someone other than countersign.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestCreate<'a> {
+    pub approval: &'a DeploymentApproval,
+    /// The authenticated user of the API call.
+    pub creator: &'a UserInfo,
+    /// The namespace the approval is created in (the target's namespace).
+    pub namespace: &'a str,
+    pub namespace_labels: &'a BTreeMap<String, String>,
+    pub cluster_region: Option<&'a str>,
+    /// The target object as the change would make it, when known (its labels decide
+    /// `objectSelector`); otherwise only `spec.target` is known.
+    pub target_object: Option<&'a Value>,
+    pub policies: &'a [ApprovalPolicy],
+    pub now: Timestamp,
+}
+
+/// Why such a CREATE is refused; each message names the field.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RequestRefusal {
+    #[error("status must be empty: countersign records where a request stands")]
+    HasStatus,
+    #[error("spec.reviews must be empty: reviews are added to a request once it exists")]
+    HasReviews,
+    #[error(
+        "spec.change.requester.username is {claimed:?} but the request was made by {actual:?}; request changes in your own name only"
+    )]
+    NotTheRequester { claimed: String, actual: String },
+    #[error(
+        "spec.change.requester.groups names {0:?}, which is not one of your authenticated groups"
+    )]
+    GroupNotHeld(String),
+    #[error("spec.target.{0} must not be empty")]
+    TargetIncomplete(&'static str),
+    #[error("spec.target is {claimed} but the change is to {actual}")]
+    TargetMismatch { claimed: String, actual: String },
+    #[error("spec.change.digest {0:?} is not sha256: followed by 64 lowercase hex digits")]
+    BadDigest(String),
+    #[error(
+        "metadata.name {name:?} is not a name for this change: use {expected:?} (or {expected}-2, -3, … when that is taken)"
+    )]
+    BadName { name: String, expected: String },
+    #[error(
+        "spec.change.requestedAt is {time}, more than a minute from now ({now}); leave it to the current time"
+    )]
+    RequestedAtOutOfRange { time: Timestamp, now: Timestamp },
+    #[error(
+        "no ApprovalPolicy requires approval of this change for {0}; there is nothing to request"
+    )]
+    NoPolicy(String),
+    #[error("policy {0} is invalid, so no request can be made under it: {1}")]
+    PolicyUnusable(String, String),
+    #[error("spec.policy.name is {claimed:?} but policy {governing:?} governs this change")]
+    WrongPolicy { claimed: String, governing: String },
+    #[error(
+        "spec.policy.chain is not the current chain of policy {0}; copy the policy's spec.approval unchanged"
+    )]
+    StaleChain(String),
+}
+
+/// Check a CREATE of a DeploymentApproval by someone other than countersign.
+pub fn validate_request_create(input: &RequestCreate) -> Result<(), RequestRefusal> {
+    let approval = input.approval;
+    let spec = &approval.spec;
+    if approval.status.is_some() {
+        return Err(RequestRefusal::HasStatus);
+    }
+    if !spec.reviews.is_empty() {
+        return Err(RequestRefusal::HasReviews);
+    }
+    let requester = &spec.change.requester;
+    if requester.username != input.creator.username {
+        return Err(RequestRefusal::NotTheRequester {
+            claimed: requester.username.clone(),
+            actual: input.creator.username.clone(),
+        });
+    }
+    if let Some(group) = requester
+        .groups
+        .iter()
+        .find(|g| !input.creator.groups.contains(g))
+    {
+        return Err(RequestRefusal::GroupNotHeld(group.clone()));
+    }
+    let requested_at = spec.change.requested_at.0;
+    if requested_at.duration_since(input.now).abs() > REQUESTED_AT_CLOCK_SKEW {
+        return Err(RequestRefusal::RequestedAtOutOfRange {
+            time: requested_at,
+            now: input.now,
+        });
+    }
+    let target = &spec.target;
+    for (field, value) in [
+        ("apiVersion", &target.api_version),
+        ("kind", &target.kind),
+        ("name", &target.name),
+    ] {
+        if value.is_empty() {
+            return Err(RequestRefusal::TargetIncomplete(field));
+        }
+    }
+    let stub = json!({
+        "apiVersion": target.api_version,
+        "kind": target.kind,
+        "metadata": {"name": target.name, "namespace": input.namespace},
+    });
+    let object = input.target_object.unwrap_or(&stub);
+    let (group, kind) = group_kind(object);
+    let name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let namespace = object
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or(input.namespace);
+    if group != api_group(&target.api_version)
+        || kind != target.kind
+        || name != target.name
+        || namespace != input.namespace
+    {
+        return Err(RequestRefusal::TargetMismatch {
+            claimed: format!("{} {}/{}", target.kind, input.namespace, target.name),
+            actual: format!("{kind} {namespace}/{name}"),
+        });
+    }
+    let digest = ChangeDigest::parse(&spec.change.digest)
+        .ok_or_else(|| RequestRefusal::BadDigest(spec.change.digest.clone()))?;
+    let approval_name = approval.metadata.name.as_deref().unwrap_or_default();
+    if !is_request_name(approval_name, &target.name, &digest) {
+        return Err(RequestRefusal::BadName {
+            name: approval_name.to_string(),
+            expected: crate::core::decision::approval_name(&target.name, &digest),
+        });
+    }
+
+    let request = ChangeRequest {
+        operation: spec.change.operation,
+        object,
+        old_object: None,
+        namespace: input.namespace,
+        namespace_labels: input.namespace_labels,
+        requester: input.creator,
+        cluster_region: input.cluster_region,
+        dry_run: true,
+    };
+    let governing = matching_policies(input.policies, &request)
+        .into_iter()
+        .filter(|p| exclusion(p, &request).is_none())
+        .find(|p| p.spec.approval.is_some())
+        .ok_or_else(|| RequestRefusal::NoPolicy(input.creator.username.clone()))?;
+    let governing_name = policy_name(governing);
+    if let Some(error) = validate_policy(&governing.spec).errors.first() {
+        return Err(RequestRefusal::PolicyUnusable(
+            governing_name.to_string(),
+            error.to_string(),
+        ));
+    }
+    if spec.policy.name != governing_name {
+        return Err(RequestRefusal::WrongPolicy {
+            claimed: spec.policy.name.clone(),
+            governing: governing_name.to_string(),
+        });
+    }
+    if governing.spec.approval.as_ref() != Some(&spec.policy.chain) {
+        return Err(RequestRefusal::StaleChain(governing_name.to_string()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::DeploymentApprovalStatus;
+    use crate::core::decision::approval_name;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    const NOW: &str = "2025-06-02T10:00:00Z";
+
+    fn now() -> Timestamp {
+        NOW.parse().unwrap()
+    }
+
+    fn policy(name: &str, priority: i32, approver: &str) -> ApprovalPolicy {
+        serde_json::from_value(json!({
+            "apiVersion": "countersign.dev/v1alpha1", "kind": "ApprovalPolicy",
+            "metadata": {"name": name},
+            "spec": {"priority": priority,
+                     "exclude": {"groups": ["release-bots"]},
+                     "match": {"objectSelector": {"matchExpressions": [
+                        {"key": "tier", "operator": "NotIn", "values": ["scratch"]}]}},
+                     "approval": {"levels": [{"name": "only", "approvers": [{"user": approver}]}]}}
+        }))
+        .unwrap()
+    }
+
+    fn digest() -> ChangeDigest {
+        ChangeDigest::parse(&format!("sha256:{}", "ab".repeat(32))).unwrap()
+    }
+
+    /// dave's own request for a change of shop/web under policy `prod`.
+    fn request() -> DeploymentApproval {
+        serde_json::from_value(json!({
+            "apiVersion": "countersign.dev/v1alpha1", "kind": "DeploymentApproval",
+            "metadata": {"name": approval_name("web", &digest()), "namespace": "shop"},
+            "spec": {
+                "target": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                "change": {"digest": digest().to_string(), "summary": {"text": "t"},
+                           "requester": {"username": "dave", "groups": ["developers"]},
+                           "operation": "UPDATE", "requestedAt": NOW},
+                "policy": {"name": "prod",
+                           "chain": {"levels": [{"name": "only", "approvers": [{"user": "alice"}]}]}}
+            }
+        }))
+        .unwrap()
+    }
+
+    fn tweak(change: impl FnOnce(&mut DeploymentApproval)) -> DeploymentApproval {
+        let mut approval = request();
+        change(&mut approval);
+        approval
+    }
+
+    #[test]
+    fn request_create_table() {
+        let dave = UserInfo::new("dave", &["developers", "system:authenticated"]);
+        let bot = UserInfo::new("dave", &["release-bots"]);
+        let prod = vec![policy("prod", 10, "alice")];
+        let stricter = vec![policy("prod", 10, "alice"), policy("audit", 20, "cto")];
+        let scratch = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "shop", "labels": {"tier": "scratch"}}});
+        let other_object = json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": "web", "namespace": "shop"}});
+        let cases: Vec<(
+            &str,
+            DeploymentApproval,
+            &UserInfo,
+            &[ApprovalPolicy],
+            Option<&Value>,
+            Result<(), RequestRefusal>,
+        )> = vec![
+            (
+                "own request, current chain",
+                request(),
+                &dave,
+                &prod,
+                None,
+                Ok(()),
+            ),
+            (
+                "a later attempt's name",
+                tweak(|a| a.metadata.name = Some(format!("{}-2", approval_name("web", &digest())))),
+                &dave,
+                &prod,
+                None,
+                Ok(()),
+            ),
+            (
+                "with a status",
+                tweak(|a| {
+                    a.status = Some(DeploymentApprovalStatus {
+                        phase: crate::api::ApprovalPhase::Approved,
+                        ..Default::default()
+                    })
+                }),
+                &dave,
+                &prod,
+                None,
+                Err(RequestRefusal::HasStatus),
+            ),
+            (
+                "with a review",
+                tweak(|a| {
+                    a.spec.reviews.push(crate::api::Review {
+                        user: "alice".into(),
+                        groups: vec![],
+                        decision: crate::api::ReviewDecision::Approve,
+                        comment: None,
+                        time: Time(now()),
+                    })
+                }),
+                &dave,
+                &prod,
+                None,
+                Err(RequestRefusal::HasReviews),
+            ),
+            (
+                "in someone else's name",
+                tweak(|a| a.spec.change.requester.username = "erin".into()),
+                &dave,
+                &prod,
+                None,
+                Err(RequestRefusal::NotTheRequester {
+                    claimed: "erin".into(),
+                    actual: "dave".into(),
+                }),
+            ),
+            (
+                "claiming a group not held",
+                tweak(|a| a.spec.change.requester.groups.push("oncall".into())),
+                &dave,
+                &prod,
+                None,
+                Err(RequestRefusal::GroupNotHeld("oncall".into())),
+            ),
+            (
+                "dated in the future to outlive its requestTTL",
+                tweak(|a| {
+                    a.spec.change.requested_at = Time(now() + SignedDuration::from_hours(48))
+                }),
+                &dave,
+                &prod,
+                None,
+                Err(RequestRefusal::RequestedAtOutOfRange {
+                    time: now() + SignedDuration::from_hours(48),
+                    now: now(),
+                }),
+            ),
+            (
+                "under another policy's name",
+                tweak(|a| a.spec.policy.name = "staging".into()),
+                &dave,
+                &prod,
+                None,
+                Err(RequestRefusal::WrongPolicy {
+                    claimed: "staging".into(),
+                    governing: "prod".into(),
+                }),
+            ),
+            (
+                "a stricter policy governs",
+                request(),
+                &dave,
+                &stricter,
+                None,
+                Err(RequestRefusal::WrongPolicy {
+                    claimed: "prod".into(),
+                    governing: "audit".into(),
+                }),
+            ),
+            (
+                "a laxer chain than the policy's",
+                tweak(|a| a.spec.policy.chain.levels[0].approvers[0].user = Some("dave".into())),
+                &dave,
+                &prod,
+                None,
+                Err(RequestRefusal::StaleChain("prod".into())),
+            ),
+            (
+                "no policy selects the object",
+                request(),
+                &dave,
+                &prod,
+                Some(&scratch),
+                Err(RequestRefusal::NoPolicy("dave".into())),
+            ),
+            (
+                "an exempt requester has nothing to request",
+                tweak(|a| a.spec.change.requester.groups = vec!["release-bots".into()]),
+                &bot,
+                &prod,
+                None,
+                Err(RequestRefusal::NoPolicy("dave".into())),
+            ),
+            (
+                "the object is not the target",
+                request(),
+                &dave,
+                &prod,
+                Some(&other_object),
+                Err(RequestRefusal::TargetMismatch {
+                    claimed: "Deployment shop/web".into(),
+                    actual: "StatefulSet shop/web".into(),
+                }),
+            ),
+            (
+                "a malformed digest",
+                tweak(|a| a.spec.change.digest = "sha256:ABC".into()),
+                &dave,
+                &prod,
+                None,
+                Err(RequestRefusal::BadDigest("sha256:ABC".into())),
+            ),
+            (
+                "squatting on another change's name",
+                tweak(|a| a.metadata.name = Some("web-00000000".into())),
+                &dave,
+                &prod,
+                None,
+                Err(RequestRefusal::BadName {
+                    name: "web-00000000".into(),
+                    expected: approval_name("web", &digest()),
+                }),
+            ),
+            (
+                "no target name",
+                tweak(|a| a.spec.target.name = String::new()),
+                &dave,
+                &prod,
+                None,
+                Err(RequestRefusal::TargetIncomplete("name")),
+            ),
+        ];
+        let labels = BTreeMap::new();
+        for (name, approval, creator, policies, object, expected) in cases {
+            let got = validate_request_create(&RequestCreate {
+                approval: &approval,
+                creator,
+                namespace: "shop",
+                namespace_labels: &labels,
+                cluster_region: None,
+                target_object: object,
+                policies,
+                now: now(),
+            });
+            assert_eq!(got, expected, "{name}");
+        }
+    }
+}
