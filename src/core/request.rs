@@ -244,6 +244,16 @@ mod tests {
         approval
     }
 
+    /// (name, the approval, its creator, the policies, the target object, the verdict).
+    type Case<'a> = (
+        &'static str,
+        DeploymentApproval,
+        &'a UserInfo,
+        &'a [ApprovalPolicy],
+        Option<&'a Value>,
+        Result<(), RequestRefusal>,
+    );
+
     #[test]
     fn request_create_table() {
         let dave = UserInfo::new("dave", &["developers", "system:authenticated"]);
@@ -254,14 +264,7 @@ mod tests {
             "metadata": {"name": "web", "namespace": "shop", "labels": {"tier": "scratch"}}});
         let other_object = json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
             "metadata": {"name": "web", "namespace": "shop"}});
-        let cases: Vec<(
-            &str,
-            DeploymentApproval,
-            &UserInfo,
-            &[ApprovalPolicy],
-            Option<&Value>,
-            Result<(), RequestRefusal>,
-        )> = vec![
+        let cases: Vec<Case> = vec![
             (
                 "own request, current chain",
                 request(),
