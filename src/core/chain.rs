@@ -16,6 +16,7 @@ use std::collections::BTreeSet;
 
 use jiff::Timestamp;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding, Subject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::api::{
     ApprovalLevel, ApprovalPhase, ApprovalSettings, Approver, LevelStatus, Review, ReviewDecision,
@@ -63,6 +64,41 @@ pub struct ChainState {
     /// Why a level of the pending request can no longer be satisfied (its named approvers
     /// are used up), so nobody waits silently for the request to expire.
     pub stuck: Option<String>,
+}
+
+/// The condition type that says whether a pending request can still be approved.
+pub const SATISFIABLE_CONDITION: &str = "Satisfiable";
+
+impl ChainState {
+    /// The `Satisfiable` condition for a pending request (`None` once it is decided):
+    /// `False` with reason `LevelStuck` when a level can no longer be satisfied, so the
+    /// approval says so instead of waiting silently for its TTL. The operator keeps
+    /// `lastTransitionTime` when the status does not change.
+    pub fn satisfiable_condition(
+        &self,
+        now: Timestamp,
+        generation: Option<i64>,
+    ) -> Option<Condition> {
+        if self.phase != ApprovalPhase::Pending {
+            return None;
+        }
+        let (status, reason, message) = match &self.stuck {
+            Some(why) => ("False", "LevelStuck", why.clone()),
+            None => (
+                "True",
+                "ApproversAvailable",
+                "every open and later level can still be satisfied by approvers who have not counted yet".to_string(),
+            ),
+        };
+        Some(Condition {
+            type_: SATISFIABLE_CONDITION.to_string(),
+            status: status.to_string(),
+            reason: reason.to_string(),
+            message,
+            last_transition_time: Time(now),
+            observed_generation: generation,
+        })
+    }
 }
 
 /// Distinct approvals a level needs: the stricter of `minApprovals` and its required
@@ -634,7 +670,7 @@ mod tests {
     use super::*;
     use crate::api::ServiceAccountRef;
     use crate::core::test_builders::{cluster_role_ref, group, level, role_binding, user};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     const T0: &str = "2025-06-02T10:00:00Z";
 
@@ -1169,7 +1205,29 @@ mod tests {
         for (name, chain, reviews, expected) in cases {
             let state = run(chain, &reviews, 10);
             assert_eq!(state.stuck.as_deref(), expected, "{name}");
+            let condition = state.satisfiable_condition(ts(10), Some(3));
+            let condition = condition.expect("a pending request has the condition");
+            assert_eq!(condition.type_, SATISFIABLE_CONDITION);
+            assert_eq!(condition.observed_generation, Some(3));
+            match expected {
+                Some(why) => {
+                    assert_eq!(
+                        (condition.status.as_str(), condition.reason.as_str()),
+                        ("False", "LevelStuck"),
+                        "{name}"
+                    );
+                    assert_eq!(condition.message, why, "{name}");
+                }
+                None => assert_eq!(condition.status, "True", "{name}"),
+            }
         }
+        let approved = run(
+            &any_then_two,
+            &[approve("c", 1), approve("a", 2), approve("b", 3)],
+            10,
+        );
+        assert_eq!(approved.phase, ApprovalPhase::Approved);
+        assert_eq!(approved.satisfiable_condition(ts(10), None), None);
     }
 
     #[test]
