@@ -588,6 +588,25 @@ fn change_manager_semantics_hold_through_the_cli() {
             0,
             vec!["group:sre"],
         ),
+        // Required lines are filled by distinct people.
+        (
+            "two-required-groups",
+            Some("one-person-in-both-groups"),
+            1,
+            "Pending",
+            2,
+            1,
+            vec!["group:dba"],
+        ),
+        (
+            "two-required-groups",
+            Some("two-people-for-two-groups"),
+            0,
+            "Approved",
+            2,
+            2,
+            vec![],
+        ),
         // One rejection at any level ends the request.
         (
             "two-levels",
@@ -642,6 +661,48 @@ fn change_manager_semantics_hold_through_the_cli() {
     );
     let (_, second) = change_manager("two-levels", Some("rejected-at-level-two"));
     assert_eq!(second["approval"]["rejectedBy"], "sre2");
+}
+
+#[test]
+fn stale_status_and_foreign_approvals_never_admit() {
+    let (code, report) = change_manager("group-approver", Some("deploying-but-rejected"));
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(report["approval"]["phase"], "Rejected", "{report:#}");
+    assert!(
+        report["reasons"]
+            .to_string()
+            .contains("status says Deploying, but its reviews make it Rejected"),
+        "{report:#}"
+    );
+
+    let (code, report) = change_manager("group-approver", Some("under-another-policy"));
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(report["approval"]["existing"], false, "{report:#}");
+    assert!(
+        report["reasons"].to_string().contains(
+            "was requested under policy retired-policy, but policy group-approver governs this change now: it does not count, and a new request is needed"
+        ),
+        "{report:#}"
+    );
+}
+
+#[test]
+fn a_chain_that_an_approval_order_can_deadlock_is_refused() {
+    let run = countersign(&[
+        "check",
+        "--policy",
+        "tests/fixtures/change-manager/policy-deadlock-order.yaml",
+        "--object",
+        "tests/fixtures/change-manager/deployment-new.yaml",
+    ]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "policy-deadlock-order.yaml: spec.approval.levels: policy deadlock-order refused: approvals in this order deadlock the chain: a approves at level \"l1\"; then level \"l2\" can never be satisfied"
+        ),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]

@@ -1133,6 +1133,25 @@ mod tests {
     }
 
     #[test]
+    fn a_huge_min_approvals_costs_nothing_to_evaluate() {
+        // A group level may ask for any number (its size is unknown): no slot is allocated
+        // per required approval, so a hostile minApprovals cannot exhaust memory.
+        let chain = settings(vec![level(
+            "all",
+            vec![group("staff", false)],
+            Some(u32::MAX),
+        )]);
+        let reviews: Vec<Review> = (0..50)
+            .map(|i| approve_as(&format!("p{i}"), &["staff"], 1))
+            .collect();
+        let state = run(&chain, &reviews, 10);
+        assert_eq!(state.phase, ApprovalPhase::Pending);
+        assert_eq!(state.levels[0].approvals, 50);
+        assert_eq!(state.levels[0].required, u32::MAX);
+        assert_eq!(state.stuck, None);
+    }
+
+    #[test]
     fn reviews_before_the_request_do_not_count() {
         let chain = settings(vec![level("l", vec![user("ops", false)], None)]);
         let state = run(&chain, &[approve("ops", -1)], 10);
