@@ -687,41 +687,34 @@ fn stale_status_and_foreign_approvals_never_admit() {
 }
 
 #[test]
-fn a_chain_that_an_approval_order_can_deadlock_is_refused() {
-    let run = countersign(&[
-        "check",
-        "--policy",
-        "tests/fixtures/change-manager/policy-deadlock-order.yaml",
-        "--object",
-        "tests/fixtures/change-manager/deployment-new.yaml",
-    ]);
-    assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(
-        run.stderr.contains(
-            "policy-deadlock-order.yaml: spec.approval.levels: policy deadlock-order refused: approvals in this order deadlock the chain: a approves at level \"l1\"; then level \"l2\" can never be satisfied"
+fn infeasible_chains_are_refused() {
+    let cases = [
+        (
+            "three-users-require-five",
+            "spec.approval.levels[0].minApprovals: policy three-users-require-five refused: level \"approvers\" requires 5 approvals but names only 3",
         ),
-        "{}",
-        run.stderr
-    );
-}
-
-#[test]
-fn an_infeasible_level_is_refused() {
-    let run = countersign(&[
-        "check",
-        "--policy",
-        "tests/fixtures/change-manager/policy-three-users-require-five.yaml",
-        "--object",
-        "tests/fixtures/change-manager/deployment-new.yaml",
-    ]);
-    assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(
-        run.stderr.contains(
-            "policy-three-users-require-five.yaml: spec.approval.levels[0].minApprovals: policy three-users-require-five refused: level \"approvers\" requires 5 approvals but names only 3"
+        (
+            "deadlock-order",
+            "spec.approval.levels: policy deadlock-order refused: approvals in this order deadlock the chain: a approves at level \"l1\"; then level \"l2\" can never be satisfied",
         ),
-        "{}",
-        run.stderr
-    );
+    ];
+    for (policy, expected) in cases {
+        let file = format!("tests/fixtures/change-manager/policy-{policy}.yaml");
+        let run = countersign(&[
+            "check",
+            "--policy",
+            &file,
+            "--object",
+            "tests/fixtures/change-manager/deployment-new.yaml",
+        ]);
+        assert_eq!(run.code, 2, "{policy}: {}", run.stderr);
+        assert!(
+            run.stderr
+                .contains(&format!("policy-{policy}.yaml: {expected}")),
+            "{policy}: {}",
+            run.stderr
+        );
+    }
 }
 
 #[test]
