@@ -1,6 +1,10 @@
 //! Values nested inside a value: the string members of a JSON document and the text of a
 //! base64 blob.
 
+use base64::Engine as _;
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+
 /// The `"key": "string"` pairs of a JSON document, unescaped, at any depth.
 pub(super) fn json_pairs(text: &str) -> Vec<(String, String)> {
     let mut strings: Vec<(usize, usize, String)> = Vec::new();
@@ -53,28 +57,19 @@ pub(super) fn decode_base64_blob(text: &str) -> Option<String> {
         .then_some(decoded)
 }
 
-/// Standard or URL-safe base64, padding optional.
+/// Values are pasted by hand: padding is optional and stray bits in the last character are
+/// ignored.
+const LENIENT: GeneralPurposeConfig = GeneralPurposeConfig::new()
+    .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+    .with_decode_allow_trailing_bits(true);
+const STANDARD: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, LENIENT);
+const URL_SAFE: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, LENIENT);
+
+/// Standard or URL-safe base64, padding optional (any number of trailing `=` is dropped).
 pub(super) fn decode_base64(text: &str) -> Option<Vec<u8>> {
     let text = text.trim_end_matches('=');
-    let mut bits = 0u32;
-    let mut count = 0u8;
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    for c in text.bytes() {
-        let value = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            _ => return None,
-        };
-        bits = (bits << 6) | u32::from(value);
-        count += 6;
-        if count >= 8 {
-            count -= 8;
-            out.push((bits >> count) as u8);
-            bits &= (1 << count) - 1;
-        }
-    }
-    Some(out)
+    STANDARD
+        .decode(text)
+        .or_else(|_| URL_SAFE.decode(text))
+        .ok()
 }
