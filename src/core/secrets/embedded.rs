@@ -4,43 +4,44 @@
 use base64::Engine as _;
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use serde_json::Value;
 
-/// The `"key": "string"` pairs of a JSON document, unescaped, at any depth.
-pub(super) fn json_pairs(text: &str) -> Vec<(String, String)> {
-    let mut strings: Vec<(usize, usize, String)> = Vec::new();
-    let mut chars = text.char_indices();
-    while let Some((start, c)) = chars.next() {
-        if c != '"' {
-            continue;
-        }
-        let mut content = String::new();
-        let mut end = None;
-        while let Some((i, c)) = chars.next() {
-            match c {
-                '"' => {
-                    end = Some(i + 1);
-                    break;
+/// The `"key": "string"` members of the JSON objects in `text`, at any depth, unescaped.
+/// An object may sit inside other text (`--credentials-json={…}`, a shell string), so every
+/// `{` that opens a well-formed JSON value is parsed; text that is not JSON yields nothing.
+pub(super) fn json_string_members(text: &str) -> Vec<(String, String)> {
+    let mut members = Vec::new();
+    let mut from = 0;
+    while let Some(start) = text[from..].find('{').map(|i| from + i) {
+        let mut values = serde_json::Deserializer::from_str(&text[start..]).into_iter::<Value>();
+        from = match values.next() {
+            Some(Ok(value)) => {
+                collect_string_members(&value, &mut members);
+                start + values.byte_offset()
+            }
+            _ => start + 1,
+        };
+    }
+    members
+}
+
+fn collect_string_members(value: &Value, members: &mut Vec<(String, String)>) {
+    match value {
+        Value::Object(object) => {
+            for (key, member) in object {
+                if let Value::String(text) = member {
+                    members.push((key.clone(), text.clone()));
                 }
-                '\\' => match chars.next() {
-                    Some((_, 'n')) => content.push('\n'),
-                    Some((_, other)) => content.push(other),
-                    None => {}
-                },
-                _ => content.push(c),
+                collect_string_members(member, members);
             }
         }
-        let Some(end) = end else { break };
-        strings.push((start, end, content));
+        Value::Array(items) => {
+            for item in items {
+                collect_string_members(item, members);
+            }
+        }
+        _ => {}
     }
-    strings
-        .windows(2)
-        .filter_map(|pair| {
-            let [(_, key_end, key), (value_start, _, value)] = pair else {
-                return None;
-            };
-            (text[*key_end..*value_start].trim() == ":").then(|| (key.clone(), value.clone()))
-        })
-        .collect()
 }
 
 /// The decoded text of a value that is entirely one base64 blob (32 characters or more),
@@ -72,4 +73,37 @@ pub(super) fn decode_base64(text: &str) -> Option<Vec<u8>> {
         .decode(text)
         .or_else(|_| URL_SAFE.decode(text))
         .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_string_members_inside_other_text() {
+        let pair = |key: &str, value: &str| (key.to_string(), value.to_string());
+        let cases: &[(&str, Vec<(String, String)>)] = &[
+            (
+                r#"{"spring":{"datasource":{"password":"p\u0041ss"}}}"#,
+                vec![pair("password", "pAss")],
+            ),
+            (
+                r#"--credentials-json={"type": "service_account"} --verbose"#,
+                vec![pair("type", "service_account")],
+            ),
+            (
+                r#"[{"token": "a"}, {"names": ["b"], "n": 1}] {"key": "c"}"#,
+                vec![pair("token", "a"), pair("key", "c")],
+            ),
+            (
+                r#"{"a": "{", "b": "}"}"#,
+                vec![pair("a", "{"), pair("b", "}")],
+            ),
+            (r#"["not", "an", "object"]"#, vec![]),
+            (r#"{"password": "cut off"#, vec![]),
+        ];
+        for (text, members) in cases {
+            assert_eq!(json_string_members(text), *members, "{text}");
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! (the [`FORMATS`] table), private key blocks, JWTs, webhook URLs, Azure SAS tokens,
 //! passwords in URLs, AWS secret keys and Google service-account JSON.
 
-use super::embedded::json_pairs;
+use super::embedded::json_string_members;
 use super::values::{is_placeholder, is_reference};
 use super::{Kind, SERVICE_ACCOUNT, URL_PASSWORD};
 
@@ -332,7 +332,7 @@ pub(super) fn is_aws_secret_key(value: &str) -> bool {
 /// A Google service-account key file: `"type": "service_account"` or a `"private_key"`.
 fn is_service_account_key(text: &str) -> bool {
     (text.contains("service_account") || text.contains("private_key"))
-        && json_pairs(text).iter().any(|(key, value)| {
+        && json_string_members(text).iter().any(|(key, value)| {
             (key == "type" && value == "service_account")
                 || (key == "private_key" && value.len() >= 20)
         })

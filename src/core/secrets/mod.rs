@@ -42,7 +42,7 @@ mod names;
 mod shell;
 mod values;
 
-use embedded::{decode_base64_blob, json_pairs};
+use embedded::{decode_base64_blob, json_string_members};
 use formats::{is_aws_secret_key, known_format};
 use headers::{authorization_anywhere, header_credential};
 use names::{credential_words, is_name};
@@ -189,7 +189,7 @@ fn json_credential(text: &str, depth: u8) -> Option<Kind> {
     if !text.contains("\":") && !text.contains("\" :") {
         return None;
     }
-    let pairs = json_pairs(text);
+    let pairs = json_string_members(text);
     pairs
         .iter()
         .find_map(|(key, value)| credential_under(&name_words(key), value))
