@@ -1,5 +1,5 @@
-//! Values nested inside a value: the string members of a JSON document and the text of a
-//! base64 blob.
+//! Values nested inside a value: the string members of a JSON document, the parameters of
+//! a URL query and the text of a base64 blob.
 
 use base64::Engine as _;
 use base64::alphabet;
@@ -42,6 +42,23 @@ fn collect_string_members(value: &Value, members: &mut Vec<(String, String)>) {
         }
         _ => {}
     }
+}
+
+/// The `name=value` parameters of the query of every URL in `text` (`?api_key=…&…`).
+pub(super) fn url_query_parameters(text: &str) -> impl Iterator<Item = (&str, &str)> {
+    text.match_indices("://")
+        .filter_map(|(i, _)| {
+            let url = text[i + 3..]
+                .split(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '#'))
+                .next()
+                .unwrap_or_default();
+            url.split_once('?').map(|(_, query)| query)
+        })
+        .flat_map(|query| {
+            query
+                .split('&')
+                .filter_map(|parameter| parameter.split_once('='))
+        })
 }
 
 /// The decoded text of a value that is entirely one base64 blob (32 characters or more),

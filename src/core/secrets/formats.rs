@@ -34,6 +34,13 @@ impl Chars {
             Chars::Base64 => c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=' | '%'),
         }
     }
+
+    /// The longest start of `text` made of these characters (all ASCII, so its length in
+    /// bytes is its length in characters).
+    fn leading(self, text: &str) -> &str {
+        let end = text.find(|c| !self.contains(c)).unwrap_or(text.len());
+        &text[..end]
+    }
 }
 
 /// A credential recognised by a fixed prefix followed by a token.
@@ -181,18 +188,15 @@ fn starts_word(text: &str, i: usize) -> bool {
 fn has_format(text: &str, format: &Format) -> bool {
     text.match_indices(format.prefix).any(|(i, _)| {
         let rest = &text[i + format.prefix.len()..];
-        let run = rest
-            .chars()
-            .take_while(|&c| format.chars.contains(c))
-            .count();
+        let run = format.chars.leading(rest).len();
         // Prefixes ending in a letter or digit are a word on their own (`SK…`, `AKIA…`);
         // `AccountKey=` follows a `;`, which counts as a start too.
         starts_word(text, i)
             && if format.exact {
                 run == format.len
-                    && rest
+                    && rest[run..]
                         .chars()
-                        .nth(run)
+                        .next()
                         .is_none_or(|c| !c.is_ascii_alphanumeric())
             } else {
                 run >= format.len
@@ -211,10 +215,7 @@ fn has_private_key_block(text: &str) -> bool {
 
 fn looks_like_jwt(value: &str) -> bool {
     value.match_indices("eyJ").any(|(i, _)| {
-        let token: String = value[i..]
-            .chars()
-            .take_while(|&c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-            .collect();
+        let token = Chars::DottedToken.leading(&value[i..]);
         let parts: Vec<&str> = token.split('.').collect();
         parts.len() == 3 && parts[1].starts_with("eyJ") && parts.iter().all(|p| p.len() >= 8)
     })
@@ -250,21 +251,14 @@ fn is_sas_token(text: &str) -> bool {
         && text.match_indices("sig=").any(|(i, _)| {
             let before = text[..i].chars().next_back();
             before.is_none_or(|c| matches!(c, '?' | '&' | ';' | ' ' | '"' | '\''))
-                && text[i + 4..]
-                    .chars()
-                    .take_while(|&c| Chars::Base64.contains(c))
-                    .count()
-                    >= 20
+                && Chars::Base64.leading(&text[i + 4..]).len() >= 20
         })
 }
 
 /// OpenAI keys carry `T3BlbkFJ` (base64 of `OpenAI`) in the middle: `sk-…T3BlbkFJ…`.
 fn has_openai_marker(text: &str) -> bool {
     text.match_indices("sk-").any(|(i, _)| {
-        let token: String = text[i..]
-            .chars()
-            .take_while(|&c| Chars::Token.contains(c))
-            .collect();
+        let token = Chars::Token.leading(&text[i..]);
         starts_word(text, i) && token.len() >= 40 && token.contains("T3BlbkFJ")
     })
 }
@@ -273,19 +267,12 @@ fn has_openai_marker(text: &str) -> bool {
 fn has_sendgrid_key(text: &str) -> bool {
     text.match_indices("SG.").any(|(i, _)| {
         let rest = &text[i + 3..];
-        let id = rest
-            .chars()
-            .take_while(|&c| Chars::Token.contains(c))
-            .count();
+        let id = Chars::Token.leading(rest).len();
         starts_word(text, i)
             && id >= 16
-            && rest[id..].strip_prefix('.').is_some_and(|secret| {
-                secret
-                    .chars()
-                    .take_while(|&c| Chars::Token.contains(c))
-                    .count()
-                    >= 30
-            })
+            && rest[id..]
+                .strip_prefix('.')
+                .is_some_and(|secret| Chars::Token.leading(secret).len() >= 30)
     })
 }
 

@@ -42,7 +42,7 @@ mod names;
 mod shell;
 mod values;
 
-use embedded::{decode_base64_blob, json_string_members};
+use embedded::{decode_base64_blob, json_string_members, url_query_parameters};
 use formats::{is_aws_secret_key, known_format};
 use headers::{authorization_anywhere, header_credential};
 use names::{credential_words, is_name};
@@ -59,9 +59,7 @@ const MAX_DEPTH: u8 = 3;
 /// `NAME=value` or `--flag value` inside it).
 pub fn detect_credential(name: Option<&str>, value: &str) -> Option<Kind> {
     match name {
-        Some(name) => well_known(value, 0)
-            .or_else(|| header_credential(value))
-            .or_else(|| scan_named(name, value, 0)),
+        Some(name) => well_known(value, 0).or_else(|| scan_named(name, value, 0)),
         None => scan_word(value, None, 0),
     }
 }
@@ -79,8 +77,7 @@ pub struct CredentialFinding {
 /// finding per element.
 pub fn scan_arguments(field: &str, arguments: &[&str]) -> Vec<CredentialFinding> {
     let mut findings = Vec::new();
-    for (i, &argument) in arguments.iter().enumerate() {
-        let previous = i.checked_sub(1).and_then(|p| arguments.get(p)).copied();
+    for (i, (previous, argument)) in with_previous(arguments).enumerate() {
         if let Some(kind) = scan_word(argument, previous, 0) {
             findings.push(CredentialFinding {
                 location: format!("{field}[{i}]"),
@@ -115,8 +112,7 @@ fn scan_named(name: &str, value: &str, depth: u8) -> Option<Kind> {
     if let Some(kind) = header_credential(value) {
         return Some(kind);
     }
-    let words = name_words(name);
-    if let Some(kind) = credential_under(&words, value) {
+    if let Some(kind) = credential_under(name, value) {
         return Some(kind);
     }
     if value.contains(|c: char| c.is_whitespace() || matches!(c, ';' | '&' | '|' | '=')) {
@@ -130,18 +126,19 @@ fn scan_shell(text: &str, depth: u8) -> Option<Kind> {
     if depth >= MAX_DEPTH {
         return None;
     }
-    let words = shell_words(text);
-    words.iter().enumerate().find_map(|(i, word)| {
-        let previous = i
-            .checked_sub(1)
-            .and_then(|p| words.get(p))
-            .map(String::as_str);
-        scan_word(word, previous, depth + 1)
-    })
+    with_previous(&shell_words(text))
+        .find_map(|(previous, word)| scan_word(word, previous, depth + 1))
 }
 
-/// The kind of credential `value` is under a name made of `words`, if it is one.
-fn credential_under(words: &[String], value: &str) -> Option<Kind> {
+/// Each word of `words` with the word before it.
+fn with_previous<S: AsRef<str>>(words: &[S]) -> impl Iterator<Item = (Option<&str>, &str)> {
+    let previous = std::iter::once(None).chain(words.iter().map(|w| Some(w.as_ref())));
+    previous.zip(words.iter().map(AsRef::as_ref))
+}
+
+/// The kind of credential `value` is under the variable, flag or key `name`, if it is one.
+fn credential_under(name: &str, value: &str) -> Option<Kind> {
+    let words = name_words(name);
     if matches!(
         words
             .iter()
@@ -153,7 +150,7 @@ fn credential_under(words: &[String], value: &str) -> Option<Kind> {
         let (user, password) = value.split_once(':')?;
         return (!user.is_empty() && looks_like_secret(password)).then_some(USER_OPTION);
     }
-    let password_word = credential_words(words)?;
+    let password_word = credential_words(&words)?;
     let value = unquote(value.trim());
     if looks_like_secret(value) {
         let aws = words.iter().any(|w| w == "aws") && words.iter().any(|w| w == "secret");
@@ -192,7 +189,7 @@ fn json_credential(text: &str, depth: u8) -> Option<Kind> {
     let pairs = json_string_members(text);
     pairs
         .iter()
-        .find_map(|(key, value)| credential_under(&name_words(key), value))
+        .find_map(|(key, value)| credential_under(key, value))
         .or_else(|| {
             pairs
                 .iter()
@@ -202,16 +199,8 @@ fn json_credential(text: &str, depth: u8) -> Option<Kind> {
 
 /// Credential-named query parameters of a URL: `?api_key=…`, `&access_token=…`.
 fn query_credential(text: &str, depth: u8) -> Option<Kind> {
-    text.match_indices("://").find_map(|(i, _)| {
-        let url = text[i + 3..]
-            .split(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '#'))
-            .next()
-            .unwrap_or_default();
-        let (_, query) = url.split_once('?')?;
-        query.split('&').find_map(|parameter| {
-            let (name, value) = parameter.split_once('=')?;
-            credential_under(&name_words(name), value).or_else(|| well_known(value, depth + 1))
-        })
+    url_query_parameters(text).find_map(|(name, value)| {
+        credential_under(name, value).or_else(|| well_known(value, depth + 1))
     })
 }
 #[cfg(test)]

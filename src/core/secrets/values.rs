@@ -62,7 +62,6 @@ pub(super) fn looks_like_passphrase(value: &str) -> bool {
         && words >= 3
         && !value.contains(char::is_whitespace)
         && !is_reference(value)
-        && !value.contains("://")
         && !is_path(value)
         && !value.contains('.')
         && !value.contains('/')
