@@ -215,6 +215,42 @@ fn bad_input_names_the_file_and_the_field() {
     }
 }
 
+/// `check --policy POLICY --object examples/deployment-v2.yaml`, plus `extra` arguments.
+fn check_policy(policy: &str, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "check",
+        "--policy",
+        policy,
+        "--object",
+        "examples/deployment-v2.yaml",
+        "--now",
+        MONDAY,
+    ];
+    args.extend(extra);
+    countersign(&args)
+}
+
+#[test]
+fn policies_that_would_silently_misbehave_are_refused() {
+    let bad = "tests/fixtures/bad-input";
+    let cases: Vec<(&str, String, Vec<&str>)> = vec![(
+        "absolute window with a UTC offset",
+        format!("{bad}/policy-window-offset.yaml"),
+        vec![
+            "policy-window-offset.yaml: spec.windows[0].absolute.start: policy year-end refused:",
+            "\"2025-12-24T00:00:00+09:00\" has a UTC offset",
+            "set timeZone instead",
+        ],
+    )];
+    for (name, policy, expected) in cases {
+        let run = check_policy(&policy, &[]);
+        assert_eq!(run.code, 2, "{name}: {}", run.stderr);
+        assert!(run.stdout.is_empty(), "{name}: {}", run.stdout);
+        let matched = expected.iter().all(|e| run.stderr.contains(e));
+        assert!(matched, "{name}: {:?} lacks {expected:?}", run.stderr);
+    }
+}
+
 #[test]
 fn the_examples_give_the_verdicts_the_readme_claims() {
     let approvals = "examples/approvals";

@@ -661,6 +661,26 @@ mod tests {
                     "spec.approval.requestTTL: \"a while\" is not a duration such as 72h, 30m or 1h30m",
                 ],
             ),
+            (
+                "absolute times with an offset or a zone",
+                ApprovalPolicySpec {
+                    windows: vec![ChangeWindow {
+                        name: "year-end".into(),
+                        effect: WindowEffect::Deny,
+                        time_zone: "Asia/Tokyo".into(),
+                        weekly: None,
+                        absolute: Some(crate::api::AbsoluteInterval {
+                            start: "2025-12-24T00:00:00+09:00".into(),
+                            end: "2026-01-02T00:00[Asia/Tokyo]".into(),
+                        }),
+                    }],
+                    ..Default::default()
+                },
+                vec![
+                    "spec.windows[0].absolute.start: \"2025-12-24T00:00:00+09:00\" has a UTC offset; write the local time alone (YYYY-MM-DDTHH:MM[:SS]) and set timeZone instead",
+                    "spec.windows[0].absolute.end: \"2026-01-02T00:00[Asia/Tokyo]\" names a time zone; write the local time alone (YYYY-MM-DDTHH:MM[:SS]) and set timeZone instead",
+                ],
+            ),
         ];
         for (name, spec, expected) in cases {
             assert_eq!(errors(&spec), expected, "{name}");
