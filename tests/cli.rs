@@ -233,15 +233,24 @@ fn check_policy(policy: &str, extra: &[&str]) -> Run {
 #[test]
 fn policies_that_would_silently_misbehave_are_refused() {
     let bad = "tests/fixtures/bad-input";
-    let cases: Vec<(&str, String, Vec<&str>)> = vec![(
-        "absolute window with a UTC offset",
-        format!("{bad}/policy-window-offset.yaml"),
-        vec![
-            "policy-window-offset.yaml: spec.windows[0].absolute.start: policy year-end refused:",
-            "\"2025-12-24T00:00:00+09:00\" has a UTC offset",
-            "set timeZone instead",
-        ],
-    )];
+    let cases: Vec<(&str, String, Vec<&str>)> = vec![
+        (
+            "absolute window with a UTC offset",
+            format!("{bad}/policy-window-offset.yaml"),
+            vec![
+                "policy-window-offset.yaml: spec.windows[0].absolute.start: policy year-end refused:",
+                "\"2025-12-24T00:00:00+09:00\" has a UTC offset",
+                "set timeZone instead",
+            ],
+        ),
+        (
+            "workload kind without its group",
+            format!("{bad}/policy-kind-without-group.yaml"),
+            vec![
+                "policy-kind-without-group.yaml: spec.match.kinds[0]: policy deployments refused: kind Deployment is in group \"apps\"; set group: apps",
+            ],
+        ),
+    ];
     for (name, policy, expected) in cases {
         let run = check_policy(&policy, &[]);
         assert_eq!(run.code, 2, "{name}: {}", run.stderr);

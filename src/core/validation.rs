@@ -9,8 +9,12 @@ use crate::api::{
     ApprovalPolicySpec, ApprovalSettings, Approver, ChangeWindow, service_account_username,
 };
 use crate::core::chain::{approver_label, required_approvals};
-use crate::core::change::pointer_segments;
+use crate::core::change::{WORKLOAD_KINDS, pointer_segments};
 use crate::core::windows::{parse_civil, parse_clock, parse_duration, parse_zone};
+
+/// Built-in kinds outside the core group, besides the workload kinds, that a policy may
+/// name without their group by mistake.
+const OTHER_GROUPED_KINDS: &[(&str, &str)] = &[("apps", "ReplicaSet")];
 
 /// One problem, at a field path such as `spec.approval.levels[1].minApprovals`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,6 +55,22 @@ pub fn validate_policy(spec: &ApprovalPolicySpec) -> PolicyValidation {
     for (i, kind) in spec.match_.kinds.iter().enumerate() {
         if kind.kind.is_empty() {
             v.error(format!("spec.match.kinds[{i}].kind"), "must not be empty");
+        }
+        // `{kind: Deployment}` is the core group's Deployment, which does not exist: the
+        // entry would never match, silently.
+        if kind.group.is_empty()
+            && let Some((group, _)) = WORKLOAD_KINDS
+                .iter()
+                .chain(OTHER_GROUPED_KINDS)
+                .find(|(_, k)| *k == kind.kind)
+        {
+            v.error(
+                format!("spec.match.kinds[{i}]"),
+                format!(
+                    "kind {} is in group {group:?}; set group: {group}",
+                    kind.kind
+                ),
+            );
         }
     }
     for (name, selector) in [
@@ -659,6 +679,36 @@ mod tests {
                 },
                 vec![
                     "spec.approval.requestTTL: \"a while\" is not a duration such as 72h, 30m or 1h30m",
+                ],
+            ),
+            (
+                "built-in kinds without their group",
+                ApprovalPolicySpec {
+                    match_: crate::api::PolicyMatch {
+                        kinds: [
+                            ("", "Deployment"),
+                            ("apps", "Deployment"),
+                            ("", "CronJob"),
+                            ("", "ReplicaSet"),
+                            ("", "Pod"),
+                            ("", "ConfigMap"),
+                            ("example.com", "Widget"),
+                        ]
+                        .into_iter()
+                        .map(|(group, kind)| crate::api::GroupKind {
+                            group: group.into(),
+                            kind: kind.into(),
+                        })
+                        .collect(),
+                        ..Default::default()
+                    },
+                    windows: vec![window("UTC", "00:00", "24:00")],
+                    ..Default::default()
+                },
+                vec![
+                    "spec.match.kinds[0]: kind Deployment is in group \"apps\"; set group: apps",
+                    "spec.match.kinds[2]: kind CronJob is in group \"batch\"; set group: batch",
+                    "spec.match.kinds[3]: kind ReplicaSet is in group \"apps\"; set group: apps",
                 ],
             ),
             (
