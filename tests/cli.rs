@@ -260,6 +260,56 @@ fn policies_that_would_silently_misbehave_are_refused() {
     }
 }
 
+/// The digest `check -o json` reports for `object` under the examples' policies.
+fn digest_of(object: &str) -> String {
+    let run = countersign(&[
+        "check",
+        "--policy",
+        "examples/policies",
+        "--namespace",
+        "examples/namespace-shop.yaml",
+        "--object",
+        object,
+        "--now",
+        MONDAY,
+        "-o",
+        "json",
+    ]);
+    assert_ne!(run.code, 2, "{object}: {}", run.stderr);
+    let report: Value = serde_json::from_str(&run.stdout).expect("JSON report");
+    report["change"]["digest"]
+        .as_str()
+        .expect("a digest")
+        .to_string()
+}
+
+#[test]
+fn numbers_are_read_as_kubectl_sends_them() {
+    let yaml = "tests/fixtures/yaml-1.1";
+    let decimal = digest_of(&format!("{yaml}/deployment-mode-decimal.yaml"));
+    // 420.0 and 6e2 are accepted where integers belong, and digest as 420 and 600.
+    assert_eq!(
+        digest_of(&format!("{yaml}/deployment-mode-float.yaml")),
+        decimal
+    );
+    // YAML's infinity has no JSON form: refused, naming the field, not dropped.
+    let run = countersign(&[
+        "check",
+        "--policy",
+        "examples/policies",
+        "--object",
+        "tests/fixtures/bad-input/object-infinite-number.yaml",
+    ]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "object-infinite-number.yaml: spec.thresholds[0].limit: .inf is not a number JSON can carry"
+        ),
+        "{}",
+        run.stderr
+    );
+}
+
 #[test]
 fn the_examples_give_the_verdicts_the_readme_claims() {
     let approvals = "examples/approvals";

@@ -1,9 +1,10 @@
 //! Reading the files the CLI is given: YAML or JSON, one or more documents, decoded
 //! strictly (unknown fields are errors) with messages that name the file and the field.
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 
-use serde::de::DeserializeOwned;
+use serde::de::{self, DeserializeOwned, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 /// A bad input: which file, which field (when known), and what is wrong.
@@ -72,26 +73,160 @@ pub fn read(file: &Path) -> Result<String, InputError> {
         .map_err(|e| InputError::new(file, None, format!("cannot read: {e}")))
 }
 
-/// Every non-empty document of a file as plain JSON values (YAML errors carry their line).
+/// Every non-empty document of a file as plain JSON values, read as kubectl would send
+/// them (see [`ManifestValue`]); YAML errors carry their line.
 pub fn documents(file: &Path, text: &str) -> Result<Vec<Value>, InputError> {
+    Ok(all_documents(file, text)?
+        .into_iter()
+        .filter(|value| !value.is_null())
+        .collect())
+}
+
+/// Every document of a file, an empty one (a trailing `---`) as `null`.
+fn all_documents(file: &Path, text: &str) -> Result<Vec<Value>, InputError> {
     let mut out = Vec::new();
     for document in yaml_serde::Deserializer::from_str(text) {
-        let value: Value = serde_path_to_error::deserialize(document).map_err(|e| {
-            let field = e.path().to_string();
+        let refused = Cell::new(false);
+        let mut track = serde_path_to_error::Track::new();
+        let seed = ManifestValue { refused: &refused };
+        let result = seed.deserialize(serde_path_to_error::Deserializer::new(document, &mut track));
+        let value = result.map_err(|e| {
+            let field = track.path().to_string();
+            let message = without_path(&field, &e);
             InputError::new(
                 file,
                 (field != ".").then_some(field.as_str()),
-                format!(
-                    "not valid YAML or JSON: {}",
-                    without_path(&field, e.inner())
-                ),
+                if refused.get() {
+                    message
+                } else {
+                    format!("not valid YAML or JSON: {message}")
+                },
             )
         })?;
-        if !value.is_null() {
-            out.push(value);
-        }
+        out.push(value);
     }
     Ok(out)
+}
+
+/// 2^63 and 2^64 as doubles: the bounds of the 64-bit integer range.
+const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
+const TWO_POW_64: f64 = 18_446_744_073_709_551_616.0;
+
+/// A document as a plain JSON value, refusing what JSON cannot carry.
+///
+/// YAML has `.inf`, `-.inf` and `.nan`; JSON, and so a Kubernetes object, has no such
+/// number. serde_json would quietly turn one into `null`, which the digest then drops, so
+/// here it is bad input naming the field. `refused` tells such a refusal from a YAML
+/// syntax error.
+struct ManifestValue<'a> {
+    refused: &'a Cell<bool>,
+}
+
+impl<'de> DeserializeSeed<'de> for ManifestValue<'_> {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ManifestValue<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a YAML or JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_i128<E: de::Error>(self, v: i128) -> Result<Value, E> {
+        // Beyond 64 bits, as go-yaml reads it: a float.
+        self.visit_f64(v as f64)
+    }
+
+    fn visit_u128<E: de::Error>(self, v: u128) -> Result<Value, E> {
+        self.visit_f64(v as f64)
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        // kubectl sends an integral float as an integer (Go writes 30.0 as `30`), so a
+        // `terminationGracePeriodSeconds: 30.0` decodes as the int64 it is.
+        if v.fract() == 0.0 {
+            if (0.0..TWO_POW_64).contains(&v) {
+                return Ok(Value::from(v as u64));
+            }
+            if (-TWO_POW_63..0.0).contains(&v) {
+                return Ok(Value::from(v as i64));
+            }
+        }
+        match serde_json::Number::from_f64(v) {
+            Some(number) => Ok(Value::Number(number)),
+            None => {
+                self.refused.set(true);
+                Err(E::custom(format!(
+                    "{} is not a number JSON can carry: a Kubernetes object has no infinity or NaN (quote it if a string is meant)",
+                    if v.is_nan() {
+                        ".nan"
+                    } else if v > 0.0 {
+                        ".inf"
+                    } else {
+                        "-.inf"
+                    }
+                )))
+            }
+        }
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        self.deserialize(deserializer)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(ManifestValue {
+            refused: self.refused,
+        })? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut members = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let value = map.next_value_seed(ManifestValue {
+                refused: self.refused,
+            })?;
+            members.insert(key, value);
+        }
+        Ok(Value::Object(members))
+    }
 }
 
 /// Check a document's `apiVersion` and `kind` before decoding it as that kind.
@@ -127,22 +262,27 @@ pub fn expect_kind(
 }
 
 /// Decode every non-empty document of `text` as `T`, refusing unknown fields.
-/// Decoding runs on the YAML itself, so errors carry the line and column.
+///
+/// Decoding runs on the documents as [`documents`] reads them (as kubectl would send
+/// them). When it fails, the same decoding on the YAML itself usually fails at the same
+/// field, and its message carries the line and column, so that one is reported.
 pub fn decode_all<T: DeserializeOwned>(file: &Path, text: &str) -> Result<Vec<T>, InputError> {
     let mut out = Vec::new();
-    // Which documents are empty (a trailing `---`); they decode as nothing.
-    let mut empty = Vec::new();
-    for document in yaml_serde::Deserializer::from_str(text) {
-        let value: Value = serde_path_to_error::deserialize(document).map_err(|e| {
-            InputError::new(file, None, format!("not valid YAML or JSON: {}", e.inner()))
-        })?;
-        empty.push(value.is_null());
-    }
-    for (document, empty) in yaml_serde::Deserializer::from_str(text).zip(empty) {
-        if empty {
+    let values = all_documents(file, text)?;
+    for (document, value) in yaml_serde::Deserializer::from_str(text).zip(values) {
+        if value.is_null() {
+            // An empty document (a trailing `---`) decodes as nothing.
             continue;
         }
-        out.push(decode_strict(file, document, "")?);
+        match decode_strict(file, &value, "") {
+            Ok(decoded) => out.push(decoded),
+            Err(error) => {
+                return Err(match decode_strict::<_, T>(file, document, "") {
+                    Err(with_line) if with_line.field == error.field => with_line,
+                    _ => error,
+                });
+            }
+        }
     }
     Ok(out)
 }
@@ -232,6 +372,7 @@ fn field_path(path: &serde_ignored::Path) -> String {
 mod tests {
     use super::*;
     use crate::api::ApprovalPolicy;
+    use serde_json::json;
 
     fn decode(text: &str) -> Result<Vec<ApprovalPolicy>, String> {
         decode_all::<ApprovalPolicy>(Path::new("p.yaml"), text).map_err(|e| e.to_string())
@@ -258,6 +399,57 @@ mod tests {
         }
         let two = format!("{head}spec: {{}}\n---\n{head}spec: {{priority: 3}}\n---\n");
         assert_eq!(decode(&two).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn numbers_are_read_as_json_carries_them() {
+        let read = |text: &str| {
+            documents(Path::new("x.yaml"), text)
+                .map(|mut documents| documents.remove(0))
+                .map_err(|e| e.to_string())
+        };
+        let cases: Vec<(&str, Result<Value, &str>)> = vec![
+            ("a: 1", Ok(json!({"a": 1}))),
+            ("a: 30.0", Ok(json!({"a": 30}))),
+            ("a: -2.0", Ok(json!({"a": -2}))),
+            ("a: -0.0", Ok(json!({"a": 0}))),
+            ("a: 1e2", Ok(json!({"a": 100}))),
+            ("a: 1.5", Ok(json!({"a": 1.5}))),
+            ("a: 1e30", Ok(json!({"a": 1e30}))),
+            ("a: 100000000000000000000", Ok(json!({"a": 1e20}))),
+            ("a: '.inf'", Ok(json!({"a": ".inf"}))),
+            ("a: \".nan\"", Ok(json!({"a": ".nan"}))),
+            ("a: inf", Ok(json!({"a": "inf"}))),
+            (
+                "a: .inf",
+                Err("x.yaml: a: .inf is not a number JSON can carry"),
+            ),
+            (
+                "a: {b: [1, -.INF]}",
+                Err("x.yaml: a.b[1]: -.inf is not a number JSON can carry"),
+            ),
+            (
+                "spec:\n  limits:\n    - max: .NaN\n",
+                Err("x.yaml: spec.limits[0].max: .nan is not a number JSON can carry"),
+            ),
+        ];
+        for (text, expected) in cases {
+            match (read(text), expected) {
+                (Ok(value), Ok(want)) => assert_eq!(value, want, "{text}"),
+                (Err(message), Err(want)) => {
+                    assert!(message.starts_with(want), "{text}: {message}");
+                    assert!(message.contains("line"), "{text}: {message}");
+                }
+                (got, want) => panic!("{text}: got {got:?}, want {want:?}"),
+            }
+        }
+        // decode_all reads the same way: an infinite number in a policy is refused too.
+        let policy = "apiVersion: countersign.dev/v1alpha1\nkind: ApprovalPolicy\nmetadata:\n  name: p\nspec:\n  priority: .inf\n";
+        let message = decode(policy).unwrap_err();
+        assert!(
+            message.starts_with("p.yaml: spec.priority: .inf is not a number"),
+            "{message}"
+        );
     }
 
     #[test]
