@@ -292,6 +292,12 @@ fn numbers_are_read_as_kubectl_sends_them() {
         digest_of(&format!("{yaml}/deployment-mode-float.yaml")),
         decimal
     );
+    // YAML 1.1's octal file mode, as kubectl reads it: 0644 is 420; quoted "0644" and
+    // "0022" stay strings (else the label and the env value would not decode).
+    assert_eq!(
+        digest_of(&format!("{yaml}/deployment-mode-octal.yaml")),
+        decimal
+    );
     // YAML's infinity has no JSON form: refused, naming the field, not dropped.
     let run = countersign(&[
         "check",

@@ -88,7 +88,10 @@ fn all_documents(file: &Path, text: &str) -> Result<Vec<Value>, InputError> {
     for document in yaml_serde::Deserializer::from_str(text) {
         let refused = Cell::new(false);
         let mut track = serde_path_to_error::Track::new();
-        let seed = ManifestValue { refused: &refused };
+        let seed = ManifestValue {
+            text,
+            refused: &refused,
+        };
         let result = seed.deserialize(serde_path_to_error::Deserializer::new(document, &mut track));
         let value = result.map_err(|e| {
             let field = track.path().to_string();
@@ -112,13 +115,26 @@ fn all_documents(file: &Path, text: &str) -> Result<Vec<Value>, InputError> {
 const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
 const TWO_POW_64: f64 = 18_446_744_073_709_551_616.0;
 
-/// A document as a plain JSON value, refusing what JSON cannot carry.
+/// A document as a plain JSON value, as kubectl would send it, refusing what JSON cannot
+/// carry.
+///
+/// kubectl reads YAML with go-yaml v2 (YAML 1.1), yaml_serde follows YAML 1.2. Where they
+/// differ on integers, this reads as kubectl does: a plain (unquoted, untagged) `0644` is
+/// octal 420 (a file mode), and so are `0o644`; `0X1A` is 26, `0B101` is 5, `1_000` is
+/// 1000, and a leading zero before a non-octal digit (`08`) is decimal. A quoted `"0644"`
+/// stays a string. YAML 1.1's booleans `yes`, `no`, `on`, `off`, `y`, `n` are *not*
+/// followed: they stay strings, so a boolean field written `hostNetwork: yes` is refused
+/// naming the field (write `true`) instead of being guessed, and a string written `on` is
+/// kept as the user sees it (kubectl would send `true`, which the API server refuses for
+/// a string field anyway).
 ///
 /// YAML has `.inf`, `-.inf` and `.nan`; JSON, and so a Kubernetes object, has no such
 /// number. serde_json would quietly turn one into `null`, which the digest then drops, so
 /// here it is bad input naming the field. `refused` tells such a refusal from a YAML
 /// syntax error.
 struct ManifestValue<'a> {
+    /// The whole file: a scalar borrowed from it shows how it was written.
+    text: &'a str,
     refused: &'a Cell<bool>,
 }
 
@@ -187,6 +203,18 @@ impl<'de> Visitor<'de> for ManifestValue<'_> {
         }
     }
 
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Value, E> {
+        // yaml_serde resolved the scalar as a string (YAML 1.2); YAML 1.1 may read an
+        // integer in it. Only a plain scalar is a number, and only a plain scalar borrowed
+        // from the text can be told apart from a quoted one.
+        if written_plain(self.text, v)
+            && let Some(integer) = yaml_1_1_integer(v)
+        {
+            return Ok(integer);
+        }
+        Ok(Value::String(v.to_string()))
+    }
+
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
         Ok(Value::String(v.to_string()))
     }
@@ -210,6 +238,7 @@ impl<'de> Visitor<'de> for ManifestValue<'_> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut items = Vec::new();
         while let Some(item) = seq.next_element_seed(ManifestValue {
+            text: self.text,
             refused: self.refused,
         })? {
             items.push(item);
@@ -221,6 +250,7 @@ impl<'de> Visitor<'de> for ManifestValue<'_> {
         let mut members = serde_json::Map::new();
         while let Some(key) = map.next_key::<String>()? {
             let value = map.next_value_seed(ManifestValue {
+                text: self.text,
                 refused: self.refused,
             })?;
             members.insert(key, value);
@@ -259,6 +289,74 @@ pub fn expect_kind(
         ));
     }
     Ok(())
+}
+
+/// Was `scalar`, a slice of `text`, written plain: not quoted and not tagged (`!!str`)?
+/// False for a string that is not a slice of `text`, which cannot be told.
+fn written_plain(text: &str, scalar: &str) -> bool {
+    let start = (scalar.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
+    if start
+        .checked_add(scalar.len())
+        .is_none_or(|end| end > text.len())
+    {
+        return false;
+    }
+    let Some(before) = text.get(..start) else {
+        return false;
+    };
+    if before.ends_with(['"', '\'']) {
+        return false;
+    }
+    let token = before
+        .trim_end_matches([' ', '\t'])
+        .rsplit([' ', '\t', '\n', '\r', '[', '{', ','])
+        .next()
+        .unwrap_or_default();
+    !token.starts_with('!')
+}
+
+/// The integer go-yaml v2 (YAML 1.1, kubectl's reader) reads in a plain scalar that YAML
+/// 1.2 reads as a string: Go's `ParseInt(s, 0, 64)` after dropping underscores, so `0644`
+/// and `0o644` are octal, `0x`/`0X` hex, `0b`/`0B` binary; `08` is not octal and go-yaml
+/// reads it as the decimal float 8.
+fn yaml_1_1_integer(plain: &str) -> Option<Value> {
+    let first = plain.bytes().next()?;
+    if !(first.is_ascii_digit() || first == b'+' || first == b'-') {
+        return None;
+    }
+    let cleaned: String = plain.chars().filter(|c| *c != '_').collect();
+    let (negative, unsigned) = match cleaned.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, cleaned.strip_prefix('+').unwrap_or(&cleaned)),
+    };
+    let lower = unsigned.to_ascii_lowercase();
+    let (radix, digits, leading_zero) = if let Some(d) = lower.strip_prefix("0x") {
+        (16, d, false)
+    } else if let Some(d) = lower.strip_prefix("0o") {
+        (8, d, false)
+    } else if let Some(d) = lower.strip_prefix("0b") {
+        (2, d, false)
+    } else if let Some(d) = lower.strip_prefix('0').filter(|d| !d.is_empty()) {
+        (8, d, true)
+    } else {
+        (10, lower.as_str(), false)
+    };
+    // from_str_radix would accept a sign here.
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let magnitude = match u64::from_str_radix(digits, radix) {
+        Ok(magnitude) => magnitude,
+        Err(_) if leading_zero && digits.bytes().all(|b| b.is_ascii_digit()) => {
+            digits.parse::<u64>().ok()?
+        }
+        Err(_) => return None,
+    };
+    if negative {
+        0i64.checked_sub_unsigned(magnitude).map(Value::from)
+    } else {
+        Some(Value::from(magnitude))
+    }
 }
 
 /// Decode every non-empty document of `text` as `T`, refusing unknown fields.
@@ -449,6 +547,64 @@ mod tests {
         assert!(
             message.starts_with("p.yaml: spec.priority: .inf is not a number"),
             "{message}"
+        );
+    }
+
+    #[test]
+    fn plain_integers_are_read_as_yaml_1_1_like_kubectl() {
+        let read = |text: &str| {
+            documents(Path::new("x.yaml"), &format!("a: {text}\n"))
+                .map(|mut documents| documents.remove(0)["a"].clone())
+                .map_err(|e| e.to_string())
+        };
+        let cases: Vec<(&str, Value)> = vec![
+            ("0644", json!(420)),
+            ("0755", json!(493)),
+            ("00", json!(0)),
+            ("-0644", json!(-420)),
+            ("+0644", json!(420)),
+            ("0o644", json!(420)),
+            ("0O644", json!(420)),
+            ("0x1A", json!(26)),
+            ("0X1a", json!(26)),
+            ("0B101", json!(5)),
+            ("1_000", json!(1000)),
+            ("0_644", json!(420)),
+            ("08", json!(8)),
+            ("0129", json!(129)),
+            ("420", json!(420)),
+            // Quoted or tagged: a string, as written.
+            ("\"0644\"", json!("0644")),
+            ("'0644'", json!("0644")),
+            ("!!str 0644", json!("0644")),
+            // Not integers in YAML 1.1 either.
+            ("0644.5", json!(644.5)),
+            ("0x", json!("0x")),
+            ("0xZZ", json!("0xZZ")),
+            ("0123abc", json!("0123abc")),
+            ("2024-01-15", json!("2024-01-15")),
+            ("10.0.0.1", json!("10.0.0.1")),
+            ("01:30", json!("01:30")),
+            ("_1", json!("_1")),
+            ("0644 files", json!("0644 files")),
+            // YAML 1.1 booleans are not followed: they stay strings.
+            ("yes", json!("yes")),
+            ("off", json!("off")),
+            ("true", json!(true)),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(read(text), Ok(expected), "{text}");
+        }
+        // In flow collections, block sequences and as JSON, too.
+        let text = "a: [0644, \"0644\", {m: 0755}]\nb:\n  - 0600\n  - '0600'\n";
+        assert_eq!(
+            documents(Path::new("x.yaml"), text).unwrap(),
+            vec![json!({"a": [420, "0644", {"m": 493}], "b": [384, "0600"]})]
+        );
+        let json_text = r#"{"a": "0644", "b": [0, 1]}"#;
+        assert_eq!(
+            documents(Path::new("x.json"), json_text).unwrap(),
+            vec![json!({"a": "0644", "b": [0, 1]})]
         );
     }
 
