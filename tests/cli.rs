@@ -260,6 +260,45 @@ fn policies_that_would_silently_misbehave_are_refused() {
     }
 }
 
+#[test]
+fn deep_and_huge_files_are_refused_before_parsing() {
+    let dir = std::env::temp_dir().join(format!("countersign-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let write = |name: &str, text: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write temp file");
+        path.to_string_lossy().into_owned()
+    };
+    let cases = [
+        (
+            // 200 KB of `[`: the YAML parser's time grows with the square of the depth.
+            write("deep.yaml", "[".repeat(200 * 1024)),
+            "deep.yaml: nesting deeper than 100 levels at line 1; not parsed",
+        ),
+        (
+            write(
+                "deep-policy.yaml",
+                format!(
+                    "apiVersion: countersign.dev/v1alpha1\nkind: ApprovalPolicy\nmetadata:\n  name: p\nspec:\n  ignoreFields: {}\n",
+                    "{a: ".repeat(3 * 1024 * 1024 / 4 - 100)
+                ),
+            ),
+            "deep-policy.yaml: nesting deeper than 100 levels at line 6; not parsed",
+        ),
+        (
+            // Just over the API server's 3 MiB request limit.
+            write("huge.yaml", "a: 1\n".repeat(3 * 1024 * 1024 / 5 + 1)),
+            "huge.yaml: larger than 3145728 bytes (3 MiB",
+        ),
+    ];
+    for (path, expected) in cases {
+        let run = check_policy(&path, &[]);
+        assert_eq!(run.code, 2, "{path}: {}", run.stderr);
+        assert!(run.stderr.contains(expected), "{path}: {}", run.stderr);
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// The digest `check -o json` reports for `object` under the examples' policies.
 fn digest_of(object: &str) -> String {
     let run = countersign(&[

@@ -147,10 +147,10 @@ fn load_policies(paths: &[PathBuf]) -> Result<Vec<ApprovalPolicy>, CliError> {
     for path in paths {
         for file in input::expand(path)? {
             let text = input::read(&file)?;
-            for document in input::documents(&file, &text)? {
-                input::expect_kind(&file, &document, &api_version, "ApprovalPolicy")?;
-            }
-            for policy in input::decode_all::<ApprovalPolicy>(&file, &text)? {
+            let decoded = input::decode_all_checked::<ApprovalPolicy>(&file, &text, |document| {
+                input::expect_kind(&file, document, &api_version, "ApprovalPolicy")
+            })?;
+            for policy in decoded {
                 let name = policy.metadata.name.clone().unwrap_or_default();
                 if name.is_empty() {
                     return Err(InputError::new(&file, Some("metadata.name"), "missing").into());

@@ -67,10 +67,179 @@ pub fn expand(path: &Path) -> Result<Vec<PathBuf>, InputError> {
     Ok(files)
 }
 
-/// The text of a file.
+/// The largest file read: 3 MiB, the Kubernetes API server's limit for a request body, so
+/// no object it would take is refused.
+pub const MAX_FILE_BYTES: u64 = 3 * 1024 * 1024;
+
+/// The deepest nesting of flow collections (`[`, `{`) read. Kubernetes objects nest a
+/// dozen levels; the YAML parser's time grows with the square of this depth.
+pub const MAX_NESTING: usize = 100;
+
+/// The text of a file, refusing one larger than [`MAX_FILE_BYTES`] without reading it all.
 pub fn read(file: &Path) -> Result<String, InputError> {
-    std::fs::read_to_string(file)
-        .map_err(|e| InputError::new(file, None, format!("cannot read: {e}")))
+    use std::io::Read;
+    let cannot_read = |e: std::io::Error| InputError::new(file, None, format!("cannot read: {e}"));
+    let handle = std::fs::File::open(file).map_err(cannot_read)?;
+    let mut bytes = Vec::new();
+    handle
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot_read)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(InputError::new(
+            file,
+            None,
+            format!(
+                "larger than {MAX_FILE_BYTES} bytes (3 MiB, the Kubernetes API server's limit for a request); not read"
+            ),
+        ));
+    }
+    String::from_utf8(bytes)
+        .map_err(|e| InputError::new(file, None, format!("cannot read: not UTF-8 text: {e}")))
+}
+
+/// The first line where flow collections (`[`, `{`) nest deeper than [`MAX_NESTING`].
+///
+/// A linear pre-scan, run before the YAML parser, whose time grows with the square of the
+/// depth (200 KB of `[` took seconds). It follows what the parser would see closely enough
+/// to count only real collections: it skips comments, quoted scalars and block scalars
+/// (`|`, `>`), and counts a bracket in block context only where a node may start (after
+/// `:`, `-`, `?`, `,`, a tag or anchor, or at the start of a line), not inside plain text
+/// such as `see [1]`. Block indentation is not counted: each level costs a line of
+/// growing indentation, and the parser's own limit stops it early.
+fn too_deep(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let blank = |b: u8| b == b' ' || b == b'\t';
+    let eol = |b: u8| b == b'\n' || b == b'\r';
+    let mut depth = 0usize;
+    let mut line = 1usize;
+    let mut i = 0usize;
+    // At the start of a line: its indentation, and its content column (past `- `).
+    let mut line_start = true;
+    let mut indent = 0usize;
+    let mut content_column = 0usize;
+    // Inside a block scalar: lines indented more than this (or blank) are its text.
+    let mut block_parent: Option<usize> = None;
+    // The last non-blank byte on this line, and the first byte of the last token.
+    let mut last_nonblank: Option<u8> = None;
+    let mut token_first: Option<u8> = None;
+    while i < bytes.len() {
+        if line_start {
+            line_start = false;
+            indent = bytes[i..].iter().take_while(|b| **b == b' ').count();
+            let rest = i + indent;
+            let blank_line = bytes.get(rest).is_none_or(|b| eol(*b) || blank(*b));
+            if let Some(parent) = block_parent {
+                if blank_line || indent > parent {
+                    // A line of the block scalar: skip it.
+                    while i < bytes.len() && bytes[i] != b'\n' {
+                        i += 1;
+                    }
+                    line_start = true;
+                    line += 1;
+                    i += 1;
+                    continue;
+                }
+                block_parent = None;
+            }
+            content_column = indent;
+            while bytes.get(i + content_column) == Some(&b'-')
+                && bytes.get(i + content_column + 1).is_some_and(|b| blank(*b))
+            {
+                content_column += 2;
+            }
+            last_nonblank = None;
+            token_first = None;
+        }
+        let b = bytes[i];
+        let previous = i.checked_sub(1).map(|p| bytes[p]);
+        let after_blank = previous.is_none_or(|p| blank(p) || eol(p));
+        // Could a node (a quoted scalar, a flow collection, a block scalar) start here?
+        let node_start = depth > 0 && matches!(previous, Some(b'[' | b'{' | b',' | b':'))
+            || match last_nonblank {
+                None => true,
+                // Indicators only inside a flow collection; plain text outside.
+                Some(b'[' | b'{' | b',') => depth > 0,
+                Some(b':' | b'-' | b'?') => after_blank || depth > 0,
+                Some(_) => after_blank && matches!(token_first, Some(b'!' | b'&')),
+            };
+        match b {
+            b'\n' => {
+                line += 1;
+                line_start = true;
+                i += 1;
+                continue;
+            }
+            b'#' if after_blank => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            b'"' if node_start => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    match bytes[i] {
+                        b'\\' => i += 1,
+                        b'\n' => line += 1,
+                        _ => {}
+                    }
+                    i += 1;
+                }
+            }
+            b'\'' if node_start => {
+                i += 1;
+                while i < bytes.len() {
+                    match bytes[i] {
+                        b'\'' if bytes.get(i + 1) == Some(&b'\'') => i += 1,
+                        b'\'' => break,
+                        b'\n' => line += 1,
+                        _ => {}
+                    }
+                    i += 1;
+                }
+            }
+            b'[' | b'{' if node_start || depth > 0 => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Some(line);
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b'|' | b'>' if node_start && depth == 0 => {
+                // A block scalar header: indicators, then only a comment.
+                let header_end = bytes[i + 1..]
+                    .iter()
+                    .position(|b| !(b.is_ascii_digit() || *b == b'+' || *b == b'-'))
+                    .map_or(bytes.len(), |n| i + 1 + n);
+                let rest = &bytes[header_end..];
+                let rest_of_line = &rest[..rest.iter().position(|b| eol(*b)).unwrap_or(rest.len())];
+                let trimmed: Vec<u8> = rest_of_line
+                    .iter()
+                    .copied()
+                    .skip_while(|b| blank(*b))
+                    .collect();
+                if trimmed.is_empty()
+                    || (trimmed[0] == b'#' && rest_of_line.first().is_some_and(|b| blank(*b)))
+                {
+                    block_parent = Some(if matches!(last_nonblank, None | Some(b'-')) {
+                        indent
+                    } else {
+                        content_column
+                    });
+                }
+            }
+            _ => {}
+        }
+        if !blank(b) && !eol(b) {
+            if after_blank || last_nonblank.is_none() {
+                token_first = Some(b);
+            }
+            last_nonblank = Some(b);
+        }
+        i += 1;
+    }
+    None
 }
 
 /// Every non-empty document of a file as plain JSON values, read as kubectl would send
@@ -84,6 +253,13 @@ pub fn documents(file: &Path, text: &str) -> Result<Vec<Value>, InputError> {
 
 /// Every document of a file, an empty one (a trailing `---`) as `null`.
 fn all_documents(file: &Path, text: &str) -> Result<Vec<Value>, InputError> {
+    if let Some(line) = too_deep(text) {
+        return Err(InputError::new(
+            file,
+            None,
+            format!("nesting deeper than {MAX_NESTING} levels at line {line}; not parsed"),
+        ));
+    }
     let mut out = Vec::new();
     for document in yaml_serde::Deserializer::from_str(text) {
         let refused = Cell::new(false);
@@ -365,18 +541,36 @@ fn yaml_1_1_integer(plain: &str) -> Option<Value> {
 /// them). When it fails, the same decoding on the YAML itself usually fails at the same
 /// field, and its message carries the line and column, so that one is reported.
 pub fn decode_all<T: DeserializeOwned>(file: &Path, text: &str) -> Result<Vec<T>, InputError> {
-    let mut out = Vec::new();
+    decode_all_checked(file, text, |_| Ok(()))
+}
+
+/// [`decode_all`], with `check` (such as [`expect_kind`]) run on every non-empty document
+/// first; the text is parsed once.
+pub fn decode_all_checked<T: DeserializeOwned>(
+    file: &Path,
+    text: &str,
+    check: impl Fn(&Value) -> Result<(), InputError>,
+) -> Result<Vec<T>, InputError> {
     let values = all_documents(file, text)?;
-    for (document, value) in yaml_serde::Deserializer::from_str(text).zip(values) {
+    for value in values.iter().filter(|value| !value.is_null()) {
+        check(value)?;
+    }
+    let mut out = Vec::new();
+    for (index, value) in values.into_iter().enumerate() {
         if value.is_null() {
             // An empty document (a trailing `---`) decodes as nothing.
             continue;
         }
         match decode_strict(file, &value, "") {
             Ok(decoded) => out.push(decoded),
+            // An unknown field's message has no line to add.
+            Err(error) if error.message == UNKNOWN_FIELD => return Err(error),
             Err(error) => {
-                return Err(match decode_strict::<_, T>(file, document, "") {
-                    Err(with_line) if with_line.field == error.field => with_line,
+                // Parse again only now, to find the line.
+                let document = yaml_serde::Deserializer::from_str(text).nth(index);
+                let with_line = document.map(|d| decode_strict::<_, T>(file, d, ""));
+                return Err(match with_line {
+                    Some(Err(with_line)) if with_line.field == error.field => with_line,
                     _ => error,
                 });
             }
@@ -394,6 +588,9 @@ pub fn decode_value<T: DeserializeOwned>(
 ) -> Result<T, InputError> {
     decode_strict(file, value, field_prefix)
 }
+
+const UNKNOWN_FIELD: &str =
+    "unknown field (check the spelling against `countersign crds` or the Kubernetes API)";
 
 /// Decode as `T` from any deserializer, refusing unknown fields, with the field path.
 fn decode_strict<'de, D, T>(file: &Path, document: D, field_prefix: &str) -> Result<T, InputError>
@@ -418,11 +615,7 @@ where
         .iter()
         .find(|field| *field != "apiVersion" && *field != "kind")
     {
-        return Err(InputError::new(
-            file,
-            Some(&at(first)),
-            "unknown field (check the spelling against `countersign crds` or the Kubernetes API)",
-        ));
+        return Err(InputError::new(file, Some(&at(first)), UNKNOWN_FIELD));
     }
     result.map_err(|e| {
         let field = e.path().to_string();
@@ -605,6 +798,73 @@ mod tests {
         assert_eq!(
             documents(Path::new("x.json"), json_text).unwrap(),
             vec![json!({"a": "0644", "b": [0, 1]})]
+        );
+    }
+
+    #[test]
+    fn flow_nesting_is_bounded_before_parsing() {
+        let deep = |n: usize| "[".repeat(n);
+        let cases: Vec<(&str, String, Option<usize>)> = vec![
+            ("100 levels", deep(100), None),
+            ("101 levels", deep(101), Some(1)),
+            ("closed as it goes", "[]".repeat(1000), None),
+            ("maps", "{a: ".repeat(101), Some(1)),
+            ("JSON", "{\"a\": ".repeat(101), Some(1)),
+            (
+                "on line 3",
+                format!("a:\n  b: 1\n  c: {}", deep(101)),
+                Some(3),
+            ),
+            ("sequence entry", format!("- {}", deep(101)), Some(1)),
+            ("after a tag", format!("a: !!seq {}", deep(101)), Some(1)),
+            ("after an anchor", format!("a: &x {}", deep(101)), Some(1)),
+            ("double-quoted", format!("a: \"{}\"", deep(200)), None),
+            ("escaped quote", format!("a: \"x\\\"{}\"", deep(200)), None),
+            ("single-quoted", format!("a: '{}'", deep(200)), None),
+            (
+                "escaped single quote",
+                format!("a: 'it''s {}'", deep(200)),
+                None,
+            ),
+            ("JSON string", format!("{{\"a\":\"{}\"}}", deep(200)), None),
+            ("comment", format!("a: 1 # {}", deep(200)), None),
+            ("plain text", format!("a: see {}", deep(200)), None),
+            (
+                "quote inside plain text",
+                format!("a: b \"{}", deep(200)),
+                None,
+            ),
+            (
+                "block scalar",
+                format!("a: |\n  {}\n  x\nb: 1\n", deep(200)),
+                None,
+            ),
+            (
+                "after a block scalar",
+                format!("a: >-\n  x\n\nb: {}", deep(101)),
+                Some(4),
+            ),
+            ("block scalar entry", format!("- |\n  {}", deep(200)), None),
+            (
+                "block scalar in a sequence's map",
+                format!("- k: |2\n    {}\n  j: {}", deep(200), deep(101)),
+                Some(3),
+            ),
+            (
+                "quotes across lines",
+                format!("a: \"x\n{}\"\nb: {}", deep(200), deep(101)),
+                Some(3),
+            ),
+        ];
+        for (name, text, expected) in cases {
+            assert_eq!(too_deep(&text), expected, "{name}");
+        }
+        let message = documents(Path::new("x.yaml"), &format!("a:\n  b: {}", deep(5000)))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            message,
+            "x.yaml: nesting deeper than 100 levels at line 2; not parsed"
         );
     }
 
