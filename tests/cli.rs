@@ -244,6 +244,16 @@ fn policies_that_would_silently_misbehave_are_refused() {
             ],
         ),
         (
+            "a policy file with no policy",
+            format!("{bad}/policy-empty.yaml"),
+            vec!["policy-empty.yaml: holds no ApprovalPolicy"],
+        ),
+        (
+            "a directory with no policy",
+            format!("{bad}/no-policies"),
+            vec!["bad-input/no-policies: holds no ApprovalPolicy in any of its files"],
+        ),
+        (
             "workload kind without its group",
             format!("{bad}/policy-kind-without-group.yaml"),
             vec![

@@ -145,11 +145,18 @@ fn load_policies(paths: &[PathBuf]) -> Result<Vec<ApprovalPolicy>, CliError> {
     let mut policies = Vec::new();
     let mut names = BTreeSet::new();
     for path in paths {
-        for file in input::expand(path)? {
+        let before = policies.len();
+        let files = input::expand(path)?;
+        let is_file = files.len() == 1 && files[0] == *path;
+        for file in files {
             let text = input::read(&file)?;
             let decoded = input::decode_all_checked::<ApprovalPolicy>(&file, &text, |document| {
                 input::expect_kind(&file, document, &api_version, "ApprovalPolicy")
             })?;
+            // An empty file would gate nothing and allow everything: surely a mistake.
+            if decoded.is_empty() && is_file {
+                return Err(InputError::new(&file, None, "holds no ApprovalPolicy").into());
+            }
             for policy in decoded {
                 let name = policy.metadata.name.clone().unwrap_or_default();
                 if name.is_empty() {
@@ -184,6 +191,11 @@ fn load_policies(paths: &[PathBuf]) -> Result<Vec<ApprovalPolicy>, CliError> {
                 }
                 policies.push(policy);
             }
+        }
+        if policies.len() == before {
+            return Err(
+                InputError::new(path, None, "holds no ApprovalPolicy in any of its files").into(),
+            );
         }
     }
     Ok(policies)
