@@ -271,6 +271,74 @@ fn policies_that_would_silently_misbehave_are_refused() {
 }
 
 #[test]
+fn a_namespace_selector_needs_the_namespace_labels() {
+    let release = |extra: &[&str]| {
+        let mut args = vec![
+            "check",
+            "--policy",
+            "examples/policies",
+            "--old-object",
+            "examples/deployment-v1.yaml",
+            "--object",
+            "examples/deployment-v2.yaml",
+            "--user",
+            "dana",
+            "--now",
+            MONDAY,
+        ];
+        args.extend(extra);
+        countersign(&args)
+    };
+    // Without the labels the selector would silently not match: refused.
+    let run = release(&[]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "--namespace: policy production-eu selects namespaces by label (spec.match.namespaceSelector)"
+        ) && run.stderr.contains("--namespace-labels"),
+        "{}",
+        run.stderr
+    );
+    // The labels given on the command line decide as the Namespace file does.
+    let from_file = release(&["--namespace", "examples/namespace-shop.yaml", "-o", "json"]);
+    let from_flag = release(&[
+        "--namespace-labels",
+        "env=production,topology.kubernetes.io/region=eu-west-1",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(from_file.code, 1, "{}", from_file.stderr);
+    assert_eq!(from_flag.code, from_file.code, "{}", from_flag.stderr);
+    assert_eq!(from_flag.stdout, from_file.stdout);
+    // Labels that match no selector: the policies do not apply.
+    let elsewhere = release(&["--namespace-labels", "env=staging", "-o", "json"]);
+    assert_eq!(elsewhere.code, 0, "{}", elsewhere.stderr);
+    // Both at once, or a malformed label, are bad input naming the flag.
+    let both = release(&[
+        "--namespace",
+        "examples/namespace-shop.yaml",
+        "--namespace-labels",
+        "env=production",
+    ]);
+    assert_eq!(both.code, 2);
+    assert!(
+        both.stderr.contains("--namespace-labels"),
+        "{}",
+        both.stderr
+    );
+    let malformed = release(&["--namespace-labels", "env production"]);
+    assert_eq!(malformed.code, 2);
+    assert!(
+        malformed.stderr.contains("--namespace-labels")
+            && malformed
+                .stderr
+                .contains("\"env production\" is not key=value"),
+        "{}",
+        malformed.stderr
+    );
+}
+
+#[test]
 fn deep_and_huge_files_are_refused_before_parsing() {
     let dir = std::env::temp_dir().join(format!("countersign-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
