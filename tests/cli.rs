@@ -229,6 +229,224 @@ fn bad_input_names_the_file_and_the_field() {
     }
 }
 
+/// `check --policy POLICY --object examples/deployment-v2.yaml`, plus `extra` arguments.
+fn check_policy(policy: &str, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "check",
+        "--policy",
+        policy,
+        "--object",
+        "examples/deployment-v2.yaml",
+        "--now",
+        MONDAY,
+    ];
+    args.extend(extra);
+    countersign(&args)
+}
+
+#[test]
+fn policies_that_would_silently_misbehave_are_refused() {
+    let bad = "tests/fixtures/bad-input";
+    let cases: Vec<(&str, String, Vec<&str>)> = vec![
+        (
+            "absolute window with a UTC offset",
+            format!("{bad}/policy-window-offset.yaml"),
+            vec![
+                "policy-window-offset.yaml: spec.windows[0].absolute.start: policy year-end refused:",
+                "\"2025-12-24T00:00:00+09:00\" has a UTC offset",
+                "set timeZone instead",
+            ],
+        ),
+        (
+            "a policy file with no policy",
+            format!("{bad}/policy-empty.yaml"),
+            vec!["policy-empty.yaml: holds no ApprovalPolicy"],
+        ),
+        (
+            "a directory with no policy",
+            format!("{bad}/no-policies"),
+            vec!["bad-input/no-policies: holds no ApprovalPolicy in any of its files"],
+        ),
+        (
+            "workload kind without its group",
+            format!("{bad}/policy-kind-without-group.yaml"),
+            vec![
+                "policy-kind-without-group.yaml: spec.match.kinds[0]: policy deployments refused: kind Deployment is in group \"apps\"; set group: apps",
+            ],
+        ),
+    ];
+    for (name, policy, expected) in cases {
+        let run = check_policy(&policy, &[]);
+        assert_eq!(run.code, 2, "{name}: {}", run.stderr);
+        assert!(run.stdout.is_empty(), "{name}: {}", run.stdout);
+        let matched = expected.iter().all(|e| run.stderr.contains(e));
+        assert!(matched, "{name}: {:?} lacks {expected:?}", run.stderr);
+    }
+}
+
+#[test]
+fn a_namespace_selector_needs_the_namespace_labels() {
+    let release = |extra: &[&str]| {
+        let mut args = vec![
+            "check",
+            "--policy",
+            "examples/policies",
+            "--old-object",
+            "examples/deployment-v1.yaml",
+            "--object",
+            "examples/deployment-v2.yaml",
+            "--user",
+            "dana",
+            "--now",
+            MONDAY,
+        ];
+        args.extend(extra);
+        countersign(&args)
+    };
+    // Without the labels the selector would silently not match: refused.
+    let run = release(&[]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "--namespace: policy production-eu selects namespaces by label (spec.match.namespaceSelector)"
+        ) && run.stderr.contains("--namespace-labels"),
+        "{}",
+        run.stderr
+    );
+    // The labels given on the command line decide as the Namespace file does.
+    let from_file = release(&["--namespace", "examples/namespace-shop.yaml", "-o", "json"]);
+    let from_flag = release(&[
+        "--namespace-labels",
+        "env=production,topology.kubernetes.io/region=eu-west-1",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(from_file.code, 1, "{}", from_file.stderr);
+    assert_eq!(from_flag.code, from_file.code, "{}", from_flag.stderr);
+    assert_eq!(from_flag.stdout, from_file.stdout);
+    // Labels that match no selector: the policies do not apply.
+    let elsewhere = release(&["--namespace-labels", "env=staging", "-o", "json"]);
+    assert_eq!(elsewhere.code, 0, "{}", elsewhere.stderr);
+    // Both at once, or a malformed label, are bad input naming the flag.
+    let both = release(&[
+        "--namespace",
+        "examples/namespace-shop.yaml",
+        "--namespace-labels",
+        "env=production",
+    ]);
+    assert_eq!(both.code, 2);
+    assert!(
+        both.stderr.contains("--namespace-labels"),
+        "{}",
+        both.stderr
+    );
+    let malformed = release(&["--namespace-labels", "env production"]);
+    assert_eq!(malformed.code, 2);
+    assert!(
+        malformed.stderr.contains("--namespace-labels")
+            && malformed
+                .stderr
+                .contains("\"env production\" is not key=value"),
+        "{}",
+        malformed.stderr
+    );
+}
+
+#[test]
+fn deep_and_huge_files_are_refused_before_parsing() {
+    let dir = std::env::temp_dir().join(format!("countersign-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let write = |name: &str, text: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write temp file");
+        path.to_string_lossy().into_owned()
+    };
+    let cases = [
+        (
+            // 200 KB of `[`: the YAML parser's time grows with the square of the depth.
+            write("deep.yaml", "[".repeat(200 * 1024)),
+            "deep.yaml: nesting deeper than 100 levels at line 1; not parsed",
+        ),
+        (
+            write(
+                "deep-policy.yaml",
+                format!(
+                    "apiVersion: countersign.dev/v1alpha1\nkind: ApprovalPolicy\nmetadata:\n  name: p\nspec:\n  ignoreFields: {}\n",
+                    "{a: ".repeat(3 * 1024 * 1024 / 4 - 100)
+                ),
+            ),
+            "deep-policy.yaml: nesting deeper than 100 levels at line 6; not parsed",
+        ),
+        (
+            // Just over the API server's 3 MiB request limit.
+            write("huge.yaml", "a: 1\n".repeat(3 * 1024 * 1024 / 5 + 1)),
+            "huge.yaml: larger than 3145728 bytes (3 MiB",
+        ),
+    ];
+    for (path, expected) in cases {
+        let run = check_policy(&path, &[]);
+        assert_eq!(run.code, 2, "{path}: {}", run.stderr);
+        assert!(run.stderr.contains(expected), "{path}: {}", run.stderr);
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The digest `check -o json` reports for `object` under the examples' policies.
+fn digest_of(object: &str) -> String {
+    let run = countersign(&[
+        "check",
+        "--policy",
+        "examples/policies",
+        "--namespace",
+        "examples/namespace-shop.yaml",
+        "--object",
+        object,
+        "--now",
+        MONDAY,
+        "-o",
+        "json",
+    ]);
+    assert_ne!(run.code, 2, "{object}: {}", run.stderr);
+    let report: Value = serde_json::from_str(&run.stdout).expect("JSON report");
+    report["change"]["digest"]
+        .as_str()
+        .expect("a digest")
+        .to_string()
+}
+
+#[test]
+fn numbers_are_read_as_kubectl_sends_them() {
+    let yaml = "tests/fixtures/yaml-1.1";
+    let decimal = digest_of(&format!("{yaml}/deployment-mode-decimal.yaml"));
+    // 420.0 and 6e2 are accepted where integers belong, and digest as 420 and 600.
+    assert_eq!(
+        digest_of(&format!("{yaml}/deployment-mode-float.yaml")),
+        decimal
+    );
+    // YAML 1.1's octal file mode, as kubectl reads it: 0644 is 420; quoted "0644" and
+    // "0022" stay strings (else the label and the env value would not decode).
+    assert_eq!(
+        digest_of(&format!("{yaml}/deployment-mode-octal.yaml")),
+        decimal
+    );
+    // YAML's infinity has no JSON form: refused, naming the field, not dropped.
+    let run = countersign(&[
+        "check",
+        "--policy",
+        "examples/policies",
+        "--object",
+        "tests/fixtures/bad-input/object-infinite-number.yaml",
+    ]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "object-infinite-number.yaml: spec.thresholds[0].limit: .inf is not a number JSON can carry"
+        ),
+        "{}",
+        run.stderr
+    );
+}
+
 #[test]
 fn the_examples_give_the_verdicts_the_readme_claims() {
     let approvals = "examples/approvals";

@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use super::CliError;
 use super::input::{self, InputError};
+use super::labels;
 use super::output::{self, OutputFormat};
 use crate::api::{ApprovalPolicy, DeploymentApproval, GROUP, Operation, UserInfo, VERSION};
 use crate::core::chain::RoleBindingSnapshot;
@@ -42,8 +43,18 @@ pub struct CheckArgs {
     #[arg(long = "rbac", value_name = "FILE_OR_DIR")]
     pub rbac: Vec<PathBuf>,
     /// The target's Namespace object (its labels drive namespaceSelector and region).
+    /// Needed, or --namespace-labels, when a policy has a match.namespaceSelector.
     #[arg(long, value_name = "FILE")]
     pub namespace: Option<PathBuf>,
+    /// The target namespace's labels, instead of a --namespace file, e.g.
+    /// `env=production,team=shop`; an empty value means no labels.
+    #[arg(
+        long,
+        value_name = "K=V,…",
+        conflicts_with = "namespace",
+        value_parser = labels::parse_labels
+    )]
+    pub namespace_labels: Option<BTreeMap<String, String>>,
     /// The requesting user.
     #[arg(long, default_value = "system:anonymous")]
     pub user: String,
@@ -103,7 +114,22 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, CliError> {
         (Some(OperationArg::Create), None) | (None, None) => Operation::Create,
         (Some(OperationArg::Update), _) | (None, Some(_)) => Operation::Update,
     };
-    let (namespace_name, namespace_labels) = load_namespace(args.namespace.as_deref())?;
+    let (namespace_name, namespace_labels) = match &args.namespace_labels {
+        Some(labels) => (None, labels.clone()),
+        None => load_namespace(args.namespace.as_deref())?,
+    };
+    if args.namespace.is_none() && args.namespace_labels.is_none() {
+        // Without the namespace's labels a selector would silently never match.
+        if let Some(policy) = policies.iter().find(|p| selects_namespaces(p)) {
+            return Err(CliError::Flag {
+                flag: "--namespace",
+                message: format!(
+                    "policy {} selects namespaces by label (spec.match.namespaceSelector) and the target namespace's labels are unknown: give --namespace FILE (the Namespace object) or --namespace-labels k=v,…",
+                    policy.metadata.name.as_deref().unwrap_or_default()
+                ),
+            });
+        }
+    }
     let namespace = resolve_namespace(&args.object, &object, namespace_name)?;
     let approvals = load_approvals(&args.approvals)?;
     let requester = UserInfo {
@@ -145,12 +171,19 @@ fn load_policies(paths: &[PathBuf]) -> Result<Vec<ApprovalPolicy>, CliError> {
     let mut policies = Vec::new();
     let mut names = BTreeSet::new();
     for path in paths {
-        for file in input::expand(path)? {
+        let before = policies.len();
+        let files = input::expand(path)?;
+        let is_file = files.len() == 1 && files[0] == *path;
+        for file in files {
             let text = input::read(&file)?;
-            for document in input::documents(&file, &text)? {
-                input::expect_kind(&file, &document, &api_version, "ApprovalPolicy")?;
+            let decoded = input::decode_all_checked::<ApprovalPolicy>(&file, &text, |document| {
+                input::expect_kind(&file, document, &api_version, "ApprovalPolicy")
+            })?;
+            // An empty file would gate nothing and allow everything: surely a mistake.
+            if decoded.is_empty() && is_file {
+                return Err(InputError::new(&file, None, "holds no ApprovalPolicy").into());
             }
-            for policy in input::decode_all::<ApprovalPolicy>(&file, &text)? {
+            for policy in decoded {
                 let name = policy.metadata.name.clone().unwrap_or_default();
                 if name.is_empty() {
                     return Err(InputError::new(&file, Some("metadata.name"), "missing").into());
@@ -184,6 +217,11 @@ fn load_policies(paths: &[PathBuf]) -> Result<Vec<ApprovalPolicy>, CliError> {
                 }
                 policies.push(policy);
             }
+        }
+        if policies.len() == before {
+            return Err(
+                InputError::new(path, None, "holds no ApprovalPolicy in any of its files").into(),
+            );
         }
     }
     Ok(policies)
@@ -391,6 +429,26 @@ fn same_object(old_file: &Path, old: &Value, new: &Value) -> Result<(), CliError
         }
     }
     Ok(())
+}
+
+/// Does the policy's match depend on the namespace's labels? An empty selector matches
+/// every namespace, whatever its labels.
+fn selects_namespaces(policy: &ApprovalPolicy) -> bool {
+    policy
+        .spec
+        .match_
+        .namespace_selector
+        .as_ref()
+        .is_some_and(|selector| {
+            selector
+                .match_labels
+                .as_ref()
+                .is_some_and(|m| !m.is_empty())
+                || selector
+                    .match_expressions
+                    .as_ref()
+                    .is_some_and(|e| !e.is_empty())
+        })
 }
 
 /// The Namespace's name and labels, when a file is given.

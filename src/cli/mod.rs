@@ -4,6 +4,7 @@
 pub mod check;
 pub mod crds;
 pub mod input;
+pub mod labels;
 pub mod output;
 
 use std::process::ExitCode;

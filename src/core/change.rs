@@ -64,6 +64,11 @@ pub struct ChangeDigest(String);
 
 impl ChangeDigest {
     /// The digest of `object` with the `ignore_fields` pointers removed.
+    ///
+    /// A `serde_json::Value` cannot hold an infinite or NaN number (serde_json turns one
+    /// into `null` while decoding, and `null` members are dropped from the gated content),
+    /// so refusing `.inf` and `.nan` is the job of whichever shell parses the text: the
+    /// CLI refuses them with the field's path; the webhook receives JSON, which has none.
     pub fn of(object: &Value, ignore_fields: &[String]) -> Self {
         let canonical = canonical_json(&gated_content(object, ignore_fields));
         let hash = Sha256::digest(canonical.as_bytes());
@@ -208,7 +213,8 @@ fn remove_segments(value: &mut Value, segments: &[String]) {
     }
 }
 
-/// Compact JSON with object keys sorted (by UTF-8 bytes) at every depth.
+/// Compact JSON with object keys sorted (by UTF-8 bytes) at every depth, and numbers in
+/// one form per value (see [`canonical_number`]), so that equal values digest equally.
 pub fn canonical_json(value: &Value) -> String {
     let mut out = String::new();
     write_canonical(value, &mut out);
@@ -241,8 +247,101 @@ fn write_canonical(value: &Value, out: &mut String) {
             }
             out.push(']');
         }
+        Value::Number(number) => out.push_str(&canonical_number(number)),
         scalar => out.push_str(&scalar.to_string()),
     }
+}
+
+/// One text per numeric value, in the style of RFC 8785 (JCS): `1.0`, `1` and `1e0` are
+/// all `1`; `1.50` is `1.5`; `-0` is `0`; other fractions and large or tiny magnitudes are
+/// the shortest text that reads back as the same IEEE-754 double, laid out as ECMAScript's
+/// `Number.prototype.toString` does (`0.000001`, `1e-7`, `1e+21`).
+///
+/// One deliberate difference from JCS: an integer that fits in 64 bits keeps its exact
+/// digits, even beyond 2^53 where a double cannot hold it (JCS would round
+/// `9007199254740993` to `9007199254740992`). Kubernetes integers are int64, and two
+/// different int64 values must not digest alike. An integral double inside the 64-bit
+/// range is written as that exact integer too, so `2^60` written as `1152921504606846976`
+/// or as `1.152921504606846976e18` digests alike.
+pub fn canonical_number(number: &serde_json::Number) -> String {
+    if let Some(n) = number.as_u64() {
+        return n.to_string();
+    }
+    if let Some(n) = number.as_i64() {
+        return n.to_string();
+    }
+    match number.as_f64() {
+        Some(x) => canonical_double(x),
+        // Only with serde_json's arbitrary precision, which this crate does not enable.
+        None => number.to_string(),
+    }
+}
+
+/// 2^63 and 2^64 as doubles: the bounds of the 64-bit integer range.
+const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
+const TWO_POW_64: f64 = 18_446_744_073_709_551_616.0;
+
+fn canonical_double(x: f64) -> String {
+    if x == 0.0 {
+        // Also -0.
+        return "0".to_string();
+    }
+    if !x.is_finite() {
+        // A `Number` is always finite; say `null` as serde_json would, to be total.
+        return "null".to_string();
+    }
+    if x.fract() == 0.0 {
+        if (0.0..TWO_POW_64).contains(&x) {
+            return (x as u64).to_string();
+        }
+        if (-TWO_POW_63..0.0).contains(&x) {
+            return (x as i64).to_string();
+        }
+    }
+    // `{:e}` gives the shortest round-trip digits: `1.5e-7`, `1e21`, `-1.25e0`.
+    let scientific = format!("{x:e}");
+    let (negative, unsigned) = match scientific.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, scientific.as_str()),
+    };
+    let Some((mantissa, exponent)) = unsigned.split_once('e') else {
+        return x.to_string();
+    };
+    let Ok(exponent) = exponent.parse::<i32>() else {
+        return x.to_string();
+    };
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    // ECMAScript's n: the position of the decimal point relative to the digits.
+    let k = digits.len() as i32;
+    let n = exponent + 1;
+    let mut out = String::new();
+    if negative {
+        out.push('-');
+    }
+    if k <= n && n <= 21 {
+        out.push_str(&digits);
+        out.extend(std::iter::repeat_n('0', (n - k) as usize));
+    } else if 0 < n && n <= 21 {
+        let (int, frac) = digits.split_at(n as usize);
+        out.push_str(int);
+        out.push('.');
+        out.push_str(frac);
+    } else if -6 < n && n <= 0 {
+        out.push_str("0.");
+        out.extend(std::iter::repeat_n('0', (-n) as usize));
+        out.push_str(&digits);
+    } else {
+        let (first, rest) = digits.split_at(1.min(digits.len()));
+        out.push_str(first);
+        if !rest.is_empty() {
+            out.push('.');
+            out.push_str(rest);
+        }
+        out.push('e');
+        out.push(if n > 0 { '+' } else { '-' });
+        out.push_str(&(n - 1).unsigned_abs().to_string());
+    }
+    out
 }
 
 /// The pod spec inside a workload (or a Pod), where containers live.
@@ -538,6 +637,88 @@ mod tests {
             canonical_json(&value),
             r#"{"a":"s","b":{"a":[{"x":null,"y":true}],"z":1}}"#
         );
+    }
+
+    #[test]
+    fn numbers_have_one_canonical_form() {
+        let number = |text: &str| -> Value { serde_json::from_str(text).unwrap() };
+        let cases = [
+            // (JSON text, canonical text)
+            ("1", "1"),
+            ("1.0", "1"),
+            ("1e0", "1"),
+            ("1e2", "100"),
+            ("1E+2", "100"),
+            ("100.000", "100"),
+            ("1.50", "1.5"),
+            ("-0", "0"),
+            ("-0.0", "0"),
+            ("0.0", "0"),
+            ("-1.0", "-1"),
+            ("0.1", "0.1"),
+            ("-2.5", "-2.5"),
+            ("0.000001", "0.000001"),
+            ("1e-7", "1e-7"),
+            ("-1.5e-7", "-1.5e-7"),
+            ("123456789.125", "123456789.125"),
+            ("333333333.33333329", "333333333.3333333"),
+            ("4.35", "4.35"),
+            ("5e-324", "5e-324"),
+            ("1.7976931348623157e308", "1.7976931348623157e+308"),
+            ("1e21", "1e+21"),
+            ("1e23", "1e+23"),
+            // Beyond the 64-bit range but below 1e21: ECMAScript's digits, zero-padded.
+            ("295147905179352830000.0", "295147905179352830000"),
+            ("1e20", "100000000000000000000"),
+            // Integers keep their exact digits, beyond 2^53 too.
+            ("9007199254740993", "9007199254740993"),
+            ("18446744073709551615", "18446744073709551615"),
+            ("-9223372036854775808", "-9223372036854775808"),
+            // Integral doubles inside the 64-bit range are that exact integer.
+            ("9007199254740992.0", "9007199254740992"),
+            ("1.152921504606846976e18", "1152921504606846976"),
+            ("-9.223372036854775808e18", "-9223372036854775808"),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(canonical_json(&number(text)), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn equal_numbers_digest_equally() {
+        let groups: [&[&str]; 5] = [
+            &["1", "1.0", "1e0", "10e-1", "0.1e1"],
+            &["420", "420.0", "4.2e2"],
+            &["0", "-0", "0.0", "-0.0", "0e5"],
+            &["1.5", "1.50", "15e-1"],
+            &["1152921504606846976", "1152921504606846976.0"],
+        ];
+        for group in groups {
+            let digests: Vec<ChangeDigest> = group
+                .iter()
+                .map(|text| {
+                    let mut object = deployment("a", 1);
+                    object["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] =
+                        serde_json::from_str(text).unwrap();
+                    ChangeDigest::of(&object, &[])
+                })
+                .collect();
+            assert!(
+                digests.windows(2).all(|w| w[0] == w[1]),
+                "{group:?}: {digests:?}"
+            );
+        }
+        let mut one = deployment("a", 1);
+        one["spec"]["minReadySeconds"] = json!(1.0);
+        let mut two = deployment("a", 1);
+        two["spec"]["minReadySeconds"] = json!(1.000_000_1);
+        assert_ne!(ChangeDigest::of(&one, &[]), ChangeDigest::of(&two, &[]));
+        // Integers beyond 2^53 that one double cannot tell apart still differ.
+        let mut a = deployment("a", 1);
+        a["spec"]["big"] = json!(9_007_199_254_740_992_u64);
+        let mut b = deployment("a", 1);
+        b["spec"]["big"] = json!(9_007_199_254_740_993_u64);
+        assert_ne!(ChangeDigest::of(&a, &[]), ChangeDigest::of(&b, &[]));
     }
 
     #[test]

@@ -7,8 +7,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use crate::api::{ApprovalPolicySpec, ApprovalSettings, ChangeWindow};
 use crate::core::chain::{approver_label, named_person, required_approvals};
-use crate::core::change::pointer_segments;
+use crate::core::change::{WORKLOAD_KINDS, pointer_segments};
 use crate::core::windows::{parse_civil, parse_clock, parse_duration, parse_zone};
+
+/// Built-in kinds outside the core group, besides the workload kinds, that a policy may
+/// name without their group by mistake.
+const OTHER_GROUPED_KINDS: &[(&str, &str)] = &[("apps", "ReplicaSet")];
 
 /// One problem, at a field path such as `spec.approval.levels[1].minApprovals`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,6 +53,22 @@ pub fn validate_policy(spec: &ApprovalPolicySpec) -> PolicyValidation {
     for (i, kind) in spec.match_.kinds.iter().enumerate() {
         if kind.kind.is_empty() {
             v.error(format!("spec.match.kinds[{i}].kind"), "must not be empty");
+        }
+        // `{kind: Deployment}` is the core group's Deployment, which does not exist: the
+        // entry would never match, silently.
+        if kind.group.is_empty()
+            && let Some((group, _)) = WORKLOAD_KINDS
+                .iter()
+                .chain(OTHER_GROUPED_KINDS)
+                .find(|(_, k)| *k == kind.kind)
+        {
+            v.error(
+                format!("spec.match.kinds[{i}]"),
+                format!(
+                    "kind {} is in group {group:?}; set group: {group}",
+                    kind.kind
+                ),
+            );
         }
     }
     for (name, selector) in [
@@ -959,6 +979,56 @@ mod tests {
                 },
                 vec![
                     "spec.approval.requestTTL: \"a while\" is not a duration such as 72h, 30m or 1h30m",
+                ],
+            ),
+            (
+                "built-in kinds without their group",
+                ApprovalPolicySpec {
+                    match_: crate::api::PolicyMatch {
+                        kinds: [
+                            ("", "Deployment"),
+                            ("apps", "Deployment"),
+                            ("", "CronJob"),
+                            ("", "ReplicaSet"),
+                            ("", "Pod"),
+                            ("", "ConfigMap"),
+                            ("example.com", "Widget"),
+                        ]
+                        .into_iter()
+                        .map(|(group, kind)| crate::api::GroupKind {
+                            group: group.into(),
+                            kind: kind.into(),
+                        })
+                        .collect(),
+                        ..Default::default()
+                    },
+                    windows: vec![window("UTC", "00:00", "24:00")],
+                    ..Default::default()
+                },
+                vec![
+                    "spec.match.kinds[0]: kind Deployment is in group \"apps\"; set group: apps",
+                    "spec.match.kinds[2]: kind CronJob is in group \"batch\"; set group: batch",
+                    "spec.match.kinds[3]: kind ReplicaSet is in group \"apps\"; set group: apps",
+                ],
+            ),
+            (
+                "absolute times with an offset or a zone",
+                ApprovalPolicySpec {
+                    windows: vec![ChangeWindow {
+                        name: "year-end".into(),
+                        effect: WindowEffect::Deny,
+                        time_zone: "Asia/Tokyo".into(),
+                        weekly: None,
+                        absolute: Some(crate::api::AbsoluteInterval {
+                            start: "2025-12-24T00:00:00+09:00".into(),
+                            end: "2026-01-02T00:00[Asia/Tokyo]".into(),
+                        }),
+                    }],
+                    ..Default::default()
+                },
+                vec![
+                    "spec.windows[0].absolute.start: \"2025-12-24T00:00:00+09:00\" has a UTC offset; write the local time alone (YYYY-MM-DDTHH:MM[:SS]) and set timeZone instead",
+                    "spec.windows[0].absolute.end: \"2026-01-02T00:00[Asia/Tokyo]\" names a time zone; write the local time alone (YYYY-MM-DDTHH:MM[:SS]) and set timeZone instead",
                 ],
             ),
         ];

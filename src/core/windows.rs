@@ -28,8 +28,24 @@ pub fn parse_clock(text: &str) -> Result<u32, String> {
     Ok(h * 60 + m)
 }
 
-/// A local civil date-time `YYYY-MM-DDTHH:MM[:SS]`.
+/// A local civil date-time `YYYY-MM-DDTHH:MM[:SS]`, read in the window's `timeZone`.
+///
+/// A UTC offset (`Z`, `+09:00`) or a bracketed zone (`[Asia/Tokyo]`) is refused: jiff's
+/// civil parser would accept and ignore it, reading `00:00+09:00` as 00:00 in the window's
+/// zone, hours away from what was meant.
 pub fn parse_civil(text: &str) -> Result<DateTime, String> {
+    if text.contains('[') {
+        return Err(format!(
+            "{text:?} names a time zone; write the local time alone (YYYY-MM-DDTHH:MM[:SS]) and set timeZone instead"
+        ));
+    }
+    // After the date `YYYY-MM-DD`, an offset is a sign or a `Z`.
+    let after_date = text.get(10..).unwrap_or_default();
+    if after_date.contains(['Z', 'z', '+', '-']) {
+        return Err(format!(
+            "{text:?} has a UTC offset; write the local time alone (YYYY-MM-DDTHH:MM[:SS]) and set timeZone instead"
+        ));
+    }
     text.parse::<DateTime>()
         .map_err(|e| format!("{text:?} is not a local date-time YYYY-MM-DDTHH:MM[:SS]: {e}"))
 }
@@ -194,6 +210,64 @@ mod tests {
         assert!(is_active(&window, at("2025-12-23T15:00:00Z")).unwrap());
         assert!(is_active(&window, at("2026-01-01T14:59:59Z")).unwrap());
         assert!(!is_active(&window, at("2026-01-01T15:00:00Z")).unwrap());
+    }
+
+    #[test]
+    fn civil_times_with_an_offset_or_a_zone_are_refused() {
+        let cases = [
+            ("2025-12-24T00:00", Ok(())),
+            ("2025-12-24T00:00:00", Ok(())),
+            ("2025-12-24T00:00:00.5", Ok(())),
+            ("2025-12-24 00:00", Ok(())),
+            ("2025-12-24T00:00:00+09:00", Err("has a UTC offset")),
+            ("2025-12-24T00:00:00-05:00", Err("has a UTC offset")),
+            ("2025-12-24T00:00:00Z", Err("has a UTC offset")),
+            ("2025-12-24T00:00z", Err("has a UTC offset")),
+            ("2025-12-24T00:00+0900", Err("has a UTC offset")),
+            ("2025-12-24T00:00[Asia/Tokyo]", Err("names a time zone")),
+            (
+                "2025-12-24T00:00+09:00[Asia/Tokyo]",
+                Err("names a time zone"),
+            ),
+            ("2025-12-24", Ok(())),
+            ("2025-12-24Z", Err("has a UTC offset")),
+            ("tomorrow", Err("is not a local date-time")),
+        ];
+        for (text, expected) in cases {
+            match (parse_civil(text), expected) {
+                (Ok(_), Ok(())) => {}
+                (Err(message), Err(part)) => {
+                    assert!(message.contains(part), "{text}: {message}");
+                    if part != "is not a local date-time" {
+                        assert!(message.contains("set timeZone instead"), "{message}");
+                    }
+                }
+                (got, want) => panic!("{text}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_window_with_an_offset_is_never_active() {
+        // Fail closed: the webhook never evaluates such a window as if the offset were
+        // not there (validation refuses it first).
+        let window = ChangeWindow {
+            name: "year-end".into(),
+            effect: WindowEffect::Deny,
+            time_zone: "UTC".into(),
+            weekly: None,
+            absolute: Some(AbsoluteInterval {
+                start: "2025-12-24T00:00:00+09:00".into(),
+                end: "2026-01-02T00:00[Asia/Tokyo]".into(),
+            }),
+        };
+        let result = is_active(&window, at("2025-12-25T00:00:00Z"));
+        assert!(
+            result
+                .as_ref()
+                .is_err_and(|e| e.contains("set timeZone instead")),
+            "{result:?}"
+        );
     }
 
     #[test]
