@@ -6,12 +6,16 @@ use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use serde_json::Value;
 
+use super::{MAX_OCCURRENCES, first_occurrences};
+
 /// The `"key": "string"` members of the JSON objects in `text`, at any depth, unescaped.
 /// An object may sit inside other text (`--credentials-json={…}`, a shell string), so every
 /// `{` that opens a well-formed JSON value is parsed; text that is not JSON yields nothing.
 pub(super) fn json_string_members(text: &str) -> Vec<(String, String)> {
     let mut members = Vec::new();
     let mut from = 0;
+    // Each failed attempt may read to the end of the text: try only so many.
+    let mut attempts_left = MAX_OCCURRENCES;
     while let Some(start) = text[from..].find('{').map(|i| from + i) {
         let mut values = serde_json::Deserializer::from_str(&text[start..]).into_iter::<Value>();
         from = match values.next() {
@@ -19,7 +23,13 @@ pub(super) fn json_string_members(text: &str) -> Vec<(String, String)> {
                 collect_string_members(&value, &mut members);
                 start + values.byte_offset()
             }
-            _ => start + 1,
+            _ => {
+                attempts_left -= 1;
+                if attempts_left == 0 {
+                    break;
+                }
+                start + 1
+            }
         };
     }
     members
@@ -46,7 +56,7 @@ fn collect_string_members(value: &Value, members: &mut Vec<(String, String)>) {
 
 /// The `name=value` parameters of the query of every URL in `text` (`?api_key=…&…`).
 pub(super) fn url_query_parameters(text: &str) -> impl Iterator<Item = (&str, &str)> {
-    text.match_indices("://")
+    first_occurrences(text, "://")
         .filter_map(|(i, _)| {
             let url = text[i + 3..]
                 .split(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '#'))

@@ -4,7 +4,7 @@
 
 use super::embedded::json_string_members;
 use super::values::{is_placeholder, is_reference};
-use super::{Kind, SERVICE_ACCOUNT, URL_PASSWORD};
+use super::{Kind, SERVICE_ACCOUNT, URL_PASSWORD, first_occurrences};
 
 /// Which characters a token of a [`Format`] is made of.
 #[derive(Clone, Copy)]
@@ -40,6 +40,16 @@ impl Chars {
     fn leading(self, text: &str) -> &str {
         let end = text.find(|c| !self.contains(c)).unwrap_or(text.len());
         &text[..end]
+    }
+
+    /// How many of `text`'s first characters are these characters, counting no further
+    /// than `limit`: a matcher that needs a minimum length reads only that far, so a value
+    /// made of one prefix repeated costs time in proportion to its length, not its square.
+    fn leading_len(self, text: &str, limit: usize) -> usize {
+        text.chars()
+            .take(limit)
+            .take_while(|&c| self.contains(c))
+            .count()
     }
 }
 
@@ -185,10 +195,20 @@ fn starts_word(text: &str, i: usize) -> bool {
         .is_none_or(|c| !c.is_ascii_alphanumeric())
 }
 
+/// Does a character of `chars` end right before `text[i..]`? Then a token read from `i`
+/// would only be the tail of a longer one; matchers that read a whole token start only
+/// where none does, so the tokens they read never overlap.
+fn inside_token(text: &str, i: usize, chars: Chars) -> bool {
+    text[..i]
+        .chars()
+        .next_back()
+        .is_some_and(|c| chars.contains(c))
+}
+
 fn has_format(text: &str, format: &Format) -> bool {
     text.match_indices(format.prefix).any(|(i, _)| {
         let rest = &text[i + format.prefix.len()..];
-        let run = format.chars.leading(rest).len();
+        let run = format.chars.leading_len(rest, format.len + 1);
         // Prefixes ending in a letter or digit are a word on their own (`SK…`, `AKIA…`);
         // `AccountKey=` follows a `;`, which counts as a start too.
         starts_word(text, i)
@@ -208,13 +228,18 @@ fn has_format(text: &str, format: &Format) -> bool {
 fn has_private_key_block(text: &str) -> bool {
     text.match_indices("-----BEGIN ").any(|(i, _)| {
         let rest = &text[i + "-----BEGIN ".len()..];
-        rest.split_once("-----")
+        let label: String = rest.chars().take(45).collect();
+        label
+            .split_once("-----")
             .is_some_and(|(label, _)| label.len() < 40 && label.contains("PRIVATE KEY"))
     })
 }
 
 fn looks_like_jwt(value: &str) -> bool {
     value.match_indices("eyJ").any(|(i, _)| {
+        if inside_token(value, i, Chars::DottedToken) {
+            return false;
+        }
         let token = Chars::DottedToken.leading(&value[i..]);
         let parts: Vec<&str> = token.split('.').collect();
         parts.len() == 3 && parts[1].starts_with("eyJ") && parts.iter().all(|p| p.len() >= 8)
@@ -225,6 +250,7 @@ fn looks_like_jwt(value: &str) -> bool {
 fn webhook_url(text: &str) -> Option<Kind> {
     let path_run = |rest: &str| {
         rest.chars()
+            .take(20)
             .take_while(|&c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-'))
             .count()
     };
@@ -251,25 +277,30 @@ fn is_sas_token(text: &str) -> bool {
         && text.match_indices("sig=").any(|(i, _)| {
             let before = text[..i].chars().next_back();
             before.is_none_or(|c| matches!(c, '?' | '&' | ';' | ' ' | '"' | '\''))
-                && Chars::Base64.leading(&text[i + 4..]).len() >= 20
+                && Chars::Base64.leading_len(&text[i + 4..], 20) >= 20
         })
 }
 
 /// OpenAI keys carry `T3BlbkFJ` (base64 of `OpenAI`) in the middle: `sk-…T3BlbkFJ…`.
 fn has_openai_marker(text: &str) -> bool {
     text.match_indices("sk-").any(|(i, _)| {
+        if inside_token(text, i, Chars::Token) {
+            return false;
+        }
         let token = Chars::Token.leading(&text[i..]);
-        starts_word(text, i) && token.len() >= 40 && token.contains("T3BlbkFJ")
+        token.len() >= 40 && token.contains("T3BlbkFJ")
     })
 }
 
 /// `SG.<22>.<43>`.
 fn has_sendgrid_key(text: &str) -> bool {
     text.match_indices("SG.").any(|(i, _)| {
+        if inside_token(text, i, Chars::Token) {
+            return false;
+        }
         let rest = &text[i + 3..];
         let id = Chars::Token.leading(rest).len();
-        starts_word(text, i)
-            && id >= 16
+        id >= 16
             && rest[id..]
                 .strip_prefix('.')
                 .is_some_and(|secret| Chars::Token.leading(secret).len() >= 30)
@@ -280,12 +311,12 @@ fn has_sendgrid_key(text: &str) -> bool {
 /// password may hold `/`, `#` or `@`: the authority ends at the last `@` that is followed
 /// by a host, wherever the path starts.
 fn has_url_password(text: &str) -> bool {
-    text.match_indices("://").any(|(i, _)| {
+    first_occurrences(text, "://").any(|(i, _)| {
         let url: &str = text[i + 3..]
             .split(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`' | '<' | '>'))
             .next()
             .unwrap_or_default();
-        url.match_indices('@').any(|(at, _)| {
+        first_occurrences(url, "@").any(|(at, _)| {
             let (userinfo, host) = (&url[..at], &url[at + 1..]);
             let host_ok = host
                 .chars()

@@ -4,12 +4,12 @@
 use super::embedded::decode_base64;
 use super::names::is_password_like;
 use super::values::{is_placeholder, is_reference, is_wordish, looks_like_secret};
-use super::{HEADER, Kind};
+use super::{HEADER, Kind, first_occurrences};
 
 /// `Authorization: Bearer <token>` (or `Basic`, `token`, …) anywhere, also as a JSON key.
 pub(super) fn authorization_anywhere(text: &str) -> Option<Kind> {
     let lower = text.to_ascii_lowercase();
-    lower.match_indices("authorization").find_map(|(i, _)| {
+    first_occurrences(&lower, "authorization").find_map(|(i, _)| {
         let rest = text[i + "authorization".len()..].trim_start_matches(['"', '\'']);
         let rest = rest.trim_start().strip_prefix([':', '='])?;
         let rest = rest.trim_start().trim_start_matches(['"', '\'']);

@@ -54,10 +54,32 @@ use values::{looks_like_passphrase, unquote};
 /// How deep shell strings inside shell strings (or JSON inside base64) are followed.
 const MAX_DEPTH: u8 = 3;
 
+/// The longest value scanned: Linux refuses a longer single argument or environment string
+/// (`MAX_ARG_STRLEN`, 32 pages), so such a container could not start anyway; a longer
+/// value is reported rather than scanned, which bounds the work one admission can ask for.
+pub const MAX_SCANNED_LEN: usize = 128 * 1024;
+pub const TOO_LONG: Kind = "value longer than 128 KiB, which Linux refuses for one argument or environment string; not scanned";
+
+/// How many places a matcher whose reading can run to the end of the text (URLs, headers,
+/// JSON documents) examines per text: enough for any real value, and a bound on the work
+/// a value made of one marker repeated can cause.
+const MAX_OCCURRENCES: usize = 16;
+
+/// The first [`MAX_OCCURRENCES`] places `pattern` occurs in `text`.
+fn first_occurrences<'t>(
+    text: &'t str,
+    pattern: &'t str,
+) -> impl Iterator<Item = (usize, &'t str)> {
+    text.match_indices(pattern).take(MAX_OCCURRENCES)
+}
+
 /// What kind of credential a value looks like, if any. `name` is the env variable or flag
 /// the value is under; `None` scans the value alone (formats, URLs, headers, and any
 /// `NAME=value` or `--flag value` inside it).
 pub fn detect_credential(name: Option<&str>, value: &str) -> Option<Kind> {
+    if value.len() > MAX_SCANNED_LEN {
+        return Some(TOO_LONG);
+    }
     match name {
         Some(name) => well_known(value, 0).or_else(|| scan_named(name, value, 0)),
         None => scan_word(value, None, 0),
@@ -78,7 +100,12 @@ pub struct CredentialFinding {
 pub fn scan_arguments(field: &str, arguments: &[&str]) -> Vec<CredentialFinding> {
     let mut findings = Vec::new();
     for (i, (previous, argument)) in with_previous(arguments).enumerate() {
-        if let Some(kind) = scan_word(argument, previous, 0) {
+        let found = if argument.len() > MAX_SCANNED_LEN {
+            Some(TOO_LONG)
+        } else {
+            scan_word(argument, previous, 0)
+        };
+        if let Some(kind) = found {
             findings.push(CredentialFinding {
                 location: format!("{field}[{i}]"),
                 kind,
@@ -206,6 +233,40 @@ fn query_credential(text: &str, depth: u8) -> Option<Kind> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Values made of one marker repeated, as long as a value may be: each matcher reads a
+    /// bounded stretch per place or examines a bounded number of places, so these are
+    /// decided at once (see the module's constants) instead of in time growing with the
+    /// square of their length. Longer values are reported, not scanned.
+    #[test]
+    fn hostile_values_are_decided_and_overlong_ones_reported() {
+        let fill = |unit: &str| unit.repeat((MAX_SCANNED_LEN - 64) / unit.len());
+        let cases: Vec<(String, Option<Kind>)> = vec![
+            (fill("AKIA"), None),
+            (fill("eyJ"), None),
+            (fill("eyJa."), None),
+            (fill("{\"a\":"), None),
+            (fill("a://"), None),
+            (fill("a:b@"), None),
+            (fill("Authorization: "), None),
+            (fill("sig="), None),
+            (fill("sk-"), None),
+            (fill("SG."), None),
+            (fill("-----BEGIN "), None),
+            (
+                format!("{}AKIAIOSFODNN7EXAMPLE", fill(" ")),
+                Some("AWS access key ID"),
+            ),
+            ("x".repeat(MAX_SCANNED_LEN + 1), Some(TOO_LONG)),
+        ];
+        for (value, expected) in &cases {
+            let head: String = value.chars().take(12).collect();
+            assert_eq!(detect_credential(None, value), *expected, "{head}…");
+            let arguments = [value.as_str()];
+            let findings = scan_arguments("args", &arguments);
+            assert_eq!(findings.first().map(|f| f.kind), *expected, "{head}…");
+        }
+    }
 
     #[test]
     fn detection_table() {
