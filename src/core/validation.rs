@@ -504,6 +504,19 @@ fn validate_counting_order(root: &str, chain: &ApprovalSettings, v: &mut PolicyV
             }
         })
         .collect();
+    let unbounded: Vec<String> = chain
+        .levels
+        .iter()
+        .flat_map(|level| &level.approvers)
+        .filter(|entry| named_person(entry).is_none())
+        .map(approver_label)
+        .collect();
+    if chain.levels.len() > 1 && !unbounded.is_empty() {
+        v.warnings.push(format!(
+            "whether approvals at one level can leave a later level short cannot be checked for {} (members unknown); a request stuck that way is reported on its approval",
+            unbounded.join(", ")
+        ));
+    }
     let mut budget = MAX_ORDERS_CHECKED;
     let mut counted = Vec::new();
     match find_deadlock(&levels, 0, &BTreeSet::new(), &mut counted, &mut budget) {
@@ -625,7 +638,7 @@ fn next_combination(choice: &mut [usize], n: usize) -> bool {
 mod tests {
     use super::*;
     use crate::api::{ApprovalLevel, Approver, WeeklySchedule, WindowEffect};
-    use crate::core::test_builders::{level, user};
+    use crate::core::test_builders::{group, level, user};
 
     fn policy_with_levels(levels: Vec<ApprovalLevel>) -> ApprovalPolicySpec {
         ApprovalPolicySpec {
@@ -896,6 +909,23 @@ mod tests {
                 "spec.policy.chain.requestTTL",
                 "spec.policy.chain.approvalTTL"
             ]
+        );
+    }
+
+    #[test]
+    fn order_effects_through_groups_are_a_warning() {
+        let spec = policy_with_levels(vec![
+            level("leads", vec![user("a", false), group("leads", false)], None),
+            level("sre", vec![group("sre", false)], None),
+        ]);
+        let validation = validate_policy(&spec);
+        assert!(validation.is_valid(), "{:?}", validation.errors);
+        assert!(
+            validation.warnings.contains(
+                &"whether approvals at one level can leave a later level short cannot be checked for group:leads, group:sre (members unknown); a request stuck that way is reported on its approval".to_string()
+            ),
+            "{:?}",
+            validation.warnings
         );
     }
 
