@@ -13,12 +13,11 @@ pub fn expand(path: &Path) -> Result<Vec<PathBuf>, InputError> {
     if !meta.is_dir() {
         return Ok(vec![path.to_path_buf()]);
     }
-    let entries = std::fs::read_dir(path)
-        .map_err(|e| InputError::new(path, None, format!("cannot list directory: {e}")))?;
+    let cannot_list =
+        |e: std::io::Error| InputError::new(path, None, format!("cannot list directory: {e}"));
     let mut files = Vec::new();
-    for entry in entries {
-        let entry = entry
-            .map_err(|e| InputError::new(path, None, format!("cannot list directory: {e}")))?;
+    for entry in std::fs::read_dir(path).map_err(cannot_list)? {
+        let entry = entry.map_err(cannot_list)?;
         let file = entry.path();
         let manifest = file
             .extension()

@@ -70,6 +70,9 @@ const TWO_POW_64: f64 = 18_446_744_073_709_551_616.0;
 /// number. serde_json would quietly turn one into `null`, which the digest then drops, so
 /// here it is bad input naming the field. `refused` tells such a refusal from a YAML
 /// syntax error.
+///
+/// Copied into every nested value it reads.
+#[derive(Clone, Copy)]
 struct ManifestValue<'a> {
     /// The whole file: a scalar borrowed from it shows how it was written.
     text: &'a str,
@@ -175,10 +178,7 @@ impl<'de> Visitor<'de> for ManifestValue<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut items = Vec::new();
-        while let Some(item) = seq.next_element_seed(ManifestValue {
-            text: self.text,
-            refused: self.refused,
-        })? {
+        while let Some(item) = seq.next_element_seed(self)? {
             items.push(item);
         }
         Ok(Value::Array(items))
@@ -187,10 +187,7 @@ impl<'de> Visitor<'de> for ManifestValue<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut members = serde_json::Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            let value = map.next_value_seed(ManifestValue {
-                text: self.text,
-                refused: self.refused,
-            })?;
+            let value = map.next_value_seed(self)?;
             members.insert(key, value);
         }
         Ok(Value::Object(members))
