@@ -11,7 +11,7 @@ use super::nesting::refuse_deep_nesting;
 use super::{InputError, without_path};
 
 /// Every non-empty document of a file as plain JSON values, read as kubectl would send
-/// them (see [`ManifestValue`]); YAML errors carry their line.
+/// them (see `ManifestValue`); YAML errors carry their line.
 pub fn documents(file: &Path, text: &str) -> Result<Vec<Value>, InputError> {
     Ok(all_documents(file, text)?
         .into_iter()

@@ -36,13 +36,6 @@ impl InputError {
     }
 }
 
-/// One decoded document and where it came from.
-#[derive(Debug)]
-pub struct Document<T> {
-    pub file: PathBuf,
-    pub value: T,
-}
-
 /// yaml_serde already prefixes some messages with the path; say it once.
 fn without_path(field: &str, error: &impl std::fmt::Display) -> String {
     let message = error.to_string();
