@@ -358,20 +358,26 @@ fn add_binding(
     Ok(())
 }
 
-/// The one object in `file`, as plain JSON. Built-in workload kinds are also decoded
-/// strictly as their Kubernetes type, so a misspelt field is caught here.
-fn load_object(file: &Path) -> Result<Value, CliError> {
+/// The text of `file` and its one document (`what` it should be, for the message).
+fn single_document(file: &Path, what: &str) -> Result<(String, Value), CliError> {
     let text = input::read(file)?;
     let mut documents = input::documents(file, &text)?;
     if documents.len() != 1 {
         return Err(InputError::new(
             file,
             None,
-            format!("expected exactly one object, found {}", documents.len()),
+            format!("expected exactly one {what}, found {}", documents.len()),
         )
         .into());
     }
-    let object = documents.remove(0);
+    let document = documents.remove(0);
+    Ok((text, document))
+}
+
+/// The one object in `file`, as plain JSON. Built-in workload kinds are also decoded
+/// strictly as their Kubernetes type, so a misspelt field is caught here.
+fn load_object(file: &Path) -> Result<Value, CliError> {
+    let (text, object) = single_document(file, "object")?;
     for (field, pointer) in [
         ("apiVersion", "/apiVersion"),
         ("kind", "/kind"),
@@ -458,17 +464,8 @@ fn load_namespace(
     let Some(file) = file else {
         return Ok((None, BTreeMap::new()));
     };
-    let text = input::read(file)?;
-    let documents = input::documents(file, &text)?;
-    if documents.len() != 1 {
-        return Err(InputError::new(
-            file,
-            None,
-            format!("expected exactly one Namespace, found {}", documents.len()),
-        )
-        .into());
-    }
-    input::expect_kind(file, &documents[0], "v1", "Namespace")?;
+    let (text, document) = single_document(file, "Namespace")?;
+    input::expect_kind(file, &document, "v1", "Namespace")?;
     let mut namespaces = input::decode_all::<Namespace>(file, &text)?;
     let namespace = namespaces.remove(0);
     let name = namespace.metadata.name.filter(|n| !n.is_empty());
