@@ -20,7 +20,7 @@ use crate::api::{ApprovalPolicy, DeploymentApproval, GROUP, Operation, UserInfo,
 use crate::core::chain::RoleBindingSnapshot;
 use crate::core::change::group_kind;
 use crate::core::decision::{DecisionInput, decide};
-use crate::core::policy::ChangeRequest;
+use crate::core::policy::{ChangeRequest, selects_namespaces_by_label};
 use crate::core::validation::{validate_chain_snapshot, validate_policy};
 
 #[derive(Debug, clap::Args)]
@@ -120,7 +120,7 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, CliError> {
     };
     if args.namespace.is_none() && args.namespace_labels.is_none() {
         // Without the namespace's labels a selector would silently never match.
-        if let Some(policy) = policies.iter().find(|p| selects_namespaces(p)) {
+        if let Some(policy) = policies.iter().find(|p| selects_namespaces_by_label(p)) {
             return Err(CliError::Flag {
                 flag: "--namespace",
                 message: format!(
@@ -435,26 +435,6 @@ fn same_object(old_file: &Path, old: &Value, new: &Value) -> Result<(), CliError
         }
     }
     Ok(())
-}
-
-/// Does the policy's match depend on the namespace's labels? An empty selector matches
-/// every namespace, whatever its labels.
-fn selects_namespaces(policy: &ApprovalPolicy) -> bool {
-    policy
-        .spec
-        .match_
-        .namespace_selector
-        .as_ref()
-        .is_some_and(|selector| {
-            selector
-                .match_labels
-                .as_ref()
-                .is_some_and(|m| !m.is_empty())
-                || selector
-                    .match_expressions
-                    .as_ref()
-                    .is_some_and(|e| !e.is_empty())
-        })
 }
 
 /// The Namespace's name and labels, when a file is given.

@@ -346,7 +346,8 @@ impl<'a> Evaluation<'a> {
             state: ChainState {
                 phase: ApprovalPhase::Pending,
                 current_level: (!levels.is_empty()).then_some(0),
-                levels: slots.iter().map(LevelSlots::status).collect(),
+                // Filled from the slots when the evaluation finishes.
+                levels: Vec::new(),
                 approved_by: Vec::new(),
                 rejected_by: None,
                 approved_at: None,

@@ -497,7 +497,7 @@ fn approval_verdict(
                 "approval {approval_name} is pending: {}",
                 describe_progress(&chain)
             )];
-            reasons.extend(stuck_reasons(&chain));
+            reasons.extend(stuck_reason(&chain));
             reasons.extend(chain.ignored.iter().map(|i| format!("not counted: {i}")));
             (requirement(ApprovalPhase::Pending, chain), reasons)
         }
@@ -507,7 +507,7 @@ fn approval_verdict(
 }
 
 /// What to tell people about a request that can no longer be approved as it stands.
-fn stuck_reasons(chain: &ChainState) -> Option<String> {
+fn stuck_reason(chain: &ChainState) -> Option<String> {
     chain.stuck.as_ref().map(|stuck| {
         format!(
             "{stuck}; an approver can reject this request, and the change can then be requested again"
@@ -585,7 +585,7 @@ fn new_request(
     }];
     reasons.extend(notes);
     reasons.push(describe_progress(&chain));
-    reasons.extend(stuck_reasons(&chain));
+    reasons.extend(stuck_reason(&chain));
     reasons.push(format!(
         "approve with: kubectl countersign approve {approval_name} -n {}",
         request.namespace
@@ -1114,6 +1114,22 @@ mod tests {
                 expect: "Denied:Rollout",
                 reason: "is rolling out",
                 ..case("a Deploying status holds the lock even without reviews (stricter)")
+            },
+            Case {
+                approvals: vec![tweak(approval("nginx:1.27", ALL, None), |a| {
+                    a.metadata.namespace = Some("sandbox".into())
+                })],
+                expect: "Required:Pending:new",
+                reason: "no DeploymentApproval for this change yet",
+                ..case("an approval in another namespace is not for this object")
+            },
+            Case {
+                approvals: vec![tweak(approval("nginx:1.27", ALL, None), |a| {
+                    a.spec.target.kind = "StatefulSet".into()
+                })],
+                expect: "Required:Pending:new",
+                reason: "no DeploymentApproval for this change yet",
+                ..case("an approval for another kind of the same name does not count")
             },
             Case {
                 approvals: vec![tweak(approval("nginx:1.27", ALL, None), |a| {

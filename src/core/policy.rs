@@ -82,6 +82,26 @@ pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, Stri
     labels_hold && expressions_hold
 }
 
+/// Does the policy's match depend on the target namespace's labels? An empty selector
+/// matches every namespace, whatever its labels.
+pub fn selects_namespaces_by_label(policy: &ApprovalPolicy) -> bool {
+    policy
+        .spec
+        .match_
+        .namespace_selector
+        .as_ref()
+        .is_some_and(|selector| {
+            selector
+                .match_labels
+                .as_ref()
+                .is_some_and(|m| !m.is_empty())
+                || selector
+                    .match_expressions
+                    .as_ref()
+                    .is_some_and(|e| !e.is_empty())
+        })
+}
+
 /// Does the policy's `match` select this change? A policy that restricts regions matches a
 /// target whose region is unknown (fail closed).
 pub fn policy_matches(policy: &ApprovalPolicy, request: &ChangeRequest) -> bool {
@@ -314,6 +334,34 @@ mod tests {
                 dry_run: false,
             }
         }
+    }
+
+    #[test]
+    fn which_policies_depend_on_namespace_labels() {
+        let with_selector = |selector: serde_json::Value| -> ApprovalPolicy {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "p"},
+                "spec": {"match": {"namespaceSelector": selector}}
+            }))
+            .unwrap()
+        };
+        let cases = [
+            (serde_json::json!({"matchLabels": {"env": "prod"}}), true),
+            (
+                serde_json::json!({"matchExpressions": [{"key": "env", "operator": "Exists"}]}),
+                true,
+            ),
+            (serde_json::json!({}), false),
+            (serde_json::json!({"matchLabels": {}}), false),
+        ];
+        for (selector, expected) in cases {
+            let policy = with_selector(selector.clone());
+            assert_eq!(selects_namespaces_by_label(&policy), expected, "{selector}");
+        }
+        let no_selector: ApprovalPolicy =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "p"}, "spec": {}}))
+                .unwrap();
+        assert!(!selects_namespaces_by_label(&no_selector));
     }
 
     #[test]

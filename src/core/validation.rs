@@ -473,6 +473,8 @@ struct Deadlock {
 /// few of its named people (a level that counts exactly `minApprovals` people, as
 /// `core::chain` does). Levels with groups or roles take part with their named people;
 /// whether their groups can fill them is unknown (a warning says so elsewhere).
+/// `validate_people_across_levels` runs first: what it refuses no order can satisfy, and
+/// its message says so more plainly than an order would.
 fn validate_counting_order(root: &str, chain: &ApprovalSettings, v: &mut PolicyValidation) {
     let levels: Vec<NamedLevel> = chain
         .levels
