@@ -1,0 +1,218 @@
+//! The roles countersign installs: its own least-privilege ClusterRole and Role, and the
+//! `countersign-approver` and `countersign-viewer` ClusterRoles for people. Every rule says
+//! why it is there; docs/rbac.md lists the same reasons.
+
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use super::SERVICE_ACCOUNT;
+use crate::api::GROUP;
+
+/// countersign's own ClusterRole (and, in its namespace, Role) name.
+pub const OWN_ROLE: &str = "countersign";
+/// The ClusterRole that lets a person review DeploymentApprovals.
+pub const APPROVER_ROLE: &str = "countersign-approver";
+/// The ClusterRole that lets a person read countersign's objects.
+pub const VIEWER_ROLE: &str = "countersign-viewer";
+
+/// One RBAC rule and the reason it exists.
+pub struct Grant {
+    pub api_group: &'static str,
+    pub resources: &'static [&'static str],
+    pub verbs: &'static [&'static str],
+    pub why: &'static str,
+}
+
+const READ: &[&str] = &["get", "list", "watch"];
+
+/// What countersign may do in every namespace.
+pub const OWN_CLUSTER_GRANTS: &[Grant] = &[
+    Grant {
+        api_group: GROUP,
+        resources: &["approvalpolicies"],
+        verbs: READ,
+        why: "the webhook decides from the policies it caches",
+    },
+    Grant {
+        api_group: GROUP,
+        resources: &["deploymentapprovals"],
+        verbs: &["get", "list", "watch", "create"],
+        why: "the webhook caches the requests, and opens one on the first denied attempt of a change",
+    },
+    Grant {
+        api_group: GROUP,
+        resources: &["deploymentapprovals/status"],
+        verbs: &["get", "update", "patch"],
+        why: "the webhook moves an approved request to Deploying (compare-and-swap) as it admits the change",
+    },
+    Grant {
+        api_group: "",
+        resources: &["namespaces"],
+        verbs: READ,
+        why: "policies match namespaces by name, label and region",
+    },
+    Grant {
+        api_group: "rbac.authorization.k8s.io",
+        resources: &["rolebindings", "clusterrolebindings"],
+        verbs: READ,
+        why: "role approvers are whoever a RoleBinding or ClusterRoleBinding binds to the role",
+    },
+    Grant {
+        api_group: "",
+        resources: &["events"],
+        verbs: &["create", "patch"],
+        why: "denials and transitions are Kubernetes Events on the target and the request",
+    },
+    Grant {
+        api_group: "events.k8s.io",
+        resources: &["events"],
+        verbs: &["create", "patch"],
+        why: "the same Events through the events.k8s.io API",
+    },
+];
+
+/// What countersign may do in its own namespace only.
+pub const OWN_NAMESPACE_GRANTS: &[Grant] = &[Grant {
+    api_group: GROUP,
+    resources: &["auditentries"],
+    verbs: &["get", "list", "watch", "create"],
+    why: "the audit trail lives in the install namespace; countersign appends to it",
+}];
+
+/// What an approver may do: read requests and append a review (the webhook checks that the
+/// review is theirs and nothing else changed).
+pub const APPROVER_GRANTS: &[Grant] = &[Grant {
+    api_group: GROUP,
+    resources: &["deploymentapprovals"],
+    verbs: &["get", "list", "watch", "patch", "update"],
+    why: "approvers read requests and append their review by patching the request",
+}];
+
+/// What a viewer may do: read countersign's three kinds.
+pub const VIEWER_GRANTS: &[Grant] = &[Grant {
+    api_group: GROUP,
+    resources: &["approvalpolicies", "deploymentapprovals", "auditentries"],
+    verbs: READ,
+    why: "read-only view of policies, requests and the audit trail",
+}];
+
+fn rules(grants: &[Grant]) -> Vec<PolicyRule> {
+    grants
+        .iter()
+        .map(|g| PolicyRule {
+            api_groups: Some(vec![g.api_group.into()]),
+            resources: Some(g.resources.iter().map(|r| r.to_string()).collect()),
+            verbs: g.verbs.iter().map(|v| v.to_string()).collect(),
+            ..PolicyRule::default()
+        })
+        .collect()
+}
+
+fn meta(name: &str, namespace: Option<&str>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: namespace.map(str::to_string),
+        labels: Some(
+            [(
+                "app.kubernetes.io/name".to_string(),
+                "countersign".to_string(),
+            )]
+            .into(),
+        ),
+        ..ObjectMeta::default()
+    }
+}
+
+fn cluster_role(name: &str, grants: &[Grant]) -> ClusterRole {
+    ClusterRole {
+        metadata: meta(name, None),
+        rules: Some(rules(grants)),
+        ..ClusterRole::default()
+    }
+}
+
+/// The three ClusterRoles: countersign's own, approver, viewer.
+pub fn cluster_roles() -> Vec<ClusterRole> {
+    vec![
+        cluster_role(OWN_ROLE, OWN_CLUSTER_GRANTS),
+        cluster_role(APPROVER_ROLE, APPROVER_GRANTS),
+        cluster_role(VIEWER_ROLE, VIEWER_GRANTS),
+    ]
+}
+
+/// countersign's Role in its namespace.
+pub fn own_role(install_namespace: &str) -> Role {
+    Role {
+        metadata: meta(OWN_ROLE, Some(install_namespace)),
+        rules: Some(rules(OWN_NAMESPACE_GRANTS)),
+    }
+}
+
+/// The ServiceAccount countersign runs as.
+pub fn service_account(install_namespace: &str) -> ServiceAccount {
+    ServiceAccount {
+        metadata: meta(SERVICE_ACCOUNT, Some(install_namespace)),
+        ..ServiceAccount::default()
+    }
+}
+
+fn own_subject(install_namespace: &str) -> Vec<Subject> {
+    vec![Subject {
+        kind: "ServiceAccount".into(),
+        name: SERVICE_ACCOUNT.into(),
+        namespace: Some(install_namespace.into()),
+        api_group: None,
+    }]
+}
+
+/// Binds countersign's ClusterRole to its ServiceAccount.
+pub fn own_cluster_role_binding(install_namespace: &str) -> ClusterRoleBinding {
+    ClusterRoleBinding {
+        metadata: meta(OWN_ROLE, None),
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "ClusterRole".into(),
+            name: OWN_ROLE.into(),
+        },
+        subjects: Some(own_subject(install_namespace)),
+    }
+}
+
+/// Binds countersign's Role to its ServiceAccount in the install namespace.
+pub fn own_role_binding(install_namespace: &str) -> RoleBinding {
+    RoleBinding {
+        metadata: meta(OWN_ROLE, Some(install_namespace)),
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "Role".into(),
+            name: OWN_ROLE.into(),
+        },
+        subjects: Some(own_subject(install_namespace)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn countersign_cannot_read_secrets_or_change_rbac() {
+        for grant in OWN_CLUSTER_GRANTS.iter().chain(OWN_NAMESPACE_GRANTS) {
+            assert!(!grant.resources.contains(&"secrets"), "{}", grant.why);
+            assert!(!grant.verbs.contains(&"*"));
+            if grant.api_group == "rbac.authorization.k8s.io" {
+                assert_eq!(grant.verbs, READ);
+            }
+        }
+    }
+
+    #[test]
+    fn approvers_cannot_write_status() {
+        for grant in APPROVER_GRANTS {
+            assert!(grant.resources.iter().all(|r| !r.contains('/')));
+        }
+    }
+}

@@ -1,0 +1,383 @@
+//! The ValidatingWebhookConfiguration and MutatingWebhookConfiguration, both named
+//! `countersign`: which requests the API server sends to which path, and what it does when
+//! countersign does not answer.
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ServiceReference,
+    ValidatingWebhook, ValidatingWebhookConfiguration, WebhookClientConfig,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, LabelSelectorRequirement, ObjectMeta,
+};
+
+use crate::api::GROUP;
+
+/// The name of both webhook configurations.
+pub const CONFIGURATION_NAME: &str = "countersign";
+
+/// How long the API server waits for an answer. The webhook keeps its own live reads well
+/// inside this, so it answers with a reason rather than letting the call time out.
+pub const TIMEOUT_SECONDS: i32 = 10;
+
+/// Namespaces never sent to the webhook besides the install namespace: the cluster can
+/// always be repaired, even when countersign is down.
+pub const ALWAYS_EXCLUDED_NAMESPACES: &[&str] = &["kube-system"];
+
+/// The label every namespace carries with its own name (set by the API server).
+const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// The request paths, one per webhook, so logs and metrics say what was reviewed.
+pub mod paths {
+    pub const WORKLOADS: &str = "/validate/workloads";
+    pub const APPROVALS: &str = "/validate/approvals";
+    pub const AUDIT: &str = "/validate/audit";
+    pub const POLICIES: &str = "/validate/policies";
+    pub const STAMP_REVIEWS: &str = "/mutate/approvals";
+}
+
+/// Where the API server reaches the webhook.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// A URL (local mode, or a webhook outside the cluster): `https://host:port`, no path.
+    Url(String),
+    /// A Service in the cluster (the Helm chart).
+    Service {
+        namespace: String,
+        name: String,
+        port: i32,
+    },
+}
+
+/// One group of resources, with the operations that are sent.
+struct Rule {
+    group: &'static str,
+    version: &'static str,
+    resources: &'static [&'static str],
+    operations: &'static [&'static str],
+    scope: &'static str,
+}
+
+/// Who sees what: one webhook of a configuration.
+struct Hook {
+    /// The webhook's name (unique in its configuration; a DNS-style name).
+    name: &'static str,
+    path: &'static str,
+    rules: &'static [Rule],
+    /// `false`: every namespace is sent (countersign's own kinds must be guarded everywhere).
+    excludes_system_namespaces: bool,
+    /// `NoneOnDryRun`: the webhook writes (a new request, a break-glass record), but never
+    /// for a dry run. `None`: it only judges.
+    side_effects: &'static str,
+}
+
+/// Workload kinds gated by default (SPEC §1.1). A policy's `match.kinds` selects among the
+/// kinds the API server sends.
+const WORKLOAD_RULES: &[Rule] = &[
+    Rule {
+        group: "apps",
+        version: "v1",
+        resources: &["deployments", "statefulsets", "daemonsets"],
+        operations: &["CREATE", "UPDATE"],
+        scope: "Namespaced",
+    },
+    Rule {
+        group: "batch",
+        version: "v1",
+        resources: &["jobs", "cronjobs"],
+        operations: &["CREATE", "UPDATE"],
+        scope: "Namespaced",
+    },
+];
+
+const VALIDATING_HOOKS: &[Hook] = &[
+    Hook {
+        name: "workloads.countersign.dev",
+        path: paths::WORKLOADS,
+        rules: WORKLOAD_RULES,
+        excludes_system_namespaces: true,
+        side_effects: "NoneOnDryRun",
+    },
+    Hook {
+        // Reviews are appended by approvers; requests made ahead of time are created by
+        // deployers; status is written by countersign alone.
+        name: "approvals.countersign.dev",
+        path: paths::APPROVALS,
+        rules: &[Rule {
+            group: GROUP,
+            version: "*",
+            resources: &["deploymentapprovals", "deploymentapprovals/status"],
+            operations: &["CREATE", "UPDATE"],
+            scope: "Namespaced",
+        }],
+        excludes_system_namespaces: false,
+        side_effects: "None",
+    },
+    Hook {
+        // The audit trail is append-only: no UPDATE, no DELETE but retention's, no CREATE
+        // but countersign's.
+        name: "audit.countersign.dev",
+        path: paths::AUDIT,
+        rules: &[Rule {
+            group: GROUP,
+            version: "*",
+            resources: &["auditentries", "auditentries/status"],
+            operations: &["CREATE", "UPDATE", "DELETE"],
+            scope: "Namespaced",
+        }],
+        excludes_system_namespaces: false,
+        side_effects: "None",
+    },
+    Hook {
+        // Malformed or infeasible policies are refused at admission, with the field named.
+        name: "policies.countersign.dev",
+        path: paths::POLICIES,
+        rules: &[Rule {
+            group: GROUP,
+            version: "*",
+            resources: &["approvalpolicies"],
+            operations: &["CREATE", "UPDATE"],
+            scope: "Cluster",
+        }],
+        excludes_system_namespaces: false,
+        side_effects: "None",
+    },
+];
+
+const MUTATING_HOOKS: &[Hook] = &[Hook {
+    // Stamps `user`, `groups` and `time` on an appended review that left them out, so a
+    // plain `kubectl patch` with `{decision, comment}` works; the validating webhook still
+    // checks everything.
+    name: "reviews.countersign.dev",
+    path: paths::STAMP_REVIEWS,
+    rules: &[Rule {
+        group: GROUP,
+        version: "*",
+        resources: &["deploymentapprovals"],
+        operations: &["UPDATE"],
+        scope: "Namespaced",
+    }],
+    excludes_system_namespaces: false,
+    side_effects: "None",
+}];
+
+/// Every path the configurations send requests to.
+pub fn all_paths() -> impl Iterator<Item = &'static str> {
+    VALIDATING_HOOKS
+        .iter()
+        .chain(MUTATING_HOOKS)
+        .map(|hook| hook.path)
+}
+
+/// The ValidatingWebhookConfiguration `countersign`.
+pub fn validating_configuration(
+    endpoint: &Endpoint,
+    ca_bundle: &[u8],
+    install_namespace: &str,
+) -> ValidatingWebhookConfiguration {
+    ValidatingWebhookConfiguration {
+        metadata: metadata(),
+        webhooks: Some(
+            VALIDATING_HOOKS
+                .iter()
+                .map(|hook| {
+                    let common = Common::of(hook, endpoint, ca_bundle, install_namespace);
+                    ValidatingWebhook {
+                        name: common.name,
+                        admission_review_versions: common.versions,
+                        client_config: common.client_config,
+                        failure_policy: common.failure_policy,
+                        match_policy: common.match_policy,
+                        namespace_selector: common.namespace_selector,
+                        rules: common.rules,
+                        side_effects: common.side_effects,
+                        timeout_seconds: common.timeout_seconds,
+                        ..ValidatingWebhook::default()
+                    }
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// The MutatingWebhookConfiguration `countersign`.
+pub fn mutating_configuration(
+    endpoint: &Endpoint,
+    ca_bundle: &[u8],
+    install_namespace: &str,
+) -> MutatingWebhookConfiguration {
+    MutatingWebhookConfiguration {
+        metadata: metadata(),
+        webhooks: Some(
+            MUTATING_HOOKS
+                .iter()
+                .map(|hook| {
+                    let common = Common::of(hook, endpoint, ca_bundle, install_namespace);
+                    MutatingWebhook {
+                        name: common.name,
+                        admission_review_versions: common.versions,
+                        client_config: common.client_config,
+                        failure_policy: common.failure_policy,
+                        match_policy: common.match_policy,
+                        namespace_selector: common.namespace_selector,
+                        rules: common.rules,
+                        side_effects: common.side_effects,
+                        timeout_seconds: common.timeout_seconds,
+                        reinvocation_policy: Some("Never".into()),
+                        ..MutatingWebhook::default()
+                    }
+                })
+                .collect(),
+        ),
+    }
+}
+
+fn metadata() -> ObjectMeta {
+    ObjectMeta {
+        name: Some(CONFIGURATION_NAME.into()),
+        labels: Some(
+            [(
+                "app.kubernetes.io/name".to_string(),
+                "countersign".to_string(),
+            )]
+            .into(),
+        ),
+        ..ObjectMeta::default()
+    }
+}
+
+/// The fields validating and mutating webhooks share.
+struct Common {
+    name: String,
+    versions: Vec<String>,
+    client_config: WebhookClientConfig,
+    failure_policy: Option<String>,
+    match_policy: Option<String>,
+    namespace_selector: Option<LabelSelector>,
+    rules: Option<Vec<RuleWithOperations>>,
+    side_effects: String,
+    timeout_seconds: Option<i32>,
+}
+
+impl Common {
+    fn of(hook: &Hook, endpoint: &Endpoint, ca_bundle: &[u8], install_namespace: &str) -> Self {
+        let client_config = match endpoint {
+            Endpoint::Url(base) => WebhookClientConfig {
+                url: Some(format!("{}{}", base.trim_end_matches('/'), hook.path)),
+                ca_bundle: Some(ByteString(ca_bundle.to_vec())),
+                service: None,
+            },
+            Endpoint::Service {
+                namespace,
+                name,
+                port,
+            } => WebhookClientConfig {
+                url: None,
+                ca_bundle: Some(ByteString(ca_bundle.to_vec())),
+                service: Some(ServiceReference {
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                    path: Some(hook.path.into()),
+                    port: Some(*port),
+                }),
+            },
+        };
+        let namespace_selector = hook.excludes_system_namespaces.then(|| {
+            let mut excluded: Vec<String> = ALWAYS_EXCLUDED_NAMESPACES
+                .iter()
+                .map(|ns| ns.to_string())
+                .collect();
+            excluded.push(install_namespace.to_string());
+            LabelSelector {
+                match_expressions: Some(vec![LabelSelectorRequirement {
+                    key: NAMESPACE_NAME_LABEL.into(),
+                    operator: "NotIn".into(),
+                    values: Some(excluded),
+                }]),
+                match_labels: None,
+            }
+        });
+        Common {
+            name: hook.name.into(),
+            versions: vec!["v1".into()],
+            client_config,
+            // Fail closed: a change countersign did not judge does not pass.
+            failure_policy: Some("Fail".into()),
+            // A request through another version of a resource is still sent.
+            match_policy: Some("Equivalent".into()),
+            namespace_selector,
+            rules: Some(
+                hook.rules
+                    .iter()
+                    .map(|rule| RuleWithOperations {
+                        api_groups: Some(vec![rule.group.into()]),
+                        api_versions: Some(vec![rule.version.into()]),
+                        resources: Some(rule.resources.iter().map(|r| r.to_string()).collect()),
+                        operations: Some(rule.operations.iter().map(|o| o.to_string()).collect()),
+                        scope: Some(rule.scope.into()),
+                    })
+                    .collect(),
+            ),
+            side_effects: hook.side_effects.into(),
+            timeout_seconds: Some(TIMEOUT_SECONDS),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workloads_exclude_kube_system_and_the_install_namespace_and_fail_closed() {
+        let config = validating_configuration(
+            &Endpoint::Url("https://127.0.0.1:8443/".into()),
+            b"CA",
+            "cs-system",
+        );
+        let hooks = config.webhooks.unwrap_or_default();
+        let workloads = hooks
+            .iter()
+            .find(|h| h.name == "workloads.countersign.dev")
+            .expect("workload webhook");
+        assert_eq!(
+            workloads.client_config.url.as_deref(),
+            Some("https://127.0.0.1:8443/validate/workloads")
+        );
+        assert_eq!(workloads.side_effects, "NoneOnDryRun");
+        let excluded = workloads
+            .namespace_selector
+            .as_ref()
+            .and_then(|s| s.match_expressions.as_ref())
+            .and_then(|e| e[0].values.clone())
+            .unwrap_or_default();
+        assert_eq!(excluded, ["kube-system", "cs-system"]);
+        for hook in &hooks {
+            assert_eq!(hook.failure_policy.as_deref(), Some("Fail"), "{}", hook.name);
+            assert_eq!(hook.timeout_seconds, Some(TIMEOUT_SECONDS));
+        }
+        // countersign's own kinds are guarded in every namespace.
+        let approvals = hooks
+            .iter()
+            .find(|h| h.name == "approvals.countersign.dev")
+            .expect("approval webhook");
+        assert!(approvals.namespace_selector.is_none());
+    }
+
+    #[test]
+    fn service_endpoints_carry_the_path() {
+        let config = mutating_configuration(
+            &Endpoint::Service {
+                namespace: "cs".into(),
+                name: "countersign".into(),
+                port: 443,
+            },
+            b"CA",
+            "cs",
+        );
+        let hook = &config.webhooks.unwrap_or_default()[0];
+        let service = hook.client_config.service.as_ref().expect("service");
+        assert_eq!(service.path.as_deref(), Some(paths::STAMP_REVIEWS));
+        assert_eq!(hook.reinvocation_policy.as_deref(), Some("Never"));
+    }
+}
