@@ -19,8 +19,8 @@ use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::api::{
-    ApprovalLevel, ApprovalPhase, ApprovalSettings, Approver, LevelStatus, Review, ReviewDecision,
-    UserInfo, service_account_username,
+    ApprovalLevel, ApprovalPhase, ApprovalSettings, Approver, DeploymentApprovalStatus,
+    LevelStatus, Review, ReviewDecision, UserInfo, service_account_username,
 };
 use crate::core::windows::parse_duration;
 
@@ -98,6 +98,24 @@ impl ChainState {
             last_transition_time: Time(now),
             observed_generation: generation,
         })
+    }
+
+    /// The status fields that follow from the chain: phase, open level (1-based), per-level
+    /// progress, who approved or rejected, and when it was approved and expires. Notifications,
+    /// lock holder and conditions are the writer's to add.
+    pub fn to_status(&self) -> DeploymentApprovalStatus {
+        DeploymentApprovalStatus {
+            phase: self.phase,
+            current_level: self
+                .current_level
+                .and_then(|level| u32::try_from(level + 1).ok()),
+            levels: self.levels.clone(),
+            approved_by: self.approved_by.clone(),
+            rejected_by: self.rejected_by.as_ref().map(|(user, _)| user.clone()),
+            approved_at: self.approved_at.map(Time),
+            expires_at: self.expires_at.map(Time),
+            ..DeploymentApprovalStatus::default()
+        }
     }
 }
 

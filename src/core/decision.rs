@@ -16,7 +16,7 @@ use crate::core::policy::{
     BreakGlassOutcome, ChangeRequest, break_glass, deny_reasons, exclusion, matching_policies,
     policy_name,
 };
-use crate::core::validation::{validate_chain_snapshot, validate_policy};
+use crate::core::validation::{FieldError, validate_chain_snapshot, validate_policy};
 
 /// Everything the decision looks at. The shell gathers it; the core only reads it.
 #[derive(Clone, Copy, Debug)]
@@ -27,6 +27,32 @@ pub struct DecisionInput<'a> {
     pub approvals: &'a [DeploymentApproval],
     pub bindings: &'a RoleBindingSnapshot,
     pub now: Timestamp,
+    /// Where validation results come from: [`ValidateOnTheSpot`], or a cache.
+    pub validations: &'a dyn Validations,
+}
+
+/// The validation results `decide` needs. `check` validates on the spot; the webhook keeps
+/// them per policy generation and per approval, so a request does not pay for the chain's
+/// counting-order search (SPEC §3 validation) again and again.
+pub trait Validations: std::fmt::Debug + Sync {
+    /// The errors that make `policy` unusable (empty: usable).
+    fn policy_errors(&self, policy: &ApprovalPolicy) -> Vec<FieldError>;
+    /// Why an approval's chain snapshot makes it unusable.
+    fn snapshot_problem(&self, approval: &DeploymentApproval) -> Option<String>;
+}
+
+/// Validates each time it is asked.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ValidateOnTheSpot;
+
+impl Validations for ValidateOnTheSpot {
+    fn policy_errors(&self, policy: &ApprovalPolicy) -> Vec<FieldError> {
+        validate_policy(&policy.spec).errors
+    }
+
+    fn snapshot_problem(&self, approval: &DeploymentApproval) -> Option<String> {
+        snapshot_problem(approval)
+    }
 }
 
 /// The outcome of one admission decision.
@@ -249,8 +275,9 @@ fn evaluate<'p>(
     let unusable: Vec<String> = remaining
         .iter()
         .flat_map(|p| {
-            validate_policy(&p.spec)
-                .errors
+            input
+                .validations
+                .policy_errors(p)
                 .into_iter()
                 .map(move |e| format!("policy {} is invalid: {e}; denying", policy_name(p)))
         })
@@ -393,7 +420,7 @@ fn approval_verdict(
             ));
             continue;
         }
-        if let Some(problem) = snapshot_problem(approval) {
+        if let Some(problem) = input.validations.snapshot_problem(approval) {
             notes.push(format!(
                 "approval {approval_name} is unusable: its chain snapshot is invalid ({problem}): it does not count, and a new request is needed"
             ));
@@ -941,6 +968,7 @@ mod tests {
             approvals: &case.approvals,
             bindings: &bindings,
             now: case.now.parse().unwrap(),
+            validations: &ValidateOnTheSpot,
         })
     }
 
