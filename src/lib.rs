@@ -9,3 +9,11 @@ pub mod api;
 pub mod cli;
 
 pub mod core;
+
+pub mod install;
+
+pub mod serve;
+
+pub mod telemetry;
+
+pub mod webhook;

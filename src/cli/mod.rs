@@ -29,6 +29,11 @@ pub enum Command {
     ///
     /// Exit status: 0 allowed, 1 denied or approval required, 2 bad input.
     Check(Box<check::CheckArgs>),
+    /// Run the admission webhook over HTTPS until SIGTERM/SIGINT.
+    ///
+    /// `serve --local --kubeconfig FILE --listen 127.0.0.1:PORT` installs into a development
+    /// cluster, registers the webhooks on that address and removes them on exit.
+    Serve(Box<crate::serve::ServeArgs>),
 }
 
 /// Exit status for bad input (and any other error).
@@ -51,6 +56,7 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Crds(args) => crds::run(&args),
         Command::Check(args) => check::run(&args),
+        Command::Serve(args) => return crate::serve::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,258 @@
+//! `countersign serve`: the admission webhook (and, from the operator issue on, the
+//! operator) in one process. Local mode (`--local`) installs itself into a development
+//! cluster first and removes its webhook configurations on exit.
+
+pub mod local;
+mod token;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use kube::Client;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use tokio::net::TcpListener;
+
+use crate::install::{DEFAULT_INSTALL_NAMESPACE, own_username};
+use crate::telemetry::{LogFormat, Metrics, init_logging};
+use crate::webhook::admission::{Settings, Webhook};
+use crate::webhook::effects::Effects;
+use crate::webhook::router::{AppState, router};
+use crate::webhook::server::{self, TlsFiles};
+use crate::webhook::snapshot::Snapshot;
+
+/// Flags of `countersign serve`; each also reads an environment variable.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Development and test mode: make a CA and a certificate for the listen address,
+    /// install the CRDs, roles and ServiceAccount with the kubeconfig's user, run as that
+    /// ServiceAccount, register the webhook configurations on https://LISTEN, and remove
+    /// them on SIGTERM/SIGINT.
+    #[arg(long)]
+    pub local: bool,
+    /// Address to serve HTTPS on.
+    #[arg(long, env = "COUNTERSIGN_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    /// PEM certificate chain; re-read when the file changes (not with --local).
+    #[arg(long, env = "COUNTERSIGN_TLS_CERT", required_unless_present = "local", conflicts_with = "local")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key; re-read when the file changes (not with --local).
+    #[arg(long, env = "COUNTERSIGN_TLS_KEY", required_unless_present = "local", conflicts_with = "local")]
+    pub tls_key: Option<PathBuf>,
+    /// Kubeconfig to use; without it, $KUBECONFIG, ~/.kube/config or the in-cluster
+    /// ServiceAccount. Required with --local.
+    #[arg(long, required_if_eq("local", "true"))]
+    pub kubeconfig: Option<PathBuf>,
+    /// Context of the kubeconfig (default: its current context).
+    #[arg(long)]
+    pub context: Option<String>,
+    /// The namespace countersign runs in and keeps its audit trail in.
+    #[arg(long, env = "COUNTERSIGN_NAMESPACE", default_value = DEFAULT_INSTALL_NAMESPACE)]
+    pub install_namespace: String,
+    /// This cluster's region, for policies' `match.regions` when a namespace has no
+    /// `topology.kubernetes.io/region` label.
+    #[arg(long, env = "COUNTERSIGN_CLUSTER_REGION")]
+    pub cluster_region: Option<String>,
+    /// Run the admission webhook only (no operator in this process).
+    #[arg(long, env = "COUNTERSIGN_WEBHOOK_ONLY")]
+    pub webhook_only: bool,
+    /// Log format.
+    #[arg(long, env = "COUNTERSIGN_LOG_FORMAT", value_enum, default_value_t)]
+    pub log_format: LogFormat,
+    /// This replica's name, recorded as the lock holder of what it admits (default: $POD_NAME,
+    /// else host name and process id).
+    #[arg(long, env = "COUNTERSIGN_REPLICA")]
+    pub replica: Option<String>,
+    /// How long in-flight reviews may take to finish after SIGTERM, in seconds.
+    #[arg(long, env = "COUNTERSIGN_SHUTDOWN_GRACE", default_value_t = 25)]
+    pub shutdown_grace: u64,
+}
+
+/// Why `serve` stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeFailure {
+    #[error("kubeconfig: {0}")]
+    Kubeconfig(String),
+    #[error("cannot listen on {0}: {1}")]
+    Listen(SocketAddr, std::io::Error),
+    #[error("local mode: {0}")]
+    Local(#[from] local::LocalError),
+    #[error("{0}")]
+    Server(#[from] server::ServeError),
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// Run `serve` until SIGTERM/SIGINT; exit 0 after a clean shutdown.
+pub fn run(args: &ServeArgs) -> ExitCode {
+    init_logging(args.log_format);
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(ServeFailure::Runtime)
+        .and_then(|runtime| runtime.block_on(serve(args)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "countersign serve stopped");
+            eprintln!("countersign: error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: &ServeArgs) -> Result<(), ServeFailure> {
+    // kube's client and our server both use rustls with ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| ServeFailure::Listen(args.listen, e))?;
+    let (config, tls, local) = if args.local {
+        let kubeconfig = args
+            .kubeconfig
+            .as_deref()
+            .ok_or_else(|| ServeFailure::Kubeconfig("--local needs --kubeconfig".into()))?;
+        let install = local::LocalInstall::install(
+            kubeconfig,
+            args.context.as_deref(),
+            &args.install_namespace,
+            args.listen,
+        )
+        .await?;
+        (install.run_as.clone(), install.tls.clone(), Some(install))
+    } else {
+        let tls = TlsFiles {
+            cert_path: args.tls_cert.clone().unwrap_or_default(),
+            key_path: args.tls_key.clone().unwrap_or_default(),
+        };
+        (client_config(args).await?, tls, None)
+    };
+    let client =
+        Client::try_from(config).map_err(|e| ServeFailure::Kubeconfig(e.to_string()))?;
+
+    let metrics = Metrics::new();
+    let (snapshot, feeds) = Snapshot::watch(&client);
+    for feed in feeds {
+        tokio::spawn(feed);
+    }
+    let ready = Arc::new(AtomicBool::new(false));
+    let synced = {
+        let snapshot = snapshot.clone();
+        let ready = ready.clone();
+        tokio::spawn(async move {
+            let synced = snapshot.wait_until_synced().await.is_ok();
+            ready.store(synced, Ordering::Release);
+            if synced {
+                tracing::info!("caches synced; ready");
+            }
+            synced
+        })
+    };
+    let webhook = Webhook {
+        snapshot,
+        effects: Effects::new(client.clone(), args.install_namespace.clone(), replica_name(args)),
+        settings: Settings {
+            install_namespace: args.install_namespace.clone(),
+            own_username: own_username(&args.install_namespace),
+            cluster_region: args.cluster_region.clone(),
+        },
+        metrics: metrics.clone(),
+    };
+    if !args.webhook_only {
+        tracing::info!("the operator is not part of this build yet; running the webhook only");
+    }
+    let app = router(AppState {
+        webhook: Some(webhook),
+        ready,
+        metrics,
+    });
+
+    let local = local.map(Arc::new);
+    if let Some(install) = &local {
+        let install = install.clone();
+        tokio::spawn(async move {
+            if !matches!(synced.await, Ok(true)) {
+                return;
+            }
+            match install.register().await {
+                Ok(()) => println!(
+                    "countersign: serving on https://{}; webhook configurations registered",
+                    install.listen
+                ),
+                Err(error) => tracing::error!(%error, "could not register the webhook configurations"),
+            }
+        });
+    }
+    let shutdown = {
+        let local = local.clone();
+        async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            if let Some(install) = &local {
+                // First stop the API server from calling us, then finish what is in flight.
+                if let Err(error) = install.unregister().await {
+                    tracing::error!(%error, "could not remove the webhook configurations");
+                }
+            }
+        }
+    };
+    let grace = Duration::from_secs(args.shutdown_grace);
+    let served = server::serve(listener, tls, app, shutdown, grace).await;
+    if let Some(install) = local {
+        install.clean_up();
+    }
+    served.map_err(ServeFailure::from)
+}
+
+/// The client configuration outside local mode: --kubeconfig/--context, else inferred.
+async fn client_config(args: &ServeArgs) -> Result<kube::Config, ServeFailure> {
+    let failed = |e: &dyn std::fmt::Display| ServeFailure::Kubeconfig(e.to_string());
+    match &args.kubeconfig {
+        Some(path) => {
+            let kubeconfig = Kubeconfig::read_from(path).map_err(|e| failed(&e))?;
+            let options = KubeConfigOptions {
+                context: args.context.clone(),
+                ..KubeConfigOptions::default()
+            };
+            kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                .await
+                .map_err(|e| failed(&e))
+        }
+        None => kube::Config::infer().await.map_err(|e| failed(&e)),
+    }
+}
+
+fn replica_name(args: &ServeArgs) -> String {
+    args.replica
+        .clone()
+        .or_else(|| std::env::var("POD_NAME").ok())
+        .unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "countersign".into());
+            format!("{host}-{}", std::process::id())
+        })
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            // Without signal handlers, Ctrl-C is the only way to stop.
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

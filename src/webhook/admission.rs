@@ -1,0 +1,752 @@
+//! AdmissionReview in → core → AdmissionResponse out, per webhook path. No rule lives here:
+//! each handler gathers the core's inputs (from the snapshot, or live when the snapshot may
+//! be stale in a way that would wrongly deny), calls the core, and carries out its answer.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Namespace, ObjectReference};
+use kube::api::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use kube::runtime::events::EventType;
+use kube::{Api, ResourceExt};
+use serde_json::Value;
+
+use super::effects::{Effects, WriteError, approval_reference, bounded};
+use super::snapshot::Snapshot;
+use crate::api::{
+    ApprovalPolicy, AuditTarget, DeploymentApproval, Operation as ChangeOperation, UserInfo,
+};
+use crate::core::chain::ApprovalChain;
+use crate::core::decision::{Decision, DecisionInput, DenyReason, Verdict, decide};
+use crate::core::policy::ChangeRequest;
+use crate::core::request::{RequestCreate, validate_request_create};
+use crate::core::review::{
+    ReviewEdit, review_groups, stamp_appended_reviews, validate_review_edit,
+    validate_review_standing,
+};
+use crate::core::validation::validate_policy;
+use crate::install::webhooks::paths;
+use crate::telemetry::{Metrics, ReviewLabels, Verdict as Counted};
+
+/// Which webhook a request came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReviewPath {
+    Workloads,
+    Approvals,
+    Audit,
+    Policies,
+    StampReviews,
+}
+
+impl ReviewPath {
+    pub const ALL: [ReviewPath; 5] = [
+        ReviewPath::Workloads,
+        ReviewPath::Approvals,
+        ReviewPath::Audit,
+        ReviewPath::Policies,
+        ReviewPath::StampReviews,
+    ];
+
+    pub fn path(self) -> &'static str {
+        match self {
+            ReviewPath::Workloads => paths::WORKLOADS,
+            ReviewPath::Approvals => paths::APPROVALS,
+            ReviewPath::Audit => paths::AUDIT,
+            ReviewPath::Policies => paths::POLICIES,
+            ReviewPath::StampReviews => paths::STAMP_REVIEWS,
+        }
+    }
+}
+
+/// A body that is not an AdmissionReview: answered with HTTP 400 and this reason.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadReview(pub String);
+
+/// Where the webhook runs and who it is.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub install_namespace: String,
+    /// countersign's own username (its ServiceAccount).
+    pub own_username: String,
+    /// The region of namespaces without a region label (policies' `match.regions`).
+    pub cluster_region: Option<String>,
+}
+
+/// The admission webhook: the snapshot it decides from and the writes it makes.
+#[derive(Clone)]
+pub struct Webhook {
+    pub snapshot: Snapshot,
+    pub effects: Effects,
+    pub settings: Settings,
+    pub metrics: std::sync::Arc<Metrics>,
+}
+
+/// An answer and how it is counted.
+struct Answer {
+    response: AdmissionResponse,
+    verdict: Counted,
+}
+
+impl Answer {
+    fn allow(request: &AdmissionRequest<DynamicObject>) -> Answer {
+        Answer {
+            response: AdmissionResponse::from(request),
+            verdict: Counted::Allowed,
+        }
+    }
+
+    fn deny(request: &AdmissionRequest<DynamicObject>, message: impl ToString) -> Answer {
+        Answer {
+            response: AdmissionResponse::from(request).deny(message),
+            verdict: Counted::Denied,
+        }
+    }
+
+    fn warn(mut self, warning: String) -> Answer {
+        self.response
+            .warnings
+            .get_or_insert_with(Vec::new)
+            .push(warning);
+        self
+    }
+}
+
+/// What a body turned out to be.
+enum Parsed {
+    Request(Box<AdmissionRequest<DynamicObject>>),
+    /// A review whose envelope is sound but whose object cannot be decoded: denied (fail
+    /// closed) with the reason, under the review's uid.
+    Undecodable(AdmissionResponse),
+}
+
+/// Read a body: a malformed or truncated review is a [`BadReview`]; a review whose object
+/// cannot be decoded is denied.
+fn parse(body: &[u8]) -> Result<Parsed, BadReview> {
+    match serde_json::from_slice::<AdmissionReview<DynamicObject>>(body) {
+        Ok(review) => {
+            let request: AdmissionRequest<DynamicObject> = review
+                .try_into()
+                .map_err(|_| BadReview("the AdmissionReview has no request".into()))?;
+            Ok(Parsed::Request(Box::new(request)))
+        }
+        Err(error) => {
+            let value: Value = serde_json::from_slice(body)
+                .map_err(|e| BadReview(format!("the body is not a JSON AdmissionReview: {e}")))?;
+            let request = value.get("request").filter(|r| r.is_object());
+            let uid = request
+                .and_then(|r| r.get("uid"))
+                .and_then(Value::as_str)
+                .filter(|uid| !uid.is_empty());
+            let (Some(uid), Some("AdmissionReview")) =
+                (uid, value.get("kind").and_then(Value::as_str))
+            else {
+                return Err(BadReview(format!("not an AdmissionReview with a request: {error}")));
+            };
+            let mut response = AdmissionResponse::invalid(format!(
+                "countersign cannot decode this request, so it is denied: {error}"
+            ));
+            response.uid = uid.to_string();
+            if let Some(api_version) = value.get("apiVersion").and_then(Value::as_str) {
+                response.types.api_version = api_version.to_string();
+            }
+            Ok(Parsed::Undecodable(response))
+        }
+    }
+}
+
+impl Webhook {
+    /// Answer one AdmissionReview body sent to `path`.
+    pub async fn review(
+        &self,
+        path: ReviewPath,
+        body: &[u8],
+    ) -> Result<AdmissionReview<DynamicObject>, BadReview> {
+        let started = Instant::now();
+        let request = match parse(body) {
+            Ok(Parsed::Request(request)) => request,
+            Ok(Parsed::Undecodable(response)) => {
+                self.count("unknown", "unknown", Counted::Denied, started);
+                return Ok(response.into_review());
+            }
+            Err(bad) => {
+                self.count("unknown", "unknown", Counted::BadRequest, started);
+                return Err(bad);
+            }
+        };
+        let answer = match path {
+            ReviewPath::Workloads => self.workload(&request).await,
+            ReviewPath::Approvals => self.approval(&request).await,
+            ReviewPath::Audit => self.audit(&request),
+            ReviewPath::Policies => self.policy(&request),
+            ReviewPath::StampReviews => self.stamp(&request),
+        };
+        let resource = match &request.sub_resource {
+            Some(sub) => format!("{}/{sub}", request.resource.resource),
+            None => request.resource.resource.clone(),
+        };
+        self.count(
+            &resource,
+            &format!("{:?}", request.operation).to_uppercase(),
+            answer.verdict,
+            started,
+        );
+        tracing::debug!(
+            uid = %request.uid,
+            resource,
+            namespace = request.namespace.as_deref().unwrap_or_default(),
+            name = %request.name,
+            user = request.user_info.username.as_deref().unwrap_or_default(),
+            allowed = answer.response.allowed,
+            "reviewed"
+        );
+        Ok(answer.response.into_review())
+    }
+
+    fn count(&self, resource: &str, operation: &str, verdict: Counted, started: Instant) {
+        self.metrics
+            .reviews
+            .get_or_create(&ReviewLabels {
+                resource: resource.to_string(),
+                operation: operation.to_string(),
+                verdict,
+            })
+            .inc();
+        self.metrics
+            .decision_seconds
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    fn is_own(&self, request: &AdmissionRequest<DynamicObject>) -> bool {
+        request.user_info.username.as_deref() == Some(self.settings.own_username.as_str())
+    }
+
+    /// A namespace's labels: from the snapshot, else read live (a namespace made a moment
+    /// ago may not be cached yet).
+    async fn namespace_labels(&self, namespace: &str) -> Result<BTreeMap<String, String>, String> {
+        if let Some(labels) = self.snapshot.namespace_labels(namespace) {
+            return Ok(labels);
+        }
+        let api: Api<Namespace> = Api::all(self.effects.client().clone());
+        match bounded(api.get(namespace)).await {
+            Ok(ns) => Ok(ns.labels().clone()),
+            Err(error) => Err(format!(
+                "countersign cannot read namespace {namespace} ({error}), so it cannot tell which policies apply; denied, retry"
+            )),
+        }
+    }
+
+    // ---- workloads (SPEC §1) ----
+
+    async fn workload(&self, request: &AdmissionRequest<DynamicObject>) -> Answer {
+        let operation = match request.operation {
+            Operation::Create => ChangeOperation::Create,
+            Operation::Update => ChangeOperation::Update,
+            _ => return Answer::allow(request),
+        };
+        let Some(object) = &request.object else {
+            return Answer::deny(request, "the request carries no object to judge");
+        };
+        let (object, old_object) = match (
+            serde_json::to_value(object),
+            request.old_object.as_ref().map(serde_json::to_value).transpose(),
+        ) {
+            (Ok(object), Ok(old)) => (object, old),
+            (Err(e), _) | (_, Err(e)) => {
+                return Answer::deny(request, format!("countersign cannot read the object: {e}"));
+            }
+        };
+        let namespace = request.namespace.clone().unwrap_or_default();
+        let labels = match self.namespace_labels(&namespace).await {
+            Ok(labels) => labels,
+            Err(why) => return Answer::deny(request, why),
+        };
+        let requester = user_info(request);
+        let change = ChangeRequest {
+            operation,
+            object: &object,
+            old_object: old_object.as_ref(),
+            namespace: &namespace,
+            namespace_labels: &labels,
+            requester: &requester,
+            cluster_region: self.settings.cluster_region.as_deref(),
+            dry_run: request.dry_run,
+        };
+        let target_name = object
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let mut approvals = self.snapshot.approvals_for(&namespace, &target_name);
+        let mut decision = self.decide(change, &approvals);
+        // The snapshot may lag behind an approval that was just approved or released:
+        // read the one approval the denial rests on before denying.
+        if let Some(name) = stale_suspect(&decision) {
+            match self.refresh(&namespace, &name, &mut approvals).await {
+                Ok(true) => decision = self.decide(change, &approvals),
+                Ok(false) => {}
+                Err(error) => tracing::warn!(%error, approval = name, "live read failed"),
+            }
+        }
+        self.act(request, &change, &namespace, decision).await
+    }
+
+    fn decide(&self, request: ChangeRequest, approvals: &[DeploymentApproval]) -> Decision {
+        let policies = self.snapshot.policies();
+        let bindings = self.snapshot.bindings();
+        decide(&DecisionInput {
+            request,
+            policies: &policies,
+            approvals,
+            bindings: &bindings,
+            now: Timestamp::now(),
+            validations: self.snapshot.validations(),
+        })
+    }
+
+    /// Read approval `name` live into `approvals`. `Ok(true)`: it differed from the cache.
+    async fn refresh(
+        &self,
+        namespace: &str,
+        name: &str,
+        approvals: &mut Vec<DeploymentApproval>,
+    ) -> Result<bool, WriteError> {
+        let api: Api<DeploymentApproval> =
+            Api::namespaced(self.effects.client().clone(), namespace);
+        let live = bounded(api.get_opt(name)).await?;
+        let cached = approvals.iter().position(|a| a.name_any() == name);
+        let changed = match (&live, cached) {
+            (Some(live), Some(i)) => {
+                live.resource_version() != approvals[i].resource_version()
+            }
+            (None, None) => false,
+            _ => true,
+        };
+        if let Some(i) = cached {
+            approvals.remove(i);
+        }
+        approvals.extend(live);
+        Ok(changed)
+    }
+
+    /// Carry out a decision and answer.
+    async fn act(
+        &self,
+        request: &AdmissionRequest<DynamicObject>,
+        change: &ChangeRequest<'_>,
+        namespace: &str,
+        decision: Decision,
+    ) -> Answer {
+        let target = target_reference(change.object, namespace);
+        let message = render(&decision.reasons);
+        match &decision.verdict {
+            Verdict::Allowed(_) => {
+                let Some(glass) = &decision.break_glass else {
+                    return Answer::allow(request);
+                };
+                if request.dry_run {
+                    return Answer::allow(request);
+                }
+                let audit_target = audit_target(&target);
+                match self
+                    .effects
+                    .record_break_glass(
+                        audit_target,
+                        change.requester,
+                        decision.digest.as_str(),
+                        glass,
+                        Timestamp::now(),
+                    )
+                    .await
+                {
+                    Ok(entry) => {
+                        self.effects.publish(
+                            target,
+                            EventType::Warning,
+                            "BreakGlass",
+                            format!("{message} (audited as AuditEntry {entry})"),
+                        );
+                        Answer::allow(request).warn(format!(
+                            "countersign: break-glass recorded as AuditEntry {}/{entry}",
+                            self.settings.install_namespace
+                        ))
+                    }
+                    Err(error) => Answer::deny(
+                        request,
+                        format!("break-glass could not be recorded ({error}); nothing passes unaudited, retry"),
+                    ),
+                }
+            }
+            Verdict::Denied(reason) => {
+                let reason = match reason {
+                    DenyReason::Rules => "Denied",
+                    DenyReason::PolicyUnusable => "PolicyUnusable",
+                    DenyReason::RolloutInProgress { .. } => "RolloutInProgress",
+                };
+                self.publish_denial(request, target, reason, &message);
+                Answer::deny(request, message)
+            }
+            Verdict::ApprovalRequired(requirement) => {
+                let mut answer = Answer::deny(request, &message);
+                answer.verdict = Counted::ApprovalRequired;
+                if let Some(spec) = &requirement.create {
+                    match self
+                        .effects
+                        .open_request(namespace, &requirement.approval_name, spec)
+                        .await
+                    {
+                        Ok(true) => self.effects.publish(
+                            target,
+                            EventType::Normal,
+                            "ApprovalRequested",
+                            format!(
+                                "{} requested approval {namespace}/{} for: {}",
+                                change.requester.username,
+                                requirement.approval_name,
+                                spec.change.summary.text
+                            ),
+                        ),
+                        Ok(false) => {}
+                        Err(error) => {
+                            answer = Answer::deny(
+                                request,
+                                format!(
+                                    "{message}\ncountersign could not open the request ({error}); retry"
+                                ),
+                            );
+                        }
+                    }
+                } else {
+                    self.publish_denial(request, target, "ApprovalRequired", &message);
+                }
+                answer
+            }
+            Verdict::Approved(approved) => {
+                let name = approved.approval.name_any();
+                if !approved.mark_deploying || request.dry_run {
+                    let mut answer = Answer::allow(request);
+                    answer.verdict = Counted::Approved;
+                    return answer;
+                }
+                match self
+                    .effects
+                    .mark_deploying(&approved.approval, &approved.chain)
+                    .await
+                {
+                    Ok(()) => {
+                        self.effects.publish(
+                            target.clone(),
+                            EventType::Normal,
+                            "Admitted",
+                            format!("admitted under approval {namespace}/{name}: {message}"),
+                        );
+                        self.effects.publish(
+                            approval_reference(namespace, &name),
+                            EventType::Normal,
+                            "Admitted",
+                            format!(
+                                "{} applied the approved change; rolling out",
+                                change.requester.username
+                            ),
+                        );
+                        let mut answer = Answer::allow(request).warn(format!(
+                            "countersign: approval {namespace}/{name} admits this change; it is now Deploying"
+                        ));
+                        answer.verdict = Counted::Approved;
+                        answer
+                    }
+                    Err(WriteError::Conflict(_)) => Answer::deny(
+                        request,
+                        format!(
+                            "approval {name} was just used by another admission of this change; retry"
+                        ),
+                    ),
+                    Err(error) => Answer::deny(
+                        request,
+                        format!(
+                            "approval {name} approves this change, but countersign could not mark it Deploying ({error}); retry"
+                        ),
+                    ),
+                }
+            }
+        }
+    }
+
+    fn publish_denial(
+        &self,
+        request: &AdmissionRequest<DynamicObject>,
+        target: ObjectReference,
+        reason: &str,
+        message: &str,
+    ) {
+        if !request.dry_run {
+            self.effects.publish(
+                target,
+                EventType::Warning,
+                reason,
+                format!("{} was denied: {message}", request.user_info.username.as_deref().unwrap_or("someone")),
+            );
+        }
+    }
+
+    // ---- DeploymentApprovals (SPEC §3) ----
+
+    async fn approval(&self, request: &AdmissionRequest<DynamicObject>) -> Answer {
+        if request.sub_resource.as_deref() == Some("status") {
+            return self.own_only(request, "the status of a DeploymentApproval is written by countersign only");
+        }
+        let author = user_info(request);
+        let now = Timestamp::now();
+        match request.operation {
+            Operation::Create if self.is_own(request) => Answer::allow(request),
+            Operation::Create => {
+                let approval = match decode::<DeploymentApproval>(request.object.as_ref()) {
+                    Ok(approval) => approval,
+                    Err(why) => return Answer::deny(request, why),
+                };
+                let namespace = request.namespace.clone().unwrap_or_default();
+                let labels = match self.namespace_labels(&namespace).await {
+                    Ok(labels) => labels,
+                    Err(why) => return Answer::deny(request, why),
+                };
+                let target = self.live_target(&namespace, &approval).await;
+                let policies = self.snapshot.policies();
+                match validate_request_create(&RequestCreate {
+                    approval: &approval,
+                    creator: &author,
+                    namespace: &namespace,
+                    namespace_labels: &labels,
+                    cluster_region: self.settings.cluster_region.as_deref(),
+                    target_object: target.as_ref(),
+                    policies: &policies,
+                    now,
+                }) {
+                    Ok(()) => Answer::allow(request),
+                    Err(refusal) => Answer::deny(request, refusal),
+                }
+            }
+            Operation::Update => {
+                let (old, new) = match (
+                    decode::<DeploymentApproval>(request.old_object.as_ref()),
+                    decode::<DeploymentApproval>(request.object.as_ref()),
+                ) {
+                    (Ok(old), Ok(new)) => (old, new),
+                    (Err(why), _) | (_, Err(why)) => return Answer::deny(request, why),
+                };
+                match validate_review_edit(&old.spec, &new.spec, &author, now) {
+                    Err(refusal) => Answer::deny(request, refusal),
+                    Ok(ReviewEdit::NoReview) => Answer::allow(request),
+                    Ok(ReviewEdit::Appended(review)) => {
+                        let bindings = self.snapshot.bindings();
+                        match validate_review_standing(&old, &review, &bindings, now) {
+                            Ok(()) => Answer::allow(request),
+                            Err(refusal) => Answer::deny(request, refusal),
+                        }
+                    }
+                }
+            }
+            _ => Answer::allow(request),
+        }
+    }
+
+    /// The target of a request made ahead of time, read live when it exists (its labels
+    /// decide `objectSelector`). Unknown kinds and slow reads leave it unknown.
+    async fn live_target(&self, namespace: &str, approval: &DeploymentApproval) -> Option<Value> {
+        let target = &approval.spec.target;
+        let (group, version) = match target.api_version.split_once('/') {
+            Some((group, version)) => (group, version),
+            None => ("", target.api_version.as_str()),
+        };
+        let gvk = kube::api::GroupVersionKind::gvk(group, version, &target.kind);
+        let client = self.effects.client().clone();
+        let read = async {
+            let (resource, _) = kube::discovery::pinned_kind(&client, &gvk).await?;
+            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
+            api.get_opt(&target.name).await
+        };
+        match bounded(read).await {
+            Ok(Some(object)) => serde_json::to_value(object).ok(),
+            Ok(None) => None,
+            Err(error) => {
+                tracing::debug!(%error, kind = target.kind, "target not read");
+                None
+            }
+        }
+    }
+
+    /// Stamp `user`, `groups` and `time` on appended reviews that left them out.
+    fn stamp(&self, request: &AdmissionRequest<DynamicObject>) -> Answer {
+        if request.operation != Operation::Update || request.sub_resource.is_some() {
+            return Answer::allow(request);
+        }
+        let (Ok(old), Some(Ok(new))) = (
+            decode::<DeploymentApproval>(request.old_object.as_ref()),
+            request.object.as_ref().map(serde_json::to_value),
+        ) else {
+            // The validating webhook denies what cannot be read.
+            return Answer::allow(request);
+        };
+        let author = user_info(request);
+        let bindings = self.snapshot.bindings();
+        let requester = &old.spec.change.requester;
+        let chain = ApprovalChain {
+            settings: &old.spec.policy.chain,
+            requester,
+            namespace: request.namespace.as_deref().unwrap_or_default(),
+            bindings: &bindings,
+            requested_at: old.spec.change.requested_at.0,
+        };
+        let groups = review_groups(&chain, &author);
+        let operations =
+            stamp_appended_reviews(old.spec.reviews.len(), &new, &author, &groups, Timestamp::now());
+        if operations.is_empty() {
+            return Answer::allow(request);
+        }
+        let patch = serde_json::from_value::<json_patch::Patch>(Value::Array(operations))
+            .map_err(|e| e.to_string())
+            .and_then(|patch| {
+                AdmissionResponse::from(request)
+                    .with_patch(patch)
+                    .map_err(|e| e.to_string())
+            });
+        match patch {
+            Ok(response) => Answer {
+                response,
+                verdict: Counted::Allowed,
+            },
+            Err(error) => Answer::deny(request, format!("countersign could not stamp the review: {error}")),
+        }
+    }
+
+    // ---- AuditEntries (SPEC §3, §7) ----
+
+    fn audit(&self, request: &AdmissionRequest<DynamicObject>) -> Answer {
+        if request.sub_resource.as_deref() == Some("status") {
+            return self.own_only(request, "the status of an AuditEntry is written by countersign only");
+        }
+        match request.operation {
+            Operation::Create => self.own_only(request, "AuditEntries are written by countersign only"),
+            Operation::Update => Answer::deny(request, "AuditEntries are immutable; the audit trail is append-only"),
+            Operation::Delete if self.is_own(request) || is_namespace_cleanup(request) => {
+                Answer::allow(request)
+            }
+            Operation::Delete => Answer::deny(
+                request,
+                "AuditEntries are deleted only by countersign's retention; the audit trail is append-only",
+            ),
+            Operation::Connect => Answer::allow(request),
+        }
+    }
+
+    fn own_only(&self, request: &AdmissionRequest<DynamicObject>, rule: &str) -> Answer {
+        if self.is_own(request) {
+            return Answer::allow(request);
+        }
+        Answer::deny(
+            request,
+            format!(
+                "{rule} (this request was made by {})",
+                request.user_info.username.as_deref().unwrap_or("an unknown user")
+            ),
+        )
+    }
+
+    // ---- ApprovalPolicies (SPEC §3) ----
+
+    fn policy(&self, request: &AdmissionRequest<DynamicObject>) -> Answer {
+        let policy = match decode::<ApprovalPolicy>(request.object.as_ref()) {
+            Ok(policy) => policy,
+            Err(why) => return Answer::deny(request, why),
+        };
+        let validation = validate_policy(&policy.spec);
+        if !validation.errors.is_empty() {
+            let errors: Vec<String> = validation.errors.iter().map(|e| e.to_string()).collect();
+            return Answer::deny(
+                request,
+                format!("ApprovalPolicy {} is invalid: {}", policy.name_any(), errors.join("; ")),
+            );
+        }
+        let mut answer = Answer::allow(request);
+        for warning in validation.warnings {
+            answer = answer.warn(warning);
+        }
+        answer
+    }
+}
+
+/// The approval a denial rests on, when a fresher copy could change the answer: a pending
+/// request (approved a moment ago?) or the lock holder (released a moment ago?).
+fn stale_suspect(decision: &Decision) -> Option<String> {
+    match &decision.verdict {
+        Verdict::ApprovalRequired(requirement) if requirement.existing => {
+            Some(requirement.approval_name.clone())
+        }
+        Verdict::Denied(DenyReason::RolloutInProgress { approval }) => Some(approval.clone()),
+        _ => None,
+    }
+}
+
+/// The reasons as one message: the verdict first, then one line each.
+fn render(reasons: &[String]) -> String {
+    match reasons.split_first() {
+        None => String::new(),
+        Some((first, rest)) => rest
+            .iter()
+            .fold(first.clone(), |text, line| format!("{text}\n- {line}")),
+    }
+}
+
+/// The authenticated requester of an API call.
+fn user_info(request: &AdmissionRequest<DynamicObject>) -> UserInfo {
+    UserInfo {
+        username: request.user_info.username.clone().unwrap_or_default(),
+        groups: request.user_info.groups.clone().unwrap_or_default(),
+    }
+}
+
+/// Decode an object of a countersign kind; the error names the field.
+fn decode<K: serde::de::DeserializeOwned>(object: Option<&DynamicObject>) -> Result<K, String> {
+    let object = object.ok_or("the request carries no object")?;
+    let value = serde_json::to_value(object).map_err(|e| e.to_string())?;
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        format!("countersign cannot decode the object at {}: {}", e.path(), e.inner())
+    })
+}
+
+fn target_reference(object: &Value, namespace: &str) -> ObjectReference {
+    let text = |pointer: &str| {
+        object
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    ObjectReference {
+        api_version: text("/apiVersion"),
+        kind: text("/kind"),
+        name: text("/metadata/name"),
+        namespace: Some(namespace.to_string()),
+        uid: text("/metadata/uid"),
+        ..ObjectReference::default()
+    }
+}
+
+fn audit_target(reference: &ObjectReference) -> AuditTarget {
+    AuditTarget {
+        api_version: reference.api_version.clone().unwrap_or_default(),
+        kind: reference.kind.clone().unwrap_or_default(),
+        namespace: reference.namespace.clone(),
+        name: reference.name.clone().unwrap_or_default(),
+        uid: reference.uid.clone(),
+    }
+}
+
+/// Deleting a namespace deletes its AuditEntries through the namespace controller; refusing
+/// it would leave the install namespace stuck in Terminating.
+fn is_namespace_cleanup(request: &AdmissionRequest<DynamicObject>) -> bool {
+    matches!(
+        request.user_info.username.as_deref(),
+        Some("system:serviceaccount:kube-system:namespace-controller")
+    )
+}

@@ -1,0 +1,262 @@
+//! What a decision asks the webhook to do besides answering: open the request, move an
+//! approved request to `Deploying` (compare-and-swap), record break-glass, publish Events.
+//! Every write runs under a deadline, so a slow API server yields a denial with a reason
+//! rather than a timed-out admission call.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::PostParams;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Client, Resource, ResourceExt};
+use sha2::{Digest, Sha256};
+
+use crate::api::{
+    ApprovalPhase, AuditAction, AuditEntry, AuditEntrySpec, AuditTarget, DeploymentApproval,
+    DeploymentApprovalSpec, UserInfo,
+};
+use crate::core::chain::ChainState;
+use crate::core::decision::BreakGlassUse;
+
+/// How long one live read or write may take before the webhook gives up and says so.
+pub const CALL_BUDGET: Duration = Duration::from_secs(3);
+
+/// The label that names the target object on a request countersign opened.
+pub const TARGET_LABEL: &str = "countersign.dev/target";
+
+/// Why a write did not land.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// Someone else wrote first (409): the compare-and-swap lost, or the object exists.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("the API server did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("{0}")]
+    Api(#[from] kube::Error),
+}
+
+/// Run `call` under [`CALL_BUDGET`].
+pub async fn bounded<T>(
+    call: impl Future<Output = Result<T, kube::Error>>,
+) -> Result<T, WriteError> {
+    match tokio::time::timeout(CALL_BUDGET, call).await {
+        Err(_) => Err(WriteError::Timeout(CALL_BUDGET)),
+        Ok(Err(kube::Error::Api(status))) if status.code == 409 => {
+            Err(WriteError::Conflict(status.message))
+        }
+        Ok(result) => result.map_err(WriteError::from),
+    }
+}
+
+/// The webhook's writes, as countersign's own identity.
+#[derive(Clone)]
+pub struct Effects {
+    client: Client,
+    recorder: Recorder,
+    install_namespace: String,
+    /// Who admitted a change: recorded as the approval's lock holder.
+    replica: String,
+}
+
+impl Effects {
+    pub fn new(client: Client, install_namespace: String, replica: String) -> Self {
+        let reporter = Reporter {
+            controller: "countersign".into(),
+            instance: Some(replica.clone()),
+        };
+        Effects {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            install_namespace,
+            replica,
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Open the Pending request `name`. `Ok(false)`: it already exists (a retry, or a
+    /// racing replica opened it first); both converge on one object.
+    pub async fn open_request(
+        &self,
+        namespace: &str,
+        name: &str,
+        spec: &DeploymentApprovalSpec,
+    ) -> Result<bool, WriteError> {
+        let approval = DeploymentApproval {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(namespace.into()),
+                labels: Some([(TARGET_LABEL.to_string(), label_value(&spec.target.name))].into()),
+                ..ObjectMeta::default()
+            },
+            spec: spec.clone(),
+            status: None,
+        };
+        let api: Api<DeploymentApproval> = Api::namespaced(self.client.clone(), namespace);
+        match bounded(api.create(&PostParams::default(), &approval)).await {
+            Ok(_) => Ok(true),
+            Err(WriteError::Conflict(_)) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Move `approval` to `Deploying` with this replica as lock holder, only if nobody
+    /// wrote it since it was read (its resourceVersion): the one-change lock (SPEC §1.3).
+    pub async fn mark_deploying(
+        &self,
+        approval: &DeploymentApproval,
+        chain: &ChainState,
+    ) -> Result<(), WriteError> {
+        let namespace = approval.namespace().unwrap_or_default();
+        let name = approval.name_any();
+        let mut updated = approval.clone();
+        let mut status = chain.to_status();
+        status.phase = ApprovalPhase::Deploying;
+        status.current_level = None;
+        status.lock_holder = Some(self.replica.clone());
+        status.observed_generation = approval.metadata.generation;
+        status.notifications = approval
+            .status
+            .as_ref()
+            .map(|s| s.notifications.clone())
+            .unwrap_or_default();
+        status.conditions = approval
+            .status
+            .as_ref()
+            .map(|s| s.conditions.clone())
+            .unwrap_or_default();
+        updated.status = Some(status);
+        updated.metadata.managed_fields = None;
+        let api: Api<DeploymentApproval> = Api::namespaced(self.client.clone(), &namespace);
+        bounded(api.replace_status(&name, &PostParams::default(), &updated))
+            .await
+            .map(|_| ())
+    }
+
+    /// Write the break-glass AuditEntry (SPEC §6, §7). Its name is derived from the change
+    /// and the person, so a retried apply finds the entry already there instead of writing
+    /// a second one.
+    pub async fn record_break_glass(
+        &self,
+        target: AuditTarget,
+        actor: &UserInfo,
+        digest: &str,
+        glass: &BreakGlassUse,
+        now: Timestamp,
+    ) -> Result<String, WriteError> {
+        let name = break_glass_entry_name(&target, digest, &actor.username);
+        let entry = AuditEntry {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(self.install_namespace.clone()),
+                ..ObjectMeta::default()
+            },
+            spec: AuditEntrySpec {
+                time: Time(now),
+                action: AuditAction::BreakGlass,
+                actor: actor.clone(),
+                target,
+                change_digest: Some(digest.to_string()),
+                approval: None,
+                policy: Some(glass.policies.join(",")),
+                reason: Some(glass.reason.clone()),
+            },
+            status: None,
+        };
+        let api: Api<AuditEntry> = Api::namespaced(self.client.clone(), &self.install_namespace);
+        match bounded(api.create(&PostParams::default(), &entry)).await {
+            Ok(_) | Err(WriteError::Conflict(_)) => Ok(name),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Publish an Event in the background: it never delays or changes an answer.
+    pub fn publish(&self, regarding: ObjectReference, type_: EventType, reason: &str, note: String) {
+        let recorder = self.recorder.clone();
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            // The API server limits an Event's note to 1 KiB.
+            note: Some(note.chars().take(1000).collect()),
+            action: "Admission".into(),
+            secondary: None,
+        };
+        tokio::spawn(async move {
+            if let Err(error) = recorder.publish(&event, &regarding).await {
+                tracing::debug!(%error, "could not publish an Event");
+            }
+        });
+    }
+}
+
+/// A reference to a DeploymentApproval, for Events.
+pub fn approval_reference(namespace: &str, name: &str) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(DeploymentApproval::api_version(&()).into_owned()),
+        kind: Some(DeploymentApproval::kind(&()).into_owned()),
+        namespace: Some(namespace.into()),
+        name: Some(name.into()),
+        ..ObjectReference::default()
+    }
+}
+
+/// `break-glass-<16 hex>` of (target, digest, actor).
+fn break_glass_entry_name(target: &AuditTarget, digest: &str, actor: &str) -> String {
+    let mut hash = Sha256::new();
+    for part in [
+        target.api_version.as_str(),
+        target.kind.as_str(),
+        target.namespace.as_deref().unwrap_or_default(),
+        target.name.as_str(),
+        digest,
+        actor,
+    ] {
+        hash.update(part.as_bytes());
+        hash.update([0]);
+    }
+    let hex: String = hash
+        .finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("break-glass-{hex}")
+}
+
+/// A label value: at most 63 characters of the name (object names may be longer).
+fn label_value(name: &str) -> String {
+    let cut: String = name.chars().take(63).collect();
+    cut.trim_end_matches(['-', '.', '_']).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn break_glass_names_are_stable_and_distinct() {
+        let target = AuditTarget {
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            namespace: Some("shop".into()),
+            name: "web".into(),
+            uid: None,
+        };
+        let a = break_glass_entry_name(&target, "sha256:aa", "erin");
+        assert_eq!(a, break_glass_entry_name(&target, "sha256:aa", "erin"));
+        assert_ne!(a, break_glass_entry_name(&target, "sha256:ab", "erin"));
+        assert_ne!(a, break_glass_entry_name(&target, "sha256:aa", "dave"));
+        assert!(a.starts_with("break-glass-") && a.len() == 28);
+    }
+
+    #[test]
+    fn label_values_fit() {
+        assert_eq!(label_value(&"a".repeat(100)).len(), 63);
+        assert_eq!(label_value(&format!("{}-b", "a".repeat(62))), "a".repeat(62));
+    }
+}

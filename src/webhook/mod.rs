@@ -1,0 +1,8 @@
+//! The admission shell: HTTPS, the review paths, the caches it decides from, and the writes
+//! a decision asks for.
+
+pub mod admission;
+pub mod effects;
+pub mod router;
+pub mod server;
+pub mod snapshot;

@@ -1,0 +1,269 @@
+//! Answers from memory: reflector stores of ApprovalPolicies, DeploymentApprovals,
+//! Namespaces and the RBAC bindings role approvers need, turned into the core's inputs.
+//! Policies and bindings change rarely and are rebuilt once per change; validation results
+//! are kept per policy generation and per approval, so a review does not validate again.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+
+use crate::api::{ApprovalPolicy, DeploymentApproval};
+use crate::core::chain::RoleBindingSnapshot;
+use crate::core::decision::{Validations, snapshot_problem};
+use crate::core::validation::{FieldError, validate_policy};
+
+/// The caches the webhook decides from. Cheap to clone (every field is shared).
+#[derive(Clone)]
+pub struct Snapshot {
+    policies: Store<ApprovalPolicy>,
+    approvals: Store<DeploymentApproval>,
+    namespaces: Store<Namespace>,
+    role_bindings: Store<RoleBinding>,
+    cluster_role_bindings: Store<ClusterRoleBinding>,
+    derived: Arc<Derived>,
+    validations: Arc<ValidationCache>,
+}
+
+/// Views rebuilt when their source changed (`dirty`), on the next read.
+#[derive(Default)]
+struct Derived {
+    policies_dirty: AtomicBool,
+    policies: RwLock<Arc<Vec<ApprovalPolicy>>>,
+    bindings_dirty: AtomicBool,
+    bindings: RwLock<Arc<RoleBindingSnapshot>>,
+}
+
+/// The sizes of the caches, for /metrics.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CacheSizes {
+    pub policies: usize,
+    pub approvals: usize,
+    pub namespaces: usize,
+    pub role_bindings: usize,
+    pub cluster_role_bindings: usize,
+}
+
+/// The watch streams that fill a [`Snapshot`]; run them until the process ends.
+pub type Feeds = Vec<futures::future::BoxFuture<'static, ()>>;
+
+impl Snapshot {
+    /// Caches over `client`, and the streams that fill them (the caller spawns them).
+    pub fn watch(client: &Client) -> (Snapshot, Feeds) {
+        let derived = Arc::new(Derived {
+            policies_dirty: AtomicBool::new(true),
+            bindings_dirty: AtomicBool::new(true),
+            ..Derived::default()
+        });
+        let mut feeds: Feeds = Vec::new();
+        let on_policy = {
+            let derived = derived.clone();
+            move || derived.policies_dirty.store(true, Ordering::Release)
+        };
+        let on_binding = {
+            let derived = derived.clone();
+            move || derived.bindings_dirty.store(true, Ordering::Release)
+        };
+        let policies = feed(Api::all(client.clone()), &mut feeds, on_policy);
+        let approvals = feed(Api::all(client.clone()), &mut feeds, || {});
+        let namespaces = feed(Api::all(client.clone()), &mut feeds, || {});
+        let role_bindings = feed(Api::all(client.clone()), &mut feeds, on_binding.clone());
+        let cluster_role_bindings = feed(Api::all(client.clone()), &mut feeds, on_binding);
+        let snapshot = Snapshot {
+            policies,
+            approvals,
+            namespaces,
+            role_bindings,
+            cluster_role_bindings,
+            derived,
+            validations: Arc::new(ValidationCache::default()),
+        };
+        (snapshot, feeds)
+    }
+
+    /// Resolves once every cache has its first complete list.
+    pub async fn wait_until_synced(&self) -> Result<(), reflector::store::WriterDropped> {
+        self.policies.wait_until_ready().await?;
+        self.approvals.wait_until_ready().await?;
+        self.namespaces.wait_until_ready().await?;
+        self.role_bindings.wait_until_ready().await?;
+        self.cluster_role_bindings.wait_until_ready().await
+    }
+
+    /// Every ApprovalPolicy, shared until one changes.
+    pub fn policies(&self) -> Arc<Vec<ApprovalPolicy>> {
+        rebuilt(
+            &self.derived.policies_dirty,
+            &self.derived.policies,
+            || {
+                let mut all: Vec<ApprovalPolicy> =
+                    self.policies.state().iter().map(|p| (**p).clone()).collect();
+                all.sort_by(|a, b| a.name_any().cmp(&b.name_any()));
+                all
+            },
+        )
+    }
+
+    /// The RoleBindings and ClusterRoleBindings, shared until one changes.
+    pub fn bindings(&self) -> Arc<RoleBindingSnapshot> {
+        rebuilt(
+            &self.derived.bindings_dirty,
+            &self.derived.bindings,
+            || RoleBindingSnapshot {
+                role_bindings: self.role_bindings.state().iter().map(|b| (**b).clone()).collect(),
+                cluster_role_bindings: self
+                    .cluster_role_bindings
+                    .state()
+                    .iter()
+                    .map(|b| (**b).clone())
+                    .collect(),
+            },
+        )
+    }
+
+    /// The DeploymentApprovals in `namespace` that may concern the object `target_name`:
+    /// those for it, and those whose names a new request for it could take.
+    pub fn approvals_for(&self, namespace: &str, target_name: &str) -> Vec<DeploymentApproval> {
+        let prefix = format!("{target_name}-");
+        self.approvals
+            .state_filter(|a| {
+                a.metadata.namespace.as_deref() == Some(namespace)
+                    && (a.spec.target.name == target_name
+                        || a.metadata.name.as_deref().is_some_and(|n| n.starts_with(&prefix)))
+            })
+            .iter()
+            .map(|a| (**a).clone())
+            .collect()
+    }
+
+    /// One cached DeploymentApproval.
+    pub fn approval(&self, namespace: &str, name: &str) -> Option<Arc<DeploymentApproval>> {
+        self.approvals
+            .get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// A namespace's labels, when the cache knows the namespace.
+    pub fn namespace_labels(&self, namespace: &str) -> Option<BTreeMap<String, String>> {
+        self.namespaces
+            .get(&ObjectRef::new(namespace))
+            .map(|ns| ns.labels().clone())
+    }
+
+    /// The validation results `decide` reads, cached.
+    pub fn validations(&self) -> &ValidationCache {
+        &self.validations
+    }
+
+    pub fn sizes(&self) -> CacheSizes {
+        CacheSizes {
+            policies: self.policies.len(),
+            approvals: self.approvals.len(),
+            namespaces: self.namespaces.len(),
+            role_bindings: self.role_bindings.len(),
+            cluster_role_bindings: self.cluster_role_bindings.len(),
+        }
+    }
+}
+
+/// A reflector for `api` whose stream is pushed onto `feeds`; `changed` runs after every
+/// event. managedFields are dropped: they are large and nothing here reads them.
+fn feed<K>(api: Api<K>, feeds: &mut Feeds, changed: impl Fn() + Send + 'static) -> Store<K>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .modify(|object: &mut K| object.managed_fields_mut().clear());
+    feeds.push(Box::pin(drain(reflector::reflector(writer, stream), changed)));
+    reader
+}
+
+async fn drain<S, T, E>(stream: S, changed: impl Fn())
+where
+    S: Stream<Item = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let mut stream = std::pin::pin!(stream);
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(_) => changed(),
+            Err(error) => tracing::warn!(%error, "watch failed; retrying with backoff"),
+        }
+    }
+}
+
+/// The shared view, rebuilt first when `dirty`.
+fn rebuilt<T>(dirty: &AtomicBool, view: &RwLock<Arc<T>>, build: impl FnOnce() -> T) -> Arc<T> {
+    if dirty.swap(false, Ordering::AcqRel) {
+        let fresh = Arc::new(build());
+        if let Ok(mut current) = view.write() {
+            *current = fresh.clone();
+        }
+        return fresh;
+    }
+    match view.read() {
+        Ok(current) => current.clone(),
+        // A panic elsewhere poisoned the lock: rebuild rather than serve a half-written view.
+        Err(_) => {
+            dirty.store(true, Ordering::Release);
+            Arc::new(build())
+        }
+    }
+}
+
+/// Validation results per policy (uid, generation) and per approval (uid, generation): a
+/// policy's spec changes only with its generation, and an approval's chain snapshot is
+/// immutable.
+#[derive(Debug, Default)]
+pub struct ValidationCache {
+    policies: Mutex<HashMap<(String, i64), Vec<FieldError>>>,
+    approvals: Mutex<HashMap<(String, i64), Option<String>>>,
+}
+
+/// More entries than this and the cache starts over (deleted objects leave stale keys).
+const VALIDATION_CACHE_LIMIT: usize = 50_000;
+
+fn cache_key<K: Resource>(object: &K) -> Option<(String, i64)> {
+    let meta = object.meta();
+    Some((meta.uid.clone()?, meta.generation.unwrap_or_default()))
+}
+
+fn cached<K: Resource, V: Clone>(
+    cache: &Mutex<HashMap<(String, i64), V>>,
+    object: &K,
+    compute: impl FnOnce() -> V,
+) -> V {
+    let Some(key) = cache_key(object) else {
+        return compute();
+    };
+    if let Some(hit) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
+        return hit;
+    }
+    let value = compute();
+    if let Ok(mut cache) = cache.lock() {
+        if cache.len() >= VALIDATION_CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(key, value.clone());
+    }
+    value
+}
+
+impl Validations for ValidationCache {
+    fn policy_errors(&self, policy: &ApprovalPolicy) -> Vec<FieldError> {
+        cached(&self.policies, policy, || validate_policy(&policy.spec).errors)
+    }
+
+    fn snapshot_problem(&self, approval: &DeploymentApproval) -> Option<String> {
+        cached(&self.approvals, approval, || snapshot_problem(approval))
+    }
+}
