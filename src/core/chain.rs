@@ -10,7 +10,8 @@
 //!   required slot) is held, and counts at the first later level that names its author,
 //!   when that level opens: a person never loses their approval to a level that did not
 //!   need it.
-//! - One person counts once per request; a rejection by any eligible approver ends it.
+//! - One person counts once per request; a rejection by any eligible approver ends it,
+//!   and so does one by the requester (withdrawing their own request).
 
 use std::collections::BTreeSet;
 
@@ -184,8 +185,8 @@ impl<'a> ApprovalChain<'a> {
             .any(|e| self.entry_matches(e, user, groups))
     }
 
-    /// Indices of the levels at which a person is eligible.
-    fn eligible_levels(&self, user: &str, groups: &[String]) -> Vec<usize> {
+    /// Indices (0-based) of the levels at which a person is eligible, through `groups`.
+    pub fn eligible_levels(&self, user: &str, groups: &[String]) -> Vec<usize> {
         self.settings
             .levels
             .iter()
@@ -386,13 +387,7 @@ impl<'a> Evaluation<'a> {
     }
 
     fn level_label(&self, index: usize) -> String {
-        let levels = &self.chain.settings.levels;
-        format!(
-            "level {}/{} {}",
-            index + 1,
-            levels.len(),
-            levels[index].name
-        )
+        level_label(&self.chain.settings.levels, index)
     }
 
     fn apply(&mut self, review: &Review) {
@@ -412,9 +407,15 @@ impl<'a> Evaluation<'a> {
         {
             return self.ignore(format!("{who}: reviewed after the request expired"));
         }
-        if who == self.chain.requester.username && !self.chain.settings.allow_self_approval {
+        let by_requester = who == self.chain.requester.username;
+        // The requester may always withdraw their own request; approving it needs
+        // `allowSelfApproval`.
+        if by_requester && review.decision == ReviewDecision::Reject {
+            return self.reject(review);
+        }
+        if by_requester && !self.chain.settings.allow_self_approval {
             return self.ignore(format!(
-                "{who}: the requester cannot review their own change"
+                "{who}: the requester cannot approve their own change"
             ));
         }
         let eligible = self.chain.eligible_levels(who, &review.groups);
@@ -424,12 +425,7 @@ impl<'a> Evaluation<'a> {
         let first_review = self.reviewed.insert(who.to_string());
         match review.decision {
             // A rejection by any eligible approver ends the request, even after their approval.
-            ReviewDecision::Reject => {
-                self.state.phase = ApprovalPhase::Rejected;
-                self.state.current_level = None;
-                self.state.rejected_by = Some((who.to_string(), review.comment.clone()));
-                self.state.expires_at = None;
-            }
+            ReviewDecision::Reject => self.reject(review),
             ReviewDecision::Approve => {
                 if !first_review {
                     return self.ignore(format!(
@@ -463,6 +459,14 @@ impl<'a> Evaluation<'a> {
                 }
             }
         }
+    }
+
+    /// End the request: rejected by the review's author.
+    fn reject(&mut self, review: &Review) {
+        self.state.phase = ApprovalPhase::Rejected;
+        self.state.current_level = None;
+        self.state.rejected_by = Some((review.user.clone(), review.comment.clone()));
+        self.state.expires_at = None;
     }
 
     /// The open level was satisfied at `time`: open the next one, where held approvals of
@@ -653,6 +657,12 @@ fn subject_matches(
         }
         _ => false,
     }
+}
+
+/// How a level is named in messages: "level 2/3 sre" (1-based, of the chain's length).
+pub fn level_label(levels: &[ApprovalLevel], index: usize) -> String {
+    let name = levels.get(index).map_or("?", |l| l.name.as_str());
+    format!("level {}/{} {name}", index + 1, levels.len())
 }
 
 /// "level 2/2 sre: 1 of 2 approvals, waiting for bob (required)".
@@ -919,13 +929,51 @@ mod tests {
         assert_eq!(state.phase, ApprovalPhase::Pending);
         assert_eq!(
             state.ignored,
-            vec!["dev: the requester cannot review their own change".to_string()]
+            vec!["dev: the requester cannot approve their own change".to_string()]
         );
         chain.allow_self_approval = true;
         assert_eq!(
             run(&chain, &[approve("dev", 1)], 10).phase,
             ApprovalPhase::Approved
         );
+    }
+
+    #[test]
+    fn the_requester_may_withdraw_their_own_request() {
+        let listed = settings(vec![level(
+            "l",
+            vec![user("dev", false), user("ops", false)],
+            None,
+        )]);
+        let unlisted = settings(vec![level("l", vec![user("ops", false)], None)]);
+        let mut self_approving = listed.clone();
+        self_approving.allow_self_approval = true;
+        let cases: Vec<(&str, &ApprovalSettings, Vec<Review>)> = vec![
+            (
+                "requester listed as an approver",
+                &listed,
+                vec![reject("dev", 1)],
+            ),
+            (
+                "requester approves no level of the chain",
+                &unlisted,
+                vec![reject("dev", 1)],
+            ),
+            (
+                "after approving their own change under allowSelfApproval",
+                &self_approving,
+                vec![approve("dev", 1), reject("dev", 2)],
+            ),
+        ];
+        for (name, chain, reviews) in cases {
+            let state = run(chain, &reviews, 10);
+            assert_eq!(state.phase, ApprovalPhase::Rejected, "{name}");
+            assert_eq!(
+                state.rejected_by,
+                Some(("dev".to_string(), Some("not now".to_string()))),
+                "{name}"
+            );
+        }
     }
 
     #[test]

@@ -640,15 +640,8 @@ pub fn approval_state(
     bindings: &RoleBindingSnapshot,
     now: Timestamp,
 ) -> ChainState {
-    let spec = &approval.spec;
-    let mut state = ApprovalChain {
-        settings: &spec.policy.chain,
-        requester: &spec.change.requester,
-        namespace: approval.metadata.namespace.as_deref().unwrap_or(namespace),
-        bindings,
-        requested_at: spec.change.requested_at.0,
-    }
-    .evaluate(&spec.reviews, now);
+    let mut state =
+        approval_chain(approval, namespace, bindings).evaluate(&approval.spec.reviews, now);
     let stricter = match stored_phase(approval) {
         Some(stored) if stored.is_terminal() => Some(stored),
         Some(ApprovalPhase::Deploying) if state.phase == ApprovalPhase::Approved => {
@@ -666,6 +659,23 @@ pub fn approval_state(
         state.stuck = None;
     }
     state
+}
+
+/// The chain an approval is judged by: its snapshot, requester and start, in its own
+/// namespace (`namespace` when the object carries none).
+pub fn approval_chain<'a>(
+    approval: &'a DeploymentApproval,
+    namespace: &'a str,
+    bindings: &'a RoleBindingSnapshot,
+) -> ApprovalChain<'a> {
+    let spec = &approval.spec;
+    ApprovalChain {
+        settings: &spec.policy.chain,
+        requester: &spec.change.requester,
+        namespace: approval.metadata.namespace.as_deref().unwrap_or(namespace),
+        bindings,
+        requested_at: spec.change.requested_at.0,
+    }
 }
 
 /// The phase an approval's status records, if any.

@@ -1,6 +1,7 @@
-//! Builders for the core's unit tests: approvers, levels and RoleBindings in one line each.
+//! Builders for the core's unit tests: approvers, levels and (Cluster)RoleBindings in one
+//! line each.
 
-use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::api::{ApprovalLevel, Approver};
@@ -51,6 +52,35 @@ pub fn role_binding(
         metadata: ObjectMeta {
             name: Some(name.into()),
             namespace: Some(namespace.into()),
+            ..Default::default()
+        },
+        role_ref: cluster_role_ref(role),
+        subjects: Some(vec![Subject {
+            kind: subject_kind.into(),
+            name: subject.into(),
+            ..Default::default()
+        }]),
+    }
+}
+
+pub fn role(name: &str, required: bool) -> Approver {
+    Approver {
+        role: Some(name.into()),
+        required,
+        ..Default::default()
+    }
+}
+
+/// A ClusterRoleBinding `name` of the ClusterRole `role` to one subject.
+pub fn cluster_role_binding(
+    name: &str,
+    role: &str,
+    subject_kind: &str,
+    subject: &str,
+) -> ClusterRoleBinding {
+    ClusterRoleBinding {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
             ..Default::default()
         },
         role_ref: cluster_role_ref(role),
