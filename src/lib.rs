@@ -2,10 +2,12 @@
 //! approval between a workload change and the cluster (see `../shared/SPEC.md`).
 //!
 //! `core` decides and does no I/O; `api` holds the CRD types; `cli` is the shell of the
-//! `countersign` binary.
+//! `countersign` binary; `webhook` is the shell of `countersign serve`.
 
 pub mod api;
 
 pub mod cli;
 
 pub mod core;
+
+pub mod webhook;
