@@ -19,7 +19,7 @@ use super::output::{self, OutputFormat};
 use crate::api::{ApprovalPolicy, DeploymentApproval, GROUP, Operation, UserInfo, VERSION};
 use crate::core::chain::RoleBindingSnapshot;
 use crate::core::change::group_kind;
-use crate::core::decision::{ValidateOnTheSpot, DecisionInput, decide};
+use crate::core::decision::{DecisionInput, ValidateOnTheSpot, decide};
 use crate::core::policy::{ChangeRequest, selects_namespaces_by_label};
 use crate::core::validation::{validate_chain_snapshot, validate_policy};
 

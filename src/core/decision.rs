@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::api::{
     ApprovalPhase, ApprovalPolicy, ApprovalTarget, ChangeRecord, ChangeSummary,
-    DEFAULT_IGNORE_FIELDS, DeploymentApproval, DeploymentApprovalSpec, PolicySnapshot,
+    DEFAULT_IGNORE_FIELDS, DeploymentApproval, DeploymentApprovalSpec, Operation, PolicySnapshot,
 };
 use crate::core::chain::{ApprovalChain, ChainState, RoleBindingSnapshot, describe_progress};
 use crate::core::change::{ChangeDigest, api_group, group_kind, summarize};
@@ -577,7 +577,13 @@ fn new_request(
                 .to_string(),
             kind: group_kind(request.object).1,
             name: object_name(request.object).to_string(),
-            uid: object_uid(request.object).map(str::to_string),
+            // On CREATE the API server has given the object a uid that lasts only if it is
+            // admitted; a denied create's next attempt gets another. Only an existing
+            // object's uid identifies the target.
+            uid: match request.operation {
+                Operation::Update => object_uid(request.object).map(str::to_string),
+                Operation::Create => None,
+            },
         },
         change: ChangeRecord {
             digest: digest.to_string(),
@@ -980,6 +986,39 @@ mod tests {
             now: case.now.parse().unwrap(),
             validations: &ValidateOnTheSpot,
         })
+    }
+
+    #[test]
+    fn a_denied_create_is_found_again_though_the_retry_gets_another_uid() {
+        let with_uid = |uid: &str| {
+            let mut object = deployment("nginx:1.27", 3);
+            object["metadata"]["uid"] = json!(uid);
+            object
+        };
+        let mut first = case("first create");
+        first.old = None;
+        first.new = with_uid("uid-of-the-denied-attempt");
+        first.dry_run = false;
+        let decision = run(&first);
+        let Verdict::ApprovalRequired(requirement) = &decision.verdict else {
+            panic!("approval required, got {:?}", decision.verdict);
+        };
+        let spec = requirement.create.clone().expect("a request to open");
+        assert_eq!(spec.target.uid, None, "a create's uid dies with the denial");
+        let mut opened = DeploymentApproval::new(&requirement.approval_name, spec);
+        opened.metadata.namespace = Some("shop".into());
+
+        let mut retry = case("retried create");
+        retry.old = None;
+        retry.new = with_uid("uid-of-the-retry");
+        retry.approvals = vec![opened];
+        let Verdict::ApprovalRequired(requirement) = &run(&retry).verdict else {
+            panic!("approval required");
+        };
+        assert!(
+            requirement.existing,
+            "the retry finds the request it opened"
+        );
     }
 
     #[test]

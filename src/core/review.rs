@@ -304,9 +304,11 @@ pub fn review_groups(chain: &ApprovalChain, author: &UserInfo) -> Vec<String> {
 
 /// JSON Patch (RFC 6902) operations that fill `user`, `groups` and `time` of each review
 /// appended to the raw `new_object` (index `old_review_count` on) where the field is absent
-/// or null, so an approver may append just `{decision, comment}` (SPEC §3). A field that is
-/// present is left alone: the validating webhook refuses a wrong claim with its own message
-/// rather than having it silently overwritten. `time` is written like a Kubernetes
+/// or null, so an approver may append just `{decision, comment}` (SPEC §3). An empty
+/// `groups` counts as absent: the CRD's structural defaulting fills `groups: []` before any
+/// webhook sees the review, and the stamped groups are ones the author holds anyway. A field
+/// that is present is left alone: the validating webhook refuses a wrong claim with its own
+/// message rather than having it silently overwritten. `time` is written like a Kubernetes
 /// `metav1.Time` (RFC 3339, whole seconds).
 ///
 /// Works on raw JSON, since such a review does not deserialize into [`Review`]; a shape that
@@ -339,7 +341,14 @@ pub fn stamp_appended_reviews(
             let Some(value) = value else {
                 continue;
             };
-            if fields.get(*field).is_none_or(Value::is_null) {
+            let absent = match fields.get(*field) {
+                None | Some(Value::Null) => true,
+                Some(Value::Array(items)) => {
+                    *field == "groups" && items.is_empty() && !groups.is_empty()
+                }
+                Some(_) => false,
+            };
+            if absent {
                 operations.push(json!({
                     "op": "add",
                     "path": format!("/spec/reviews/{index}/{field}"),
@@ -1125,11 +1134,11 @@ mod standing_tests {
                 vec![add(1, "time", json!("2026-11-24T10:00:00Z"))],
             ),
             (
-                "an empty groups list is a claim too",
+                "an empty groups list (the CRD's default) is filled",
                 0,
                 with_reviews(json!([{"decision": "Approve", "groups": [],
                     "user": "alice", "time": "2026-11-24T10:00:00Z"}])),
-                vec![],
+                vec![add(0, "groups", json!(["team-leads"]))],
             ),
             (
                 "earlier reviews are never touched",

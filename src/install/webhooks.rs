@@ -353,7 +353,12 @@ mod tests {
             .unwrap_or_default();
         assert_eq!(excluded, ["kube-system", "cs-system"]);
         for hook in &hooks {
-            assert_eq!(hook.failure_policy.as_deref(), Some("Fail"), "{}", hook.name);
+            assert_eq!(
+                hook.failure_policy.as_deref(),
+                Some("Fail"),
+                "{}",
+                hook.name
+            );
             assert_eq!(hook.timeout_seconds, Some(TIMEOUT_SECONDS));
         }
         // countersign's own kinds are guarded in every namespace.

@@ -294,6 +294,8 @@ where
     match api.delete(name, &DeleteParams::default()).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(error) => Err(api_error(format!("deleting {} {name}", K::kind(&())))(error)),
+        Err(error) => Err(api_error(format!("deleting {} {name}", K::kind(&())))(
+            error,
+        )),
     }
 }

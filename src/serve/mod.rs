@@ -37,10 +37,20 @@ pub struct ServeArgs {
     #[arg(long, env = "COUNTERSIGN_LISTEN", default_value = "0.0.0.0:8443")]
     pub listen: SocketAddr,
     /// PEM certificate chain; re-read when the file changes (not with --local).
-    #[arg(long, env = "COUNTERSIGN_TLS_CERT", required_unless_present = "local", conflicts_with = "local")]
+    #[arg(
+        long,
+        env = "COUNTERSIGN_TLS_CERT",
+        required_unless_present = "local",
+        conflicts_with = "local"
+    )]
     pub tls_cert: Option<PathBuf>,
     /// PEM private key; re-read when the file changes (not with --local).
-    #[arg(long, env = "COUNTERSIGN_TLS_KEY", required_unless_present = "local", conflicts_with = "local")]
+    #[arg(
+        long,
+        env = "COUNTERSIGN_TLS_KEY",
+        required_unless_present = "local",
+        conflicts_with = "local"
+    )]
     pub tls_key: Option<PathBuf>,
     /// Kubeconfig to use; without it, $KUBECONFIG, ~/.kube/config or the in-cluster
     /// ServiceAccount. Required with --local.
@@ -130,8 +140,7 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeFailure> {
         };
         (client_config(args).await?, tls, None)
     };
-    let client =
-        Client::try_from(config).map_err(|e| ServeFailure::Kubeconfig(e.to_string()))?;
+    let client = Client::try_from(config).map_err(|e| ServeFailure::Kubeconfig(e.to_string()))?;
 
     let metrics = Metrics::new();
     let (snapshot, feeds) = Snapshot::watch(&client);
@@ -153,7 +162,11 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeFailure> {
     };
     let webhook = Webhook {
         snapshot,
-        effects: Effects::new(client.clone(), args.install_namespace.clone(), replica_name(args)),
+        effects: Effects::new(
+            client.clone(),
+            args.install_namespace.clone(),
+            replica_name(args),
+        ),
         settings: Settings {
             install_namespace: args.install_namespace.clone(),
             own_username: own_username(&args.install_namespace),
@@ -182,7 +195,9 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeFailure> {
                     "countersign: serving on https://{}; webhook configurations registered",
                     install.listen
                 ),
-                Err(error) => tracing::error!(%error, "could not register the webhook configurations"),
+                Err(error) => {
+                    tracing::error!(%error, "could not register the webhook configurations")
+                }
             }
         });
     }

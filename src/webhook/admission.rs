@@ -119,7 +119,7 @@ enum Parsed {
     Request(Box<AdmissionRequest<DynamicObject>>),
     /// A review whose envelope is sound but whose object cannot be decoded: denied (fail
     /// closed) with the reason, under the review's uid.
-    Undecodable(AdmissionResponse),
+    Undecodable(Box<AdmissionResponse>),
 }
 
 /// Read a body: a malformed or truncated review is a [`BadReview`]; a review whose object
@@ -143,7 +143,9 @@ fn parse(body: &[u8]) -> Result<Parsed, BadReview> {
             let (Some(uid), Some("AdmissionReview")) =
                 (uid, value.get("kind").and_then(Value::as_str))
             else {
-                return Err(BadReview(format!("not an AdmissionReview with a request: {error}")));
+                return Err(BadReview(format!(
+                    "not an AdmissionReview with a request: {error}"
+                )));
             };
             let mut response = AdmissionResponse::invalid(format!(
                 "countersign cannot decode this request, so it is denied: {error}"
@@ -152,7 +154,7 @@ fn parse(body: &[u8]) -> Result<Parsed, BadReview> {
             if let Some(api_version) = value.get("apiVersion").and_then(Value::as_str) {
                 response.types.api_version = api_version.to_string();
             }
-            Ok(Parsed::Undecodable(response))
+            Ok(Parsed::Undecodable(Box::new(response)))
         }
     }
 }
@@ -251,7 +253,11 @@ impl Webhook {
         };
         let (object, old_object) = match (
             serde_json::to_value(object),
-            request.old_object.as_ref().map(serde_json::to_value).transpose(),
+            request
+                .old_object
+                .as_ref()
+                .map(serde_json::to_value)
+                .transpose(),
         ) {
             (Ok(object), Ok(old)) => (object, old),
             (Err(e), _) | (_, Err(e)) => {
@@ -318,9 +324,7 @@ impl Webhook {
         let live = bounded(api.get_opt(name)).await?;
         let cached = approvals.iter().position(|a| a.name_any() == name);
         let changed = match (&live, cached) {
-            (Some(live), Some(i)) => {
-                live.resource_version() != approvals[i].resource_version()
-            }
+            (Some(live), Some(i)) => live.resource_version() != approvals[i].resource_version(),
             (None, None) => false,
             _ => true,
         };
@@ -375,7 +379,9 @@ impl Webhook {
                     }
                     Err(error) => Answer::deny(
                         request,
-                        format!("break-glass could not be recorded ({error}); nothing passes unaudited, retry"),
+                        format!(
+                            "break-glass could not be recorded ({error}); nothing passes unaudited, retry"
+                        ),
                     ),
                 }
             }
@@ -486,7 +492,10 @@ impl Webhook {
                 target,
                 EventType::Warning,
                 reason,
-                format!("{} was denied: {message}", request.user_info.username.as_deref().unwrap_or("someone")),
+                format!(
+                    "{} was denied: {message}",
+                    request.user_info.username.as_deref().unwrap_or("someone")
+                ),
             );
         }
     }
@@ -495,7 +504,10 @@ impl Webhook {
 
     async fn approval(&self, request: &AdmissionRequest<DynamicObject>) -> Answer {
         if request.sub_resource.as_deref() == Some("status") {
-            return self.own_only(request, "the status of a DeploymentApproval is written by countersign only");
+            return self.own_only(
+                request,
+                "the status of a DeploymentApproval is written by countersign only",
+            );
         }
         let author = user_info(request);
         let now = Timestamp::now();
@@ -563,7 +575,8 @@ impl Webhook {
         let client = self.effects.client().clone();
         let read = async {
             let (resource, _) = kube::discovery::pinned_kind(&client, &gvk).await?;
-            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(client.clone(), namespace, &resource);
             api.get_opt(&target.name).await
         };
         match bounded(read).await {
@@ -599,8 +612,13 @@ impl Webhook {
             requested_at: old.spec.change.requested_at.0,
         };
         let groups = review_groups(&chain, &author);
-        let operations =
-            stamp_appended_reviews(old.spec.reviews.len(), &new, &author, &groups, Timestamp::now());
+        let operations = stamp_appended_reviews(
+            old.spec.reviews.len(),
+            &new,
+            &author,
+            &groups,
+            Timestamp::now(),
+        );
         if operations.is_empty() {
             return Answer::allow(request);
         }
@@ -616,7 +634,10 @@ impl Webhook {
                 response,
                 verdict: Counted::Allowed,
             },
-            Err(error) => Answer::deny(request, format!("countersign could not stamp the review: {error}")),
+            Err(error) => Answer::deny(
+                request,
+                format!("countersign could not stamp the review: {error}"),
+            ),
         }
     }
 
@@ -624,11 +645,19 @@ impl Webhook {
 
     fn audit(&self, request: &AdmissionRequest<DynamicObject>) -> Answer {
         if request.sub_resource.as_deref() == Some("status") {
-            return self.own_only(request, "the status of an AuditEntry is written by countersign only");
+            return self.own_only(
+                request,
+                "the status of an AuditEntry is written by countersign only",
+            );
         }
         match request.operation {
-            Operation::Create => self.own_only(request, "AuditEntries are written by countersign only"),
-            Operation::Update => Answer::deny(request, "AuditEntries are immutable; the audit trail is append-only"),
+            Operation::Create => {
+                self.own_only(request, "AuditEntries are written by countersign only")
+            }
+            Operation::Update => Answer::deny(
+                request,
+                "AuditEntries are immutable; the audit trail is append-only",
+            ),
             Operation::Delete if self.is_own(request) || is_namespace_cleanup(request) => {
                 Answer::allow(request)
             }
@@ -648,7 +677,11 @@ impl Webhook {
             request,
             format!(
                 "{rule} (this request was made by {})",
-                request.user_info.username.as_deref().unwrap_or("an unknown user")
+                request
+                    .user_info
+                    .username
+                    .as_deref()
+                    .unwrap_or("an unknown user")
             ),
         )
     }
@@ -665,7 +698,11 @@ impl Webhook {
             let errors: Vec<String> = validation.errors.iter().map(|e| e.to_string()).collect();
             return Answer::deny(
                 request,
-                format!("ApprovalPolicy {} is invalid: {}", policy.name_any(), errors.join("; ")),
+                format!(
+                    "ApprovalPolicy {} is invalid: {}",
+                    policy.name_any(),
+                    errors.join("; ")
+                ),
             );
         }
         let mut answer = Answer::allow(request);
@@ -711,7 +748,11 @@ fn decode<K: serde::de::DeserializeOwned>(object: Option<&DynamicObject>) -> Res
     let object = object.ok_or("the request carries no object")?;
     let value = serde_json::to_value(object).map_err(|e| e.to_string())?;
     serde_path_to_error::deserialize(value).map_err(|e| {
-        format!("countersign cannot decode the object at {}: {}", e.path(), e.inner())
+        format!(
+            "countersign cannot decode the object at {}: {}",
+            e.path(),
+            e.inner()
+        )
     })
 }
 

@@ -176,7 +176,13 @@ impl Effects {
     }
 
     /// Publish an Event in the background: it never delays or changes an answer.
-    pub fn publish(&self, regarding: ObjectReference, type_: EventType, reason: &str, note: String) {
+    pub fn publish(
+        &self,
+        regarding: ObjectReference,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
         let recorder = self.recorder.clone();
         let event = Event {
             type_,
@@ -257,6 +263,9 @@ mod tests {
     #[test]
     fn label_values_fit() {
         assert_eq!(label_value(&"a".repeat(100)).len(), 63);
-        assert_eq!(label_value(&format!("{}-b", "a".repeat(62))), "a".repeat(62));
+        assert_eq!(
+            label_value(&format!("{}-b", "a".repeat(62))),
+            "a".repeat(62)
+        );
     }
 }

@@ -85,7 +85,10 @@ async fn metrics(State(state): State<AppState>) -> Response {
 
 async fn review(State(state): State<AppState>, path: ReviewPath, body: Bytes) -> Response {
     let Some(webhook) = &state.webhook else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "the webhook is not running in this process")
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the webhook is not running in this process",
+        )
             .into_response();
     };
     match webhook.review(path, &body).await {

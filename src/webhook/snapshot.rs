@@ -99,33 +99,36 @@ impl Snapshot {
 
     /// Every ApprovalPolicy, shared until one changes.
     pub fn policies(&self) -> Arc<Vec<ApprovalPolicy>> {
-        rebuilt(
-            &self.derived.policies_dirty,
-            &self.derived.policies,
-            || {
-                let mut all: Vec<ApprovalPolicy> =
-                    self.policies.state().iter().map(|p| (**p).clone()).collect();
-                all.sort_by(|a, b| a.name_any().cmp(&b.name_any()));
-                all
-            },
-        )
+        rebuilt(&self.derived.policies_dirty, &self.derived.policies, || {
+            let mut all: Vec<ApprovalPolicy> = self
+                .policies
+                .state()
+                .iter()
+                .map(|p| (**p).clone())
+                .collect();
+            all.sort_by_key(|p| p.name_any());
+            all
+        })
     }
 
     /// The RoleBindings and ClusterRoleBindings, shared until one changes.
     pub fn bindings(&self) -> Arc<RoleBindingSnapshot> {
-        rebuilt(
-            &self.derived.bindings_dirty,
-            &self.derived.bindings,
-            || RoleBindingSnapshot {
-                role_bindings: self.role_bindings.state().iter().map(|b| (**b).clone()).collect(),
+        rebuilt(&self.derived.bindings_dirty, &self.derived.bindings, || {
+            RoleBindingSnapshot {
+                role_bindings: self
+                    .role_bindings
+                    .state()
+                    .iter()
+                    .map(|b| (**b).clone())
+                    .collect(),
                 cluster_role_bindings: self
                     .cluster_role_bindings
                     .state()
                     .iter()
                     .map(|b| (**b).clone())
                     .collect(),
-            },
-        )
+            }
+        })
     }
 
     /// The DeploymentApprovals in `namespace` that may concern the object `target_name`:
@@ -136,7 +139,10 @@ impl Snapshot {
             .state_filter(|a| {
                 a.metadata.namespace.as_deref() == Some(namespace)
                     && (a.spec.target.name == target_name
-                        || a.metadata.name.as_deref().is_some_and(|n| n.starts_with(&prefix)))
+                        || a.metadata
+                            .name
+                            .as_deref()
+                            .is_some_and(|n| n.starts_with(&prefix)))
             })
             .iter()
             .map(|a| (**a).clone())
@@ -145,8 +151,7 @@ impl Snapshot {
 
     /// One cached DeploymentApproval.
     pub fn approval(&self, namespace: &str, name: &str) -> Option<Arc<DeploymentApproval>> {
-        self.approvals
-            .get(&ObjectRef::new(name).within(namespace))
+        self.approvals.get(&ObjectRef::new(name).within(namespace))
     }
 
     /// A namespace's labels, when the cache knows the namespace.
@@ -183,7 +188,10 @@ where
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()
         .modify(|object: &mut K| object.managed_fields_mut().clear());
-    feeds.push(Box::pin(drain(reflector::reflector(writer, stream), changed)));
+    feeds.push(Box::pin(drain(
+        reflector::reflector(writer, stream),
+        changed,
+    )));
     reader
 }
 
@@ -260,7 +268,9 @@ fn cached<K: Resource, V: Clone>(
 
 impl Validations for ValidationCache {
     fn policy_errors(&self, policy: &ApprovalPolicy) -> Vec<FieldError> {
-        cached(&self.policies, policy, || validate_policy(&policy.spec).errors)
+        cached(&self.policies, policy, || {
+            validate_policy(&policy.spec).errors
+        })
     }
 
     fn snapshot_problem(&self, approval: &DeploymentApproval) -> Option<String> {
