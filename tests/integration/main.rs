@@ -7,5 +7,6 @@ mod support;
 mod admission_webhook;
 mod api_machinery;
 mod crds;
+mod gate;
 mod identity;
 mod workloads;

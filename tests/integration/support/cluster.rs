@@ -124,6 +124,11 @@ impl TestCluster {
         })
     }
 
+    /// The kubeconfig with a context per test user (the admin's is the current one).
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
     /// A client that authenticates as `user`.
     pub async fn client(&self, user: User) -> Result<kube::Client> {
         let config = self.config(user).await?;

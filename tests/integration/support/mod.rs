@@ -4,6 +4,7 @@
 //! CRD installation and webhook registration.
 
 pub mod cluster;
+pub mod countersign;
 pub mod crds;
 pub mod namespace;
 pub mod objects;

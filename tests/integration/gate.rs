@@ -1,0 +1,488 @@
+//! `countersign serve --local` gating the real API server (SPEC §1, §3, §6), as the test
+//! cluster's people: dave deploys, alice and bob lead, carol is SRE, erin is on call.
+
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use countersign::api::{AuditAction, AuditEntry, DeploymentApproval};
+use kube::Api;
+use serde_json::{Value, json};
+
+use crate::support::countersign::{Countersign, INSTALL_NAMESPACE};
+use crate::support::namespace::unique_name;
+use crate::support::wait::{Poll, until};
+use crate::support::{TestCluster, TestNamespace, User};
+
+/// A cluster-scoped ApprovalPolicy that exists for one test.
+struct Policy {
+    name: String,
+}
+
+impl Policy {
+    /// Applies `spec` as a policy that matches only `namespace`.
+    fn apply(namespace: &str, mut spec: Value) -> Result<Policy> {
+        let name = unique_name("policy");
+        spec["match"]["namespaces"] = json!([namespace]);
+        let policy = json!({
+            "apiVersion": "countersign.dev/v1alpha1",
+            "kind": "ApprovalPolicy",
+            "metadata": { "name": name },
+            "spec": spec,
+        });
+        let out = kubectl_stdin(User::Admin, &["apply", "-f", "-"], &policy)?;
+        anyhow::ensure!(out.status.success(), "applying policy: {}", text(&out));
+        Ok(Policy { name })
+    }
+}
+
+impl Drop for Policy {
+    fn drop(&mut self) {
+        let _ = TestCluster::get()
+            .kubectl(User::Admin)
+            .args(["delete", "approvalpolicy", &self.name, "--ignore-not-found"])
+            .output();
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn kubectl_stdin(user: User, args: &[&str], document: &Value) -> Result<Output> {
+    use std::io::Write;
+    let mut child = TestCluster::get()
+        .kubectl(user)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(serde_json::to_string(document)?.as_bytes())?;
+    }
+    Ok(child.wait_with_output()?)
+}
+
+fn kubectl(user: User, args: &[&str]) -> Result<Output> {
+    let mut command: Command = TestCluster::get().kubectl(user);
+    Ok(command.args(args).output()?)
+}
+
+/// A Deployment `web` running `image` in `namespace`, with optional env and annotations.
+fn web(namespace: &str, image: &str, replicas: i32) -> Value {
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": { "name": "web", "namespace": namespace },
+        "spec": {
+            "replicas": replicas,
+            "selector": { "matchLabels": { "app": "web" } },
+            "template": {
+                "metadata": { "labels": { "app": "web" } },
+                "spec": { "containers": [{ "name": "web", "image": image }] },
+            },
+        },
+    })
+}
+
+fn apply(user: User, object: &Value, extra: &[&str]) -> Result<Output> {
+    let mut args = vec!["apply", "-f", "-"];
+    args.extend_from_slice(extra);
+    kubectl_stdin(user, &args, object)
+}
+
+async fn approvals(namespace: &str) -> Result<Vec<DeploymentApproval>> {
+    let admin = TestCluster::get().client(User::Admin).await?;
+    Ok(Api::<DeploymentApproval>::namespaced(admin, namespace)
+        .list(&Default::default())
+        .await?
+        .items)
+}
+
+/// Append a review with a JSON patch, as `kubectl patch --type=json` users do.
+fn review(user: User, namespace: &str, approval: &str, review: Value) -> Result<Output> {
+    let patch = json!([{ "op": "add", "path": "/spec/reviews/-", "value": review }]).to_string();
+    kubectl(
+        user,
+        &[
+            "patch",
+            "deploymentapproval",
+            approval,
+            "-n",
+            namespace,
+            "--type=json",
+            "-p",
+            &patch,
+        ],
+    )
+}
+
+fn assert_refused(out: &Output, needle: &str) {
+    let said = text(out);
+    assert!(
+        !out.status.success(),
+        "expected a refusal containing {needle:?}, got success: {said}"
+    );
+    assert!(said.contains(needle), "expected {needle:?} in: {said}");
+}
+
+fn assert_ok(out: &Output) {
+    assert!(out.status.success(), "expected success: {}", text(out));
+}
+
+/// Two levels: any team lead, then carol.
+fn two_level_chain() -> Value {
+    json!({
+        "approval": {
+            "levels": [
+                { "name": "leads", "approvers": [{ "group": "team-leads" }] },
+                { "name": "sre", "approvers": [{ "user": "carol" }] },
+            ],
+        },
+    })
+}
+
+#[tokio::test]
+async fn a_gated_change_is_requested_reviewed_and_admitted_once() -> Result<()> {
+    Countersign::get();
+    let ns = TestNamespace::create("gate", None).await?;
+    let ns = ns.name();
+    let _policy = Policy::apply(ns, two_level_chain())?;
+
+    // dave's first apply is denied and opens the request; retries and dry runs open nothing.
+    let v1 = web(ns, "nginx:1.27", 1);
+    let first = apply(User::Dave, &v1, &[])?;
+    assert_refused(&first, "approval required by policy");
+    assert_refused(&first, "approve with: kubectl countersign approve web-");
+    assert_refused(&apply(User::Dave, &v1, &["--dry-run=server"])?, "approval");
+    let retry = apply(User::Dave, &v1, &[])?;
+    assert_refused(&retry, "is pending: level 1/2 leads: 0 of 1 approvals");
+    let opened = approvals(ns).await?;
+    assert_eq!(opened.len(), 1, "one request for one change: {opened:?}");
+    let name = opened[0].metadata.name.clone().context("name")?;
+    assert!(name.starts_with("web-") && name.len() == 12, "{name}");
+    assert_eq!(opened[0].spec.change.requester.username, "dave");
+
+    // Forgeries, each refused with its own message.
+    let now = jiff::Timestamp::now().to_string();
+    assert_refused(
+        &review(
+            User::Carol,
+            ns,
+            &name,
+            json!({"decision": "Approve", "user": "alice"}),
+        )?,
+        "nobody can review in someone else's name",
+    );
+    assert_refused(
+        &review(
+            User::Alice,
+            ns,
+            &name,
+            json!({"decision": "Approve", "groups": ["sre"]}),
+        )?,
+        "not one of your authenticated groups",
+    );
+    assert_refused(
+        &review(User::Carol, ns, &name, json!({"decision": "Approve"}))?,
+        "is not open yet",
+    );
+    assert_refused(
+        &review(
+            User::Alice,
+            ns,
+            &name,
+            json!({"decision": "Approve", "user": "alice", "time": "2020-01-01T00:00:00Z"}),
+        )?,
+        "more than a minute from now",
+    );
+    let retarget =
+        json!([{ "op": "replace", "path": "/spec/target/name", "value": "db" }]).to_string();
+    assert_refused(
+        &kubectl(
+            User::Alice,
+            &[
+                "patch",
+                "deploymentapproval",
+                &name,
+                "-n",
+                ns,
+                "--type=json",
+                "-p",
+                &retarget,
+            ],
+        )?,
+        "spec.target is immutable",
+    );
+    assert_refused(
+        &kubectl(
+            User::Admin,
+            &[
+                "patch",
+                "deploymentapproval",
+                &name,
+                "-n",
+                ns,
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                r#"{"status":{"phase":"Approved"}}"#,
+            ],
+        )?,
+        "written by countersign only",
+    );
+    // dave may not approve his own change (and has no right to patch requests at all).
+    assert_refused(
+        &review(User::Dave, ns, &name, json!({"decision": "Approve"}))?,
+        "forbidden",
+    );
+
+    // alice approves with only a decision; the mutating webhook stamps who and when.
+    assert_ok(&review(
+        User::Alice,
+        ns,
+        &name,
+        json!({"decision": "Approve", "comment": "LGTM"}),
+    )?);
+    let stamped = &approvals(ns).await?[0].spec.reviews[0];
+    assert_eq!(stamped.user, "alice");
+    assert_eq!(stamped.groups, ["team-leads"]);
+    assert!(stamped.time.0.to_string() >= now[..19].to_string());
+    assert_refused(
+        &review(User::Alice, ns, &name, json!({"decision": "Approve"}))?,
+        "already reviewed this request",
+    );
+    assert_refused(
+        &review(User::Bob, ns, &name, json!({"decision": "Approve"}))?,
+        "is not an approver of the open level",
+    );
+    let earlier =
+        json!([{ "op": "replace", "path": "/spec/reviews/0/comment", "value": "edited" }])
+            .to_string();
+    assert_refused(
+        &kubectl(
+            User::Alice,
+            &[
+                "patch",
+                "deploymentapproval",
+                &name,
+                "-n",
+                ns,
+                "--type=json",
+                "-p",
+                &earlier,
+            ],
+        )?,
+        "earlier reviews are immutable",
+    );
+    assert_ok(&review(
+        User::Carol,
+        ns,
+        &name,
+        json!({"decision": "Approve"}),
+    )?);
+
+    // dave's same apply is admitted, and the approval is Deploying under this replica.
+    let admitted = until(
+        "the approved change to be admitted",
+        Duration::from_secs(20),
+        || async {
+            let out = apply(User::Dave, &v1, &[])?;
+            Ok(if out.status.success() {
+                Poll::Ready(out)
+            } else {
+                Poll::Pending(text(&out))
+            })
+        },
+    )
+    .await?;
+    assert!(
+        text(&admitted).contains("it is now Deploying"),
+        "{}",
+        text(&admitted)
+    );
+    let approval = approvals(ns).await?.remove(0);
+    let status = approval.status.context("status")?;
+    assert_eq!(status.phase.to_string(), "Deploying");
+    assert!(status.lock_holder.is_some());
+    assert_eq!(status.approved_by, ["alice", "carol"]);
+
+    // A different change waits for the rollout; a replicas-only change passes.
+    let v2 = web(ns, "nginx:1.28", 1);
+    assert_refused(
+        &apply(User::Dave, &v2, &[])?,
+        "is rolling out; one change at a time",
+    );
+    assert_ok(&kubectl(
+        User::Dave,
+        &["scale", "deployment", "web", "-n", ns, "--replicas=3"],
+    )?);
+    assert_eq!(approvals(ns).await?.len(), 1, "neither opened a request");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_secret_in_env_is_denied_by_name_without_echoing_it() -> Result<()> {
+    Countersign::get();
+    let ns = TestNamespace::create("secret", None).await?;
+    let ns = ns.name();
+    let _policy = Policy::apply(ns, json!({ "checks": { "secretDetection": true } }))?;
+    let mut leaky = web(ns, "nginx:1.27", 1);
+    let value = "AKIAZ3MSJV4WWNKWW5FC";
+    leaky["spec"]["template"]["spec"]["containers"][0]["env"] =
+        json!([{ "name": "AWS_ACCESS_KEY_ID", "value": value }]);
+    let out = apply(User::Dave, &leaky, &[])?;
+    assert_refused(&out, "AWS_ACCESS_KEY_ID");
+    assert!(
+        !text(&out).contains(value),
+        "the value is echoed: {}",
+        text(&out)
+    );
+    assert_ok(&apply(User::Dave, &web(ns, "nginx:1.27", 1), &[])?);
+    Ok(())
+}
+
+#[tokio::test]
+async fn break_glass_by_on_call_passes_and_is_audited() -> Result<()> {
+    Countersign::get();
+    let ns = TestNamespace::create("glass", None).await?;
+    let ns = ns.name();
+    assert_ok(&kubectl(
+        User::Admin,
+        &[
+            "create",
+            "rolebinding",
+            "erin-edit",
+            "--clusterrole=edit",
+            "--user=erin",
+            "-n",
+            ns,
+        ],
+    )?);
+    let mut spec = two_level_chain();
+    spec["breakGlass"] = json!({ "groups": ["oncall"] });
+    let _policy = Policy::apply(ns, spec)?;
+    let mut urgent = web(ns, "nginx:1.27-hotfix", 1);
+    urgent["metadata"]["annotations"] =
+        json!({ "countersign.dev/break-glass": "INC-42 checkout down" });
+    // dave is not on call: break-glass does not help him.
+    assert_refused(&apply(User::Dave, &urgent, &[])?, "approval required");
+    let out = apply(User::Erin, &urgent, &[])?;
+    assert_ok(&out);
+    assert!(
+        text(&out).contains("break-glass recorded as AuditEntry"),
+        "{}",
+        text(&out)
+    );
+    let admin = TestCluster::get().client(User::Admin).await?;
+    let entries = Api::<AuditEntry>::namespaced(admin, INSTALL_NAMESPACE)
+        .list(&Default::default())
+        .await?;
+    let entry = entries
+        .items
+        .iter()
+        .find(|e| e.spec.target.namespace.as_deref() == Some(ns))
+        .context("a break-glass AuditEntry for the target")?;
+    assert_eq!(entry.spec.action, AuditAction::BreakGlass);
+    assert_eq!(entry.spec.actor.username, "erin");
+    assert_eq!(entry.spec.reason.as_deref(), Some("INC-42 checkout down"));
+    // The trail is append-only, even for the cluster admin.
+    let entry_name = entry.metadata.name.clone().context("name")?;
+    assert_refused(
+        &kubectl(
+            User::Admin,
+            &["delete", "auditentry", &entry_name, "-n", INSTALL_NAMESPACE],
+        )?,
+        "deleted only by countersign's retention",
+    );
+    assert_refused(
+        &kubectl(
+            User::Admin,
+            &[
+                "label",
+                "auditentry",
+                &entry_name,
+                "-n",
+                INSTALL_NAMESPACE,
+                "x=y",
+            ],
+        )?,
+        "immutable",
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_freeze_denies_an_approved_change() -> Result<()> {
+    Countersign::get();
+    let ns = TestNamespace::create("freeze", None).await?;
+    let ns = ns.name();
+    let policy = Policy::apply(ns, two_level_chain())?;
+    let v1 = web(ns, "nginx:1.27", 1);
+    assert_refused(&apply(User::Dave, &v1, &[])?, "approval required");
+    let name = approvals(ns).await?[0]
+        .metadata
+        .name
+        .clone()
+        .context("name")?;
+    assert_ok(&review(
+        User::Alice,
+        ns,
+        &name,
+        json!({"decision": "Approve"}),
+    )?);
+    assert_ok(&review(
+        User::Carol,
+        ns,
+        &name,
+        json!({"decision": "Approve"}),
+    )?);
+    // Now a freeze starts: no approval overrides it.
+    let mut frozen = two_level_chain();
+    frozen["match"]["namespaces"] = json!([ns]);
+    frozen["windows"] = json!([{
+        "name": "incident freeze",
+        "effect": "Deny",
+        "timeZone": "UTC",
+        "absolute": { "start": "2020-01-01T00:00", "end": "2099-01-01T00:00" },
+    }]);
+    let document = json!({
+        "apiVersion": "countersign.dev/v1alpha1", "kind": "ApprovalPolicy",
+        "metadata": { "name": policy.name }, "spec": frozen,
+    });
+    assert_ok(&kubectl_stdin(
+        User::Admin,
+        &["apply", "-f", "-"],
+        &document,
+    )?);
+    until("the freeze to deny", Duration::from_secs(10), || async {
+        let out = apply(User::Dave, &v1, &[])?;
+        Ok(if text(&out).contains("incident freeze") {
+            Poll::Ready(())
+        } else {
+            Poll::Pending(text(&out))
+        })
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_infeasible_policy_is_refused_with_the_field_named() -> Result<()> {
+    Countersign::get();
+    let policy = json!({
+        "apiVersion": "countersign.dev/v1alpha1", "kind": "ApprovalPolicy",
+        "metadata": { "name": unique_name("infeasible") },
+        "spec": { "approval": { "levels": [{
+            "name": "three-of-five", "minApprovals": 5,
+            "approvers": [{ "user": "a" }, { "user": "b" }, { "user": "c" }],
+        }] } },
+    });
+    let out = kubectl_stdin(User::Admin, &["apply", "-f", "-"], &policy)?;
+    assert_refused(&out, "spec.approval.levels[0]");
+    Ok(())
+}

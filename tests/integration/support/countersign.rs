@@ -1,0 +1,123 @@
+//! One `countersign serve --local` for the whole test process, started on first use exactly
+//! as a user starts it, and stopped with SIGTERM when the test process ends (so it removes
+//! its webhook configurations again).
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::{ChildStdin, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use super::cluster::{TestCluster, User};
+
+/// The install namespace local mode uses by default.
+pub const INSTALL_NAMESPACE: &str = "countersign-system";
+
+/// The running webhook of this test process.
+#[derive(Debug)]
+pub struct Countersign {
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+static SERVE: OnceLock<Result<Countersign, String>> = OnceLock::new();
+/// The wrapper's stdin: when the test process exits, it closes, and the wrapper sends
+/// SIGTERM to `serve`.
+static LIFELINE: Mutex<Option<ChildStdin>> = Mutex::new(None);
+
+/// Runs `serve` ("$@") and sends it SIGTERM once stdin reaches end of file.
+const WRAPPER: &str = r#""$@" & child=$!; read -r _; kill -TERM "$child"; wait "$child""#;
+
+impl Countersign {
+    /// The webhook, started on first use; panics with the reason (and the log's path)
+    /// when it does not come up: every caller is a test.
+    pub fn get() -> &'static Countersign {
+        match SERVE.get_or_init(|| Self::start().map_err(|e| format!("{e:#}"))) {
+            Ok(serve) => serve,
+            Err(reason) => panic!("countersign serve --local did not start: {reason}"),
+        }
+    }
+
+    fn start() -> Result<Countersign> {
+        let cluster = TestCluster::get();
+        let port = free_port()?;
+        let log =
+            std::env::temp_dir().join(format!("countersign-serve-{}.log", std::process::id()));
+        let output = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let mut child = spawn_local(cluster, port, output)?;
+        *LIFELINE
+            .lock()
+            .map_err(|_| anyhow::anyhow!("lifeline poisoned"))? = child.stdin.take();
+        let started = Instant::now();
+        // Ready when the API server sends countersign's kinds to it: a dry-run AuditEntry by
+        // the admin is refused by the webhook (nobody but countersign writes the trail).
+        loop {
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "serve exited ({status}); see {}: {}",
+                    log.display(),
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            let probe = cluster
+                .kubectl(User::Admin)
+                .args(["create", "--dry-run=server", "-f", "-"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .and_then(|mut probe| {
+                    use std::io::Write;
+                    if let Some(mut stdin) = probe.stdin.take() {
+                        stdin.write_all(PROBE_ENTRY.as_bytes())?;
+                    }
+                    probe.wait_with_output()
+                })?;
+            if String::from_utf8_lossy(&probe.stderr).contains("written by countersign only") {
+                return Ok(Countersign { port, log });
+            }
+            if started.elapsed() > Duration::from_secs(120) {
+                bail!("not serving after 2 minutes; see {}", log.display());
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+}
+
+/// Start `countersign serve --local` on 127.0.0.1:`port` under the SIGTERM-on-EOF wrapper.
+pub fn spawn_local(cluster: &TestCluster, port: u16, output: File) -> Result<std::process::Child> {
+    let errors = output.try_clone()?;
+    Command::new("sh")
+        .args(["-c", WRAPPER, "sh"])
+        .arg(env!("CARGO_BIN_EXE_countersign"))
+        .args(["serve", "--local", "--kubeconfig"])
+        .arg(cluster.kubeconfig())
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("RUST_LOG", "info,countersign=debug")
+        .stdin(Stdio::piped())
+        .stdout(output)
+        .stderr(errors)
+        .spawn()
+        .context("starting countersign serve --local")
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+const PROBE_ENTRY: &str = r#"
+apiVersion: countersign.dev/v1alpha1
+kind: AuditEntry
+metadata:
+  name: readiness-probe
+  namespace: countersign-system
+spec:
+  time: "2026-01-01T00:00:00Z"
+  action: Approved
+  actor: {username: admin}
+  target: {apiVersion: apps/v1, kind: Deployment, name: probe}
+"#;
