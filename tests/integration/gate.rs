@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use countersign::api::{AuditAction, AuditEntry, DeploymentApproval};
+use futures::{StreamExt, TryStreamExt};
 use kube::Api;
 use serde_json::{Value, json};
 
@@ -169,7 +170,7 @@ async fn a_gated_change_is_requested_reviewed_and_admitted_once() -> Result<()> 
     assert_eq!(opened[0].spec.change.requester.username, "dave");
 
     // Forgeries, each refused with its own message.
-    let now = jiff::Timestamp::now().to_string();
+    let before_reviews = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(1);
     assert_refused(
         &review(
             User::Carol,
@@ -252,7 +253,11 @@ async fn a_gated_change_is_requested_reviewed_and_admitted_once() -> Result<()> 
     let stamped = &approvals(ns).await?[0].spec.reviews[0];
     assert_eq!(stamped.user, "alice");
     assert_eq!(stamped.groups, ["team-leads"]);
-    assert!(stamped.time.0.to_string() >= now[..19].to_string());
+    assert!(
+        stamped.time.0 >= before_reviews,
+        "stamped now: {:?}",
+        stamped.time
+    );
     assert_refused(
         &review(User::Alice, ns, &name, json!({"decision": "Approve"}))?,
         "already reviewed this request",
@@ -484,5 +489,203 @@ async fn an_infeasible_policy_is_refused_with_the_field_named() -> Result<()> {
     });
     let out = kubectl_stdin(User::Admin, &["apply", "-f", "-"], &policy)?;
     assert_refused(&out, "spec.approval.levels[0]");
+    Ok(())
+}
+
+#[tokio::test]
+async fn concurrent_applies_of_one_approved_change_consume_it_once() -> Result<()> {
+    Countersign::get();
+    let ns = TestNamespace::create("race", None).await?;
+    let ns = ns.name();
+    assert_ok(&apply(User::Dave, &web(ns, "nginx:1.27", 1), &[])?);
+    let _policy = Policy::apply(
+        ns,
+        json!({ "approval": { "levels": [{ "name": "leads", "approvers": [{ "user": "alice" }] }] } }),
+    )?;
+    let v2 = web(ns, "nginx:1.28", 1);
+    until(
+        "the policy to gate the change",
+        Duration::from_secs(10),
+        || async {
+            let out = apply(User::Dave, &v2, &[])?;
+            Ok(if text(&out).contains("approval required") {
+                Poll::Ready(())
+            } else {
+                Poll::Pending(text(&out))
+            })
+        },
+    )
+    .await?;
+    let name = approvals(ns).await?[0]
+        .metadata
+        .name
+        .clone()
+        .context("name")?;
+    assert_ok(&review(
+        User::Alice,
+        ns,
+        &name,
+        json!({"decision": "Approve"}),
+    )?);
+
+    // Watch the approval: every write of it shows up as a new resourceVersion.
+    let admin = TestCluster::get().client(User::Admin).await?;
+    let api = Api::<DeploymentApproval>::namespaced(admin, ns);
+    let params = kube::api::WatchParams::default().fields(&format!("metadata.name={name}"));
+    let start = api
+        .get(&name)
+        .await?
+        .metadata
+        .resource_version
+        .unwrap_or_default();
+    let mut events = api.watch(&params, &start).await?.boxed();
+
+    // 100 clients, each with its own connections, apply the approved change at once with
+    // server-side apply.
+    let config = TestCluster::get().config(User::Dave).await?;
+    let body = serde_json::to_vec(&v2)?;
+    let mut racers = Vec::new();
+    for _ in 0..100 {
+        let client = kube::Client::try_from(config.clone())?;
+        let request = http::Request::patch(format!(
+            "/apis/apps/v1/namespaces/{ns}/deployments/web?fieldManager=racer&force=true"
+        ))
+        .header("Content-Type", "application/apply-patch+yaml")
+        .body(kube::client::Body::from(body.clone()))?;
+        racers.push(tokio::spawn(async move {
+            let response = client.send(request).await?;
+            let status = response.status();
+            let bytes = http_body_util::BodyExt::collect(response.into_body())
+                .await?
+                .to_bytes();
+            anyhow::Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+        }));
+    }
+    let mut admitted = 0;
+    for racer in racers {
+        let (status, body) = racer.await??;
+        admitted += usize::from(status.is_success());
+        assert!(
+            status.is_success() || body.contains("retry"),
+            "neither admitted nor told to retry: {status} {body}"
+        );
+    }
+    assert!(admitted >= 1, "the approved change was admitted");
+    // Exactly one write moved the approval to Deploying, and none came after it.
+    let mut deploying_writes = 0;
+    let quiet = tokio::time::sleep(Duration::from_secs(2));
+    tokio::pin!(quiet);
+    loop {
+        tokio::select! {
+            _ = &mut quiet => break,
+            event = events.try_next() => match event? {
+                Some(kube::api::WatchEvent::Modified(approval)) => {
+                    let phase = approval.status.map(|s| s.phase.to_string());
+                    deploying_writes += usize::from(phase.as_deref() == Some("Deploying"));
+                }
+                Some(_) => {}
+                None => break,
+            },
+        }
+    }
+    assert_eq!(
+        deploying_writes, 1,
+        "exactly one admission consumes the approval"
+    );
+    let all = approvals(ns).await?;
+    assert_eq!(all.len(), 1, "no second request was opened");
+    assert_eq!(
+        all[0]
+            .status
+            .as_ref()
+            .map(|s| s.phase.to_string())
+            .as_deref(),
+        Some("Deploying")
+    );
+    Ok(())
+}
+
+/// POST `body` to the webhook's `path` as the API server would; (HTTP status, body).
+fn post(path: &str, body: &[u8]) -> Result<(u16, String)> {
+    use std::io::Write;
+    let url = format!("https://127.0.0.1:{}{path}", Countersign::get().port);
+    let mut curl = Command::new("curl")
+        .args([
+            "-sk",
+            "-w",
+            "\n%{http_code}",
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            "@-",
+            &url,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running curl")?;
+    if let Some(mut stdin) = curl.stdin.take() {
+        stdin.write_all(body)?;
+    }
+    let out = curl.wait_with_output()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (answer, code) = text.rsplit_once('\n').context("curl printed no status")?;
+    Ok((code.trim().parse()?, answer.to_string()))
+}
+
+#[tokio::test]
+async fn malformed_bodies_get_400_and_the_server_keeps_serving() -> Result<()> {
+    Countersign::get();
+    let review = json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "7c2d", "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+            "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
+            "name": "web", "namespace": "default", "operation": "CREATE",
+            "userInfo": {"username": "dave"},
+            "object": {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "labels": "not a map"}},
+        },
+    })
+    .to_string();
+    for (what, body, status) in [
+        ("not JSON", b"hello".to_vec(), 400),
+        (
+            "truncated",
+            review.as_bytes()[..review.len() / 2].to_vec(),
+            400,
+        ),
+        (
+            "no request",
+            br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#.to_vec(),
+            400,
+        ),
+        ("JSON of the wrong shape", b"[1,2,3]".to_vec(), 400),
+        ("too large", vec![b' '; 3 * 1024 * 1024 + 1], 413),
+    ] {
+        let (code, answer) = post("/validate/workloads", &body)?;
+        assert_eq!(code, status, "{what}: {answer}");
+    }
+    // An envelope it can read around an object it cannot: denied under the review's uid.
+    let (code, answer) = post("/validate/workloads", review.as_bytes())?;
+    assert_eq!(code, 200, "{answer}");
+    let answer: Value = serde_json::from_str(&answer)?;
+    assert_eq!(answer["response"]["uid"], "7c2d");
+    assert_eq!(answer["response"]["allowed"], false);
+    assert!(
+        answer["response"]["status"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("cannot decode")
+    );
+    // Still serving.
+    assert_eq!(post("/validate/policies", b"{}")?.0, 400);
+    let health = Command::new("curl")
+        .args([
+            "-sk",
+            &format!("https://127.0.0.1:{}/healthz", Countersign::get().port),
+        ])
+        .output()?;
+    assert_eq!(String::from_utf8_lossy(&health.stdout), "ok");
     Ok(())
 }
