@@ -791,3 +791,160 @@ fn is_namespace_cleanup(request: &AdmissionRequest<DynamicObject>) -> bool {
         Some("system:serviceaccount:kube-system:namespace-controller")
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A webhook whose API server does not exist: caches stay empty, live reads fail fast.
+    fn offline_webhook() -> Webhook {
+        let config = kube::Config::new("https://127.0.0.1:9".parse().expect("url"));
+        let client = kube::Client::try_from(config).expect("client");
+        let (snapshot, _feeds) = Snapshot::watch(&client);
+        Webhook {
+            snapshot,
+            effects: Effects::new(client, "countersign-system".into(), "test".into()),
+            settings: Settings {
+                install_namespace: "countersign-system".into(),
+                own_username: "system:serviceaccount:countersign-system:countersign".into(),
+                cluster_region: None,
+            },
+            metrics: Metrics::new(),
+        }
+    }
+
+    /// A complete review: alice appends a bare `{decision}` to a real request, so mutated
+    /// copies reach the review checks, not only the decoder.
+    fn sample_review() -> Value {
+        let mut old: Value = yaml_serde::from_str(include_str!(
+            "../../tests/fixtures/crd-samples/deploymentapproval.yaml"
+        ))
+        .expect("fixture");
+        old["metadata"]["namespace"] = Value::from("shop");
+        old["spec"]["reviews"] = Value::Array(Vec::new());
+        let mut new = old.clone();
+        new["spec"]["reviews"] = serde_json::json!([{"decision": "Approve", "user": "alice",
+            "time": "2025-06-02T08:30:00Z"}]);
+        serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "u-1",
+                "kind": {"group": "countersign.dev", "version": "v1alpha1", "kind": "DeploymentApproval"},
+                "resource": {"group": "countersign.dev", "version": "v1alpha1", "resource": "deploymentapprovals"},
+                "name": "sample-deploymentapproval", "namespace": "shop", "operation": "UPDATE",
+                "userInfo": {"username": "alice", "groups": ["shop-leads"]},
+                "object": new,
+                "oldObject": old,
+            },
+        })
+    }
+
+    /// Every JSON pointer into `value`.
+    fn pointers(value: &Value, at: String, out: &mut Vec<String>) {
+        out.push(at.clone());
+        match value {
+            Value::Object(map) => map
+                .iter()
+                .for_each(|(k, v)| pointers(v, format!("{at}/{k}"), out)),
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .for_each(|(i, v)| pointers(v, format!("{at}/{i}"), out)),
+            _ => {}
+        }
+    }
+
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            ".{0,40}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(".{0,8}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn answer(path: ReviewPath, body: &[u8]) -> Result<AdmissionReview<DynamicObject>, BadReview> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async { offline_webhook().review(path, body).await })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Arbitrary bytes: a 400 or an answer, never a panic.
+        #[test]
+        fn arbitrary_bodies_never_panic(body in prop::collection::vec(any::<u8>(), 0..512), path in 0..5usize) {
+            let _ = answer(ReviewPath::ALL[path], &body);
+        }
+
+        /// A real review with one value replaced by hostile JSON, or cut short: a 400, or
+        /// an answer under the review's uid; never a panic.
+        #[test]
+        fn hostile_reviews_are_answered_or_refused(
+            pick in any::<prop::sample::Index>(),
+            replacement in any_json(),
+            cut in prop::option::of(any::<prop::sample::Index>()),
+            path in 0..5usize,
+        ) {
+            let mut review = sample_review();
+            let mut all = Vec::new();
+            pointers(&review, String::new(), &mut all);
+            let target = pick.get(&all).clone();
+            if let Some(slot) = review.pointer_mut(&target) {
+                *slot = replacement;
+            }
+            let mut body = serde_json::to_vec(&review).expect("json");
+            if let Some(cut) = cut {
+                body.truncate(cut.index(body.len() + 1));
+            }
+            if let Ok(answered) = answer(ReviewPath::ALL[path], &body) {
+                let response = answered.response.expect("a response");
+                prop_assert!(!response.uid.is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn an_undecodable_object_is_denied_under_the_reviews_uid() {
+        let mut review = sample_review();
+        review["request"]["object"]["metadata"]["labels"] = Value::from("not a map");
+        let body = serde_json::to_vec(&review).expect("json");
+        let response = answer(ReviewPath::Approvals, &body)
+            .expect("an answer")
+            .response
+            .expect("a response");
+        assert_eq!(response.uid, "u-1");
+        assert!(!response.allowed);
+        assert!(response.result.message.contains("cannot decode"));
+    }
+
+    #[test]
+    fn the_sample_reaches_the_review_checks() {
+        let body = serde_json::to_vec(&sample_review()).expect("json");
+        let response = answer(ReviewPath::Approvals, &body)
+            .expect("an answer")
+            .response
+            .expect("a response");
+        // Decoded and judged: the review is dated years ago.
+        assert!(
+            response
+                .result
+                .message
+                .contains("more than a minute from now"),
+            "{}",
+            response.result.message
+        );
+    }
+}

@@ -3,7 +3,6 @@
 //! its webhook configurations again).
 
 use std::fs::File;
-use std::path::PathBuf;
 use std::process::{ChildStdin, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -19,7 +18,6 @@ pub const INSTALL_NAMESPACE: &str = "countersign-system";
 #[derive(Debug)]
 pub struct Countersign {
     pub port: u16,
-    pub log: PathBuf,
 }
 
 static SERVE: OnceLock<Result<Countersign, String>> = OnceLock::new();
@@ -76,7 +74,7 @@ impl Countersign {
                     probe.wait_with_output()
                 })?;
             if String::from_utf8_lossy(&probe.stderr).contains("written by countersign only") {
-                return Ok(Countersign { port, log });
+                return Ok(Countersign { port });
             }
             if started.elapsed() > Duration::from_secs(120) {
                 bail!("not serving after 2 minutes; see {}", log.display());
