@@ -160,7 +160,8 @@ impl LocalInstall {
     }
 }
 
-/// A fresh 0700 directory for local mode's private files.
+/// A fresh 0700 directory for local mode's private files:
+/// `$TMPDIR/countersign-local-<pid>/{tls.crt,tls.key,ca.crt,ca.key,token}`.
 fn private_dir() -> Result<PathBuf, LocalError> {
     use std::os::unix::fs::DirBuilderExt;
     let dir = std::env::temp_dir().join(format!("countersign-local-{}", std::process::id()));
@@ -209,6 +210,9 @@ fn make_certificates(dir: &Path, listen: SocketAddr) -> Result<(TlsFiles, String
     write(&tls.cert_path, &cert.pem())?;
     write(&tls.key_path, &key.serialize_pem())?;
     write(&dir.join("ca.crt"), &ca_pem)?;
+    // Kept (in the private directory, for the life of the process) so a developer or a test
+    // can rotate the serving certificate the way cert-manager would, under the same CA.
+    write(&dir.join("ca.key"), &ca_key.serialize_pem())?;
     Ok((tls, ca_pem))
 }
 

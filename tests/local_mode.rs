@@ -1,0 +1,445 @@
+//! `countersign serve --local` as a process (SPEC §9): its webhook configurations, its exit
+//! on SIGTERM, two processes registered together, and certificate rotation under load.
+//! Its own test binary, run after the others: it registers and removes the configurations
+//! named `countersign`, which the integration binary's webhook also uses.
+
+#[path = "integration/support/mod.rs"]
+#[allow(dead_code)]
+mod support;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
+use kube::Api;
+use serde_json::{Value, json};
+
+use support::countersign::free_port;
+use support::{TestCluster, TestNamespace, User};
+
+/// One `serve --local` at a time: they share the configuration names.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A `serve --local` process started directly, so the test can signal it.
+struct Local {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Local {
+    fn start(extra: &[&str]) -> Result<Local> {
+        let cluster = TestCluster::get();
+        let port = free_port()?;
+        let log = std::env::temp_dir().join(format!("countersign-local-test-{port}.log"));
+        let output = File::create(&log)?;
+        let child = Command::new(env!("CARGO_BIN_EXE_countersign"))
+            .args(["serve", "--local", "--kubeconfig"])
+            .arg(cluster.kubeconfig())
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(extra)
+            .stdout(output.try_clone()?)
+            .stderr(output)
+            .spawn()?;
+        let local = Local { child, port, log };
+        local.wait_until_registered()?;
+        Ok(local)
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_until_registered(&self) -> Result<()> {
+        let started = Instant::now();
+        while !self
+            .log_text()
+            .contains("webhook configurations registered")
+        {
+            ensure!(
+                started.elapsed() < Duration::from_secs(60),
+                "not registered after 60 s: {}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(())
+    }
+
+    /// The private directory of this process's certificates and token.
+    fn private_dir(&self) -> PathBuf {
+        std::env::temp_dir().join(format!("countersign-local-{}", self.child.id()))
+    }
+
+    /// SIGTERM, then the exit status.
+    fn terminate(mut self) -> Result<std::process::ExitStatus> {
+        signal(self.child.id(), "TERM")?;
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if started.elapsed() > Duration::from_secs(40) {
+                let _ = self.child.kill();
+                bail!(
+                    "serve did not exit within 40 s of SIGTERM: {}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = signal(self.child.id(), "TERM");
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn signal(pid: u32, name: &str) -> Result<()> {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()?;
+    ensure!(status.success(), "kill -{name} {pid} failed");
+    Ok(())
+}
+
+fn kubectl(user: User, args: &[&str], stdin: Option<&Value>) -> Result<Output> {
+    use std::io::Write;
+    let mut child = TestCluster::get()
+        .kubectl(user)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let (Some(document), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(document.to_string().as_bytes())?;
+    }
+    Ok(child.wait_with_output()?)
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+async fn configurations() -> Result<(
+    Option<ValidatingWebhookConfiguration>,
+    Option<MutatingWebhookConfiguration>,
+)> {
+    let admin = TestCluster::get().client(User::Admin).await?;
+    Ok((
+        Api::<ValidatingWebhookConfiguration>::all(admin.clone())
+            .get_opt("countersign")
+            .await?,
+        Api::<MutatingWebhookConfiguration>::all(admin)
+            .get_opt("countersign")
+            .await?,
+    ))
+}
+
+async fn lock() -> tokio::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().await
+}
+
+#[tokio::test]
+async fn sigterm_removes_the_configurations_and_exits_zero() -> Result<()> {
+    let _one = lock().await;
+    let local = Local::start(&[])?;
+    let (validating, mutating) = configurations().await?;
+    let validating = validating.context("the validating configuration")?;
+    let mutating = mutating.context("the mutating configuration")?;
+    let prefix = format!("https://127.0.0.1:{}/", local.port);
+    for hook in validating.webhooks.iter().flatten() {
+        let url = hook.client_config.url.as_deref().unwrap_or_default();
+        assert!(url.starts_with(&prefix), "{}: {url}", hook.name);
+        assert!(hook.client_config.ca_bundle.is_some());
+        assert_eq!(hook.failure_policy.as_deref(), Some("Fail"));
+    }
+    assert_eq!(mutating.webhooks.iter().flatten().count(), 1);
+    // The ServiceAccount it runs as has no business with Secrets or RBAC.
+    for (verb, resource) in [
+        ("get", "secrets"),
+        ("create", "clusterrolebindings"),
+        ("delete", "validatingwebhookconfigurations"),
+    ] {
+        let out = kubectl(
+            User::Admin,
+            &[
+                "auth",
+                "can-i",
+                verb,
+                resource,
+                "-A",
+                "--as=system:serviceaccount:countersign-system:countersign",
+            ],
+            None,
+        )?;
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "no",
+            "{verb} {resource}"
+        );
+    }
+    let private = local.private_dir();
+    assert!(private.join("token").exists());
+
+    let status = local.terminate()?;
+    assert!(status.success(), "exit status {status}");
+    let (validating, mutating) = configurations().await?;
+    assert!(
+        validating.is_none() && mutating.is_none(),
+        "configurations left behind"
+    );
+    assert!(!private.exists(), "private files left behind");
+    Ok(())
+}
+
+/// A workload change through the API server, as a dry run (a review, no side effects).
+fn dry_run(namespace: &str, image: &str) -> Result<Output> {
+    let deployment = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": { "name": "probe", "namespace": namespace },
+        "spec": {
+            "selector": { "matchLabels": { "app": "probe" } },
+            "template": { "metadata": { "labels": { "app": "probe" } },
+                "spec": { "containers": [{ "name": "probe", "image": image }] } },
+        },
+    });
+    kubectl(
+        User::Dave,
+        &["apply", "--dry-run=server", "-f", "-"],
+        Some(&deployment),
+    )
+}
+
+/// The SHA-256 fingerprint of the certificate served on `port`.
+fn served_fingerprint(port: u16) -> Result<String> {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -connect 127.0.0.1:{port} </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256"
+        ))
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    ensure!(!text.is_empty(), "no certificate read from port {port}");
+    Ok(text)
+}
+
+/// A new serving certificate for 127.0.0.1 under the CA in `dir`, written the way the
+/// kubelet updates a Secret volume: a new file renamed over the old one.
+fn rotate(dir: &Path) -> Result<()> {
+    let ca_key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(dir.join("ca.key"))?)?;
+    // The CA as local mode made it: its name and key are what a leaf's issuer must match.
+    let mut ca = rcgen::CertificateParams::default();
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "countersign local CA");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::default();
+    params.subject_alt_names = vec![rcgen::SanType::IpAddress("127.0.0.1".parse()?)];
+    let cert = params.signed_by(&key, &issuer)?;
+    for (name, text) in [("tls.key", key.serialize_pem()), ("tls.crt", cert.pem())] {
+        let partial = dir.join(format!("{name}.new"));
+        std::fs::write(&partial, text)?;
+        std::fs::rename(&partial, dir.join(name))?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn certificate_files_replaced_while_reviews_flow_lose_no_review() -> Result<()> {
+    let _one = lock().await;
+    let ns = TestNamespace::create("rotate", None).await?;
+    let local = Local::start(&[])?;
+    let before = served_fingerprint(local.port)?;
+    let namespace = ns.name().to_string();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flow = {
+        let stop = stop.clone();
+        std::thread::spawn(move || -> Result<usize> {
+            let mut reviews = 0;
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                let out = dry_run(&namespace, &format!("nginx:1.{reviews}"))?;
+                ensure!(
+                    out.status.success(),
+                    "review {reviews} failed: {}",
+                    text(&out)
+                );
+                reviews += 1;
+            }
+            Ok(reviews)
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    rotate(&local.private_dir())?;
+    let started = Instant::now();
+    let after = loop {
+        let now = served_fingerprint(local.port)?;
+        if now != before {
+            break now;
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(10),
+            "the new certificate is not served"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let reviews = flow
+        .join()
+        .map_err(|_| anyhow::anyhow!("flow panicked"))??;
+    assert!(reviews >= 5, "only {reviews} reviews flowed");
+    assert_ne!(before, after);
+    local.terminate()?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn two_processes_registered_together_behave_like_one() -> Result<()> {
+    let _one = lock().await;
+    let ns = TestNamespace::create("twin", None).await?;
+    let ns = ns.name().to_string();
+    let first = Local::start(&[])?;
+    // The second process: the same ServiceAccount and certificate, its own port, every
+    // validating webhook registered a second time on it, so both judge every request.
+    let cluster = TestCluster::get();
+    let token = kubectl(
+        User::Admin,
+        &[
+            "create",
+            "token",
+            "countersign",
+            "-n",
+            "countersign-system",
+            "--duration=1h",
+        ],
+        None,
+    )?;
+    ensure!(token.status.success(), "{}", text(&token));
+    let kubeconfig =
+        std::env::temp_dir().join(format!("countersign-twin-{}.kubeconfig", first.port));
+    let view = kubectl(
+        User::Admin,
+        &["config", "view", "--raw", "--minify", "-o", "json"],
+        None,
+    )?;
+    let mut config: Value = serde_json::from_slice(&view.stdout)?;
+    config["users"][0]["user"] = json!({ "token": String::from_utf8_lossy(&token.stdout).trim() });
+    std::fs::write(&kubeconfig, config.to_string())?;
+    let second_port = free_port()?;
+    let dir = first.private_dir();
+    let second_log = std::env::temp_dir().join(format!("countersign-twin-{second_port}.log"));
+    let log = File::create(&second_log)?;
+    let mut second = Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .args(["serve", "--webhook-only", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{second_port}"),
+            "--tls-cert",
+        ])
+        .arg(dir.join("tls.crt"))
+        .arg("--tls-key")
+        .arg(dir.join("tls.key"))
+        .env("RUST_LOG", "info,countersign=debug")
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()?;
+    let result = async {
+        let admin = cluster.client(User::Admin).await?;
+        let api = Api::<ValidatingWebhookConfiguration>::all(admin);
+        let mut both = api.get("countersign").await?;
+        let twins: Vec<_> = both
+            .webhooks
+            .iter()
+            .flatten()
+            .map(|hook| {
+                let mut twin = hook.clone();
+                twin.name = format!("twin-{}", hook.name);
+                twin.client_config.url = hook.client_config.url.as_ref().map(|url| {
+                    url.replace(&format!(":{}/", first.port), &format!(":{second_port}/"))
+                });
+                twin
+            })
+            .collect();
+        both.webhooks.get_or_insert_with(Vec::new).extend(twins);
+        both.metadata.managed_fields = None;
+        api.replace("countersign", &Default::default(), &both).await?;
+
+        let policy_name = support::namespace::unique_name("twin");
+        let policy = json!({
+            "apiVersion": "countersign.dev/v1alpha1", "kind": "ApprovalPolicy",
+            "metadata": { "name": policy_name },
+            "spec": { "match": { "namespaces": [ns] },
+                "approval": { "levels": [{ "name": "leads", "approvers": [{ "user": "alice" }] }] } },
+        });
+        ensure!(kubectl(User::Admin, &["apply", "-f", "-"], Some(&policy))?.status.success());
+        let web = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": { "name": "web", "namespace": ns },
+            "spec": { "selector": { "matchLabels": { "app": "web" } },
+                "template": { "metadata": { "labels": { "app": "web" } },
+                    "spec": { "containers": [{ "name": "web", "image": "nginx:1.27" }] } } },
+        });
+        let apply = || kubectl(User::Dave, &["apply", "-f", "-"], Some(&web));
+        // Both deny and both open the request: one object.
+        let started = Instant::now();
+        loop {
+            let out = apply()?;
+            if text(&out).contains("approval required") {
+                break;
+            }
+            ensure!(started.elapsed() < Duration::from_secs(20), "not gated: {}", text(&out));
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let listed = kubectl(User::Admin, &["get", "deploymentapprovals", "-n", &ns, "-o", "name"], None)?;
+        let names: Vec<String> = String::from_utf8_lossy(&listed.stdout).lines().map(str::to_string).collect();
+        ensure!(names.len() == 1, "one request, not {names:?}");
+        let patch = json!([{ "op": "add", "path": "/spec/reviews/-", "value": { "decision": "Approve" } }]).to_string();
+        let reviewed = kubectl(User::Alice, &["patch", &names[0], "-n", &ns, "--type=json", "-p", &patch], None)?;
+        ensure!(reviewed.status.success(), "{}", text(&reviewed));
+        // The approved change is admitted at most one retry later, and consumed once.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let out = apply()?;
+            if out.status.success() {
+                break;
+            }
+            ensure!(text(&out).contains("retry") && attempts < 5, "{}", text(&out));
+        }
+        let approval = kubectl(User::Admin, &["get", &names[0], "-n", &ns, "-o", "json"], None)?;
+        let approval: Value = serde_json::from_slice(&approval.stdout)?;
+        ensure!(approval["status"]["phase"] == "Deploying", "{approval}");
+        let judged = std::fs::read_to_string(&second_log)?;
+        ensure!(
+            judged.contains(r#"resource="deployments""#) && judged.contains("allowed=true"),
+            "the second process judged no workload: {judged}"
+        );
+        let _ = kubectl(User::Admin, &["delete", "approvalpolicy", &policy_name], None);
+        anyhow::Ok(())
+    }
+    .await;
+    let _ = signal(second.id(), "TERM");
+    let _ = second.wait();
+    let _ = std::fs::remove_file(&kubeconfig);
+    result?;
+    assert!(first.terminate()?.success());
+    Ok(())
+}
