@@ -5,6 +5,11 @@ use std::process::ExitCode;
 use clap::Parser;
 use countersign::cli::{Cli, run};
 
+/// mimalloc: the webhook builds and drops a JSON tree per review; with glibc's allocator
+/// that was a third of its time (benches/webhook.rs, BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     run(Cli::parse())
 }

@@ -137,25 +137,26 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, CliError> {
         groups: args.groups.clone(),
     };
     let bindings = load_bindings(&args.rbac)?;
+    let request = ChangeRequest {
+        operation,
+        object: &object,
+        old_object: old_object.as_ref(),
+        namespace: &namespace,
+        namespace_labels: &namespace_labels,
+        requester: &requester,
+        cluster_region: args.region.as_deref(),
+        // Offline: evaluated like a real request, but nothing is created.
+        dry_run: true,
+    };
     let decision = decide(&DecisionInput {
-        request: ChangeRequest {
-            operation,
-            object: &object,
-            old_object: old_object.as_ref(),
-            namespace: &namespace,
-            namespace_labels: &namespace_labels,
-            requester: &requester,
-            cluster_region: args.region.as_deref(),
-            // Offline: evaluated like a real request, but nothing is created.
-            dry_run: true,
-        },
+        request,
         policies: &policies,
         approvals: &approvals,
         bindings: &bindings,
         now,
         validations: &ValidateOnTheSpot,
     });
-    let text = output::render(&decision, &object, args.output)
+    let text = output::render(&decision, &object, &decision.summary(&request), args.output)
         .map_err(|e| CliError::Output(format!("cannot render the result: {e}")))?;
     print!("{text}");
     Ok(ExitCode::from(if decision.allowed() {

@@ -6,7 +6,7 @@ use std::fmt::Write;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::api::{ApprovalPhase, ImageChange, LevelStatus};
+use crate::api::{ApprovalPhase, ChangeSummary, ImageChange, LevelStatus};
 use crate::core::chain::ChainState;
 use crate::core::change::object_ref;
 use crate::core::decision::{Decision, DenyReason, Verdict};
@@ -92,7 +92,7 @@ impl ApprovalReport {
 }
 
 /// Build the report for a decision on `object`.
-pub fn report(decision: &Decision, object: &Value) -> CheckReport {
+pub fn report(decision: &Decision, object: &Value, summary: &ChangeSummary) -> CheckReport {
     let (verdict, approval) = match &decision.verdict {
         Verdict::Allowed(_) => ("Allowed", None),
         Verdict::Denied(_) => ("Denied", None),
@@ -125,9 +125,9 @@ pub fn report(decision: &Decision, object: &Value) -> CheckReport {
         change: ChangeReport {
             target: object_ref(object),
             digest: decision.digest.to_string(),
-            summary: decision.summary.text.clone(),
-            images: decision.summary.images.clone(),
-            changed_paths: decision.summary.changed_paths.clone(),
+            summary: summary.text.clone(),
+            images: summary.images.clone(),
+            changed_paths: summary.changed_paths.clone(),
         },
         approval,
         break_glass: decision.break_glass.as_ref().map(|g| g.reason.clone()),
@@ -138,9 +138,10 @@ pub fn report(decision: &Decision, object: &Value) -> CheckReport {
 pub fn render(
     decision: &Decision,
     object: &Value,
+    summary: &ChangeSummary,
     format: OutputFormat,
 ) -> Result<String, serde_json::Error> {
-    let report = report(decision, object);
+    let report = report(decision, object, summary);
     Ok(match format {
         OutputFormat::Json => format!("{}\n", serde_json::to_string_pretty(&report)?),
         OutputFormat::Text => text(decision, &report),

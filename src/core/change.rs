@@ -70,8 +70,9 @@ impl ChangeDigest {
     /// so refusing `.inf` and `.nan` is the job of whichever shell parses the text: the
     /// CLI refuses them with the field's path; the webhook receives JSON, which has none.
     pub fn of(object: &Value, ignore_fields: &[String]) -> Self {
-        let canonical = canonical_json(&gated_content(object, ignore_fields));
-        let hash = Sha256::digest(canonical.as_bytes());
+        let mut canonical = Vec::with_capacity(4096);
+        write_canonical(&gated_content(object, ignore_fields), &mut canonical);
+        let hash = Sha256::digest(&canonical);
         ChangeDigest(format!("sha256:{hash:x}"))
     }
 
@@ -107,13 +108,28 @@ impl std::fmt::Display for ChangeDigest {
 /// the object without `status` and server-managed metadata; minus the ignored pointers and
 /// with `null` members dropped (absent and `null` mean the same to the API server).
 pub fn gated_content(object: &Value, ignore_fields: &[String]) -> Value {
-    let mut whole = object.clone();
-    for pointer in ignore_fields {
-        remove_pointer(&mut whole, pointer);
-    }
     let mut gated = if is_workload(object) {
-        whole.get("spec").cloned().unwrap_or(Value::Null)
+        // Only `spec` is gated: copy just it, under its own key so that every pointer
+        // (including `/*/…`) resolves exactly as it would in the whole object.
+        let mut spec_only = Value::Object(
+            object
+                .get("spec")
+                .map(|spec| ("spec".to_string(), spec.clone()))
+                .into_iter()
+                .collect(),
+        );
+        for pointer in ignore_fields {
+            remove_pointer(&mut spec_only, pointer);
+        }
+        spec_only
+            .as_object_mut()
+            .and_then(|map| map.remove("spec"))
+            .unwrap_or(Value::Null)
     } else {
+        let mut whole = object.clone();
+        for pointer in ignore_fields {
+            remove_pointer(&mut whole, pointer);
+        }
         if let Some(map) = whole.as_object_mut() {
             map.remove("status");
             if let Some(meta) = map.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -216,40 +232,50 @@ fn remove_segments(value: &mut Value, segments: &[String]) {
 /// Compact JSON with object keys sorted (by UTF-8 bytes) at every depth, and numbers in
 /// one form per value (see [`canonical_number`]), so that equal values digest equally.
 pub fn canonical_json(value: &Value) -> String {
-    let mut out = String::new();
+    let mut out = Vec::with_capacity(1024);
     write_canonical(value, &mut out);
-    out
+    // Only JSON text was written: valid UTF-8.
+    String::from_utf8(out).unwrap_or_default()
 }
 
-fn write_canonical(value: &Value, out: &mut String) {
+fn write_canonical(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Object(map) => {
             let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push('{');
+            keys.sort_unstable();
+            out.push(b'{');
             for (i, key) in keys.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                out.push_str(&Value::String((*key).clone()).to_string());
-                out.push(':');
+                write_string(key, out);
+                out.push(b':');
                 write_canonical(&map[*key], out);
             }
-            out.push('}');
+            out.push(b'}');
         }
         Value::Array(items) => {
-            out.push('[');
+            out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 write_canonical(item, out);
             }
-            out.push(']');
+            out.push(b']');
         }
-        Value::Number(number) => out.push_str(&canonical_number(number)),
-        scalar => out.push_str(&scalar.to_string()),
+        Value::Number(number) => out.extend_from_slice(canonical_number(number).as_bytes()),
+        Value::String(text) => write_string(text, out),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Null => out.extend_from_slice(b"null"),
     }
+}
+
+/// A JSON string literal, escaped as serde_json escapes it.
+fn write_string(text: &str, out: &mut Vec<u8>) {
+    // Writing a &str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, text);
 }
 
 /// One text per numeric value, in the style of RFC 8785 (JCS): `1.0`, `1` and `1e0` are

@@ -63,7 +63,9 @@ pub struct Decision {
     pub matched_policies: Vec<String>,
     /// The change's digest under the governing policy's ignored fields.
     pub digest: ChangeDigest,
-    pub summary: ChangeSummary,
+    /// The governing policy's ignored fields, under which [`Decision::summary`] describes
+    /// the change.
+    pub ignore_fields: Vec<String>,
     /// Why, for people: the verdict's reasons first, then notes.
     pub reasons: Vec<String>,
     /// Break-glass bypassed some or all matching policies; the shell audits and announces it.
@@ -78,6 +80,12 @@ pub struct BreakGlassUse {
 }
 
 impl Decision {
+    /// What the decided change does, for people (images before → after, changed paths).
+    /// Computed on demand: the webhook answers most changes without it.
+    pub fn summary(&self, request: &ChangeRequest) -> ChangeSummary {
+        summarize(request.old_object, request.object, &self.ignore_fields)
+    }
+
     /// May the API server admit the change?
     pub fn allowed(&self) -> bool {
         matches!(self.verdict, Verdict::Allowed(_) | Verdict::Approved(_))
@@ -162,7 +170,7 @@ pub fn decide(input: &DecisionInput) -> Decision {
         verdict,
         matched_policies: matched.iter().map(|p| policy_name(p).to_string()).collect(),
         digest: digests.of_change(&ignore),
-        summary: summarize(request.old_object, request.object, &ignore),
+        ignore_fields: ignore,
         reasons,
         break_glass,
     }

@@ -7,17 +7,18 @@ use std::time::Instant;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use kube::core::admission::{AdmissionResponse, AdmissionReview, Operation};
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::effects::{Effects, WriteError, approval_reference, bounded};
+use super::request::{BadReview, Parsed, Request, decode, parse};
 use super::snapshot::Snapshot;
-use crate::api::{
-    ApprovalPolicy, AuditTarget, DeploymentApproval, Operation as ChangeOperation, UserInfo,
-};
+use crate::api::{ApprovalPolicy, AuditTarget, DeploymentApproval, Operation as ChangeOperation};
 use crate::core::chain::ApprovalChain;
 use crate::core::decision::{Decision, DecisionInput, DenyReason, Verdict, decide};
 use crate::core::policy::ChangeRequest;
@@ -60,11 +61,6 @@ impl ReviewPath {
     }
 }
 
-/// A body that is not an AdmissionReview: answered with HTTP 400 and this reason.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct BadReview(pub String);
-
 /// Where the webhook runs and who it is.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -91,16 +87,16 @@ struct Answer {
 }
 
 impl Answer {
-    fn allow(request: &AdmissionRequest<DynamicObject>) -> Answer {
+    fn allow(request: &Request) -> Answer {
         Answer {
-            response: AdmissionResponse::from(request),
+            response: request.allow(),
             verdict: Counted::Allowed,
         }
     }
 
-    fn deny(request: &AdmissionRequest<DynamicObject>, message: impl ToString) -> Answer {
+    fn deny(request: &Request, message: impl ToString) -> Answer {
         Answer {
-            response: AdmissionResponse::from(request).deny(message),
+            response: request.allow().deny(message),
             verdict: Counted::Denied,
         }
     }
@@ -114,51 +110,6 @@ impl Answer {
     }
 }
 
-/// What a body turned out to be.
-enum Parsed {
-    Request(Box<AdmissionRequest<DynamicObject>>),
-    /// A review whose envelope is sound but whose object cannot be decoded: denied (fail
-    /// closed) with the reason, under the review's uid.
-    Undecodable(Box<AdmissionResponse>),
-}
-
-/// Read a body: a malformed or truncated review is a [`BadReview`]; a review whose object
-/// cannot be decoded is denied.
-fn parse(body: &[u8]) -> Result<Parsed, BadReview> {
-    match serde_json::from_slice::<AdmissionReview<DynamicObject>>(body) {
-        Ok(review) => {
-            let request: AdmissionRequest<DynamicObject> = review
-                .try_into()
-                .map_err(|_| BadReview("the AdmissionReview has no request".into()))?;
-            Ok(Parsed::Request(Box::new(request)))
-        }
-        Err(error) => {
-            let value: Value = serde_json::from_slice(body)
-                .map_err(|e| BadReview(format!("the body is not a JSON AdmissionReview: {e}")))?;
-            let request = value.get("request").filter(|r| r.is_object());
-            let uid = request
-                .and_then(|r| r.get("uid"))
-                .and_then(Value::as_str)
-                .filter(|uid| !uid.is_empty());
-            let (Some(uid), Some("AdmissionReview")) =
-                (uid, value.get("kind").and_then(Value::as_str))
-            else {
-                return Err(BadReview(format!(
-                    "not an AdmissionReview with a request: {error}"
-                )));
-            };
-            let mut response = AdmissionResponse::invalid(format!(
-                "countersign cannot decode this request, so it is denied: {error}"
-            ));
-            response.uid = uid.to_string();
-            if let Some(api_version) = value.get("apiVersion").and_then(Value::as_str) {
-                response.types.api_version = api_version.to_string();
-            }
-            Ok(Parsed::Undecodable(Box::new(response)))
-        }
-    }
-}
-
 impl Webhook {
     /// Answer one AdmissionReview body sent to `path`.
     pub async fn review(
@@ -169,7 +120,7 @@ impl Webhook {
         let started = Instant::now();
         let request = match parse(body) {
             Ok(Parsed::Request(request)) => request,
-            Ok(Parsed::Undecodable(response)) => {
+            Ok(Parsed::Unreadable(response)) => {
                 self.count("unknown", "unknown", Counted::Denied, started);
                 return Ok(response.into_review());
             }
@@ -185,10 +136,7 @@ impl Webhook {
             ReviewPath::Policies => self.policy(&request),
             ReviewPath::StampReviews => self.stamp(&request),
         };
-        let resource = match &request.sub_resource {
-            Some(sub) => format!("{}/{sub}", request.resource.resource),
-            None => request.resource.resource.clone(),
-        };
+        let resource = request.resource_label();
         self.count(
             &resource,
             &format!("{:?}", request.operation).to_uppercase(),
@@ -200,7 +148,7 @@ impl Webhook {
             resource,
             namespace = request.namespace.as_deref().unwrap_or_default(),
             name = %request.name,
-            user = request.user_info.username.as_deref().unwrap_or_default(),
+            user = request.username().unwrap_or_default(),
             allowed = answer.response.allowed,
             "reviewed"
         );
@@ -221,8 +169,8 @@ impl Webhook {
             .observe(started.elapsed().as_secs_f64());
     }
 
-    fn is_own(&self, request: &AdmissionRequest<DynamicObject>) -> bool {
-        request.user_info.username.as_deref() == Some(self.settings.own_username.as_str())
+    fn is_own(&self, request: &Request) -> bool {
+        request.username() == Some(self.settings.own_username.as_str())
     }
 
     /// A namespace's labels: from the snapshot, else read live (a namespace made a moment
@@ -242,7 +190,7 @@ impl Webhook {
 
     // ---- workloads (SPEC §1) ----
 
-    async fn workload(&self, request: &AdmissionRequest<DynamicObject>) -> Answer {
+    async fn workload(&self, request: &Request) -> Answer {
         let operation = match request.operation {
             Operation::Create => ChangeOperation::Create,
             Operation::Update => ChangeOperation::Update,
@@ -251,34 +199,36 @@ impl Webhook {
         let Some(object) = &request.object else {
             return Answer::deny(request, "the request carries no object to judge");
         };
-        let (object, old_object) = match (
-            serde_json::to_value(object),
-            request
-                .old_object
-                .as_ref()
-                .map(serde_json::to_value)
-                .transpose(),
-        ) {
-            (Ok(object), Ok(old)) => (object, old),
-            (Err(e), _) | (_, Err(e)) => {
-                return Answer::deny(request, format!("countersign cannot read the object: {e}"));
+        let old_object = request.old_object.as_ref();
+        // The core reads objects as JSON; one that is not a Kubernetes object is refused
+        // here, with the reason, rather than judged.
+        for (which, candidate) in [("object", Some(object)), ("oldObject", old_object)] {
+            if let Some(candidate) = candidate
+                && let Err(why) = readable_object(candidate)
+            {
+                return Answer::deny(
+                    request,
+                    format!(
+                        "countersign cannot decode the request's {which}, so it is denied: {why}"
+                    ),
+                );
             }
-        };
+        }
         let namespace = request.namespace.clone().unwrap_or_default();
         let labels = match self.namespace_labels(&namespace).await {
             Ok(labels) => labels,
             Err(why) => return Answer::deny(request, why),
         };
-        let requester = user_info(request);
+        let requester = request.requester();
         let change = ChangeRequest {
             operation,
-            object: &object,
-            old_object: old_object.as_ref(),
+            object,
+            old_object,
             namespace: &namespace,
             namespace_labels: &labels,
             requester: &requester,
             cluster_region: self.settings.cluster_region.as_deref(),
-            dry_run: request.dry_run,
+            dry_run: request.dry_run(),
         };
         let target_name = object
             .pointer("/metadata/name")
@@ -338,7 +288,7 @@ impl Webhook {
     /// Carry out a decision and answer.
     async fn act(
         &self,
-        request: &AdmissionRequest<DynamicObject>,
+        request: &Request,
         change: &ChangeRequest<'_>,
         namespace: &str,
         decision: Decision,
@@ -350,7 +300,7 @@ impl Webhook {
                 let Some(glass) = &decision.break_glass else {
                     return Answer::allow(request);
                 };
-                if request.dry_run {
+                if request.dry_run() {
                     return Answer::allow(request);
                 }
                 let audit_target = audit_target(&target);
@@ -431,7 +381,7 @@ impl Webhook {
             }
             Verdict::Approved(approved) => {
                 let name = approved.approval.name_any();
-                if !approved.mark_deploying || request.dry_run {
+                if !approved.mark_deploying || request.dry_run() {
                     let mut answer = Answer::allow(request);
                     answer.verdict = Counted::Approved;
                     return answer;
@@ -482,19 +432,19 @@ impl Webhook {
 
     fn publish_denial(
         &self,
-        request: &AdmissionRequest<DynamicObject>,
+        request: &Request,
         target: ObjectReference,
         reason: &str,
         message: &str,
     ) {
-        if !request.dry_run {
+        if !request.dry_run() {
             self.effects.publish(
                 target,
                 EventType::Warning,
                 reason,
                 format!(
                     "{} was denied: {message}",
-                    request.user_info.username.as_deref().unwrap_or("someone")
+                    request.username().unwrap_or("someone")
                 ),
             );
         }
@@ -502,14 +452,14 @@ impl Webhook {
 
     // ---- DeploymentApprovals (SPEC §3) ----
 
-    async fn approval(&self, request: &AdmissionRequest<DynamicObject>) -> Answer {
+    async fn approval(&self, request: &Request) -> Answer {
         if request.sub_resource.as_deref() == Some("status") {
             return self.own_only(
                 request,
                 "the status of a DeploymentApproval is written by countersign only",
             );
         }
-        let author = user_info(request);
+        let author = request.requester();
         let now = Timestamp::now();
         match request.operation {
             Operation::Create if self.is_own(request) => Answer::allow(request),
@@ -590,18 +540,18 @@ impl Webhook {
     }
 
     /// Stamp `user`, `groups` and `time` on appended reviews that left them out.
-    fn stamp(&self, request: &AdmissionRequest<DynamicObject>) -> Answer {
+    fn stamp(&self, request: &Request) -> Answer {
         if request.operation != Operation::Update || request.sub_resource.is_some() {
             return Answer::allow(request);
         }
-        let (Ok(old), Some(Ok(new))) = (
+        let (Ok(old), Some(new)) = (
             decode::<DeploymentApproval>(request.old_object.as_ref()),
-            request.object.as_ref().map(serde_json::to_value),
+            request.object.as_ref(),
         ) else {
             // The validating webhook denies what cannot be read.
             return Answer::allow(request);
         };
-        let author = user_info(request);
+        let author = request.requester();
         let bindings = self.snapshot.bindings();
         let requester = &old.spec.change.requester;
         let chain = ApprovalChain {
@@ -614,7 +564,7 @@ impl Webhook {
         let groups = review_groups(&chain, &author);
         let operations = stamp_appended_reviews(
             old.spec.reviews.len(),
-            &new,
+            new,
             &author,
             &groups,
             Timestamp::now(),
@@ -624,11 +574,7 @@ impl Webhook {
         }
         let patch = serde_json::from_value::<json_patch::Patch>(Value::Array(operations))
             .map_err(|e| e.to_string())
-            .and_then(|patch| {
-                AdmissionResponse::from(request)
-                    .with_patch(patch)
-                    .map_err(|e| e.to_string())
-            });
+            .and_then(|patch| request.allow().with_patch(patch).map_err(|e| e.to_string()));
         match patch {
             Ok(response) => Answer {
                 response,
@@ -643,7 +589,7 @@ impl Webhook {
 
     // ---- AuditEntries (SPEC §3, §7) ----
 
-    fn audit(&self, request: &AdmissionRequest<DynamicObject>) -> Answer {
+    fn audit(&self, request: &Request) -> Answer {
         if request.sub_resource.as_deref() == Some("status") {
             return self.own_only(
                 request,
@@ -669,7 +615,7 @@ impl Webhook {
         }
     }
 
-    fn own_only(&self, request: &AdmissionRequest<DynamicObject>, rule: &str) -> Answer {
+    fn own_only(&self, request: &Request, rule: &str) -> Answer {
         if self.is_own(request) {
             return Answer::allow(request);
         }
@@ -688,7 +634,7 @@ impl Webhook {
 
     // ---- ApprovalPolicies (SPEC §3) ----
 
-    fn policy(&self, request: &AdmissionRequest<DynamicObject>) -> Answer {
+    fn policy(&self, request: &Request) -> Answer {
         let policy = match decode::<ApprovalPolicy>(request.object.as_ref()) {
             Ok(policy) => policy,
             Err(why) => return Answer::deny(request, why),
@@ -735,25 +681,15 @@ fn render(reasons: &[String]) -> String {
     }
 }
 
-/// The authenticated requester of an API call.
-fn user_info(request: &AdmissionRequest<DynamicObject>) -> UserInfo {
-    UserInfo {
-        username: request.user_info.username.clone().unwrap_or_default(),
-        groups: request.user_info.groups.clone().unwrap_or_default(),
+/// Is `object` a Kubernetes object: a JSON object whose metadata decodes?
+fn readable_object(object: &Value) -> Result<(), String> {
+    if !object.is_object() {
+        return Err("it is not a JSON object".into());
     }
-}
-
-/// Decode an object of a countersign kind; the error names the field.
-fn decode<K: serde::de::DeserializeOwned>(object: Option<&DynamicObject>) -> Result<K, String> {
-    let object = object.ok_or("the request carries no object")?;
-    let value = serde_json::to_value(object).map_err(|e| e.to_string())?;
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        format!(
-            "countersign cannot decode the object at {}: {}",
-            e.path(),
-            e.inner()
-        )
-    })
+    let metadata = object.get("metadata").unwrap_or(&Value::Null);
+    ObjectMeta::deserialize(metadata)
+        .map(|_| ())
+        .map_err(|e| format!("metadata: {e}"))
 }
 
 fn target_reference(object: &Value, namespace: &str) -> ObjectReference {
@@ -785,9 +721,9 @@ fn audit_target(reference: &ObjectReference) -> AuditTarget {
 
 /// Deleting a namespace deletes its AuditEntries through the namespace controller; refusing
 /// it would leave the install namespace stuck in Terminating.
-fn is_namespace_cleanup(request: &AdmissionRequest<DynamicObject>) -> bool {
+fn is_namespace_cleanup(request: &Request) -> bool {
     matches!(
-        request.user_info.username.as_deref(),
+        request.username(),
         Some("system:serviceaccount:kube-system:namespace-controller")
     )
 }

@@ -2,7 +2,9 @@
 //! a decision asks for.
 
 pub mod admission;
+pub mod approval_index;
 pub mod effects;
+pub mod request;
 pub mod router;
 pub mod server;
 pub mod snapshot;

@@ -367,7 +367,8 @@ async fn read_file(path: &Path) -> Result<Vec<u8>, CertificateError> {
 }
 
 // The Secret-volume layout of the tests is made of symlinks.
-#[cfg(all(test, unix))]
+#[cfg(test)]
+#[cfg(unix)]
 mod tests {
     use super::*;
 

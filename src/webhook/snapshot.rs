@@ -15,6 +15,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
+use super::approval_index::ApprovalIndex;
 use crate::api::{ApprovalPolicy, DeploymentApproval};
 use crate::core::chain::RoleBindingSnapshot;
 use crate::core::decision::{Validations, snapshot_problem};
@@ -24,7 +25,7 @@ use crate::core::validation::{FieldError, validate_policy};
 #[derive(Clone)]
 pub struct Snapshot {
     policies: Store<ApprovalPolicy>,
-    approvals: Store<DeploymentApproval>,
+    approvals: Arc<ApprovalIndex>,
     namespaces: Store<Namespace>,
     role_bindings: Store<RoleBinding>,
     cluster_role_bindings: Store<ClusterRoleBinding>,
@@ -72,7 +73,25 @@ impl Snapshot {
             move || derived.bindings_dirty.store(true, Ordering::Release)
         };
         let policies = feed(Api::all(client.clone()), &mut feeds, on_policy);
-        let approvals = feed(Api::all(client.clone()), &mut feeds, || {});
+        let approvals = Arc::new(ApprovalIndex::default());
+        {
+            let index = approvals.clone();
+            let events = watcher(
+                Api::<DeploymentApproval>::all(client.clone()),
+                watcher::Config::default(),
+            )
+            .default_backoff()
+            .modify(|approval| approval.managed_fields_mut().clear());
+            feeds.push(Box::pin(async move {
+                let mut events = std::pin::pin!(events);
+                while let Some(event) = events.next().await {
+                    match event {
+                        Ok(event) => index.apply(event),
+                        Err(error) => tracing::warn!(%error, "watch failed; retrying with backoff"),
+                    }
+                }
+            }));
+        }
         let namespaces = feed(Api::all(client.clone()), &mut feeds, || {});
         let role_bindings = feed(Api::all(client.clone()), &mut feeds, on_binding.clone());
         let cluster_role_bindings = feed(Api::all(client.clone()), &mut feeds, on_binding);
@@ -88,10 +107,58 @@ impl Snapshot {
         (snapshot, feeds)
     }
 
+    /// A snapshot of fixed objects, with no API server behind it: for benchmarks and tests
+    /// of the admission path. Objects without a uid get one, so validation is cached.
+    pub fn preloaded(
+        policies: Vec<ApprovalPolicy>,
+        approvals: Vec<DeploymentApproval>,
+        namespaces: Vec<Namespace>,
+        bindings: RoleBindingSnapshot,
+    ) -> Snapshot {
+        fn load<K>(objects: Vec<K>) -> Store<K>
+        where
+            K: Resource + Clone + std::fmt::Debug + Send + Sync + 'static,
+            K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+        {
+            let (reader, mut writer) = reflector::store();
+            writer.apply_watcher_event(&watcher::Event::Init);
+            for (i, mut object) in objects.into_iter().enumerate() {
+                object
+                    .meta_mut()
+                    .uid
+                    .get_or_insert_with(|| format!("preloaded-{i}"));
+                writer.apply_watcher_event(&watcher::Event::InitApply(object));
+            }
+            writer.apply_watcher_event(&watcher::Event::InitDone);
+            // The reader stays valid after the writer is gone.
+            drop(writer);
+            reader
+        }
+        let derived = Arc::new(Derived {
+            policies_dirty: AtomicBool::new(true),
+            bindings_dirty: AtomicBool::new(true),
+            ..Derived::default()
+        });
+        Snapshot {
+            policies: load(policies),
+            approvals: {
+                let index = ApprovalIndex::default();
+                index.replace_all(approvals);
+                index.mark_synced();
+                Arc::new(index)
+            },
+            namespaces: load(namespaces),
+            role_bindings: load(bindings.role_bindings),
+            cluster_role_bindings: load(bindings.cluster_role_bindings),
+            derived,
+            validations: Arc::new(ValidationCache::default()),
+        }
+    }
+
     /// Resolves once every cache has its first complete list.
     pub async fn wait_until_synced(&self) -> Result<(), reflector::store::WriterDropped> {
         self.policies.wait_until_ready().await?;
-        self.approvals.wait_until_ready().await?;
+        self.approvals.wait_until_synced().await;
         self.namespaces.wait_until_ready().await?;
         self.role_bindings.wait_until_ready().await?;
         self.cluster_role_bindings.wait_until_ready().await
@@ -131,27 +198,10 @@ impl Snapshot {
         })
     }
 
-    /// The DeploymentApprovals in `namespace` that may concern the object `target_name`:
-    /// those for it, and those whose names a new request for it could take.
+    /// The DeploymentApprovals of the object `namespace/target_name` (countersign names
+    /// requests after their target, so these include every name a new request could take).
     pub fn approvals_for(&self, namespace: &str, target_name: &str) -> Vec<DeploymentApproval> {
-        let prefix = format!("{target_name}-");
-        self.approvals
-            .state_filter(|a| {
-                a.metadata.namespace.as_deref() == Some(namespace)
-                    && (a.spec.target.name == target_name
-                        || a.metadata
-                            .name
-                            .as_deref()
-                            .is_some_and(|n| n.starts_with(&prefix)))
-            })
-            .iter()
-            .map(|a| (**a).clone())
-            .collect()
-    }
-
-    /// One cached DeploymentApproval.
-    pub fn approval(&self, namespace: &str, name: &str) -> Option<Arc<DeploymentApproval>> {
-        self.approvals.get(&ObjectRef::new(name).within(namespace))
+        self.approvals.for_target(namespace, target_name)
     }
 
     /// A namespace's labels, when the cache knows the namespace.
