@@ -11,7 +11,9 @@ use kube::api::{ApiResource, DynamicObject, PostParams};
 use kube::{Api, Error};
 use serde_json::Value;
 
+use crate::support::countersign::{INSTALL_NAMESPACE, own_client};
 use crate::support::crds::{apply_crds, read_yaml_documents};
+use crate::support::namespace::unique_name;
 use crate::support::{TestCluster, TestNamespace, User};
 
 /// The product's CRDs and the directory of their sample objects.
@@ -71,6 +73,9 @@ async fn crds_are_accepted_and_samples_round_trip() -> Result<()> {
     ensure!(!crds.is_empty(), "no CRDs in {}", crd_dir.display());
     let samples = read_yaml_documents(&sample_dir)?;
     let namespace = TestNamespace::create("crds", Some("eu-west-1")).await?;
+    // With countersign's webhook registered, only countersign writes DeploymentApprovals
+    // (unless a policy governs them) and AuditEntries (only in its own namespace).
+    let own = own_client().await?;
 
     for crd in &crds {
         let resource = api_resource(crd)?;
@@ -88,12 +93,21 @@ async fn crds_are_accepted_and_samples_round_trip() -> Result<()> {
                 sample_dir.display()
             );
         }
-        let api: Api<DynamicObject> = if crd.spec.scope == "Namespaced" {
-            Api::namespaced_with(admin.clone(), namespace.name(), &resource)
-        } else {
-            Api::all_with(admin.clone(), &resource)
+        let api: Api<DynamicObject> = match resource.kind.as_str() {
+            "AuditEntry" => Api::namespaced_with(own.clone(), INSTALL_NAMESPACE, &resource),
+            "DeploymentApproval" => Api::namespaced_with(own.clone(), namespace.name(), &resource),
+            _ if crd.spec.scope == "Namespaced" => {
+                Api::namespaced_with(admin.clone(), namespace.name(), &resource)
+            }
+            _ => Api::all_with(admin.clone(), &resource),
         };
         for sample in of_kind {
+            let mut sample = sample.clone();
+            if resource.kind == "AuditEntry" {
+                // The trail is append-only: each run leaves its own sample behind.
+                sample["metadata"]["name"] = Value::from(unique_name("sample-auditentry"));
+            }
+            let sample = &sample;
             let object: DynamicObject = serde_json::from_value(sample.clone())?;
             let name = object.metadata.name.clone().context("sample has no name")?;
             if crd.spec.scope != "Namespaced" {

@@ -74,6 +74,7 @@ impl Countersign {
                     probe.wait_with_output()
                 })?;
             if String::from_utf8_lossy(&probe.stderr).contains("written by countersign only") {
+                grant_approvers(cluster)?;
                 return Ok(Countersign { port });
             }
             if started.elapsed() > Duration::from_secs(120) {
@@ -119,3 +120,61 @@ spec:
   actor: {username: admin}
   target: {apiVersion: apps/v1, kind: Deployment, name: probe}
 "#;
+
+/// A client that authenticates as countersign's own ServiceAccount (with a token from the
+/// TokenRequest API), for what only countersign may write.
+pub async fn own_client() -> Result<kube::Client> {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    Countersign::get();
+    let cluster = TestCluster::get();
+    let admin = cluster.client(User::Admin).await?;
+    let request: TokenRequest = serde_json::from_value(serde_json::json!({
+        "spec": { "expirationSeconds": 3600 },
+    }))?;
+    let issued = kube::Api::<ServiceAccount>::namespaced(admin, INSTALL_NAMESPACE)
+        .create_token_request("countersign", &Default::default(), &request)
+        .await?;
+    let token = issued
+        .status
+        .and_then(|s| s.token)
+        .context("TokenRequest returned no token")?;
+    let config = cluster.config_with_token(&token).await?;
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// Lets the test cluster's approvers (`team-leads`, `sre`, `oncall`) review requests, as an
+/// administrator would grant `countersign-approver`.
+fn grant_approvers(cluster: &TestCluster) -> Result<()> {
+    let subjects: Vec<serde_json::Value> = ["team-leads", "sre", "oncall"]
+        .iter()
+        .map(|group| {
+            serde_json::json!({ "apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": group })
+        })
+        .collect();
+    let binding = serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": { "name": "countersign-test-approvers" },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "countersign-approver" },
+        "subjects": subjects,
+    });
+    let mut apply = cluster
+        .kubectl(User::Admin)
+        .args(["apply", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let Some(mut stdin) = apply.stdin.take() {
+        use std::io::Write;
+        stdin.write_all(binding.to_string().as_bytes())?;
+    }
+    let out = apply.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "granting countersign-approver: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
