@@ -1,5 +1,7 @@
 //! The cached DeploymentApprovals, indexed by target: a review looks up the approvals of one
-//! object (namespace, name) without scanning every approval in the cluster.
+//! object (namespace, name) without scanning every approval in the cluster. Each is held as
+//! compact JSON and decoded when read: a review reads one to three of them, and a decoded
+//! approval takes about three times the memory (BENCHMARKS.md).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -13,9 +15,16 @@ use crate::api::DeploymentApproval;
 /// (namespace, name).
 type Key = (String, String);
 
+/// One cached approval, as compact JSON.
+type Stored = Arc<[u8]>;
+
+fn store(approval: &DeploymentApproval) -> Option<Stored> {
+    serde_json::to_vec(approval).ok().map(Stored::from)
+}
+
 /// Approvals by (namespace, target name), then by approval name; fed by watch events.
 pub struct ApprovalIndex {
-    by_target: RwLock<HashMap<Key, HashMap<String, Arc<DeploymentApproval>>>>,
+    by_target: RwLock<HashMap<Key, HashMap<String, Stored>>>,
     /// Where each approval is filed, so an update or delete finds it.
     filed: RwLock<HashMap<Key, Key>>,
     /// The objects of a relist in progress (between `Init` and `InitDone`).
@@ -79,15 +88,18 @@ impl ApprovalIndex {
 
     /// Replace everything with `approvals` (a complete list).
     pub fn replace_all(&self, approvals: Vec<DeploymentApproval>) {
-        let mut by_target: HashMap<Key, HashMap<String, Arc<DeploymentApproval>>> = HashMap::new();
+        let mut by_target: HashMap<Key, HashMap<String, Stored>> = HashMap::new();
         let mut filed = HashMap::new();
         for approval in approvals {
+            let Some(stored) = store(&approval) else {
+                continue;
+            };
             let target = target_key(&approval);
             filed.insert(approval_key(&approval), target.clone());
             by_target
                 .entry(target)
                 .or_default()
-                .insert(approval.name_any(), Arc::new(approval));
+                .insert(approval.name_any(), stored);
         }
         if let (Ok(mut index), Ok(mut keys)) = (self.by_target.write(), self.filed.write()) {
             *index = by_target;
@@ -98,13 +110,13 @@ impl ApprovalIndex {
     fn insert(&self, approval: DeploymentApproval) {
         let key = approval_key(&approval);
         self.remove(&key);
+        let Some(stored) = store(&approval) else {
+            return;
+        };
         let target = target_key(&approval);
         if let (Ok(mut index), Ok(mut keys)) = (self.by_target.write(), self.filed.write()) {
             keys.insert(key.clone(), target.clone());
-            index
-                .entry(target)
-                .or_default()
-                .insert(key.1, Arc::new(approval));
+            index.entry(target).or_default().insert(key.1, stored);
         }
     }
 
@@ -122,13 +134,18 @@ impl ApprovalIndex {
 
     /// The approvals of the object `namespace/target_name`.
     pub fn for_target(&self, namespace: &str, target_name: &str) -> Vec<DeploymentApproval> {
-        let Ok(index) = self.by_target.read() else {
-            return Vec::new();
+        let stored: Vec<Stored> = match self.by_target.read() {
+            Ok(index) => index
+                .get(&(namespace.to_string(), target_name.to_string()))
+                .map(|names| names.values().cloned().collect())
+                .unwrap_or_default(),
+            Err(_) => return Vec::new(),
         };
-        index
-            .get(&(namespace.to_string(), target_name.to_string()))
-            .map(|names| names.values().map(|a| (**a).clone()).collect())
-            .unwrap_or_default()
+        // Decoded outside the lock; each was encoded from a DeploymentApproval.
+        stored
+            .iter()
+            .filter_map(|json| serde_json::from_slice(json).ok())
+            .collect()
     }
 
     pub fn len(&self) -> usize {
