@@ -9,7 +9,7 @@ mod support;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -114,18 +114,8 @@ fn signal(pid: u32, name: &str) -> Result<()> {
 }
 
 fn kubectl(user: User, args: &[&str], stdin: Option<&Value>) -> Result<Output> {
-    use std::io::Write;
-    let mut child = TestCluster::get()
-        .kubectl(user)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    if let (Some(document), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(document.to_string().as_bytes())?;
-    }
-    Ok(child.wait_with_output()?)
+    let input = stdin.map(Value::to_string);
+    TestCluster::get().kubectl_output(user, args, input.as_deref().map(str::as_bytes))
 }
 
 fn text(out: &Output) -> String {

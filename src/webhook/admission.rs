@@ -659,13 +659,12 @@ impl Webhook {
     }
 }
 
-/// The approval a denial rests on, when a fresher copy could change the answer: a pending
-/// request (approved a moment ago?) or the lock holder (released a moment ago?).
+/// The approval a denial rests on, when a fresher copy could change the answer: the
+/// request (approved a moment ago? opened a moment ago by another replica, and maybe
+/// approved since?) or the lock holder (released a moment ago?).
 fn stale_suspect(decision: &Decision) -> Option<String> {
     match &decision.verdict {
-        Verdict::ApprovalRequired(requirement) if requirement.existing => {
-            Some(requirement.approval_name.clone())
-        }
+        Verdict::ApprovalRequired(requirement) => Some(requirement.approval_name.clone()),
         Verdict::Denied(DenyReason::RolloutInProgress { approval }) => Some(approval.clone()),
         _ => None,
     }

@@ -55,23 +55,11 @@ fn text(out: &Output) -> String {
 }
 
 fn kubectl_stdin(user: User, args: &[&str], document: &Value) -> Result<Output> {
-    use std::io::Write;
-    let mut child = TestCluster::get()
-        .kubectl(user)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(serde_json::to_string(document)?.as_bytes())?;
-    }
-    Ok(child.wait_with_output()?)
+    TestCluster::get().kubectl_output(user, args, Some(document.to_string().as_bytes()))
 }
 
 fn kubectl(user: User, args: &[&str]) -> Result<Output> {
-    let mut command: Command = TestCluster::get().kubectl(user);
-    Ok(command.args(args).output()?)
+    TestCluster::get().kubectl_output(user, args, None)
 }
 
 /// A Deployment `web` running `image` in `namespace`, with optional env and annotations.
@@ -687,5 +675,50 @@ async fn malformed_bodies_get_400_and_the_server_keeps_serving() -> Result<()> {
         ])
         .output()?;
     assert_eq!(String::from_utf8_lossy(&health.stdout), "ok");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_request_made_by_hand_must_be_honest() -> Result<()> {
+    Countersign::get();
+    let ns = TestNamespace::create("forged", None).await?;
+    let ns = ns.name();
+    let _policy = Policy::apply(ns, two_level_chain())?;
+    assert_refused(
+        &apply(User::Dave, &web(ns, "nginx:1.27", 1), &[])?,
+        "approval required",
+    );
+    let mut genuine = serde_json::to_value(approvals(ns).await?.remove(0))?;
+    for field in [
+        "uid",
+        "resourceVersion",
+        "creationTimestamp",
+        "generation",
+        "managedFields",
+    ] {
+        genuine["metadata"].as_object_mut().map(|m| m.remove(field));
+    }
+    genuine.as_object_mut().map(|o| o.remove("status"));
+    genuine["metadata"]["namespace"] = json!(ns);
+    let now = jiff::Timestamp::now().to_string();
+    // The cluster admin has every RBAC right; the webhook still refuses forged requests.
+    let forge = |name: &str, edit: &dyn Fn(&mut Value)| -> Result<Output> {
+        let mut forged = genuine.clone();
+        forged["metadata"]["name"] = json!(name);
+        forged["spec"]["change"]["requestedAt"] = json!(now);
+        edit(&mut forged);
+        kubectl_stdin(User::Admin, &["create", "-f", "-"], &forged)
+    };
+    let pre_approved = |o: &mut Value| {
+        o["spec"]["reviews"] = json!([{ "user": "alice", "decision": "Approve", "time": now }]);
+    };
+    assert_refused(
+        &forge("web-x1", &pre_approved)?,
+        "spec.reviews must be empty",
+    );
+    assert_refused(
+        &forge("web-x2", &|_: &mut Value| {})?,
+        "but the request was made by \"admin\"",
+    );
     Ok(())
 }

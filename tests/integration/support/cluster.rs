@@ -158,6 +158,30 @@ impl TestCluster {
         Ok(config)
     }
 
+    /// Runs `kubectl` as `user` with `args`, feeding `stdin` (e.g. a manifest for `-f -`),
+    /// and returns its output whatever its exit status.
+    pub fn kubectl_output(
+        &self,
+        user: User,
+        args: &[&str],
+        stdin: Option<&[u8]>,
+    ) -> Result<std::process::Output> {
+        use std::io::Write;
+        use std::process::Stdio;
+        let mut child = self
+            .kubectl(user)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("running kubectl")?;
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(input)?;
+        }
+        Ok(child.wait_with_output()?)
+    }
+
     /// `kubectl` acting as `user` against this cluster.
     pub fn kubectl(&self, user: User) -> Command {
         let mut command = Command::new(&self.kubectl);

@@ -59,20 +59,11 @@ impl Countersign {
                     std::fs::read_to_string(&log).unwrap_or_default()
                 );
             }
-            let probe = cluster
-                .kubectl(User::Admin)
-                .args(["create", "--dry-run=server", "-f", "-"])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .and_then(|mut probe| {
-                    use std::io::Write;
-                    if let Some(mut stdin) = probe.stdin.take() {
-                        stdin.write_all(PROBE_ENTRY.as_bytes())?;
-                    }
-                    probe.wait_with_output()
-                })?;
+            let probe = cluster.kubectl_output(
+                User::Admin,
+                &["create", "--dry-run=server", "-f", "-"],
+                Some(PROBE_ENTRY.as_bytes()),
+            )?;
             if String::from_utf8_lossy(&probe.stderr).contains("written by countersign only") {
                 grant_approvers(cluster)?;
                 return Ok(Countersign { port });
@@ -158,18 +149,11 @@ fn grant_approvers(cluster: &TestCluster) -> Result<()> {
         "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "countersign-approver" },
         "subjects": subjects,
     });
-    let mut apply = cluster
-        .kubectl(User::Admin)
-        .args(["apply", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    if let Some(mut stdin) = apply.stdin.take() {
-        use std::io::Write;
-        stdin.write_all(binding.to_string().as_bytes())?;
-    }
-    let out = apply.wait_with_output()?;
+    let out = cluster.kubectl_output(
+        User::Admin,
+        &["apply", "-f", "-"],
+        Some(binding.to_string().as_bytes()),
+    )?;
     if !out.status.success() {
         bail!(
             "granting countersign-approver: {}",
