@@ -71,7 +71,14 @@ impl ChangeDigest {
     /// CLI refuses them with the field's path; the webhook receives JSON, which has none.
     pub fn of(object: &Value, ignore_fields: &[String]) -> Self {
         let mut canonical = Vec::with_capacity(4096);
-        write_canonical(&gated_content(object, ignore_fields), &mut canonical);
+        match key_removals(object, ignore_fields) {
+            Some(Gated::Null) => canonical.extend_from_slice(b"null"),
+            Some(Gated::Subtree(root, removals)) => {
+                let removals: Vec<&[String]> = removals.iter().map(Vec::as_slice).collect();
+                write_gated(root, &removals, &mut canonical);
+            }
+            None => write_canonical(&gated_content(object, ignore_fields), &mut canonical),
+        }
         let hash = Sha256::digest(&canonical);
         ChangeDigest(format!("sha256:{hash:x}"))
     }
@@ -101,6 +108,120 @@ impl ChangeDigest {
 impl std::fmt::Display for ChangeDigest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// The gated content of an object as a subtree of it and the member paths to leave out,
+/// for writing the digest without copying the object.
+enum Gated<'a> {
+    Null,
+    Subtree(&'a Value, Vec<Vec<String>>),
+}
+
+/// [`gated_content`] as removals of object members, when that is all it does: every ignored
+/// pointer is free of `*` and walks only through objects of `object` (removing an array
+/// element shifts the ones after it, so those take the copying path). `None`: copy.
+fn key_removals<'a>(object: &'a Value, ignore_fields: &[String]) -> Option<Gated<'a>> {
+    let mut removals: Vec<Vec<String>> = Vec::with_capacity(ignore_fields.len() + 9);
+    for pointer in ignore_fields {
+        // A malformed pointer removes nothing.
+        let Some(segments) = pointer_segments(pointer) else {
+            continue;
+        };
+        if segments.iter().any(|s| s == "*") {
+            return None;
+        }
+        let mut node = object;
+        for (i, segment) in segments.iter().enumerate() {
+            match node {
+                Value::Array(_) => return None,
+                Value::Object(map) if i + 1 < segments.len() => match map.get(segment) {
+                    Some(child) => node = child,
+                    None => break,
+                },
+                _ => break,
+            }
+        }
+        removals.push(segments);
+    }
+    if is_workload(object) {
+        if removals.iter().any(|r| r.len() == 1 && r[0] == "spec") {
+            return Some(Gated::Null);
+        }
+        let Some(spec) = object.get("spec").filter(|spec| !spec.is_null()) else {
+            return Some(Gated::Null);
+        };
+        let within_spec = removals
+            .into_iter()
+            .filter(|r| r.len() > 1 && r[0] == "spec")
+            .map(|mut r| r.split_off(1))
+            .collect();
+        return Some(Gated::Subtree(spec, within_spec));
+    }
+    if object.get("metadata").is_some_and(|meta| meta.is_array()) {
+        return None;
+    }
+    removals.push(vec!["status".to_string()]);
+    removals.extend(
+        SERVER_MANAGED_METADATA
+            .iter()
+            .map(|field| vec!["metadata".to_string(), field.to_string()]),
+    );
+    Some(Gated::Subtree(object, removals))
+}
+
+/// Canonical JSON of `value` without the members `removals` name and without `null`
+/// members (as [`gated_content`] drops them).
+fn write_gated(value: &Value, removals: &[&[String]], out: &mut Vec<u8>) {
+    match value {
+        Value::Object(map) => {
+            out.push(b'{');
+            let mut first = true;
+            for_each_sorted(map, |key, member| {
+                if member.is_null() {
+                    return;
+                }
+                let below: Vec<&[String]> = removals
+                    .iter()
+                    .filter(|r| r.first() == Some(key))
+                    .map(|r| &r[1..])
+                    .collect();
+                if below.iter().any(|r| r.is_empty()) {
+                    return;
+                }
+                if !first {
+                    out.push(b',');
+                }
+                first = false;
+                write_string(key, out);
+                out.push(b':');
+                write_gated(member, &below, out);
+            });
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_gated(item, &[], out);
+            }
+            out.push(b']');
+        }
+        scalar => write_canonical(scalar, out),
+    }
+}
+
+/// Visit an object's members in key order (UTF-8 bytes), without sorting when the map
+/// already keeps them in order.
+fn for_each_sorted(map: &serde_json::Map<String, Value>, mut visit: impl FnMut(&String, &Value)) {
+    if map.keys().is_sorted() {
+        map.iter().for_each(|(k, v)| visit(k, v));
+    } else {
+        let mut keys: Vec<&String> = map.keys().collect();
+        keys.sort_unstable();
+        keys.into_iter().for_each(|k| visit(k, &map[k]));
     }
 }
 
@@ -241,17 +362,17 @@ pub fn canonical_json(value: &Value) -> String {
 fn write_canonical(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort_unstable();
             out.push(b'{');
-            for (i, key) in keys.iter().enumerate() {
-                if i > 0 {
+            let mut first = true;
+            for_each_sorted(map, |key, member| {
+                if !first {
                     out.push(b',');
                 }
+                first = false;
                 write_string(key, out);
                 out.push(b':');
-                write_canonical(&map[*key], out);
-            }
+                write_canonical(member, out);
+            });
             out.push(b'}');
         }
         Value::Array(items) => {
@@ -542,6 +663,79 @@ fn diff_paths(old: &Value, new: &Value, path: &str, out: &mut Vec<String>) {
         } else {
             path.to_string()
         }),
+    }
+}
+
+#[cfg(test)]
+mod digest_equivalence {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    /// The digest as `gated_content` defines it: copy, remove, drop nulls, write.
+    fn by_copy(object: &Value, ignore: &[String]) -> String {
+        let canonical = canonical_json(&gated_content(object, ignore));
+        format!("sha256:{:x}", Sha256::digest(canonical.as_bytes()))
+    }
+
+    fn segment() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("spec".to_string()),
+            Just("metadata".to_string()),
+            Just("a".to_string()),
+            Just("b".to_string()),
+            Just("0".to_string()),
+            Just("1".to_string()),
+            Just("*".to_string()),
+            Just("uid".to_string()),
+        ]
+    }
+
+    fn tree() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            (-3i64..3).prop_map(Value::from),
+            "[a-c]{0,2}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 40, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+                prop::collection::btree_map(segment(), inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Writing the digest without copying gives exactly the digest of the copy, for
+        /// any object and any ignored pointers (wildcards, array indices, missing paths).
+        #[test]
+        fn the_streamed_digest_is_the_copied_one(
+            body in tree(),
+            workload in any::<bool>(),
+            pointers in prop::collection::vec(prop::collection::vec(segment(), 0..4), 0..4),
+        ) {
+            let mut object = match body {
+                Value::Object(map) => Value::Object(map),
+                other => json!({ "spec": other }),
+            };
+            if workload {
+                object["apiVersion"] = json!("apps/v1");
+                object["kind"] = json!("Deployment");
+            } else {
+                object["apiVersion"] = json!("v1");
+                object["kind"] = json!("ConfigMap");
+            }
+            let ignore: Vec<String> = pointers
+                .iter()
+                .map(|segments| format!("/{}", segments.join("/")))
+                .collect();
+            let streamed = ChangeDigest::of(&object, &ignore);
+            prop_assert_eq!(streamed.as_str(), by_copy(&object, &ignore));
+        }
     }
 }
 

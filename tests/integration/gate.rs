@@ -280,6 +280,28 @@ async fn a_gated_change_is_requested_reviewed_and_admitted_once() -> Result<()> 
         json!({"decision": "Approve"}),
     )?);
 
+    // A dry run of the approved change is admitted and consumes nothing.
+    let dry = until(
+        "the approved dry run to be admitted",
+        Duration::from_secs(20),
+        || async {
+            let out = apply(User::Dave, &v1, &["--dry-run=server"])?;
+            Ok(if out.status.success() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending(text(&out))
+            })
+        },
+    );
+    dry.await?;
+    let untouched = approvals(ns).await?.remove(0);
+    assert!(
+        untouched
+            .status
+            .is_none_or(|s| s.phase.to_string() != "Deploying"),
+        "a dry run consumed the approval"
+    );
+
     // dave's same apply is admitted, and the approval is Deploying under this replica.
     let admitted = until(
         "the approved change to be admitted",
@@ -335,6 +357,21 @@ async fn a_secret_in_env_is_denied_by_name_without_echoing_it() -> Result<()> {
         !text(&out).contains(value),
         "the value is echoed: {}",
         text(&out)
+    );
+    // The denial is an Event on the target, for whoever looks at the namespace later.
+    let events = until("the denial's Event", Duration::from_secs(10), || async {
+        let out = kubectl(User::Admin, &["get", "events", "-n", ns, "-o", "json"])?;
+        let listed = text(&out);
+        Ok(if listed.contains("\"reason\": \"Denied\"") {
+            Poll::Ready(listed)
+        } else {
+            Poll::Pending(listed)
+        })
+    })
+    .await?;
+    assert!(
+        events.contains("AWS_ACCESS_KEY_ID") && !events.contains(value),
+        "{events}"
     );
     assert_ok(&apply(User::Dave, &web(ns, "nginx:1.27", 1), &[])?);
     Ok(())
@@ -666,8 +703,26 @@ async fn malformed_bodies_get_400_and_the_server_keeps_serving() -> Result<()> {
             .unwrap_or_default()
             .contains("cannot decode")
     );
-    // Still serving.
+    // Still serving, and counting.
     assert_eq!(post("/validate/policies", b"{}")?.0, 400);
+    let metrics = Command::new("curl")
+        .args([
+            "-sk",
+            &format!("https://127.0.0.1:{}/metrics", Countersign::get().port),
+        ])
+        .output()?;
+    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    for family in [
+        "countersign_admission_reviews_total{",
+        "verdict=\"BadRequest\"",
+        "countersign_admission_decision_seconds_bucket",
+        "countersign_cache_objects{cache=\"deploymentapprovals\"}",
+    ] {
+        assert!(
+            metrics.contains(family),
+            "/metrics lacks {family}: {metrics}"
+        );
+    }
     let health = Command::new("curl")
         .args([
             "-sk",
