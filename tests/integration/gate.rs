@@ -777,3 +777,67 @@ async fn a_request_made_by_hand_must_be_honest() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_rejected_change_stays_denied_and_an_expired_request_is_opened_afresh() -> Result<()> {
+    Countersign::get();
+    let ns = TestNamespace::create("ends", None).await?;
+    let ns = ns.name();
+    let mut chain = two_level_chain();
+    chain["approval"]["requestTTL"] = json!("4s");
+    let _policy = Policy::apply(ns, chain)?;
+
+    // Rejected: denied with who and why, and how to ask again; no new request.
+    let v1 = web(ns, "nginx:1.27", 1);
+    assert_refused(&apply(User::Dave, &v1, &[])?, "approval required");
+    let rejected = approvals(ns).await?[0]
+        .metadata
+        .name
+        .clone()
+        .context("name")?;
+    assert_ok(&review(
+        User::Carol,
+        ns,
+        &rejected,
+        json!({"decision": "Reject", "comment": "not during the sale"}),
+    )?);
+    let out = until(
+        "the rejection to be seen",
+        Duration::from_secs(10),
+        || async {
+            let out = apply(User::Dave, &v1, &[])?;
+            Ok(if text(&out).contains("was rejected by carol") {
+                Poll::Ready(out)
+            } else {
+                Poll::Pending(text(&out))
+            })
+        },
+    )
+    .await?;
+    assert_refused(&out, "not during the sale");
+    assert_refused(&out, "request --again");
+    assert_eq!(
+        approvals(ns).await?.len(),
+        1,
+        "a rejection is not re-requested"
+    );
+    assert_refused(
+        &review(User::Alice, ns, &rejected, json!({"decision": "Approve"}))?,
+        "reviews are closed",
+    );
+
+    // Expired: the next attempt opens a fresh request; the expired one stays.
+    let v2 = web(ns, "nginx:1.28", 1);
+    assert_refused(&apply(User::Dave, &v2, &[])?, "approval required");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let out = apply(User::Dave, &v2, &[])?;
+    assert_refused(&out, "expired");
+    let names: Vec<String> = approvals(ns)
+        .await?
+        .iter()
+        .filter_map(|a| a.metadata.name.clone())
+        .collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert!(names.iter().any(|n| n.ends_with("-2")), "{names:?}");
+    Ok(())
+}
