@@ -4,6 +4,7 @@
 pub mod chain;
 pub mod change;
 pub mod checks;
+pub mod custody;
 pub mod decision;
 pub mod policy;
 pub mod request;

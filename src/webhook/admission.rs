@@ -20,6 +20,7 @@ use super::request::{BadReview, Parsed, Request, decode, parse};
 use super::snapshot::Snapshot;
 use crate::api::{ApprovalPolicy, AuditTarget, DeploymentApproval, Operation as ChangeOperation};
 use crate::core::chain::ApprovalChain;
+use crate::core::custody::{AuditWrite, approval_status_write, audit_write};
 use crate::core::decision::{Decision, DecisionInput, DenyReason, Verdict, decide};
 use crate::core::policy::ChangeRequest;
 use crate::core::request::{RequestCreate, validate_request_create};
@@ -454,10 +455,11 @@ impl Webhook {
 
     async fn approval(&self, request: &Request) -> Answer {
         if request.sub_resource.as_deref() == Some("status") {
-            return self.own_only(
-                request,
-                "the status of a DeploymentApproval is written by countersign only",
-            );
+            let actor = request.username().unwrap_or_default();
+            return match approval_status_write(actor, &self.settings.own_username) {
+                Ok(()) => Answer::allow(request),
+                Err(why) => Answer::deny(request, why),
+            };
         }
         let author = request.requester();
         let now = Timestamp::now();
@@ -590,46 +592,18 @@ impl Webhook {
     // ---- AuditEntries (SPEC §3, §7) ----
 
     fn audit(&self, request: &Request) -> Answer {
-        if request.sub_resource.as_deref() == Some("status") {
-            return self.own_only(
-                request,
-                "the status of an AuditEntry is written by countersign only",
-            );
+        let write = match (request.sub_resource.as_deref(), &request.operation) {
+            (Some("status"), _) => AuditWrite::StatusUpdate,
+            (_, Operation::Create) => AuditWrite::Create,
+            (_, Operation::Update) => AuditWrite::Update,
+            (_, Operation::Delete) => AuditWrite::Delete,
+            (_, Operation::Connect) => return Answer::allow(request),
+        };
+        let actor = request.username().unwrap_or_default();
+        match audit_write(write, actor, &self.settings.own_username) {
+            Ok(()) => Answer::allow(request),
+            Err(why) => Answer::deny(request, why),
         }
-        match request.operation {
-            Operation::Create => {
-                self.own_only(request, "AuditEntries are written by countersign only")
-            }
-            Operation::Update => Answer::deny(
-                request,
-                "AuditEntries are immutable; the audit trail is append-only",
-            ),
-            Operation::Delete if self.is_own(request) || is_namespace_cleanup(request) => {
-                Answer::allow(request)
-            }
-            Operation::Delete => Answer::deny(
-                request,
-                "AuditEntries are deleted only by countersign's retention; the audit trail is append-only",
-            ),
-            Operation::Connect => Answer::allow(request),
-        }
-    }
-
-    fn own_only(&self, request: &Request, rule: &str) -> Answer {
-        if self.is_own(request) {
-            return Answer::allow(request);
-        }
-        Answer::deny(
-            request,
-            format!(
-                "{rule} (this request was made by {})",
-                request
-                    .user_info
-                    .username
-                    .as_deref()
-                    .unwrap_or("an unknown user")
-            ),
-        )
     }
 
     // ---- ApprovalPolicies (SPEC §3) ----
@@ -716,15 +690,6 @@ fn audit_target(reference: &ObjectReference) -> AuditTarget {
         name: reference.name.clone().unwrap_or_default(),
         uid: reference.uid.clone(),
     }
-}
-
-/// Deleting a namespace deletes its AuditEntries through the namespace controller; refusing
-/// it would leave the install namespace stuck in Terminating.
-fn is_namespace_cleanup(request: &Request) -> bool {
-    matches!(
-        request.username(),
-        Some("system:serviceaccount:kube-system:namespace-controller")
-    )
 }
 
 #[cfg(test)]

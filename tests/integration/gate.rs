@@ -85,6 +85,25 @@ fn apply(user: User, object: &Value, extra: &[&str]) -> Result<Output> {
     kubectl_stdin(user, &args, object)
 }
 
+/// Applies `object` as dave (with `extra` flags) until `done` holds for the outcome (the
+/// webhook's caches catch up within moments); returns that outcome.
+async fn apply_until(
+    what: &str,
+    object: &Value,
+    extra: &[&str],
+    done: impl Fn(&Output) -> bool,
+) -> Result<Output> {
+    until(what, Duration::from_secs(20), || async {
+        let out = apply(User::Dave, object, extra)?;
+        Ok(if done(&out) {
+            Poll::Ready(out)
+        } else {
+            Poll::Pending(text(&out))
+        })
+    })
+    .await
+}
+
 async fn approvals(namespace: &str) -> Result<Vec<DeploymentApproval>> {
     let admin = TestCluster::get().client(User::Admin).await?;
     Ok(Api::<DeploymentApproval>::namespaced(admin, namespace)
@@ -281,19 +300,13 @@ async fn a_gated_change_is_requested_reviewed_and_admitted_once() -> Result<()> 
     )?);
 
     // A dry run of the approved change is admitted and consumes nothing.
-    let dry = until(
+    apply_until(
         "the approved dry run to be admitted",
-        Duration::from_secs(20),
-        || async {
-            let out = apply(User::Dave, &v1, &["--dry-run=server"])?;
-            Ok(if out.status.success() {
-                Poll::Ready(())
-            } else {
-                Poll::Pending(text(&out))
-            })
-        },
-    );
-    dry.await?;
+        &v1,
+        &["--dry-run=server"],
+        |out| out.status.success(),
+    )
+    .await?;
     let untouched = approvals(ns).await?.remove(0);
     assert!(
         untouched
@@ -303,18 +316,9 @@ async fn a_gated_change_is_requested_reviewed_and_admitted_once() -> Result<()> 
     );
 
     // dave's same apply is admitted, and the approval is Deploying under this replica.
-    let admitted = until(
-        "the approved change to be admitted",
-        Duration::from_secs(20),
-        || async {
-            let out = apply(User::Dave, &v1, &[])?;
-            Ok(if out.status.success() {
-                Poll::Ready(out)
-            } else {
-                Poll::Pending(text(&out))
-            })
-        },
-    )
+    let admitted = apply_until("the approved change to be admitted", &v1, &[], |out| {
+        out.status.success()
+    })
     .await?;
     assert!(
         text(&admitted).contains("it is now Deploying"),
@@ -490,15 +494,11 @@ async fn a_freeze_denies_an_approved_change() -> Result<()> {
         &["apply", "-f", "-"],
         &document,
     )?);
-    until("the freeze to deny", Duration::from_secs(10), || async {
-        let out = apply(User::Dave, &v1, &[])?;
-        Ok(if text(&out).contains("incident freeze") {
-            Poll::Ready(())
-        } else {
-            Poll::Pending(text(&out))
-        })
+    apply_until("the freeze to deny", &v1, &[], |out| {
+        text(out).contains("incident freeze")
     })
-    .await
+    .await?;
+    Ok(())
 }
 
 #[tokio::test]
@@ -528,18 +528,9 @@ async fn concurrent_applies_of_one_approved_change_consume_it_once() -> Result<(
         json!({ "approval": { "levels": [{ "name": "leads", "approvers": [{ "user": "alice" }] }] } }),
     )?;
     let v2 = web(ns, "nginx:1.28", 1);
-    until(
-        "the policy to gate the change",
-        Duration::from_secs(10),
-        || async {
-            let out = apply(User::Dave, &v2, &[])?;
-            Ok(if text(&out).contains("approval required") {
-                Poll::Ready(())
-            } else {
-                Poll::Pending(text(&out))
-            })
-        },
-    )
+    apply_until("the policy to gate the change", &v2, &[], |out| {
+        text(out).contains("approval required")
+    })
     .await?;
     let name = approvals(ns).await?[0]
         .metadata
@@ -801,18 +792,9 @@ async fn a_rejected_change_stays_denied_and_an_expired_request_is_opened_afresh(
         &rejected,
         json!({"decision": "Reject", "comment": "not during the sale"}),
     )?);
-    let out = until(
-        "the rejection to be seen",
-        Duration::from_secs(10),
-        || async {
-            let out = apply(User::Dave, &v1, &[])?;
-            Ok(if text(&out).contains("was rejected by carol") {
-                Poll::Ready(out)
-            } else {
-                Poll::Pending(text(&out))
-            })
-        },
-    )
+    let out = apply_until("the rejection to be seen", &v1, &[], |out| {
+        text(out).contains("was rejected by carol")
+    })
     .await?;
     assert_refused(&out, "not during the sale");
     assert_refused(&out, "request --again");

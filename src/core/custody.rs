@@ -1,0 +1,121 @@
+//! Who may write what only countersign writes (SPEC §3, §7): the status of a
+//! DeploymentApproval (the lock of §1.3 lives there) and the append-only AuditEntry trail.
+
+/// The namespace controller: it deletes everything in a namespace being deleted, and the
+/// install namespace must be deletable.
+pub const NAMESPACE_CONTROLLER: &str = "system:serviceaccount:kube-system:namespace-controller";
+
+/// A write to an AuditEntry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuditWrite {
+    Create,
+    Update,
+    StatusUpdate,
+    Delete,
+}
+
+/// May `actor` write an approval's status? Only countersign's own identity may.
+pub fn approval_status_write(actor: &str, countersign: &str) -> Result<(), String> {
+    only_countersign(
+        actor,
+        countersign,
+        "the status of a DeploymentApproval is written by countersign only",
+    )
+}
+
+/// May `actor` make this write to the audit trail? Entries are created (and their status
+/// written) by countersign only, never updated, and deleted only by countersign's retention
+/// or with the namespace that holds them.
+pub fn audit_write(write: AuditWrite, actor: &str, countersign: &str) -> Result<(), String> {
+    match write {
+        AuditWrite::Create => only_countersign(
+            actor,
+            countersign,
+            "AuditEntries are written by countersign only",
+        ),
+        AuditWrite::StatusUpdate => only_countersign(
+            actor,
+            countersign,
+            "the status of an AuditEntry is written by countersign only",
+        ),
+        AuditWrite::Update => {
+            Err("AuditEntries are immutable; the audit trail is append-only".into())
+        }
+        AuditWrite::Delete if actor == countersign || actor == NAMESPACE_CONTROLLER => Ok(()),
+        AuditWrite::Delete => Err(format!(
+            "AuditEntries are deleted only by countersign's retention; the audit trail is append-only (this request was made by {})",
+            shown(actor)
+        )),
+    }
+}
+
+fn only_countersign(actor: &str, countersign: &str, rule: &str) -> Result<(), String> {
+    if actor == countersign && !countersign.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "{rule} (this request was made by {})",
+        shown(actor)
+    ))
+}
+
+fn shown(actor: &str) -> &str {
+    if actor.is_empty() {
+        "an unknown user"
+    } else {
+        actor
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const US: &str = "system:serviceaccount:countersign-system:countersign";
+
+    #[test]
+    fn custody_table() {
+        let cases: &[(&str, AuditWrite, &str, bool)] = &[
+            ("countersign creates", AuditWrite::Create, US, true),
+            ("the admin creates", AuditWrite::Create, "admin", false),
+            (
+                "a look-alike creates",
+                AuditWrite::Create,
+                "system:serviceaccount:other:countersign",
+                false,
+            ),
+            ("nobody creates", AuditWrite::Create, "", false),
+            ("countersign updates", AuditWrite::Update, US, false),
+            ("the admin updates", AuditWrite::Update, "admin", false),
+            (
+                "countersign writes status",
+                AuditWrite::StatusUpdate,
+                US,
+                true,
+            ),
+            (
+                "the admin writes status",
+                AuditWrite::StatusUpdate,
+                "admin",
+                false,
+            ),
+            ("retention deletes", AuditWrite::Delete, US, true),
+            (
+                "the namespace goes",
+                AuditWrite::Delete,
+                NAMESPACE_CONTROLLER,
+                true,
+            ),
+            ("the admin deletes", AuditWrite::Delete, "admin", false),
+        ];
+        for (name, write, actor, allowed) in cases {
+            assert_eq!(audit_write(*write, actor, US).is_ok(), *allowed, "{name}");
+        }
+        assert!(approval_status_write(US, US).is_ok());
+        assert!(approval_status_write("admin", US).is_err());
+        assert!(
+            approval_status_write("", "").is_err(),
+            "no identity is nobody's"
+        );
+    }
+}
