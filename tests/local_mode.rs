@@ -77,8 +77,13 @@ impl Local {
     }
 
     /// SIGTERM, then the exit status.
-    fn terminate(mut self) -> Result<std::process::ExitStatus> {
-        signal(self.child.id(), "TERM")?;
+    fn terminate(self) -> Result<std::process::ExitStatus> {
+        self.stop_with("TERM")
+    }
+
+    /// `name` (TERM or INT), then the exit status.
+    fn stop_with(mut self, name: &str) -> Result<std::process::ExitStatus> {
+        signal(self.child.id(), name)?;
         let started = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait()? {
@@ -148,7 +153,22 @@ async fn lock() -> tokio::sync::MutexGuard<'static, ()> {
 #[tokio::test]
 async fn sigterm_removes_the_configurations_and_exits_zero() -> Result<()> {
     let _one = lock().await;
-    let local = Local::start(&[])?;
+    let local = Local::start(&["--log-format", "json"])?;
+    // Ready (its caches synced) before it registered; logs are JSON lines.
+    let ready = Command::new("curl")
+        .args(["-sk", &format!("https://127.0.0.1:{}/readyz", local.port)])
+        .output()?;
+    assert_eq!(String::from_utf8_lossy(&ready.stdout), "ok");
+    let logged = local.log_text();
+    let json_lines: Vec<&str> = logged.lines().filter(|l| l.starts_with('{')).collect();
+    assert!(!json_lines.is_empty(), "no JSON log lines: {logged}");
+    for line in json_lines {
+        let entry: Value = serde_json::from_str(line)?;
+        assert!(
+            entry.get("level").is_some() && entry.get("timestamp").is_some(),
+            "{line}"
+        );
+    }
     let (validating, mutating) = configurations().await?;
     let validating = validating.context("the validating configuration")?;
     let mutating = mutating.context("the mutating configuration")?;
@@ -296,7 +316,13 @@ async fn certificate_files_replaced_while_reviews_flow_lose_no_review() -> Resul
         .map_err(|_| anyhow::anyhow!("flow panicked"))??;
     assert!(reviews >= 5, "only {reviews} reviews flowed");
     assert_ne!(before, after);
-    local.terminate()?;
+    // SIGINT (Ctrl-C) stops it as cleanly as SIGTERM.
+    assert!(local.stop_with("INT")?.success());
+    let (validating, _) = configurations().await?;
+    assert!(
+        validating.is_none(),
+        "configurations left behind after SIGINT"
+    );
     Ok(())
 }
 
