@@ -12,6 +12,8 @@ pub mod core;
 
 pub mod install;
 
+pub mod operator;
+
 pub mod serve;
 
 pub mod telemetry;

@@ -64,6 +64,8 @@ pub struct Metrics {
     pub reviews: Family<ReviewLabels, Counter>,
     pub decision_seconds: Histogram,
     pub cache_objects: Family<CacheLabels, Gauge>,
+    /// 1 while this replica holds the operator's lease.
+    pub leader: Gauge,
 }
 
 impl Metrics {
@@ -90,11 +92,18 @@ impl Metrics {
             "Objects held in the webhook's caches",
             cache_objects.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica holds the operator's lease and reconciles",
+            leader.clone(),
+        );
         Arc::new(Metrics {
             registry,
             reviews,
             decision_seconds,
             cache_objects,
+            leader,
         })
     }
 

@@ -206,6 +206,27 @@ async fn sigterm_removes_the_configurations_and_exits_zero() -> Result<()> {
     }
     let private = local.private_dir();
     assert!(private.join("token").exists());
+    // The operator's lease, held by this replica (as its ServiceAccount), released on exit.
+    let admin = TestCluster::get().client(User::Admin).await?;
+    let leases =
+        Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(admin, "countersign-system");
+    let holder = || async {
+        anyhow::Ok(
+            leases
+                .get_opt("countersign-operator")
+                .await?
+                .and_then(|l| l.spec)
+                .and_then(|s| s.holder_identity),
+        )
+    };
+    let started = Instant::now();
+    while holder().await?.is_none() {
+        ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "nobody took the operator's lease"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 
     let status = local.terminate()?;
     assert!(status.success(), "exit status {status}");
@@ -332,6 +353,7 @@ async fn two_processes_registered_together_behave_like_one() -> Result<()> {
     let ns = TestNamespace::create("twin", None).await?;
     let ns = ns.name().to_string();
     let first = Local::start(&[])?;
+    support::countersign::grant_approvers(TestCluster::get())?;
     // The second process: the same ServiceAccount and certificate, its own port, every
     // validating webhook registered a second time on it, so both judge every request.
     let cluster = TestCluster::get();

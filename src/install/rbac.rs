@@ -75,12 +75,20 @@ pub const OWN_CLUSTER_GRANTS: &[Grant] = &[
 ];
 
 /// What countersign may do in its own namespace only.
-pub const OWN_NAMESPACE_GRANTS: &[Grant] = &[Grant {
-    api_group: GROUP,
-    resources: &["auditentries"],
-    verbs: &["get", "list", "watch", "create"],
-    why: "the audit trail lives in the install namespace; countersign appends to it",
-}];
+pub const OWN_NAMESPACE_GRANTS: &[Grant] = &[
+    Grant {
+        api_group: GROUP,
+        resources: &["auditentries"],
+        verbs: &["get", "list", "watch", "create"],
+        why: "the audit trail lives in the install namespace; countersign appends to it",
+    },
+    Grant {
+        api_group: "coordination.k8s.io",
+        resources: &["leases"],
+        verbs: &["get", "create", "update"],
+        why: "the operator's replicas elect one leader on a Lease",
+    },
+];
 
 /// What an approver may do: read requests and append a review (the webhook checks that the
 /// review is theirs and nothing else changed).

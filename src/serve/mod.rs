@@ -17,12 +17,18 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio::net::TcpListener;
 
 use crate::install::{DEFAULT_INSTALL_NAMESPACE, own_username};
+use crate::operator::leader::{Election, ElectionSettings};
 use crate::telemetry::{LogFormat, Metrics, init_logging};
 use crate::webhook::admission::{Settings, Webhook};
 use crate::webhook::effects::Effects;
 use crate::webhook::router::{AppState, router};
 use crate::webhook::server::{self, TlsFiles};
 use crate::webhook::snapshot::Snapshot;
+
+/// The Lease the operator's replicas elect a leader on, in the install namespace.
+pub const OPERATOR_LEASE: &str = "countersign-operator";
+/// How long a lease lasts unrenewed: a killed leader is replaced within about this long.
+pub const OPERATOR_LEASE_DURATION: Duration = Duration::from_secs(15);
 
 /// Flags of `countersign serve`; each also reads an environment variable.
 #[derive(Debug, clap::Args)]
@@ -67,8 +73,16 @@ pub struct ServeArgs {
     #[arg(long, env = "COUNTERSIGN_CLUSTER_REGION")]
     pub cluster_region: Option<String>,
     /// Run the admission webhook only (no operator in this process).
-    #[arg(long, env = "COUNTERSIGN_WEBHOOK_ONLY")]
+    #[arg(
+        long,
+        env = "COUNTERSIGN_WEBHOOK_ONLY",
+        conflicts_with = "operator_only"
+    )]
     pub webhook_only: bool,
+    /// Run the operator only (no admission webhook in this process; local mode then
+    /// registers no webhook configurations).
+    #[arg(long, env = "COUNTERSIGN_OPERATOR_ONLY")]
+    pub operator_only: bool,
     /// Log format.
     #[arg(long, env = "COUNTERSIGN_LOG_FORMAT", value_enum, default_value_t)]
     pub log_format: LogFormat,
@@ -174,17 +188,38 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeFailure> {
         },
         metrics: metrics.clone(),
     };
-    if !args.webhook_only {
-        tracing::info!("the operator is not part of this build yet; running the webhook only");
+    // The operator's work runs only on the replica that holds the lease.
+    let election = (!args.webhook_only).then(|| {
+        let election = Election::start(
+            client.clone(),
+            ElectionSettings {
+                namespace: args.install_namespace.clone(),
+                lease: OPERATOR_LEASE.into(),
+                identity: replica_name(args),
+                duration: OPERATOR_LEASE_DURATION,
+            },
+        );
+        let mut leading = election.leading();
+        let gauge = metrics.leader.clone();
+        tokio::spawn(async move {
+            while leading.changed().await.is_ok() {
+                let now = *leading.borrow_and_update();
+                gauge.set(i64::from(now));
+            }
+        });
+        election
+    });
+    if args.operator_only {
+        ready.store(true, Ordering::Release);
     }
     let app = router(AppState {
-        webhook: Some(webhook),
+        webhook: (!args.operator_only).then_some(webhook),
         ready,
         metrics,
     });
 
     let local = local.map(Arc::new);
-    if let Some(install) = &local {
+    if let Some(install) = local.as_ref().filter(|_| !args.operator_only) {
         let install = install.clone();
         tokio::spawn(async move {
             if !matches!(synced.await, Ok(true)) {
@@ -216,6 +251,10 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeFailure> {
     };
     let grace = Duration::from_secs(args.shutdown_grace);
     let served = server::serve(listener, tls, app, shutdown, grace).await;
+    if let Some(election) = election {
+        // Hand the lease over now rather than make the next leader wait for it to lapse.
+        election.stop().await;
+    }
     if let Some(install) = local {
         install.clean_up();
     }

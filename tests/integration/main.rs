@@ -9,4 +9,5 @@ mod api_machinery;
 mod crds;
 mod gate;
 mod identity;
+mod leader;
 mod workloads;

@@ -136,7 +136,7 @@ pub async fn own_client() -> Result<kube::Client> {
 
 /// Lets the test cluster's approvers (`team-leads`, `sre`, `oncall`) review requests, as an
 /// administrator would grant `countersign-approver`.
-fn grant_approvers(cluster: &TestCluster) -> Result<()> {
+pub fn grant_approvers(cluster: &TestCluster) -> Result<()> {
     let subjects: Vec<serde_json::Value> = ["team-leads", "sre", "oncall"]
         .iter()
         .map(|group| {

@@ -1,0 +1,4 @@
+//! The operator half of `countersign serve`: what runs on the one replica that holds the
+//! lease.
+
+pub mod leader;
