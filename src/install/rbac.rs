@@ -107,6 +107,40 @@ pub const VIEWER_GRANTS: &[Grant] = &[Grant {
     why: "read-only view of policies, requests and the audit trail",
 }];
 
+/// Every grant of every role as a Markdown table (role, scope, API group, resources,
+/// verbs, why): the body of docs/rbac.md, which a test keeps equal to this.
+pub fn markdown_table() -> String {
+    let mut table = String::from(
+        "| Role | Scope | API group | Resources | Verbs | Why |\n|---|---|---|---|---|---|\n",
+    );
+    let roles: [(&str, &str, &[Grant]); 4] = [
+        (OWN_ROLE, "ClusterRole", OWN_CLUSTER_GRANTS),
+        (
+            OWN_ROLE,
+            "Role in the install namespace",
+            OWN_NAMESPACE_GRANTS,
+        ),
+        (APPROVER_ROLE, "ClusterRole", APPROVER_GRANTS),
+        (VIEWER_ROLE, "ClusterRole", VIEWER_GRANTS),
+    ];
+    for (role, scope, grants) in roles {
+        for grant in grants {
+            let group = if grant.api_group.is_empty() {
+                "(core)"
+            } else {
+                grant.api_group
+            };
+            table.push_str(&format!(
+                "| `{role}` | {scope} | `{group}` | {} | {} | {} |\n",
+                grant.resources.join(", "),
+                grant.verbs.join(", "),
+                grant.why
+            ));
+        }
+    }
+    table
+}
+
 fn rules(grants: &[Grant]) -> Vec<PolicyRule> {
     grants
         .iter()
