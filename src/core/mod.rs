@@ -10,6 +10,7 @@ pub mod policy;
 pub mod request;
 pub mod review;
 pub mod secrets;
+pub mod status;
 #[cfg(test)]
 mod test_builders;
 pub mod validation;

@@ -1,4 +1,5 @@
 //! The operator half of `countersign serve`: what runs on the one replica that holds the
 //! lease.
 
+pub mod approvals;
 pub mod leader;

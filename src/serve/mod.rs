@@ -17,6 +17,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio::net::TcpListener;
 
 use crate::install::{DEFAULT_INSTALL_NAMESPACE, own_username};
+use crate::operator::approvals;
 use crate::operator::leader::{Election, ElectionSettings};
 use crate::telemetry::{LogFormat, Metrics, init_logging};
 use crate::webhook::admission::{Settings, Webhook};
@@ -166,12 +167,10 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeFailure> {
         let snapshot = snapshot.clone();
         let ready = ready.clone();
         tokio::spawn(async move {
-            let synced = snapshot.wait_until_synced().await.is_ok();
-            ready.store(synced, Ordering::Release);
-            if synced {
-                tracing::info!("caches synced; ready");
-            }
-            synced
+            snapshot.wait_until_synced().await;
+            ready.store(true, Ordering::Release);
+            tracing::info!("caches synced; ready");
+            true
         })
     };
     let webhook = Webhook {
@@ -201,10 +200,32 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeFailure> {
         );
         let mut leading = election.leading();
         let gauge = metrics.leader.clone();
+        let context = Arc::new(approvals::Context {
+            client: client.clone(),
+            snapshot: webhook.snapshot.clone(),
+        });
+        // Reconcile only while leading: started when the lease is won, stopped (aborted at
+        // its next await) the moment it is lost.
         tokio::spawn(async move {
-            while leading.changed().await.is_ok() {
+            let mut reconciling: Option<tokio::task::JoinHandle<()>> = None;
+            loop {
                 let now = *leading.borrow_and_update();
                 gauge.set(i64::from(now));
+                if now && reconciling.is_none() {
+                    let context = context.clone();
+                    reconciling = Some(tokio::spawn(async move {
+                        context.snapshot.wait_until_synced().await;
+                        approvals::run(context).await;
+                    }));
+                } else if !now && let Some(task) = reconciling.take() {
+                    task.abort();
+                }
+                if leading.changed().await.is_err() {
+                    break;
+                }
+            }
+            if let Some(task) = reconciling {
+                task.abort();
             }
         });
         election

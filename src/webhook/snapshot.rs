@@ -31,6 +31,9 @@ pub struct Snapshot {
     cluster_role_bindings: Store<ClusterRoleBinding>,
     derived: Arc<Derived>,
     validations: Arc<ValidationCache>,
+    /// True once every cache has its first complete list. A channel, because kube's
+    /// `Store::wait_until_ready` wakes only one of several waiters.
+    synced: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 /// Views rebuilt when their source changed (`dirty`), on the next read.
@@ -103,7 +106,22 @@ impl Snapshot {
             cluster_role_bindings,
             derived,
             validations: Arc::new(ValidationCache::default()),
+            synced: Arc::new(tokio::sync::watch::channel(false).0),
         };
+        let stores = snapshot.clone();
+        feeds.push(Box::pin(async move {
+            // The one waiter on the stores; everyone else waits on `synced`.
+            let all_ready = async {
+                stores.policies.wait_until_ready().await?;
+                stores.approvals.wait_until_synced().await;
+                stores.namespaces.wait_until_ready().await?;
+                stores.role_bindings.wait_until_ready().await?;
+                stores.cluster_role_bindings.wait_until_ready().await
+            };
+            if all_ready.await.is_ok() {
+                stores.synced.send_replace(true);
+            }
+        }));
         (snapshot, feeds)
     }
 
@@ -152,16 +170,14 @@ impl Snapshot {
             cluster_role_bindings: load(bindings.cluster_role_bindings),
             derived,
             validations: Arc::new(ValidationCache::default()),
+            synced: Arc::new(tokio::sync::watch::channel(true).0),
         }
     }
 
     /// Resolves once every cache has its first complete list.
-    pub async fn wait_until_synced(&self) -> Result<(), reflector::store::WriterDropped> {
-        self.policies.wait_until_ready().await?;
-        self.approvals.wait_until_synced().await;
-        self.namespaces.wait_until_ready().await?;
-        self.role_bindings.wait_until_ready().await?;
-        self.cluster_role_bindings.wait_until_ready().await
+    pub async fn wait_until_synced(&self) {
+        let mut synced = self.synced.subscribe();
+        let _ = synced.wait_for(|done| *done).await;
     }
 
     /// Every ApprovalPolicy, shared until one changes.

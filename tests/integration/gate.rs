@@ -823,3 +823,97 @@ async fn a_rejected_change_stays_denied_and_an_expired_request_is_opened_afresh(
     assert!(names.iter().any(|n| n.ends_with("-2")), "{names:?}");
     Ok(())
 }
+
+/// Waits until approval `name`'s status satisfies `done`; returns it.
+async fn status_until(
+    ns: &str,
+    name: &str,
+    what: &str,
+    done: impl Fn(&countersign::api::DeploymentApprovalStatus) -> bool,
+) -> Result<countersign::api::DeploymentApprovalStatus> {
+    let admin = TestCluster::get().client(User::Admin).await?;
+    let api = Api::<DeploymentApproval>::namespaced(admin, ns);
+    until(what, Duration::from_secs(20), || async {
+        let status = api.get(name).await?.status.unwrap_or_default();
+        Ok(if done(&status) {
+            Poll::Ready(status)
+        } else {
+            Poll::Pending(format!("{status:?}"))
+        })
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_operator_keeps_status_true_and_expires_requests_on_time() -> Result<()> {
+    use countersign::api::ApprovalPhase;
+    Countersign::get();
+    let ns = TestNamespace::create("status", None).await?;
+    let ns = ns.name();
+    let mut chain = two_level_chain();
+    chain["approval"]["requestTTL"] = json!("6s");
+    chain["approval"]["approvalTTL"] = json!("1h");
+    let _policy = Policy::apply(ns, chain)?;
+
+    assert_refused(
+        &apply(User::Dave, &web(ns, "nginx:1.27", 1), &[])?,
+        "approval required",
+    );
+    let name = approvals(ns).await?[0]
+        .metadata
+        .name
+        .clone()
+        .context("name")?;
+    let pending = status_until(ns, &name, "Pending at level 1", |s| {
+        s.phase == ApprovalPhase::Pending && s.current_level == Some(1)
+    })
+    .await?;
+    assert_eq!(pending.levels.len(), 2);
+    assert!(pending.expires_at.is_some());
+    assert_ok(&review(
+        User::Alice,
+        ns,
+        &name,
+        json!({"decision": "Approve"}),
+    )?);
+    let second = status_until(ns, &name, "level 2 open", |s| s.current_level == Some(2)).await?;
+    assert!(second.levels[0].satisfied && second.levels[0].approved_by == ["alice"]);
+    assert_ok(&review(
+        User::Carol,
+        ns,
+        &name,
+        json!({"decision": "Approve"}),
+    )?);
+    let approved = status_until(ns, &name, "Approved", |s| {
+        s.phase == ApprovalPhase::Approved
+    })
+    .await?;
+    assert_eq!(approved.approved_by, ["alice", "carol"]);
+    assert!(approved.current_level.is_none() && approved.approved_at.is_some());
+
+    // An unreviewed request expires when its requestTTL runs out: not before, and promptly
+    // after (the operator comes back for the deadline instead of polling).
+    assert_refused(
+        &apply(User::Dave, &web(ns, "nginx:1.28", 1), &[])?,
+        "approval required",
+    );
+    let all = approvals(ns).await?;
+    let lapsing = all
+        .iter()
+        .find(|a| a.metadata.name.as_deref() != Some(name.as_str()))
+        .context("the second request")?;
+    let lapsing_name = lapsing.metadata.name.clone().context("name")?;
+    let deadline = lapsing.spec.change.requested_at.0 + jiff::SignedDuration::from_secs(6);
+    status_until(ns, &lapsing_name, "Expired", |s| {
+        s.phase == ApprovalPhase::Expired
+    })
+    .await?;
+    let seen = jiff::Timestamp::now();
+    assert!(seen >= deadline, "expired before its deadline");
+    assert!(
+        seen.duration_since(deadline) < jiff::SignedDuration::from_secs(4),
+        "expired {} after its deadline",
+        seen.duration_since(deadline)
+    );
+    Ok(())
+}

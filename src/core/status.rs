@@ -1,0 +1,250 @@
+//! The status the operator writes on a DeploymentApproval: a function of its reviews (through
+//! `core::chain`, via `approval_state`), the status it has, and `now`.
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+use crate::api::{ApprovalPhase, DeploymentApproval, DeploymentApprovalStatus};
+use crate::core::chain::RoleBindingSnapshot;
+use crate::core::decision::approval_state;
+
+/// What the operator should do with an approval's status.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StatusPlan {
+    /// The status to write; `None`: leave it as it is.
+    pub write: Option<DeploymentApprovalStatus>,
+    /// When the status changes next without any review (the request's or the approval's
+    /// expiry): reconcile again then.
+    pub next_deadline: Option<Timestamp>,
+}
+
+/// The status an approval should have at `now`. A status that records `Deploying` or a
+/// terminal phase is left alone: the webhook moved it to Deploying as it admitted the change,
+/// and the rollout, not the reviews, decides what comes after; terminal phases never change.
+pub fn plan_status(
+    approval: &DeploymentApproval,
+    bindings: &RoleBindingSnapshot,
+    now: Timestamp,
+) -> StatusPlan {
+    let stored = approval.status.as_ref();
+    let settled =
+        stored.is_some_and(|s| s.phase == ApprovalPhase::Deploying || s.phase.is_terminal());
+    if settled {
+        return StatusPlan {
+            write: None,
+            next_deadline: None,
+        };
+    }
+    let namespace = approval.metadata.namespace.as_deref().unwrap_or_default();
+    let state = approval_state(approval, namespace, bindings, now);
+    let generation = approval.metadata.generation;
+    let mut desired = state.to_status();
+    desired.observed_generation = generation;
+    let previous = stored.cloned().unwrap_or_default();
+    desired.notifications = previous.notifications.clone();
+    desired.lock_holder = previous.lock_holder.clone();
+    desired.conditions = previous
+        .conditions
+        .iter()
+        .filter(|c| c.type_ != crate::core::chain::SATISFIABLE_CONDITION)
+        .cloned()
+        .collect();
+    if let Some(condition) = state.satisfiable_condition(now, generation) {
+        desired
+            .conditions
+            .push(keep_transition_time(condition, &previous.conditions));
+    }
+    let next_deadline = match state.phase {
+        ApprovalPhase::Pending | ApprovalPhase::Approved => state.expires_at.filter(|t| *t > now),
+        _ => None,
+    };
+    StatusPlan {
+        write: (stored != Some(&desired)).then_some(desired),
+        next_deadline,
+    }
+}
+
+/// API conventions: `lastTransitionTime` changes only when the condition's status does.
+fn keep_transition_time(mut condition: Condition, previous: &[Condition]) -> Condition {
+    if let Some(before) = previous
+        .iter()
+        .find(|c| c.type_ == condition.type_ && c.status == condition.status)
+    {
+        condition.last_transition_time = before.last_transition_time.clone();
+    }
+    condition
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{
+        ApprovalLevel, ApprovalSettings, ApprovalTarget, Approver, ChangeRecord, ChangeSummary,
+        DeploymentApprovalSpec, Operation, PolicySnapshot, Review, ReviewDecision, UserInfo,
+    };
+    use jiff::SignedDuration;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn t(minutes: i64) -> Timestamp {
+        "2026-11-24T10:00:00Z".parse::<Timestamp>().unwrap() + SignedDuration::from_mins(minutes)
+    }
+
+    fn approval(
+        reviews: &[(&str, ReviewDecision, i64)],
+        phase: Option<ApprovalPhase>,
+    ) -> DeploymentApproval {
+        let level = |name: &str, who: &str| ApprovalLevel {
+            name: name.into(),
+            approvers: vec![Approver {
+                user: Some(who.into()),
+                ..Approver::default()
+            }],
+            ..ApprovalLevel::default()
+        };
+        let mut approval = DeploymentApproval::new(
+            "web-1",
+            DeploymentApprovalSpec {
+                target: ApprovalTarget {
+                    api_version: "apps/v1".into(),
+                    kind: "Deployment".into(),
+                    name: "web".into(),
+                    uid: None,
+                },
+                change: ChangeRecord {
+                    digest: "sha256:00".into(),
+                    summary: ChangeSummary::default(),
+                    requester: UserInfo::new("dave", &["developers"]),
+                    operation: Operation::Update,
+                    requested_at: Time(t(0)),
+                },
+                policy: PolicySnapshot {
+                    name: "p".into(),
+                    chain: ApprovalSettings {
+                        levels: vec![level("leads", "alice"), level("sre", "carol")],
+                        request_ttl: Some("1h".into()),
+                        approval_ttl: Some("30m".into()),
+                        ..ApprovalSettings::default()
+                    },
+                },
+                reviews: reviews
+                    .iter()
+                    .map(|(who, decision, minute)| Review {
+                        user: (*who).into(),
+                        groups: vec![],
+                        decision: *decision,
+                        comment: None,
+                        time: Time(t(*minute)),
+                    })
+                    .collect(),
+            },
+        );
+        approval.metadata.namespace = Some("shop".into());
+        approval.metadata.generation = Some(2);
+        approval.status = phase.map(|phase| DeploymentApprovalStatus {
+            phase,
+            ..DeploymentApprovalStatus::default()
+        });
+        approval
+    }
+
+    #[test]
+    fn status_plans() {
+        use ReviewDecision::{Approve, Reject};
+        let bindings = RoleBindingSnapshot::default();
+        // (name, approval, now in minutes, phase written, next deadline in minutes)
+        type Case = (
+            &'static str,
+            DeploymentApproval,
+            i64,
+            Option<ApprovalPhase>,
+            Option<i64>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "new request",
+                approval(&[], None),
+                1,
+                Some(ApprovalPhase::Pending),
+                Some(60),
+            ),
+            (
+                "level one done",
+                approval(&[("alice", Approve, 1)], None),
+                2,
+                Some(ApprovalPhase::Pending),
+                Some(60),
+            ),
+            (
+                "approved",
+                approval(&[("alice", Approve, 1), ("carol", Approve, 2)], None),
+                3,
+                Some(ApprovalPhase::Approved),
+                Some(32),
+            ),
+            (
+                "approved, not applied in time",
+                approval(&[("alice", Approve, 1), ("carol", Approve, 2)], None),
+                33,
+                Some(ApprovalPhase::Expired),
+                None,
+            ),
+            (
+                "rejected",
+                approval(&[("carol", Reject, 1)], None),
+                2,
+                Some(ApprovalPhase::Rejected),
+                None,
+            ),
+            (
+                "request expired",
+                approval(&[], None),
+                61,
+                Some(ApprovalPhase::Expired),
+                None,
+            ),
+            (
+                "a forged Approved over nothing",
+                approval(&[], Some(ApprovalPhase::Approved)),
+                1,
+                Some(ApprovalPhase::Pending),
+                Some(60),
+            ),
+            (
+                "admitted: the rollout decides",
+                approval(
+                    &[("alice", Approve, 1), ("carol", Approve, 2)],
+                    Some(ApprovalPhase::Deploying),
+                ),
+                90,
+                None,
+                None,
+            ),
+            (
+                "terminal stays",
+                approval(&[], Some(ApprovalPhase::Rejected)),
+                1,
+                None,
+                None,
+            ),
+        ];
+        for (name, approval, now, phase, deadline) in cases {
+            let plan = plan_status(&approval, &bindings, t(now));
+            assert_eq!(plan.write.as_ref().map(|s| s.phase), phase, "{name}");
+            assert_eq!(plan.next_deadline, deadline.map(t), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_written_status_is_not_written_again_and_keeps_its_transition_time() {
+        let bindings = RoleBindingSnapshot::default();
+        let mut approval = approval(&[], None);
+        let first = plan_status(&approval, &bindings, t(1))
+            .write
+            .expect("a first status");
+        assert_eq!(first.current_level, Some(1));
+        approval.status = Some(first.clone());
+        let again = plan_status(&approval, &bindings, t(5));
+        assert_eq!(again.write, None, "nothing changed");
+        assert_eq!(first.conditions[0].last_transition_time, Time(t(1)));
+    }
+}
