@@ -104,6 +104,19 @@ async fn apply_until(
     .await
 }
 
+/// Waits until the webhook judges with a policy applied a moment ago: a server-side dry run
+/// of `object` by dave (no side effects) is refused.
+async fn until_gated(object: &Value) -> Result<()> {
+    apply_until(
+        "the policy to take effect",
+        object,
+        &["--dry-run=server"],
+        |out| !out.status.success(),
+    )
+    .await
+    .map(|_| ())
+}
+
 async fn approvals(namespace: &str) -> Result<Vec<DeploymentApproval>> {
     let admin = TestCluster::get().client(User::Admin).await?;
     Ok(Api::<DeploymentApproval>::namespaced(admin, namespace)
@@ -164,6 +177,7 @@ async fn a_gated_change_is_requested_reviewed_and_admitted_once() -> Result<()> 
 
     // dave's first apply is denied and opens the request; retries and dry runs open nothing.
     let v1 = web(ns, "nginx:1.27", 1);
+    until_gated(&v1).await?;
     let first = apply(User::Dave, &v1, &[])?;
     assert_refused(&first, "approval required by policy");
     assert_refused(&first, "approve with: kubectl countersign approve web-");
@@ -355,6 +369,7 @@ async fn a_secret_in_env_is_denied_by_name_without_echoing_it() -> Result<()> {
     let value = "AKIAZ3MSJV4WWNKWW5FC";
     leaky["spec"]["template"]["spec"]["containers"][0]["env"] =
         json!([{ "name": "AWS_ACCESS_KEY_ID", "value": value }]);
+    until_gated(&leaky).await?;
     let out = apply(User::Dave, &leaky, &[])?;
     assert_refused(&out, "AWS_ACCESS_KEY_ID");
     assert!(
@@ -405,6 +420,7 @@ async fn break_glass_by_on_call_passes_and_is_audited() -> Result<()> {
     urgent["metadata"]["annotations"] =
         json!({ "countersign.dev/break-glass": "INC-42 checkout down" });
     // dave is not on call: break-glass does not help him.
+    until_gated(&urgent).await?;
     assert_refused(&apply(User::Dave, &urgent, &[])?, "approval required");
     let out = apply(User::Erin, &urgent, &[])?;
     assert_ok(&out);
@@ -458,6 +474,7 @@ async fn a_freeze_denies_an_approved_change() -> Result<()> {
     let ns = ns.name();
     let policy = Policy::apply(ns, two_level_chain())?;
     let v1 = web(ns, "nginx:1.27", 1);
+    until_gated(&v1).await?;
     assert_refused(&apply(User::Dave, &v1, &[])?, "approval required");
     let name = approvals(ns).await?[0]
         .metadata
@@ -730,6 +747,7 @@ async fn a_request_made_by_hand_must_be_honest() -> Result<()> {
     let ns = TestNamespace::create("forged", None).await?;
     let ns = ns.name();
     let _policy = Policy::apply(ns, two_level_chain())?;
+    until_gated(&web(ns, "nginx:1.27", 1)).await?;
     assert_refused(
         &apply(User::Dave, &web(ns, "nginx:1.27", 1), &[])?,
         "approval required",
@@ -780,6 +798,7 @@ async fn a_rejected_change_stays_denied_and_an_expired_request_is_opened_afresh(
 
     // Rejected: denied with who and why, and how to ask again; no new request.
     let v1 = web(ns, "nginx:1.27", 1);
+    until_gated(&v1).await?;
     assert_refused(&apply(User::Dave, &v1, &[])?, "approval required");
     let rejected = approvals(ns).await?[0]
         .metadata
@@ -855,6 +874,7 @@ async fn the_operator_keeps_status_true_and_expires_requests_on_time() -> Result
     chain["approval"]["approvalTTL"] = json!("1h");
     let _policy = Policy::apply(ns, chain)?;
 
+    until_gated(&web(ns, "nginx:1.27", 1)).await?;
     assert_refused(
         &apply(User::Dave, &web(ns, "nginx:1.27", 1), &[])?,
         "approval required",
