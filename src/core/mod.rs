@@ -1,6 +1,7 @@
 //! The decision core: plain functions of plain data. No I/O, no async, no clock — the
 //! current time is always a parameter.
 
+pub mod audit;
 pub mod chain;
 pub mod change;
 pub mod checks;

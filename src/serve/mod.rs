@@ -203,6 +203,15 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeFailure> {
         let context = Arc::new(approvals::Context {
             client: client.clone(),
             snapshot: webhook.snapshot.clone(),
+            install_namespace: args.install_namespace.clone(),
+            recorder: kube::runtime::events::Recorder::new(
+                client.clone(),
+                kube::runtime::events::Reporter {
+                    controller: "countersign".into(),
+                    instance: Some(replica_name(args)),
+                },
+            ),
+            written: Default::default(),
         });
         // Reconcile only while leading: started when the lease is won, stopped (aborted at
         // its next await) the moment it is lost.

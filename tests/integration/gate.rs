@@ -911,12 +911,63 @@ async fn the_operator_keeps_status_true_and_expires_requests_on_time() -> Result
     assert_eq!(approved.approved_by, ["alice", "carol"]);
     assert!(approved.current_level.is_none() && approved.approved_at.is_some());
 
-    // An unreviewed request expires when its requestTTL runs out: not before, and promptly
-    // after (the operator comes back for the deadline instead of polling).
-    assert_refused(
-        &apply(User::Dave, &web(ns, "nginx:1.28", 1), &[])?,
-        "approval required",
-    );
+    // Applied and admitted: the trail holds every step, each by its real actor, once.
+    let v1 = web(ns, "nginx:1.27", 1);
+    apply_until("the approved change to be admitted", &v1, &[], |out| {
+        out.status.success()
+    })
+    .await?;
+    let expected = [
+        ("requested", AuditAction::Requested, "dave"),
+        ("review-0", AuditAction::ReviewRecorded, "alice"),
+        ("review-1", AuditAction::ReviewRecorded, "carol"),
+        ("level-1", AuditAction::LevelSatisfied, "alice"),
+        ("level-2", AuditAction::LevelSatisfied, "carol"),
+        ("approved", AuditAction::Approved, "carol"),
+        ("admitted", AuditAction::Admitted, "dave"),
+    ];
+    let admin = TestCluster::get().client(User::Admin).await?;
+    let entries_api = Api::<AuditEntry>::namespaced(admin, INSTALL_NAMESPACE);
+    let trail = until("the audit trail", Duration::from_secs(20), || async {
+        let mine: Vec<AuditEntry> = entries_api
+            .list(&Default::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|e| {
+                e.spec.approval.as_deref() == Some(name.as_str())
+                    && e.spec.target.namespace.as_deref() == Some(ns)
+            })
+            .collect();
+        Ok(if mine.len() >= expected.len() {
+            Poll::Ready(mine)
+        } else {
+            Poll::Pending(format!("{} entries", mine.len()))
+        })
+    })
+    .await?;
+    assert_eq!(trail.len(), expected.len(), "no entry twice");
+    for (step, action, actor) in expected {
+        let entry = trail
+            .iter()
+            .find(|e| {
+                e.metadata
+                    .name
+                    .as_deref()
+                    .is_some_and(|n| n.ends_with(&format!("-{step}")))
+            })
+            .with_context(|| format!("no {step} entry"))?;
+        assert_eq!(entry.spec.action, action, "{step}");
+        assert_eq!(entry.spec.actor.username, actor, "{step}");
+        assert_eq!(entry.spec.target.name, "web");
+    }
+
+    // An unreviewed request (of another Deployment: web is rolling out) expires when its
+    // requestTTL runs out: not before, and promptly after (the operator comes back for the
+    // deadline instead of polling).
+    let mut api_server = web(ns, "nginx:1.28", 1);
+    api_server["metadata"]["name"] = json!("api");
+    assert_refused(&apply(User::Dave, &api_server, &[])?, "approval required");
     let all = approvals(ns).await?;
     let lapsing = all
         .iter()
@@ -929,6 +980,27 @@ async fn the_operator_keeps_status_true_and_expires_requests_on_time() -> Result
     })
     .await?;
     let seen = jiff::Timestamp::now();
+    let expired_entry = until(
+        "the expiry's AuditEntry",
+        Duration::from_secs(10),
+        || async {
+            let found = entries_api
+                .list(&Default::default())
+                .await?
+                .items
+                .into_iter()
+                .find(|e| {
+                    e.spec.approval.as_deref() == Some(lapsing_name.as_str())
+                        && e.spec.action == AuditAction::Expired
+                });
+            Ok(match found {
+                Some(entry) => Poll::Ready(entry),
+                None => Poll::Pending("none yet".into()),
+            })
+        },
+    )
+    .await?;
+    assert_eq!(expired_entry.spec.actor.username, "system:countersign");
     assert!(seen >= deadline, "expired before its deadline");
     assert!(
         seen.duration_since(deadline) < jiff::SignedDuration::from_secs(4),
