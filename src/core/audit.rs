@@ -206,77 +206,10 @@ fn entry_key(approval: &DeploymentApproval) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{
-        ApprovalLevel, ApprovalSettings, ApprovalTarget, Approver, ChangeRecord, ChangeSummary,
-        DeploymentApprovalSpec, DeploymentApprovalStatus, Operation, PolicySnapshot, Review,
-    };
     use crate::core::chain::RoleBindingSnapshot;
     use crate::core::decision::approval_state;
-    use jiff::SignedDuration;
 
-    fn t(minutes: i64) -> Timestamp {
-        "2026-11-24T10:00:00Z".parse::<Timestamp>().unwrap() + SignedDuration::from_mins(minutes)
-    }
-
-    fn request(
-        reviews: &[(&str, ReviewDecision, i64)],
-        phase: Option<ApprovalPhase>,
-    ) -> DeploymentApproval {
-        let level = |name: &str, who: &str| ApprovalLevel {
-            name: name.into(),
-            approvers: vec![Approver {
-                user: Some(who.into()),
-                ..Approver::default()
-            }],
-            ..ApprovalLevel::default()
-        };
-        let mut approval = DeploymentApproval::new(
-            "web-1",
-            DeploymentApprovalSpec {
-                target: ApprovalTarget {
-                    api_version: "apps/v1".into(),
-                    kind: "Deployment".into(),
-                    name: "web".into(),
-                    uid: None,
-                },
-                change: ChangeRecord {
-                    digest: "sha256:00".into(),
-                    summary: ChangeSummary {
-                        text: "image 1 → 2".into(),
-                        ..ChangeSummary::default()
-                    },
-                    requester: UserInfo::new("dave", &["developers"]),
-                    operation: Operation::Update,
-                    requested_at: Time(t(0)),
-                },
-                policy: PolicySnapshot {
-                    name: "p".into(),
-                    chain: ApprovalSettings {
-                        levels: vec![level("leads", "alice"), level("sre", "carol")],
-                        request_ttl: Some("1h".into()),
-                        ..ApprovalSettings::default()
-                    },
-                },
-                reviews: reviews
-                    .iter()
-                    .map(|(who, decision, minute)| Review {
-                        user: (*who).into(),
-                        groups: vec![],
-                        decision: *decision,
-                        comment: Some("ok".into()),
-                        time: Time(t(*minute)),
-                    })
-                    .collect(),
-            },
-        );
-        approval.metadata.namespace = Some("shop".into());
-        approval.metadata.uid = Some("6f1c2d3e-0000-4000".into());
-        approval.status = phase.map(|phase| DeploymentApprovalStatus {
-            phase,
-            ..DeploymentApprovalStatus::default()
-        });
-        approval
-    }
+    use crate::core::test_builders::{minutes as t, two_level_request as request};
 
     fn steps(approval: &DeploymentApproval, now: i64) -> Vec<(String, AuditAction, String)> {
         let state = approval_state(approval, "shop", &RoleBindingSnapshot::default(), t(now));

@@ -78,72 +78,18 @@ fn keep_transition_time(mut condition: Condition, previous: &[Condition]) -> Con
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{
-        ApprovalLevel, ApprovalSettings, ApprovalTarget, Approver, ChangeRecord, ChangeSummary,
-        DeploymentApprovalSpec, Operation, PolicySnapshot, Review, ReviewDecision, UserInfo,
-    };
-    use jiff::SignedDuration;
+    use crate::api::ReviewDecision;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-    fn t(minutes: i64) -> Timestamp {
-        "2026-11-24T10:00:00Z".parse::<Timestamp>().unwrap() + SignedDuration::from_mins(minutes)
-    }
+    use crate::core::test_builders::{minutes as t, two_level_request};
 
+    /// The builders' request, whose approval must be applied within 30 minutes.
     fn approval(
         reviews: &[(&str, ReviewDecision, i64)],
         phase: Option<ApprovalPhase>,
     ) -> DeploymentApproval {
-        let level = |name: &str, who: &str| ApprovalLevel {
-            name: name.into(),
-            approvers: vec![Approver {
-                user: Some(who.into()),
-                ..Approver::default()
-            }],
-            ..ApprovalLevel::default()
-        };
-        let mut approval = DeploymentApproval::new(
-            "web-1",
-            DeploymentApprovalSpec {
-                target: ApprovalTarget {
-                    api_version: "apps/v1".into(),
-                    kind: "Deployment".into(),
-                    name: "web".into(),
-                    uid: None,
-                },
-                change: ChangeRecord {
-                    digest: "sha256:00".into(),
-                    summary: ChangeSummary::default(),
-                    requester: UserInfo::new("dave", &["developers"]),
-                    operation: Operation::Update,
-                    requested_at: Time(t(0)),
-                },
-                policy: PolicySnapshot {
-                    name: "p".into(),
-                    chain: ApprovalSettings {
-                        levels: vec![level("leads", "alice"), level("sre", "carol")],
-                        request_ttl: Some("1h".into()),
-                        approval_ttl: Some("30m".into()),
-                        ..ApprovalSettings::default()
-                    },
-                },
-                reviews: reviews
-                    .iter()
-                    .map(|(who, decision, minute)| Review {
-                        user: (*who).into(),
-                        groups: vec![],
-                        decision: *decision,
-                        comment: None,
-                        time: Time(t(*minute)),
-                    })
-                    .collect(),
-            },
-        );
-        approval.metadata.namespace = Some("shop".into());
-        approval.metadata.generation = Some(2);
-        approval.status = phase.map(|phase| DeploymentApprovalStatus {
-            phase,
-            ..DeploymentApprovalStatus::default()
-        });
+        let mut approval = two_level_request(reviews, phase);
+        approval.spec.policy.chain.approval_ttl = Some("30m".into());
         approval
     }
 

@@ -91,3 +91,74 @@ pub fn cluster_role_binding(
         }]),
     }
 }
+
+/// `minutes` after 2026-11-24T10:00:00Z, the time the builders' requests are made.
+pub fn minutes(minutes: i64) -> jiff::Timestamp {
+    "2026-11-24T10:00:00Z".parse::<jiff::Timestamp>().unwrap()
+        + jiff::SignedDuration::from_mins(minutes)
+}
+
+/// Request `shop/web-1` by dave for `Deployment web`, under a chain of two levels (alice,
+/// then carol) with a one-hour requestTTL, made at minute 0, with `reviews` as
+/// (user, decision, minute) and a stored `phase`.
+pub fn two_level_request(
+    reviews: &[(&str, crate::api::ReviewDecision, i64)],
+    phase: Option<crate::api::ApprovalPhase>,
+) -> crate::api::DeploymentApproval {
+    use crate::api::{
+        ApprovalSettings, ApprovalTarget, ChangeRecord, ChangeSummary, DeploymentApproval,
+        DeploymentApprovalSpec, DeploymentApprovalStatus, Operation, PolicySnapshot, Review,
+        UserInfo,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    let mut approval = DeploymentApproval::new(
+        "web-1",
+        DeploymentApprovalSpec {
+            target: ApprovalTarget {
+                api_version: "apps/v1".into(),
+                kind: "Deployment".into(),
+                name: "web".into(),
+                uid: None,
+            },
+            change: ChangeRecord {
+                digest: "sha256:00".into(),
+                summary: ChangeSummary {
+                    text: "image 1 → 2".into(),
+                    ..ChangeSummary::default()
+                },
+                requester: UserInfo::new("dave", &["developers"]),
+                operation: Operation::Update,
+                requested_at: Time(minutes(0)),
+            },
+            policy: PolicySnapshot {
+                name: "p".into(),
+                chain: ApprovalSettings {
+                    levels: vec![
+                        level("leads", vec![user("alice", false)], None),
+                        level("sre", vec![user("carol", false)], None),
+                    ],
+                    request_ttl: Some("1h".into()),
+                    ..ApprovalSettings::default()
+                },
+            },
+            reviews: reviews
+                .iter()
+                .map(|(who, decision, minute)| Review {
+                    user: (*who).into(),
+                    groups: vec![],
+                    decision: *decision,
+                    comment: Some("ok".into()),
+                    time: Time(minutes(*minute)),
+                })
+                .collect(),
+        },
+    );
+    approval.metadata.namespace = Some("shop".into());
+    approval.metadata.uid = Some("6f1c2d3e-0000-4000".into());
+    approval.metadata.generation = Some(2);
+    approval.status = phase.map(|phase| DeploymentApprovalStatus {
+        phase,
+        ..DeploymentApprovalStatus::default()
+    });
+    approval
+}

@@ -294,16 +294,19 @@ impl Webhook {
         namespace: &str,
         decision: Decision,
     ) -> Answer {
+        // Most changes pass with nothing to record: answer them without building messages.
+        let glass = match (&decision.verdict, &decision.break_glass) {
+            (Verdict::Allowed(_), None) => return Answer::allow(request),
+            (Verdict::Allowed(_), Some(_)) if request.dry_run() => return Answer::allow(request),
+            (_, glass) => glass,
+        };
         let target = target_reference(change.object, namespace);
         let message = render(&decision.reasons);
         match &decision.verdict {
             Verdict::Allowed(_) => {
-                let Some(glass) = &decision.break_glass else {
+                let Some(glass) = glass else {
                     return Answer::allow(request);
                 };
-                if request.dry_run() {
-                    return Answer::allow(request);
-                }
                 let audit_target = audit_target(&target);
                 match self
                     .effects

@@ -126,8 +126,15 @@ async fn approvals(namespace: &str) -> Result<Vec<DeploymentApproval>> {
 }
 
 /// Append a review with a JSON patch, as `kubectl patch --type=json` users do.
-fn review(user: User, namespace: &str, approval: &str, review: Value) -> Result<Output> {
-    let patch = json!([{ "op": "add", "path": "/spec/reviews/-", "value": review }]).to_string();
+/// Patch a DeploymentApproval with JSON Patch `operations`, as `kubectl patch --type=json`
+/// users do.
+fn patch_approval(
+    user: User,
+    namespace: &str,
+    approval: &str,
+    operations: Value,
+) -> Result<Output> {
+    let patch = operations.to_string();
     kubectl(
         user,
         &[
@@ -140,6 +147,16 @@ fn review(user: User, namespace: &str, approval: &str, review: Value) -> Result<
             "-p",
             &patch,
         ],
+    )
+}
+
+/// Append a review.
+fn review(user: User, namespace: &str, approval: &str, review: Value) -> Result<Output> {
+    patch_approval(
+        user,
+        namespace,
+        approval,
+        json!([{ "op": "add", "path": "/spec/reviews/-", "value": review }]),
     )
 }
 
@@ -223,22 +240,9 @@ async fn a_gated_change_is_requested_reviewed_and_admitted_once() -> Result<()> 
         )?,
         "more than a minute from now",
     );
-    let retarget =
-        json!([{ "op": "replace", "path": "/spec/target/name", "value": "db" }]).to_string();
+    let retarget = json!([{ "op": "replace", "path": "/spec/target/name", "value": "db" }]);
     assert_refused(
-        &kubectl(
-            User::Alice,
-            &[
-                "patch",
-                "deploymentapproval",
-                &name,
-                "-n",
-                ns,
-                "--type=json",
-                "-p",
-                &retarget,
-            ],
-        )?,
+        &patch_approval(User::Alice, ns, &name, retarget)?,
         "spec.target is immutable",
     );
     assert_refused(
@@ -288,22 +292,9 @@ async fn a_gated_change_is_requested_reviewed_and_admitted_once() -> Result<()> 
         "is not an approver of the open level",
     );
     let earlier =
-        json!([{ "op": "replace", "path": "/spec/reviews/0/comment", "value": "edited" }])
-            .to_string();
+        json!([{ "op": "replace", "path": "/spec/reviews/0/comment", "value": "edited" }]);
     assert_refused(
-        &kubectl(
-            User::Alice,
-            &[
-                "patch",
-                "deploymentapproval",
-                &name,
-                "-n",
-                ns,
-                "--type=json",
-                "-p",
-                &earlier,
-            ],
-        )?,
+        &patch_approval(User::Alice, ns, &name, earlier)?,
         "earlier reviews are immutable",
     );
     assert_ok(&review(
