@@ -117,14 +117,16 @@ pub fn trail(
             ));
         }
     }
-    let stored = approval.status.as_ref().map(|s| s.phase);
+    // Admitted (and maybe rolled out since): the approval was used, so its approvalTTL
+    // running out afterwards expires nothing.
+    let admitted = matches!(
+        approval.status.as_ref().map(|s| s.phase),
+        Some(ApprovalPhase::Deploying | ApprovalPhase::Deployed | ApprovalPhase::Failed)
+    );
     let approved = matches!(
         state.phase,
         ApprovalPhase::Approved | ApprovalPhase::Deploying
-    ) || matches!(
-        stored,
-        Some(ApprovalPhase::Deploying | ApprovalPhase::Deployed | ApprovalPhase::Failed)
-    );
+    ) || admitted;
     if approved && let (Some(time), Some(last)) = (state.approved_at, state.approved_by.last()) {
         trail.push(entry(
             "approved".into(),
@@ -145,7 +147,7 @@ pub fn trail(
             comment.clone(),
         ));
     }
-    if state.phase == ApprovalPhase::Expired {
+    if state.phase == ApprovalPhase::Expired && !admitted {
         trail.push(entry(
             "expired".into(),
             AuditAction::Expired,
@@ -154,10 +156,7 @@ pub fn trail(
             Some("no decision in time".into()),
         ));
     }
-    if matches!(
-        stored,
-        Some(ApprovalPhase::Deploying | ApprovalPhase::Deployed | ApprovalPhase::Failed)
-    ) {
+    if admitted {
         trail.push(entry(
             "admitted".into(),
             AuditAction::Admitted,
@@ -284,6 +283,17 @@ mod tests {
                 AuditAction::Expired,
                 COUNTERSIGN_ACTOR.into()
             ))
+        );
+        // Admitted, then its approvalTTL runs out: the change was applied in time, nothing
+        // expired.
+        let mut in_time = admitted.clone();
+        in_time.spec.policy.chain.approval_ttl = Some("30m".into());
+        assert!(
+            steps(&in_time, 90)
+                .iter()
+                .all(|(_, action, _)| *action != AuditAction::Expired),
+            "{:?}",
+            steps(&in_time, 90)
         );
         // Derived again later, the same names: nothing is written twice.
         let again = steps(&admitted, 90);
