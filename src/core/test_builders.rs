@@ -94,7 +94,7 @@ pub fn cluster_role_binding(
 
 /// `minutes` after 2026-11-24T10:00:00Z, the time the builders' requests are made.
 pub fn minutes(minutes: i64) -> jiff::Timestamp {
-    "2026-11-24T10:00:00Z".parse::<jiff::Timestamp>().unwrap()
+    jiff::Timestamp::constant(1_795_514_400, 0) // 2026-11-24T10:00:00Z
         + jiff::SignedDuration::from_mins(minutes)
 }
 
