@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{Operation, UserInfo};
-use super::policy::ApprovalSettings;
+use super::policy::{ApprovalSettings, GrantSettings};
 
 /// A request to admit exactly one change (target + digest), and the reviews it received.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -101,6 +101,13 @@ pub struct ImageChange {
 pub struct PolicySnapshot {
     pub name: String,
     pub chain: ApprovalSettings,
+    /// The policy's ignored fields the digest was computed with, so the operator recognises
+    /// the change on the live object. Absent: the policy's current ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore_fields: Option<Vec<String>>,
+    /// The policy's scoped deploy token settings when the request was made (SPEC §8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<GrantSettings>,
 }
 
 /// An approver's decision.
@@ -185,6 +192,47 @@ pub struct NotificationStatus {
     pub attempts: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// When the last attempt was made; the next waits out the backoff from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_attempt_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<Time>,
+}
+
+/// The admitted change on its way to the object (SPEC §1.4).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// When the webhook admitted the change (the move to `Deploying`).
+    pub admitted_at: Option<Time>,
+    /// How often the change was admitted: more than once when an admitted change never
+    /// reached the object and the approval went back to `Approved`.
+    #[serde(default)]
+    pub admissions: u32,
+    /// The target's generation at which the operator first saw the change on the object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_generation: Option<i64>,
+    /// When the rollout completed or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+    /// What the rollout waits for, or why it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The scoped deploy token issued for the approved change (SPEC §8).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeployTokenStatus {
+    /// The Secret in the approval's namespace holding the token under the key `token`.
+    pub secret_name: String,
+    /// The ServiceAccount the token authenticates as.
+    pub service_account: String,
+    pub issued_at: Time,
+    pub expires_at: Time,
+    /// When the ServiceAccount, Role, RoleBinding and Secret were deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<Time>,
 }
 
 /// What the operator last recorded about the request.
@@ -211,6 +259,12 @@ pub struct DeploymentApprovalStatus {
     /// The webhook replica that admitted the change (set with the move to `Deploying`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lock_holder: Option<String>,
+    /// The admitted change's way to the object, once admitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
+    /// The scoped deploy token, while one exists (and when it was revoked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy_token: Option<DeployTokenStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     #[serde(default)]

@@ -56,6 +56,10 @@ pub enum AuditAction {
     Admitted,
     Deployed,
     RolloutFailed,
+    /// The admitted change never reached the object; the approval is `Approved` again.
+    NotApplied,
+    DeployTokenIssued,
+    DeployTokenRevoked,
     BreakGlass,
     PolicyCreated,
     PolicyChanged,

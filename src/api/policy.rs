@@ -239,6 +239,10 @@ pub struct ApprovalSettings {
     /// May the requester approve their own change?
     #[serde(default)]
     pub allow_self_approval: bool,
+    /// Notification sinks (Secrets in the install namespace, like a level's `sinks`) told
+    /// the final decision: Approved, Rejected or Expired, and the rollout's end.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requester_sinks: Vec<String>,
 }
 
 /// One level of an approval chain.

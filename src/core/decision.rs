@@ -607,6 +607,8 @@ fn new_request(
         policy: PolicySnapshot {
             name: name.to_string(),
             chain: settings.clone(),
+            ignore_fields: Some(policy.spec.effective_ignore_fields()),
+            grant: policy.spec.grant.clone(),
         },
         reviews: Vec::new(),
     });

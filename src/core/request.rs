@@ -79,6 +79,12 @@ pub enum RequestRefusal {
         "spec.policy.chain is not the current chain of policy {0}; copy the policy's spec.approval unchanged"
     )]
     StaleChain(String),
+    #[error(
+        "spec.policy.ignoreFields is not policy {0}'s list of ignored fields; leave it out or copy the policy's"
+    )]
+    StaleIgnoreFields(String),
+    #[error("spec.policy.grant is not policy {0}'s spec.grant; leave it out or copy the policy's")]
+    StaleGrant(String),
 }
 
 /// Check a CREATE of a DeploymentApproval by someone other than countersign.
@@ -187,6 +193,19 @@ pub fn validate_request_create(input: &RequestCreate) -> Result<(), RequestRefus
     }
     if governing.spec.approval.as_ref() != Some(&spec.policy.chain) {
         return Err(RequestRefusal::StaleChain(governing_name.to_string()));
+    }
+    if spec
+        .policy
+        .ignore_fields
+        .as_ref()
+        .is_some_and(|fields| *fields != governing.spec.effective_ignore_fields())
+    {
+        return Err(RequestRefusal::StaleIgnoreFields(
+            governing_name.to_string(),
+        ));
+    }
+    if spec.policy.grant.is_some() && spec.policy.grant != governing.spec.grant {
+        return Err(RequestRefusal::StaleGrant(governing_name.to_string()));
     }
     Ok(())
 }
@@ -371,6 +390,34 @@ mod tests {
                 &prod,
                 None,
                 Err(RequestRefusal::StaleChain("prod".into())),
+            ),
+            (
+                "ignored fields the policy does not ignore",
+                tweak(|a| a.spec.policy.ignore_fields = Some(vec!["/spec/template".into()])),
+                &dave,
+                &prod,
+                None,
+                Err(RequestRefusal::StaleIgnoreFields("prod".into())),
+            ),
+            (
+                "the policy's own ignored fields",
+                tweak(|a| a.spec.policy.ignore_fields = Some(vec!["/spec/replicas".into()])),
+                &dave,
+                &prod,
+                None,
+                Ok(()),
+            ),
+            (
+                "a deploy token the policy does not grant",
+                tweak(|a| {
+                    a.spec.policy.grant = Some(crate::api::GrantSettings {
+                        ttl: Some("24h".into()),
+                    })
+                }),
+                &dave,
+                &prod,
+                None,
+                Err(RequestRefusal::StaleGrant("prod".into())),
             ),
             (
                 "no policy selects the object",

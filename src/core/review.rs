@@ -572,6 +572,7 @@ mod standing_tests {
             policy: PolicySnapshot {
                 name: "prod".into(),
                 chain: chain.clone(),
+                ..PolicySnapshot::default()
             },
             reviews,
         };

@@ -140,6 +140,7 @@ pub fn two_level_request(
                     request_ttl: Some("1h".into()),
                     ..ApprovalSettings::default()
                 },
+                ..PolicySnapshot::default()
             },
             reviews: reviews
                 .iter()
