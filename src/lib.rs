@@ -6,6 +6,8 @@
 
 pub mod api;
 
+pub mod approval_status;
+
 pub mod cli;
 
 pub mod core;

@@ -204,7 +204,11 @@ pub struct NotificationStatus {
 #[serde(rename_all = "camelCase")]
 pub struct RolloutStatus {
     /// When the webhook admitted the change (the move to `Deploying`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admitted_at: Option<Time>,
+    /// Whose write was admitted (a person, a pipeline, a GitOps controller).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admitted_by: Option<UserInfo>,
     /// How often the change was admitted: more than once when an admitted change never
     /// reached the object and the approval went back to `Approved`.
     #[serde(default)]

@@ -117,17 +117,17 @@ pub fn trail(
             ));
         }
     }
+    let status = approval.status.as_ref();
+    let phase = status.map(|s| s.phase);
+    let rollout = status.and_then(|s| s.rollout.as_ref());
     // Admitted (and maybe rolled out since): the approval was used, so its approvalTTL
     // running out afterwards expires nothing.
     let admitted = matches!(
-        approval.status.as_ref().map(|s| s.phase),
+        phase,
         Some(ApprovalPhase::Deploying | ApprovalPhase::Deployed | ApprovalPhase::Failed)
     );
-    let approved = matches!(
-        state.phase,
-        ApprovalPhase::Approved | ApprovalPhase::Deploying
-    ) || admitted;
-    if approved && let (Some(time), Some(last)) = (state.approved_at, state.approved_by.last()) {
+    // Once every level was satisfied the request was approved, whatever came after.
+    if let (Some(time), Some(last)) = (state.approved_at, state.approved_by.last()) {
         trail.push(entry(
             "approved".into(),
             AuditAction::Approved,
@@ -147,29 +147,98 @@ pub fn trail(
             comment.clone(),
         ));
     }
+    // Each admission, and each that never reached the object (all of them unless the
+    // last is still under way or rolled out). Only the latest admission's time and
+    // actor are durable; earlier entries were written when they happened.
+    let admissions = rollout.map_or(u32::from(admitted), |r| {
+        r.admissions.max(u32::from(admitted))
+    });
+    let lapsed = if admitted {
+        admissions.saturating_sub(1)
+    } else {
+        admissions
+    };
+    let numbered = |step: &str, n: u32| {
+        if n == 1 {
+            step.to_string()
+        } else {
+            format!("{step}-{n}")
+        }
+    };
+    for n in 1..=admissions {
+        let latest = n == admissions;
+        let (time, actor) = match rollout {
+            Some(r) if latest => (
+                r.admitted_at.as_ref().map_or(now, |t| t.0),
+                r.admitted_by
+                    .clone()
+                    .unwrap_or_else(|| spec.change.requester.clone()),
+            ),
+            _ => (now, spec.change.requester.clone()),
+        };
+        trail.push(entry(
+            numbered("admitted", n),
+            AuditAction::Admitted,
+            time,
+            actor,
+            status
+                .and_then(|s| s.lock_holder.clone())
+                .filter(|_| latest && admitted)
+                .map(|replica| format!("admitted by {replica}")),
+        ));
+        if n <= lapsed {
+            let time = rolled_out_since(status).filter(|_| latest).unwrap_or(now);
+            trail.push(entry(
+                numbered("not-applied", n),
+                AuditAction::NotApplied,
+                time,
+                UserInfo::new(COUNTERSIGN_ACTOR, &[]),
+                Some("the admitted change never reached the object".into()),
+            ));
+        }
+    }
     if state.phase == ApprovalPhase::Expired && !admitted {
         trail.push(entry(
             "expired".into(),
             AuditAction::Expired,
             state.expires_at.unwrap_or(now),
             UserInfo::new(COUNTERSIGN_ACTOR, &[]),
-            Some("no decision in time".into()),
+            Some(if state.approved_at.is_some() {
+                "approved but not applied in time".into()
+            } else {
+                "no decision in time".into()
+            }),
         ));
     }
-    if admitted {
-        trail.push(entry(
-            "admitted".into(),
-            AuditAction::Admitted,
-            now,
-            spec.change.requester.clone(),
-            approval
-                .status
-                .as_ref()
-                .and_then(|s| s.lock_holder.clone())
-                .map(|replica| format!("admitted by {replica}")),
-        ));
+    let finished = |action: AuditAction, step: &str| {
+        entry(
+            step.into(),
+            action,
+            rollout
+                .and_then(|r| r.finished_at.as_ref())
+                .map_or(now, |t| t.0),
+            UserInfo::new(COUNTERSIGN_ACTOR, &[]),
+            rollout.and_then(|r| r.message.clone()),
+        )
+    };
+    match phase {
+        Some(ApprovalPhase::Deployed) => trail.push(finished(AuditAction::Deployed, "deployed")),
+        Some(ApprovalPhase::Failed) => {
+            trail.push(finished(AuditAction::RolloutFailed, "rollout-failed"))
+        }
+        _ => {}
     }
     trail
+}
+
+/// When the `RolledOut` condition last changed: the moment the latest admission was found
+/// not to have reached the object.
+fn rolled_out_since(status: Option<&crate::api::DeploymentApprovalStatus>) -> Option<Timestamp> {
+    status?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == crate::core::rollout::ROLLED_OUT_CONDITION)
+        .map(|c| c.last_transition_time.0)
 }
 
 /// The reviewer `user` as they reviewed (with the groups they approved through).
@@ -299,5 +368,115 @@ mod tests {
         let again = steps(&admitted, 90);
         assert_eq!(again.len(), 7);
         assert_eq!(again[0].0, format!("{key}-requested"));
+    }
+
+    #[test]
+    fn admissions_lapses_and_rollout_ends_are_recorded_once_each() {
+        use crate::api::RolloutStatus;
+        use ReviewDecision::Approve;
+        let key = "shop-web-1-6f1c2d3e";
+        let with = |phase: ApprovalPhase, admissions: u32| {
+            let mut approval =
+                request(&[("alice", Approve, 1), ("carol", Approve, 2)], Some(phase));
+            approval.spec.policy.chain.approval_ttl = Some("30m".into());
+            if let Some(status) = approval.status.as_mut() {
+                status.rollout = Some(RolloutStatus {
+                    admitted_at: Some(Time(t(5))),
+                    admitted_by: Some(UserInfo::new("argocd", &[])),
+                    admissions,
+                    finished_at: Some(Time(t(8))),
+                    message: Some("2 of 2 replicas updated and available".into()),
+                    ..RolloutStatus::default()
+                });
+            }
+            approval
+        };
+        let after_approval =
+            |approval: &DeploymentApproval, now: i64| -> Vec<(String, AuditAction, String)> {
+                steps(approval, now).into_iter().skip(6).collect()
+            };
+        let named = |step: &str, action: AuditAction, actor: &str| {
+            (format!("{key}-{step}"), action, actor.to_string())
+        };
+        let system = COUNTERSIGN_ACTOR;
+        type Case = (
+            &'static str,
+            DeploymentApproval,
+            i64,
+            Vec<(String, AuditAction, String)>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "admitted by a GitOps controller",
+                with(ApprovalPhase::Deploying, 1),
+                6,
+                vec![named("admitted", AuditAction::Admitted, "argocd")],
+            ),
+            (
+                "never reached the object: approved again",
+                with(ApprovalPhase::Approved, 1),
+                6,
+                vec![
+                    named("admitted", AuditAction::Admitted, "argocd"),
+                    named("not-applied", AuditAction::NotApplied, system),
+                ],
+            ),
+            (
+                "admitted a second time",
+                with(ApprovalPhase::Deploying, 2),
+                9,
+                vec![
+                    named("admitted", AuditAction::Admitted, "dave"),
+                    named("not-applied", AuditAction::NotApplied, system),
+                    named("admitted-2", AuditAction::Admitted, "argocd"),
+                ],
+            ),
+            (
+                "deployed",
+                with(ApprovalPhase::Deployed, 1),
+                9,
+                vec![
+                    named("admitted", AuditAction::Admitted, "argocd"),
+                    named("deployed", AuditAction::Deployed, system),
+                ],
+            ),
+            (
+                "rollout failed",
+                with(ApprovalPhase::Failed, 1),
+                9,
+                vec![
+                    named("admitted", AuditAction::Admitted, "argocd"),
+                    named("rollout-failed", AuditAction::RolloutFailed, system),
+                ],
+            ),
+            (
+                "never applied and the approval ran out",
+                with(ApprovalPhase::Expired, 1),
+                40,
+                vec![
+                    named("admitted", AuditAction::Admitted, "argocd"),
+                    named("not-applied", AuditAction::NotApplied, system),
+                    named("expired", AuditAction::Expired, system),
+                ],
+            ),
+        ];
+        for (name, approval, now, expected) in cases {
+            assert_eq!(after_approval(&approval, now), expected, "{name}");
+        }
+        // The end of a rollout is dated when it ended, not when it is recorded.
+        let deployed = with(ApprovalPhase::Deployed, 1);
+        let state = approval_state(&deployed, "shop", &RoleBindingSnapshot::default(), t(50));
+        let entry = trail(&deployed, &state, t(50))
+            .into_iter()
+            .find(|e| e.spec.action == AuditAction::Deployed)
+            .expect("a Deployed entry");
+        assert_eq!(entry.spec.time, Time(t(8)));
+        // An approved request whose approval ran out unused keeps its Approved entry.
+        let unused = request(&[("alice", Approve, 1), ("carol", Approve, 2)], None);
+        let mut unused = unused;
+        unused.spec.policy.chain.approval_ttl = Some("30m".into());
+        let actions: Vec<AuditAction> = steps(&unused, 40).into_iter().map(|s| s.1).collect();
+        assert!(actions.contains(&AuditAction::Approved), "{actions:?}");
+        assert_eq!(actions.last(), Some(&AuditAction::Expired));
     }
 }

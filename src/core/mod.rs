@@ -10,6 +10,7 @@ pub mod decision;
 pub mod policy;
 pub mod request;
 pub mod review;
+pub mod rollout;
 pub mod secrets;
 pub mod status;
 #[cfg(test)]

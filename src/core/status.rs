@@ -43,6 +43,8 @@ pub fn plan_status(
     let previous = stored.cloned().unwrap_or_default();
     desired.notifications = previous.notifications.clone();
     desired.lock_holder = previous.lock_holder.clone();
+    desired.rollout = previous.rollout.clone();
+    desired.deploy_token = previous.deploy_token.clone();
     desired.conditions = previous
         .conditions
         .iter()

@@ -61,6 +61,18 @@ pub const OWN_CLUSTER_GRANTS: &[Grant] = &[
         why: "role approvers are whoever a RoleBinding or ClusterRoleBinding binds to the role",
     },
     Grant {
+        api_group: "apps",
+        resources: &["deployments", "statefulsets", "daemonsets"],
+        verbs: READ,
+        why: "the operator confirms the rollout of an admitted change (Deployed or Failed) from the workload's status",
+    },
+    Grant {
+        api_group: "batch",
+        resources: &["jobs"],
+        verbs: READ,
+        why: "the operator confirms an admitted Job: Deployed when it completes, Failed when it fails",
+    },
+    Grant {
         api_group: "",
         resources: &["events"],
         verbs: &["create", "patch"],

@@ -1,14 +1,18 @@
 //! The DeploymentApproval controller: keeps each request's status true to its reviews
-//! (`core::status::plan_status`), and comes back exactly when a request or an approval
-//! expires, not by polling.
+//! (`core::status::plan_status`), confirms the rollout of an admitted change from its live
+//! target (`core::rollout::plan_rollout`), records the audit trail, and comes back exactly
+//! when a deadline falls (an expiry, the rollout timeout), not by polling.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use jiff::Timestamp;
-use kube::api::PostParams;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PostParams};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 
@@ -20,9 +24,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use kube::runtime::events::{Event, EventType, Recorder};
 
-use crate::api::{AuditAction, AuditEntry, AuditEntrySpec, DeploymentApproval};
+use crate::api::{ApprovalPhase, AuditAction, AuditEntry, AuditEntrySpec, DeploymentApproval};
+use crate::approval_status::apply_status;
 use crate::core::audit::trail;
 use crate::core::decision::approval_state;
+use crate::core::rollout::{LiveTarget, approval_ignore_fields, plan_rollout, watches_rollout};
 use crate::core::status::plan_status;
 use crate::webhook::snapshot::Snapshot;
 
@@ -46,12 +52,22 @@ pub enum ReconcileError {
     Write(String, #[source] kube::Error),
     #[error("writing AuditEntry {0}: {1}")]
     Audit(String, #[source] kube::Error),
+    #[error("reading the target of {0}: {1}")]
+    ReadTarget(String, #[source] kube::Error),
 }
 
 /// Run the controller until the future is dropped (when this replica stops leading).
+/// Besides the approvals it watches the workloads whose rollouts it confirms: a change of
+/// a Deployment, StatefulSet, DaemonSet or Job wakes the approvals `Deploying` on it.
 pub async fn run(context: Arc<Context>) {
     let api: Api<DeploymentApproval> = Api::all(context.client.clone());
-    Controller::new(api, watcher::Config::default())
+    let client = context.client.clone();
+    let controller = Controller::new(api, watcher::Config::default());
+    let controller = wake_on::<Deployment>(controller, &client, &context.snapshot);
+    let controller = wake_on::<StatefulSet>(controller, &client, &context.snapshot);
+    let controller = wake_on::<DaemonSet>(controller, &client, &context.snapshot);
+    let controller = wake_on::<Job>(controller, &client, &context.snapshot);
+    controller
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
             if let Err(error) = result {
@@ -61,26 +77,84 @@ pub async fn run(context: Arc<Context>) {
         .await;
 }
 
+/// Reconcile the approvals rolling out on a workload of kind `K` whenever it changes.
+fn wake_on<K>(
+    controller: Controller<DeploymentApproval>,
+    client: &Client,
+    snapshot: &Snapshot,
+) -> Controller<DeploymentApproval>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let snapshot = snapshot.clone();
+    controller.watches(
+        Api::<K>::all(client.clone()),
+        watcher::Config::default(),
+        move |workload: K| {
+            let namespace = workload.namespace().unwrap_or_default();
+            let name = workload.name_any();
+            snapshot
+                .approvals_for(&namespace, &name)
+                .into_iter()
+                .filter(|approval| {
+                    approval.spec.target.kind == K::kind(&())
+                        && approval
+                            .status
+                            .as_ref()
+                            .is_some_and(|s| s.phase == ApprovalPhase::Deploying)
+                })
+                .map(|approval| ObjectRef::from_obj(&approval))
+                .collect::<Vec<_>>()
+        },
+    )
+}
+
 async fn reconcile(
     approval: Arc<DeploymentApproval>,
     context: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
     let now = Timestamp::now();
-    let plan = plan_status(&approval, &context.snapshot.bindings(), now);
-    if let Some(status) = plan.write {
-        let namespace = approval.namespace().unwrap_or_default();
-        let name = approval.name_any();
-        let mut updated = (*approval).clone();
-        updated.status = Some(status);
-        updated.metadata.managed_fields = None;
-        // Only over the version read: the webhook may have just moved it to Deploying.
-        let api: Api<DeploymentApproval> = Api::namespaced(context.client.clone(), &namespace);
-        api.replace_status(&name, &PostParams::default(), &updated)
-            .await
-            .map_err(|e| ReconcileError::Write(format!("{namespace}/{name}"), e))?;
-    }
+    // What the state as read implies is recorded before the state moves on.
     record_trail(&approval, &context, now).await?;
-    Ok(match plan.next_deadline {
+    let bindings = context.snapshot.bindings();
+    let deploying = approval
+        .status
+        .as_ref()
+        .is_some_and(|s| s.phase == ApprovalPhase::Deploying);
+    let (write, next_deadline) = if deploying {
+        let namespace = approval.namespace().unwrap_or_default();
+        let target = read_target(&context.client, &approval).await?;
+        let live = match &target {
+            TargetRead::NotWatched => LiveTarget::NotWatched,
+            TargetRead::Missing => LiveTarget::Missing,
+            TargetRead::Present(object) => LiveTarget::Present(object),
+        };
+        let policy_fields = context
+            .snapshot
+            .policies()
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some(&approval.spec.policy.name))
+            .map(|p| p.spec.effective_ignore_fields());
+        let ignore_fields = approval_ignore_fields(&approval, policy_fields);
+        let expires_at = approval_state(&approval, &namespace, &bindings, now).expires_at;
+        let plan = plan_rollout(&approval, live, &ignore_fields, expires_at, now);
+        (plan.write, plan.next_deadline)
+    } else {
+        let plan = plan_status(&approval, &bindings, now);
+        (plan.write, plan.next_deadline)
+    };
+    if let Some(status) = write {
+        apply_status(&context.client, &approval, &status)
+            .await
+            .map_err(|e| ReconcileError::Write(object_name(&approval), e))?;
+    }
+    Ok(match next_deadline {
         Some(deadline) => {
             let wait = deadline.duration_since(Timestamp::now());
             // Just past the deadline, so the expiry is already true when it runs.
@@ -90,6 +164,50 @@ async fn reconcile(
         }
         None => Action::await_change(),
     })
+}
+
+/// The target of an admitted change, as it is now.
+enum TargetRead {
+    NotWatched,
+    Missing,
+    Present(serde_json::Value),
+}
+
+/// Read the target of `approval` live (the rollout is judged on the object as it is, not
+/// on a cache that may lag the admission).
+async fn read_target(
+    client: &Client,
+    approval: &DeploymentApproval,
+) -> Result<TargetRead, ReconcileError> {
+    let target = &approval.spec.target;
+    if !watches_rollout(&target.api_version, &target.kind) {
+        return Ok(TargetRead::NotWatched);
+    }
+    let (group, version) = match target.api_version.split_once('/') {
+        Some((group, version)) => (group, version),
+        None => ("", target.api_version.as_str()),
+    };
+    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, &target.kind));
+    let namespace = approval.namespace().unwrap_or_default();
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &namespace, &resource);
+    let object = api
+        .get_opt(&target.name)
+        .await
+        .map_err(|e| ReconcileError::ReadTarget(object_name(approval), e))?;
+    Ok(match object {
+        None => TargetRead::Missing,
+        Some(object) => TargetRead::Present(serde_json::to_value(object).map_err(|e| {
+            ReconcileError::ReadTarget(object_name(approval), kube::Error::SerdeError(e))
+        })?),
+    })
+}
+
+fn object_name(approval: &DeploymentApproval) -> String {
+    format!(
+        "{}/{}",
+        approval.namespace().unwrap_or_default(),
+        approval.name_any()
+    )
 }
 
 /// Create the AuditEntries the request's durable state implies and that do not exist yet,
@@ -149,9 +267,10 @@ async fn publish(context: &Context, approval: &DeploymentApproval, spec: &AuditE
     );
     let event = Event {
         type_: match spec.action {
-            AuditAction::Rejected | AuditAction::Expired | AuditAction::RolloutFailed => {
-                EventType::Warning
-            }
+            AuditAction::Rejected
+            | AuditAction::Expired
+            | AuditAction::RolloutFailed
+            | AuditAction::NotApplied => EventType::Warning,
             _ => EventType::Normal,
         },
         reason: format!("{:?}", spec.action),

@@ -392,7 +392,7 @@ impl Webhook {
                 }
                 match self
                     .effects
-                    .mark_deploying(&approved.approval, &approved.chain)
+                    .mark_deploying(&approved.approval, &approved.chain, change.requester)
                     .await
                 {
                     Ok(()) => {

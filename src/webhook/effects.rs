@@ -10,15 +10,17 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::PostParams;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Api, Client, Resource};
 use sha2::{Digest, Sha256};
 
 use crate::api::{
     ApprovalPhase, AuditAction, AuditEntry, AuditEntrySpec, AuditTarget, DeploymentApproval,
     DeploymentApprovalSpec, UserInfo,
 };
+use crate::approval_status::apply_status;
 use crate::core::chain::ChainState;
 use crate::core::decision::BreakGlassUse;
+use crate::core::rollout::{ROLLED_OUT_CONDITION, admitted_condition, admitted_rollout};
 
 /// How long one live read or write may take before the webhook gives up and says so.
 pub const CALL_BUDGET: Duration = Duration::from_secs(3);
@@ -111,29 +113,29 @@ impl Effects {
         &self,
         approval: &DeploymentApproval,
         chain: &ChainState,
+        admitted_by: &UserInfo,
     ) -> Result<(), WriteError> {
-        let namespace = approval.namespace().unwrap_or_default();
-        let name = approval.name_any();
-        let mut updated = approval.clone();
+        let now = Timestamp::now();
+        let previous = approval.status.clone().unwrap_or_default();
         let mut status = chain.to_status();
         status.phase = ApprovalPhase::Deploying;
         status.current_level = None;
         status.lock_holder = Some(self.replica.clone());
         status.observed_generation = approval.metadata.generation;
-        status.notifications = approval
-            .status
-            .as_ref()
-            .map(|s| s.notifications.clone())
-            .unwrap_or_default();
-        status.conditions = approval
-            .status
-            .as_ref()
-            .map(|s| s.conditions.clone())
-            .unwrap_or_default();
-        updated.status = Some(status);
-        updated.metadata.managed_fields = None;
-        let api: Api<DeploymentApproval> = Api::namespaced(self.client.clone(), &namespace);
-        bounded(api.replace_status(&name, &PostParams::default(), &updated))
+        status.notifications = previous.notifications;
+        status.deploy_token = previous.deploy_token;
+        status.rollout = Some(admitted_rollout(
+            previous.rollout.as_ref(),
+            admitted_by.clone(),
+            now,
+        ));
+        status.conditions = previous
+            .conditions
+            .into_iter()
+            .filter(|c| c.type_ != ROLLED_OUT_CONDITION)
+            .chain([admitted_condition(now, approval.metadata.generation)])
+            .collect();
+        bounded(apply_status(&self.client, approval, &status))
             .await
             .map(|_| ())
     }

@@ -10,4 +10,5 @@ mod crds;
 mod gate;
 mod identity;
 mod leader;
+mod rollout;
 mod workloads;
