@@ -279,6 +279,7 @@ fn offline_webhook(snapshot: Snapshot) -> Result<Webhook> {
             install_namespace: "countersign-system".into(),
             own_username: "system:serviceaccount:countersign-system:countersign".into(),
             cluster_region: None,
+            audit_retention: None,
         },
         metrics: Metrics::new(),
     })

@@ -481,3 +481,77 @@ async fn two_processes_registered_together_behave_like_one() -> Result<()> {
     assert!(first.terminate()?.success());
     Ok(())
 }
+
+#[tokio::test]
+async fn audit_entries_are_deleted_when_their_retention_ends_and_not_before() -> Result<()> {
+    let _one = lock().await;
+    let local = Local::start(&["--audit-retention", "8s"])?;
+    let name = support::namespace::unique_name("retained");
+    let policy = json!({
+        "apiVersion": "countersign.dev/v1alpha1",
+        "kind": "ApprovalPolicy",
+        "metadata": { "name": name },
+        "spec": { "match": { "namespaces": [support::namespace::unique_name("nowhere")] } },
+    });
+    let created = kubectl(User::Admin, &["create", "-f", "-"], Some(&policy))?;
+    ensure!(created.status.success(), "{}", text(&created));
+    let admin = TestCluster::get().client(User::Admin).await?;
+    let entries = Api::<countersign::api::AuditEntry>::namespaced(admin, "countersign-system");
+    let find = || async {
+        anyhow::Ok(
+            entries
+                .list(&Default::default())
+                .await?
+                .items
+                .into_iter()
+                .find(|e| e.spec.policy.as_deref() == Some(name.as_str())),
+        )
+    };
+    let started = Instant::now();
+    let entry = loop {
+        if let Some(entry) = find().await? {
+            break entry;
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "no PolicyCreated entry"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let entry_name = entry.metadata.name.clone().context("name")?;
+    // Nobody else deletes it, retention or not.
+    let refused = kubectl(
+        User::Admin,
+        &[
+            "delete",
+            "auditentry",
+            &entry_name,
+            "-n",
+            "countersign-system",
+        ],
+        None,
+    )?;
+    ensure!(!refused.status.success(), "the admin deleted an AuditEntry");
+    ensure!(
+        text(&refused).contains("deleted only by countersign's retention"),
+        "{}",
+        text(&refused)
+    );
+    // Retention deletes it once 8 s have passed since it was recorded, not before.
+    while find().await?.is_some() {
+        ensure!(
+            started.elapsed() < Duration::from_secs(40),
+            "the entry outlived its retention: {}",
+            local.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let lived = jiff::Timestamp::now().duration_since(entry.spec.time.0);
+    ensure!(
+        lived >= jiff::SignedDuration::from_secs(8),
+        "deleted {lived:#} after it was recorded"
+    );
+    let _ = kubectl(User::Admin, &["delete", "approvalpolicy", &name], None);
+    ensure!(local.terminate()?.success());
+    Ok(())
+}

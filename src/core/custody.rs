@@ -11,7 +11,10 @@ pub enum AuditWrite {
     Create,
     Update,
     StatusUpdate,
-    Delete,
+    /// A deletion; `past_retention`: the entry is older than the configured retention.
+    Delete {
+        past_retention: bool,
+    },
 }
 
 /// May `actor` write an approval's status? Only countersign's own identity may.
@@ -41,8 +44,17 @@ pub fn audit_write(write: AuditWrite, actor: &str, countersign: &str) -> Result<
         AuditWrite::Update => {
             Err("AuditEntries are immutable; the audit trail is append-only".into())
         }
-        AuditWrite::Delete if actor == countersign || actor == NAMESPACE_CONTROLLER => Ok(()),
-        AuditWrite::Delete => Err(format!(
+        AuditWrite::Delete { .. } if actor == NAMESPACE_CONTROLLER => Ok(()),
+        AuditWrite::Delete {
+            past_retention: true,
+        } if actor == countersign && !countersign.is_empty() => Ok(()),
+        AuditWrite::Delete {
+            past_retention: false,
+        } if actor == countersign && !countersign.is_empty() => Err(
+            "this AuditEntry is younger than the audit retention; not even countersign deletes it"
+                .into(),
+        ),
+        AuditWrite::Delete { .. } => Err(format!(
             "AuditEntries are deleted only by countersign's retention; the audit trail is append-only (this request was made by {})",
             shown(actor)
         )),
@@ -99,14 +111,38 @@ mod tests {
                 "admin",
                 false,
             ),
-            ("retention deletes", AuditWrite::Delete, US, true),
+            (
+                "retention deletes an old entry",
+                AuditWrite::Delete {
+                    past_retention: true,
+                },
+                US,
+                true,
+            ),
+            (
+                "countersign deletes a young entry",
+                AuditWrite::Delete {
+                    past_retention: false,
+                },
+                US,
+                false,
+            ),
             (
                 "the namespace goes",
-                AuditWrite::Delete,
+                AuditWrite::Delete {
+                    past_retention: false,
+                },
                 NAMESPACE_CONTROLLER,
                 true,
             ),
-            ("the admin deletes", AuditWrite::Delete, "admin", false),
+            (
+                "the admin deletes an old entry",
+                AuditWrite::Delete {
+                    past_retention: true,
+                },
+                "admin",
+                false,
+            ),
         ];
         for (name, write, actor, allowed) in cases {
             assert_eq!(audit_write(*write, actor, US).is_ok(), *allowed, "{name}");

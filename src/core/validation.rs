@@ -5,7 +5,11 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use crate::api::{ApprovalPolicySpec, ApprovalSettings, ChangeWindow};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::api::{
+    ApprovalPolicy, ApprovalPolicySpec, ApprovalPolicyStatus, ApprovalSettings, ChangeWindow,
+};
 use crate::core::chain::{approver_label, named_person, required_approvals};
 use crate::core::change::{WORKLOAD_KINDS, pointer_segments};
 use crate::core::windows::{parse_civil, parse_clock, parse_duration, parse_zone};
@@ -636,6 +640,50 @@ fn next_combination(choice: &mut [usize], n: usize) -> bool {
     true
 }
 
+/// The status the operator reports on a policy (SPEC §11): `Ready` true when the policy is
+/// in force, false with every error when the webhook refuses to use it, and the warnings.
+/// The condition keeps its transition time while its status does not change.
+pub fn policy_status(policy: &ApprovalPolicy, now: jiff::Timestamp) -> ApprovalPolicyStatus {
+    let validation = validate_policy(&policy.spec);
+    let (status, reason, message) = if validation.errors.is_empty() {
+        ("True", "Valid", "the policy is in force".to_string())
+    } else {
+        (
+            "False",
+            "Invalid",
+            validation
+                .errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    };
+    let previous = policy.status.as_ref();
+    let since = previous
+        .and_then(|s| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == READY_CONDITION && c.status == status)
+        })
+        .map_or(Time(now), |c| c.last_transition_time.clone());
+    ApprovalPolicyStatus {
+        observed_generation: policy.metadata.generation,
+        conditions: vec![Condition {
+            type_: READY_CONDITION.into(),
+            status: status.into(),
+            reason: reason.into(),
+            message: message.chars().take(4000).collect(),
+            last_transition_time: since,
+            observed_generation: policy.metadata.generation,
+        }],
+        warnings: validation.warnings,
+    }
+}
+
+/// The condition that says whether a policy is in force.
+pub const READY_CONDITION: &str = "Ready";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1067,5 +1115,32 @@ mod tests {
         for (name, spec, expected) in cases {
             assert_eq!(errors(&spec), expected, "{name}");
         }
+    }
+
+    #[test]
+    fn a_policy_reports_whether_it_is_in_force() {
+        let at = |s: i64| jiff::Timestamp::constant(1_795_514_400 + s, 0);
+        let mut policy = ApprovalPolicy::new("prod", ApprovalPolicySpec::default());
+        policy.metadata.generation = Some(3);
+        let ready = policy_status(&policy, at(0));
+        assert_eq!(ready.conditions[0].status, "True");
+        assert_eq!(ready.observed_generation, Some(3));
+        policy.status = Some(ready.clone());
+        assert_eq!(
+            policy_status(&policy, at(60)),
+            ready,
+            "unchanged, same time"
+        );
+        policy.spec.ignore_fields = Some(vec!["spec/replicas".into()]);
+        let broken = policy_status(&policy, at(90));
+        assert_eq!(broken.conditions[0].status, "False");
+        assert_eq!(broken.conditions[0].reason, "Invalid");
+        assert!(
+            broken.conditions[0]
+                .message
+                .contains("spec.ignoreFields[0]"),
+            "{broken:?}"
+        );
+        assert_eq!(broken.conditions[0].last_transition_time, Time(at(90)));
     }
 }

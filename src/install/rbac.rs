@@ -49,6 +49,12 @@ pub const OWN_CLUSTER_GRANTS: &[Grant] = &[
         why: "the webhook moves an approved request to Deploying (compare-and-swap) as it admits the change",
     },
     Grant {
+        api_group: GROUP,
+        resources: &["approvalpolicies/status"],
+        verbs: &["get", "patch"],
+        why: "the operator reports in each policy's status whether it is in force, and its warnings",
+    },
+    Grant {
         api_group: "",
         resources: &["namespaces"],
         verbs: READ,
@@ -91,8 +97,8 @@ pub const OWN_NAMESPACE_GRANTS: &[Grant] = &[
     Grant {
         api_group: GROUP,
         resources: &["auditentries"],
-        verbs: &["get", "list", "watch", "create"],
-        why: "the audit trail lives in the install namespace; countersign appends to it",
+        verbs: &["get", "list", "watch", "create", "delete"],
+        why: "the audit trail lives in the install namespace; countersign appends to it, and its retention deletes entries older than --audit-retention (the webhook refuses any younger)",
     },
     Grant {
         api_group: "coordination.k8s.io",

@@ -34,6 +34,7 @@ pub mod paths {
     pub const AUDIT: &str = "/validate/audit";
     pub const POLICIES: &str = "/validate/policies";
     pub const STAMP_REVIEWS: &str = "/mutate/approvals";
+    pub const STAMP_POLICIES: &str = "/mutate/policies";
 }
 
 /// Where the API server reaches the webhook.
@@ -144,22 +145,40 @@ const VALIDATING_HOOKS: &[Hook] = &[
     },
 ];
 
-const MUTATING_HOOKS: &[Hook] = &[Hook {
-    // Stamps `user`, `groups` and `time` on an appended review that left them out, so a
-    // plain `kubectl patch` with `{decision, comment}` works; the validating webhook still
-    // checks everything.
-    name: "reviews.countersign.dev",
-    path: paths::STAMP_REVIEWS,
-    rules: &[Rule {
-        group: GROUP,
-        version: "*",
-        resources: &["deploymentapprovals"],
-        operations: &["UPDATE"],
-        scope: "Namespaced",
-    }],
-    excludes_system_namespaces: false,
-    side_effects: "None",
-}];
+const MUTATING_HOOKS: &[Hook] = &[
+    Hook {
+        // Stamps `user`, `groups` and `time` on an appended review that left them out, so a
+        // plain `kubectl patch` with `{decision, comment}` works; the validating webhook still
+        // checks everything.
+        name: "reviews.countersign.dev",
+        path: paths::STAMP_REVIEWS,
+        rules: &[Rule {
+            group: GROUP,
+            version: "*",
+            resources: &["deploymentapprovals"],
+            operations: &["UPDATE"],
+            scope: "Namespaced",
+        }],
+        excludes_system_namespaces: false,
+        side_effects: "None",
+    },
+    Hook {
+        // Stamps who made a policy's current spec (and restores the stamp on writes that do
+        // not change the spec), so its PolicyCreated / PolicyChanged entries name the
+        // real author.
+        name: "policy-authors.countersign.dev",
+        path: paths::STAMP_POLICIES,
+        rules: &[Rule {
+            group: GROUP,
+            version: "*",
+            resources: &["approvalpolicies"],
+            operations: &["CREATE", "UPDATE"],
+            scope: "Cluster",
+        }],
+        excludes_system_namespaces: false,
+        side_effects: "None",
+    },
+];
 
 /// Every path the configurations send requests to.
 pub fn all_paths() -> impl Iterator<Item = &'static str> {

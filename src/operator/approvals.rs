@@ -10,51 +10,23 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PostParams};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 
-use std::collections::HashSet;
-use std::sync::Mutex;
-
-use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
-use kube::runtime::events::{Event, EventType, Recorder};
 
-use crate::api::{ApprovalPhase, AuditAction, AuditEntry, AuditEntrySpec, DeploymentApproval};
+use super::audit::record;
+use super::{Context, ReconcileError};
+use crate::api::{ApprovalPhase, DeploymentApproval};
 use crate::approval_status::apply_status;
 use crate::core::audit::trail;
 use crate::core::decision::approval_state;
 use crate::core::rollout::{LiveTarget, approval_ignore_fields, plan_rollout, watches_rollout};
 use crate::core::status::plan_status;
 use crate::webhook::snapshot::Snapshot;
-
-/// What every reconcile shares.
-pub struct Context {
-    pub client: Client,
-    /// RoleBindings for role approvers, from the same caches the webhook uses.
-    pub snapshot: Snapshot,
-    /// Where the audit trail is kept.
-    pub install_namespace: String,
-    pub recorder: Recorder,
-    /// AuditEntries known to exist, so a reconcile does not create them again; after a
-    /// restart the names, not this set, prevent duplicates.
-    pub written: Mutex<HashSet<String>>,
-}
-
-/// Why a reconcile did not finish; it is retried.
-#[derive(Debug, thiserror::Error)]
-pub enum ReconcileError {
-    #[error("writing the status of {0}: {1}")]
-    Write(String, #[source] kube::Error),
-    #[error("writing AuditEntry {0}: {1}")]
-    Audit(String, #[source] kube::Error),
-    #[error("reading the target of {0}: {1}")]
-    ReadTarget(String, #[source] kube::Error),
-}
 
 /// Run the controller until the future is dropped (when this replica stops leading).
 /// Besides the approvals it watches the workloads whose rollouts it confirms: a change of
@@ -219,78 +191,12 @@ async fn record_trail(
 ) -> Result<(), ReconcileError> {
     let namespace = approval.namespace().unwrap_or_default();
     let state = approval_state(approval, &namespace, &context.snapshot.bindings(), now);
-    let entries = trail(approval, &state, now);
-    let api: Api<AuditEntry> = Api::namespaced(context.client.clone(), &context.install_namespace);
-    for entry in entries {
-        let known = context
-            .written
-            .lock()
-            .map(|written| written.contains(&entry.name))
-            .unwrap_or(false);
-        if known {
-            continue;
-        }
-        let object = AuditEntry {
-            metadata: ObjectMeta {
-                name: Some(entry.name.clone()),
-                namespace: Some(context.install_namespace.clone()),
-                ..ObjectMeta::default()
-            },
-            spec: entry.spec.clone(),
-            status: None,
-        };
-        let created = match api.create(&PostParams::default(), &object).await {
-            Ok(_) => true,
-            Err(kube::Error::Api(status)) if status.code == 409 => false,
-            Err(error) => return Err(ReconcileError::Audit(entry.name, error)),
-        };
-        if created {
-            publish(context, approval, &entry.spec).await;
-        }
-        if let Ok(mut written) = context.written.lock() {
-            written.insert(entry.name);
-        }
-    }
-    Ok(())
-}
-
-/// The Events of one audited step, on the request and on its target.
-async fn publish(context: &Context, approval: &DeploymentApproval, spec: &AuditEntrySpec) {
-    let note = format!(
-        "{:?} by {}{}",
-        spec.action,
-        spec.actor.username,
-        spec.reason
-            .as_ref()
-            .map(|r| format!(": {r}"))
-            .unwrap_or_default()
-    );
-    let event = Event {
-        type_: match spec.action {
-            AuditAction::Rejected
-            | AuditAction::Expired
-            | AuditAction::RolloutFailed
-            | AuditAction::NotApplied => EventType::Warning,
-            _ => EventType::Normal,
-        },
-        reason: format!("{:?}", spec.action),
-        note: Some(note.chars().take(1000).collect()),
-        action: "Audit".into(),
-        secondary: None,
-    };
-    let target = ObjectReference {
-        api_version: Some(spec.target.api_version.clone()),
-        kind: Some(spec.target.kind.clone()),
-        namespace: spec.target.namespace.clone(),
-        name: Some(spec.target.name.clone()),
-        uid: spec.target.uid.clone(),
-        ..ObjectReference::default()
-    };
-    for regarding in [approval.object_ref(&()), target] {
-        if let Err(error) = context.recorder.publish(&event, &regarding).await {
-            tracing::debug!(%error, "could not publish an Event");
-        }
-    }
+    record(
+        context,
+        trail(approval, &state, now),
+        Some(approval.object_ref(&())),
+    )
+    .await
 }
 
 fn error_policy(

@@ -1,5 +1,54 @@
 //! The operator half of `countersign serve`: what runs on the one replica that holds the
-//! lease.
+//! lease. Each concern is its own controller or task, sharing one [`Context`].
 
 pub mod approvals;
+pub mod audit;
 pub mod leader;
+pub mod policies;
+pub mod retention;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use jiff::SignedDuration;
+use kube::Client;
+use kube::runtime::events::Recorder;
+
+use crate::webhook::snapshot::Snapshot;
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    /// Policies and RoleBindings (for role approvers), from the same caches the webhook
+    /// uses, and the approvals by target.
+    pub snapshot: Snapshot,
+    /// Where the audit trail is kept.
+    pub install_namespace: String,
+    pub recorder: Recorder,
+    /// AuditEntries known to exist, so a reconcile does not create them again; after a
+    /// restart the names, not this set, prevent duplicates.
+    pub written: Mutex<HashSet<String>>,
+    /// AuditEntries older than this are deleted (`None`: kept forever).
+    pub audit_retention: Option<SignedDuration>,
+}
+
+/// Why a reconcile did not finish; it is retried.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("writing the status of {0}: {1}")]
+    Write(String, #[source] kube::Error),
+    #[error("writing AuditEntry {0}: {1}")]
+    Audit(String, #[source] kube::Error),
+    #[error("reading the target of {0}: {1}")]
+    ReadTarget(String, #[source] kube::Error),
+}
+
+/// Run every part of the operator until the future is dropped (when this replica stops
+/// leading).
+pub async fn run(context: Arc<Context>) {
+    tokio::join!(
+        approvals::run(context.clone()),
+        policies::run(context.clone()),
+        retention::run(context),
+    );
+}

@@ -17,7 +17,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio::net::TcpListener;
 
 use crate::install::{DEFAULT_INSTALL_NAMESPACE, own_username};
-use crate::operator::approvals;
+use crate::operator;
 use crate::operator::leader::{Election, ElectionSettings};
 use crate::telemetry::{LogFormat, Metrics, init_logging};
 use crate::webhook::admission::{Settings, Webhook};
@@ -94,6 +94,11 @@ pub struct ServeArgs {
     /// How long in-flight reviews may take to finish after SIGTERM, in seconds.
     #[arg(long, env = "COUNTERSIGN_SHUTDOWN_GRACE", default_value_t = 25)]
     pub shutdown_grace: u64,
+    /// How long AuditEntries are kept (e.g. `8760h`, a year); `forever` keeps them all.
+    /// Only entries older than this are deleted, by the operator, and the webhook lets
+    /// nobody else delete one.
+    #[arg(long, env = "COUNTERSIGN_AUDIT_RETENTION", default_value = "8760h")]
+    pub audit_retention: AuditRetention,
 }
 
 /// Why `serve` stopped with an error.
@@ -184,6 +189,7 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeFailure> {
             install_namespace: args.install_namespace.clone(),
             own_username: own_username(&args.install_namespace),
             cluster_region: args.cluster_region.clone(),
+            audit_retention: args.audit_retention.0,
         },
         metrics: metrics.clone(),
     };
@@ -200,7 +206,7 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeFailure> {
         );
         let mut leading = election.leading();
         let gauge = metrics.leader.clone();
-        let context = Arc::new(approvals::Context {
+        let context = Arc::new(operator::Context {
             client: client.clone(),
             snapshot: webhook.snapshot.clone(),
             install_namespace: args.install_namespace.clone(),
@@ -212,6 +218,7 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeFailure> {
                 },
             ),
             written: Default::default(),
+            audit_retention: args.audit_retention.0,
         });
         // Reconcile only while leading: started when the lease is won, stopped (aborted at
         // its next await) the moment it is lost.
@@ -224,7 +231,7 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeFailure> {
                     let context = context.clone();
                     reconciling = Some(tokio::spawn(async move {
                         context.snapshot.wait_until_synced().await;
-                        approvals::run(context).await;
+                        operator::run(context).await;
                     }));
                 } else if !now && let Some(task) = reconciling.take() {
                     task.abort();
@@ -338,5 +345,22 @@ async fn shutdown_signal() {
             // Without signal handlers, Ctrl-C is the only way to stop.
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+/// How long AuditEntries are kept: a duration, or `forever`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuditRetention(pub Option<jiff::SignedDuration>);
+
+impl std::str::FromStr for AuditRetention {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text == "forever" {
+            return Ok(AuditRetention(None));
+        }
+        crate::core::windows::parse_duration(text)
+            .map(|duration| AuditRetention(Some(duration)))
+            .map_err(|e| format!("{e}, or `forever`"))
     }
 }

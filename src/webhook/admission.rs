@@ -23,6 +23,7 @@ use crate::core::chain::ApprovalChain;
 use crate::core::custody::{AuditWrite, approval_status_write, audit_write};
 use crate::core::decision::{Decision, DecisionInput, DenyReason, Verdict, decide};
 use crate::core::policy::ChangeRequest;
+use crate::core::policy_audit::stamp_policy_change;
 use crate::core::request::{RequestCreate, validate_request_create};
 use crate::core::review::{
     ReviewEdit, review_groups, stamp_appended_reviews, validate_review_edit,
@@ -40,15 +41,17 @@ pub enum ReviewPath {
     Audit,
     Policies,
     StampReviews,
+    StampPolicies,
 }
 
 impl ReviewPath {
-    pub const ALL: [ReviewPath; 5] = [
+    pub const ALL: [ReviewPath; 6] = [
         ReviewPath::Workloads,
         ReviewPath::Approvals,
         ReviewPath::Audit,
         ReviewPath::Policies,
         ReviewPath::StampReviews,
+        ReviewPath::StampPolicies,
     ];
 
     pub fn path(self) -> &'static str {
@@ -58,6 +61,7 @@ impl ReviewPath {
             ReviewPath::Audit => paths::AUDIT,
             ReviewPath::Policies => paths::POLICIES,
             ReviewPath::StampReviews => paths::STAMP_REVIEWS,
+            ReviewPath::StampPolicies => paths::STAMP_POLICIES,
         }
     }
 }
@@ -70,6 +74,9 @@ pub struct Settings {
     pub own_username: String,
     /// The region of namespaces without a region label (policies' `match.regions`).
     pub cluster_region: Option<String>,
+    /// AuditEntries are kept this long; countersign itself deletes none younger
+    /// (`None`: kept forever).
+    pub audit_retention: Option<jiff::SignedDuration>,
 }
 
 /// The admission webhook: the snapshot it decides from and the writes it makes.
@@ -136,6 +143,7 @@ impl Webhook {
             ReviewPath::Audit => self.audit(&request),
             ReviewPath::Policies => self.policy(&request),
             ReviewPath::StampReviews => self.stamp(&request),
+            ReviewPath::StampPolicies => stamp_policy(&request),
         };
         let resource = request.resource_label();
         self.count(
@@ -574,22 +582,7 @@ impl Webhook {
             &groups,
             Timestamp::now(),
         );
-        if operations.is_empty() {
-            return Answer::allow(request);
-        }
-        let patch = serde_json::from_value::<json_patch::Patch>(Value::Array(operations))
-            .map_err(|e| e.to_string())
-            .and_then(|patch| request.allow().with_patch(patch).map_err(|e| e.to_string()));
-        match patch {
-            Ok(response) => Answer {
-                response,
-                verdict: Counted::Allowed,
-            },
-            Err(error) => Answer::deny(
-                request,
-                format!("countersign could not stamp the review: {error}"),
-            ),
-        }
+        allow_patched(request, operations, "the review")
     }
 
     // ---- AuditEntries (SPEC §3, §7) ----
@@ -599,7 +592,9 @@ impl Webhook {
             (Some("status"), _) => AuditWrite::StatusUpdate,
             (_, Operation::Create) => AuditWrite::Create,
             (_, Operation::Update) => AuditWrite::Update,
-            (_, Operation::Delete) => AuditWrite::Delete,
+            (_, Operation::Delete) => AuditWrite::Delete {
+                past_retention: self.past_retention(request),
+            },
             (_, Operation::Connect) => return Answer::allow(request),
         };
         let actor = request.username().unwrap_or_default();
@@ -607,6 +602,17 @@ impl Webhook {
             Ok(()) => Answer::allow(request),
             Err(why) => Answer::deny(request, why),
         }
+    }
+
+    /// Is the AuditEntry being deleted older than the audit retention?
+    fn past_retention(&self, request: &Request) -> bool {
+        let Some(retention) = self.settings.audit_retention else {
+            return false;
+        };
+        decode::<crate::api::AuditEntry>(request.old_object.as_ref())
+            .ok()
+            .and_then(|entry| entry.spec.time.0.checked_add(retention).ok())
+            .is_some_and(|due| due <= Timestamp::now())
     }
 
     // ---- ApprovalPolicies (SPEC §3) ----
@@ -695,6 +701,43 @@ fn audit_target(reference: &ObjectReference) -> AuditTarget {
     }
 }
 
+/// Stamp who made a policy's spec (`core::policy_audit`).
+fn stamp_policy(request: &Request) -> Answer {
+    let Some(new) = request.object.as_ref() else {
+        return Answer::allow(request);
+    };
+    if request.sub_resource.is_some() {
+        return Answer::allow(request);
+    }
+    let old = match request.operation {
+        Operation::Update => request.old_object.as_ref(),
+        _ => None,
+    };
+    let operations = stamp_policy_change(old, new, &request.requester(), Timestamp::now());
+    allow_patched(request, operations, "the policy's author")
+}
+
+/// Allow `request` with the JSON Patch `operations` (none: a plain allow); a patch that
+/// cannot be built denies, naming `what` was to be stamped.
+fn allow_patched(request: &Request, operations: Vec<Value>, what: &str) -> Answer {
+    if operations.is_empty() {
+        return Answer::allow(request);
+    }
+    let patch = serde_json::from_value::<json_patch::Patch>(Value::Array(operations))
+        .map_err(|e| e.to_string())
+        .and_then(|patch| request.allow().with_patch(patch).map_err(|e| e.to_string()));
+    match patch {
+        Ok(response) => Answer {
+            response,
+            verdict: Counted::Allowed,
+        },
+        Err(error) => Answer::deny(
+            request,
+            format!("countersign could not stamp {what}: {error}"),
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -712,6 +755,7 @@ mod tests {
                 install_namespace: "countersign-system".into(),
                 own_username: "system:serviceaccount:countersign-system:countersign".into(),
                 cluster_region: None,
+                audit_retention: None,
             },
             metrics: Metrics::new(),
         }

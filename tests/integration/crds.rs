@@ -44,10 +44,19 @@ fn user_content(object: &Value) -> Value {
     if let Some(map) = content.as_object_mut() {
         map.remove("status");
         let labels = map.get("metadata").and_then(|m| m.get("labels")).cloned();
+        // countersign stamps a policy's author (`core::policy_audit`); that is not the
+        // user's content.
         let annotations = map
             .get("metadata")
             .and_then(|m| m.get("annotations"))
-            .cloned();
+            .and_then(Value::as_object)
+            .map(|annotations| {
+                let mut annotations = annotations.clone();
+                annotations.remove(countersign::core::policy_audit::CHANGED_BY_ANNOTATION);
+                annotations
+            })
+            .filter(|annotations| !annotations.is_empty())
+            .map(Value::Object);
         let name = map.get("metadata").and_then(|m| m.get("name")).cloned();
         let mut metadata = serde_json::Map::new();
         for (key, value) in [

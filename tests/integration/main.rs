@@ -10,5 +10,6 @@ mod crds;
 mod gate;
 mod identity;
 mod leader;
+mod policy_audit;
 mod rollout;
 mod workloads;

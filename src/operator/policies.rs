@@ -1,0 +1,70 @@
+//! The ApprovalPolicy controller: reports in each policy's status whether it is in force
+//! (`core::validation::policy_status`), and records its creation and each spec change in
+//! the audit trail with the author countersign's webhook stamped
+//! (`core::policy_audit::policy_entry`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+
+use super::audit::record;
+use super::{Context, ReconcileError};
+use crate::api::ApprovalPolicy;
+use crate::approval_status::FIELD_MANAGER;
+use crate::core::policy_audit::policy_entry;
+use crate::core::validation::policy_status;
+
+/// Run the controller until the future is dropped.
+pub async fn run(context: Arc<Context>) {
+    let api: Api<ApprovalPolicy> = Api::all(context.client.clone());
+    Controller::new(api, watcher::Config::default())
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "policy reconcile failed; retrying");
+            }
+        })
+        .await;
+}
+
+async fn reconcile(
+    policy: Arc<ApprovalPolicy>,
+    context: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    let entries = policy_entry(&policy).into_iter().collect();
+    record(&context, entries, Some(policy.object_ref(&()))).await?;
+    let status = policy_status(&policy, Timestamp::now());
+    if policy.status.as_ref() != Some(&status) {
+        let name = policy.name_any();
+        let patch = json!({
+            "apiVersion": "countersign.dev/v1alpha1",
+            "kind": "ApprovalPolicy",
+            "metadata": { "name": name, "resourceVersion": policy.resource_version() },
+            "status": status,
+        });
+        Api::<ApprovalPolicy>::all(context.client.clone())
+            .patch_status(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+            .map_err(|e| ReconcileError::Write(name, e))?;
+    }
+    Ok(Action::await_change())
+}
+
+fn error_policy(
+    _policy: Arc<ApprovalPolicy>,
+    _error: &ReconcileError,
+    _context: Arc<Context>,
+) -> Action {
+    Action::requeue(Duration::from_millis(500))
+}
