@@ -7,12 +7,13 @@ pub mod change;
 pub mod checks;
 pub mod custody;
 pub mod decision;
+pub mod notify;
 pub mod policy;
 pub mod request;
 pub mod review;
 pub mod secrets;
 pub mod status;
 #[cfg(test)]
-mod test_builders;
+pub(crate) mod test_builders;
 pub mod validation;
 pub mod windows;
