@@ -71,7 +71,7 @@ impl Notifier {
 /// One delivery round for a request: attempt what is due at `now` (each sink's notices in
 /// order, different sinks at once), fold each outcome into the records, and repeat while a
 /// delivery lets a sink's next notice go. `sink_url` finds a sink's URL (its Secret); it is
-/// asked once per sink and round.
+/// asked at most once per sink and call.
 pub async fn deliver(
     sender: &HttpSender,
     sink_url: impl AsyncFn(&str) -> Result<String, String>,
