@@ -14,6 +14,8 @@ pub mod core;
 
 pub mod install;
 
+pub mod notify;
+
 pub mod operator;
 
 pub mod serve;

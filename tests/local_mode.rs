@@ -180,7 +180,8 @@ async fn sigterm_removes_the_configurations_and_exits_zero() -> Result<()> {
         assert_eq!(hook.failure_policy.as_deref(), Some("Fail"));
     }
     assert_eq!(mutating.webhooks.iter().flatten().count(), 1);
-    // The ServiceAccount it runs as has no business with Secrets or RBAC.
+    // The ServiceAccount it runs as reads no Secret across namespaces (only a notification
+    // sink's, by name, in its own) and has no business with RBAC.
     for (verb, resource) in [
         ("get", "secrets"),
         ("create", "clusterrolebindings"),

@@ -7,6 +7,7 @@ pub mod change;
 pub mod checks;
 pub mod custody;
 pub mod decision;
+pub mod notify;
 pub mod policy;
 pub mod policy_audit;
 pub mod request;
@@ -16,6 +17,6 @@ pub mod rollout;
 pub mod secrets;
 pub mod status;
 #[cfg(test)]
-mod test_builders;
+pub(crate) mod test_builders;
 pub mod validation;
 pub mod windows;

@@ -106,6 +106,12 @@ pub const OWN_NAMESPACE_GRANTS: &[Grant] = &[
         verbs: &["get", "create", "update"],
         why: "the operator's replicas elect one leader on a Lease",
     },
+    Grant {
+        api_group: "",
+        resources: &["secrets"],
+        verbs: &["get"],
+        why: "a notification sink's URL is the key url of the Secret of its name here; get by name only, so no Secret can be listed or watched",
+    },
 ];
 
 /// What an approver may do: read requests and append a review (the webhook checks that the
@@ -259,9 +265,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn countersign_cannot_read_secrets_or_change_rbac() {
-        for grant in OWN_CLUSTER_GRANTS.iter().chain(OWN_NAMESPACE_GRANTS) {
+    fn countersign_reads_secrets_only_by_name_in_its_namespace_and_cannot_change_rbac() {
+        for grant in OWN_CLUSTER_GRANTS {
             assert!(!grant.resources.contains(&"secrets"), "{}", grant.why);
+        }
+        for grant in OWN_NAMESPACE_GRANTS {
+            // Sinks' Secrets in its own namespace, one by name: never listed or watched.
+            if grant.resources.contains(&"secrets") {
+                assert_eq!(grant.verbs, ["get"], "{}", grant.why);
+            }
+        }
+        for grant in OWN_CLUSTER_GRANTS.iter().chain(OWN_NAMESPACE_GRANTS) {
             assert!(!grant.verbs.contains(&"*"));
             if grant.api_group == "rbac.authorization.k8s.io" {
                 assert_eq!(grant.verbs, READ);
