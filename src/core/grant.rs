@@ -25,6 +25,9 @@ pub const DEFAULT_TOKEN_TTL: SignedDuration = SignedDuration::from_hours(1);
 /// The shortest token the TokenRequest API issues (`expirationSeconds` ≥ 600). Policy
 /// validation refuses a shorter `grant.ttl`; a snapshot holding one is raised to this.
 pub const MIN_TOKEN_TTL: SignedDuration = SignedDuration::from_mins(10);
+/// The longest token the TokenRequest API issues (`expirationSeconds` ≤ 2³²); a longer
+/// `grant.ttl` is refused by validation and lowered to this in a snapshot.
+pub const MAX_TOKEN_TTL: SignedDuration = SignedDuration::from_secs(1 << 32);
 /// What the token may do to its one target: read it (`kubectl apply` reads before it
 /// patches; `kubectl rollout status` and `kubectl wait` list and watch it with a
 /// `metadata.name` field selector, which RBAC authorizes against `resourceNames`), and change
@@ -140,7 +143,8 @@ pub fn plan_grant(approval: &DeploymentApproval, now: Timestamp) -> GrantPlan {
     }
 }
 
-/// The token lifetime a grant asks for: its `ttl`, at least [`MIN_TOKEN_TTL`];
+/// The token lifetime a grant asks for: its `ttl`, within [`MIN_TOKEN_TTL`] and
+/// [`MAX_TOKEN_TTL`];
 /// [`DEFAULT_TOKEN_TTL`] when absent or unreadable (validation refuses unreadable ones).
 pub fn token_ttl(grant: &GrantSettings) -> SignedDuration {
     grant
@@ -148,7 +152,7 @@ pub fn token_ttl(grant: &GrantSettings) -> SignedDuration {
         .as_deref()
         .and_then(|ttl| parse_duration(ttl).ok())
         .unwrap_or(DEFAULT_TOKEN_TTL)
-        .max(MIN_TOKEN_TTL)
+        .clamp(MIN_TOKEN_TTL, MAX_TOKEN_TTL)
 }
 
 /// The names of a deploy token's objects, all in the approval's namespace.
@@ -363,11 +367,12 @@ pub fn token_secret(
 }
 
 /// The TokenRequest for the token's ServiceAccount: `ttl` long (whole seconds), for the API
-/// server's default audiences, bound to the Secret (uid `secret_uid`), so that deleting the
-/// Secret or the ServiceAccount invalidates it at once.
+/// server's default audiences, bound to the Secret (uid `secret_uid` when known; else the API
+/// server binds the Secret of that name it finds), so that deleting the Secret or the
+/// ServiceAccount invalidates it at once.
 pub fn token_request(
     objects: &DeployTokenObjects,
-    secret_uid: &str,
+    secret_uid: Option<&str>,
     ttl: SignedDuration,
 ) -> TokenRequest {
     TokenRequest {
@@ -378,9 +383,9 @@ pub fn token_request(
                 api_version: Some("v1".into()),
                 kind: Some("Secret".into()),
                 name: Some(objects.names.secret.clone()),
-                uid: Some(secret_uid.into()),
+                uid: secret_uid.map(str::to_string),
             }),
-            expiration_seconds: Some(ttl.max(MIN_TOKEN_TTL).as_secs()),
+            expiration_seconds: Some(ttl.clamp(MIN_TOKEN_TTL, MAX_TOKEN_TTL).as_secs()),
         }),
         status: None,
     }
@@ -477,162 +482,31 @@ mod tests {
             GrantAction,
             Option<i64>,
         );
+        let ttl_out = revoke(RevokeReason::TtlElapsed);
+        let ended = |phase| revoke(RevokeReason::Ended(phase));
+        let max = GrantAction::Issue { ttl: MAX_TOKEN_TTL };
+        #[rustfmt::skip]
         let cases: Vec<Case> = vec![
             ("no grant", None, Some(Approved), None, 6, Nothing, None),
-            (
-                "pending",
-                Some("30m"),
-                Some(Pending),
-                None,
-                6,
-                Nothing,
-                None,
-            ),
+            ("pending", Some("30m"), Some(Pending), None, 6, Nothing, None),
             ("no status yet", Some("30m"), None, None, 6, Nothing, None),
-            (
-                "approved",
-                Some("30m"),
-                Some(Approved),
-                None,
-                6,
-                issue(30),
-                None,
-            ),
-            (
-                "default ttl",
-                Some(""),
-                Some(Approved),
-                None,
-                6,
-                issue(60),
-                None,
-            ),
-            (
-                "short ttl raised",
-                Some("1m"),
-                Some(Approved),
-                None,
-                6,
-                issue(10),
-                None,
-            ),
-            (
-                "bad ttl: default",
-                Some("soon"),
-                Some(Approved),
-                None,
-                6,
-                issue(60),
-                None,
-            ),
-            (
-                "admitted without one",
-                Some("30m"),
-                Some(Deploying),
-                None,
-                6,
-                Nothing,
-                None,
-            ),
-            (
-                "rejected",
-                Some("30m"),
-                Some(Rejected),
-                None,
-                6,
-                Nothing,
-                None,
-            ),
-            (
-                "live",
-                Some("30m"),
-                Some(Approved),
-                Some((35, None)),
-                6,
-                Nothing,
-                Some(35),
-            ),
-            (
-                "deploying keeps it",
-                Some("30m"),
-                Some(Deploying),
-                Some((35, None)),
-                20,
-                Nothing,
-                Some(35),
-            ),
-            (
-                "ttl ran out",
-                Some("30m"),
-                Some(Deploying),
-                Some((35, None)),
-                35,
-                revoke(RevokeReason::TtlElapsed),
-                None,
-            ),
-            (
-                "deployed",
-                Some("30m"),
-                Some(Deployed),
-                Some((35, None)),
-                20,
-                revoke(RevokeReason::Ended(Deployed)),
-                None,
-            ),
-            (
-                "failed",
-                Some("30m"),
-                Some(Failed),
-                Some((35, None)),
-                20,
-                revoke(RevokeReason::Ended(Failed)),
-                None,
-            ),
-            (
-                "expired",
-                Some("30m"),
-                Some(Expired),
-                Some((35, None)),
-                20,
-                revoke(RevokeReason::Ended(Expired)),
-                None,
-            ),
-            (
-                "rejected with one",
-                Some("30m"),
-                Some(Rejected),
-                Some((35, None)),
-                20,
-                revoke(RevokeReason::Ended(Rejected)),
-                None,
-            ),
-            (
-                "revoked stays revoked",
-                Some("30m"),
-                Some(Deployed),
-                Some((35, Some(20))),
-                40,
-                Nothing,
-                None,
-            ),
-            (
-                "back to approved: the live one stays",
-                Some("30m"),
-                Some(Approved),
-                Some((35, None)),
-                20,
-                Nothing,
-                Some(35),
-            ),
-            (
-                "back to approved after revocation: no second",
-                Some("30m"),
-                Some(Approved),
-                Some((35, Some(35))),
-                36,
-                Nothing,
-                None,
-            ),
+            ("approved", Some("30m"), Some(Approved), None, 6, issue(30), None),
+            ("default ttl", Some(""), Some(Approved), None, 6, issue(60), None),
+            ("short ttl raised", Some("1m"), Some(Approved), None, 6, issue(10), None),
+            ("bad ttl: default", Some("soon"), Some(Approved), None, 6, issue(60), None),
+            ("long ttl lowered", Some("5000000h"), Some(Approved), None, 6, max, None),
+            ("admitted without one", Some("30m"), Some(Deploying), None, 6, Nothing, None),
+            ("rejected", Some("30m"), Some(Rejected), None, 6, Nothing, None),
+            ("live", Some("30m"), Some(Approved), Some((35, None)), 6, Nothing, Some(35)),
+            ("deploying keeps it", Some("30m"), Some(Deploying), Some((35, None)), 20, Nothing, Some(35)),
+            ("ttl ran out", Some("30m"), Some(Deploying), Some((35, None)), 35, ttl_out, None),
+            ("deployed", Some("30m"), Some(Deployed), Some((35, None)), 20, ended(Deployed), None),
+            ("failed", Some("30m"), Some(Failed), Some((35, None)), 20, ended(Failed), None),
+            ("expired", Some("30m"), Some(Expired), Some((35, None)), 20, ended(Expired), None),
+            ("rejected with one", Some("30m"), Some(Rejected), Some((35, None)), 20, ended(Rejected), None),
+            ("revoked stays revoked", Some("30m"), Some(Deployed), Some((35, Some(20))), 40, Nothing, None),
+            ("back to approved: the live one stays", Some("30m"), Some(Approved), Some((35, None)), 20, Nothing, Some(35)),
+            ("back to approved after revocation: no second", Some("30m"), Some(Approved), Some((35, Some(35))), 36, Nothing, None),
         ];
         for (name, grant, phase, token, now, action, deadline) in cases {
             let plan = plan_grant(&request(grant, phase, token), t(now));
@@ -794,7 +668,7 @@ mod tests {
         );
         assert_eq!(token_secret(&objects, "sa-uid", None).data, None);
 
-        let request = token_request(&objects, "secret-uid", SignedDuration::from_mins(30));
+        let request = token_request(&objects, Some("secret-uid"), SignedDuration::from_mins(30));
         let spec = request.spec.clone().unwrap_or_default();
         assert_eq!(spec.expiration_seconds, Some(1800));
         assert_eq!(spec.audiences, None, "the API server's own audiences");

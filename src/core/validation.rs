@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use crate::api::{ApprovalPolicySpec, ApprovalSettings, ChangeWindow};
 use crate::core::chain::{approver_label, named_person, required_approvals};
 use crate::core::change::{WORKLOAD_KINDS, pointer_segments};
-use crate::core::grant::MIN_TOKEN_TTL;
+use crate::core::grant::{MAX_TOKEN_TTL, MIN_TOKEN_TTL};
 use crate::core::windows::{parse_civil, parse_clock, parse_duration, parse_zone};
 
 /// Built-in kinds outside the core group, besides the workload kinds, that a policy may
@@ -114,6 +114,12 @@ pub fn validate_policy(spec: &ApprovalPolicySpec) -> PolicyValidation {
                 "spec.grant.ttl",
                 format!(
                     "{ttl:?} is shorter than 10m, the shortest token the TokenRequest API issues"
+                ),
+            ),
+            Ok(duration) if duration > MAX_TOKEN_TTL => v.error(
+                "spec.grant.ttl",
+                format!(
+                    "{ttl:?} is longer than 2^32 seconds, the longest token the TokenRequest API issues"
                 ),
             ),
             Ok(_) => {}
@@ -1046,6 +1052,19 @@ mod tests {
                     ..Default::default()
                 },
                 vec!["spec.grant.ttl: \"a day\" is not a duration such as 72h, 30m or 1h30m"],
+            ),
+            (
+                "a deploy token ttl over the TokenRequest maximum",
+                ApprovalPolicySpec {
+                    windows: vec![window("UTC", "00:00", "24:00")],
+                    grant: Some(crate::api::GrantSettings {
+                        ttl: Some("5000000h".into()),
+                    }),
+                    ..Default::default()
+                },
+                vec![
+                    "spec.grant.ttl: \"5000000h\" is longer than 2^32 seconds, the longest token the TokenRequest API issues",
+                ],
             ),
             (
                 "the shortest deploy token ttl",
