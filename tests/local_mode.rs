@@ -180,10 +180,17 @@ async fn sigterm_removes_the_configurations_and_exits_zero() -> Result<()> {
         assert_eq!(hook.failure_policy.as_deref(), Some("Fail"));
     }
     assert_eq!(mutating.webhooks.iter().flatten().count(), 1);
-    // The ServiceAccount it runs as has no business with Secrets or RBAC.
+    // The ServiceAccount it runs as cannot read Secrets (it only creates and updates deploy
+    // tokens' ones: a patch or a deletion would answer with a Secret's contents), touch
+    // cluster-wide RBAC, or grant what it does not hold.
     for (verb, resource) in [
         ("get", "secrets"),
+        ("list", "secrets"),
+        ("patch", "secrets"),
+        ("delete", "secrets"),
         ("create", "clusterrolebindings"),
+        ("escalate", "roles"),
+        ("bind", "roles"),
         ("delete", "validatingwebhookconfigurations"),
     ] {
         let out = kubectl(

@@ -10,6 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::SERVICE_ACCOUNT;
 use crate::api::GROUP;
+use crate::core::grant::TOKEN_VERBS;
 
 /// countersign's own ClusterRole (and, in its namespace, Role) name.
 pub const OWN_ROLE: &str = "countersign";
@@ -71,6 +72,49 @@ pub const OWN_CLUSTER_GRANTS: &[Grant] = &[
         resources: &["events"],
         verbs: &["create", "patch"],
         why: "the same Events through the events.k8s.io API",
+    },
+    // Scoped deploy tokens (SPEC §8, docs/deploy-tokens.md).
+    Grant {
+        api_group: "apps",
+        resources: &["deployments", "statefulsets", "daemonsets", "replicasets"],
+        verbs: TOKEN_VERBS,
+        why: "a deploy token's Role grants these on its one target, and the API server lets countersign grant only rights it holds (no escalate, no bind)",
+    },
+    Grant {
+        api_group: "batch",
+        resources: &["jobs", "cronjobs"],
+        verbs: TOKEN_VERBS,
+        why: "the same for deploy tokens of Jobs and CronJobs",
+    },
+    Grant {
+        api_group: "",
+        resources: &["pods"],
+        verbs: TOKEN_VERBS,
+        why: "the same for deploy tokens of Pods",
+    },
+    Grant {
+        api_group: "",
+        resources: &["serviceaccounts"],
+        verbs: &["create", "update", "delete"],
+        why: "a deploy token's ServiceAccount: created on approval, replaced when left over from a deleted request of the same name, deleted to revoke the token",
+    },
+    Grant {
+        api_group: "",
+        resources: &["serviceaccounts/token"],
+        verbs: &["create"],
+        why: "the deploy token itself, from the TokenRequest API, bound to its Secret",
+    },
+    Grant {
+        api_group: "rbac.authorization.k8s.io",
+        resources: &["roles", "rolebindings"],
+        verbs: &["create", "update", "delete"],
+        why: "a deploy token's Role on its one target and the RoleBinding to its ServiceAccount; deleted to revoke the token",
+    },
+    Grant {
+        api_group: "",
+        resources: &["secrets"],
+        verbs: &["create", "update"],
+        why: "the Secret that hands a deploy token to the pipeline; no get, list, watch, patch or delete, as each returns a Secret's contents (the Secret goes with its ServiceAccount by garbage collection)",
     },
 ];
 
@@ -240,13 +284,53 @@ pub fn own_role_binding(install_namespace: &str) -> RoleBinding {
 mod tests {
     use super::*;
 
+    /// No right that reads a Secret's contents (a patch or a deletion answers with them), and
+    /// RBAC writes only for deploy tokens' Roles and RoleBindings, never with `escalate` or
+    /// `bind`: the API server holds countersign to granting what it holds.
     #[test]
-    fn countersign_cannot_read_secrets_or_change_rbac() {
+    fn countersign_cannot_read_secrets_or_grant_what_it_lacks() {
         for grant in OWN_CLUSTER_GRANTS.iter().chain(OWN_NAMESPACE_GRANTS) {
-            assert!(!grant.resources.contains(&"secrets"), "{}", grant.why);
-            assert!(!grant.verbs.contains(&"*"));
+            assert!(!grant.verbs.contains(&"*"), "{}", grant.why);
+            if grant.resources.contains(&"secrets") {
+                assert_eq!(grant.verbs, ["create", "update"], "{}", grant.why);
+            }
             if grant.api_group == "rbac.authorization.k8s.io" {
-                assert_eq!(grant.verbs, READ);
+                for verb in grant.verbs {
+                    assert!(!["escalate", "bind", "impersonate"].contains(verb));
+                    if !READ.contains(verb) {
+                        assert_eq!(grant.resources, ["roles", "rolebindings"], "{verb}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Creating a deploy token's Role succeeds only if countersign holds every verb it
+    /// grants, on every built-in kind a token can be for.
+    #[test]
+    fn countersign_holds_what_a_deploy_token_grants() {
+        use crate::core::grant::builtin_resource;
+        let kinds = [
+            ("apps/v1", "Deployment"),
+            ("apps/v1", "StatefulSet"),
+            ("apps/v1", "DaemonSet"),
+            ("apps/v1", "ReplicaSet"),
+            ("batch/v1", "Job"),
+            ("batch/v1", "CronJob"),
+            ("v1", "Pod"),
+        ];
+        for (api_version, kind) in kinds {
+            let resource = builtin_resource(api_version, kind).expect("a built-in kind");
+            for verb in TOKEN_VERBS {
+                assert!(
+                    OWN_CLUSTER_GRANTS
+                        .iter()
+                        .any(|g| g.api_group == resource.group
+                            && g.resources.contains(&resource.plural.as_str())
+                            && g.verbs.contains(verb)),
+                    "{verb} {}",
+                    resource.plural
+                );
             }
         }
     }

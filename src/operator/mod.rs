@@ -2,4 +2,5 @@
 //! lease.
 
 pub mod approvals;
+pub mod grants;
 pub mod leader;
