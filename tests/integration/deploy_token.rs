@@ -1,8 +1,9 @@
 //! The scoped deploy token (SPEC §8) on the real control plane, issued and revoked by
 //! `operator::grants` with exactly countersign's RBAC: with it a client changes exactly the
 //! approved target and nothing else, the API server refuses it once revoked, and a deleted
-//! request takes its token's objects along. No `countersign serve` runs here: nothing gates,
-//! so what is allowed or refused is RBAC's and the authenticator's doing alone.
+//! request takes its token's objects along. `countersign serve --local` runs (requests and
+//! their status are written as countersign's own identity, which its webhook requires), but
+//! no policy matches these namespaces: what the token may do is RBAC's doing alone.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -24,6 +25,7 @@ use kube::config::Kubeconfig;
 use kube::{Api, Client, Error, ResourceExt};
 use serde_json::json;
 
+use crate::support::countersign::own_client;
 use crate::support::crds::apply_crds;
 use crate::support::namespace::unique_name;
 use crate::support::objects;
@@ -106,13 +108,12 @@ async fn token_client(token: &str) -> Result<Client> {
     Ok(Client::try_from(config)?)
 }
 
-/// Create the request `name` for Deployment `web` with a grant of `ttl`, as the operator
-/// would find it once approved: phase `Approved`.
-async fn approved_request(
-    admin: &Client,
-    namespace: &str,
-    name: &str,
-) -> Result<DeploymentApproval> {
+/// Create the request `name` for Deployment `web` with a grant of 15 minutes, as the
+/// operator would find it once approved: phase `Approved`. Written as countersign (`own`):
+/// its webhook lets only countersign open a request unchecked and write status. (The running
+/// operator finds no reviews and sets it back to `Pending`, so it never issues a token of
+/// its own here; the test plans with the object returned.)
+async fn approved_request(own: &Client, namespace: &str, name: &str) -> Result<DeploymentApproval> {
     let approval: DeploymentApproval = serde_json::from_value(json!({
         "apiVersion": "countersign.dev/v1alpha1",
         "kind": "DeploymentApproval",
@@ -133,20 +134,21 @@ async fn approved_request(
             },
         },
     }))?;
-    let api = Api::<DeploymentApproval>::namespaced(admin.clone(), namespace);
+    let api = Api::<DeploymentApproval>::namespaced(own.clone(), namespace);
     api.create(&PostParams::default(), &approval)
         .await
         .context("creating the request")?;
-    set_status(admin, namespace, name, json!({ "phase": "Approved" })).await
+    set_status(own, namespace, name, json!({ "phase": "Approved" })).await
 }
 
+/// Merge `status` into the request's status, as countersign (`own`).
 async fn set_status(
-    admin: &Client,
+    own: &Client,
     namespace: &str,
     name: &str,
     status: serde_json::Value,
 ) -> Result<DeploymentApproval> {
-    Api::<DeploymentApproval>::namespaced(admin.clone(), namespace)
+    Api::<DeploymentApproval>::namespaced(own.clone(), namespace)
         .patch_status(
             name,
             &PatchParams::default(),
@@ -306,7 +308,8 @@ async fn a_deploy_token_changes_exactly_its_target_until_revoked() -> Result<()>
         )
         .await?;
     let countersign = countersign_client(&admin, ns).await?;
-    let approval = approved_request(&admin, ns, "web-0a1b2c3d").await?;
+    let own = own_client().await?;
+    let approval = approved_request(&own, ns, "web-0a1b2c3d").await?;
 
     let before = Timestamp::now();
     let issued = issue_as_planned(&countersign, &approval).await?;
@@ -518,7 +521,7 @@ async fn a_deploy_token_changes_exactly_its_target_until_revoked() -> Result<()>
 
     // Deployed: the operator's plan says revoke, and the token stops authenticating.
     let deployed = set_status(
-        &admin,
+        &own,
         ns,
         "web-0a1b2c3d",
         json!({ "phase": "Deployed", "deployToken": serde_json::to_value(&issued)? }),
@@ -553,7 +556,8 @@ async fn deleting_the_request_deletes_its_token() -> Result<()> {
     let ns = namespace.name();
     let admin = setup(ns).await?;
     let countersign = countersign_client(&admin, ns).await?;
-    let approval = approved_request(&admin, ns, "web-1a2b3c4d").await?;
+    let own = own_client().await?;
+    let approval = approved_request(&own, ns, "web-1a2b3c4d").await?;
     let issued = issue_as_planned(&countersign, &approval).await?;
     let token = token_in_secret(&admin, ns, &issued.secret_name).await?;
     Api::<Deployment>::namespaced(token_client(&token).await?, ns)
@@ -573,8 +577,9 @@ async fn issuing_again_completes_a_half_made_token_and_adopts_leftovers() -> Res
     let ns = namespace.name();
     let admin = setup(ns).await?;
     let countersign = countersign_client(&admin, ns).await?;
+    let own = own_client().await?;
     let name = "web-2a3b4c5d";
-    let approval = approved_request(&admin, ns, name).await?;
+    let approval = approved_request(&own, ns, name).await?;
     let first = issue_as_planned(&countersign, &approval).await?;
     let first_token = token_in_secret(&admin, ns, &first.secret_name).await?;
     let objects = names(name);
@@ -629,7 +634,7 @@ async fn issuing_again_completes_a_half_made_token_and_adopts_leftovers() -> Res
         "{:?}",
         orphan.owner_references()
     );
-    let again = approved_request(&admin, ns, name).await?;
+    let again = approved_request(&own, ns, name).await?;
     let third = issue_as_planned(&countersign, &again).await?;
     let uid = again.uid().context("the new request's uid")?;
     let owned_by_it =
