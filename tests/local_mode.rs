@@ -179,12 +179,19 @@ async fn sigterm_removes_the_configurations_and_exits_zero() -> Result<()> {
         assert!(hook.client_config.ca_bundle.is_some());
         assert_eq!(hook.failure_policy.as_deref(), Some("Fail"));
     }
-    assert_eq!(mutating.webhooks.iter().flatten().count(), 1);
-    // The ServiceAccount it runs as reads no Secret across namespaces (only a notification
-    // sink's, by name, in its own) and has no business with RBAC.
+    assert_eq!(mutating.webhooks.iter().flatten().count(), 2);
+    // The ServiceAccount it runs as cannot read Secrets across namespaces (only a
+    // notification sink's, by name, in its own; it creates and updates deploy tokens'
+    // ones: a patch or a deletion would answer with a Secret's contents), touch
+    // cluster-wide RBAC, or grant what it does not hold.
     for (verb, resource) in [
         ("get", "secrets"),
+        ("list", "secrets"),
+        ("patch", "secrets"),
+        ("delete", "secrets"),
         ("create", "clusterrolebindings"),
+        ("escalate", "roles"),
+        ("bind", "roles"),
         ("delete", "validatingwebhookconfigurations"),
     ] {
         let out = kubectl(

@@ -7,6 +7,7 @@ pub mod change;
 pub mod checks;
 pub mod custody;
 pub mod decision;
+pub mod grant;
 pub mod notify;
 pub mod policy;
 pub mod policy_audit;

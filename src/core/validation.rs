@@ -12,6 +12,7 @@ use crate::api::{
 };
 use crate::core::chain::{approver_label, named_person, required_approvals};
 use crate::core::change::{WORKLOAD_KINDS, pointer_segments};
+use crate::core::grant::{MAX_TOKEN_TTL, MIN_TOKEN_TTL};
 use crate::core::windows::{parse_civil, parse_clock, parse_duration, parse_zone};
 
 /// Built-in kinds outside the core group, besides the workload kinds, that a policy may
@@ -109,9 +110,24 @@ pub fn validate_policy(spec: &ApprovalPolicySpec) -> PolicyValidation {
     }
     if let Some(grant) = &spec.grant
         && let Some(ttl) = &grant.ttl
-        && let Err(e) = parse_duration(ttl)
     {
-        v.error("spec.grant.ttl", e);
+        match parse_duration(ttl) {
+            Err(e) => v.error("spec.grant.ttl", e),
+            // Refused rather than silently raised: the policy says what the token lasts.
+            Ok(duration) if duration < MIN_TOKEN_TTL => v.error(
+                "spec.grant.ttl",
+                format!(
+                    "{ttl:?} is shorter than 10m, the shortest token the TokenRequest API issues"
+                ),
+            ),
+            Ok(duration) if duration > MAX_TOKEN_TTL => v.error(
+                "spec.grant.ttl",
+                format!(
+                    "{ttl:?} is longer than 2^32 seconds, the longest token the TokenRequest API issues"
+                ),
+            ),
+            Ok(_) => {}
+        }
     }
     if let Some(break_glass) = &spec.break_glass
         && break_glass.groups.is_empty()
@@ -1060,6 +1076,54 @@ mod tests {
                 vec![
                     "spec.approval.requestTTL: \"a while\" is not a duration such as 72h, 30m or 1h30m",
                 ],
+            ),
+            (
+                "deploy token ttls",
+                ApprovalPolicySpec {
+                    windows: vec![window("UTC", "00:00", "24:00")],
+                    grant: Some(crate::api::GrantSettings {
+                        ttl: Some("5m".into()),
+                    }),
+                    ..Default::default()
+                },
+                vec![
+                    "spec.grant.ttl: \"5m\" is shorter than 10m, the shortest token the TokenRequest API issues",
+                ],
+            ),
+            (
+                "an unreadable deploy token ttl",
+                ApprovalPolicySpec {
+                    windows: vec![window("UTC", "00:00", "24:00")],
+                    grant: Some(crate::api::GrantSettings {
+                        ttl: Some("a day".into()),
+                    }),
+                    ..Default::default()
+                },
+                vec!["spec.grant.ttl: \"a day\" is not a duration such as 72h, 30m or 1h30m"],
+            ),
+            (
+                "a deploy token ttl over the TokenRequest maximum",
+                ApprovalPolicySpec {
+                    windows: vec![window("UTC", "00:00", "24:00")],
+                    grant: Some(crate::api::GrantSettings {
+                        ttl: Some("5000000h".into()),
+                    }),
+                    ..Default::default()
+                },
+                vec![
+                    "spec.grant.ttl: \"5000000h\" is longer than 2^32 seconds, the longest token the TokenRequest API issues",
+                ],
+            ),
+            (
+                "the shortest deploy token ttl",
+                ApprovalPolicySpec {
+                    windows: vec![window("UTC", "00:00", "24:00")],
+                    grant: Some(crate::api::GrantSettings {
+                        ttl: Some("10m".into()),
+                    }),
+                    ..Default::default()
+                },
+                vec![],
             ),
             (
                 "built-in kinds without their group",

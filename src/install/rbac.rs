@@ -10,6 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::SERVICE_ACCOUNT;
 use crate::api::GROUP;
+use crate::core::grant::TOKEN_VERBS;
 
 /// countersign's own ClusterRole (and, in its namespace, Role) name.
 pub const OWN_ROLE: &str = "countersign";
@@ -67,18 +68,6 @@ pub const OWN_CLUSTER_GRANTS: &[Grant] = &[
         why: "role approvers are whoever a RoleBinding or ClusterRoleBinding binds to the role",
     },
     Grant {
-        api_group: "apps",
-        resources: &["deployments", "statefulsets", "daemonsets"],
-        verbs: READ,
-        why: "the operator confirms the rollout of an admitted change (Deployed or Failed) from the workload's status",
-    },
-    Grant {
-        api_group: "batch",
-        resources: &["jobs"],
-        verbs: READ,
-        why: "the operator confirms an admitted Job: Deployed when it completes, Failed when it fails",
-    },
-    Grant {
         api_group: "",
         resources: &["events"],
         verbs: &["create", "patch"],
@@ -89,6 +78,49 @@ pub const OWN_CLUSTER_GRANTS: &[Grant] = &[
         resources: &["events"],
         verbs: &["create", "patch"],
         why: "the same Events through the events.k8s.io API",
+    },
+    // Scoped deploy tokens (SPEC §8, docs/deploy-tokens.md).
+    Grant {
+        api_group: "apps",
+        resources: &["deployments", "statefulsets", "daemonsets", "replicasets"],
+        verbs: TOKEN_VERBS,
+        why: "the operator watches these to confirm an admitted change's rollout (Deployed or Failed); and a deploy token's Role grants these verbs on its one target, which the API server allows only to a holder of them (no escalate, no bind)",
+    },
+    Grant {
+        api_group: "batch",
+        resources: &["jobs", "cronjobs"],
+        verbs: TOKEN_VERBS,
+        why: "the same: an admitted Job is Deployed when it completes, Failed when it fails; deploy tokens of Jobs and CronJobs",
+    },
+    Grant {
+        api_group: "",
+        resources: &["pods"],
+        verbs: TOKEN_VERBS,
+        why: "the same for deploy tokens of Pods",
+    },
+    Grant {
+        api_group: "",
+        resources: &["serviceaccounts"],
+        verbs: &["create", "update", "delete"],
+        why: "a deploy token's ServiceAccount: created on approval, replaced when left over from a deleted request of the same name, deleted to revoke the token",
+    },
+    Grant {
+        api_group: "",
+        resources: &["serviceaccounts/token"],
+        verbs: &["create"],
+        why: "the deploy token itself, from the TokenRequest API, bound to its Secret",
+    },
+    Grant {
+        api_group: "rbac.authorization.k8s.io",
+        resources: &["roles", "rolebindings"],
+        verbs: &["create", "update", "delete"],
+        why: "a deploy token's Role on its one target and the RoleBinding to its ServiceAccount; deleted to revoke the token",
+    },
+    Grant {
+        api_group: "",
+        resources: &["secrets"],
+        verbs: &["create", "update"],
+        why: "the Secret that hands a deploy token to the pipeline; no get, list, watch, patch or delete, as each returns a Secret's contents (the Secret goes with its ServiceAccount by garbage collection)",
     },
 ];
 
@@ -264,10 +296,16 @@ pub fn own_role_binding(install_namespace: &str) -> RoleBinding {
 mod tests {
     use super::*;
 
+    /// No right that reads a Secret's contents in other namespaces than its own (a patch or a
+    /// deletion answers with them), and RBAC writes only for deploy tokens' Roles and
+    /// RoleBindings, never with `escalate` or `bind`: the API server holds countersign to
+    /// granting what it holds.
     #[test]
-    fn countersign_reads_secrets_only_by_name_in_its_namespace_and_cannot_change_rbac() {
+    fn countersign_reads_secrets_only_by_name_in_its_namespace_and_cannot_grant_what_it_lacks() {
         for grant in OWN_CLUSTER_GRANTS {
-            assert!(!grant.resources.contains(&"secrets"), "{}", grant.why);
+            if grant.resources.contains(&"secrets") {
+                assert_eq!(grant.verbs, ["create", "update"], "{}", grant.why);
+            }
         }
         for grant in OWN_NAMESPACE_GRANTS {
             // Sinks' Secrets in its own namespace, one by name: never listed or watched.
@@ -276,9 +314,44 @@ mod tests {
             }
         }
         for grant in OWN_CLUSTER_GRANTS.iter().chain(OWN_NAMESPACE_GRANTS) {
-            assert!(!grant.verbs.contains(&"*"));
+            assert!(!grant.verbs.contains(&"*"), "{}", grant.why);
             if grant.api_group == "rbac.authorization.k8s.io" {
-                assert_eq!(grant.verbs, READ);
+                for verb in grant.verbs {
+                    assert!(!["escalate", "bind", "impersonate"].contains(verb));
+                    if !READ.contains(verb) {
+                        assert_eq!(grant.resources, ["roles", "rolebindings"], "{verb}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Creating a deploy token's Role succeeds only if countersign holds every verb it
+    /// grants, on every built-in kind a token can be for.
+    #[test]
+    fn countersign_holds_what_a_deploy_token_grants() {
+        use crate::core::grant::builtin_resource;
+        let kinds = [
+            ("apps/v1", "Deployment"),
+            ("apps/v1", "StatefulSet"),
+            ("apps/v1", "DaemonSet"),
+            ("apps/v1", "ReplicaSet"),
+            ("batch/v1", "Job"),
+            ("batch/v1", "CronJob"),
+            ("v1", "Pod"),
+        ];
+        for (api_version, kind) in kinds {
+            let resource = builtin_resource(api_version, kind).expect("a built-in kind");
+            for verb in TOKEN_VERBS {
+                assert!(
+                    OWN_CLUSTER_GRANTS
+                        .iter()
+                        .any(|g| g.api_group == resource.group
+                            && g.resources.contains(&resource.plural.as_str())
+                            && g.verbs.contains(verb)),
+                    "{verb} {}",
+                    resource.plural
+                );
             }
         }
     }

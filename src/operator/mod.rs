@@ -3,6 +3,7 @@
 
 pub mod approvals;
 pub mod audit;
+pub mod grants;
 pub mod leader;
 pub mod policies;
 pub mod retention;

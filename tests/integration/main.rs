@@ -7,6 +7,7 @@ mod support;
 mod admission_webhook;
 mod api_machinery;
 mod crds;
+mod deploy_token;
 mod gate;
 mod identity;
 mod leader;

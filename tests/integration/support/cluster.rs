@@ -182,6 +182,11 @@ impl TestCluster {
         Ok(child.wait_with_output()?)
     }
 
+    /// The `kubectl` binary, for a command with a kubeconfig of its own.
+    pub fn kubectl_binary(&self) -> &Path {
+        &self.kubectl
+    }
+
     /// `kubectl` acting as `user` against this cluster.
     pub fn kubectl(&self, user: User) -> Command {
         let mut command = Command::new(&self.kubectl);
