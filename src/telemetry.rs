@@ -66,6 +66,30 @@ pub struct Metrics {
     pub cache_objects: Family<CacheLabels, Gauge>,
     /// 1 while this replica holds the operator's lease.
     pub leader: Gauge,
+    /// Requests by phase (from the cache, at each scrape).
+    pub approvals: Family<PhaseLabels, Gauge>,
+    pub request_to_approved_seconds: Histogram,
+    pub request_to_deployed_seconds: Histogram,
+    pub notification_deliveries: Family<DeliveryLabels, Counter>,
+    pub reconcile_errors: Family<ControllerLabels, Counter>,
+}
+
+/// A request phase.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    pub phase: String,
+}
+
+/// How a notification attempt ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    pub outcome: &'static str,
+}
+
+/// Which of the operator's controllers.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabels {
+    pub controller: &'static str,
 }
 
 impl Metrics {
@@ -98,13 +122,96 @@ impl Metrics {
             "1 while this replica holds the operator's lease and reconciles",
             leader.clone(),
         );
+        let approvals = Family::<PhaseLabels, Gauge>::default();
+        registry.register(
+            "approvals",
+            "DeploymentApprovals by phase",
+            approvals.clone(),
+        );
+        // 1 s … ~12 days: people approve in minutes to days.
+        let human_buckets = || {
+            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                1.0, 2.0, 21,
+            ))
+        };
+        let request_to_approved_seconds = human_buckets();
+        registry.register(
+            "request_to_approved_seconds",
+            "Time from a request to its approval",
+            request_to_approved_seconds.clone(),
+        );
+        let request_to_deployed_seconds = human_buckets();
+        registry.register(
+            "request_to_deployed_seconds",
+            "Time from a request to its confirmed rollout (Deployed)",
+            request_to_deployed_seconds.clone(),
+        );
+        let notification_deliveries = Family::<DeliveryLabels, Counter>::default();
+        registry.register(
+            "notification_deliveries",
+            "Notification attempts to sinks, by outcome (delivered or failed)",
+            notification_deliveries.clone(),
+        );
+        let reconcile_errors = Family::<ControllerLabels, Counter>::default();
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that failed and are retried, by controller",
+            reconcile_errors.clone(),
+        );
         Arc::new(Metrics {
             registry,
             reviews,
             decision_seconds,
             cache_objects,
             leader,
+            approvals,
+            request_to_approved_seconds,
+            request_to_deployed_seconds,
+            notification_deliveries,
+            reconcile_errors,
         })
+    }
+
+    /// Count one notification round's attempts.
+    pub fn notifications(&self, delivered: u32, failed: u32) {
+        for (outcome, count) in [("delivered", delivered), ("failed", failed)] {
+            if count > 0 {
+                self.notification_deliveries
+                    .get_or_create(&DeliveryLabels { outcome })
+                    .inc_by(u64::from(count));
+            }
+        }
+    }
+
+    /// Observe a request's move from its stored status to `status`, just written.
+    pub fn transition(
+        &self,
+        approval: &crate::api::DeploymentApproval,
+        status: &crate::api::DeploymentApprovalStatus,
+        now: jiff::Timestamp,
+    ) {
+        use crate::api::ApprovalPhase;
+        let before = approval.status.as_ref().map(|s| s.phase);
+        if before == Some(status.phase) {
+            return;
+        }
+        let requested = approval.spec.change.requested_at.0;
+        let since = |at: jiff::Timestamp| at.duration_since(requested).as_secs_f64().max(0.0);
+        match status.phase {
+            ApprovalPhase::Approved if before != Some(ApprovalPhase::Deploying) => {
+                let at = status.approved_at.as_ref().map_or(now, |t| t.0);
+                self.request_to_approved_seconds.observe(since(at));
+            }
+            ApprovalPhase::Deployed => self.request_to_deployed_seconds.observe(since(now)),
+            _ => {}
+        }
+    }
+
+    /// Count a failed reconcile of `controller`.
+    pub fn reconcile_error(&self, controller: &'static str) {
+        self.reconcile_errors
+            .get_or_create(&ControllerLabels { controller })
+            .inc();
     }
 
     /// The Prometheus text exposition.

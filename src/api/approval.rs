@@ -132,7 +132,7 @@ pub struct Review {
 }
 
 /// Where a request stands.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
 pub enum ApprovalPhase {
     #[default]
     Pending,
@@ -145,6 +145,16 @@ pub enum ApprovalPhase {
 }
 
 impl ApprovalPhase {
+    pub const ALL: [ApprovalPhase; 7] = [
+        ApprovalPhase::Pending,
+        ApprovalPhase::Approved,
+        ApprovalPhase::Deploying,
+        ApprovalPhase::Deployed,
+        ApprovalPhase::Rejected,
+        ApprovalPhase::Expired,
+        ApprovalPhase::Failed,
+    ];
+
     /// No further transition is possible.
     pub fn is_terminal(self) -> bool {
         matches!(

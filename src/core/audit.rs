@@ -210,6 +210,30 @@ pub fn trail(
             }),
         ));
     }
+    if let Some(token) = status.and_then(|s| s.deploy_token.as_ref()) {
+        trail.push(entry(
+            "token-issued".into(),
+            AuditAction::DeployTokenIssued,
+            token.issued_at.0,
+            UserInfo::new(COUNTERSIGN_ACTOR, &[]),
+            Some(format!(
+                "deploy token for ServiceAccount {} in Secret {}, valid until {}",
+                token.service_account, token.secret_name, token.expires_at.0
+            )),
+        ));
+        if let Some(revoked) = &token.revoked_at {
+            trail.push(entry(
+                "token-revoked".into(),
+                AuditAction::DeployTokenRevoked,
+                revoked.0,
+                UserInfo::new(COUNTERSIGN_ACTOR, &[]),
+                Some(format!(
+                    "ServiceAccount {}, its Role and RoleBinding deleted",
+                    token.service_account
+                )),
+            ));
+        }
+    }
     let finished = |action: AuditAction, step: &str| {
         entry(
             step.into(),
@@ -471,6 +495,33 @@ mod tests {
             .find(|e| e.spec.action == AuditAction::Deployed)
             .expect("a Deployed entry");
         assert_eq!(entry.spec.time, Time(t(8)));
+        // A deploy token's issue and revocation, each once, when they happened.
+        let mut granted = with(ApprovalPhase::Deployed, 1);
+        if let Some(status) = granted.status.as_mut() {
+            status.deploy_token = Some(crate::api::DeployTokenStatus {
+                secret_name: "countersign-deploy-web-1".into(),
+                service_account: "countersign-deploy-web-1".into(),
+                issued_at: Time(t(3)),
+                expires_at: Time(t(63)),
+                revoked_at: Some(Time(t(9))),
+            });
+        }
+        let tokens: Vec<(String, AuditAction, String)> = after_approval(&granted, 10)
+            .into_iter()
+            .filter(|(_, action, _)| {
+                matches!(
+                    action,
+                    AuditAction::DeployTokenIssued | AuditAction::DeployTokenRevoked
+                )
+            })
+            .collect();
+        assert_eq!(
+            tokens,
+            vec![
+                named("token-issued", AuditAction::DeployTokenIssued, system),
+                named("token-revoked", AuditAction::DeployTokenRevoked, system),
+            ]
+        );
         // An approved request whose approval ran out unused keeps its Approved entry.
         let unused = request(&[("alice", Approve, 1), ("carol", Approve, 2)], None);
         let mut unused = unused;

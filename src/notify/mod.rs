@@ -62,8 +62,11 @@ impl Notifier {
         state: &ChainState,
         now: Timestamp,
     ) -> NotificationRound {
-        let sink_url =
-            async |sink: &str| read_sink_url(&self.secrets, &self.install_namespace, sink).await;
+        let sink_url = |sink: String| {
+            let secrets = self.secrets.clone();
+            let namespace = self.install_namespace.clone();
+            async move { read_sink_url(&secrets, &namespace, &sink).await }
+        };
         deliver(&self.sender, sink_url, approval, state, now).await
     }
 }
@@ -72,13 +75,16 @@ impl Notifier {
 /// order, different sinks at once), fold each outcome into the records, and repeat while a
 /// delivery lets a sink's next notice go. `sink_url` finds a sink's URL (its Secret); it is
 /// asked at most once per sink and call.
-pub async fn deliver(
+pub async fn deliver<F>(
     sender: &HttpSender,
-    sink_url: impl AsyncFn(&str) -> Result<String, String>,
+    sink_url: impl Fn(String) -> F,
     approval: &DeploymentApproval,
     state: &ChainState,
     now: Timestamp,
-) -> NotificationRound {
+) -> NotificationRound
+where
+    F: Future<Output = Result<String, String>> + Send,
+{
     let notices = notices(approval, state);
     let mut round = NotificationRound {
         notifications: approval
@@ -101,7 +107,7 @@ pub async fn deliver(
         }
         for due in &plan.due {
             if !urls.contains_key(&due.sink) {
-                let url = sink_url(&due.sink).await;
+                let url = sink_url(due.sink.clone()).await;
                 urls.insert(due.sink.clone(), url);
             }
             bodies.entry(due.notice).or_insert_with(|| {
@@ -252,10 +258,12 @@ mod tests {
 
     /// Sinks named `<path>-<anything>` post to `<base>/<path>/<anything>`; `absent` has no
     /// Secret.
-    fn sink_urls(base: String) -> impl AsyncFn(&str) -> Result<String, String> {
-        async move |sink: &str| match sink {
-            "absent" => Err("Secret countersign-system/absent not found".to_string()),
-            _ => Ok(format!("{base}/{}", sink.replacen('-', "/", 1))),
+    fn sink_urls(base: String) -> impl Fn(String) -> std::future::Ready<Result<String, String>> {
+        move |sink: String| {
+            std::future::ready(match sink.as_str() {
+                "absent" => Err("Secret countersign-system/absent not found".to_string()),
+                _ => Ok(format!("{base}/{}", sink.replacen('-', "/", 1))),
+            })
         }
     }
 

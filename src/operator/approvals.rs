@@ -20,10 +20,15 @@ use kube::Resource;
 
 use super::audit::record;
 use super::{Context, ReconcileError};
-use crate::api::{ApprovalPhase, DeploymentApproval};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::grants;
+use crate::api::{ApprovalPhase, DeployTokenStatus, DeploymentApproval};
 use crate::approval_status::apply_status;
 use crate::core::audit::trail;
+use crate::core::chain::ChainState;
 use crate::core::decision::approval_state;
+use crate::core::grant::{GrantAction, plan_grant};
 use crate::core::rollout::{LiveTarget, approval_ignore_fields, plan_rollout, watches_rollout};
 use crate::core::status::plan_status;
 use crate::webhook::snapshot::Snapshot;
@@ -43,7 +48,7 @@ pub async fn run(context: Arc<Context>) {
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
             if let Err(error) = result {
-                tracing::debug!(%error, "reconcile failed; retrying");
+                tracing::debug!(%error, "approval reconcile did not finish");
             }
         })
         .await;
@@ -92,15 +97,23 @@ async fn reconcile(
     context: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
     let now = Timestamp::now();
-    // What the state as read implies is recorded before the state moves on.
-    record_trail(&approval, &context, now).await?;
+    let namespace = approval.namespace().unwrap_or_default();
     let bindings = context.snapshot.bindings();
+    let state = approval_state(&approval, &namespace, &bindings, now);
+    // What the stored state implies is recorded, announced and granted before the state
+    // moves on: the trail, the notices (a delivery recorded in the status written below),
+    // and the deploy token.
+    record_trail(&approval, &context, &state, now).await?;
+    let round = context.notifier.deliver_due(&approval, &state, now).await;
+    context.metrics.notifications(round.delivered, round.failed);
+    let grant = plan_grant(&approval, now);
+    let deploy_token = carry_out(&context, &approval, &grant.action, now).await?;
+
     let deploying = approval
         .status
         .as_ref()
         .is_some_and(|s| s.phase == ApprovalPhase::Deploying);
-    let (write, next_deadline) = if deploying {
-        let namespace = approval.namespace().unwrap_or_default();
+    let (planned, next_deadline) = if deploying {
         let target = read_target(&context.client, &approval).await?;
         let live = match &target {
             TargetRead::NotWatched => LiveTarget::NotWatched,
@@ -114,28 +127,68 @@ async fn reconcile(
             .find(|p| p.metadata.name.as_deref() == Some(&approval.spec.policy.name))
             .map(|p| p.spec.effective_ignore_fields());
         let ignore_fields = approval_ignore_fields(&approval, policy_fields);
-        let expires_at = approval_state(&approval, &namespace, &bindings, now).expires_at;
-        let plan = plan_rollout(&approval, live, &ignore_fields, expires_at, now);
+        let plan = plan_rollout(&approval, live, &ignore_fields, state.expires_at, now);
         (plan.write, plan.next_deadline)
     } else {
         let plan = plan_status(&approval, &bindings, now);
         (plan.write, plan.next_deadline)
     };
-    if let Some(status) = write {
+    let mut status = planned
+        .or_else(|| approval.status.clone())
+        .unwrap_or_default();
+    status.notifications = round.notifications;
+    status.deploy_token = deploy_token;
+    if approval.status.as_ref() != Some(&status) {
         apply_status(&context.client, &approval, &status)
             .await
             .map_err(|e| ReconcileError::Write(object_name(&approval), e))?;
+        context.metrics.transition(&approval, &status, now);
     }
-    Ok(match next_deadline {
+    let next = [next_deadline, round.next_attempt, grant.next_deadline]
+        .into_iter()
+        .flatten()
+        .min();
+    Ok(match next {
         Some(deadline) => {
             let wait = deadline.duration_since(Timestamp::now());
-            // Just past the deadline, so the expiry is already true when it runs.
+            // Just past the deadline, so what it changes is already true when it runs.
             Action::requeue(
                 Duration::try_from(wait).unwrap_or_default() + Duration::from_millis(50),
             )
         }
         None => Action::await_change(),
     })
+}
+
+/// Issue or revoke the deploy token as `action` says; the token's record for the status.
+async fn carry_out(
+    context: &Context,
+    approval: &DeploymentApproval,
+    action: &GrantAction,
+    now: Timestamp,
+) -> Result<Option<DeployTokenStatus>, ReconcileError> {
+    let stored = approval
+        .status
+        .as_ref()
+        .and_then(|s| s.deploy_token.clone());
+    match action {
+        GrantAction::Nothing => Ok(stored),
+        GrantAction::Issue { ttl } => grants::issue(&context.client, approval, *ttl, now)
+            .await
+            .map(Some)
+            .map_err(|e| ReconcileError::Grant(object_name(approval), e)),
+        GrantAction::Revoke { reason } => {
+            let Some(mut token) = stored else {
+                return Ok(None);
+            };
+            grants::revoke(&context.client, approval, &token)
+                .await
+                .map_err(|e| ReconcileError::Grant(object_name(approval), e))?;
+            tracing::info!(approval = %object_name(approval), %reason, "deploy token revoked");
+            token.revoked_at = Some(Time(now));
+            Ok(Some(token))
+        }
+    }
 }
 
 /// The target of an admitted change, as it is now.
@@ -183,17 +236,16 @@ fn object_name(approval: &DeploymentApproval) -> String {
 }
 
 /// Create the AuditEntries the request's durable state implies and that do not exist yet,
-/// each with an Event on the request and on its target.
+/// each with an Event on the request and on its target. `state` is its chain at `now`.
 async fn record_trail(
     approval: &DeploymentApproval,
     context: &Context,
+    state: &ChainState,
     now: Timestamp,
 ) -> Result<(), ReconcileError> {
-    let namespace = approval.namespace().unwrap_or_default();
-    let state = approval_state(approval, &namespace, &context.snapshot.bindings(), now);
     record(
         context,
-        trail(approval, &state, now),
+        trail(approval, state, now),
         Some(approval.object_ref(&())),
     )
     .await
@@ -201,9 +253,11 @@ async fn record_trail(
 
 fn error_policy(
     _approval: Arc<DeploymentApproval>,
-    _error: &ReconcileError,
-    _context: Arc<Context>,
+    error: &ReconcileError,
+    context: Arc<Context>,
 ) -> Action {
+    tracing::warn!(%error, "approval reconcile failed; retrying");
+    context.metrics.reconcile_error("approvals");
     // A conflict means someone wrote first: look again at once; anything else, shortly.
     Action::requeue(Duration::from_millis(500))
 }

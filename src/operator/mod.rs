@@ -15,6 +15,8 @@ use jiff::SignedDuration;
 use kube::Client;
 use kube::runtime::events::Recorder;
 
+use crate::notify::Notifier;
+use crate::telemetry::Metrics;
 use crate::webhook::snapshot::Snapshot;
 
 /// What every reconcile shares.
@@ -31,6 +33,9 @@ pub struct Context {
     pub written: Mutex<HashSet<String>>,
     /// AuditEntries older than this are deleted (`None`: kept forever).
     pub audit_retention: Option<SignedDuration>,
+    /// Delivers notifications to the sinks.
+    pub notifier: Notifier,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Why a reconcile did not finish; it is retried.
@@ -42,6 +47,8 @@ pub enum ReconcileError {
     Audit(String, #[source] kube::Error),
     #[error("reading the target of {0}: {1}")]
     ReadTarget(String, #[source] kube::Error),
+    #[error("the deploy token of {0}: {1}")]
+    Grant(String, #[source] grants::GrantsError),
 }
 
 /// Run every part of the operator until the future is dropped (when this replica stops

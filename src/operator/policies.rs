@@ -63,8 +63,10 @@ async fn reconcile(
 
 fn error_policy(
     _policy: Arc<ApprovalPolicy>,
-    _error: &ReconcileError,
-    _context: Arc<Context>,
+    error: &ReconcileError,
+    context: Arc<Context>,
 ) -> Action {
+    tracing::warn!(%error, "policy reconcile failed; retrying");
+    context.metrics.reconcile_error("policies");
     Action::requeue(Duration::from_millis(500))
 }

@@ -114,6 +114,8 @@ pub enum ServeFailure {
     Server(#[from] server::ServeError),
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("notifications: {0}")]
+    Notifier(crate::notify::SenderError),
 }
 
 /// Run `serve` until SIGTERM/SIGINT; exit 0 after a clean shutdown.
@@ -193,6 +195,8 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeFailure> {
         },
         metrics: metrics.clone(),
     };
+    let sender = crate::notify::HttpSender::new(crate::notify::DEFAULT_TIMEOUT)
+        .map_err(ServeFailure::Notifier)?;
     // The operator's work runs only on the replica that holds the lease.
     let election = (!args.webhook_only).then(|| {
         let election = Election::start(
@@ -219,6 +223,8 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeFailure> {
             ),
             written: Default::default(),
             audit_retention: args.audit_retention.0,
+            notifier: crate::notify::Notifier::new(client.clone(), &args.install_namespace, sender),
+            metrics: metrics.clone(),
         });
         // Reconcile only while leading: started when the lease is won, stopped (aborted at
         // its next await) the moment it is lost.

@@ -10,7 +10,7 @@ use kube::ResourceExt;
 use kube::runtime::watcher::Event;
 use tokio::sync::watch;
 
-use crate::api::DeploymentApproval;
+use crate::api::{ApprovalPhase, DeploymentApproval};
 
 /// (namespace, name).
 type Key = (String, String);
@@ -25,8 +25,8 @@ fn store(approval: &DeploymentApproval) -> Option<Stored> {
 /// Approvals by (namespace, target name), then by approval name; fed by watch events.
 pub struct ApprovalIndex {
     by_target: RwLock<HashMap<Key, HashMap<String, Stored>>>,
-    /// Where each approval is filed, so an update or delete finds it.
-    filed: RwLock<HashMap<Key, Key>>,
+    /// Where each approval is filed, so an update or delete finds it, and its phase.
+    filed: RwLock<HashMap<Key, (Key, ApprovalPhase)>>,
     /// The objects of a relist in progress (between `Init` and `InitDone`).
     relist: Mutex<Option<Vec<DeploymentApproval>>>,
     synced: watch::Sender<bool>,
@@ -41,6 +41,14 @@ impl Default for ApprovalIndex {
             synced: watch::channel(false).0,
         }
     }
+}
+
+fn phase(approval: &DeploymentApproval) -> ApprovalPhase {
+    approval
+        .status
+        .as_ref()
+        .map(|s| s.phase)
+        .unwrap_or_default()
 }
 
 fn approval_key(approval: &DeploymentApproval) -> Key {
@@ -95,7 +103,7 @@ impl ApprovalIndex {
                 continue;
             };
             let target = target_key(&approval);
-            filed.insert(approval_key(&approval), target.clone());
+            filed.insert(approval_key(&approval), (target.clone(), phase(&approval)));
             by_target
                 .entry(target)
                 .or_default()
@@ -115,14 +123,14 @@ impl ApprovalIndex {
         };
         let target = target_key(&approval);
         if let (Ok(mut index), Ok(mut keys)) = (self.by_target.write(), self.filed.write()) {
-            keys.insert(key.clone(), target.clone());
+            keys.insert(key.clone(), (target.clone(), phase(&approval)));
             index.entry(target).or_default().insert(key.1, stored);
         }
     }
 
     fn remove(&self, key: &Key) {
         if let (Ok(mut index), Ok(mut keys)) = (self.by_target.write(), self.filed.write())
-            && let Some(target) = keys.remove(key)
+            && let Some((target, _)) = keys.remove(key)
             && let Some(names) = index.get_mut(&target)
         {
             names.remove(&key.1);
@@ -146,6 +154,17 @@ impl ApprovalIndex {
             .iter()
             .filter_map(|json| serde_json::from_slice(json).ok())
             .collect()
+    }
+
+    /// How many approvals are in each phase (a request without a status yet is Pending).
+    pub fn phase_counts(&self) -> HashMap<ApprovalPhase, usize> {
+        let mut counts = HashMap::new();
+        if let Ok(keys) = self.filed.read() {
+            for (_, phase) in keys.values() {
+                *counts.entry(*phase).or_default() += 1;
+            }
+        }
+        counts
     }
 
     pub fn len(&self) -> usize {

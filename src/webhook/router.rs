@@ -12,7 +12,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use super::admission::{ReviewPath, Webhook};
-use crate::telemetry::{CacheLabels, Metrics};
+use crate::api::ApprovalPhase;
+use crate::telemetry::{CacheLabels, Metrics, PhaseLabels};
 
 /// The largest body accepted: an AdmissionReview carries the object and the old object, and
 /// etcd holds objects up to 1.5 MiB.
@@ -68,6 +69,17 @@ async fn metrics(State(state): State<AppState>) -> Response {
                 .cache_objects
                 .get_or_create(&CacheLabels { cache })
                 .set(i64::try_from(size).unwrap_or(i64::MAX));
+        }
+        let counts = webhook.snapshot.approval_phases();
+        for phase in ApprovalPhase::ALL {
+            let count = counts.get(&phase).copied().unwrap_or_default();
+            state
+                .metrics
+                .approvals
+                .get_or_create(&PhaseLabels {
+                    phase: phase.to_string(),
+                })
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
         }
     }
     match state.metrics.encode() {

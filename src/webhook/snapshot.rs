@@ -232,6 +232,11 @@ impl Snapshot {
         &self.validations
     }
 
+    /// How many cached approvals are in each phase.
+    pub fn approval_phases(&self) -> std::collections::HashMap<crate::api::ApprovalPhase, usize> {
+        self.approvals.phase_counts()
+    }
+
     pub fn sizes(&self) -> CacheSizes {
         CacheSizes {
             policies: self.policies.len(),
