@@ -667,3 +667,117 @@ async fn issuing_again_completes_a_half_made_token_and_adopts_leftovers() -> Res
     approvals.delete(name, &DeleteParams::background()).await?;
     until_all_gone(&admin, ns, name).await
 }
+
+/// The whole way, with `serve`'s operator: approved → a token in a Secret → the pipeline
+/// applies exactly the approved change with it (and nothing else) → Deployed → revoked.
+#[tokio::test]
+async fn the_operator_issues_a_token_on_approval_and_revokes_it_once_deployed() -> Result<()> {
+    use crate::support::flow::{
+        Policy, apply, approvals, assert_ok, assert_refused, review, rolling_web, status_until,
+        until_gated,
+    };
+    crate::support::countersign::Countersign::get();
+    let ns = TestNamespace::create("granted", None).await?;
+    let ns = ns.name();
+    let admin = TestCluster::get().client(User::Admin).await?;
+    // `web` and another Deployment, made before any policy gates the namespace: a token
+    // changes an existing object (RBAC cannot limit `create` to one name).
+    for object in [rolling_web(ns, "nginx:1.27", 1), {
+        let mut other = rolling_web(ns, "nginx:1.27", 1);
+        other["metadata"]["name"] = json!("other");
+        other
+    }] {
+        Api::<Deployment>::namespaced(admin.clone(), ns)
+            .create(&PostParams::default(), &serde_json::from_value(object)?)
+            .await?;
+    }
+    let _policy = Policy::apply(
+        ns,
+        json!({
+            "approval": { "levels": [{ "name": "leads", "approvers": [{ "user": "alice" }] }] },
+            "grant": { "ttl": "10m" },
+        }),
+    )?;
+    let v1 = rolling_web(ns, "nginx:1.28", 1);
+    until_gated(&v1).await?;
+    assert_refused(&apply(User::Dave, &v1, &[])?, "approval required");
+    let name = approvals(ns).await?[0]
+        .metadata
+        .name
+        .clone()
+        .context("name")?;
+    assert_ok(&review(
+        User::Alice,
+        ns,
+        &name,
+        json!({"decision": "Approve"}),
+    )?);
+    let approved = status_until(ns, &name, "a deploy token", |s| {
+        s.phase == ApprovalPhase::Approved && s.deploy_token.is_some()
+    })
+    .await?;
+    let issued = approved.deploy_token.context("deployToken")?;
+    let lifetime = issued.expires_at.0.duration_since(issued.issued_at.0);
+    ensure!(
+        (SignedDuration::from_mins(9)..=SignedDuration::from_mins(11)).contains(&lifetime),
+        "the token lasts the grant's ttl: {lifetime:#}"
+    );
+    let token = token_in_secret(&admin, ns, &issued.secret_name).await?;
+
+    // The pipeline, with nothing but the token, applies the approved change.
+    let pipeline = token_client(&token).await?;
+    let deployments = Api::<Deployment>::namespaced(pipeline.clone(), ns);
+    ensure!(
+        code(&deployments.get("other").await) == Some(403),
+        "the token reads another Deployment"
+    );
+    let mut another = rolling_web(ns, "nginx:1.27", 1);
+    another["metadata"]["name"] = json!("another");
+    ensure!(
+        code(
+            &deployments
+                .create(&PostParams::default(), &serde_json::from_value(another)?)
+                .await
+        ) == Some(403),
+        "the token creates a Deployment"
+    );
+    let applied = until(
+        "the approved change applied with the token",
+        Duration::from_secs(20),
+        || async {
+            let result = deployments
+                .patch(
+                    "web",
+                    &PatchParams::apply("pipeline").force(),
+                    &Patch::Apply(&v1),
+                )
+                .await;
+            Ok(match result {
+                Ok(deployment) => Poll::Ready(deployment),
+                Err(error) => Poll::Pending(error.to_string()),
+            })
+        },
+    )
+    .await?;
+    ensure!(applied.metadata.name.as_deref() == Some("web"));
+
+    // Rolled out: Deployed, and the token no longer authenticates.
+    let deployed = status_until(ns, &name, "Deployed and revoked", |s| {
+        s.phase == ApprovalPhase::Deployed
+            && s.deploy_token
+                .as_ref()
+                .is_some_and(|t| t.revoked_at.is_some())
+    })
+    .await?;
+    let admitted_by = deployed
+        .rollout
+        .and_then(|r| r.admitted_by)
+        .map(|u| u.username)
+        .unwrap_or_default();
+    ensure!(
+        admitted_by == format!("system:serviceaccount:{ns}:{}", issued.service_account),
+        "admitted as the token's ServiceAccount, not {admitted_by}"
+    );
+    until_rejected(&token, ns).await?;
+    Ok(())
+}

@@ -11,6 +11,7 @@ mod deploy_token;
 mod gate;
 mod identity;
 mod leader;
+mod notifications;
 mod policy_audit;
 mod rollout;
 mod workloads;

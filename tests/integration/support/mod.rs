@@ -9,6 +9,7 @@ pub mod crds;
 pub mod flow;
 pub mod namespace;
 pub mod objects;
+pub mod receiver;
 pub mod tls;
 pub mod wait;
 pub mod webhook;
