@@ -76,6 +76,13 @@ impl Local {
         std::env::temp_dir().join(format!("countersign-local-{}", self.child.id()))
     }
 
+    /// SIGKILL: no cleanup at all, as when a node dies.
+    fn kill(&mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
     /// SIGTERM, then the exit status.
     fn terminate(self) -> Result<std::process::ExitStatus> {
         self.stop_with("TERM")
@@ -472,7 +479,12 @@ async fn two_processes_registered_together_behave_like_one() -> Result<()> {
         }
         let approval = kubectl(User::Admin, &["get", &names[0], "-n", &ns, "-o", "json"], None)?;
         let approval: Value = serde_json::from_slice(&approval.stdout)?;
-        ensure!(approval["status"]["phase"] == "Deploying", "{approval}");
+        // Admitted: Deploying, or already Deployed if the operator saw the rollout finish.
+        ensure!(
+            approval["status"]["phase"] == "Deploying" || approval["status"]["phase"] == "Deployed",
+            "{approval}"
+        );
+        ensure!(approval["status"]["rollout"]["admissions"] == 1, "{approval}");
         let judged = std::fs::read_to_string(&second_log)?;
         ensure!(
             judged.contains(r#"resource="deployments""#) && judged.contains("allowed=true"),
@@ -562,4 +574,437 @@ async fn audit_entries_are_deleted_when_their_retention_ends_and_not_before() ->
     let _ = kubectl(User::Admin, &["delete", "approvalpolicy", &name], None);
     ensure!(local.terminate()?.success());
     Ok(())
+}
+
+/// Applies `object` as `user` until `done` holds for the outcome.
+fn apply_until(
+    user: User,
+    object: &Value,
+    what: &str,
+    done: impl Fn(&Output) -> bool,
+) -> Result<Output> {
+    let started = Instant::now();
+    loop {
+        let out = kubectl(user, &["apply", "-f", "-"], Some(object))?;
+        if done(&out) {
+            return Ok(out);
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(60),
+            "{what}: {}",
+            text(&out)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Waits (up to `limit`) until `check` holds for approval `name`'s JSON.
+fn approval_until(
+    ns: &str,
+    name: &str,
+    what: &str,
+    limit: Duration,
+    check: impl Fn(&Value) -> bool,
+) -> Result<Value> {
+    let started = Instant::now();
+    loop {
+        let out = kubectl(
+            User::Admin,
+            &["get", "deploymentapproval", name, "-n", ns, "-o", "json"],
+            None,
+        )?;
+        let approval: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        if check(&approval) {
+            return Ok(approval);
+        }
+        ensure!(started.elapsed() < limit, "{what}: {approval}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn approve(user: User, ns: &str, name: &str) -> Result<()> {
+    let patch =
+        json!([{ "op": "add", "path": "/spec/reviews/-", "value": { "decision": "Approve" } }])
+            .to_string();
+    let started = Instant::now();
+    loop {
+        let out = kubectl(
+            user,
+            &[
+                "patch",
+                "deploymentapproval",
+                name,
+                "-n",
+                ns,
+                "--type=json",
+                "-p",
+                &patch,
+            ],
+            None,
+        )?;
+        if out.status.success() {
+            return Ok(());
+        }
+        // A webhook just registered may take a moment to answer.
+        ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "{}",
+            text(&out)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn web(ns: &str, image: &str) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": { "name": "web", "namespace": ns },
+        "spec": { "replicas": 1, "selector": { "matchLabels": { "app": "web" } },
+            "template": { "metadata": { "labels": { "app": "web" } },
+                "spec": { "containers": [{ "name": "web", "image": image }] } } },
+    })
+}
+
+// Multi-threaded: the receiver answers while the test blocks on kubectl.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_killed_at_every_step_completes_and_loses_or_repeats_nothing() -> Result<()> {
+    use support::receiver::{Receiver, SinkSecret};
+    let _one = lock().await;
+    let ns = TestNamespace::create("phoenix", None).await?;
+    let ns = ns.name().to_string();
+    let receiver = Receiver::start().await?;
+    // Level 1's receiver is slow to answer its first post: serve is killed while it waits.
+    let leads = SinkSecret::create(&format!("{}/slow/leads", receiver.base))?;
+    let sre = SinkSecret::create(&format!("{}/sre", receiver.base))?;
+    let requester = SinkSecret::create(&format!("{}/requester", receiver.base))?;
+    // The same replica name each time, as a restarted pod of a StatefulSet: it takes its
+    // own lease back at once.
+    let start = || Local::start(&["--replica", "phoenix"]);
+    let mut serve = start()?;
+    support::countersign::grant_approvers(TestCluster::get())?;
+    let policy_name = support::namespace::unique_name("phoenix");
+    let policy = json!({
+        "apiVersion": "countersign.dev/v1alpha1", "kind": "ApprovalPolicy",
+        "metadata": { "name": policy_name },
+        "spec": { "match": { "namespaces": [ns] }, "approval": {
+            "levels": [
+                { "name": "leads", "approvers": [{ "user": "alice" }], "sinks": [leads.name] },
+                { "name": "sre", "approvers": [{ "user": "carol" }], "sinks": [sre.name] },
+            ],
+            "requesterSinks": [requester.name],
+        } },
+    });
+    ensure!(
+        kubectl(User::Admin, &["apply", "-f", "-"], Some(&policy))?
+            .status
+            .success()
+    );
+    let v1 = web(&ns, "nginx:1.27");
+    let result = async {
+        // Killed right after the webhook opened the request.
+        apply_until(User::Dave, &v1, "the request", |out| {
+            text(out).contains("approval required")
+        })?;
+        serve.kill()?;
+        serve = start()?;
+        let listed = kubectl(
+            User::Admin,
+            &["get", "deploymentapprovals", "-n", &ns, "-o", "name"],
+            None,
+        )?;
+        let names: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix("deploymentapproval.countersign.dev/")
+                    .map(str::to_string)
+            })
+            .collect();
+        ensure!(names.len() == 1, "one request: {names:?}");
+        let name = names[0].clone();
+        // Killed right after each review.
+        approve(User::Alice, &ns, &name)?;
+        serve.kill()?;
+        serve = start()?;
+        approve(User::Carol, &ns, &name)?;
+        serve.kill()?;
+        serve = start()?;
+        // Killed right after the admission.
+        apply_until(User::Dave, &v1, "the admission", |out| out.status.success())?;
+        serve.kill()?;
+        serve = start()?;
+        let done = approval_until(
+            &ns,
+            &name,
+            "Deployed with every notice delivered",
+            Duration::from_secs(90),
+            |a| {
+                a["status"]["phase"] == "Deployed"
+                    && a["status"]["notifications"]
+                        .as_array()
+                        .is_some_and(|n| n.len() == 4 && n.iter().all(|r| r["delivered"] == true))
+            },
+        )?;
+        // Every notice reached its receiver; none was recorded twice.
+        let mut delivered: Vec<(String, String)> = receiver
+            .posts()
+            .into_iter()
+            .filter(|p| p.accepted)
+            .map(|p| (p.sink, p.event))
+            .collect();
+        delivered.sort();
+        delivered.dedup();
+        ensure!(
+            delivered
+                == [
+                    ("requester".to_string(), "Approved".to_string()),
+                    ("requester".to_string(), "Deployed".to_string()),
+                    ("slow".to_string(), "LevelOpened".to_string()),
+                    ("sre".to_string(), "LevelOpened".to_string()),
+                ],
+            "{delivered:?}"
+        );
+        // Each notice was answered once: the one cut off by the kill was sent again (its
+        // delivery id lets a receiver drop such a repeat), nothing delivered was resent.
+        let mut answered: Vec<String> = receiver
+            .posts()
+            .into_iter()
+            .filter(|p| p.accepted)
+            .map(|p| p.delivery)
+            .collect();
+        let count = answered.len();
+        answered.sort();
+        answered.dedup();
+        ensure!(count == 4 && answered.len() == 4, "{:?}", receiver.posts());
+        let slow: Vec<(bool, u32)> = receiver
+            .posts()
+            .iter()
+            .filter(|p| p.sink == "slow")
+            .map(|p| (p.accepted, p.try_number))
+            .collect();
+        ensure!(
+            slow == [(false, 1), (true, 2)],
+            "the notice cut off by the kill is sent again after the restart: {slow:?}"
+        );
+        ensure!(done["status"]["rollout"]["admissions"] == 1, "{done}");
+        // The trail: each step once, by its actor.
+        let entries = kubectl(
+            User::Admin,
+            &[
+                "get",
+                "auditentries",
+                "-n",
+                "countersign-system",
+                "-o",
+                "json",
+            ],
+            None,
+        )?;
+        let entries: Value = serde_json::from_slice(&entries.stdout)?;
+        let mut steps: Vec<(String, String)> = entries["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| {
+                e["spec"]["approval"] == json!(name)
+                    && e["spec"]["target"]["namespace"] == json!(ns)
+            })
+            .map(|e| {
+                (
+                    e["spec"]["action"].as_str().unwrap_or_default().to_string(),
+                    e["spec"]["actor"]["username"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                )
+            })
+            .collect();
+        steps.sort();
+        let mut expected: Vec<(String, String)> = [
+            ("Requested", "dave"),
+            ("ReviewRecorded", "alice"),
+            ("ReviewRecorded", "carol"),
+            ("LevelSatisfied", "alice"),
+            ("LevelSatisfied", "carol"),
+            ("Approved", "carol"),
+            ("Admitted", "dave"),
+            ("Deployed", "system:countersign"),
+        ]
+        .iter()
+        .map(|(a, u)| (a.to_string(), u.to_string()))
+        .collect();
+        expected.sort();
+        ensure!(steps == expected, "the trail: {steps:?}");
+        anyhow::Ok(())
+    }
+    .await;
+    let _ = kubectl(
+        User::Admin,
+        &["delete", "approvalpolicy", &policy_name],
+        None,
+    );
+    if let Err(error) = result {
+        bail!("{error:#}\nlast serve log:\n{}", serve.log_text());
+    }
+    ensure!(serve.terminate()?.success());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_killed_leader_is_replaced_by_the_other_process_within_the_lease() -> Result<()> {
+    let _one = lock().await;
+    let ns = TestNamespace::create("takeover", None).await?;
+    let ns = ns.name().to_string();
+    let mut first = Local::start(&["--replica", "first"])?;
+    support::countersign::grant_approvers(TestCluster::get())?;
+    let admin = TestCluster::get().client(User::Admin).await?;
+    let leases = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(
+        admin.clone(),
+        "countersign-system",
+    );
+    let holder = || async {
+        anyhow::Ok(
+            leases
+                .get_opt("countersign-operator")
+                .await?
+                .and_then(|l| l.spec)
+                .and_then(|s| s.holder_identity),
+        )
+    };
+    let started = Instant::now();
+    while holder().await?.as_deref() != Some("first") {
+        ensure!(
+            started.elapsed() < Duration::from_secs(40),
+            "first never led"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The second process: countersign's identity and the first's certificate, its own port,
+    // webhook and operator both.
+    let token = kubectl(
+        User::Admin,
+        &[
+            "create",
+            "token",
+            "countersign",
+            "-n",
+            "countersign-system",
+            "--duration=1h",
+        ],
+        None,
+    )?;
+    ensure!(token.status.success(), "{}", text(&token));
+    let kubeconfig =
+        std::env::temp_dir().join(format!("countersign-second-{}.kubeconfig", first.port));
+    let view = kubectl(
+        User::Admin,
+        &["config", "view", "--raw", "--minify", "-o", "json"],
+        None,
+    )?;
+    let mut config: Value = serde_json::from_slice(&view.stdout)?;
+    config["users"][0]["user"] = json!({ "token": String::from_utf8_lossy(&token.stdout).trim() });
+    std::fs::write(&kubeconfig, config.to_string())?;
+    let second_port = free_port()?;
+    let dir = first.private_dir();
+    let certs = std::env::temp_dir().join(format!("countersign-second-{second_port}"));
+    std::fs::create_dir_all(&certs)?;
+    for file in ["tls.crt", "tls.key"] {
+        std::fs::copy(dir.join(file), certs.join(file))?;
+    }
+    let second_log = std::env::temp_dir().join(format!("countersign-second-{second_port}.log"));
+    let log = File::create(&second_log)?;
+    let mut second = Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .args(["serve", "--replica", "second", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{second_port}"),
+            "--tls-cert",
+        ])
+        .arg(certs.join("tls.crt"))
+        .arg("--tls-key")
+        .arg(certs.join("tls.key"))
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()?;
+    let policy_name = support::namespace::unique_name("takeover");
+    let result = async {
+        let policy = json!({
+            "apiVersion": "countersign.dev/v1alpha1", "kind": "ApprovalPolicy",
+            "metadata": { "name": policy_name },
+            "spec": { "match": { "namespaces": [ns] },
+                "approval": { "levels": [{ "name": "leads", "approvers": [{ "user": "alice" }] }] } },
+        });
+        ensure!(kubectl(User::Admin, &["apply", "-f", "-"], Some(&policy))?.status.success());
+        apply_until(User::Dave, &web(&ns, "nginx:1.27"), "the request", |out| text(out).contains("approval required"))?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        ensure!(holder().await?.as_deref() == Some("first"), "one leader, the first");
+
+        // The leader dies; the API server is pointed at the survivor.
+        let killed = Instant::now();
+        first.kill()?;
+        for kind in ["validatingwebhookconfiguration", "mutatingwebhookconfiguration"] {
+            let out = kubectl(User::Admin, &["get", kind, "countersign", "-o", "json"], None)?;
+            let text_json = String::from_utf8_lossy(&out.stdout)
+                .replace(&format!("127.0.0.1:{}/", first_port_of(&out)?), &format!("127.0.0.1:{second_port}/"));
+            let mut object: Value = serde_json::from_str(&text_json)?;
+            object["metadata"]["managedFields"] = Value::Null;
+            ensure!(kubectl(User::Admin, &["replace", "-f", "-"], Some(&object))?.status.success());
+        }
+        while holder().await?.as_deref() != Some("second") {
+            ensure!(
+                killed.elapsed() < Duration::from_secs(25),
+                "no takeover within the 15 s lease (and a renewal period): {}",
+                std::fs::read_to_string(&second_log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let took = killed.elapsed();
+        // The survivor reconciles: alice's approval is recorded by its operator.
+        let listed = kubectl(User::Admin, &["get", "deploymentapprovals", "-n", &ns, "-o", "name"], None)?;
+        let name = String::from_utf8_lossy(&listed.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("deploymentapproval.countersign.dev/").map(str::to_string))
+            .context("the request")?;
+        approve(User::Alice, &ns, &name)?;
+        approval_until(&ns, &name, "Approved by the new leader", Duration::from_secs(20), |a| {
+            a["status"]["phase"] == "Approved"
+        })?;
+        eprintln!("took over {took:?} after the kill");
+        anyhow::Ok(())
+    }
+    .await;
+    let _ = kubectl(
+        User::Admin,
+        &["delete", "approvalpolicy", &policy_name],
+        None,
+    );
+    let _ = signal(second.id(), "TERM");
+    let _ = second.wait();
+    let _ = std::fs::remove_file(&kubeconfig);
+    let _ = std::fs::remove_dir_all(&certs);
+    for kind in [
+        "validatingwebhookconfiguration",
+        "mutatingwebhookconfiguration",
+    ] {
+        let _ = kubectl(
+            User::Admin,
+            &["delete", kind, "countersign", "--ignore-not-found"],
+            None,
+        );
+    }
+    result
+}
+
+/// The port of the first webhook URL in a configuration's JSON (`kubectl get -o json`).
+fn first_port_of(out: &Output) -> Result<u16> {
+    let object: Value = serde_json::from_slice(&out.stdout)?;
+    let url = object["webhooks"][0]["clientConfig"]["url"]
+        .as_str()
+        .context("a webhook URL")?;
+    let port = url
+        .trim_start_matches("https://127.0.0.1:")
+        .split('/')
+        .next()
+        .context("a port")?;
+    Ok(port.parse()?)
 }

@@ -108,8 +108,10 @@ async fn token_client(token: &str) -> Result<Client> {
     Ok(Client::try_from(config)?)
 }
 
-/// Create the request `name` for Deployment `web` with a grant of 15 minutes, as the
-/// operator would find it once approved: phase `Approved`. Written as countersign (`own`):
+/// Create the request `name` for Deployment `web`, as the operator would find it once
+/// approved: phase `Approved`; returned with a grant of 15 minutes. The grant is in the
+/// returned object only: `serve`'s operator runs in this cluster too, and must not issue a
+/// token of its own for these requests while the test drives `operator::grants` itself. Written as countersign (`own`):
 /// its webhook lets only countersign open a request unchecked and write status. (The running
 /// operator finds no reviews and sets it back to `Pending`, so it never issues a token of
 /// its own here; the test plans with the object returned.)
@@ -130,7 +132,6 @@ async fn approved_request(own: &Client, namespace: &str, name: &str) -> Result<D
             "policy": {
                 "name": "prod",
                 "chain": { "levels": [{ "name": "leads", "approvers": [{ "user": "alice" }] }] },
-                "grant": { "ttl": "15m" },
             },
         },
     }))?;
@@ -138,7 +139,11 @@ async fn approved_request(own: &Client, namespace: &str, name: &str) -> Result<D
     api.create(&PostParams::default(), &approval)
         .await
         .context("creating the request")?;
-    set_status(own, namespace, name, json!({ "phase": "Approved" })).await
+    let mut approved = set_status(own, namespace, name, json!({ "phase": "Approved" })).await?;
+    approved.spec.policy.grant = Some(countersign::api::GrantSettings {
+        ttl: Some("15m".into()),
+    });
+    Ok(approved)
 }
 
 /// Merge `status` into the request's status, as countersign (`own`).

@@ -83,6 +83,13 @@ async fn each_level_is_notified_when_it_opens_and_the_requester_of_the_outcome()
         .filter(|p| p.sink == "flaky")
         .count();
     assert_eq!(flaky_tries, 3, "two failures, then delivered");
+    assert!(
+        receiver
+            .posts()
+            .iter()
+            .any(|p| p.sink == "flaky" && p.accepted && p.try_number == 3),
+        "accepted on the third try"
+    );
     let first = receiver
         .posts()
         .into_iter()

@@ -26,9 +26,13 @@ pub struct Post {
     pub at: jiff::Timestamp,
     /// Whether the receiver answered 200.
     pub accepted: bool,
+    /// The how-manieth post of this delivery id it was.
+    pub try_number: u32,
 }
 
-/// The server; `/flaky/…` answers 503 to the first two posts of each delivery id.
+/// The server; `/flaky/…` answers 503 to the first two posts of each delivery id;
+/// `/slow/…` answers the first post of each delivery id only after 3 s (a sender killed
+/// meanwhile never sees the answer, and the post is not recorded as accepted).
 #[derive(Clone, Default)]
 pub struct Receiver {
     posts: Arc<Mutex<Vec<Post>>>,
@@ -94,22 +98,33 @@ async fn record(
         .unwrap_or_default()
         .to_string();
     let delivery = header("x-countersign-delivery");
-    let accepted = if sink == "flaky" {
+    let tries = {
         let mut tries = receiver.tries.lock().expect("tries");
-        let count = tries.entry(delivery.clone()).or_default();
+        let count = tries.entry(format!("{sink} {delivery}")).or_default();
         *count += 1;
-        *count > 2
-    } else {
-        true
+        *count
     };
-    receiver.posts.lock().expect("posts").push(Post {
+    let accepted = sink != "flaky" || tries > 2;
+    let post = Post {
         sink,
         delivery,
         event: header("x-countersign-event"),
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
         at: jiff::Timestamp::now(),
-        accepted,
-    });
+        accepted: false,
+        try_number: tries,
+    };
+    if post.sink == "slow" && tries == 1 {
+        // Seen arriving; answered (and recorded as accepted) only if the sender still
+        // waits 3 s later: a killed sender drops the connection and this future with it.
+        receiver.posts.lock().expect("posts").push(post.clone());
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    }
+    receiver
+        .posts
+        .lock()
+        .expect("posts")
+        .push(Post { accepted, ..post });
     if accepted {
         StatusCode::OK
     } else {
