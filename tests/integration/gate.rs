@@ -640,6 +640,17 @@ async fn a_rejected_change_stays_denied_and_an_expired_request_is_opened_afresh(
         .name
         .clone()
         .context("name")?;
+    // Level 1 approves; carol, at level 2, rejects.
+    assert_ok(&review(
+        User::Alice,
+        ns,
+        &rejected,
+        json!({"decision": "Approve"}),
+    )?);
+    status_until(ns, &rejected, "level 2 open", |s| {
+        s.current_level == Some(2)
+    })
+    .await?;
     assert_ok(&review(
         User::Carol,
         ns,

@@ -214,5 +214,14 @@ async fn each_level_is_notified_when_it_opens_and_the_requester_of_the_outcome()
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), accepted, "a delivered notice was sent again");
+    // Counted: deliveries, and the failures on the way.
+    let metrics = crate::support::countersign::metrics()?;
+    for outcome in ["delivered", "failed"] {
+        let family = format!("countersign_notification_deliveries_total{{outcome=\"{outcome}\"}}");
+        assert!(
+            metrics.contains(&family),
+            "/metrics lacks {family}: {metrics}"
+        );
+    }
     Ok(())
 }

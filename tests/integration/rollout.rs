@@ -13,7 +13,7 @@ use kube::Api;
 use kube::api::ListParams;
 use serde_json::{Value, json};
 
-use crate::support::countersign::{Countersign, INSTALL_NAMESPACE};
+use crate::support::countersign::{Countersign, INSTALL_NAMESPACE, metrics};
 use crate::support::flow::*;
 use crate::support::wait::{Poll, until};
 use crate::support::{TestCluster, TestNamespace, User};
@@ -182,6 +182,73 @@ async fn an_approved_change_rolls_out_and_is_confirmed_deployed() -> Result<()> 
     assert_refused(
         &apply(User::Dave, &v2, &[])?,
         "no DeploymentApproval for this change yet",
+    );
+
+    // The operator's metrics saw it.
+    let metrics = metrics()?;
+    for family in [
+        "countersign_approvals{phase=\"Deployed\"}",
+        "countersign_request_to_approved_seconds_count",
+        "countersign_request_to_deployed_seconds_count",
+    ] {
+        assert!(
+            metrics.contains(family),
+            "/metrics lacks {family}: {metrics}"
+        );
+    }
+    let deployed_count = metrics
+        .lines()
+        .find(|l| l.starts_with("countersign_request_to_deployed_seconds_count"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|n| n.parse::<f64>().ok())
+        .unwrap_or_default();
+    assert!(deployed_count >= 1.0, "{metrics}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_approval_not_applied_within_its_approval_ttl_expires() -> Result<()> {
+    Countersign::get();
+    let ns = TestNamespace::create("unused", None).await?;
+    let ns = ns.name();
+    let mut chain = alice_approves();
+    chain["approval"]["approvalTTL"] = json!("5s");
+    let _policy = Policy::apply(ns, chain)?;
+    let v1 = web(ns, "nginx:1.27", 1);
+    until_gated(&v1).await?;
+    assert_refused(&apply(User::Dave, &v1, &[])?, "approval required");
+    let name = approvals(ns).await?[0]
+        .metadata
+        .name
+        .clone()
+        .context("name")?;
+    assert_ok(&review(
+        User::Alice,
+        ns,
+        &name,
+        json!({"decision": "Approve"}),
+    )?);
+    let approved = status_until(ns, &name, "Approved", |s| {
+        s.phase == ApprovalPhase::Approved
+    })
+    .await?;
+    let deadline = approved.expires_at.context("expiresAt")?.0;
+    let expired = status_until(ns, &name, "Expired", |s| s.phase == ApprovalPhase::Expired).await?;
+    let seen = jiff::Timestamp::now();
+    assert!(seen >= deadline, "expired before its approvalTTL ran out");
+    assert!(
+        seen.duration_since(deadline) < jiff::SignedDuration::from_secs(5),
+        "expired {:#} late",
+        seen.duration_since(deadline)
+    );
+    assert_eq!(expired.approved_by, ["alice"]);
+    // Too late: the change is not admitted, and the attempt opens a fresh request.
+    assert_refused(&apply(User::Dave, &v1, &[])?, "expired");
+    let trail = trail_of(ns, &name, 5).await?;
+    let entry = step(&trail, "expired")?;
+    assert_eq!(
+        entry.spec.reason.as_deref(),
+        Some("approved but not applied in time")
     );
     Ok(())
 }

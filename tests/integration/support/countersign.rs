@@ -162,3 +162,14 @@ pub fn grant_approvers(cluster: &TestCluster) -> Result<()> {
     }
     Ok(())
 }
+
+/// The shared `serve`'s /metrics text.
+pub fn metrics() -> Result<String> {
+    let out = Command::new("curl")
+        .args([
+            "-sk",
+            &format!("https://127.0.0.1:{}/metrics", Countersign::get().port),
+        ])
+        .output()?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
