@@ -78,11 +78,14 @@ pub struct AuditTarget {
     pub uid: Option<String>,
 }
 
-/// Whether the matching Kubernetes Events were written too.
+/// What was done about the entry after it was written.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditEntryStatus {
     /// `EventsRecorded`: the Events on the approval and on the target were written.
     #[serde(default)]
     pub conditions: Vec<Condition>,
+    /// A break-glass entry's announcements to the bypassed policies' sinks (SPEC §6).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<crate::api::NotificationStatus>,
 }

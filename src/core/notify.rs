@@ -21,8 +21,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::Serialize;
 
 use crate::api::{
-    ApprovalLevel, ApprovalPhase, ChangeSummary, DeploymentApproval, LevelStatus,
-    NotificationStatus, Operation, UserInfo,
+    ApprovalLevel, ApprovalPhase, ApprovalPolicy, AuditAction, AuditEntry, AuditTarget,
+    ChangeSummary, DeploymentApproval, LevelStatus, NotificationStatus, Operation, UserInfo,
 };
 use crate::core::chain::{ChainState, describe_progress, level_label};
 
@@ -49,6 +49,8 @@ pub enum NoticeEvent {
     Deployed,
     /// The approved change's rollout failed or timed out.
     Failed,
+    /// A change passed by break-glass (SPEC §6), announced to every level's sinks.
+    BreakGlass,
 }
 
 impl NoticeEvent {
@@ -61,6 +63,7 @@ impl NoticeEvent {
             NoticeEvent::Expired => "Expired",
             NoticeEvent::Deployed => "Deployed",
             NoticeEvent::Failed => "Failed",
+            NoticeEvent::BreakGlass => "BreakGlass",
         }
     }
 }
@@ -309,6 +312,8 @@ pub fn payload(
     };
     let requester = &spec.change.requester.username;
     let text = match (notice.event, notice.level) {
+        // Announced from its AuditEntry (`break_glass_payload`), never for a request.
+        (NoticeEvent::BreakGlass, _) => format!("*Break-glass* on {what}"),
         (NoticeEvent::LevelOpened, Some(index)) => {
             let label = level_label(levels, index);
             match &commands {
@@ -409,7 +414,7 @@ fn reason(approval: &DeploymentApproval, state: &ChainState, event: NoticeEvent)
             _ => "No decision in time".to_string(),
         }),
         NoticeEvent::Deployed | NoticeEvent::Failed => rollout_message(),
-        NoticeEvent::LevelOpened | NoticeEvent::Approved => None,
+        NoticeEvent::LevelOpened | NoticeEvent::Approved | NoticeEvent::BreakGlass => None,
     }
 }
 
@@ -609,6 +614,109 @@ pub fn record_attempt(
         DeliveryOutcome::Failed(error) => {
             record.last_error = Some(error.chars().take(MAX_ERROR_CHARS).collect());
         }
+    }
+}
+
+/// The key of a break-glass notice's records (they live on the AuditEntry).
+pub const BREAK_GLASS_LEVEL: &str = "";
+
+/// The notice of a break-glass entry (SPEC §6): to every level's sinks of the policies it
+/// passed, each sink once, in the policies' order. `policies` are the current ones; the
+/// entry names those that were bypassed (comma-separated in `spec.policy`). `None` for any
+/// other entry.
+pub fn break_glass_notice(entry: &AuditEntry, policies: &[ApprovalPolicy]) -> Option<Notice> {
+    if entry.spec.action != AuditAction::BreakGlass {
+        return None;
+    }
+    let named: Vec<&str> = entry
+        .spec
+        .policy
+        .as_deref()
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .collect();
+    let sinks: Vec<String> = named
+        .iter()
+        .filter_map(|name| {
+            policies
+                .iter()
+                .find(|p| p.metadata.name.as_deref() == Some(*name))
+        })
+        .filter_map(|policy| policy.spec.approval.as_ref())
+        .flat_map(|chain| chain.levels.iter().flat_map(|level| level.sinks.iter()))
+        .cloned()
+        .collect();
+    let key = entry
+        .metadata
+        .uid
+        .clone()
+        .filter(|uid| !uid.is_empty())
+        .or_else(|| entry.metadata.name.clone())
+        .unwrap_or_default();
+    Some(Notice {
+        event: NoticeEvent::BreakGlass,
+        level: None,
+        level_name: BREAK_GLASS_LEVEL.to_string(),
+        sinks: distinct(&sinks),
+        delivery_id: format!("{key}/break-glass"),
+    })
+}
+
+/// The JSON body of a break-glass notice.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BreakGlassPayload {
+    pub delivery_id: String,
+    pub event: NoticeEvent,
+    /// Slack-compatible (mrkdwn, escaped).
+    pub text: String,
+    pub target: AuditTarget,
+    pub actor: UserInfo,
+    /// The reason given in the `countersign.dev/break-glass` annotation.
+    pub reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub change_digest: Option<String>,
+    pub policies: Vec<String>,
+    /// The AuditEntry that records it.
+    pub audit_entry: String,
+    pub time: Time,
+}
+
+/// The body of a break-glass notice.
+pub fn break_glass_payload(entry: &AuditEntry, notice: &Notice) -> BreakGlassPayload {
+    let spec = &entry.spec;
+    let target = &spec.target;
+    let reason = spec.reason.clone().unwrap_or_default();
+    let text = format!(
+        "*Break-glass*: {} {}/{} changed by {} without approval.\nReason: {}\nAudited as {}.",
+        slack_escape(&target.kind),
+        slack_escape(target.namespace.as_deref().unwrap_or_default()),
+        slack_escape(&target.name),
+        slack_escape(&spec.actor.username),
+        slack_escape(&reason),
+        slack_escape(entry.metadata.name.as_deref().unwrap_or_default()),
+    );
+    BreakGlassPayload {
+        delivery_id: notice.delivery_id.clone(),
+        event: notice.event,
+        text,
+        target: target.clone(),
+        actor: spec.actor.clone(),
+        reason,
+        change_digest: spec.change_digest.clone(),
+        policies: spec
+            .policy
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(str::to_string)
+            .collect(),
+        audit_entry: entry.metadata.name.clone().unwrap_or_default(),
+        time: spec.time.clone(),
     }
 }
 
@@ -1103,5 +1211,67 @@ mod tests {
         );
         assert_eq!(records[1], delivered);
         assert_eq!(records[0].attempts, 4);
+    }
+
+    #[test]
+    fn break_glass_is_announced_to_every_level_of_the_bypassed_policies() {
+        use crate::api::{
+            ApprovalPolicySpec, ApprovalSettings, AuditEntrySpec, AuditTarget, UserInfo,
+        };
+        let policy = |name: &str, levels: &[&[&str]]| {
+            let mut policy = ApprovalPolicy::new(
+                name,
+                ApprovalPolicySpec {
+                    approval: Some(ApprovalSettings {
+                        levels: levels
+                            .iter()
+                            .map(|sinks| crate::api::ApprovalLevel {
+                                name: "l".into(),
+                                sinks: sinks.iter().map(|s| s.to_string()).collect(),
+                                ..Default::default()
+                            })
+                            .collect(),
+                        requester_sinks: vec!["requester-only".into()],
+                        ..ApprovalSettings::default()
+                    }),
+                    ..ApprovalPolicySpec::default()
+                },
+            );
+            policy.metadata.name = Some(name.into());
+            policy
+        };
+        let policies = vec![
+            policy("prod", &[&["leads", "sre"], &["sre", "security"]]),
+            policy("audit", &[&["compliance"]]),
+            policy("other", &[&["not-told"]]),
+        ];
+        let mut entry = AuditEntry::new(
+            "break-glass-0123",
+            AuditEntrySpec {
+                time: Time(t(3)),
+                action: AuditAction::BreakGlass,
+                actor: UserInfo::new("erin", &["oncall"]),
+                target: AuditTarget {
+                    api_version: "apps/v1".into(),
+                    kind: "Deployment".into(),
+                    namespace: Some("shop".into()),
+                    name: "web".into(),
+                    uid: None,
+                },
+                change_digest: Some("sha256:00".into()),
+                approval: None,
+                policy: Some("prod,audit,gone".into()),
+                reason: Some("outage <!channel>".into()),
+            },
+        );
+        entry.metadata.uid = Some("u-1".into());
+        let notice = break_glass_notice(&entry, &policies).expect("a notice");
+        assert_eq!(notice.sinks, ["leads", "sre", "security", "compliance"]);
+        assert_eq!(notice.delivery_id, "u-1/break-glass");
+        let payload = break_glass_payload(&entry, &notice);
+        assert_eq!(payload.policies, ["prod", "audit", "gone"]);
+        assert!(payload.text.contains("erin") && payload.text.contains("&lt;!channel&gt;"));
+        entry.spec.action = AuditAction::Approved;
+        assert_eq!(break_glass_notice(&entry, &policies), None);
     }
 }

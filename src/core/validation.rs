@@ -238,6 +238,27 @@ pub fn validate_chain_snapshot(chain: &ApprovalSettings) -> PolicyValidation {
 pub const MAX_LEVELS: usize = 32;
 
 /// Validate a chain found at field path `root` (`spec.approval` in a policy).
+/// A sink names a Secret in the install namespace: a DNS subdomain (RFC 1123), or it could
+/// never be found.
+fn check_sink_name(at: &str, name: &str, v: &mut PolicyValidation) {
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && name
+            .split('.')
+            .all(|part| !part.is_empty() && !part.starts_with('-') && !part.ends_with('-'));
+    if !valid {
+        v.error(
+            at,
+            format!(
+                "{name:?} is not a Secret name (lowercase letters, digits, '-' and '.'); a sink names the Secret holding its URL in the install namespace"
+            ),
+        );
+    }
+}
+
 fn validate_chain(root: &str, chain: &ApprovalSettings, v: &mut PolicyValidation) {
     for (name, value) in [
         ("requestTTL", &chain.request_ttl),
@@ -266,9 +287,15 @@ fn validate_chain(root: &str, chain: &ApprovalSettings, v: &mut PolicyValidation
         );
         return;
     }
+    for (k, sink) in chain.requester_sinks.iter().enumerate() {
+        check_sink_name(&format!("{root}.requesterSinks[{k}]"), sink, v);
+    }
     let mut level_names = HashSet::new();
     for (i, level) in chain.levels.iter().enumerate() {
         let at = format!("{root}.levels[{i}]");
+        for (k, sink) in level.sinks.iter().enumerate() {
+            check_sink_name(&format!("{at}.sinks[{k}]"), sink, v);
+        }
         if level.name.is_empty() {
             v.error(format!("{at}.name"), "must not be empty");
         } else if !level_names.insert(level.name.as_str()) {
@@ -1206,5 +1233,40 @@ mod tests {
             "{broken:?}"
         );
         assert_eq!(broken.conditions[0].last_transition_time, Time(at(90)));
+    }
+
+    #[test]
+    fn sinks_must_be_secret_names() {
+        let mut spec = ApprovalPolicySpec {
+            approval: Some(ApprovalSettings {
+                levels: vec![crate::core::test_builders::level(
+                    "leads",
+                    vec![crate::core::test_builders::user("alice", false)],
+                    None,
+                )],
+                ..ApprovalSettings::default()
+            }),
+            ..ApprovalPolicySpec::default()
+        };
+        let errors = |spec: &ApprovalPolicySpec| -> Vec<String> {
+            validate_policy(spec)
+                .errors
+                .iter()
+                .map(|e| e.field.clone())
+                .collect()
+        };
+        assert!(errors(&spec).is_empty());
+        if let Some(chain) = spec.approval.as_mut() {
+            chain.levels[0].sinks = vec!["slack-leads".into(), "Slack_Leads".into()];
+            chain.requester_sinks = vec!["ok.team".into(), "-bad".into(), "".into()];
+        }
+        assert_eq!(
+            errors(&spec),
+            [
+                "spec.approval.requesterSinks[1]",
+                "spec.approval.requesterSinks[2]",
+                "spec.approval.levels[0].sinks[1]",
+            ]
+        );
     }
 }

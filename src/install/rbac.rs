@@ -133,6 +133,12 @@ pub const OWN_NAMESPACE_GRANTS: &[Grant] = &[
         why: "the audit trail lives in the install namespace; countersign appends to it, and its retention deletes entries older than --audit-retention (the webhook refuses any younger)",
     },
     Grant {
+        api_group: GROUP,
+        resources: &["auditentries/status"],
+        verbs: &["get", "patch"],
+        why: "a break-glass entry's announcements to the policies' sinks are recorded in its status",
+    },
+    Grant {
         api_group: "coordination.k8s.io",
         resources: &["leases"],
         verbs: &["get", "create", "update"],

@@ -15,10 +15,12 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 
+use crate::api::{ApprovalPolicy, AuditEntry};
 use crate::api::{DeploymentApproval, NotificationStatus};
 use crate::core::chain::ChainState;
 use crate::core::notify::{
-    DeliveryOutcome, NoticePayload, notices, payload, plan_deliveries, record_attempt,
+    DeliveryOutcome, Notice, NoticePayload, break_glass_notice, break_glass_payload, notices,
+    payload, plan_deliveries, record_attempt,
 };
 pub use http::{DEFAULT_TIMEOUT, DELIVERY_HEADER, EVENT_HEADER, HttpSender, SenderError};
 pub use sink::{URL_KEY, read_sink_url};
@@ -69,6 +71,37 @@ impl Notifier {
         };
         deliver(&self.sender, sink_url, approval, state, now).await
     }
+
+    /// Announce a break-glass AuditEntry to every level's sinks of the policies it bypassed
+    /// (`policies`: the current ones), from and into the entry's delivery records.
+    pub async fn deliver_break_glass(
+        &self,
+        entry: &AuditEntry,
+        policies: &[ApprovalPolicy],
+        now: Timestamp,
+    ) -> NotificationRound {
+        let records = entry
+            .status
+            .as_ref()
+            .map(|s| s.notifications.clone())
+            .unwrap_or_default();
+        let Some(notice) = break_glass_notice(entry, policies) else {
+            return NotificationRound {
+                notifications: records,
+                ..NotificationRound::default()
+            };
+        };
+        let sink_url = |sink: String| {
+            let secrets = self.secrets.clone();
+            let namespace = self.install_namespace.clone();
+            async move { read_sink_url(&secrets, &namespace, &sink).await }
+        };
+        let body = |notice: &Notice| {
+            serde_json::to_vec(&break_glass_payload(entry, notice))
+                .map_err(|e| format!("encoding the notice: {e}"))
+        };
+        deliver_notices(&self.sender, sink_url, &[notice], body, records, now).await
+    }
 }
 
 /// One delivery round for a request: attempt what is due at `now` (each sink's notices in
@@ -86,12 +119,30 @@ where
     F: Future<Output = Result<String, String>> + Send,
 {
     let notices = notices(approval, state);
+    let records = approval
+        .status
+        .as_ref()
+        .map(|s| s.notifications.clone())
+        .unwrap_or_default();
+    let body = |notice: &Notice| encode(&payload(approval, state, notice));
+    deliver_notices(sender, sink_url, &notices, body, records, now).await
+}
+
+/// The same for the notices of anything that keeps delivery `records`: `body` makes a
+/// notice's JSON.
+pub async fn deliver_notices<F>(
+    sender: &HttpSender,
+    sink_url: impl Fn(String) -> F,
+    notices: &[Notice],
+    body: impl Fn(&Notice) -> Result<Vec<u8>, String>,
+    records: Vec<NotificationStatus>,
+    now: Timestamp,
+) -> NotificationRound
+where
+    F: Future<Output = Result<String, String>> + Send,
+{
     let mut round = NotificationRound {
-        notifications: approval
-            .status
-            .as_ref()
-            .map(|s| s.notifications.clone())
-            .unwrap_or_default(),
+        notifications: records,
         ..NotificationRound::default()
     };
     let mut urls: BTreeMap<String, Result<String, String>> = BTreeMap::new();
@@ -100,7 +151,7 @@ where
     // (it waits out its backoff, past `now`): at most one pass per delivery, and a last.
     let passes = notices.iter().map(|n| n.sinks.len()).sum::<usize>() + 1;
     for _ in 0..passes {
-        let plan = plan_deliveries(&notices, &round.notifications, now);
+        let plan = plan_deliveries(notices, &round.notifications, now);
         round.next_attempt = plan.next_attempt;
         if plan.due.is_empty() {
             break;
@@ -110,10 +161,9 @@ where
                 let url = sink_url(due.sink.clone()).await;
                 urls.insert(due.sink.clone(), url);
             }
-            bodies.entry(due.notice).or_insert_with(|| {
-                let notice = &notices[due.notice];
-                encode(&payload(approval, state, notice))
-            });
+            bodies
+                .entry(due.notice)
+                .or_insert_with(|| body(&notices[due.notice]));
         }
         let attempts = plan.due.iter().map(|due| {
             let notice = &notices[due.notice];

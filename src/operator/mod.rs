@@ -3,6 +3,7 @@
 
 pub mod approvals;
 pub mod audit;
+pub mod break_glass;
 pub mod grants;
 pub mod leader;
 pub mod policies;
@@ -57,6 +58,7 @@ pub async fn run(context: Arc<Context>) {
     tokio::join!(
         approvals::run(context.clone()),
         policies::run(context.clone()),
+        break_glass::run(context.clone()),
         retention::run(context),
     );
 }

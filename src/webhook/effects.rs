@@ -156,6 +156,14 @@ impl Effects {
             metadata: ObjectMeta {
                 name: Some(name.clone()),
                 namespace: Some(self.install_namespace.clone()),
+                // The operator announces these to the policies' sinks.
+                labels: Some(
+                    [(
+                        crate::operator::break_glass::ACTION_LABEL.to_string(),
+                        "BreakGlass".to_string(),
+                    )]
+                    .into(),
+                ),
                 ..ObjectMeta::default()
             },
             spec: AuditEntrySpec {

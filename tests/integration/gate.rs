@@ -235,8 +235,14 @@ async fn break_glass_by_on_call_passes_and_is_audited() -> Result<()> {
             ns,
         ],
     )?);
+    // Every level's sinks hear of a break-glass.
+    let receiver = crate::support::receiver::Receiver::start().await?;
+    let leads = crate::support::receiver::SinkSecret::create(&format!("{}/leads", receiver.base))?;
+    let sre = crate::support::receiver::SinkSecret::create(&format!("{}/sre", receiver.base))?;
     let mut spec = two_level_chain();
     spec["breakGlass"] = json!({ "groups": ["oncall"] });
+    spec["approval"]["levels"][0]["sinks"] = json!([leads.name]);
+    spec["approval"]["levels"][1]["sinks"] = json!([sre.name]);
     let _policy = Policy::apply(ns, spec)?;
     let mut urgent = web(ns, "nginx:1.27-hotfix", 1);
     urgent["metadata"]["annotations"] =
@@ -263,8 +269,61 @@ async fn break_glass_by_on_call_passes_and_is_audited() -> Result<()> {
     assert_eq!(entry.spec.action, AuditAction::BreakGlass);
     assert_eq!(entry.spec.actor.username, "erin");
     assert_eq!(entry.spec.reason.as_deref(), Some("INC-42 checkout down"));
-    // The trail is append-only, even for the cluster admin.
     let entry_name = entry.metadata.name.clone().context("name")?;
+    for sink in ["leads", "sre"] {
+        let heard = until(
+            &format!("the break-glass notice at {sink}"),
+            Duration::from_secs(20),
+            || async {
+                // (dave's refused attempt opened a request: leads also hear level 1 open.)
+                let heard: Vec<_> = receiver
+                    .accepted(sink)
+                    .into_iter()
+                    .filter(|(event, _)| event == "BreakGlass")
+                    .collect();
+                Ok(if heard.is_empty() {
+                    Poll::Pending("nothing yet".into())
+                } else {
+                    Poll::Ready(heard)
+                })
+            },
+        )
+        .await?;
+        assert_eq!(heard, [("BreakGlass".to_string(), None)]);
+    }
+    let announced = receiver
+        .posts()
+        .into_iter()
+        .find(|p| p.sink == "leads" && p.event == "BreakGlass")
+        .context("the notice")?;
+    assert_eq!(announced.body["actor"]["username"], "erin");
+    assert_eq!(announced.body["reason"], "INC-42 checkout down");
+    assert_eq!(announced.body["auditEntry"], json!(entry_name));
+    // Recorded in the entry's status: nothing is announced twice.
+    let admin = TestCluster::get().client(User::Admin).await?;
+    let entries_api = Api::<AuditEntry>::namespaced(admin, INSTALL_NAMESPACE);
+    until(
+        "the announcements recorded",
+        Duration::from_secs(20),
+        || async {
+            let status = entries_api
+                .get(&entry_name)
+                .await?
+                .status
+                .unwrap_or_default();
+            Ok(
+                if status.notifications.len() == 2
+                    && status.notifications.iter().all(|n| n.delivered)
+                {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending(format!("{:?}", status.notifications))
+                },
+            )
+        },
+    )
+    .await?;
+    // The trail is append-only, even for the cluster admin.
     assert_refused(
         &kubectl(
             User::Admin,

@@ -1,0 +1,85 @@
+//! Break-glass announcements (SPEC §6): every break-glass AuditEntry the webhook writes is
+//! announced to all levels' sinks of the policies it bypassed, at least once, with its
+//! delivery records in the entry's status (so a restart resends nothing delivered). Only
+//! entries labelled as break-glass are watched: the trail itself can be large.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::{Api, ResourceExt};
+use serde_json::json;
+
+use super::{Context, ReconcileError};
+use crate::api::{AuditEntry, AuditEntryStatus};
+use crate::approval_status::FIELD_MANAGER;
+
+/// The label the webhook puts on a break-glass AuditEntry, so this controller watches only
+/// those.
+pub const ACTION_LABEL: &str = "countersign.dev/action";
+
+/// Run the controller until the future is dropped.
+pub async fn run(context: Arc<Context>) {
+    let api: Api<AuditEntry> = Api::namespaced(context.client.clone(), &context.install_namespace);
+    let config = watcher::Config::default().labels(&format!("{ACTION_LABEL}=BreakGlass"));
+    Controller::new(api, config)
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "break-glass reconcile did not finish");
+            }
+        })
+        .await;
+}
+
+async fn reconcile(
+    entry: Arc<AuditEntry>,
+    context: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    let now = Timestamp::now();
+    let policies = context.snapshot.policies();
+    let round = context
+        .notifier
+        .deliver_break_glass(&entry, &policies, now)
+        .await;
+    context.metrics.notifications(round.delivered, round.failed);
+    let stored = entry.status.clone().unwrap_or_default();
+    if stored.notifications != round.notifications {
+        let status = AuditEntryStatus {
+            notifications: round.notifications,
+            ..stored
+        };
+        let name = entry.name_any();
+        let patch = json!({
+            "apiVersion": "countersign.dev/v1alpha1",
+            "kind": "AuditEntry",
+            "metadata": { "name": name, "resourceVersion": entry.resource_version() },
+            "status": status,
+        });
+        Api::<AuditEntry>::namespaced(context.client.clone(), &context.install_namespace)
+            .patch_status(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+            .map_err(|e| ReconcileError::Write(name, e))?;
+    }
+    Ok(match round.next_attempt {
+        Some(at) => Action::requeue(
+            Duration::try_from(at.duration_since(Timestamp::now())).unwrap_or_default()
+                + Duration::from_millis(50),
+        ),
+        None => Action::await_change(),
+    })
+}
+
+fn error_policy(_entry: Arc<AuditEntry>, error: &ReconcileError, context: Arc<Context>) -> Action {
+    tracing::warn!(%error, "break-glass reconcile failed; retrying");
+    context.metrics.reconcile_error("break-glass");
+    Action::requeue(Duration::from_millis(500))
+}
