@@ -678,8 +678,7 @@ async fn issuing_again_completes_a_half_made_token_and_adopts_leftovers() -> Res
 #[tokio::test]
 async fn the_operator_issues_a_token_on_approval_and_revokes_it_once_deployed() -> Result<()> {
     use crate::support::flow::{
-        Policy, apply, approvals, assert_ok, assert_refused, review, rolling_web, status_until,
-        until_gated,
+        Policy, assert_ok, open_request, review, rolling_web, status_until,
     };
     crate::support::countersign::Countersign::get();
     let ns = TestNamespace::create("granted", None).await?;
@@ -704,13 +703,7 @@ async fn the_operator_issues_a_token_on_approval_and_revokes_it_once_deployed() 
         }),
     )?;
     let v1 = rolling_web(ns, "nginx:1.28", 1);
-    until_gated(&v1).await?;
-    assert_refused(&apply(User::Dave, &v1, &[])?, "approval required");
-    let name = approvals(ns).await?[0]
-        .metadata
-        .name
-        .clone()
-        .context("name")?;
+    let name = open_request(ns, &v1).await?;
     assert_ok(&review(
         User::Alice,
         ns,

@@ -355,13 +355,7 @@ async fn a_freeze_denies_an_approved_change() -> Result<()> {
     let ns = ns.name();
     let policy = Policy::apply(ns, two_level_chain())?;
     let v1 = web(ns, "nginx:1.27", 1);
-    until_gated(&v1).await?;
-    assert_refused(&apply(User::Dave, &v1, &[])?, "approval required");
-    let name = approvals(ns).await?[0]
-        .metadata
-        .name
-        .clone()
-        .context("name")?;
+    let name = open_request(ns, &v1).await?;
     assert_ok(&review(
         User::Alice,
         ns,
@@ -692,13 +686,7 @@ async fn a_rejected_change_stays_denied_and_an_expired_request_is_opened_afresh(
 
     // Rejected: denied with who and why, and how to ask again; no new request.
     let v1 = web(ns, "nginx:1.27", 1);
-    until_gated(&v1).await?;
-    assert_refused(&apply(User::Dave, &v1, &[])?, "approval required");
-    let rejected = approvals(ns).await?[0]
-        .metadata
-        .name
-        .clone()
-        .context("name")?;
+    let rejected = open_request(ns, &v1).await?;
     // Level 1 approves; carol, at level 2, rejects.
     assert_ok(&review(
         User::Alice,

@@ -66,13 +66,7 @@ async fn each_level_is_notified_when_it_opens_and_the_requester_of_the_outcome()
     )?;
 
     let v1 = rolling_web(ns, "nginx:1.27", 1);
-    until_gated(&v1).await?;
-    assert_refused(&apply(User::Dave, &v1, &[])?, "approval required");
-    let name = approvals(ns).await?[0]
-        .metadata
-        .name
-        .clone()
-        .context("name")?;
+    let name = open_request(ns, &v1).await?;
 
     // Level 1 hears at once; the receiver that fails twice hears on the third try.
     assert_eq!(heard(&receiver, "leads", 1).await?, [level_opened(1)]);

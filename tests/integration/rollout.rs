@@ -215,13 +215,7 @@ async fn an_approval_not_applied_within_its_approval_ttl_expires() -> Result<()>
     chain["approval"]["approvalTTL"] = json!("5s");
     let _policy = Policy::apply(ns, chain)?;
     let v1 = web(ns, "nginx:1.27", 1);
-    until_gated(&v1).await?;
-    assert_refused(&apply(User::Dave, &v1, &[])?, "approval required");
-    let name = approvals(ns).await?[0]
-        .metadata
-        .name
-        .clone()
-        .context("name")?;
+    let name = open_request(ns, &v1).await?;
     assert_ok(&review(
         User::Alice,
         ns,
@@ -384,13 +378,7 @@ async fn an_admitted_change_that_never_reaches_the_object_is_approved_again() ->
     let _policy = Policy::apply(ns, chain)?;
 
     let v1 = rolling_web(ns, "nginx:1.27", 1);
-    until_gated(&v1).await?;
-    assert_refused(&apply(User::Dave, &v1, &[])?, "approval required");
-    let name = approvals(ns).await?[0]
-        .metadata
-        .name
-        .clone()
-        .context("name")?;
+    let name = open_request(ns, &v1).await?;
     assert_ok(&review(
         User::Alice,
         ns,

@@ -213,3 +213,17 @@ pub async fn status_until(
     })
     .await
 }
+
+/// dave applies `object` once the policy gates it: refused, which opens its request; the
+/// request's name (the namespace's only request).
+pub async fn open_request(ns: &str, object: &Value) -> Result<String> {
+    until_gated(object).await?;
+    assert_refused(&apply(User::Dave, object, &[])?, "approval required");
+    let opened = approvals(ns).await?;
+    anyhow::ensure!(opened.len() == 1, "one request: {opened:?}");
+    opened[0]
+        .metadata
+        .name
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("the request has no name"))
+}
