@@ -45,7 +45,15 @@ fn main() -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(run())
+    let result = runtime.block_on(run());
+    // The server's certificate files.
+    let _ = std::fs::remove_dir_all(bench_dir());
+    result
+}
+
+/// Where the benchmark's server keeps its certificate files.
+fn bench_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("countersign-bench-{}", std::process::id()))
 }
 
 async fn run() -> Result<()> {
@@ -286,7 +294,7 @@ fn offline_webhook(snapshot: Snapshot) -> Result<Webhook> {
 }
 
 async fn start_server(webhook: Webhook) -> Result<(SocketAddr, rcgen::Certificate)> {
-    let dir = std::env::temp_dir().join(format!("countersign-bench-{}", std::process::id()));
+    let dir = bench_dir();
     std::fs::create_dir_all(&dir)?;
     let ca_key = rcgen::KeyPair::generate()?;
     let mut ca_params = rcgen::CertificateParams::default();
