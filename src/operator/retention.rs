@@ -1,6 +1,8 @@
 //! Audit retention (SPEC §7): deletes each AuditEntry once it is older than the configured
-//! retention, then sleeps until the next one is due (`core::retention`). Entries written
-//! meanwhile are younger than any left, so they never fall due earlier.
+//! retention, then sleeps until the next one is due (`core::retention`), but at least
+//! [`MIN_SWEEP_INTERVAL`] (or the retention, if shorter) so a busy trail is not listed
+//! again for every entry that falls due. Entries written meanwhile are younger than any
+//! left, so they never fall due earlier. The trail is listed in pages.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,17 +18,26 @@ use crate::core::retention::retention_plan;
 /// How long to wait after a failed sweep before trying again.
 const RETRY: Duration = Duration::from_secs(30);
 
+/// The least time between two sweeps: an entry is deleted at most this late.
+pub const MIN_SWEEP_INTERVAL: Duration = Duration::from_secs(600);
+
+/// Entries per page of the listing.
+const PAGE: u32 = 500;
+
 /// Run until the future is dropped; returns at once when entries are kept forever.
 pub async fn run(context: Arc<Context>) {
     let Some(retention) = context.audit_retention else {
         return;
     };
     let api: Api<AuditEntry> = Api::namespaced(context.client.clone(), &context.install_namespace);
+    let least = Duration::try_from(retention)
+        .unwrap_or(MIN_SWEEP_INTERVAL)
+        .min(MIN_SWEEP_INTERVAL);
     loop {
         let wait = match sweep(&api, retention).await {
             Ok(Some(next)) => Duration::try_from(next.duration_since(Timestamp::now()))
                 .unwrap_or_default()
-                .max(Duration::from_secs(1)),
+                .max(least),
             Ok(None) => Duration::try_from(retention).unwrap_or(RETRY),
             Err(error) => {
                 tracing::warn!(%error, "audit retention could not sweep; retrying");
@@ -42,13 +53,20 @@ async fn sweep(
     api: &Api<AuditEntry>,
     retention: jiff::SignedDuration,
 ) -> Result<Option<Timestamp>, kube::Error> {
-    let entries: Vec<(String, Timestamp)> = api
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter_map(|e| e.metadata.name.clone().map(|name| (name, e.spec.time.0)))
-        .collect();
+    let mut entries: Vec<(String, Timestamp)> = Vec::new();
+    let mut params = ListParams::default().limit(PAGE);
+    loop {
+        let page = api.list(&params).await?;
+        entries.extend(
+            page.items
+                .into_iter()
+                .filter_map(|e| e.metadata.name.clone().map(|name| (name, e.spec.time.0))),
+        );
+        match page.metadata.continue_.filter(|token| !token.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => break,
+        }
+    }
     let plan = retention_plan(&entries, retention, Timestamp::now());
     for name in &plan.delete {
         match api.delete(name, &DeleteParams::default()).await {
