@@ -51,9 +51,23 @@ pub fn is_workload(object: &Value) -> bool {
     is_workload_kind(&group, &kind)
 }
 
-/// Is (group, kind) one of the built-in workload kinds?
+/// What the workload controllers make the workloads of: gated too when a person makes them
+/// by hand (`kubectl run`, a hand-made ReplicaSet next to a gated Deployment), admitted
+/// when a workload controller does (`core::controllers`).
+pub const BUILDING_BLOCK_KINDS: &[(&str, &str)] = &[("", "Pod"), ("apps", "ReplicaSet")];
+
+/// Is (group, kind) one of the built-in workload kinds or what they are made of? Their
+/// gated content is `spec`.
 pub fn is_workload_kind(group: &str, kind: &str) -> bool {
     WORKLOAD_KINDS
+        .iter()
+        .chain(BUILDING_BLOCK_KINDS)
+        .any(|(g, k)| *g == group && *k == kind)
+}
+
+/// Is (group, kind) a Pod or a ReplicaSet?
+pub fn is_building_block(group: &str, kind: &str) -> bool {
+    BUILDING_BLOCK_KINDS
         .iter()
         .any(|(g, k)| *g == group && *k == kind)
 }

@@ -12,6 +12,7 @@ use crate::api::{
 };
 use crate::core::chain::{ApprovalChain, ChainState, RoleBindingSnapshot, describe_progress};
 use crate::core::change::{ChangeDigest, api_group, group_kind, summarize};
+use crate::core::controllers::is_workload_controller;
 use crate::core::policy::{
     BreakGlassOutcome, ChangeRequest, break_glass, deny_reasons, exclusion, matching_policies,
     policy_name,
@@ -117,6 +118,9 @@ pub enum AllowReason {
     NoApprovalRequired,
     /// Break-glass bypassed every remaining policy (see [`Decision::break_glass`]).
     BreakGlass,
+    /// A workload controller made it for a workload that was gated itself
+    /// (`core::controllers`).
+    WorkloadController,
 }
 
 /// Why a change is refused outright.
@@ -192,6 +196,17 @@ fn evaluate<'p>(
             None,
         );
     };
+    let (group, kind) = group_kind(request.object);
+    if is_workload_controller(&request.requester.username, &group, &kind) {
+        return (
+            Verdict::Allowed(AllowReason::WorkloadController),
+            vec![format!(
+                "{} is the workload controller that makes {kind}s; what it makes was gated as its workload",
+                request.requester.username
+            )],
+            Some(first),
+        );
+    }
 
     // Exemptions, per policy.
     let mut exemptions = Vec::new();
@@ -1038,7 +1053,115 @@ mod tests {
         let mut break_glass = deployment("nginx:1.27", 3);
         break_glass["metadata"]["annotations"] =
             json!({"countersign.dev/break-glass": "INC-42 checkout down"});
+        let pod = |image: &str| {
+            json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "web-7f9c-abcde", "namespace": "shop",
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                        "name": "web-7f9c", "uid": "u", "controller": true}]},
+                "spec": {"containers": [{"name": "web", "image": image}]}})
+        };
+        let replica_set = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "metadata": {"name": "web-7f9c", "namespace": "shop"},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "web", "image": "evil:1"}]}}}});
+        let mut job = deployment("nginx:1.27", 1);
+        job["apiVersion"] = json!("batch/v1");
+        job["kind"] = json!("Job");
+        let deployments_only = policy(json!({"metadata": {"name": "prod"},
+            "spec": {"match": {"kinds": [{"group": "apps", "kind": "Deployment"}]},
+                "approval": {"levels": [{"name": "l", "approvers": [{"user": "alice"}]}]}}}));
+        let config_maps_only = policy(json!({"metadata": {"name": "cm"},
+            "spec": {"match": {"kinds": [{"group": "", "kind": "ConfigMap"}]},
+                "approval": {"levels": [{"name": "l", "approvers": [{"user": "alice"}]}]}}}));
         let cases = vec![
+            Case {
+                old: None,
+                new: pod("evil:1"),
+                user: "system:serviceaccount:kube-system:replicaset-controller",
+                expect: "Allowed:WorkloadController",
+                reason: "is the workload controller that makes Pods",
+                ..case("a Pod made by the ReplicaSet controller")
+            },
+            Case {
+                old: None,
+                new: pod("evil:1"),
+                expect: "Required:Pending:new",
+                reason: "approval required by policy prod",
+                ..case("a bare Pod made by a person, with a forged owner")
+            },
+            Case {
+                old: None,
+                new: pod("evil:1"),
+                policies: vec![deployments_only.clone()],
+                expect: "Required:Pending:new",
+                reason: "approval required by policy prod",
+                ..case("a bare Pod under a policy that names Deployments only")
+            },
+            Case {
+                old: None,
+                new: pod("evil:1"),
+                policies: vec![config_maps_only],
+                expect: "Allowed:NoPolicyMatches",
+                reason: "no ApprovalPolicy matches",
+                ..case("a Pod under a policy for ConfigMaps only")
+            },
+            Case {
+                old: None,
+                new: pod("evil:1"),
+                user: "system:serviceaccount:kube-system:deployment-controller",
+                expect: "Required:Pending:new",
+                reason: "approval required by policy prod",
+                ..case("a Pod made by the wrong controller")
+            },
+            Case {
+                old: None,
+                new: replica_set.clone(),
+                expect: "Required:Pending:new",
+                reason: "approval required by policy prod",
+                ..case("a hand-made ReplicaSet")
+            },
+            Case {
+                old: None,
+                new: replica_set,
+                user: "system:serviceaccount:kube-system:deployment-controller",
+                expect: "Allowed:WorkloadController",
+                reason: "makes ReplicaSets",
+                ..case("a ReplicaSet made by the Deployment controller")
+            },
+            Case {
+                old: None,
+                new: job.clone(),
+                user: "system:serviceaccount:kube-system:cronjob-controller",
+                expect: "Allowed:WorkloadController",
+                reason: "makes Jobs",
+                ..case("a Job made by the CronJob controller")
+            },
+            Case {
+                old: None,
+                new: job,
+                expect: "Required:Pending:new",
+                reason: "approval required by policy prod",
+                ..case("kubectl create job --from=cronjob: a Job made by a person")
+            },
+            Case {
+                old: Some(pod("nginx:1.27")),
+                new: {
+                    let mut labelled = pod("nginx:1.27");
+                    labelled["metadata"]["labels"] = json!({"debug": "true"});
+                    labelled
+                },
+                expect: "Allowed:OnlyIgnoredFields",
+                reason: "",
+                ..case("a Pod's labels changed by a person")
+            },
+            Case {
+                old: Some(pod("nginx:1.27")),
+                new: pod("evil:1"),
+                expect: "Required:Pending:new",
+                reason: "approval required by policy prod",
+                ..case("kubectl set image on a Pod")
+            },
             Case {
                 policies: vec![],
                 expect: "Allowed:NoPolicyMatches",

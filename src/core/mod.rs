@@ -5,6 +5,7 @@ pub mod audit;
 pub mod chain;
 pub mod change;
 pub mod checks;
+pub mod controllers;
 pub mod custody;
 pub mod decision;
 pub mod grant;

@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde_json::Value;
 
 use crate::api::{ApprovalPolicy, Operation, UserInfo, WindowEffect, service_account_username};
-use crate::core::change::{group_kind, is_workload_kind};
+use crate::core::change::{WORKLOAD_KINDS, group_kind, is_building_block, is_workload_kind};
 use crate::core::checks::violations;
 use crate::core::windows::{describe, is_active};
 
@@ -107,12 +107,18 @@ pub fn selects_namespaces_by_label(policy: &ApprovalPolicy) -> bool {
 pub fn policy_matches(policy: &ApprovalPolicy, request: &ChangeRequest) -> bool {
     let m = &policy.spec.match_;
     let (group, kind) = group_kind(request.object);
+    // A policy that gates a workload kind also gates Pods and ReplicaSets made by hand:
+    // otherwise a bare Pod would run any image next to the gated Deployment.
     let kind_matches = if m.kinds.is_empty() {
         is_workload_kind(&group, &kind)
     } else {
         m.kinds
             .iter()
             .any(|gk| gk.group == group && gk.kind == kind)
+            || (is_building_block(&group, &kind)
+                && m.kinds
+                    .iter()
+                    .any(|gk| WORKLOAD_KINDS.contains(&(gk.group.as_str(), gk.kind.as_str()))))
     };
     let operation_matches = m.operations.is_empty() || m.operations.contains(&request.operation);
     let namespace_matches =

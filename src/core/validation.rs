@@ -11,7 +11,7 @@ use crate::api::{
     ApprovalPolicy, ApprovalPolicySpec, ApprovalPolicyStatus, ApprovalSettings, ChangeWindow,
 };
 use crate::core::chain::{approver_label, named_person, required_approvals};
-use crate::core::change::{WORKLOAD_KINDS, pointer_segments};
+use crate::core::change::{BUILDING_BLOCK_KINDS, WORKLOAD_KINDS, pointer_segments};
 use crate::core::grant::{MAX_TOKEN_TTL, MIN_TOKEN_TTL};
 use crate::core::windows::{parse_civil, parse_clock, parse_duration, parse_zone};
 
@@ -64,8 +64,9 @@ pub fn validate_policy(spec: &ApprovalPolicySpec) -> PolicyValidation {
         if kind.group.is_empty()
             && let Some((group, _)) = WORKLOAD_KINDS
                 .iter()
+                .chain(BUILDING_BLOCK_KINDS)
                 .chain(OTHER_GROUPED_KINDS)
-                .find(|(_, k)| *k == kind.kind)
+                .find(|(g, k)| !g.is_empty() && *k == kind.kind)
         {
             v.error(
                 format!("spec.match.kinds[{i}]"),

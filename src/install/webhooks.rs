@@ -4,14 +4,15 @@
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ServiceReference,
-    ValidatingWebhook, ValidatingWebhookConfiguration, WebhookClientConfig,
+    MatchCondition, MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations,
+    ServiceReference, ValidatingWebhook, ValidatingWebhookConfiguration, WebhookClientConfig,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, LabelSelectorRequirement, ObjectMeta,
 };
 
 use crate::api::GROUP;
+use crate::core::controllers::controller_usernames;
 
 /// The name of both webhook configurations.
 pub const CONFIGURATION_NAME: &str = "countersign";
@@ -70,6 +71,9 @@ struct Hook {
     /// `NoneOnDryRun`: the webhook writes (a new request, a break-glass record), but never
     /// for a dry run. `None`: it only judges.
     side_effects: &'static str,
+    /// Writes by the workload controllers are not sent (a match condition): what they make
+    /// was gated as its workload, and they keep working while countersign is down.
+    skips_workload_controllers: bool,
 }
 
 /// Workload kinds gated by default (SPEC §1.1). A policy's `match.kinds` selects among the
@@ -89,6 +93,21 @@ const WORKLOAD_RULES: &[Rule] = &[
         operations: &["CREATE", "UPDATE"],
         scope: "Namespaced",
     },
+    // What the workloads are made of, when a person makes them (`core::controllers`).
+    Rule {
+        group: "",
+        version: "v1",
+        resources: &["pods"],
+        operations: &["CREATE", "UPDATE"],
+        scope: "Namespaced",
+    },
+    Rule {
+        group: "apps",
+        version: "v1",
+        resources: &["replicasets"],
+        operations: &["CREATE", "UPDATE"],
+        scope: "Namespaced",
+    },
 ];
 
 const VALIDATING_HOOKS: &[Hook] = &[
@@ -98,6 +117,7 @@ const VALIDATING_HOOKS: &[Hook] = &[
         rules: WORKLOAD_RULES,
         excludes_system_namespaces: true,
         side_effects: "NoneOnDryRun",
+        skips_workload_controllers: true,
     },
     Hook {
         // Reviews are appended by approvers; requests made ahead of time are created by
@@ -113,6 +133,7 @@ const VALIDATING_HOOKS: &[Hook] = &[
         }],
         excludes_system_namespaces: false,
         side_effects: "None",
+        skips_workload_controllers: false,
     },
     Hook {
         // The audit trail is append-only: no UPDATE, no DELETE but retention's, no CREATE
@@ -128,6 +149,7 @@ const VALIDATING_HOOKS: &[Hook] = &[
         }],
         excludes_system_namespaces: false,
         side_effects: "None",
+        skips_workload_controllers: false,
     },
     Hook {
         // Malformed or infeasible policies are refused at admission, with the field named.
@@ -142,6 +164,7 @@ const VALIDATING_HOOKS: &[Hook] = &[
         }],
         excludes_system_namespaces: false,
         side_effects: "None",
+        skips_workload_controllers: false,
     },
 ];
 
@@ -161,6 +184,7 @@ const MUTATING_HOOKS: &[Hook] = &[
         }],
         excludes_system_namespaces: false,
         side_effects: "None",
+        skips_workload_controllers: false,
     },
     Hook {
         // Stamps who made a policy's current spec (and restores the stamp on writes that do
@@ -177,6 +201,7 @@ const MUTATING_HOOKS: &[Hook] = &[
         }],
         excludes_system_namespaces: false,
         side_effects: "None",
+        skips_workload_controllers: false,
     },
 ];
 
@@ -211,6 +236,7 @@ pub fn validating_configuration(
                         rules: common.rules,
                         side_effects: common.side_effects,
                         timeout_seconds: common.timeout_seconds,
+                        match_conditions: common.match_conditions,
                         ..ValidatingWebhook::default()
                     }
                 })
@@ -242,6 +268,7 @@ pub fn mutating_configuration(
                         rules: common.rules,
                         side_effects: common.side_effects,
                         timeout_seconds: common.timeout_seconds,
+                        match_conditions: common.match_conditions,
                         reinvocation_policy: Some("Never".into()),
                         ..MutatingWebhook::default()
                     }
@@ -267,6 +294,7 @@ fn metadata() -> ObjectMeta {
 
 /// The fields validating and mutating webhooks share.
 struct Common {
+    match_conditions: Option<Vec<MatchCondition>>,
     name: String,
     versions: Vec<String>,
     client_config: WebhookClientConfig,
@@ -316,7 +344,21 @@ impl Common {
                 match_labels: None,
             }
         });
+        let match_conditions = hook.skips_workload_controllers.then(|| {
+            let controllers: Vec<String> = controller_usernames()
+                .iter()
+                .map(|user| format!("'{user}'"))
+                .collect();
+            vec![MatchCondition {
+                name: "not-a-workload-controller".into(),
+                expression: format!(
+                    "!(request.userInfo.username in [{}]) && !(request.resource.resource == 'pods' && request.userInfo.username.startsWith('system:node:'))",
+                    controllers.join(", ")
+                ),
+            }]
+        });
         Common {
+            match_conditions,
             name: hook.name.into(),
             versions: vec!["v1".into()],
             client_config,
@@ -386,6 +428,31 @@ mod tests {
             .find(|h| h.name == "approvals.countersign.dev")
             .expect("approval webhook");
         assert!(approvals.namespace_selector.is_none());
+        // The workload controllers' writes are not sent; every other webhook sees everyone.
+        let condition = workloads
+            .match_conditions
+            .as_ref()
+            .and_then(|c| c.first())
+            .expect("a match condition on workloads");
+        for controller in [
+            "replicaset-controller",
+            "cronjob-controller",
+            "deployment-controller",
+        ] {
+            assert!(
+                condition
+                    .expression
+                    .contains(&format!("'system:serviceaccount:kube-system:{controller}'")),
+                "{}",
+                condition.expression
+            );
+        }
+        assert!(
+            hooks
+                .iter()
+                .filter(|h| h.name != "workloads.countersign.dev")
+                .all(|h| h.match_conditions.is_none())
+        );
     }
 
     #[test]

@@ -14,4 +14,5 @@ mod leader;
 mod notifications;
 mod policy_audit;
 mod rollout;
+mod ways_around;
 mod workloads;

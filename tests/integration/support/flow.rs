@@ -215,15 +215,19 @@ pub async fn status_until(
 }
 
 /// dave applies `object` once the policy gates it: refused, which opens its request; the
-/// request's name (the namespace's only request).
+/// request's name (the only one for that object).
 pub async fn open_request(ns: &str, object: &Value) -> Result<String> {
     until_gated(object).await?;
     assert_refused(&apply(User::Dave, object, &[])?, "approval required");
-    let opened = approvals(ns).await?;
-    anyhow::ensure!(opened.len() == 1, "one request: {opened:?}");
-    opened[0]
-        .metadata
-        .name
-        .clone()
-        .ok_or_else(|| anyhow::anyhow!("the request has no name"))
+    let target = object["metadata"]["name"].as_str().unwrap_or_default();
+    let opened: Vec<String> = approvals(ns)
+        .await?
+        .into_iter()
+        .filter(|a| a.spec.target.name == target)
+        .filter_map(|a| a.metadata.name)
+        .collect();
+    match opened.as_slice() {
+        [name] => Ok(name.clone()),
+        other => anyhow::bail!("one request for {target}, not {other:?}"),
+    }
 }
