@@ -211,6 +211,10 @@ pub struct PolicyChecks {
     /// Every container must set CPU and memory requests and a memory limit.
     #[serde(default)]
     pub require_resources: bool,
+    /// Deny adding ephemeral containers (`kubectl debug`) to Pods outright; otherwise one is
+    /// a change of the Pod like any other, approved by its digest.
+    #[serde(default)]
+    pub forbid_ephemeral_containers: bool,
 }
 
 /// The approval chain and its time limits (SPEC §4).

@@ -61,6 +61,31 @@ pub fn violations(checks: &PolicyChecks, object: &Value) -> Vec<String> {
     out
 }
 
+/// Ephemeral containers `object` adds or changes compared with `old` (a `kubectl debug`
+/// session brings a new image into a running Pod), as messages.
+pub fn ephemeral_violations(object: &Value, old: Option<&Value>) -> Vec<String> {
+    let ephemeral = |object: Option<&Value>| -> Vec<Value> {
+        object
+            .and_then(pod_spec)
+            .and_then(|spec| spec.get("ephemeralContainers"))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let before = ephemeral(old);
+    ephemeral(Some(object))
+        .iter()
+        .filter(|container| !before.contains(container))
+        .map(|container| {
+            format!(
+                "ephemeralContainers {}: ephemeral containers (kubectl debug) are forbidden here; image {}",
+                container.get("name").and_then(Value::as_str).unwrap_or("?"),
+                container.get("image").and_then(Value::as_str).unwrap_or("?"),
+            )
+        })
+        .collect()
+}
+
 fn secret_violations(at: &str, container: &Map<String, Value>, out: &mut Vec<String>) {
     for env in container
         .get("env")
@@ -173,6 +198,7 @@ mod tests {
             require_image_digest: true,
             forbid_privileged: true,
             require_resources: true,
+            forbid_ephemeral_containers: true,
         };
         let resources =
             json!({"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "128Mi"}});

@@ -1071,6 +1071,16 @@ mod tests {
         let deployments_only = policy(json!({"metadata": {"name": "prod"},
             "spec": {"match": {"kinds": [{"group": "apps", "kind": "Deployment"}]},
                 "approval": {"levels": [{"name": "l", "approvers": [{"user": "alice"}]}]}}}));
+        let debugged = |mut pod: Value| {
+            pod["spec"]["ephemeralContainers"] =
+                json!([{"name": "debugger", "image": "busybox:1.36"}]);
+            pod
+        };
+        let mut no_debugging = two_level("prod", 10);
+        no_debugging.spec.checks = Some(crate::api::PolicyChecks {
+            forbid_ephemeral_containers: true,
+            ..Default::default()
+        });
         let config_maps_only = policy(json!({"metadata": {"name": "cm"},
             "spec": {"match": {"kinds": [{"group": "", "kind": "ConfigMap"}]},
                 "approval": {"levels": [{"name": "l", "approvers": [{"user": "alice"}]}]}}}));
@@ -1161,6 +1171,33 @@ mod tests {
                 expect: "Required:Pending:new",
                 reason: "approval required by policy prod",
                 ..case("kubectl set image on a Pod")
+            },
+            Case {
+                old: Some(pod("nginx:1.27")),
+                new: debugged(pod("nginx:1.27")),
+                expect: "Required:Pending:new",
+                reason: "approval required by policy prod",
+                ..case("kubectl debug: an ephemeral container is a change")
+            },
+            Case {
+                old: Some(pod("nginx:1.27")),
+                new: debugged(pod("nginx:1.27")),
+                policies: vec![no_debugging.clone()],
+                expect: "Denied:Rules",
+                reason: "ephemeral containers (kubectl debug) are forbidden here; image busybox:1.36",
+                ..case("kubectl debug where a policy forbids it")
+            },
+            Case {
+                old: Some(debugged(pod("nginx:1.27"))),
+                new: {
+                    let mut labelled = debugged(pod("nginx:1.27"));
+                    labelled["metadata"]["labels"] = json!({"debugged": "yes"});
+                    labelled
+                },
+                policies: vec![no_debugging],
+                expect: "Allowed:OnlyIgnoredFields",
+                reason: "",
+                ..case("a Pod debugged before the policy is still labelled")
             },
             Case {
                 policies: vec![],

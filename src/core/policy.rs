@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::api::{ApprovalPolicy, Operation, UserInfo, WindowEffect, service_account_username};
 use crate::core::change::{WORKLOAD_KINDS, group_kind, is_building_block, is_workload_kind};
-use crate::core::checks::violations;
+use crate::core::checks::{ephemeral_violations, violations};
 use crate::core::windows::{describe, is_active};
 
 /// The namespace label that names a target's region.
@@ -237,6 +237,13 @@ pub fn deny_reasons(
                 .into_iter()
                 .map(|v| format!("policy {name}: {v}")),
         );
+        if checks.forbid_ephemeral_containers {
+            reasons.extend(
+                ephemeral_violations(request.object, request.old_object)
+                    .into_iter()
+                    .map(|v| format!("policy {name}: {v}")),
+            );
+        }
     }
     reasons
 }

@@ -101,6 +101,14 @@ const WORKLOAD_RULES: &[Rule] = &[
         operations: &["CREATE", "UPDATE"],
         scope: "Namespaced",
     },
+    // `kubectl debug` adds an ephemeral container to a running Pod through this subresource.
+    Rule {
+        group: "",
+        version: "v1",
+        resources: &["pods/ephemeralcontainers"],
+        operations: &["UPDATE"],
+        scope: "Namespaced",
+    },
     Rule {
         group: "apps",
         version: "v1",

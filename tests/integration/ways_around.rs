@@ -6,6 +6,7 @@ use serde_json::json;
 
 use crate::support::countersign::Countersign;
 use crate::support::flow::*;
+use crate::support::wait::until;
 use crate::support::{TestNamespace, User};
 
 #[tokio::test]
@@ -116,5 +117,122 @@ async fn pods_and_replica_sets_made_by_hand_are_gated_but_not_those_the_controll
         User::Dave,
         &["label", &pod, "debug=true", "-n", ns],
     )?);
+    Ok(())
+}
+
+#[tokio::test]
+async fn kubectl_debug_is_a_change_and_a_policy_can_forbid_it() -> Result<()> {
+    Countersign::get();
+    let ns = TestNamespace::create("debug", None).await?;
+    let ns = ns.name();
+    // A running Pod, made before any policy gates the namespace.
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": { "name": "web", "namespace": ns },
+        "spec": { "containers": [{ "name": "web", "image": "nginx:1.27" }] },
+    });
+    assert_ok(&kubectl_stdin(User::Admin, &["apply", "-f", "-"], &pod)?);
+    // The built-in `edit` role does not include ephemeral containers (so for dave as he is,
+    // `kubectl debug` is already forbidden by RBAC); a team that grants it gets the gate.
+    let debugger = json!({
+        "apiVersion": "v1", "kind": "List", "items": [
+            { "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+              "metadata": { "name": "debugger", "namespace": ns },
+              "rules": [{ "apiGroups": [""], "resources": ["pods/ephemeralcontainers"],
+                          "verbs": ["get", "patch", "update"] }] },
+            { "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+              "metadata": { "name": "dave-debugger", "namespace": ns },
+              "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "debugger" },
+              "subjects": [{ "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "dave" }] },
+        ],
+    });
+    assert_ok(&kubectl_stdin(
+        User::Admin,
+        &["apply", "-f", "-"],
+        &debugger,
+    )?);
+    let debug = |container: &str| {
+        kubectl(
+            User::Dave,
+            &[
+                "debug",
+                "web",
+                "-n",
+                ns,
+                "--image=busybox:1.36",
+                &format!("--container={container}"),
+                "--attach=false",
+            ],
+        )
+    };
+    let mut policy = json!({ "approval": { "levels": [{ "name": "leads", "approvers": [{ "user": "alice" }] }] } });
+    let gated = Policy::apply(ns, policy.clone())?;
+    let refused = until(
+        "kubectl debug to be gated",
+        std::time::Duration::from_secs(20),
+        || async {
+            let out = debug("dbg-1")?;
+            Ok(if text(&out).contains("approval required") {
+                crate::support::wait::Poll::Ready(out)
+            } else {
+                crate::support::wait::Poll::Pending(text(&out))
+            })
+        },
+    )
+    .await?;
+    assert_refused(&refused, "approval required by policy");
+    // Approved, the same debug session (same container name, same image) passes.
+    let requests = approvals(ns).await?;
+    let name = requests
+        .iter()
+        .find(|a| a.spec.target.kind == "Pod")
+        .and_then(|a| a.metadata.name.clone())
+        .ok_or_else(|| anyhow::anyhow!("a request for the Pod"))?;
+    assert_ok(&review(
+        User::Alice,
+        ns,
+        &name,
+        json!({"decision": "Approve"}),
+    )?);
+    status_until(ns, &name, "Approved", |s| {
+        s.phase == countersign::api::ApprovalPhase::Approved
+    })
+    .await?;
+    let admitted = until(
+        "the approved debug session",
+        std::time::Duration::from_secs(20),
+        || async {
+            let out = debug("dbg-1")?;
+            Ok(if out.status.success() {
+                crate::support::wait::Poll::Ready(out)
+            } else {
+                crate::support::wait::Poll::Pending(text(&out))
+            })
+        },
+    )
+    .await?;
+    assert_ok(&admitted);
+    drop(gated);
+
+    // A policy that forbids ephemeral containers denies them outright.
+    policy["checks"] = json!({ "forbidEphemeralContainers": true });
+    let _forbidding = Policy::apply(ns, policy)?;
+    let denied = until(
+        "the check to deny",
+        std::time::Duration::from_secs(20),
+        || async {
+            let out = debug("dbg-2")?;
+            Ok(if text(&out).contains("forbidden here") {
+                crate::support::wait::Poll::Ready(out)
+            } else {
+                crate::support::wait::Poll::Pending(text(&out))
+            })
+        },
+    )
+    .await?;
+    assert_refused(
+        &denied,
+        "ephemeral containers (kubectl debug) are forbidden here",
+    );
     Ok(())
 }
