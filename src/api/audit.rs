@@ -61,6 +61,8 @@ pub enum AuditAction {
     DeployTokenIssued,
     DeployTokenRevoked,
     BreakGlass,
+    /// A change back to the revision last confirmed Deployed, admitted without approval.
+    Rollback,
     PolicyCreated,
     PolicyChanged,
 }

@@ -243,6 +243,10 @@ pub struct ApprovalSettings {
     /// May the requester approve their own change?
     #[serde(default)]
     pub allow_self_approval: bool,
+    /// A rollback to the revision last confirmed `Deployed` for an object passes without a
+    /// new approval, audited as a rollback (SPEC §1.6). Absent: `true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_rollback: Option<bool>,
     /// Notification sinks (Secrets in the install namespace, like a level's `sinks`) told
     /// the final decision: Approved, Rejected or Expired, and the rollout's end.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

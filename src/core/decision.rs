@@ -121,6 +121,11 @@ pub enum AllowReason {
     /// A workload controller made it for a workload that was gated itself
     /// (`core::controllers`).
     WorkloadController,
+    /// Back to the revision last confirmed `Deployed` (by the approval named), which the
+    /// policy allows without a new approval; audited as a rollback.
+    Rollback {
+        approval: String,
+    },
 }
 
 /// Why a change is refused outright.
@@ -178,6 +183,21 @@ pub fn decide(input: &DecisionInput) -> Decision {
         reasons,
         break_glass,
     }
+}
+
+/// The approval whose change was confirmed `Deployed` last, of those for the target.
+fn last_deployed<'a>(for_target: &[&'a DeploymentApproval]) -> Option<&'a DeploymentApproval> {
+    for_target
+        .iter()
+        .copied()
+        .filter(|a| stored_phase(a) == Some(ApprovalPhase::Deployed))
+        .max_by_key(|a| {
+            a.status
+                .as_ref()
+                .and_then(|s| s.rollout.as_ref())
+                .and_then(|r| r.finished_at.as_ref())
+                .map_or(a.spec.change.requested_at.0, |t| t.0)
+        })
 }
 
 /// The verdict, its reasons, and the policy whose ignored fields govern the digest.
@@ -410,6 +430,30 @@ fn approval_verdict(
         .iter()
         .filter(|a| targets(a, request))
         .collect();
+
+    // A rollback to the revision last confirmed Deployed passes, lock or no lock: an
+    // emergency rollback must not wait behind approvals (SPEC §1.6). Only countersign
+    // writes a `Deployed` status, so the stored phase can be trusted here.
+    if request.operation == Operation::Update
+        && policy
+            .spec
+            .approval
+            .as_ref()
+            .and_then(|chain| chain.allow_rollback)
+            .unwrap_or(true)
+        && let Some(last) = last_deployed(&for_target)
+        && last.spec.change.digest == digest.as_str()
+    {
+        let last_name = last.metadata.name.clone().unwrap_or_default();
+        return (
+            Verdict::Allowed(AllowReason::Rollback {
+                approval: last_name.clone(),
+            }),
+            vec![format!(
+                "a rollback to the revision last confirmed Deployed (approval {last_name}): policy {name} lets it pass without a new approval; it is audited as a rollback"
+            )],
+        );
+    }
 
     // The lock (SPEC §1.3) follows the stored status: a stored phase may only make the
     // verdict stricter, so a `Deploying` status holds the object whatever its reviews say.
@@ -1081,6 +1125,21 @@ mod tests {
             forbid_ephemeral_containers: true,
             ..Default::default()
         });
+        let mut no_rollback = two_level("prod", 10);
+        if let Some(chain) = no_rollback.spec.approval.as_mut() {
+            chain.allow_rollback = Some(false);
+        }
+        let deployed_at = |mut approval: DeploymentApproval, at: &str| {
+            if let Some(status) = approval.status.as_mut() {
+                status.rollout = Some(crate::api::RolloutStatus {
+                    finished_at: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                        at.parse().unwrap(),
+                    )),
+                    ..Default::default()
+                });
+            }
+            approval
+        };
         let config_maps_only = policy(json!({"metadata": {"name": "cm"},
             "spec": {"match": {"kinds": [{"group": "", "kind": "ConfigMap"}]},
                 "approval": {"levels": [{"name": "l", "approvers": [{"user": "alice"}]}]}}}));
@@ -1430,10 +1489,56 @@ mod tests {
                 ..case("same change retried while deploying")
             },
             Case {
+                policies: vec![no_rollback.clone()],
                 approvals: vec![approval("nginx:1.27", ALL, Some("Deployed"))],
                 expect: "Required:Pending:new",
                 reason: "is Deployed and spent; this attempt needs a fresh request",
-                ..case("a deployed approval is spent")
+                ..case("a deployed approval is spent where rollbacks need approval")
+            },
+            Case {
+                approvals: vec![approval("nginx:1.27", ALL, Some("Deployed"))],
+                expect: "Allowed:Rollback",
+                reason: "a rollback to the revision last confirmed Deployed",
+                ..case("back to the revision last deployed")
+            },
+            Case {
+                approvals: vec![
+                    approval("nginx:1.27", ALL, Some("Deployed")),
+                    approval("nginx:1.26", ALL, Some("Deploying")),
+                ],
+                expect: "Allowed:Rollback",
+                reason: "a rollback to the revision last confirmed Deployed",
+                ..case("an emergency rollback while a broken change is rolling out")
+            },
+            Case {
+                approvals: vec![
+                    deployed_at(
+                        approval("nginx:1.27", ALL, Some("Deployed")),
+                        "2025-06-01T08:00:00Z",
+                    ),
+                    deployed_at(
+                        approval("nginx:1.26", ALL, Some("Deployed")),
+                        "2025-06-02T08:00:00Z",
+                    ),
+                ],
+                expect: "Required:Pending:new",
+                reason: "is Deployed and spent",
+                ..case("an older deployed revision is not a rollback")
+            },
+            Case {
+                old: None,
+                approvals: vec![approval("nginx:1.27", ALL, Some("Deployed"))],
+                expect: "Required:Pending:new",
+                reason: "is Deployed and spent",
+                ..case("re-creating a deleted object is not a rollback")
+            },
+            Case {
+                approvals: vec![tweak(approval("nginx:1.27", &[], Some("Approved")), |a| {
+                    a.metadata.name = Some("forged".into())
+                })],
+                expect: "Required:Pending:existing",
+                reason: "",
+                ..case("only a Deployed status makes a rollback")
             },
             Case {
                 approvals: vec![approval("nginx:1.27", ALL, Some("Failed"))],
@@ -1568,10 +1673,16 @@ mod tests {
                 format!("{base}-2"),
             ),
         ];
+        // Rollbacks need approval here, so a Deployed record is only a name taken.
+        let mut no_rollback = two_level("prod", 10);
+        if let Some(chain) = no_rollback.spec.approval.as_mut() {
+            chain.allow_rollback = Some(false);
+        }
         for (name, approvals, expected) in cases {
             let decision = run(&Case {
                 approvals,
                 dry_run: false,
+                policies: vec![no_rollback.clone()],
                 ..case(name)
             });
             let Verdict::ApprovalRequired(req) = &decision.verdict else {

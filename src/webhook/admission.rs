@@ -15,13 +15,13 @@ use kube::{Api, ResourceExt};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::effects::{Effects, WriteError, approval_reference, bounded};
+use super::effects::{Effects, Rollback, WriteError, approval_reference, bounded};
 use super::request::{BadReview, Parsed, Request, decode, parse};
 use super::snapshot::Snapshot;
 use crate::api::{ApprovalPolicy, AuditTarget, DeploymentApproval, Operation as ChangeOperation};
 use crate::core::chain::ApprovalChain;
 use crate::core::custody::{AuditWrite, approval_status_write, audit_write};
-use crate::core::decision::{Decision, DecisionInput, DenyReason, Verdict, decide};
+use crate::core::decision::{AllowReason, Decision, DecisionInput, DenyReason, Verdict, decide};
 use crate::core::policy::ChangeRequest;
 use crate::core::policy_audit::stamp_policy_change;
 use crate::core::request::{RequestCreate, validate_request_create};
@@ -294,6 +294,69 @@ impl Webhook {
         Ok(changed)
     }
 
+    /// Admit a rollback to the revision last confirmed Deployed, once its AuditEntry is
+    /// written (nothing passes unaudited; a dry run writes nothing).
+    async fn rollback(
+        &self,
+        request: &Request,
+        change: &ChangeRequest<'_>,
+        namespace: &str,
+        decision: &Decision,
+        deployed: &str,
+    ) -> Answer {
+        if request.dry_run() {
+            return Answer::allow(request);
+        }
+        let target = target_reference(change.object, namespace);
+        let from_version = change
+            .old_object
+            .and_then(|old| old.pointer("/metadata/resourceVersion"))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let policy = decision
+            .matched_policies
+            .first()
+            .cloned()
+            .unwrap_or_default();
+        match self
+            .effects
+            .record_rollback(
+                Rollback {
+                    target: audit_target(&target),
+                    actor: change.requester,
+                    digest: decision.digest.as_str(),
+                    from_version,
+                    deployed,
+                    policy: &policy,
+                },
+                Timestamp::now(),
+            )
+            .await
+        {
+            Ok(entry) => {
+                self.effects.publish(
+                    target,
+                    EventType::Warning,
+                    "Rollback",
+                    format!(
+                        "{} rolled back to the revision approval {deployed} deployed, without a new approval (audited as AuditEntry {entry})",
+                        change.requester.username
+                    ),
+                );
+                Answer::allow(request).warn(format!(
+                    "countersign: a rollback to the revision approval {deployed} deployed; recorded as AuditEntry {}/{entry}",
+                    self.settings.install_namespace
+                ))
+            }
+            Err(error) => Answer::deny(
+                request,
+                format!(
+                    "the rollback could not be recorded ({error}); nothing passes unaudited, retry"
+                ),
+            ),
+        }
+    }
+
     /// Carry out a decision and answer.
     async fn act(
         &self,
@@ -303,6 +366,11 @@ impl Webhook {
         decision: Decision,
     ) -> Answer {
         // Most changes pass with nothing to record: answer them without building messages.
+        if let Verdict::Allowed(AllowReason::Rollback { approval }) = &decision.verdict {
+            return self
+                .rollback(request, change, namespace, &decision, approval)
+                .await;
+        }
         let glass = match (&decision.verdict, &decision.break_glass) {
             (Verdict::Allowed(_), None) => return Answer::allow(request),
             (Verdict::Allowed(_), Some(_)) if request.dry_run() => return Answer::allow(request),

@@ -53,6 +53,19 @@ pub async fn bounded<T>(
     }
 }
 
+/// A rollback admitted without approval, as its AuditEntry records it.
+pub struct Rollback<'a> {
+    pub target: AuditTarget,
+    pub actor: &'a UserInfo,
+    /// The change's digest: the revision rolled back to.
+    pub digest: &'a str,
+    /// The old object's resourceVersion: the state rolled back from.
+    pub from_version: &'a str,
+    /// The approval that deployed the revision.
+    pub deployed: &'a str,
+    pub policy: &'a str,
+}
+
 /// The webhook's writes, as countersign's own identity.
 #[derive(Clone)]
 pub struct Effects {
@@ -178,6 +191,55 @@ impl Effects {
             },
             status: None,
         };
+        self.create_entry(entry).await
+    }
+
+    /// Write the AuditEntry of a rollback admitted without approval (SPEC §1.6). Its name
+    /// is derived from the target, the state rolled back from (`from_version`, the old
+    /// object's resourceVersion), the change and the person: a retried apply finds it.
+    pub async fn record_rollback(
+        &self,
+        rollback: Rollback<'_>,
+        now: Timestamp,
+    ) -> Result<String, WriteError> {
+        let Rollback {
+            target,
+            actor,
+            digest,
+            from_version,
+            deployed,
+            policy,
+        } = rollback;
+        let name = format!(
+            "rollback-{}",
+            entry_hash(&target, &[digest, from_version, &actor.username])
+        );
+        let entry = AuditEntry {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(self.install_namespace.clone()),
+                ..ObjectMeta::default()
+            },
+            spec: AuditEntrySpec {
+                time: Time(now),
+                action: AuditAction::Rollback,
+                actor: actor.clone(),
+                target,
+                change_digest: Some(digest.to_string()),
+                approval: Some(deployed.to_string()),
+                policy: Some(policy.to_string()),
+                reason: Some(format!(
+                    "rolled back to the revision last confirmed Deployed by approval {deployed}, without a new approval"
+                )),
+            },
+            status: None,
+        };
+        self.create_entry(entry).await
+    }
+
+    /// Create `entry`; one already there under its deterministic name counts as written.
+    async fn create_entry(&self, entry: AuditEntry) -> Result<String, WriteError> {
+        let name = entry.metadata.name.clone().unwrap_or_default();
         let api: Api<AuditEntry> = Api::namespaced(self.client.clone(), &self.install_namespace);
         match bounded(api.create(&PostParams::default(), &entry)).await {
             Ok(_) | Err(WriteError::Conflict(_)) => Ok(name),
@@ -223,25 +285,29 @@ pub fn approval_reference(namespace: &str, name: &str) -> ObjectReference {
 
 /// `break-glass-<16 hex>` of (target, digest, actor).
 fn break_glass_entry_name(target: &AuditTarget, digest: &str, actor: &str) -> String {
+    format!("break-glass-{}", entry_hash(target, &[digest, actor]))
+}
+
+/// 16 hex digits of a hash over the target and `parts`: a deterministic entry name.
+fn entry_hash(target: &AuditTarget, parts: &[&str]) -> String {
     let mut hash = Sha256::new();
     for part in [
         target.api_version.as_str(),
         target.kind.as_str(),
         target.namespace.as_deref().unwrap_or_default(),
         target.name.as_str(),
-        digest,
-        actor,
-    ] {
+    ]
+    .into_iter()
+    .chain(parts.iter().copied())
+    {
         hash.update(part.as_bytes());
         hash.update([0]);
     }
-    let hex: String = hash
-        .finalize()
+    hash.finalize()
         .iter()
         .take(8)
         .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("break-glass-{hex}")
+        .collect()
 }
 
 /// A label value: at most 63 characters of the name (object names may be longer).

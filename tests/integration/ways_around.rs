@@ -236,3 +236,188 @@ async fn kubectl_debug_is_a_change_and_a_policy_can_forbid_it() -> Result<()> {
     );
     Ok(())
 }
+
+/// Approve (alice) and apply `object` (dave), then wait until its rollout is confirmed;
+/// the request's name.
+async fn deploy(
+    ns: &str,
+    object: &serde_json::Value,
+    phase: countersign::api::ApprovalPhase,
+) -> Result<String> {
+    let name = open_request(ns, object).await?;
+    assert_ok(&review(
+        User::Alice,
+        ns,
+        &name,
+        json!({"decision": "Approve"}),
+    )?);
+    status_until(ns, &name, "Approved", |s| {
+        s.phase == countersign::api::ApprovalPhase::Approved
+    })
+    .await?;
+    apply_until("the approved change to be admitted", object, &[], |out| {
+        out.status.success()
+    })
+    .await?;
+    status_until(ns, &name, &format!("{phase}"), |s| {
+        s.phase == phase
+            && s.rollout
+                .as_ref()
+                .is_some_and(|r| r.applied_generation.is_some())
+    })
+    .await?;
+    Ok(name)
+}
+
+#[tokio::test]
+async fn every_client_path_of_a_change_is_gated_and_a_rollback_to_the_deployed_revision_is_not()
+-> Result<()> {
+    use countersign::api::ApprovalPhase::{Deployed, Deploying, Failed};
+    Countersign::get();
+    let ns = TestNamespace::create("paths", None).await?;
+    let ns = ns.name();
+    let chain = json!({ "approval": { "levels": [{ "name": "leads", "approvers": [{ "user": "alice" }] }] } });
+    let policy = Policy::apply(ns, chain.clone())?;
+    let v1 = rolling_web(ns, "nginx:1.27", 1);
+    let deployed = deploy(ns, &v1, Deployed).await?;
+
+    // Every way of changing it is a change.
+    let deployment = "deployment/web";
+    let strategic = json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "nginx:1.29"}]}}}}).to_string();
+    let merge =
+        json!({"spec": {"template": {"metadata": {"annotations": {"team": "shop"}}}}}).to_string();
+    let json_patch = json!([{"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": "nginx:1.30"}]).to_string();
+    let paths: Vec<(&str, Vec<&str>)> = vec![
+        (
+            "set image",
+            vec!["set", "image", deployment, "web=nginx:1.28"],
+        ),
+        (
+            "strategic patch",
+            vec!["patch", deployment, "--type=strategic", "-p", &strategic],
+        ),
+        (
+            "merge patch",
+            vec!["patch", deployment, "--type=merge", "-p", &merge],
+        ),
+        (
+            "JSON patch",
+            vec!["patch", deployment, "--type=json", "-p", &json_patch],
+        ),
+        ("rollout restart", vec!["rollout", "restart", deployment]),
+    ];
+    for (path, args) in paths {
+        let mut args = args;
+        args.extend(["-n", ns]);
+        assert_refused(&kubectl(User::Dave, &args)?, "approval required");
+        let _ = path;
+    }
+    let mut other_manager = rolling_web(ns, "nginx:1.31", 1);
+    other_manager["metadata"]["annotations"] = json!({});
+    assert_refused(
+        &kubectl_stdin(
+            User::Dave,
+            &[
+                "apply",
+                "--server-side",
+                "--field-manager=other",
+                "--force-conflicts",
+                "-f",
+                "-",
+            ],
+            &other_manager,
+        )?,
+        "approval required",
+    );
+    let edit = crate::support::TestCluster::get()
+        .kubectl(User::Dave)
+        .args(["edit", deployment, "-n", ns])
+        .env("KUBE_EDITOR", "sed -i s/nginx:1.27/nginx:1.32/")
+        .output()?;
+    assert_refused(&edit, "approval required");
+
+    // A broken change is approved and admitted: its pods never schedule.
+    let v2 = web(ns, "nginx:1.28", 1);
+    let broken = deploy(ns, &v2, Deploying).await?;
+    // `kubectl rollout undo` goes back to the revision last confirmed Deployed: it passes
+    // without a new approval, past the broken change's lock, and is audited.
+    let undo = kubectl(User::Dave, &["rollout", "undo", deployment, "-n", ns])?;
+    assert_ok(&undo);
+    assert!(
+        text(&undo).contains("a rollback to the revision approval"),
+        "{}",
+        text(&undo)
+    );
+    let failed = status_until(ns, &broken, "the broken change superseded", |s| {
+        s.phase == Failed
+    })
+    .await?;
+    assert!(
+        failed
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "RolledOut" && c.reason == "Superseded"),
+        "{failed:?}"
+    );
+    let admin = crate::support::TestCluster::get()
+        .client(User::Admin)
+        .await?;
+    let entries = kube::Api::<countersign::api::AuditEntry>::namespaced(
+        admin,
+        crate::support::countersign::INSTALL_NAMESPACE,
+    );
+    let rollback = until(
+        "the rollback's AuditEntry",
+        std::time::Duration::from_secs(10),
+        || async {
+            let found = entries
+                .list(&Default::default())
+                .await?
+                .items
+                .into_iter()
+                .find(|e| {
+                    e.spec.action == countersign::api::AuditAction::Rollback
+                        && e.spec.target.namespace.as_deref() == Some(ns)
+                });
+            Ok(match found {
+                Some(entry) => crate::support::wait::Poll::Ready(entry),
+                None => crate::support::wait::Poll::Pending("none".into()),
+            })
+        },
+    )
+    .await?;
+    assert_eq!(rollback.spec.actor.username, "dave");
+    assert_eq!(rollback.spec.approval.as_deref(), Some(deployed.as_str()));
+
+    // A policy can make rollbacks need approval like any change.
+    drop(policy);
+    let mut strict = chain;
+    strict["approval"]["allowRollback"] = json!(false);
+    let _strict = Policy::apply(ns, strict)?;
+    let v3 = web(ns, "nginx:1.33", 1);
+    deploy(ns, &v3, Deploying).await?;
+    let refused = until(
+        "the strict policy to refuse the undo",
+        std::time::Duration::from_secs(20),
+        || async {
+            let out = kubectl(User::Dave, &["rollout", "undo", deployment, "-n", ns])?;
+            Ok(
+                if text(&out).contains("is rolling out") || text(&out).contains("approval required")
+                {
+                    crate::support::wait::Poll::Ready(out)
+                } else {
+                    crate::support::wait::Poll::Pending(text(&out))
+                },
+            )
+        },
+    )
+    .await?;
+    assert!(!refused.status.success());
+
+    // `replace --force` deletes and creates: the create is gated.
+    let mut replaced = rolling_web(ns, "nginx:1.34", 1);
+    replaced["metadata"]["annotations"] = json!({});
+    let out = kubectl_stdin(User::Dave, &["replace", "--force", "-f", "-"], &replaced)?;
+    assert_refused(&out, "approval required");
+    Ok(())
+}

@@ -215,19 +215,15 @@ pub async fn status_until(
 }
 
 /// dave applies `object` once the policy gates it: refused, which opens its request; the
-/// request's name (the only one for that object).
-pub async fn open_request(ns: &str, object: &Value) -> Result<String> {
+/// request's name, as the denial names it.
+pub async fn open_request(_ns: &str, object: &Value) -> Result<String> {
     until_gated(object).await?;
-    assert_refused(&apply(User::Dave, object, &[])?, "approval required");
-    let target = object["metadata"]["name"].as_str().unwrap_or_default();
-    let opened: Vec<String> = approvals(ns)
-        .await?
-        .into_iter()
-        .filter(|a| a.spec.target.name == target)
-        .filter_map(|a| a.metadata.name)
-        .collect();
-    match opened.as_slice() {
-        [name] => Ok(name.clone()),
-        other => anyhow::bail!("one request for {target}, not {other:?}"),
-    }
+    let out = apply(User::Dave, object, &[])?;
+    assert_refused(&out, "approval required");
+    let said = text(&out);
+    said.split("kubectl countersign approve ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("the denial names no request: {said}"))
 }
