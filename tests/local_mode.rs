@@ -992,3 +992,174 @@ fn first_port_of(out: &Output) -> Result<u16> {
         .context("a port")?;
     Ok(port.parse()?)
 }
+
+#[tokio::test]
+async fn while_countersign_is_down_only_gated_kinds_in_gated_namespaces_are_held_up() -> Result<()>
+{
+    let _one = lock().await;
+    let gated = TestNamespace::create("down", None).await?;
+    let gated = gated.name().to_string();
+    let free = TestNamespace::create("free", None).await?;
+    let free = free.name().to_string();
+    // A Deployment in the gated namespace, made before the policy.
+    let web_gated = web(&gated, "nginx:1.27");
+    ensure!(
+        kubectl(User::Admin, &["apply", "-f", "-"], Some(&web_gated))?
+            .status
+            .success()
+    );
+    let mut serve = Local::start(&[])?;
+    let policy_name = support::namespace::unique_name("down");
+    let policy = json!({
+        "apiVersion": "countersign.dev/v1alpha1", "kind": "ApprovalPolicy",
+        "metadata": { "name": policy_name },
+        "spec": { "match": { "namespaces": [gated] },
+            "approval": { "levels": [{ "name": "leads", "approvers": [{ "user": "alice" }] }] } },
+    });
+    ensure!(
+        kubectl(User::Admin, &["apply", "-f", "-"], Some(&policy))?
+            .status
+            .success()
+    );
+    let result = async {
+        // The gated namespace is labelled, the other is not.
+        let label = |ns: &str| -> Result<String> {
+            let out = kubectl(
+                User::Admin,
+                &[
+                    "get",
+                    "namespace",
+                    ns,
+                    "-o",
+                    "jsonpath={.metadata.labels.countersign\\.dev/gated}",
+                ],
+                None,
+            )?;
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        };
+        let started = Instant::now();
+        while label(&gated)? != "true" {
+            ensure!(
+                started.elapsed() < Duration::from_secs(20),
+                "the gated namespace is never labelled"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        ensure!(label(&free)?.is_empty(), "an ungated namespace is labelled");
+
+        // countersign dies without cleaning up: its configurations stay registered.
+        serve.kill()?;
+
+        // A change in the gated namespace is refused, naming countersign's webhook.
+        let refused = kubectl(
+            User::Dave,
+            &["apply", "-f", "-"],
+            Some(&web(&gated, "nginx:1.28")),
+        )?;
+        ensure!(
+            !refused.status.success(),
+            "a gated change passed while countersign is down"
+        );
+        ensure!(
+            text(&refused).contains("workloads.countersign.dev"),
+            "the refusal names countersign: {}",
+            text(&refused)
+        );
+        // Everything else is untouched: another namespace, kube-system, countersign's own.
+        ensure!(
+            kubectl(
+                User::Dave,
+                &["apply", "-f", "-"],
+                Some(&web(&free, "nginx:1.28"))
+            )?
+            .status
+            .success(),
+            "a namespace no policy gates is held up"
+        );
+        for system in ["kube-system", "countersign-system"] {
+            let mut repair = web(system, "nginx:1.27");
+            repair["metadata"]["name"] = json!("countersign-down-test");
+            let out = kubectl(User::Admin, &["apply", "-f", "-"], Some(&repair))?;
+            ensure!(out.status.success(), "{system} is held up: {}", text(&out));
+            let _ = kubectl(
+                User::Admin,
+                &[
+                    "delete",
+                    "deployment",
+                    "countersign-down-test",
+                    "-n",
+                    system,
+                    "--wait=false",
+                ],
+                None,
+            );
+        }
+        // The workload controllers keep working in the gated namespace: a deleted Pod comes
+        // back.
+        let pods = |ns: &str| -> Result<Vec<String>> {
+            let out = kubectl(
+                User::Admin,
+                &["get", "pods", "-n", ns, "-l", "app=web", "-o", "name"],
+                None,
+            )?;
+            Ok(String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(str::to_string)
+                .collect())
+        };
+        let started = Instant::now();
+        let before = loop {
+            let found = pods(&gated)?;
+            if !found.is_empty() {
+                break found;
+            }
+            ensure!(
+                started.elapsed() < Duration::from_secs(30),
+                "web never got a Pod"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        };
+        ensure!(
+            kubectl(
+                User::Dave,
+                &["delete", &before[0], "-n", &gated, "--wait=false"],
+                None
+            )?
+            .status
+            .success()
+        );
+        let started = Instant::now();
+        loop {
+            let now = pods(&gated)?;
+            if now.iter().any(|p| !before.contains(p)) {
+                break;
+            }
+            ensure!(
+                started.elapsed() < Duration::from_secs(30),
+                "the ReplicaSet controller was held up: {now:?}"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        // Namespaces stay writable.
+        ensure!(
+            kubectl(
+                User::Admin,
+                &["label", "namespace", &free, "team=shop"],
+                None
+            )?
+            .status
+            .success()
+        );
+        anyhow::Ok(())
+    }
+    .await;
+    // Back up, then a clean stop removes the configurations.
+    serve = Local::start(&[])?;
+    let _ = kubectl(
+        User::Admin,
+        &["delete", "approvalpolicy", &policy_name],
+        None,
+    );
+    ensure!(serve.terminate()?.success());
+    result
+}

@@ -121,28 +121,102 @@ pub fn policy_matches(policy: &ApprovalPolicy, request: &ChangeRequest) -> bool 
                     .any(|gk| WORKLOAD_KINDS.contains(&(gk.group.as_str(), gk.kind.as_str()))))
     };
     let operation_matches = m.operations.is_empty() || m.operations.contains(&request.operation);
-    let namespace_matches =
-        m.namespaces.is_empty() || m.namespaces.iter().any(|n| n == request.namespace);
-    let namespace_selected = m
-        .namespace_selector
-        .as_ref()
-        .is_none_or(|s| selector_matches(s, request.namespace_labels));
     let object_selected = m.object_selector.as_ref().is_none_or(|s| {
         selector_matches(s, &ChangeRequest::object_labels(request.object))
             || request
                 .old_object
                 .is_some_and(|old| selector_matches(s, &ChangeRequest::object_labels(old)))
     });
-    let region_matches = m.regions.is_empty()
-        || request
-            .region()
-            .is_none_or(|region| m.regions.iter().any(|r| r == region));
     kind_matches
         && operation_matches
-        && namespace_matches
-        && namespace_selected
         && object_selected
-        && region_matches
+        && namespace_in_reach(
+            policy,
+            request.namespace,
+            request.namespace_labels,
+            request.region(),
+        )
+}
+
+/// Does the policy's `match` reach the namespace (its names, label selector and regions)?
+/// `region` is the namespace's: its label, else the cluster's. A policy that restricts
+/// regions reaches a namespace whose region is unknown (fail closed).
+fn namespace_in_reach(
+    policy: &ApprovalPolicy,
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+    region: Option<&str>,
+) -> bool {
+    let m = &policy.spec.match_;
+    let named = m.namespaces.is_empty() || m.namespaces.iter().any(|n| n == namespace);
+    let selected = m
+        .namespace_selector
+        .as_ref()
+        .is_none_or(|s| selector_matches(s, labels));
+    let in_region =
+        m.regions.is_empty() || region.is_none_or(|region| m.regions.iter().any(|r| r == region));
+    named && selected && in_region
+}
+
+/// The label countersign keeps on every namespace some policy can gate, so that only those
+/// are sent to the workload webhook: when countersign is down, nothing else is held up.
+pub const GATED_NAMESPACE_LABEL: &str = "countersign.dev/gated";
+
+/// Can any policy gate a change in this namespace? (It is in a policy's reach and that
+/// policy does not exempt it.) `labels` are the namespace's own, countersign's label
+/// aside.
+pub fn namespace_is_gated(
+    policies: &[ApprovalPolicy],
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+    cluster_region: Option<&str>,
+) -> bool {
+    let region = labels
+        .get(REGION_LABEL)
+        .map(String::as_str)
+        .or(cluster_region);
+    policies.iter().any(|policy| {
+        let exempt = policy
+            .spec
+            .exclude
+            .as_ref()
+            .is_some_and(|e| e.namespaces.iter().any(|n| n == namespace));
+        !exempt && namespace_in_reach(policy, namespace, labels, region)
+    })
+}
+
+/// JSON Patch operations that leave a namespace object's gated label as the policies say
+/// (added, set to "true", or removed), whatever the writer put there.
+pub fn gated_label_patch(
+    policies: &[ApprovalPolicy],
+    namespace: &Value,
+    cluster_region: Option<&str>,
+) -> Vec<Value> {
+    let name = namespace
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let mut labels = ChangeRequest::object_labels(namespace);
+    let current = labels.remove(GATED_NAMESPACE_LABEL);
+    let gated = namespace_is_gated(policies, name, &labels, cluster_region);
+    let path = format!(
+        "/metadata/labels/{}",
+        GATED_NAMESPACE_LABEL.replace('~', "~0").replace('/', "~1")
+    );
+    match (gated, current.as_deref()) {
+        (true, Some("true")) | (false, None) => Vec::new(),
+        (true, _)
+            if namespace
+                .pointer("/metadata/labels")
+                .is_some_and(Value::is_object) =>
+        {
+            vec![serde_json::json!({"op": "add", "path": path, "value": "true"})]
+        }
+        (true, _) => vec![serde_json::json!({
+            "op": "add", "path": "/metadata/labels", "value": { GATED_NAMESPACE_LABEL: "true" }
+        })],
+        (false, Some(_)) => vec![serde_json::json!({"op": "remove", "path": path})],
+    }
 }
 
 /// The policies whose `match` selects this change, highest priority first (ties: name order).
@@ -688,6 +762,92 @@ mod tests {
         assert_eq!(
             break_glass(&with_groups(&["oncall"]), &none.request()),
             BreakGlassOutcome::NotRequested
+        );
+    }
+
+    #[test]
+    fn namespaces_some_policy_can_gate_are_labelled_and_no_others() {
+        let by_name = policy(ApprovalPolicySpec {
+            match_: PolicyMatch {
+                namespaces: vec!["shop".into()],
+                ..PolicyMatch::default()
+            },
+            ..ApprovalPolicySpec::default()
+        });
+        let by_label = policy(ApprovalPolicySpec {
+            match_: PolicyMatch {
+                namespace_selector: Some(LabelSelector {
+                    match_labels: Some(labels(&[("env", "production")]).into_iter().collect()),
+                    match_expressions: None,
+                }),
+                regions: vec!["eu-west-1".into()],
+                ..PolicyMatch::default()
+            },
+            exclude: Some(PolicyExclusions {
+                namespaces: vec!["sandbox".into()],
+                ..PolicyExclusions::default()
+            }),
+            ..ApprovalPolicySpec::default()
+        });
+        let policies = vec![by_name, by_label];
+        let prod = [("env", "production")];
+        // (namespace, labels, cluster region, gated)
+        type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Option<&'a str>, bool);
+        let cases: Vec<Case> = vec![
+            ("shop", vec![], None, true),
+            ("payments", prod.to_vec(), Some("eu-west-1"), true),
+            ("payments", prod.to_vec(), Some("us-east-1"), false),
+            (
+                "payments",
+                vec![("env", "production"), (REGION_LABEL, "eu-west-1")],
+                Some("us-east-1"),
+                true,
+            ),
+            ("payments", prod.to_vec(), None, true),
+            ("sandbox", prod.to_vec(), Some("eu-west-1"), false),
+            ("scratch", vec![("env", "dev")], Some("eu-west-1"), false),
+        ];
+        for (name, pairs, region, gated) in cases {
+            assert_eq!(
+                namespace_is_gated(&policies, name, &labels(&pairs), region),
+                gated,
+                "{name} {pairs:?} in {region:?}"
+            );
+        }
+        assert!(!namespace_is_gated(&[], "shop", &labels(&[]), None));
+
+        let patched = |object: Value| {
+            let operations = gated_label_patch(&policies, &object, None);
+            let mut object = object;
+            let patch: json_patch::Patch =
+                serde_json::from_value(Value::Array(operations)).expect("a patch");
+            json_patch::patch(&mut object, &patch).expect("applies");
+            object["metadata"]["labels"][GATED_NAMESPACE_LABEL].clone()
+        };
+        let namespace =
+            |name: &str, labels: Value| json!({"metadata": {"name": name, "labels": labels}});
+        assert_eq!(
+            patched(json!({"metadata": {"name": "shop"}})),
+            json!("true")
+        );
+        assert_eq!(patched(namespace("shop", json!({}))), json!("true"));
+        assert_eq!(
+            patched(namespace("shop", json!({GATED_NAMESPACE_LABEL: "false"}))),
+            json!("true"),
+            "nobody takes a gated namespace out by hand"
+        );
+        assert_eq!(
+            patched(namespace("scratch", json!({GATED_NAMESPACE_LABEL: "true"}))),
+            Value::Null,
+            "nor puts another in"
+        );
+        assert!(
+            gated_label_patch(
+                &policies,
+                &namespace("shop", json!({GATED_NAMESPACE_LABEL: "true"})),
+                None
+            )
+            .is_empty()
         );
     }
 }

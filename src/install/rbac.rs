@@ -58,8 +58,8 @@ pub const OWN_CLUSTER_GRANTS: &[Grant] = &[
     Grant {
         api_group: "",
         resources: &["namespaces"],
-        verbs: READ,
-        why: "policies match namespaces by name, label and region",
+        verbs: &["get", "list", "watch", "patch"],
+        why: "policies match namespaces by name, label and region; the operator keeps the label countersign.dev/gated on exactly those a policy can gate, so the workload webhook is sent nothing else",
     },
     Grant {
         api_group: "rbac.authorization.k8s.io",

@@ -13,6 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
 
 use crate::api::GROUP;
 use crate::core::controllers::controller_usernames;
+use crate::core::policy::GATED_NAMESPACE_LABEL;
 
 /// The name of both webhook configurations.
 pub const CONFIGURATION_NAME: &str = "countersign";
@@ -36,6 +37,7 @@ pub mod paths {
     pub const POLICIES: &str = "/validate/policies";
     pub const STAMP_REVIEWS: &str = "/mutate/approvals";
     pub const STAMP_POLICIES: &str = "/mutate/policies";
+    pub const LABEL_NAMESPACES: &str = "/mutate/namespaces";
 }
 
 /// Where the API server reaches the webhook.
@@ -74,6 +76,10 @@ struct Hook {
     /// Writes by the workload controllers are not sent (a match condition): what they make
     /// was gated as its workload, and they keep working while countersign is down.
     skips_workload_controllers: bool,
+    /// Only namespaces a policy can gate (labelled `countersign.dev/gated`) are sent.
+    gated_namespaces_only: bool,
+    /// `Ignore` only where a namespace must stay writable while countersign is down.
+    fails_open: bool,
 }
 
 /// Workload kinds gated by default (SPEC §1.1). A policy's `match.kinds` selects among the
@@ -126,6 +132,8 @@ const VALIDATING_HOOKS: &[Hook] = &[
         excludes_system_namespaces: true,
         side_effects: "NoneOnDryRun",
         skips_workload_controllers: true,
+        gated_namespaces_only: true,
+        fails_open: false,
     },
     Hook {
         // Reviews are appended by approvers; requests made ahead of time are created by
@@ -142,6 +150,8 @@ const VALIDATING_HOOKS: &[Hook] = &[
         excludes_system_namespaces: false,
         side_effects: "None",
         skips_workload_controllers: false,
+        gated_namespaces_only: false,
+        fails_open: false,
     },
     Hook {
         // The audit trail is append-only: no UPDATE, no DELETE but retention's, no CREATE
@@ -158,6 +168,8 @@ const VALIDATING_HOOKS: &[Hook] = &[
         excludes_system_namespaces: false,
         side_effects: "None",
         skips_workload_controllers: false,
+        gated_namespaces_only: false,
+        fails_open: false,
     },
     Hook {
         // Malformed or infeasible policies are refused at admission, with the field named.
@@ -173,6 +185,8 @@ const VALIDATING_HOOKS: &[Hook] = &[
         excludes_system_namespaces: false,
         side_effects: "None",
         skips_workload_controllers: false,
+        gated_namespaces_only: false,
+        fails_open: false,
     },
 ];
 
@@ -193,6 +207,8 @@ const MUTATING_HOOKS: &[Hook] = &[
         excludes_system_namespaces: false,
         side_effects: "None",
         skips_workload_controllers: false,
+        gated_namespaces_only: false,
+        fails_open: false,
     },
     Hook {
         // Stamps who made a policy's current spec (and restores the stamp on writes that do
@@ -210,6 +226,29 @@ const MUTATING_HOOKS: &[Hook] = &[
         excludes_system_namespaces: false,
         side_effects: "None",
         skips_workload_controllers: false,
+        gated_namespaces_only: false,
+        fails_open: false,
+    },
+    Hook {
+        // Keeps the `countersign.dev/gated` label of a namespace as the policies say, on
+        // every write of it: a new namespace is gated from its first workload, and nobody
+        // takes a gated namespace out of the workload webhook's reach by editing the label.
+        // It fails open so that namespaces stay writable while countersign is down (the
+        // operator puts the label right when it is back).
+        name: "namespaces.countersign.dev",
+        path: paths::LABEL_NAMESPACES,
+        rules: &[Rule {
+            group: "",
+            version: "v1",
+            resources: &["namespaces"],
+            operations: &["CREATE", "UPDATE"],
+            scope: "Cluster",
+        }],
+        excludes_system_namespaces: true,
+        side_effects: "None",
+        skips_workload_controllers: false,
+        gated_namespaces_only: false,
+        fails_open: true,
     },
 ];
 
@@ -343,12 +382,20 @@ impl Common {
                 .map(|ns| ns.to_string())
                 .collect();
             excluded.push(install_namespace.to_string());
+            let mut requirements = vec![LabelSelectorRequirement {
+                key: NAMESPACE_NAME_LABEL.into(),
+                operator: "NotIn".into(),
+                values: Some(excluded),
+            }];
+            if hook.gated_namespaces_only {
+                requirements.push(LabelSelectorRequirement {
+                    key: GATED_NAMESPACE_LABEL.into(),
+                    operator: "In".into(),
+                    values: Some(vec!["true".into()]),
+                });
+            }
             LabelSelector {
-                match_expressions: Some(vec![LabelSelectorRequirement {
-                    key: NAMESPACE_NAME_LABEL.into(),
-                    operator: "NotIn".into(),
-                    values: Some(excluded),
-                }]),
+                match_expressions: Some(requirements),
                 match_labels: None,
             }
         });
@@ -371,7 +418,7 @@ impl Common {
             versions: vec!["v1".into()],
             client_config,
             // Fail closed: a change countersign did not judge does not pass.
-            failure_policy: Some("Fail".into()),
+            failure_policy: Some(if hook.fails_open { "Ignore" } else { "Fail" }.into()),
             // A request through another version of a resource is still sent.
             match_policy: Some("Equivalent".into()),
             namespace_selector,
@@ -421,6 +468,17 @@ mod tests {
             .and_then(|e| e[0].values.clone())
             .unwrap_or_default();
         assert_eq!(excluded, ["kube-system", "cs-system"]);
+        let gated_only = workloads
+            .namespace_selector
+            .as_ref()
+            .and_then(|s| s.match_expressions.as_ref())
+            .and_then(|e| e.get(1))
+            .expect("a second requirement");
+        assert_eq!(gated_only.key, GATED_NAMESPACE_LABEL);
+        assert_eq!(
+            gated_only.values.as_deref(),
+            Some(&["true".to_string()][..])
+        );
         for hook in &hooks {
             assert_eq!(
                 hook.failure_policy.as_deref(),

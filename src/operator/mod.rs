@@ -6,6 +6,7 @@ pub mod audit;
 pub mod break_glass;
 pub mod grants;
 pub mod leader;
+pub mod namespaces;
 pub mod policies;
 pub mod retention;
 
@@ -34,6 +35,8 @@ pub struct Context {
     pub written: Mutex<HashSet<String>>,
     /// AuditEntries older than this are deleted (`None`: kept forever).
     pub audit_retention: Option<SignedDuration>,
+    /// The region of namespaces without a region label (policies' `match.regions`).
+    pub cluster_region: Option<String>,
     /// Delivers notifications to the sinks.
     pub notifier: Notifier,
     pub metrics: Arc<Metrics>,
@@ -59,6 +62,7 @@ pub async fn run(context: Arc<Context>) {
         approvals::run(context.clone()),
         policies::run(context.clone()),
         break_glass::run(context.clone()),
+        namespaces::run(context.clone()),
         retention::run(context),
     );
 }

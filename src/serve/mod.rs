@@ -223,6 +223,7 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeFailure> {
             ),
             written: Default::default(),
             audit_retention: args.audit_retention.0,
+            cluster_region: args.cluster_region.clone(),
             notifier: crate::notify::Notifier::new(client.clone(), &args.install_namespace, sender),
             metrics: metrics.clone(),
         });

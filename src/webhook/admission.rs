@@ -23,6 +23,7 @@ use crate::core::chain::ApprovalChain;
 use crate::core::custody::{AuditWrite, approval_status_write, audit_write};
 use crate::core::decision::{AllowReason, Decision, DecisionInput, DenyReason, Verdict, decide};
 use crate::core::policy::ChangeRequest;
+use crate::core::policy::gated_label_patch;
 use crate::core::policy_audit::stamp_policy_change;
 use crate::core::request::{RequestCreate, validate_request_create};
 use crate::core::review::{
@@ -42,16 +43,18 @@ pub enum ReviewPath {
     Policies,
     StampReviews,
     StampPolicies,
+    LabelNamespaces,
 }
 
 impl ReviewPath {
-    pub const ALL: [ReviewPath; 6] = [
+    pub const ALL: [ReviewPath; 7] = [
         ReviewPath::Workloads,
         ReviewPath::Approvals,
         ReviewPath::Audit,
         ReviewPath::Policies,
         ReviewPath::StampReviews,
         ReviewPath::StampPolicies,
+        ReviewPath::LabelNamespaces,
     ];
 
     pub fn path(self) -> &'static str {
@@ -62,6 +65,7 @@ impl ReviewPath {
             ReviewPath::Policies => paths::POLICIES,
             ReviewPath::StampReviews => paths::STAMP_REVIEWS,
             ReviewPath::StampPolicies => paths::STAMP_POLICIES,
+            ReviewPath::LabelNamespaces => paths::LABEL_NAMESPACES,
         }
     }
 }
@@ -144,6 +148,7 @@ impl Webhook {
             ReviewPath::Policies => self.policy(&request),
             ReviewPath::StampReviews => self.stamp(&request),
             ReviewPath::StampPolicies => stamp_policy(&request),
+            ReviewPath::LabelNamespaces => self.label_namespace(&request),
         };
         let resource = request.resource_label();
         self.count(
@@ -651,6 +656,19 @@ impl Webhook {
             Timestamp::now(),
         );
         allow_patched(request, operations, "the review")
+    }
+
+    /// Keep a namespace's gated label as the policies say (`core::policy::gated_label_patch`).
+    fn label_namespace(&self, request: &Request) -> Answer {
+        let Some(namespace) = request.object.as_ref() else {
+            return Answer::allow(request);
+        };
+        let operations = gated_label_patch(
+            &self.snapshot.policies(),
+            namespace,
+            self.settings.cluster_region.as_deref(),
+        );
+        allow_patched(request, operations, "the namespace's gated label")
     }
 
     // ---- AuditEntries (SPEC §3, §7) ----
