@@ -186,7 +186,8 @@ async fn sigterm_removes_the_configurations_and_exits_zero() -> Result<()> {
         assert!(hook.client_config.ca_bundle.is_some());
         assert_eq!(hook.failure_policy.as_deref(), Some("Fail"));
     }
-    assert_eq!(mutating.webhooks.iter().flatten().count(), 2);
+    // Review stamping, policy authors, the namespace labeller.
+    assert_eq!(mutating.webhooks.iter().flatten().count(), 3);
     // The ServiceAccount it runs as cannot read Secrets across namespaces (only a
     // notification sink's, by name, in its own; it creates and updates deploy tokens'
     // ones: a patch or a deletion would answer with a Secret's contents), touch
