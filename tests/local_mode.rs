@@ -34,13 +34,17 @@ struct Local {
 
 impl Local {
     fn start(extra: &[&str]) -> Result<Local> {
-        let cluster = TestCluster::get();
+        Self::start_with(TestCluster::get().kubeconfig(), extra)
+    }
+
+    /// Started with another kubeconfig (one that reaches the API server another way).
+    fn start_with(kubeconfig: &Path, extra: &[&str]) -> Result<Local> {
         let port = free_port()?;
         let log = std::env::temp_dir().join(format!("countersign-local-test-{port}.log"));
         let output = File::create(&log)?;
         let child = Command::new(env!("CARGO_BIN_EXE_countersign"))
             .args(["serve", "--local", "--kubeconfig"])
-            .arg(cluster.kubeconfig())
+            .arg(kubeconfig)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(extra)
             .stdout(output.try_clone()?)
@@ -1163,4 +1167,147 @@ async fn while_countersign_is_down_only_gated_kinds_in_gated_namespaces_are_held
     );
     ensure!(serve.terminate()?.success());
     result
+}
+
+/// A TCP proxy to the API server that can hold its answers back, to play a slow API server
+/// (TLS passes through untouched).
+struct SlowProxy {
+    port: u16,
+    delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl SlowProxy {
+    async fn start(upstream: std::net::SocketAddr) -> Result<SlowProxy> {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let delay_ms = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let delay = delay_ms.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let delay = delay.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut server_read, mut server_write) = server.into_split();
+                    let up = tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+                    });
+                    let mut buffer = vec![0u8; 64 * 1024];
+                    while let Ok(read) = server_read.read(&mut buffer).await {
+                        if read == 0 {
+                            break;
+                        }
+                        let wait = delay.load(Ordering::Relaxed);
+                        if wait > 0 {
+                            tokio::time::sleep(Duration::from_millis(wait)).await;
+                        }
+                        if client_write.write_all(&buffer[..read]).await.is_err() {
+                            break;
+                        }
+                    }
+                    up.abort();
+                });
+            }
+        });
+        Ok(SlowProxy { port, delay_ms })
+    }
+
+    fn hold_answers(&self, delay: Duration) {
+        self.delay_ms.store(
+            u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_api_server_gets_a_reasoned_denial_within_the_webhooks_own_budget() -> Result<()> {
+    let _one = lock().await;
+    let ns = TestNamespace::create("slow", None).await?;
+    let ns = ns.name().to_string();
+    // countersign reaches the API server through the proxy; everyone else directly.
+    let view = kubectl(
+        User::Admin,
+        &["config", "view", "--raw", "--minify", "-o", "json"],
+        None,
+    )?;
+    let mut config: Value = serde_json::from_slice(&view.stdout)?;
+    let server = config["clusters"][0]["cluster"]["server"]
+        .as_str()
+        .context("a server URL")?
+        .to_string();
+    let upstream: std::net::SocketAddr = server.trim_start_matches("https://").parse()?;
+    let proxy = SlowProxy::start(upstream).await?;
+    config["clusters"][0]["cluster"]["server"] = json!(format!("https://127.0.0.1:{}", proxy.port));
+    let kubeconfig =
+        std::env::temp_dir().join(format!("countersign-slow-{}.kubeconfig", proxy.port));
+    std::fs::write(&kubeconfig, config.to_string())?;
+    let serve = Local::start_with(&kubeconfig, &[])?;
+    let policy_name = support::namespace::unique_name("slow");
+    let policy = json!({
+        "apiVersion": "countersign.dev/v1alpha1", "kind": "ApprovalPolicy",
+        "metadata": { "name": policy_name },
+        "spec": { "match": { "namespaces": [ns] },
+            "approval": { "levels": [{ "name": "leads", "approvers": [{ "user": "alice" }] }] } },
+    });
+    ensure!(
+        kubectl(User::Admin, &["apply", "-f", "-"], Some(&policy))?
+            .status
+            .success()
+    );
+    let result = async {
+        let v1 = web(&ns, "nginx:1.27");
+        let started = Instant::now();
+        while !text(&kubectl(
+            User::Dave,
+            &["apply", "--dry-run=server", "-f", "-"],
+            Some(&v1),
+        )?)
+        .contains("approval required")
+        {
+            ensure!(
+                started.elapsed() < Duration::from_secs(30),
+                "the policy never gates"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        // The API server now takes 8 s to answer countersign; the API server gives the
+        // webhook 10 s. The webhook's own writes and reads give up after 3 s and say so.
+        proxy.hold_answers(Duration::from_secs(8));
+        let started = Instant::now();
+        let out = kubectl(User::Dave, &["apply", "-f", "-"], Some(&v1))?;
+        let took = started.elapsed();
+        ensure!(
+            !out.status.success(),
+            "passed without a request: {}",
+            text(&out)
+        );
+        ensure!(
+            text(&out).contains("did not answer within"),
+            "a denial with the reason: {}",
+            text(&out)
+        );
+        ensure!(
+            took < Duration::from_secs(8),
+            "answered after {took:?}, not within the webhook's own budget"
+        );
+        proxy.hold_answers(Duration::ZERO);
+        anyhow::Ok(())
+    }
+    .await;
+    proxy.hold_answers(Duration::ZERO);
+    let _ = kubectl(
+        User::Admin,
+        &["delete", "approvalpolicy", &policy_name],
+        None,
+    );
+    let stopped = serve.terminate();
+    let _ = std::fs::remove_file(&kubeconfig);
+    result?;
+    ensure!(stopped?.success());
+    Ok(())
 }
