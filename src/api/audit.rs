@@ -65,6 +65,9 @@ pub enum AuditAction {
     Rollback,
     PolicyCreated,
     PolicyChanged,
+    PolicyDeleted,
+    /// A request deleted (by its author's hand, or with its namespace).
+    RequestDeleted,
 }
 
 /// The object an entry is about.

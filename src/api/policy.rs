@@ -63,6 +63,18 @@ pub struct ApprovalPolicySpec {
     /// Who may bypass this policy with the `countersign.dev/break-glass` annotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub break_glass: Option<BreakGlass>,
+    /// Deleting this policy, changing its spec, or deleting one of its open requests:
+    /// `Audit` (the default) records each with its author; `Refuse` also refuses them
+    /// unless the author is in `breakGlass.groups`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tamper_protection: Option<TamperProtection>,
+}
+
+/// What happens to changes of a policy's own ground.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum TamperProtection {
+    Audit,
+    Refuse,
 }
 
 /// The default ignored field when `ignoreFields` is absent.

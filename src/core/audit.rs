@@ -279,7 +279,7 @@ fn reviewer(spec: &crate::api::DeploymentApprovalSpec, user: &str) -> UserInfo {
 
 /// `<namespace>-<approval>-<uid prefix>`, cut to leave room for the step: unique per
 /// request (a recreated request of the same name has another uid).
-fn entry_key(approval: &DeploymentApproval) -> String {
+pub(crate) fn entry_key(approval: &DeploymentApproval) -> String {
     let namespace = approval.metadata.namespace.as_deref().unwrap_or_default();
     let name = approval.metadata.name.as_deref().unwrap_or_default();
     let uid: String = approval

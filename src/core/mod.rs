@@ -9,6 +9,7 @@ pub mod controllers;
 pub mod custody;
 pub mod decision;
 pub mod grant;
+pub mod ground;
 pub mod notify;
 pub mod policy;
 pub mod policy_audit;

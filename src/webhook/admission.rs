@@ -18,10 +18,16 @@ use serde_json::Value;
 use super::effects::{Effects, Rollback, WriteError, approval_reference, bounded};
 use super::request::{BadReview, Parsed, Request, decode, parse};
 use super::snapshot::Snapshot;
-use crate::api::{ApprovalPolicy, AuditTarget, DeploymentApproval, Operation as ChangeOperation};
+use crate::api::{
+    ApprovalPolicy, AuditAction, AuditTarget, DeploymentApproval, Operation as ChangeOperation,
+};
+use crate::core::audit::PlannedEntry;
 use crate::core::chain::ApprovalChain;
 use crate::core::custody::{AuditWrite, approval_status_write, audit_write};
 use crate::core::decision::{AllowReason, Decision, DecisionInput, DenyReason, Verdict, decide};
+use crate::core::ground::{
+    GroundChange, GroundVerdict, judge_ground_change, policy_ground_entry, request_deleted_entry,
+};
 use crate::core::policy::ChangeRequest;
 use crate::core::policy::gated_label_patch;
 use crate::core::policy_audit::stamp_policy_change;
@@ -145,7 +151,7 @@ impl Webhook {
             ReviewPath::Workloads => self.workload(&request).await,
             ReviewPath::Approvals => self.approval(&request).await,
             ReviewPath::Audit => self.audit(&request),
-            ReviewPath::Policies => self.policy(&request),
+            ReviewPath::Policies => self.policy(&request).await,
             ReviewPath::StampReviews => self.stamp(&request),
             ReviewPath::StampPolicies => stamp_policy(&request),
             ReviewPath::LabelNamespaces => self.label_namespace(&request),
@@ -595,7 +601,58 @@ impl Webhook {
                     }
                 }
             }
+            Operation::Delete => {
+                let approval = match decode::<DeploymentApproval>(request.old_object.as_ref()) {
+                    Ok(approval) => approval,
+                    Err(why) => return Answer::deny(request, why),
+                };
+                let phase = approval
+                    .status
+                    .as_ref()
+                    .map(|s| s.phase)
+                    .unwrap_or_default();
+                let policies = self.snapshot.policies();
+                let policy = policies
+                    .iter()
+                    .find(|p| p.metadata.name.as_deref() == Some(&approval.spec.policy.name));
+                let verdict =
+                    judge_ground_change(GroundChange::RequestDeleted(phase), policy, &author);
+                self.carry_out_ground(request, verdict, |reason| {
+                    request_deleted_entry(&approval, &author, reason, now)
+                })
+                .await
+            }
             _ => Answer::allow(request),
+        }
+    }
+
+    /// Admit, record or refuse a change of the gate's own ground (`core::ground`); a dry
+    /// run records nothing.
+    async fn carry_out_ground(
+        &self,
+        request: &Request,
+        verdict: GroundVerdict,
+        entry: impl FnOnce(String) -> PlannedEntry,
+    ) -> Answer {
+        match verdict {
+            GroundVerdict::Pass => Answer::allow(request),
+            GroundVerdict::Refuse(why) => Answer::deny(request, why),
+            GroundVerdict::Audit(_) if request.dry_run() => Answer::allow(request),
+            GroundVerdict::Audit(reason) => {
+                let planned = entry(reason);
+                match self.effects.record_entry(planned.name, planned.spec).await {
+                    Ok(name) => Answer::allow(request).warn(format!(
+                        "countersign: recorded as AuditEntry {}/{name}",
+                        self.settings.install_namespace
+                    )),
+                    Err(error) => Answer::deny(
+                        request,
+                        format!(
+                            "countersign could not record this ({error}); nothing passes unaudited, retry"
+                        ),
+                    ),
+                }
+            }
         }
     }
 
@@ -703,11 +760,60 @@ impl Webhook {
 
     // ---- ApprovalPolicies (SPEC §3) ----
 
-    fn policy(&self, request: &Request) -> Answer {
+    async fn policy(&self, request: &Request) -> Answer {
+        let author = request.requester();
+        let now = Timestamp::now();
+        let old = match request.operation {
+            Operation::Update | Operation::Delete => {
+                match decode::<ApprovalPolicy>(request.old_object.as_ref()) {
+                    Ok(old) => Some(old),
+                    Err(why) => return Answer::deny(request, why),
+                }
+            }
+            _ => None,
+        };
+        if let (Operation::Delete, Some(old)) = (&request.operation, &old) {
+            let verdict = judge_ground_change(GroundChange::PolicyDeleted, Some(old), &author);
+            return self
+                .carry_out_ground(request, verdict, |reason| {
+                    policy_ground_entry(
+                        old,
+                        AuditAction::PolicyDeleted,
+                        "deleted",
+                        &author,
+                        reason,
+                        now,
+                    )
+                })
+                .await;
+        }
         let policy = match decode::<ApprovalPolicy>(request.object.as_ref()) {
             Ok(policy) => policy,
             Err(why) => return Answer::deny(request, why),
         };
+        if let Some(old) = &old
+            && old.spec != policy.spec
+        {
+            let verdict = judge_ground_change(GroundChange::PolicySpecChanged, Some(old), &author);
+            if !matches!(verdict, GroundVerdict::Pass) {
+                let generation = policy.metadata.generation.unwrap_or_default();
+                let answer = self
+                    .carry_out_ground(request, verdict, |reason| {
+                        policy_ground_entry(
+                            old,
+                            AuditAction::BreakGlass,
+                            &format!("{generation}-break-glass"),
+                            &author,
+                            reason,
+                            now,
+                        )
+                    })
+                    .await;
+                if !answer.response.allowed {
+                    return answer;
+                }
+            }
+        }
         let validation = validate_policy(&policy.spec);
         if !validation.errors.is_empty() {
             let errors: Vec<String> = validation.errors.iter().map(|e| e.to_string()).collect();

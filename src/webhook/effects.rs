@@ -237,6 +237,24 @@ impl Effects {
         self.create_entry(entry).await
     }
 
+    /// Write an AuditEntry the webhook decided on, under its deterministic `name`.
+    pub async fn record_entry(
+        &self,
+        name: String,
+        spec: AuditEntrySpec,
+    ) -> Result<String, WriteError> {
+        self.create_entry(AuditEntry {
+            metadata: ObjectMeta {
+                name: Some(name),
+                namespace: Some(self.install_namespace.clone()),
+                ..ObjectMeta::default()
+            },
+            spec,
+            status: None,
+        })
+        .await
+    }
+
     /// Create `entry`; one already there under its deterministic name counts as written.
     async fn create_entry(&self, entry: AuditEntry) -> Result<String, WriteError> {
         let name = entry.metadata.name.clone().unwrap_or_default();

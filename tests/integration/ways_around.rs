@@ -6,6 +6,7 @@ use serde_json::json;
 
 use crate::support::countersign::Countersign;
 use crate::support::flow::*;
+use crate::support::namespace::unique_name;
 use crate::support::wait::until;
 use crate::support::{TestNamespace, User};
 
@@ -419,5 +420,131 @@ async fn every_client_path_of_a_change_is_gated_and_a_rollback_to_the_deployed_r
     replaced["metadata"]["annotations"] = json!({});
     let out = kubectl_stdin(User::Dave, &["replace", "--force", "-f", "-"], &replaced)?;
     assert_refused(&out, "approval required");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_gates_own_ground_is_audited_and_a_policy_can_refuse_changes_to_it() -> Result<()> {
+    use countersign::api::{AuditAction, AuditEntry};
+    Countersign::get();
+    let ns = TestNamespace::create("ground", None).await?;
+    let ns = ns.name();
+    // erin is on call, and may edit and delete policies.
+    let editor = unique_name("ground-editor");
+    let grant = json!({
+        "apiVersion": "v1", "kind": "List", "items": [
+            { "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+              "metadata": { "name": editor },
+              "rules": [{ "apiGroups": ["countersign.dev"], "resources": ["approvalpolicies"],
+                          "verbs": ["get", "list", "patch", "update", "delete"] }] },
+            { "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+              "metadata": { "name": editor },
+              "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": editor },
+              "subjects": [{ "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "erin" }] },
+        ],
+    });
+    assert_ok(&kubectl_stdin(User::Admin, &["apply", "-f", "-"], &grant)?);
+    let admin = crate::support::TestCluster::get()
+        .client(User::Admin)
+        .await?;
+    let entries =
+        kube::Api::<AuditEntry>::namespaced(admin, crate::support::countersign::INSTALL_NAMESPACE);
+    let entry_of = |action: AuditAction, name: String| {
+        let entries = entries.clone();
+        async move {
+            until(
+                &format!("a {action:?} entry"),
+                std::time::Duration::from_secs(10),
+                || async {
+                    let found = entries
+                        .list(&Default::default())
+                        .await?
+                        .items
+                        .into_iter()
+                        // (Requests of the same change in other tests' namespaces share
+                        // the name.)
+                        .find(|e| {
+                            e.spec.action == action
+                                && ((e.spec.approval.as_deref() == Some(name.as_str())
+                                    && e.spec.target.namespace.as_deref() == Some(ns))
+                                    || e.spec.policy.as_deref() == Some(name.as_str()))
+                        });
+                    Ok(match found {
+                        Some(entry) => crate::support::wait::Poll::Ready(entry),
+                        None => crate::support::wait::Poll::Pending("none".into()),
+                    })
+                },
+            )
+            .await
+        }
+    };
+
+    // By default: deleting an open request is allowed, and audited with its author.
+    let chain = json!({
+        "approval": { "levels": [{ "name": "leads", "approvers": [{ "user": "alice" }] }] },
+        "breakGlass": { "groups": ["oncall"] },
+    });
+    let audited = Policy::apply(ns, chain.clone())?;
+    let request = open_request(ns, &web(ns, "nginx:1.27", 1)).await?;
+    assert_ok(&kubectl(
+        User::Admin,
+        &["delete", "deploymentapproval", &request, "-n", ns],
+    )?);
+    let deleted = entry_of(AuditAction::RequestDeleted, request.clone()).await?;
+    assert_eq!(deleted.spec.actor.username, "admin");
+    drop(audited);
+
+    // tamperProtection: Refuse keeps the ground, even against the cluster admin...
+    let mut protected_spec = chain;
+    protected_spec["tamperProtection"] = json!("Refuse");
+    let protected = Policy::apply(ns, protected_spec)?;
+    let request = open_request(ns, &web(ns, "nginx:1.28", 1)).await?;
+    assert_refused(
+        &kubectl(
+            User::Admin,
+            &["delete", "deploymentapproval", &request, "-n", ns],
+        )?,
+        "tamperProtection: Refuse",
+    );
+    let edit = json!({ "spec": { "priority": 7 } }).to_string();
+    assert_refused(
+        &kubectl(
+            User::Admin,
+            &[
+                "patch",
+                "approvalpolicy",
+                &protected.name,
+                "--type=merge",
+                "-p",
+                &edit,
+            ],
+        )?,
+        "tamperProtection: Refuse",
+    );
+    assert_refused(
+        &kubectl(User::Admin, &["delete", "approvalpolicy", &protected.name])?,
+        "tamperProtection: Refuse",
+    );
+    // ...but not against break-glass, which is audited as such.
+    assert_ok(&kubectl(
+        User::Erin,
+        &["delete", "approvalpolicy", &protected.name],
+    )?);
+    let gone = entry_of(AuditAction::PolicyDeleted, protected.name.clone()).await?;
+    assert_eq!(gone.spec.actor.username, "erin");
+    assert!(
+        gone.spec
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("by break-glass (group oncall)")),
+        "{:?}",
+        gone.spec.reason
+    );
+    for kind in ["clusterrolebinding", "clusterrole"] {
+        let _ = kubectl(
+            User::Admin,
+            &["delete", kind, &editor, "--ignore-not-found"],
+        );
+    }
     Ok(())
 }

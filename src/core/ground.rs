@@ -1,0 +1,270 @@
+//! Changes to the gate's own ground (SPEC §1.6): deleting a policy, changing its spec, and
+//! deleting a request. Each is audited with its author; a policy with
+//! `tamperProtection: Refuse` refuses them unless the author is one of its break-glass
+//! groups (audited as such).
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::api::{
+    ApprovalPhase, ApprovalPolicy, AuditAction, AuditEntrySpec, AuditTarget, DeploymentApproval,
+    TamperProtection, UserInfo,
+};
+use crate::core::audit::{PlannedEntry, entry_key};
+use crate::core::custody::NAMESPACE_CONTROLLER;
+use crate::core::policy::policy_name;
+
+/// What is being done to the ground.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroundChange {
+    PolicyDeleted,
+    /// The policy's spec changes (its metadata alone is no change of ground).
+    PolicySpecChanged,
+    /// A request is deleted; its phase as stored.
+    RequestDeleted(ApprovalPhase),
+}
+
+impl GroundChange {
+    fn describe(self) -> &'static str {
+        match self {
+            GroundChange::PolicyDeleted => "deleting it",
+            GroundChange::PolicySpecChanged => "changing its spec",
+            GroundChange::RequestDeleted(_) => "deleting one of its open requests",
+        }
+    }
+}
+
+/// What the webhook does with such a change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GroundVerdict {
+    /// Nothing to record here (a spec change is recorded by the operator, from the policy).
+    Pass,
+    /// Admit it once an AuditEntry with this reason is written.
+    Audit(String),
+    Refuse(String),
+}
+
+/// Judge `change` by `author`, under `policy` (the one deleted or changed, as it was; or
+/// the request's policy, if it still exists).
+pub fn judge_ground_change(
+    change: GroundChange,
+    policy: Option<&ApprovalPolicy>,
+    author: &UserInfo,
+) -> GroundVerdict {
+    let open_request = matches!(
+        change,
+        GroundChange::RequestDeleted(phase) if !phase.is_terminal()
+    );
+    let protected = policy
+        .is_some_and(|p| p.spec.tamper_protection == Some(TamperProtection::Refuse))
+        && (open_request || !matches!(change, GroundChange::RequestDeleted(_)));
+    let record = |reason: String| match change {
+        GroundChange::PolicySpecChanged => GroundVerdict::Pass,
+        _ => GroundVerdict::Audit(reason),
+    };
+    // Deleting a namespace deletes its requests; that must always be possible.
+    if author.username == NAMESPACE_CONTROLLER {
+        return record("deleted with its namespace".into());
+    }
+    if !protected {
+        return record(match change {
+            GroundChange::RequestDeleted(phase) => format!("request deleted while {phase}"),
+            _ => "policy deleted".into(),
+        });
+    }
+    let name = policy.map(policy_name).unwrap_or_default();
+    let glass = policy
+        .and_then(|p| p.spec.break_glass.as_ref())
+        .and_then(|b| author.groups.iter().find(|g| b.groups.contains(g)));
+    match glass {
+        Some(group) => GroundVerdict::Audit(format!(
+            "{} under policy {name}'s tamperProtection: Refuse, by break-glass (group {group})",
+            change.describe()
+        )),
+        None => GroundVerdict::Refuse(format!(
+            "policy {name} protects its ground (tamperProtection: Refuse): {} is refused unless by a member of its breakGlass groups",
+            change.describe()
+        )),
+    }
+}
+
+/// The AuditEntry of a deleted request: `<namespace>-<name>-<uid prefix>-deleted`.
+pub fn request_deleted_entry(
+    approval: &DeploymentApproval,
+    author: &UserInfo,
+    reason: String,
+    now: Timestamp,
+) -> PlannedEntry {
+    let spec = &approval.spec;
+    PlannedEntry {
+        name: format!("{}-deleted", entry_key(approval)),
+        spec: AuditEntrySpec {
+            time: Time(now),
+            action: AuditAction::RequestDeleted,
+            actor: author.clone(),
+            target: AuditTarget {
+                api_version: spec.target.api_version.clone(),
+                kind: spec.target.kind.clone(),
+                namespace: approval.metadata.namespace.clone(),
+                name: spec.target.name.clone(),
+                uid: spec.target.uid.clone(),
+            },
+            change_digest: Some(spec.change.digest.clone()),
+            approval: approval.metadata.name.clone(),
+            policy: Some(spec.policy.name.clone()),
+            reason: Some(reason),
+        },
+    }
+}
+
+/// The AuditEntry of a change to a policy made by the webhook's leave (a deletion, or a
+/// break-glass spec change): `policy-<name>-<uid prefix>-<step>`.
+pub fn policy_ground_entry(
+    policy: &ApprovalPolicy,
+    action: AuditAction,
+    step: &str,
+    author: &UserInfo,
+    reason: String,
+    now: Timestamp,
+) -> PlannedEntry {
+    let name = policy_name(policy);
+    let uid = policy.metadata.uid.as_deref().unwrap_or_default();
+    let uid8: String = uid
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(8)
+        .collect();
+    let base: String = format!("policy-{name}").chars().take(200).collect();
+    PlannedEntry {
+        name: format!("{}-{uid8}-{step}", base.trim_end_matches(['-', '.'])),
+        spec: AuditEntrySpec {
+            time: Time(now),
+            action,
+            actor: author.clone(),
+            target: AuditTarget {
+                api_version: "countersign.dev/v1alpha1".into(),
+                kind: "ApprovalPolicy".into(),
+                namespace: None,
+                name: name.to_string(),
+                uid: policy.metadata.uid.clone(),
+            },
+            change_digest: None,
+            approval: None,
+            policy: Some(name.to_string()),
+            reason: Some(reason),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{ApprovalPolicySpec, BreakGlass};
+
+    fn policy(protection: Option<TamperProtection>) -> ApprovalPolicy {
+        let mut policy = ApprovalPolicy::new(
+            "prod",
+            ApprovalPolicySpec {
+                tamper_protection: protection,
+                break_glass: Some(BreakGlass {
+                    groups: vec!["oncall".into()],
+                }),
+                ..ApprovalPolicySpec::default()
+            },
+        );
+        policy.metadata.name = Some("prod".into());
+        policy
+    }
+
+    #[test]
+    fn the_ground_is_audited_and_under_refuse_kept_but_by_break_glass() {
+        use GroundChange::*;
+        use GroundVerdict as V;
+        let audit = Some(TamperProtection::Audit);
+        let refuse = Some(TamperProtection::Refuse);
+        let dave = UserInfo::new("dave", &["developers"]);
+        let erin = UserInfo::new("erin", &["oncall"]);
+        let namespaces = UserInfo::new(NAMESPACE_CONTROLLER, &[]);
+        let kind = |v: &GroundVerdict| match v {
+            V::Pass => "pass",
+            V::Audit(_) => "audit",
+            V::Refuse(_) => "refuse",
+        };
+        let cases: Vec<(
+            &str,
+            GroundChange,
+            Option<TamperProtection>,
+            &UserInfo,
+            &str,
+        )> = vec![
+            ("delete, default", PolicyDeleted, None, &dave, "audit"),
+            ("delete, audit", PolicyDeleted, audit, &dave, "audit"),
+            ("delete, refuse", PolicyDeleted, refuse, &dave, "refuse"),
+            (
+                "delete, refuse, break-glass",
+                PolicyDeleted,
+                refuse,
+                &erin,
+                "audit",
+            ),
+            ("edit, default", PolicySpecChanged, None, &dave, "pass"),
+            ("edit, refuse", PolicySpecChanged, refuse, &dave, "refuse"),
+            (
+                "edit, refuse, break-glass",
+                PolicySpecChanged,
+                refuse,
+                &erin,
+                "audit",
+            ),
+            (
+                "open request deleted",
+                RequestDeleted(ApprovalPhase::Pending),
+                None,
+                &dave,
+                "audit",
+            ),
+            (
+                "open request, refuse",
+                RequestDeleted(ApprovalPhase::Approved),
+                refuse,
+                &dave,
+                "refuse",
+            ),
+            (
+                "deploying request, refuse",
+                RequestDeleted(ApprovalPhase::Deploying),
+                refuse,
+                &dave,
+                "refuse",
+            ),
+            (
+                "finished request, refuse",
+                RequestDeleted(ApprovalPhase::Deployed),
+                refuse,
+                &dave,
+                "audit",
+            ),
+            (
+                "with its namespace, refuse",
+                RequestDeleted(ApprovalPhase::Pending),
+                refuse,
+                &namespaces,
+                "audit",
+            ),
+        ];
+        for (name, change, protection, author, expected) in cases {
+            let policy = policy(protection);
+            let verdict = judge_ground_change(change, Some(&policy), author);
+            assert_eq!(kind(&verdict), expected, "{name}: {verdict:?}");
+        }
+        assert_eq!(
+            kind(&judge_ground_change(
+                RequestDeleted(ApprovalPhase::Pending),
+                None,
+                &dave
+            )),
+            "audit",
+            "a request whose policy is gone"
+        );
+    }
+}
