@@ -617,6 +617,31 @@ pub fn record_attempt(
     }
 }
 
+/// The records of `stored` (as another writer left them) with what `ours` learned: per
+/// (sink, level, event), a delivered record wins, else the one with more attempts. Used when
+/// a status write lost a race, so a delivery is kept and never sent again.
+pub fn merge_records(
+    stored: &[NotificationStatus],
+    ours: &[NotificationStatus],
+) -> Vec<NotificationStatus> {
+    let key = |r: &NotificationStatus| (r.sink.clone(), r.level.clone(), r.event.clone());
+    let mut merged: Vec<NotificationStatus> = stored.to_vec();
+    for record in ours {
+        match merged.iter_mut().find(|m| key(m) == key(record)) {
+            Some(existing) => {
+                let better = (record.delivered && !existing.delivered)
+                    || (record.delivered == existing.delivered
+                        && record.attempts > existing.attempts);
+                if better {
+                    *existing = record.clone();
+                }
+            }
+            None => merged.push(record.clone()),
+        }
+    }
+    merged
+}
+
 /// The key of a break-glass notice's records (they live on the AuditEntry).
 pub const BREAK_GLASS_LEVEL: &str = "";
 
@@ -1273,5 +1298,42 @@ mod tests {
         assert!(payload.text.contains("erin") && payload.text.contains("&lt;!channel&gt;"));
         entry.spec.action = AuditAction::Approved;
         assert_eq!(break_glass_notice(&entry, &policies), None);
+    }
+
+    #[test]
+    fn merged_records_keep_every_delivery() {
+        let record = |sink: &str, delivered: bool, attempts: u32| NotificationStatus {
+            sink: sink.into(),
+            level: "leads".into(),
+            event: "LevelOpened".into(),
+            delivered,
+            attempts,
+            ..NotificationStatus::default()
+        };
+        let stored = vec![
+            record("a", false, 1),
+            record("b", true, 1),
+            record("c", false, 3),
+        ];
+        let ours = vec![
+            record("a", true, 2),
+            record("b", false, 4),
+            record("c", false, 1),
+            record("d", true, 1),
+        ];
+        let merged = merge_records(&stored, &ours);
+        let view: Vec<(String, bool, u32)> = merged
+            .iter()
+            .map(|r| (r.sink.clone(), r.delivered, r.attempts))
+            .collect();
+        assert_eq!(
+            view,
+            [
+                ("a".to_string(), true, 2),
+                ("b".to_string(), true, 1),
+                ("c".to_string(), false, 3),
+                ("d".to_string(), true, 1),
+            ]
+        );
     }
 }

@@ -29,6 +29,7 @@ use crate::core::audit::trail;
 use crate::core::chain::ChainState;
 use crate::core::decision::approval_state;
 use crate::core::grant::{GrantAction, plan_grant};
+use crate::core::notify::merge_records;
 use crate::core::rollout::{LiveTarget, approval_ignore_fields, plan_rollout, watches_rollout};
 use crate::core::status::plan_status;
 use crate::webhook::snapshot::Snapshot;
@@ -139,10 +140,16 @@ async fn reconcile(
     status.notifications = round.notifications;
     status.deploy_token = deploy_token;
     if approval.status.as_ref() != Some(&status) {
-        apply_status(&context.client, &approval, &status)
-            .await
-            .map_err(|e| ReconcileError::Write(object_name(&approval), e))?;
-        context.metrics.transition(&approval, &status, now);
+        match apply_status(&context.client, &approval, &status).await {
+            Ok(_) => context.metrics.transition(&approval, &status, now),
+            Err(kube::Error::Api(conflict)) if conflict.code == 409 => {
+                // Someone wrote first (the webhook admitting the change): keep what was
+                // delivered, so it is never sent again, and look at the fresh object.
+                keep_deliveries(&context, &approval, &status).await?;
+                return Ok(Action::requeue(Duration::ZERO));
+            }
+            Err(error) => return Err(ReconcileError::Write(object_name(&approval), error)),
+        }
     }
     let next = [next_deadline, round.next_attempt, grant.next_deadline]
         .into_iter()
@@ -188,6 +195,53 @@ async fn carry_out(
             token.revoked_at = Some(Time(now));
             Ok(Some(token))
         }
+    }
+}
+
+/// Merge what this reconcile did (notification records, the deploy token) into the fresh
+/// status of `approval`, retrying while others write.
+async fn keep_deliveries(
+    context: &Context,
+    approval: &DeploymentApproval,
+    ours: &crate::api::DeploymentApprovalStatus,
+) -> Result<(), ReconcileError> {
+    let api: Api<DeploymentApproval> = Api::namespaced(
+        context.client.clone(),
+        &approval.namespace().unwrap_or_default(),
+    );
+    let mut last = None;
+    for _ in 0..5 {
+        let fresh = api
+            .get(&approval.name_any())
+            .await
+            .map_err(|e| ReconcileError::Write(object_name(approval), e))?;
+        let stored = fresh.status.clone().unwrap_or_default();
+        let mut status = stored.clone();
+        status.notifications = merge_records(&stored.notifications, &ours.notifications);
+        // A token issued or revoked here stays on record.
+        if ours.deploy_token.is_some()
+            && (stored.deploy_token.is_none()
+                || ours
+                    .deploy_token
+                    .as_ref()
+                    .is_some_and(|t| t.revoked_at.is_some()))
+        {
+            status.deploy_token = ours.deploy_token.clone();
+        }
+        if status == stored {
+            return Ok(());
+        }
+        match apply_status(&context.client, &fresh, &status).await {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(conflict)) if conflict.code == 409 => {
+                last = Some(kube::Error::Api(conflict));
+            }
+            Err(error) => return Err(ReconcileError::Write(object_name(approval), error)),
+        }
+    }
+    match last {
+        Some(error) => Err(ReconcileError::Write(object_name(approval), error)),
+        None => Ok(()),
     }
 }
 
