@@ -68,6 +68,8 @@ pub enum AuditAction {
     PolicyDeleted,
     /// A request deleted (by its author's hand, or with its namespace).
     RequestDeleted,
+    /// A namespace's labels changed so that a policy no longer reaches it.
+    NamespaceLeftReach,
 }
 
 /// The object an entry is about.

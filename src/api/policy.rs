@@ -63,9 +63,9 @@ pub struct ApprovalPolicySpec {
     /// Who may bypass this policy with the `countersign.dev/break-glass` annotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub break_glass: Option<BreakGlass>,
-    /// Deleting this policy, changing its spec, or deleting one of its open requests:
-    /// `Audit` (the default) records each with its author; `Refuse` also refuses them
-    /// unless the author is in `breakGlass.groups`.
+    /// Deleting this policy, changing its spec, deleting one of its open requests, or taking
+    /// a namespace out of its reach: `Audit` (the default) records each with its author;
+    /// `Refuse` also refuses them unless the author is in `breakGlass.groups`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tamper_protection: Option<TamperProtection>,
 }

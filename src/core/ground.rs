@@ -22,6 +22,8 @@ pub enum GroundChange {
     PolicySpecChanged,
     /// A request is deleted; its phase as stored.
     RequestDeleted(ApprovalPhase),
+    /// A namespace's labels change so that the policy no longer reaches it.
+    NamespaceLeftReach,
 }
 
 impl GroundChange {
@@ -30,6 +32,7 @@ impl GroundChange {
             GroundChange::PolicyDeleted => "deleting it",
             GroundChange::PolicySpecChanged => "changing its spec",
             GroundChange::RequestDeleted(_) => "deleting one of its open requests",
+            GroundChange::NamespaceLeftReach => "taking a namespace out of its reach",
         }
     }
 }
@@ -69,6 +72,10 @@ pub fn judge_ground_change(
     if !protected {
         return record(match change {
             GroundChange::RequestDeleted(phase) => format!("request deleted while {phase}"),
+            GroundChange::NamespaceLeftReach => format!(
+                "the namespace's labels changed; policy {} no longer reaches it",
+                policy.map(policy_name).unwrap_or_default()
+            ),
             _ => "policy deleted".into(),
         });
     }
@@ -85,6 +92,47 @@ pub fn judge_ground_change(
             "policy {name} protects its ground (tamperProtection: Refuse): {} is refused unless by a member of its breakGlass groups",
             change.describe()
         )),
+    }
+}
+
+/// The AuditEntry of a namespace leaving `policy`'s reach by the write that made
+/// `resource_version` stale: `namespace-<name>-<uid prefix>-left-<policy>-<version>`.
+pub fn namespace_left_entry(
+    namespace: &str,
+    uid: &str,
+    resource_version: &str,
+    policy: &str,
+    author: &UserInfo,
+    reason: String,
+    now: Timestamp,
+) -> PlannedEntry {
+    let uid8: String = uid
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(8)
+        .collect();
+    let name: String = format!("namespace-{namespace}-{uid8}-left-{policy}-{resource_version}")
+        .chars()
+        .take(253)
+        .collect();
+    PlannedEntry {
+        name: name.trim_end_matches(['-', '.']).to_string(),
+        spec: AuditEntrySpec {
+            time: Time(now),
+            action: AuditAction::NamespaceLeftReach,
+            actor: author.clone(),
+            target: AuditTarget {
+                api_version: "v1".into(),
+                kind: "Namespace".into(),
+                namespace: None,
+                name: namespace.to_string(),
+                uid: Some(uid.to_string()).filter(|u| !u.is_empty()),
+            },
+            change_digest: None,
+            approval: None,
+            policy: Some(policy.to_string()),
+            reason: Some(reason),
+        },
     }
 }
 

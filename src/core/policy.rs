@@ -185,6 +185,32 @@ pub fn namespace_is_gated(
     })
 }
 
+/// The policies that reach the namespace `before` its labels change but not `after` (and
+/// did not exempt it).
+pub fn policies_left_behind<'p>(
+    policies: &'p [ApprovalPolicy],
+    namespace: &str,
+    before: &BTreeMap<String, String>,
+    after: &BTreeMap<String, String>,
+    cluster_region: Option<&str>,
+) -> Vec<&'p ApprovalPolicy> {
+    policies
+        .iter()
+        .filter(|policy| {
+            let one = std::slice::from_ref(*policy);
+            namespace_is_gated(one, namespace, before, cluster_region)
+                && !namespace_is_gated(one, namespace, after, cluster_region)
+        })
+        .collect()
+}
+
+/// A namespace object's labels, countersign's own label aside.
+pub fn namespace_labels_of(namespace: &Value) -> BTreeMap<String, String> {
+    let mut labels = ChangeRequest::object_labels(namespace);
+    labels.remove(GATED_NAMESPACE_LABEL);
+    labels
+}
+
 /// JSON Patch operations that leave a namespace object's gated label as the policies say
 /// (added, set to "true", or removed), whatever the writer put there.
 pub fn gated_label_patch(

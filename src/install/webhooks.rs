@@ -247,7 +247,8 @@ const MUTATING_HOOKS: &[Hook] = &[
             scope: "Cluster",
         }],
         excludes_system_namespaces: true,
-        side_effects: "None",
+        // A namespace leaving a policy's reach is audited (not on a dry run).
+        side_effects: "NoneOnDryRun",
         skips_workload_controllers: false,
         gated_namespaces_only: false,
         fails_open: true,

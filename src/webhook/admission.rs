@@ -26,10 +26,13 @@ use crate::core::chain::ApprovalChain;
 use crate::core::custody::{AuditWrite, approval_status_write, audit_write};
 use crate::core::decision::{AllowReason, Decision, DecisionInput, DenyReason, Verdict, decide};
 use crate::core::ground::{
-    GroundChange, GroundVerdict, judge_ground_change, policy_ground_entry, request_deleted_entry,
+    GroundChange, GroundVerdict, judge_ground_change, namespace_left_entry, policy_ground_entry,
+    request_deleted_entry,
 };
 use crate::core::policy::ChangeRequest;
-use crate::core::policy::gated_label_patch;
+use crate::core::policy::{
+    gated_label_patch, namespace_labels_of, policies_left_behind, policy_name,
+};
 use crate::core::policy_audit::stamp_policy_change;
 use crate::core::request::{RequestCreate, validate_request_create};
 use crate::core::review::{
@@ -154,7 +157,7 @@ impl Webhook {
             ReviewPath::Policies => self.policy(&request).await,
             ReviewPath::StampReviews => self.stamp(&request),
             ReviewPath::StampPolicies => stamp_policy(&request),
-            ReviewPath::LabelNamespaces => self.label_namespace(&request),
+            ReviewPath::LabelNamespaces => self.label_namespace(&request).await,
         };
         let resource = request.resource_label();
         self.count(
@@ -716,15 +719,57 @@ impl Webhook {
     }
 
     /// Keep a namespace's gated label as the policies say (`core::policy::gated_label_patch`).
-    fn label_namespace(&self, request: &Request) -> Answer {
+    async fn label_namespace(&self, request: &Request) -> Answer {
         let Some(namespace) = request.object.as_ref() else {
             return Answer::allow(request);
         };
-        let operations = gated_label_patch(
-            &self.snapshot.policies(),
-            namespace,
-            self.settings.cluster_region.as_deref(),
-        );
+        let policies = self.snapshot.policies();
+        let region = self.settings.cluster_region.as_deref();
+        // A label change that takes the namespace out of a policy's reach changes the
+        // gate's own ground: audited, and refused where the policy says so.
+        if let Some(old) = request.old_object.as_ref() {
+            let name = namespace
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let left = policies_left_behind(
+                &policies,
+                name,
+                &namespace_labels_of(old),
+                &namespace_labels_of(namespace),
+                region,
+            );
+            let author = request.requester();
+            let uid = old
+                .pointer("/metadata/uid")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let version = old
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            for policy in left {
+                let verdict =
+                    judge_ground_change(GroundChange::NamespaceLeftReach, Some(policy), &author);
+                let answer = self
+                    .carry_out_ground(request, verdict, |reason| {
+                        namespace_left_entry(
+                            name,
+                            uid,
+                            version,
+                            policy_name(policy),
+                            &author,
+                            reason,
+                            Timestamp::now(),
+                        )
+                    })
+                    .await;
+                if !answer.response.allowed {
+                    return answer;
+                }
+            }
+        }
+        let operations = gated_label_patch(&policies, namespace, region);
         allow_patched(request, operations, "the namespace's gated label")
     }
 

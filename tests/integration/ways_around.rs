@@ -548,3 +548,97 @@ async fn the_gates_own_ground_is_audited_and_a_policy_can_refuse_changes_to_it()
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_namespace_taken_out_of_a_policys_reach_is_audited_with_the_actor() -> Result<()> {
+    use countersign::api::{AuditAction, AuditEntry};
+    Countersign::get();
+    let ns = TestNamespace::create("reach", None).await?;
+    let ns = ns.name();
+    let team = unique_name("team");
+    assert_ok(&kubectl(
+        User::Admin,
+        &["label", "namespace", ns, &format!("team={team}")],
+    )?);
+    // A policy that reaches namespaces by label.
+    let policy = crate::support::flow::Policy::apply(
+        ns,
+        json!({ "approval": { "levels": [{ "name": "leads", "approvers": [{ "user": "alice" }] }] } }),
+    )?;
+    let selector = json!({ "spec": { "match": { "namespaces": [],
+        "namespaceSelector": { "matchLabels": { "team": team } } } } })
+    .to_string();
+    assert_ok(&kubectl(
+        User::Admin,
+        &[
+            "patch",
+            "approvalpolicy",
+            &policy.name,
+            "--type=merge",
+            "-p",
+            &selector,
+        ],
+    )?);
+    let gated = |expected: &'static str| {
+        let ns = ns.to_string();
+        async move {
+            until(
+                "the gated label",
+                std::time::Duration::from_secs(20),
+                || async {
+                    let out = kubectl(
+                        User::Admin,
+                        &[
+                            "get",
+                            "namespace",
+                            &ns,
+                            "-o",
+                            "jsonpath={.metadata.labels.countersign\\.dev/gated}",
+                        ],
+                    )?;
+                    let label = text(&out).trim().to_string();
+                    Ok(if label == expected {
+                        crate::support::wait::Poll::Ready(())
+                    } else {
+                        crate::support::wait::Poll::Pending(label)
+                    })
+                },
+            )
+            .await
+        }
+    };
+    gated("true").await?;
+    until_gated(&web(ns, "nginx:1.27", 1)).await?;
+
+    // The admin removes the label the policy selects: allowed, audited, and the namespace
+    // leaves the workload webhook's reach with it.
+    assert_ok(&kubectl(User::Admin, &["label", "namespace", ns, "team-"])?);
+    let admin = crate::support::TestCluster::get()
+        .client(User::Admin)
+        .await?;
+    let entries =
+        kube::Api::<AuditEntry>::namespaced(admin, crate::support::countersign::INSTALL_NAMESPACE);
+    let left = until(
+        "the NamespaceLeftReach entry",
+        std::time::Duration::from_secs(10),
+        || async {
+            let found = entries
+                .list(&Default::default())
+                .await?
+                .items
+                .into_iter()
+                .find(|e| {
+                    e.spec.action == AuditAction::NamespaceLeftReach && e.spec.target.name == ns
+                });
+            Ok(match found {
+                Some(entry) => crate::support::wait::Poll::Ready(entry),
+                None => crate::support::wait::Poll::Pending("none".into()),
+            })
+        },
+    )
+    .await?;
+    assert_eq!(left.spec.actor.username, "admin");
+    assert_eq!(left.spec.policy.as_deref(), Some(policy.name.as_str()));
+    gated("").await?;
+    Ok(())
+}
