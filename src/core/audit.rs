@@ -282,17 +282,44 @@ fn reviewer(spec: &crate::api::DeploymentApprovalSpec, user: &str) -> UserInfo {
 pub(crate) fn entry_key(approval: &DeploymentApproval) -> String {
     let namespace = approval.metadata.namespace.as_deref().unwrap_or_default();
     let name = approval.metadata.name.as_deref().unwrap_or_default();
-    let uid: String = approval
-        .metadata
-        .uid
-        .as_deref()
-        .unwrap_or_default()
+    object_key(
+        &format!("{namespace}-{name}"),
+        approval.metadata.uid.as_deref().unwrap_or_default(),
+    )
+}
+
+/// `<base>-<uid prefix>`, the base cut to leave room for a step: the key of one object's
+/// entries (a recreated object of the same name has another uid).
+pub(crate) fn object_key(base: &str, uid: &str) -> String {
+    let uid: String = uid
         .chars()
         .filter(|c| c.is_ascii_alphanumeric())
         .take(8)
         .collect();
-    let base: String = format!("{namespace}-{name}").chars().take(200).collect();
+    let base: String = base.chars().take(200).collect();
     format!("{}-{uid}", base.trim_end_matches(['-', '.']))
+}
+
+/// `policy-<name>-<uid prefix>`: the key of a policy's entries.
+pub(crate) fn policy_key(policy: &crate::api::ApprovalPolicy) -> String {
+    object_key(
+        &format!(
+            "policy-{}",
+            policy.metadata.name.as_deref().unwrap_or_default()
+        ),
+        policy.metadata.uid.as_deref().unwrap_or_default(),
+    )
+}
+
+/// A policy as the target of an entry.
+pub(crate) fn policy_target(policy: &crate::api::ApprovalPolicy) -> AuditTarget {
+    AuditTarget {
+        api_version: "countersign.dev/v1alpha1".into(),
+        kind: "ApprovalPolicy".into(),
+        namespace: None,
+        name: policy.metadata.name.clone().unwrap_or_default(),
+        uid: policy.metadata.uid.clone(),
+    }
 }
 
 #[cfg(test)]

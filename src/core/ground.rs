@@ -10,7 +10,7 @@ use crate::api::{
     ApprovalPhase, ApprovalPolicy, AuditAction, AuditEntrySpec, AuditTarget, DeploymentApproval,
     TamperProtection, UserInfo,
 };
-use crate::core::audit::{PlannedEntry, entry_key};
+use crate::core::audit::{PlannedEntry, entry_key, object_key, policy_key, policy_target};
 use crate::core::custody::NAMESPACE_CONTROLLER;
 use crate::core::policy::policy_name;
 
@@ -106,15 +106,13 @@ pub fn namespace_left_entry(
     reason: String,
     now: Timestamp,
 ) -> PlannedEntry {
-    let uid8: String = uid
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .take(8)
-        .collect();
-    let name: String = format!("namespace-{namespace}-{uid8}-left-{policy}-{resource_version}")
-        .chars()
-        .take(253)
-        .collect();
+    let name: String = format!(
+        "{}-left-{policy}-{resource_version}",
+        object_key(&format!("namespace-{namespace}"), uid)
+    )
+    .chars()
+    .take(253)
+    .collect();
     PlannedEntry {
         name: name.trim_end_matches(['-', '.']).to_string(),
         spec: AuditEntrySpec {
@@ -176,26 +174,13 @@ pub fn policy_ground_entry(
     now: Timestamp,
 ) -> PlannedEntry {
     let name = policy_name(policy);
-    let uid = policy.metadata.uid.as_deref().unwrap_or_default();
-    let uid8: String = uid
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .take(8)
-        .collect();
-    let base: String = format!("policy-{name}").chars().take(200).collect();
     PlannedEntry {
-        name: format!("{}-{uid8}-{step}", base.trim_end_matches(['-', '.'])),
+        name: format!("{}-{step}", policy_key(policy)),
         spec: AuditEntrySpec {
             time: Time(now),
             action,
             actor: author.clone(),
-            target: AuditTarget {
-                api_version: "countersign.dev/v1alpha1".into(),
-                kind: "ApprovalPolicy".into(),
-                namespace: None,
-                name: name.to_string(),
-                uid: policy.metadata.uid.clone(),
-            },
+            target: policy_target(policy),
             change_digest: None,
             approval: None,
             policy: Some(name.to_string()),

@@ -10,8 +10,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::api::{ApprovalPolicy, AuditAction, AuditEntrySpec, AuditTarget, UserInfo};
-use crate::core::audit::PlannedEntry;
+use crate::api::{ApprovalPolicy, AuditAction, AuditEntrySpec, UserInfo};
+use crate::core::audit::{PlannedEntry, policy_key, policy_target};
 use crate::core::change::ChangeDigest;
 
 /// The annotation that records who made the policy's current spec, and when.
@@ -83,7 +83,8 @@ fn annotation(object: &Value) -> Option<&str> {
 /// PolicyChanged after. `None` for an object the API server has not stored yet.
 pub fn policy_entry(policy: &ApprovalPolicy) -> Option<PlannedEntry> {
     let name = policy.metadata.name.as_deref()?;
-    let uid = policy.metadata.uid.as_deref()?;
+    // Stored: it has a uid.
+    policy.metadata.uid.as_deref()?;
     let generation = policy.metadata.generation?;
     let stamped = policy
         .metadata
@@ -118,26 +119,14 @@ pub fn policy_entry(policy: &ApprovalPolicy) -> Option<PlannedEntry> {
             format!("{what}; the author is unknown (countersign's webhook did not see the write)"),
         ),
     };
-    let uid8: String = uid
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .take(8)
-        .collect();
-    let base: String = format!("policy-{name}").chars().take(200).collect();
     let spec = serde_json::to_value(&policy.spec).unwrap_or(Value::Null);
     Some(PlannedEntry {
-        name: format!("{}-{uid8}-{generation}", base.trim_end_matches(['-', '.'])),
+        name: format!("{}-{generation}", policy_key(policy)),
         spec: AuditEntrySpec {
             time: Time(time),
             action,
             actor,
-            target: AuditTarget {
-                api_version: "countersign.dev/v1alpha1".into(),
-                kind: "ApprovalPolicy".into(),
-                namespace: None,
-                name: name.to_string(),
-                uid: Some(uid.to_string()),
-            },
+            target: policy_target(policy),
             change_digest: Some(ChangeDigest::of(&json!({ "spec": spec }), &[]).to_string()),
             approval: None,
             policy: Some(name.to_string()),

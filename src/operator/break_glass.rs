@@ -8,15 +8,13 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
-use serde_json::json;
 
 use super::{Context, ReconcileError};
 use crate::api::{AuditEntry, AuditEntryStatus};
-use crate::approval_status::FIELD_MANAGER;
+use crate::approval_status::apply_status_of;
 
 /// The label the webhook puts on a break-glass AuditEntry, so this controller watches only
 /// those.
@@ -53,21 +51,10 @@ async fn reconcile(
             notifications: round.notifications,
             ..stored
         };
-        let name = entry.name_any();
-        let patch = json!({
-            "apiVersion": "countersign.dev/v1alpha1",
-            "kind": "AuditEntry",
-            "metadata": { "name": name, "resourceVersion": entry.resource_version() },
-            "status": status,
-        });
-        Api::<AuditEntry>::namespaced(context.client.clone(), &context.install_namespace)
-            .patch_status(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
+        let api = Api::<AuditEntry>::namespaced(context.client.clone(), &context.install_namespace);
+        apply_status_of(&api, &*entry, &status)
             .await
-            .map_err(|e| ReconcileError::Write(name, e))?;
+            .map_err(|e| ReconcileError::Write(entry.name_any(), e))?;
     }
     Ok(match round.next_attempt {
         Some(at) => Action::requeue(

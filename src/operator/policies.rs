@@ -8,16 +8,14 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
 
 use super::audit::record;
 use super::{Context, ReconcileError};
 use crate::api::ApprovalPolicy;
-use crate::approval_status::FIELD_MANAGER;
+use crate::approval_status::apply_status_of;
 use crate::core::policy_audit::policy_entry;
 use crate::core::validation::policy_status;
 
@@ -42,21 +40,10 @@ async fn reconcile(
     record(&context, entries, Some(policy.object_ref(&()))).await?;
     let status = policy_status(&policy, Timestamp::now());
     if policy.status.as_ref() != Some(&status) {
-        let name = policy.name_any();
-        let patch = json!({
-            "apiVersion": "countersign.dev/v1alpha1",
-            "kind": "ApprovalPolicy",
-            "metadata": { "name": name, "resourceVersion": policy.resource_version() },
-            "status": status,
-        });
-        Api::<ApprovalPolicy>::all(context.client.clone())
-            .patch_status(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
+        let api = Api::<ApprovalPolicy>::all(context.client.clone());
+        apply_status_of(&api, &*policy, &status)
             .await
-            .map_err(|e| ReconcileError::Write(name, e))?;
+            .map_err(|e| ReconcileError::Write(policy.name_any(), e))?;
     }
     Ok(Action::await_change())
 }

@@ -360,32 +360,10 @@ async fn every_client_path_of_a_change_is_gated_and_a_rollback_to_the_deployed_r
             .any(|c| c.type_ == "RolledOut" && c.reason == "Superseded"),
         "{failed:?}"
     );
-    let admin = crate::support::TestCluster::get()
-        .client(User::Admin)
-        .await?;
-    let entries = kube::Api::<countersign::api::AuditEntry>::namespaced(
-        admin,
-        crate::support::countersign::INSTALL_NAMESPACE,
-    );
-    let rollback = until(
-        "the rollback's AuditEntry",
-        std::time::Duration::from_secs(10),
-        || async {
-            let found = entries
-                .list(&Default::default())
-                .await?
-                .items
-                .into_iter()
-                .find(|e| {
-                    e.spec.action == countersign::api::AuditAction::Rollback
-                        && e.spec.target.namespace.as_deref() == Some(ns)
-                });
-            Ok(match found {
-                Some(entry) => crate::support::wait::Poll::Ready(entry),
-                None => crate::support::wait::Poll::Pending("none".into()),
-            })
-        },
-    )
+    let rollback = audit_entry_until("the rollback's AuditEntry", |e| {
+        e.spec.action == countersign::api::AuditAction::Rollback
+            && e.spec.target.namespace.as_deref() == Some(ns)
+    })
     .await?;
     assert_eq!(rollback.spec.actor.username, "dave");
     assert_eq!(rollback.spec.approval.as_deref(), Some(deployed.as_str()));
@@ -425,7 +403,7 @@ async fn every_client_path_of_a_change_is_gated_and_a_rollback_to_the_deployed_r
 
 #[tokio::test]
 async fn the_gates_own_ground_is_audited_and_a_policy_can_refuse_changes_to_it() -> Result<()> {
-    use countersign::api::{AuditAction, AuditEntry};
+    use countersign::api::AuditAction;
     Countersign::get();
     let ns = TestNamespace::create("ground", None).await?;
     let ns = ns.name();
@@ -444,39 +422,15 @@ async fn the_gates_own_ground_is_audited_and_a_policy_can_refuse_changes_to_it()
         ],
     });
     assert_ok(&kubectl_stdin(User::Admin, &["apply", "-f", "-"], &grant)?);
-    let admin = crate::support::TestCluster::get()
-        .client(User::Admin)
-        .await?;
-    let entries =
-        kube::Api::<AuditEntry>::namespaced(admin, crate::support::countersign::INSTALL_NAMESPACE);
-    let entry_of = |action: AuditAction, name: String| {
-        let entries = entries.clone();
-        async move {
-            until(
-                &format!("a {action:?} entry"),
-                std::time::Duration::from_secs(10),
-                || async {
-                    let found = entries
-                        .list(&Default::default())
-                        .await?
-                        .items
-                        .into_iter()
-                        // (Requests of the same change in other tests' namespaces share
-                        // the name.)
-                        .find(|e| {
-                            e.spec.action == action
-                                && ((e.spec.approval.as_deref() == Some(name.as_str())
-                                    && e.spec.target.namespace.as_deref() == Some(ns))
-                                    || e.spec.policy.as_deref() == Some(name.as_str()))
-                        });
-                    Ok(match found {
-                        Some(entry) => crate::support::wait::Poll::Ready(entry),
-                        None => crate::support::wait::Poll::Pending("none".into()),
-                    })
-                },
-            )
-            .await
-        }
+    // (Requests of the same change in other tests' namespaces share the name.)
+    let entry_of = |action: AuditAction, name: String| async move {
+        audit_entry_until(&format!("a {action:?} entry"), |e| {
+            e.spec.action == action
+                && ((e.spec.approval.as_deref() == Some(name.as_str())
+                    && e.spec.target.namespace.as_deref() == Some(ns))
+                    || e.spec.policy.as_deref() == Some(name.as_str()))
+        })
+        .await
     };
 
     // By default: deleting an open request is allowed, and audited with its author.
@@ -551,7 +505,7 @@ async fn the_gates_own_ground_is_audited_and_a_policy_can_refuse_changes_to_it()
 
 #[tokio::test]
 async fn a_namespace_taken_out_of_a_policys_reach_is_audited_with_the_actor() -> Result<()> {
-    use countersign::api::{AuditAction, AuditEntry};
+    use countersign::api::AuditAction;
     Countersign::get();
     let ns = TestNamespace::create("reach", None).await?;
     let ns = ns.name();
@@ -613,29 +567,9 @@ async fn a_namespace_taken_out_of_a_policys_reach_is_audited_with_the_actor() ->
     // The admin removes the label the policy selects: allowed, audited, and the namespace
     // leaves the workload webhook's reach with it.
     assert_ok(&kubectl(User::Admin, &["label", "namespace", ns, "team-"])?);
-    let admin = crate::support::TestCluster::get()
-        .client(User::Admin)
-        .await?;
-    let entries =
-        kube::Api::<AuditEntry>::namespaced(admin, crate::support::countersign::INSTALL_NAMESPACE);
-    let left = until(
-        "the NamespaceLeftReach entry",
-        std::time::Duration::from_secs(10),
-        || async {
-            let found = entries
-                .list(&Default::default())
-                .await?
-                .items
-                .into_iter()
-                .find(|e| {
-                    e.spec.action == AuditAction::NamespaceLeftReach && e.spec.target.name == ns
-                });
-            Ok(match found {
-                Some(entry) => crate::support::wait::Poll::Ready(entry),
-                None => crate::support::wait::Poll::Pending("none".into()),
-            })
-        },
-    )
+    let left = audit_entry_until("the NamespaceLeftReach entry", |e| {
+        e.spec.action == AuditAction::NamespaceLeftReach && e.spec.target.name == ns
+    })
     .await?;
     assert_eq!(left.spec.actor.username, "admin");
     assert_eq!(left.spec.policy.as_deref(), Some(policy.name.as_str()));

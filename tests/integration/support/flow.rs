@@ -227,3 +227,28 @@ pub async fn open_request(_ns: &str, object: &Value) -> Result<String> {
         .map(str::to_string)
         .ok_or_else(|| anyhow::anyhow!("the denial names no request: {said}"))
 }
+
+/// Waits until an AuditEntry for which `matches` holds is in the trail; returns it.
+pub async fn audit_entry_until(
+    what: &str,
+    matches: impl Fn(&countersign::api::AuditEntry) -> bool,
+) -> Result<countersign::api::AuditEntry> {
+    let admin = TestCluster::get().client(User::Admin).await?;
+    let entries = Api::<countersign::api::AuditEntry>::namespaced(
+        admin,
+        super::countersign::INSTALL_NAMESPACE,
+    );
+    until(what, Duration::from_secs(10), || async {
+        let found = entries
+            .list(&Default::default())
+            .await?
+            .items
+            .into_iter()
+            .find(|e| matches(e));
+        Ok(match found {
+            Some(entry) => Poll::Ready(entry),
+            None => Poll::Pending("not yet".into()),
+        })
+    })
+    .await
+}
