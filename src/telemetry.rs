@@ -72,6 +72,15 @@ pub struct Metrics {
     pub request_to_deployed_seconds: Histogram,
     pub notification_deliveries: Family<DeliveryLabels, Counter>,
     pub reconcile_errors: Family<ControllerLabels, Counter>,
+    /// 1 while a webhook configuration says what countersign installs, 0 while it does
+    /// not (changed, or missing); as last seen by the operator.
+    pub webhook_configuration_intact: Family<ConfigurationLabels, Gauge>,
+}
+
+/// Which of countersign's webhook configurations.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConfigurationLabels {
+    pub configuration: &'static str,
 }
 
 /// A request phase.
@@ -158,6 +167,12 @@ impl Metrics {
             "Reconciles that failed and are retried, by controller",
             reconcile_errors.clone(),
         );
+        let webhook_configuration_intact = Family::<ConfigurationLabels, Gauge>::default();
+        registry.register(
+            "webhook_configuration_intact",
+            "1 while countersign's webhook configuration (validating or mutating) is as installed, 0 while changed or missing",
+            webhook_configuration_intact.clone(),
+        );
         Arc::new(Metrics {
             registry,
             reviews,
@@ -169,6 +184,7 @@ impl Metrics {
             request_to_deployed_seconds,
             notification_deliveries,
             reconcile_errors,
+            webhook_configuration_intact,
         })
     }
 

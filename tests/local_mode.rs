@@ -1,5 +1,6 @@
 //! `countersign serve --local` as a process (SPEC §9): its webhook configurations, its exit
-//! on SIGTERM, two processes registered together, and certificate rotation under load.
+//! on SIGTERM, two processes registered together, certificate rotation under load, and the
+//! operator guarding those configurations.
 //! Its own test binary, run after the others: it registers and removes the configurations
 //! named `countersign`, which the integration binary's webhook also uses.
 
@@ -1330,5 +1331,344 @@ async fn a_slow_api_server_gets_a_reasoned_denial_within_the_webhooks_own_budget
     let _ = std::fs::remove_file(&kubeconfig);
     result?;
     ensure!(stopped?.success());
+    Ok(())
+}
+
+/// Waits until the operator's lease has a holder (its controllers then run).
+async fn until_leading() -> Result<()> {
+    let admin = TestCluster::get().client(User::Admin).await?;
+    let leases =
+        Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(admin, "countersign-system");
+    let started = Instant::now();
+    loop {
+        let holder = leases
+            .get_opt("countersign-operator")
+            .await?
+            .and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity);
+        if holder.is_some() {
+            return Ok(());
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(40),
+            "nobody took the operator's lease"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// An AuditEntry about a webhook configuration: (action, kind, actor, reason).
+type ConfigurationEntry = (String, String, String, String);
+
+/// The AuditEntries about countersign's webhook configurations, by name.
+async fn configuration_entries() -> Result<Vec<(String, ConfigurationEntry)>> {
+    let admin = TestCluster::get().client(User::Admin).await?;
+    let entries = Api::<countersign::api::AuditEntry>::namespaced(admin, "countersign-system")
+        .list(&Default::default())
+        .await?;
+    Ok(entries
+        .items
+        .into_iter()
+        .filter(|e| e.spec.target.kind.ends_with("WebhookConfiguration"))
+        .map(|e| {
+            (
+                e.metadata.name.clone().unwrap_or_default(),
+                (
+                    format!("{:?}", e.spec.action),
+                    e.spec.target.kind.clone(),
+                    e.spec.actor.username.clone(),
+                    e.spec.reason.clone().unwrap_or_default(),
+                ),
+            )
+        })
+        .collect())
+}
+
+/// The names of the entries about webhook configurations so far.
+async fn configuration_entry_names() -> Result<Vec<String>> {
+    Ok(configuration_entries()
+        .await?
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect())
+}
+
+/// Waits for an entry about a webhook configuration that `matches`, written after the
+/// `before` entries; returns it.
+async fn configuration_entry_until(
+    what: &str,
+    before: &[String],
+    matches: impl Fn(&ConfigurationEntry) -> bool,
+) -> Result<ConfigurationEntry> {
+    let started = Instant::now();
+    loop {
+        let found = configuration_entries()
+            .await?
+            .into_iter()
+            .find(|(name, e)| !before.contains(name) && matches(e))
+            .map(|(_, e)| e);
+        if let Some(entry) = found {
+            return Ok(entry);
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(20),
+            "no {what}: {:?}",
+            configuration_entries().await?
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Waits until `serve` on `port` reports its validating configuration intact (1) or not (0).
+fn validating_intact_until(port: u16, value: u8) -> Result<()> {
+    let gauge = "countersign_webhook_configuration_intact{configuration=\"ValidatingWebhookConfiguration\"}";
+    let wanted = format!("{gauge} {value}");
+    let started = Instant::now();
+    loop {
+        let out = Command::new("curl")
+            .args(["-sk", &format!("https://127.0.0.1:{port}/metrics")])
+            .output()?;
+        let metrics = String::from_utf8_lossy(&out.stdout).into_owned();
+        if metrics.lines().any(|l| l == wanted) {
+            return Ok(());
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(20),
+            "never {wanted}: {}",
+            metrics
+                .lines()
+                .find(|l| l.starts_with(gauge))
+                .unwrap_or("(no such gauge)")
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// A JSON patch of the ValidatingWebhookConfiguration `countersign`, as the cluster admin.
+fn patch_validating_configuration(patch: &Value) -> Result<()> {
+    let out = kubectl(
+        User::Admin,
+        &[
+            "patch",
+            "validatingwebhookconfiguration",
+            "countersign",
+            "--type=json",
+            "-p",
+            &patch.to_string(),
+        ],
+        None,
+    )?;
+    ensure!(out.status.success(), "{}", text(&out));
+    Ok(())
+}
+
+fn can_i(verb: &str, resource: &str) -> Result<bool> {
+    let out = kubectl(
+        User::Admin,
+        &[
+            "auth",
+            "can-i",
+            verb,
+            resource,
+            "--as=system:serviceaccount:countersign-system:countersign",
+        ],
+        None,
+    )?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim() == "yes")
+}
+
+/// The API server never sends webhook configurations to a webhook, so the operator watches
+/// its own two. Without --restore-webhook-configurations a change (failing open) and a
+/// deletion are audited, with an Event and the metric, and left as they are.
+#[tokio::test]
+async fn a_changed_or_deleted_webhook_configuration_is_audited() -> Result<()> {
+    let _one = lock().await;
+    let local = Local::start(&[])?;
+    until_leading().await?;
+    ensure!(
+        !can_i("create", "validatingwebhookconfigurations")?,
+        "countersign may create webhook configurations without being asked to restore them"
+    );
+    let before = configuration_entry_names().await?;
+    // The operator has compared once (it was registered before the operator was armed).
+    validating_intact_until(local.port, 1)?;
+
+    // The workloads webhook (the first) fails open.
+    let patch =
+        json!([{ "op": "replace", "path": "/webhooks/0/failurePolicy", "value": "Ignore" }]);
+    patch_validating_configuration(&patch)?;
+    let (_, kind, actor, reason) = configuration_entry_until("changed entry", &before, |e| {
+        e.0 == "WebhookConfigurationChanged"
+    })
+    .await?;
+    assert_eq!(kind, "ValidatingWebhookConfiguration");
+    assert_eq!(actor, "unknown", "the API server does not say who");
+    assert!(
+        reason.contains(r#"workloads.countersign.dev: failurePolicy "Fail" → "Ignore""#)
+            && reason.contains("kubectl-patch"),
+        "{reason}"
+    );
+    validating_intact_until(local.port, 0)?;
+    let events = kubectl(
+        User::Admin,
+        &[
+            "get",
+            "events",
+            "-n",
+            "default",
+            "--field-selector",
+            "reason=WebhookConfigurationChanged,involvedObject.kind=ValidatingWebhookConfiguration",
+            "-o",
+            "json",
+        ],
+        None,
+    )?;
+    let events: Value = serde_json::from_slice(&events.stdout)?;
+    assert!(
+        events["items"]
+            .as_array()
+            .is_some_and(|items| items.iter().any(|e| e["type"] == "Warning")),
+        "{events}"
+    );
+    // Audited, not restored: it stays as the administrator left it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (validating, _) = configurations().await?;
+    let workloads = validating
+        .and_then(|c| c.webhooks)
+        .and_then(|hooks| hooks.into_iter().next())
+        .context("the workloads webhook")?;
+    assert_eq!(workloads.failure_policy.as_deref(), Some("Ignore"));
+
+    // Deleted.
+    let out = kubectl(
+        User::Admin,
+        &["delete", "mutatingwebhookconfiguration", "countersign"],
+        None,
+    )?;
+    ensure!(out.status.success(), "{}", text(&out));
+    let (_, kind, _, _) = configuration_entry_until("deleted entry", &before, |e| {
+        e.0 == "WebhookConfigurationDeleted"
+    })
+    .await?;
+    assert_eq!(kind, "MutatingWebhookConfiguration");
+    assert!(
+        !configuration_entries()
+            .await?
+            .iter()
+            .any(|(name, e)| e.0 == "WebhookConfigurationRestored" && !before.contains(name)),
+        "restored without being asked to"
+    );
+    assert!(local.terminate()?.success());
+    Ok(())
+}
+
+/// With --restore-webhook-configurations the operator also puts them back: a webhook
+/// loosened so that labelled objects skip it, and a deleted configuration. It does not put
+/// them back when its own process removes them on exit.
+#[tokio::test]
+async fn with_restore_a_loosened_or_deleted_webhook_configuration_is_put_back() -> Result<()> {
+    let _one = lock().await;
+    let local = Local::start(&["--restore-webhook-configurations"])?;
+    until_leading().await?;
+    ensure!(can_i("create", "validatingwebhookconfigurations")?);
+    ensure!(can_i(
+        "update",
+        "validatingwebhookconfigurations/countersign"
+    )?);
+    ensure!(!can_i(
+        "update",
+        "validatingwebhookconfigurations/someone-else"
+    )?);
+    ensure!(!can_i(
+        "delete",
+        "validatingwebhookconfigurations/countersign"
+    )?);
+    let before = configuration_entry_names().await?;
+    let (installed, _) = configurations().await?;
+    let installed = installed.context("the validating configuration")?;
+
+    // Objects labelled skip=yes no longer reach the workloads webhook.
+    let patch = json!([{ "op": "add", "path": "/webhooks/0/objectSelector",
+        "value": { "matchExpressions": [{ "key": "skip", "operator": "NotIn", "values": ["yes"] }] } }]);
+    patch_validating_configuration(&patch)?;
+    let (_, _, _, reason) = configuration_entry_until("changed entry", &before, |e| {
+        e.0 == "WebhookConfigurationChanged"
+    })
+    .await?;
+    assert!(
+        reason.contains("workloads.countersign.dev: objectSelector"),
+        "{reason}"
+    );
+    let (_, kind, actor, reason) = configuration_entry_until("restored entry", &before, |e| {
+        e.0 == "WebhookConfigurationRestored"
+    })
+    .await?;
+    assert_eq!(kind, "ValidatingWebhookConfiguration");
+    assert_eq!(
+        actor,
+        "system:serviceaccount:countersign-system:countersign"
+    );
+    assert!(reason.contains("objectSelector"), "{reason}");
+    let (restored, _) = configurations().await?;
+    let restored = restored.context("the validating configuration")?;
+    assert_eq!(
+        restored.webhooks.as_ref().map(Vec::len),
+        installed.webhooks.as_ref().map(Vec::len)
+    );
+    for hook in restored.webhooks.iter().flatten() {
+        assert!(
+            hook.object_selector
+                .as_ref()
+                .is_none_or(|s| s.match_expressions.is_none() && s.match_labels.is_none()),
+            "{}: {:?}",
+            hook.name,
+            hook.object_selector
+        );
+    }
+
+    // Deleted, and created again as installed.
+    let before = configuration_entry_names().await?;
+    let out = kubectl(
+        User::Admin,
+        &["delete", "validatingwebhookconfiguration", "countersign"],
+        None,
+    )?;
+    ensure!(out.status.success(), "{}", text(&out));
+    configuration_entry_until("deleted entry", &before, |e| {
+        e.0 == "WebhookConfigurationDeleted"
+    })
+    .await?;
+    let (_, _, _, reason) = configuration_entry_until("restored entry", &before, |e| {
+        e.0 == "WebhookConfigurationRestored"
+    })
+    .await?;
+    assert!(reason.contains("missing"), "{reason}");
+    let (again, _) = configurations().await?;
+    let again = again.context("the validating configuration, created again")?;
+    assert_ne!(again.metadata.uid, installed.metadata.uid);
+    let prefix = format!("https://127.0.0.1:{}/", local.port);
+    for hook in again.webhooks.iter().flatten() {
+        let url = hook.client_config.url.as_deref().unwrap_or_default();
+        assert!(url.starts_with(&prefix), "{}: {url}", hook.name);
+        assert_eq!(hook.failure_policy.as_deref(), Some("Fail"));
+    }
+
+    // As installed again: the restore ends there (no loop of restores).
+    validating_intact_until(local.port, 1)?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let restores = configuration_entries()
+        .await?
+        .into_iter()
+        .filter(|(name, e)| e.0 == "WebhookConfigurationRestored" && !before.contains(name))
+        .count();
+    assert_eq!(restores, 1, "one restore for one deletion");
+
+    // Its own exit removes them, and nothing puts them back.
+    let before = configuration_entry_names().await?;
+    assert!(local.terminate()?.success());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (validating, mutating) = configurations().await?;
+    assert!(validating.is_none() && mutating.is_none());
+    assert_eq!(configuration_entry_names().await?, before);
     Ok(())
 }

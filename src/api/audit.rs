@@ -70,6 +70,14 @@ pub enum AuditAction {
     RequestDeleted,
     /// A namespace's labels changed so that a policy no longer reaches it.
     NamespaceLeftReach,
+    /// countersign's own ValidatingWebhookConfiguration or MutatingWebhookConfiguration no
+    /// longer says what countersign installs (the API server never sends these to a webhook,
+    /// so this is found afterwards, by the operator).
+    WebhookConfigurationChanged,
+    /// One of them was deleted, or was missing when the operator started watching.
+    WebhookConfigurationDeleted,
+    /// The operator put one back as countersign installs it (`--restore-webhook-configurations`).
+    WebhookConfigurationRestored,
 }
 
 /// The object an entry is about.

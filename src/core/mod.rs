@@ -22,4 +22,5 @@ pub mod status;
 #[cfg(test)]
 pub(crate) mod test_builders;
 pub mod validation;
+pub mod webhook_guard;
 pub mod windows;

@@ -9,6 +9,7 @@ use k8s_openapi::api::rbac::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::SERVICE_ACCOUNT;
+use super::webhooks::CONFIGURATION_NAME;
 use crate::api::GROUP;
 use crate::core::grant::TOKEN_VERBS;
 
@@ -18,12 +19,23 @@ pub const OWN_ROLE: &str = "countersign";
 pub const APPROVER_ROLE: &str = "countersign-approver";
 /// The ClusterRole that lets a person read countersign's objects.
 pub const VIEWER_ROLE: &str = "countersign-viewer";
+/// The ClusterRole that lets countersign put its webhook configurations back; bound only
+/// when that is asked for (`--restore-webhook-configurations`).
+pub const RESTORER_ROLE: &str = "countersign-webhook-restorer";
+
+/// countersign's two webhook configurations.
+const WEBHOOK_CONFIGURATIONS: &[&str] = &[
+    "validatingwebhookconfigurations",
+    "mutatingwebhookconfigurations",
+];
 
 /// One RBAC rule and the reason it exists.
 pub struct Grant {
     pub api_group: &'static str,
     pub resources: &'static [&'static str],
     pub verbs: &'static [&'static str],
+    /// Only these objects, by name (empty: every one).
+    pub resource_names: &'static [&'static str],
     pub why: &'static str,
 }
 
@@ -35,48 +47,63 @@ pub const OWN_CLUSTER_GRANTS: &[Grant] = &[
         api_group: GROUP,
         resources: &["approvalpolicies"],
         verbs: READ,
+        resource_names: &[],
         why: "the webhook decides from the policies it caches",
     },
     Grant {
         api_group: GROUP,
         resources: &["deploymentapprovals"],
         verbs: &["get", "list", "watch", "create"],
+        resource_names: &[],
         why: "the webhook caches the requests, and opens one on the first denied attempt of a change",
     },
     Grant {
         api_group: GROUP,
         resources: &["deploymentapprovals/status"],
         verbs: &["get", "update", "patch"],
+        resource_names: &[],
         why: "the webhook moves an approved request to Deploying (compare-and-swap) as it admits the change",
     },
     Grant {
         api_group: GROUP,
         resources: &["approvalpolicies/status"],
         verbs: &["get", "patch"],
+        resource_names: &[],
         why: "the operator reports in each policy's status whether it is in force, and its warnings",
     },
     Grant {
         api_group: "",
         resources: &["namespaces"],
         verbs: &["get", "list", "watch", "patch"],
+        resource_names: &[],
         why: "policies match namespaces by name, label and region; the operator keeps the label countersign.dev/gated on exactly those a policy can gate, so the workload webhook is sent nothing else",
     },
     Grant {
         api_group: "rbac.authorization.k8s.io",
         resources: &["rolebindings", "clusterrolebindings"],
         verbs: READ,
+        resource_names: &[],
         why: "role approvers are whoever a RoleBinding or ClusterRoleBinding binds to the role",
+    },
+    Grant {
+        api_group: "admissionregistration.k8s.io",
+        resources: WEBHOOK_CONFIGURATIONS,
+        verbs: READ,
+        resource_names: &[CONFIGURATION_NAME],
+        why: "the API server never sends a webhook configuration to a webhook, so the operator watches its own two and audits each change or deletion of them",
     },
     Grant {
         api_group: "",
         resources: &["events"],
         verbs: &["create", "patch"],
+        resource_names: &[],
         why: "denials and transitions are Kubernetes Events on the target and the request",
     },
     Grant {
         api_group: "events.k8s.io",
         resources: &["events"],
         verbs: &["create", "patch"],
+        resource_names: &[],
         why: "the same Events through the events.k8s.io API",
     },
     // Scoped deploy tokens (SPEC §8, docs/deploy-tokens.md).
@@ -84,42 +111,49 @@ pub const OWN_CLUSTER_GRANTS: &[Grant] = &[
         api_group: "apps",
         resources: &["deployments", "statefulsets", "daemonsets", "replicasets"],
         verbs: TOKEN_VERBS,
+        resource_names: &[],
         why: "the operator watches these to confirm an admitted change's rollout (Deployed or Failed); and a deploy token's Role grants these verbs on its one target, which the API server allows only to a holder of them (no escalate, no bind)",
     },
     Grant {
         api_group: "batch",
         resources: &["jobs", "cronjobs"],
         verbs: TOKEN_VERBS,
+        resource_names: &[],
         why: "the same: an admitted Job is Deployed when it completes, Failed when it fails; deploy tokens of Jobs and CronJobs",
     },
     Grant {
         api_group: "",
         resources: &["pods"],
         verbs: TOKEN_VERBS,
+        resource_names: &[],
         why: "the same for deploy tokens of Pods",
     },
     Grant {
         api_group: "",
         resources: &["serviceaccounts"],
         verbs: &["create", "update", "delete"],
+        resource_names: &[],
         why: "a deploy token's ServiceAccount: created on approval, replaced when left over from a deleted request of the same name, deleted to revoke the token",
     },
     Grant {
         api_group: "",
         resources: &["serviceaccounts/token"],
         verbs: &["create"],
+        resource_names: &[],
         why: "the deploy token itself, from the TokenRequest API, bound to its Secret",
     },
     Grant {
         api_group: "rbac.authorization.k8s.io",
         resources: &["roles", "rolebindings"],
         verbs: &["create", "update", "delete"],
+        resource_names: &[],
         why: "a deploy token's Role on its one target and the RoleBinding to its ServiceAccount; deleted to revoke the token",
     },
     Grant {
         api_group: "",
         resources: &["secrets"],
         verbs: &["create", "update"],
+        resource_names: &[],
         why: "the Secret that hands a deploy token to the pipeline; no get, list, watch, patch or delete, as each returns a Secret's contents (the Secret goes with its ServiceAccount by garbage collection)",
     },
 ];
@@ -130,24 +164,28 @@ pub const OWN_NAMESPACE_GRANTS: &[Grant] = &[
         api_group: GROUP,
         resources: &["auditentries"],
         verbs: &["get", "list", "watch", "create", "delete"],
+        resource_names: &[],
         why: "the audit trail lives in the install namespace; countersign appends to it, and its retention deletes entries older than --audit-retention (the webhook refuses any younger)",
     },
     Grant {
         api_group: GROUP,
         resources: &["auditentries/status"],
         verbs: &["get", "patch"],
+        resource_names: &[],
         why: "a break-glass entry's announcements to the policies' sinks are recorded in its status",
     },
     Grant {
         api_group: "coordination.k8s.io",
         resources: &["leases"],
         verbs: &["get", "create", "update"],
+        resource_names: &[],
         why: "the operator's replicas elect one leader on a Lease",
     },
     Grant {
         api_group: "",
         resources: &["secrets"],
         verbs: &["get"],
+        resource_names: &[],
         why: "a notification sink's URL is the key url of the Secret of its name here; get by name only, so no Secret can be listed or watched",
     },
 ];
@@ -158,6 +196,7 @@ pub const APPROVER_GRANTS: &[Grant] = &[Grant {
     api_group: GROUP,
     resources: &["deploymentapprovals"],
     verbs: &["get", "list", "watch", "patch", "update"],
+    resource_names: &[],
     why: "approvers read requests and append their review by patching the request",
 }];
 
@@ -166,8 +205,27 @@ pub const VIEWER_GRANTS: &[Grant] = &[Grant {
     api_group: GROUP,
     resources: &["approvalpolicies", "deploymentapprovals", "auditentries"],
     verbs: READ,
+    resource_names: &[],
     why: "read-only view of policies, requests and the audit trail",
 }];
+
+/// What countersign may do to put its webhook configurations back, when asked to.
+pub const RESTORER_GRANTS: &[Grant] = &[
+    Grant {
+        api_group: "admissionregistration.k8s.io",
+        resources: WEBHOOK_CONFIGURATIONS,
+        verbs: &["update"],
+        resource_names: &[CONFIGURATION_NAME],
+        why: "a changed configuration is replaced by the one countersign installs",
+    },
+    Grant {
+        api_group: "admissionregistration.k8s.io",
+        resources: WEBHOOK_CONFIGURATIONS,
+        verbs: &["create"],
+        resource_names: &[],
+        why: "a deleted configuration is created again; RBAC cannot hold a create to a name, so this role is bound only with --restore-webhook-configurations",
+    },
+];
 
 /// Every grant of every role as a Markdown table (role, scope, API group, resources,
 /// verbs, why): the body of docs/rbac.md, which a test keeps equal to this.
@@ -175,7 +233,7 @@ pub fn markdown_table() -> String {
     let mut table = String::from(
         "| Role | Scope | API group | Resources | Verbs | Why |\n|---|---|---|---|---|---|\n",
     );
-    let roles: [(&str, &str, &[Grant]); 4] = [
+    let roles: [(&str, &str, &[Grant]); 5] = [
         (OWN_ROLE, "ClusterRole", OWN_CLUSTER_GRANTS),
         (
             OWN_ROLE,
@@ -184,6 +242,11 @@ pub fn markdown_table() -> String {
         ),
         (APPROVER_ROLE, "ClusterRole", APPROVER_GRANTS),
         (VIEWER_ROLE, "ClusterRole", VIEWER_GRANTS),
+        (
+            RESTORER_ROLE,
+            "ClusterRole, bound only with --restore-webhook-configurations",
+            RESTORER_GRANTS,
+        ),
     ];
     for (role, scope, grants) in roles {
         for grant in grants {
@@ -192,8 +255,13 @@ pub fn markdown_table() -> String {
             } else {
                 grant.api_group
             };
+            let names = if grant.resource_names.is_empty() {
+                String::new()
+            } else {
+                format!(" (named {})", grant.resource_names.join(", "))
+            };
             table.push_str(&format!(
-                "| `{role}` | {scope} | `{group}` | {} | {} | {} |\n",
+                "| `{role}` | {scope} | `{group}` | {}{names} | {} | {} |\n",
                 grant.resources.join(", "),
                 grant.verbs.join(", "),
                 grant.why
@@ -210,6 +278,8 @@ fn rules(grants: &[Grant]) -> Vec<PolicyRule> {
             api_groups: Some(vec![g.api_group.into()]),
             resources: Some(g.resources.iter().map(|r| r.to_string()).collect()),
             verbs: g.verbs.iter().map(|v| v.to_string()).collect(),
+            resource_names: (!g.resource_names.is_empty())
+                .then(|| g.resource_names.iter().map(|n| n.to_string()).collect()),
             ..PolicyRule::default()
         })
         .collect()
@@ -238,12 +308,13 @@ fn cluster_role(name: &str, grants: &[Grant]) -> ClusterRole {
     }
 }
 
-/// The three ClusterRoles: countersign's own, approver, viewer.
+/// The four ClusterRoles: countersign's own, approver, viewer, webhook restorer.
 pub fn cluster_roles() -> Vec<ClusterRole> {
     vec![
         cluster_role(OWN_ROLE, OWN_CLUSTER_GRANTS),
         cluster_role(APPROVER_ROLE, APPROVER_GRANTS),
         cluster_role(VIEWER_ROLE, VIEWER_GRANTS),
+        cluster_role(RESTORER_ROLE, RESTORER_GRANTS),
     ]
 }
 
@@ -274,12 +345,21 @@ fn own_subject(install_namespace: &str) -> Vec<Subject> {
 
 /// Binds countersign's ClusterRole to its ServiceAccount.
 pub fn own_cluster_role_binding(install_namespace: &str) -> ClusterRoleBinding {
+    cluster_role_binding(OWN_ROLE, install_namespace)
+}
+
+/// Binds the webhook restorer ClusterRole to countersign's ServiceAccount.
+pub fn restorer_cluster_role_binding(install_namespace: &str) -> ClusterRoleBinding {
+    cluster_role_binding(RESTORER_ROLE, install_namespace)
+}
+
+fn cluster_role_binding(role: &str, install_namespace: &str) -> ClusterRoleBinding {
     ClusterRoleBinding {
-        metadata: meta(OWN_ROLE, None),
+        metadata: meta(role, None),
         role_ref: RoleRef {
             api_group: Some("rbac.authorization.k8s.io".into()),
             kind: "ClusterRole".into(),
-            name: OWN_ROLE.into(),
+            name: role.into(),
         },
         subjects: Some(own_subject(install_namespace)),
     }

@@ -69,7 +69,9 @@ async fn publish(context: &Context, spec: &AuditEntrySpec, request: Option<Objec
             AuditAction::Rejected
             | AuditAction::Expired
             | AuditAction::RolloutFailed
-            | AuditAction::NotApplied => EventType::Warning,
+            | AuditAction::NotApplied
+            | AuditAction::WebhookConfigurationChanged
+            | AuditAction::WebhookConfigurationDeleted => EventType::Warning,
             _ => EventType::Normal,
         },
         reason: format!("{:?}", spec.action),

@@ -9,6 +9,7 @@ pub mod leader;
 pub mod namespaces;
 pub mod policies;
 pub mod retention;
+pub mod webhook_guard;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -40,6 +41,9 @@ pub struct Context {
     /// Delivers notifications to the sinks.
     pub notifier: Notifier,
     pub metrics: Arc<Metrics>,
+    /// What countersign's webhook configurations should say (`None`: not known to this
+    /// process, so they are not watched).
+    pub webhook_guard: Option<webhook_guard::GuardSettings>,
 }
 
 /// Why a reconcile did not finish; it is retried.
@@ -63,6 +67,7 @@ pub async fn run(context: Arc<Context>) {
         policies::run(context.clone()),
         break_glass::run(context.clone()),
         namespaces::run(context.clone()),
+        webhook_guard::run(context.clone()),
         retention::run(context),
     );
 }

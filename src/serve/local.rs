@@ -10,6 +10,7 @@ use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
 use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
@@ -76,6 +77,7 @@ impl LocalInstall {
         context: Option<&str>,
         install_namespace: &str,
         listen: SocketAddr,
+        restore_webhooks: bool,
     ) -> Result<LocalInstall, LocalError> {
         let file = Kubeconfig::read_from(kubeconfig)
             .map_err(|e| LocalError::Kubeconfig(format!("{}: {e}", kubeconfig.display())))?;
@@ -94,7 +96,7 @@ impl LocalInstall {
 
         ensure_namespace(&installer, install_namespace).await?;
         apply_crds(&installer).await?;
-        apply_rbac(&installer, install_namespace).await?;
+        apply_rbac(&installer, install_namespace, restore_webhooks).await?;
 
         let token_path = dir.join("token");
         token::issue(&installer, install_namespace, SERVICE_ACCOUNT, &token_path)
@@ -128,9 +130,19 @@ impl LocalInstall {
         })
     }
 
+    /// Where the API server reaches this process: `https://LISTEN`.
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint::Url(format!("https://{}", self.listen))
+    }
+
+    /// The CA that signed this process's serving certificate (PEM).
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
     /// Register both webhook configurations on `https://LISTEN`.
     pub async fn register(&self) -> Result<(), LocalError> {
-        let endpoint = Endpoint::Url(format!("https://{}", self.listen));
+        let endpoint = self.endpoint();
         let ca = self.ca_pem.as_bytes();
         apply(
             &self.installer,
@@ -259,13 +271,24 @@ async fn apply_crds(client: &Client) -> Result<(), LocalError> {
     Ok(())
 }
 
-async fn apply_rbac(client: &Client, namespace: &str) -> Result<(), LocalError> {
+/// countersign's ServiceAccount, roles and bindings; the webhook restorer's binding only
+/// when restoring is asked for (and removed otherwise, so no earlier run's right lingers).
+async fn apply_rbac(
+    client: &Client,
+    namespace: &str,
+    restore_webhooks: bool,
+) -> Result<(), LocalError> {
     apply(client, &rbac::service_account(namespace)).await?;
     for role in rbac::cluster_roles() {
         apply(client, &role).await?;
     }
     apply(client, &rbac::own_role(namespace)).await?;
     apply(client, &rbac::own_cluster_role_binding(namespace)).await?;
+    if restore_webhooks {
+        apply(client, &rbac::restorer_cluster_role_binding(namespace)).await?;
+    } else {
+        delete::<ClusterRoleBinding>(client, rbac::RESTORER_ROLE).await?;
+    }
     apply(client, &rbac::own_role_binding(namespace)).await
 }
 

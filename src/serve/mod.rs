@@ -16,9 +16,11 @@ use kube::Client;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio::net::TcpListener;
 
+use crate::install::webhooks::Endpoint;
 use crate::install::{DEFAULT_INSTALL_NAMESPACE, own_username};
 use crate::operator;
 use crate::operator::leader::{Election, ElectionSettings};
+use crate::operator::webhook_guard::{CaBundle, GuardSettings};
 use crate::telemetry::{LogFormat, Metrics, init_logging};
 use crate::webhook::admission::{Settings, Webhook};
 use crate::webhook::effects::Effects;
@@ -33,6 +35,7 @@ pub const OPERATOR_LEASE_DURATION: Duration = Duration::from_secs(15);
 
 /// Flags of `countersign serve`; each also reads an environment variable.
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("webhook_endpoint").args(["webhook_service", "webhook_url"])))]
 pub struct ServeArgs {
     /// Development and test mode: make a CA and a certificate for the listen address,
     /// install the CRDs, roles and ServiceAccount with the kubeconfig's user, run as that
@@ -99,6 +102,92 @@ pub struct ServeArgs {
     /// nobody else delete one.
     #[arg(long, env = "COUNTERSIGN_AUDIT_RETENTION", default_value = "8760h")]
     pub audit_retention: AuditRetention,
+    /// Where the API server reaches this webhook (outside local mode, which knows): a
+    /// Service as NAMESPACE/NAME[:PORT], port 443 unless given. With --webhook-ca-bundle,
+    /// the operator watches the webhook configurations `countersign` against it.
+    #[arg(
+        long,
+        env = "COUNTERSIGN_WEBHOOK_SERVICE",
+        conflicts_with = "local",
+        requires = "webhook_ca_bundle"
+    )]
+    pub webhook_service: Option<ServiceEndpoint>,
+    /// ... or a URL, `https://HOST[:PORT]` without a path.
+    #[arg(
+        long,
+        env = "COUNTERSIGN_WEBHOOK_URL",
+        conflicts_with = "local",
+        requires = "webhook_ca_bundle",
+        value_parser = parse_webhook_url
+    )]
+    pub webhook_url: Option<String>,
+    /// The PEM CA bundle the webhook configurations carry (e.g. cert-manager's `ca.crt`);
+    /// re-read at each comparison, so a rotated CA is picked up.
+    #[arg(
+        long,
+        env = "COUNTERSIGN_WEBHOOK_CA_BUNDLE",
+        conflicts_with = "local",
+        requires = "webhook_endpoint"
+    )]
+    pub webhook_ca_bundle: Option<PathBuf>,
+    /// Put countersign's webhook configurations back when they are changed or deleted
+    /// (every change and deletion is audited either way). Needs the ClusterRole
+    /// countersign-webhook-restorer bound to countersign, which local mode does with this flag.
+    #[arg(long, env = "COUNTERSIGN_RESTORE_WEBHOOK_CONFIGURATIONS")]
+    pub restore_webhook_configurations: bool,
+}
+
+/// `NAMESPACE/NAME[:PORT]`: the Service the API server calls the webhook through.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceEndpoint(pub Endpoint);
+
+impl std::str::FromStr for ServiceEndpoint {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let expected = || format!("`{text}`: expected NAMESPACE/NAME or NAMESPACE/NAME:PORT");
+        let (namespace, rest) = text.split_once('/').ok_or_else(expected)?;
+        let (name, port) = match rest.split_once(':') {
+            Some((name, port)) => (
+                name,
+                port.parse::<u16>()
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| format!("`{text}`: the port must be 1 to 65535"))?,
+            ),
+            None => (rest, 443),
+        };
+        let dns_label = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 63
+                && s.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !s.starts_with('-')
+                && !s.ends_with('-')
+        };
+        if !dns_label(namespace) || !dns_label(name) {
+            return Err(expected());
+        }
+        Ok(ServiceEndpoint(Endpoint::Service {
+            namespace: namespace.into(),
+            name: name.into(),
+            port: i32::from(port),
+        }))
+    }
+}
+
+/// `https://HOST[:PORT]`, no path, query or user: the webhooks' paths are added to it.
+fn parse_webhook_url(text: &str) -> Result<String, String> {
+    let rest = text
+        .strip_prefix("https://")
+        .ok_or_else(|| format!("`{text}`: the API server calls webhooks over https://"))?;
+    let host = rest.trim_end_matches('/');
+    if host.is_empty() || host.contains(['/', '?', '#', '@']) {
+        return Err(format!(
+            "`{text}`: expected https://HOST[:PORT] without a path"
+        ));
+    }
+    Ok(format!("https://{host}"))
 }
 
 /// Why `serve` stopped with an error.
@@ -152,6 +241,7 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeFailure> {
             args.context.as_deref(),
             &args.install_namespace,
             args.listen,
+            args.restore_webhook_configurations,
         )
         .await?;
         (install.run_as.clone(), install.tls.clone(), Some(install))
@@ -197,6 +287,11 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeFailure> {
     };
     let sender = crate::notify::HttpSender::new(crate::notify::DEFAULT_TIMEOUT)
         .map_err(ServeFailure::Notifier)?;
+    // Whether the webhook configurations are meant to be in place: local mode registers
+    // them once the caches have synced and removes them on exit.
+    let (arm_guard, guard_armed) = tokio::sync::watch::channel(!args.local);
+    let arm_guard = Arc::new(arm_guard);
+    let webhook_guard = guard_settings(args, local.as_ref(), guard_armed);
     // The operator's work runs only on the replica that holds the lease.
     let election = (!args.webhook_only).then(|| {
         let election = Election::start(
@@ -226,6 +321,7 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeFailure> {
             cluster_region: args.cluster_region.clone(),
             notifier: crate::notify::Notifier::new(client.clone(), &args.install_namespace, sender),
             metrics: metrics.clone(),
+            webhook_guard,
         });
         // Reconcile only while leading: started when the lease is won, stopped (aborted at
         // its next await) the moment it is lost.
@@ -265,15 +361,19 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeFailure> {
     let local = local.map(Arc::new);
     if let Some(install) = local.as_ref().filter(|_| !args.operator_only) {
         let install = install.clone();
+        let arm_guard = arm_guard.clone();
         tokio::spawn(async move {
             if !matches!(synced.await, Ok(true)) {
                 return;
             }
             match install.register().await {
-                Ok(()) => println!(
-                    "countersign: serving on https://{}; webhook configurations registered",
-                    install.listen
-                ),
+                Ok(()) => {
+                    arm_guard.send_replace(true);
+                    println!(
+                        "countersign: serving on https://{}; webhook configurations registered",
+                        install.listen
+                    )
+                }
                 Err(error) => {
                     tracing::error!(%error, "could not register the webhook configurations")
                 }
@@ -286,6 +386,8 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeFailure> {
             shutdown_signal().await;
             tracing::info!("shutting down");
             if let Some(install) = &local {
+                // Removing them is no tampering: the guard stands down first.
+                arm_guard.send_replace(false);
                 // First stop the API server from calling us, then finish what is in flight.
                 if let Err(error) = install.unregister().await {
                     tracing::error!(%error, "could not remove the webhook configurations");
@@ -303,6 +405,46 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeFailure> {
         install.clean_up();
     }
     served.map_err(ServeFailure::from)
+}
+
+/// What the operator holds the webhook configurations to: local mode knows its endpoint
+/// and CA; a service install is told them. Without either, they are not watched.
+fn guard_settings(
+    args: &ServeArgs,
+    local: Option<&local::LocalInstall>,
+    armed: tokio::sync::watch::Receiver<bool>,
+) -> Option<GuardSettings> {
+    let restore = args.restore_webhook_configurations;
+    if let Some(install) = local {
+        // Local mode with --operator-only registers no configurations.
+        return (!args.operator_only).then(|| GuardSettings {
+            endpoint: install.endpoint(),
+            ca_bundle: CaBundle::Pem(install.ca_pem().as_bytes().to_vec()),
+            restore,
+            armed,
+        });
+    }
+    let endpoint = args
+        .webhook_service
+        .clone()
+        .map(|service| service.0)
+        .or_else(|| args.webhook_url.clone().map(Endpoint::Url));
+    match (endpoint, &args.webhook_ca_bundle) {
+        (Some(endpoint), Some(ca_bundle)) => Some(GuardSettings {
+            endpoint,
+            ca_bundle: CaBundle::File(ca_bundle.clone()),
+            restore,
+            armed,
+        }),
+        _ => {
+            if !args.webhook_only {
+                tracing::warn!(
+                    "the webhook configurations are not watched: give --webhook-service (or --webhook-url) and --webhook-ca-bundle"
+                );
+            }
+            None
+        }
+    }
 }
 
 /// The client configuration outside local mode: --kubeconfig/--context, else inferred.
@@ -369,5 +511,60 @@ impl std::str::FromStr for AuditRetention {
         crate::core::windows::parse_duration(text)
             .map(|duration| AuditRetention(Some(duration)))
             .map_err(|e| format!("{e}, or `forever`"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_webhook_service_is_namespace_slash_name_with_an_optional_port() {
+        let service = |namespace: &str, name: &str, port| {
+            Ok(ServiceEndpoint(Endpoint::Service {
+                namespace: namespace.into(),
+                name: name.into(),
+                port,
+            }))
+        };
+        let cases: &[(&str, Result<ServiceEndpoint, ()>)] = &[
+            (
+                "countersign-system/countersign",
+                service("countersign-system", "countersign", 443),
+            ),
+            ("cs/webhook:8443", service("cs", "webhook", 8443)),
+            ("countersign", Err(())),
+            ("cs/", Err(())),
+            ("/countersign", Err(())),
+            ("cs/web:0", Err(())),
+            ("cs/web:99999", Err(())),
+            ("cs/web:https", Err(())),
+            ("CS/web", Err(())),
+            ("cs/web/extra", Err(())),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(
+                &text.parse::<ServiceEndpoint>().map_err(|_| ()),
+                expected,
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_webhook_url_is_https_without_a_path() {
+        assert_eq!(
+            parse_webhook_url("https://webhook.example:8443/"),
+            Ok("https://webhook.example:8443".into())
+        );
+        for bad in [
+            "http://webhook.example",
+            "https://",
+            "https://webhook.example/validate",
+            "https://user@webhook.example",
+            "webhook.example",
+        ] {
+            assert!(parse_webhook_url(bad).is_err(), "{bad}");
+        }
     }
 }
