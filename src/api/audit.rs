@@ -3,6 +3,7 @@
 // kube's `printcolumn(...)` repeats `type_ = "string"`; clippy reads that as duplication.
 #![allow(clippy::duplicated_attributes)]
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -91,6 +92,31 @@ pub struct AuditTarget {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uid: Option<String>,
+}
+
+impl AuditTarget {
+    /// The target as an object reference (for Events).
+    pub fn reference(&self) -> ObjectReference {
+        ObjectReference {
+            api_version: Some(self.api_version.clone()),
+            kind: Some(self.kind.clone()),
+            namespace: self.namespace.clone(),
+            name: Some(self.name.clone()),
+            uid: self.uid.clone(),
+            ..ObjectReference::default()
+        }
+    }
+
+    /// The object `reference` names.
+    pub fn of_reference(reference: &ObjectReference) -> AuditTarget {
+        AuditTarget {
+            api_version: reference.api_version.clone().unwrap_or_default(),
+            kind: reference.kind.clone().unwrap_or_default(),
+            namespace: reference.namespace.clone(),
+            name: reference.name.clone().unwrap_or_default(),
+            uid: reference.uid.clone(),
+        }
+    }
 }
 
 /// What was done about the entry after it was written.

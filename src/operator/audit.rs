@@ -79,15 +79,7 @@ async fn publish(context: &Context, spec: &AuditEntrySpec, request: Option<Objec
         action: "Audit".into(),
         secondary: None,
     };
-    let target = ObjectReference {
-        api_version: Some(spec.target.api_version.clone()),
-        kind: Some(spec.target.kind.clone()),
-        namespace: spec.target.namespace.clone(),
-        name: Some(spec.target.name.clone()),
-        uid: spec.target.uid.clone(),
-        ..ObjectReference::default()
-    };
-    for regarding in request.into_iter().chain([target]) {
+    for regarding in request.into_iter().chain([spec.target.reference()]) {
         if let Err(error) = context.recorder.publish(&event, &regarding).await {
             tracing::debug!(%error, "could not publish an Event");
         }

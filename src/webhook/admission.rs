@@ -336,7 +336,7 @@ impl Webhook {
             .effects
             .record_rollback(
                 Rollback {
-                    target: audit_target(&target),
+                    target: AuditTarget::of_reference(&target),
                     actor: change.requester,
                     digest: decision.digest.as_str(),
                     from_version,
@@ -397,7 +397,7 @@ impl Webhook {
                 let Some(glass) = glass else {
                     return Answer::allow(request);
                 };
-                let audit_target = audit_target(&target);
+                let audit_target = AuditTarget::of_reference(&target);
                 match self
                     .effects
                     .record_break_glass(
@@ -639,15 +639,44 @@ impl Webhook {
     ) -> Answer {
         match verdict {
             GroundVerdict::Pass => Answer::allow(request),
-            GroundVerdict::Refuse(why) => Answer::deny(request, why),
+            GroundVerdict::Refuse(why) => {
+                if !request.dry_run() {
+                    let planned = entry(why.clone());
+                    self.effects.publish(
+                        planned.spec.target.reference(),
+                        EventType::Warning,
+                        "Refused",
+                        format!(
+                            "{} was refused {:?}: {why}",
+                            planned.spec.actor.username, planned.spec.action
+                        ),
+                    );
+                }
+                Answer::deny(request, why)
+            }
             GroundVerdict::Audit(_) if request.dry_run() => Answer::allow(request),
             GroundVerdict::Audit(reason) => {
-                let planned = entry(reason);
+                let planned = entry(reason.clone());
+                let (target, action, actor) = (
+                    planned.spec.target.reference(),
+                    planned.spec.action,
+                    planned.spec.actor.username.clone(),
+                );
                 match self.effects.record_entry(planned.name, planned.spec).await {
-                    Ok(name) => Answer::allow(request).warn(format!(
-                        "countersign: recorded as AuditEntry {}/{name}",
-                        self.settings.install_namespace
-                    )),
+                    Ok(name) => {
+                        self.effects.publish(
+                            target,
+                            EventType::Warning,
+                            &format!("{action:?}"),
+                            format!(
+                                "{action:?} by {actor}: {reason} (audited as AuditEntry {name})"
+                            ),
+                        );
+                        Answer::allow(request).warn(format!(
+                            "countersign: recorded as AuditEntry {}/{name}",
+                            self.settings.install_namespace
+                        ))
+                    }
                     Err(error) => Answer::deny(
                         request,
                         format!(
@@ -925,16 +954,6 @@ fn target_reference(object: &Value, namespace: &str) -> ObjectReference {
         namespace: Some(namespace.to_string()),
         uid: text("/metadata/uid"),
         ..ObjectReference::default()
-    }
-}
-
-fn audit_target(reference: &ObjectReference) -> AuditTarget {
-    AuditTarget {
-        api_version: reference.api_version.clone().unwrap_or_default(),
-        kind: reference.kind.clone().unwrap_or_default(),
-        namespace: reference.namespace.clone(),
-        name: reference.name.clone().unwrap_or_default(),
-        uid: reference.uid.clone(),
     }
 }
 

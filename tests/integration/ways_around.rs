@@ -446,6 +446,12 @@ async fn the_gates_own_ground_is_audited_and_a_policy_can_refuse_changes_to_it()
     )?);
     let deleted = entry_of(AuditAction::RequestDeleted, request.clone()).await?;
     assert_eq!(deleted.spec.actor.username, "admin");
+    // ... and announced by an Event on the workload it was for.
+    let note = event_until(ns, "RequestDeleted", "web").await?;
+    assert!(
+        note.contains("by admin") && note.contains(&request),
+        "{note}"
+    );
     drop(audited);
 
     // tamperProtection: Refuse keeps the ground, even against the cluster admin...
@@ -460,6 +466,8 @@ async fn the_gates_own_ground_is_audited_and_a_policy_can_refuse_changes_to_it()
         )?,
         "tamperProtection: Refuse",
     );
+    let note = event_until(ns, "Refused", "web").await?;
+    assert!(note.contains("admin was refused"), "{note}");
     let edit = json!({ "spec": { "priority": 7 } }).to_string();
     assert_refused(
         &kubectl(
@@ -486,6 +494,9 @@ async fn the_gates_own_ground_is_audited_and_a_policy_can_refuse_changes_to_it()
     )?);
     let gone = entry_of(AuditAction::PolicyDeleted, protected.name.clone()).await?;
     assert_eq!(gone.spec.actor.username, "erin");
+    // A cluster-scoped object's Events live in `default`.
+    let note = event_until("default", "PolicyDeleted", &protected.name).await?;
+    assert!(note.contains("by erin"), "{note}");
     assert!(
         gone.spec
             .reason
@@ -573,6 +584,42 @@ async fn a_namespace_taken_out_of_a_policys_reach_is_audited_with_the_actor() ->
     .await?;
     assert_eq!(left.spec.actor.username, "admin");
     assert_eq!(left.spec.policy.as_deref(), Some(policy.name.as_str()));
+    let note = event_until("default", "NamespaceLeftReach", ns).await?;
+    assert!(note.contains("by admin"), "{note}");
     gated("").await?;
     Ok(())
+}
+
+/// The note of the first Event in `namespace` with `reason` about the object `name`.
+async fn event_until(namespace: &str, reason: &str, name: &str) -> Result<String> {
+    let selector = format!("reason={reason},involvedObject.name={name}");
+    until(
+        &format!("a {reason} Event about {name}"),
+        std::time::Duration::from_secs(10),
+        || async {
+            let out = kubectl(
+                User::Admin,
+                &[
+                    "get",
+                    "events",
+                    "-n",
+                    namespace,
+                    "--field-selector",
+                    &selector,
+                    "-o",
+                    "json",
+                ],
+            )?;
+            let events: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+            Ok(
+                match events["items"].as_array().and_then(|items| items.first()) {
+                    Some(event) => crate::support::wait::Poll::Ready(
+                        event["message"].as_str().unwrap_or_default().to_string(),
+                    ),
+                    None => crate::support::wait::Poll::Pending(text(&out)),
+                },
+            )
+        },
+    )
+    .await
 }
