@@ -2,8 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use countersign::cli::{Cli, run};
+use countersign::cli::{parse, run};
 
 /// mimalloc: the webhook builds and drops a JSON tree per review; with glibc's allocator
 /// that was a third of its time (benches/webhook.rs, BENCHMARKS.md).
@@ -11,5 +10,5 @@ use countersign::cli::{Cli, run};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    run(Cli::parse())
+    run(parse())
 }

@@ -45,7 +45,8 @@ pub struct AuditEntrySpec {
     pub reason: Option<String>,
 }
 
-/// The audited transition.
+/// The audited transition, declared in the order a request goes through them (a timeline
+/// orders steps of the same second by it).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum AuditAction {
     Requested,

@@ -1,11 +1,18 @@
 //! The shell of the `countersign` binary: argument parsing and the commands that read
 //! files, call the core and print. No rule lives here.
 
+pub mod audit;
 pub mod check;
+pub mod cluster;
 pub mod crds;
 pub mod input;
 pub mod labels;
+pub mod list;
 pub mod output;
+pub mod present;
+pub mod review;
+pub mod show;
+pub mod status;
 
 use std::process::ExitCode;
 
@@ -29,11 +36,43 @@ pub enum Command {
     ///
     /// Exit status: 0 allowed, 1 denied or approval required, 2 bad input.
     Check(Box<check::CheckArgs>),
+    /// List requests in flight: name, target, change, level, who it waits for, age.
+    ///
+    /// Exit status: 0 listed, 1 refused by the cluster, 2 bad input, 3 cluster unreachable.
+    List(Box<list::ListArgs>),
+    /// Show one request: the change, each level, the reviews, what happens next.
+    Status(Box<status::StatusArgs>),
+    /// Approve a request, as yourself.
+    ///
+    /// Exit status: 0 recorded, 1 refused (not an approver of the open level, already
+    /// reviewed, your own change, not found), 2 bad input, 3 cluster unreachable.
+    Approve(Box<review::ApproveArgs>),
+    /// Reject a request, as yourself, saying why (--comment).
+    Reject(Box<review::RejectArgs>),
+    /// The audit trail of a request or a target, oldest first.
+    Audit(Box<audit::AuditArgs>),
     /// Run the admission webhook over HTTPS until SIGTERM/SIGINT.
     ///
     /// `serve --local --kubeconfig FILE --listen 127.0.0.1:PORT` installs into a development
     /// cluster, registers the webhooks on that address and removes them on exit.
     Serve(Box<crate::serve::ServeArgs>),
+}
+
+/// Parse the process's command line. Installed as `kubectl-countersign` it is a kubectl
+/// plugin, and its help says `kubectl countersign`.
+pub fn parse() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let invoked = std::env::args_os()
+        .next()
+        .map(std::path::PathBuf::from)
+        .and_then(|path| path.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    let mut command = Cli::command();
+    if invoked.starts_with("kubectl-") {
+        command = command.bin_name("kubectl countersign");
+    }
+    let matches = command.get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit())
 }
 
 /// Exit status for bad input (and any other error).
@@ -49,6 +88,46 @@ pub enum CliError {
     Flag { flag: &'static str, message: String },
     #[error("{0}")]
     Output(String),
+    /// The cluster said no (forbidden, not found, refused by countersign's webhook).
+    #[error("{0}")]
+    Refused(String),
+    /// The cluster could not be reached or the kubeconfig is unusable.
+    #[error("{0}")]
+    Connect(String),
+}
+
+/// Exit status when the cluster refused.
+pub const EXIT_REFUSED: u8 = 1;
+/// Exit status when the cluster could not be reached.
+pub const EXIT_UNREACHABLE: u8 = 3;
+
+impl CliError {
+    /// An API error while doing `what`: a refusal says the API server's (or countersign's
+    /// webhook's) reason as it is; anything else is a connection problem.
+    pub fn from_api(what: &str, error: kube::Error) -> CliError {
+        match error {
+            kube::Error::Api(status) if (400..500).contains(&status.code) => {
+                CliError::Refused(format!("{what}: {}", refusal_reason(&status.message)))
+            }
+            other => CliError::Connect(format!("{what}: {other}")),
+        }
+    }
+
+    fn exit_status(&self) -> u8 {
+        match self {
+            CliError::Refused(_) => EXIT_REFUSED,
+            CliError::Connect(_) => EXIT_UNREACHABLE,
+            _ => EXIT_BAD_INPUT,
+        }
+    }
+}
+
+/// The reason of a refusal without the API server's wrapping of a webhook's answer.
+fn refusal_reason(message: &str) -> &str {
+    match message.split_once(" denied the request: ") {
+        Some((prefix, reason)) if prefix.starts_with("admission webhook") => reason,
+        _ => message,
+    }
 }
 
 /// Run a parsed command line and return the process exit status.
@@ -57,12 +136,29 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Crds(args) => crds::run(&args),
         Command::Check(args) => check::run(&args),
         Command::Serve(args) => return crate::serve::run(&args),
+        Command::List(args) => on_cluster(list::run(&args)),
+        Command::Status(args) => on_cluster(status::run(&args)),
+        Command::Approve(args) => on_cluster(review::approve(&args)),
+        Command::Reject(args) => on_cluster(review::reject(&args)),
+        Command::Audit(args) => on_cluster(audit::run(&args)),
     };
     match result {
         Ok(code) => code,
         Err(error) => {
             eprintln!("countersign: error: {error}");
-            ExitCode::from(EXIT_BAD_INPUT)
+            ExitCode::from(error.exit_status())
         }
     }
+}
+
+/// Run a command that talks to the cluster.
+fn on_cluster(
+    command: impl std::future::Future<Output = Result<(), CliError>>,
+) -> Result<ExitCode, CliError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Connect(format!("cannot start the runtime: {e}")))?
+        .block_on(command)
+        .map(|()| ExitCode::SUCCESS)
 }

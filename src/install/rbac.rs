@@ -19,6 +19,15 @@ pub const OWN_ROLE: &str = "countersign";
 pub const APPROVER_ROLE: &str = "countersign-approver";
 /// The ClusterRole that lets a person read countersign's objects.
 pub const VIEWER_ROLE: &str = "countersign-viewer";
+/// The ClusterRole that lets a deployer follow and request approvals in a namespace; it is
+/// aggregated into the built-in `edit` and `admin` roles, so whoever may change workloads
+/// in a namespace may also see why a change waits, and ask ahead of time.
+pub const DEPLOYER_ROLE: &str = "countersign-deployer";
+/// The labels that aggregate the deployer role into `edit` and `admin`.
+const AGGREGATE_TO_EDIT: &[&str] = &[
+    "rbac.authorization.k8s.io/aggregate-to-edit",
+    "rbac.authorization.k8s.io/aggregate-to-admin",
+];
 /// The ClusterRole that lets countersign put its webhook configurations back; bound only
 /// when that is asked for (`--restore-webhook-configurations`).
 pub const RESTORER_ROLE: &str = "countersign-webhook-restorer";
@@ -200,6 +209,17 @@ pub const APPROVER_GRANTS: &[Grant] = &[Grant {
     why: "approvers read requests and append their review by patching the request",
 }];
 
+/// What a deployer may do where they may edit workloads: read the requests (`countersign
+/// list`, `status`) and open one ahead of time (`countersign request`); countersign's webhook
+/// admits only a request for a change of their own, under the governing policy's chain.
+pub const DEPLOYER_GRANTS: &[Grant] = &[Grant {
+    api_group: GROUP,
+    resources: &["deploymentapprovals"],
+    verbs: &["get", "list", "watch", "create"],
+    resource_names: &[],
+    why: "deployers see why a change waits and open a request ahead of a GitOps sync (countersign checks it is theirs); aggregated into edit and admin",
+}];
+
 /// What a viewer may do: read countersign's three kinds.
 pub const VIEWER_GRANTS: &[Grant] = &[Grant {
     api_group: GROUP,
@@ -233,7 +253,7 @@ pub fn markdown_table() -> String {
     let mut table = String::from(
         "| Role | Scope | API group | Resources | Verbs | Why |\n|---|---|---|---|---|---|\n",
     );
-    let roles: [(&str, &str, &[Grant]); 5] = [
+    let roles: [(&str, &str, &[Grant]); 6] = [
         (OWN_ROLE, "ClusterRole", OWN_CLUSTER_GRANTS),
         (
             OWN_ROLE,
@@ -242,6 +262,11 @@ pub fn markdown_table() -> String {
         ),
         (APPROVER_ROLE, "ClusterRole", APPROVER_GRANTS),
         (VIEWER_ROLE, "ClusterRole", VIEWER_GRANTS),
+        (
+            DEPLOYER_ROLE,
+            "ClusterRole, aggregated into edit and admin",
+            DEPLOYER_GRANTS,
+        ),
         (
             RESTORER_ROLE,
             "ClusterRole, bound only with --restore-webhook-configurations",
@@ -308,12 +333,23 @@ fn cluster_role(name: &str, grants: &[Grant]) -> ClusterRole {
     }
 }
 
-/// The four ClusterRoles: countersign's own, approver, viewer, webhook restorer.
+/// The ClusterRoles: countersign's own, approver, viewer, deployer, webhook restorer.
 pub fn cluster_roles() -> Vec<ClusterRole> {
+    let mut deployer = cluster_role(DEPLOYER_ROLE, DEPLOYER_GRANTS);
+    deployer
+        .metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .extend(
+            AGGREGATE_TO_EDIT
+                .iter()
+                .map(|l| (l.to_string(), "true".to_string())),
+        );
     vec![
         cluster_role(OWN_ROLE, OWN_CLUSTER_GRANTS),
         cluster_role(APPROVER_ROLE, APPROVER_GRANTS),
         cluster_role(VIEWER_ROLE, VIEWER_GRANTS),
+        deployer,
         cluster_role(RESTORER_ROLE, RESTORER_GRANTS),
     ]
 }

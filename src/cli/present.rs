@@ -1,0 +1,595 @@
+//! How the approver's and deployer's commands show requests and the audit trail to a
+//! person: a table to scan, a status to read top to bottom, a timeline. Plain functions of
+//! the objects and the current time, so each is unit-tested.
+
+use std::fmt::Write;
+
+use jiff::Timestamp;
+
+use crate::api::{ApprovalPhase, AuditEntry, DeploymentApproval, LevelStatus};
+use crate::core::chain::{approver_label, required_approvals};
+
+/// The phase as stored; a request the operator has not seen yet is `Pending`.
+pub fn phase(approval: &DeploymentApproval) -> ApprovalPhase {
+    approval
+        .status
+        .as_ref()
+        .map(|s| s.phase)
+        .unwrap_or_default()
+}
+
+/// Still in flight: not Deployed, Rejected, Expired or Failed.
+pub fn is_open(approval: &DeploymentApproval) -> bool {
+    !phase(approval).is_terminal()
+}
+
+/// `5s`, `3m`, `2h`, `4d`: how long ago, as kubectl shows ages.
+pub fn age(since: Timestamp, now: Timestamp) -> String {
+    let seconds = now.duration_since(since).as_secs().max(0);
+    match seconds {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+/// `Deployment/web`.
+pub fn target(approval: &DeploymentApproval) -> String {
+    format!(
+        "{}/{}",
+        approval.spec.target.kind, approval.spec.target.name
+    )
+}
+
+/// The open level and its progress: `leads 1/2`; for a request no longer pending, the
+/// phase says where it stands and this is `-`.
+pub fn level(approval: &DeploymentApproval) -> String {
+    match open_level(approval) {
+        Some((_, status)) => format!("{} {}/{}", status.name, status.approvals, status.required),
+        None => "-".into(),
+    }
+}
+
+/// The open level's index (0-based) and status, while the request is pending.
+fn open_level(approval: &DeploymentApproval) -> Option<(usize, &LevelStatus)> {
+    let status = approval.status.as_ref()?;
+    if status.phase != ApprovalPhase::Pending {
+        return None;
+    }
+    let index = usize::try_from(status.current_level?)
+        .ok()?
+        .checked_sub(1)?;
+    status.levels.get(index).map(|level| (index, level))
+}
+
+/// Who the request waits for: the required approvers who have not approved, and how many
+/// more of the level's approvers; or what it waits for once approved.
+pub fn waiting_for(approval: &DeploymentApproval) -> String {
+    let Some(status) = approval.status.as_ref() else {
+        return "countersign".into();
+    };
+    match status.phase {
+        ApprovalPhase::Pending => {}
+        ApprovalPhase::Approved => return "the change to be applied".into(),
+        ApprovalPhase::Deploying => return "the rollout".into(),
+        _ => return "-".into(),
+    }
+    let Some((index, level)) = open_level(approval) else {
+        return "countersign".into();
+    };
+    let mut parts: Vec<String> = level.missing_required.clone();
+    let still = level
+        .required
+        .saturating_sub(level.approvals)
+        .saturating_sub(level.missing_required.len() as u32);
+    if still > 0 {
+        let approvers: Vec<String> = approval
+            .spec
+            .policy
+            .chain
+            .levels
+            .get(index)
+            .map(|l| {
+                l.approvers
+                    .iter()
+                    .filter(|a| !a.required)
+                    .map(approver_label)
+                    .collect()
+            })
+            .unwrap_or_default();
+        parts.push(format!("{still} of {}", approvers.join(", ")));
+    }
+    if parts.is_empty() {
+        "countersign".into()
+    } else {
+        parts.join("; ")
+    }
+}
+
+/// A table with a header row, columns padded to their widest cell (as kubectl prints).
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(width) = widths.get_mut(i) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+    }
+    let mut text = String::new();
+    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    for row in std::iter::once(&header).chain(rows) {
+        let cells: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(i, cell)| {
+                let width = widths.get(i).copied().unwrap_or_default();
+                format!("{cell:<width$}")
+            })
+            .collect();
+        let _ = writeln!(text, "{}", cells.join("   ").trim_end());
+    }
+    text
+}
+
+/// One row of `list`: name, target, change, phase, level, waiting for, age (and the
+/// namespace first, across namespaces).
+pub fn list_row(
+    approval: &DeploymentApproval,
+    with_namespace: bool,
+    now: Timestamp,
+) -> Vec<String> {
+    let mut row = Vec::new();
+    if with_namespace {
+        row.push(approval.metadata.namespace.clone().unwrap_or_default());
+    }
+    row.extend([
+        approval.metadata.name.clone().unwrap_or_default(),
+        target(approval),
+        shortened(&approval.spec.change.summary.text, 48),
+        phase(approval).to_string(),
+        level(approval),
+        waiting_for(approval),
+        age(approval.spec.change.requested_at.0, now),
+    ]);
+    row
+}
+
+/// The header of `list`.
+pub fn list_header(with_namespace: bool) -> Vec<&'static str> {
+    let mut header = Vec::new();
+    if with_namespace {
+        header.push("NAMESPACE");
+    }
+    header.extend([
+        "NAME",
+        "TARGET",
+        "CHANGE",
+        "PHASE",
+        "LEVEL",
+        "WAITING FOR",
+        "AGE",
+    ]);
+    header
+}
+
+fn shortened(text: &str, max: usize) -> String {
+    let line = text.lines().next().unwrap_or_default();
+    if line.chars().count() > max {
+        format!("{}…", line.chars().take(max - 1).collect::<String>())
+    } else {
+        line.to_string()
+    }
+}
+
+/// `status`: the change, each level, the reviews, and what happens next.
+pub fn status_text(approval: &DeploymentApproval, now: Timestamp) -> String {
+    let spec = &approval.spec;
+    let status = approval.status.clone().unwrap_or_default();
+    let mut text = String::new();
+    let name = approval.metadata.name.as_deref().unwrap_or_default();
+    let namespace = approval.metadata.namespace.as_deref().unwrap_or_default();
+    let _ = writeln!(text, "{namespace}/{name}: {}", phase(approval));
+    let _ = writeln!(
+        text,
+        "  target:     {} ({})",
+        target(approval),
+        spec.target.api_version
+    );
+    let _ = writeln!(
+        text,
+        "  requested:  by {} {} ago ({}), {:?}",
+        spec.change.requester.username,
+        age(spec.change.requested_at.0, now),
+        spec.change.requested_at.0,
+        spec.change.operation
+    );
+    let _ = writeln!(text, "  policy:     {}", spec.policy.name);
+    let _ = writeln!(text, "  digest:     {}", spec.change.digest);
+    if let Some(expires) = &status.expires_at {
+        let when = if expires.0 > now {
+            format!("in {}", age(now, expires.0))
+        } else {
+            format!("{} ago", age(expires.0, now))
+        };
+        let _ = writeln!(text, "  expires:    {} ({when})", expires.0);
+    }
+    if let Some(holder) = &status.lock_holder {
+        let _ = writeln!(text, "  lock:       held by {holder}");
+    }
+    let _ = writeln!(text, "\nChange: {}", spec.change.summary.text);
+    for image in &spec.change.summary.images {
+        let _ = writeln!(
+            text,
+            "  image {}: {} → {}",
+            image.container,
+            image.before.as_deref().unwrap_or("(none)"),
+            image.after.as_deref().unwrap_or("(removed)")
+        );
+    }
+    for path in &spec.change.summary.changed_paths {
+        let _ = writeln!(text, "  changed {path}");
+    }
+    let _ = writeln!(text, "\nLevels:");
+    let open = open_level(approval).map(|(index, _)| index);
+    for (index, level) in spec.policy.chain.levels.iter().enumerate() {
+        let recorded = status.levels.get(index);
+        let state = match (recorded, open) {
+            (Some(l), _) if l.satisfied => "satisfied",
+            (_, Some(o)) if o == index => "open",
+            (_, Some(o)) if index > o => "waiting",
+            _ => "-",
+        };
+        let required = recorded
+            .map(|l| l.required)
+            .unwrap_or_else(|| required_approvals(level));
+        let approvals = recorded.map(|l| l.approvals).unwrap_or_default();
+        let _ = writeln!(
+            text,
+            "  {}. {} [{state}] {approvals} of {required}",
+            index + 1,
+            level.name
+        );
+        let approvers: Vec<String> = level
+            .approvers
+            .iter()
+            .map(|a| {
+                let label = approver_label(a);
+                if a.required {
+                    format!("{label} (required)")
+                } else {
+                    label
+                }
+            })
+            .collect();
+        let _ = writeln!(text, "     approvers:   {}", approvers.join(", "));
+        if let Some(l) = recorded {
+            if !l.approved_by.is_empty() {
+                let _ = writeln!(text, "     approved by: {}", l.approved_by.join(", "));
+            }
+            if !l.missing_required.is_empty() && !l.satisfied {
+                let _ = writeln!(text, "     missing:     {}", l.missing_required.join(", "));
+            }
+        }
+    }
+    if !spec.reviews.is_empty() {
+        let _ = writeln!(text, "\nReviews:");
+        for review in &spec.reviews {
+            let _ = writeln!(
+                text,
+                "  {} {:?} by {}{}",
+                review.time.0,
+                review.decision,
+                review.user,
+                review
+                    .comment
+                    .as_ref()
+                    .map(|c| format!(": {c:?}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    if !status.notifications.is_empty() {
+        let _ = writeln!(text, "\nNotifications:");
+        for notice in &status.notifications {
+            let state = if notice.delivered {
+                "delivered".to_string()
+            } else {
+                format!(
+                    "not delivered after {} attempt(s){}",
+                    notice.attempts,
+                    notice
+                        .last_error
+                        .as_ref()
+                        .map(|e| format!(": {e}"))
+                        .unwrap_or_default()
+                )
+            };
+            let _ = writeln!(
+                text,
+                "  {} ({}, {}): {state}",
+                notice.sink, notice.level, notice.event
+            );
+        }
+    }
+    if let Some(rollout) = &status.rollout {
+        let _ = writeln!(text, "\nRollout:");
+        if let (Some(at), Some(by)) = (&rollout.admitted_at, &rollout.admitted_by) {
+            let _ = writeln!(text, "  admitted {} for {}", at.0, by.username);
+        }
+        if let Some(message) = &rollout.message {
+            let _ = writeln!(text, "  {message}");
+        }
+    }
+    if let Some(token) = &status.deploy_token {
+        let state = match &token.revoked_at {
+            Some(at) => format!("revoked at {}", at.0),
+            None => format!("expires at {}", token.expires_at.0),
+        };
+        let _ = writeln!(
+            text,
+            "\nDeploy token: Secret {} ({state})",
+            token.secret_name
+        );
+    }
+    let _ = writeln!(text, "\nNext: {}", next_step(approval));
+    text
+}
+
+/// What happens next, in one sentence.
+fn next_step(approval: &DeploymentApproval) -> String {
+    let name = approval.metadata.name.as_deref().unwrap_or_default();
+    let namespace = approval.metadata.namespace.as_deref().unwrap_or_default();
+    match phase(approval) {
+        ApprovalPhase::Pending if approval.status.is_none() => {
+            "countersign has not looked at this request yet".into()
+        }
+        ApprovalPhase::Pending => format!(
+            "waiting for {}: kubectl countersign approve {name} -n {namespace}",
+            waiting_for(approval)
+        ),
+        ApprovalPhase::Approved => {
+            "approved: apply the change again (or let the GitOps sync retry) and it is admitted"
+                .into()
+        }
+        ApprovalPhase::Deploying => "admitted; countersign is watching the rollout".into(),
+        ApprovalPhase::Deployed => "deployed; nothing left to do".into(),
+        ApprovalPhase::Rejected => {
+            "rejected; to ask again: kubectl countersign request --again -f <manifest>".into()
+        }
+        ApprovalPhase::Expired => "expired; applying the change again opens a new request".into(),
+        ApprovalPhase::Failed => "the rollout failed; the lock is released".into(),
+    }
+}
+
+/// The audit trail as a timeline, oldest first: time, action, actor, what, why.
+pub fn timeline(entries: &[AuditEntry]) -> String {
+    let rows: Vec<Vec<String>> = sorted_entries(entries)
+        .iter()
+        .map(|entry| {
+            let spec = &entry.spec;
+            let about = match &spec.approval {
+                Some(approval) => format!("{}/{} ({approval})", spec.target.kind, spec.target.name),
+                None => format!("{}/{}", spec.target.kind, spec.target.name),
+            };
+            vec![
+                spec.time.0.to_string(),
+                format!("{:?}", spec.action),
+                spec.actor.username.clone(),
+                about,
+                spec.reason.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(&["TIME", "ACTION", "ACTOR", "ABOUT", "REASON"], &rows)
+}
+
+/// Entries oldest first. Times have whole seconds, so steps of one second are in the order
+/// a request goes through them (its actions are declared in that order), then by name.
+pub fn sorted_entries(entries: &[AuditEntry]) -> Vec<AuditEntry> {
+    let mut sorted = entries.to_vec();
+    sorted.sort_by(|a, b| {
+        a.spec
+            .time
+            .0
+            .cmp(&b.spec.time.0)
+            .then_with(|| (a.spec.action as u8).cmp(&(b.spec.action as u8)))
+            .then_with(|| a.metadata.name.cmp(&b.metadata.name))
+    });
+    sorted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::DeploymentApprovalStatus;
+    use serde_json::json;
+
+    const NOW: &str = "2026-11-24T12:00:00Z";
+
+    fn approval(status: Option<serde_json::Value>) -> DeploymentApproval {
+        let mut object = json!({
+            "apiVersion": "countersign.dev/v1alpha1", "kind": "DeploymentApproval",
+            "metadata": { "name": "web-7f3a", "namespace": "shop" },
+            "spec": {
+                "target": { "apiVersion": "apps/v1", "kind": "Deployment", "name": "web" },
+                "change": {
+                    "digest": "sha256:00", "operation": "UPDATE",
+                    "requestedAt": "2026-11-24T11:30:00Z",
+                    "requester": { "username": "dave", "groups": ["developers"] },
+                    "summary": { "text": "image web: nginx:1.27 → nginx:1.28",
+                        "images": [{ "container": "web", "before": "nginx:1.27", "after": "nginx:1.28" }],
+                        "changedPaths": ["/spec/template/spec/containers/0/image"] },
+                },
+                "policy": { "name": "prod", "chain": { "levels": [
+                    { "name": "leads", "minApprovals": 2, "approvers": [
+                        { "group": "team-leads" }, { "user": "carol", "required": true } ] },
+                    { "name": "sre", "approvers": [{ "group": "sre" }] },
+                ] } },
+                "reviews": [{ "user": "alice", "groups": ["team-leads"], "decision": "Approve",
+                    "comment": "LGTM", "time": "2026-11-24T11:40:00Z" }],
+            },
+        });
+        if let Some(status) = status {
+            object["status"] = status;
+        }
+        serde_json::from_value(object).expect("an approval")
+    }
+
+    fn pending() -> serde_json::Value {
+        json!({ "phase": "Pending", "currentLevel": 1, "expiresAt": "2026-11-25T11:30:00Z",
+            "levels": [
+                { "name": "leads", "required": 2, "approvals": 1, "satisfied": false,
+                  "approvedBy": ["alice"], "missingRequired": ["carol"] },
+                { "name": "sre", "required": 1, "approvals": 0, "satisfied": false },
+            ] })
+    }
+
+    #[test]
+    fn the_list_row_says_where_a_request_stands_and_for_whom_it_waits() {
+        let now: Timestamp = NOW.parse().expect("time");
+        let cases: &[(&str, Option<serde_json::Value>, &str, &str)] = &[
+            ("not seen yet", None, "-", "countersign"),
+            ("pending at leads", Some(pending()), "leads 1/2", "carol"),
+            (
+                "a level with one more of anyone",
+                Some(json!({ "phase": "Pending", "currentLevel": 2, "levels": [
+                    { "name": "leads", "required": 2, "approvals": 2, "satisfied": true },
+                    { "name": "sre", "required": 1, "approvals": 0, "satisfied": false } ] })),
+                "sre 0/1",
+                "1 of group:sre",
+            ),
+            (
+                "approved",
+                Some(json!({ "phase": "Approved" })),
+                "-",
+                "the change to be applied",
+            ),
+            ("deployed", Some(json!({ "phase": "Deployed" })), "-", "-"),
+            (
+                "a current level past the end",
+                Some(json!({ "phase": "Pending", "currentLevel": 9, "levels": [] })),
+                "-",
+                "countersign",
+            ),
+            (
+                "level zero",
+                Some(json!({ "phase": "Pending", "currentLevel": 0 })),
+                "-",
+                "countersign",
+            ),
+        ];
+        for (what, status, level, waiting) in cases {
+            let approval = approval(status.clone());
+            let row = list_row(&approval, true, now);
+            assert_eq!(row[0], "shop", "{what}");
+            assert_eq!(row[1], "web-7f3a", "{what}");
+            assert_eq!(row[2], "Deployment/web", "{what}");
+            assert_eq!(row[5], *level, "{what}");
+            assert_eq!(row[6], *waiting, "{what}");
+            assert_eq!(row[7], "30m", "{what}");
+        }
+        // Both a required approver and more of the others.
+        let mut both = pending();
+        both["levels"][0]["approvals"] = json!(0);
+        both["levels"][0]["approvedBy"] = json!([]);
+        assert_eq!(
+            waiting_for(&approval(Some(both))),
+            "carol; 1 of group:team-leads"
+        );
+    }
+
+    #[test]
+    fn ages_read_like_kubectl() {
+        let now: Timestamp = NOW.parse().expect("time");
+        for (seconds, shown) in [
+            (5, "5s"),
+            (119, "119s"),
+            (600, "10m"),
+            (7200, "2h"),
+            (200_000, "2d"),
+        ] {
+            let since = now - jiff::SignedDuration::from_secs(seconds);
+            assert_eq!(age(since, now), shown);
+        }
+        // A clock behind the request's is not a negative age.
+        assert_eq!(age(now + jiff::SignedDuration::from_secs(30), now), "0s");
+    }
+
+    #[test]
+    fn the_status_reads_top_to_bottom() {
+        let now: Timestamp = NOW.parse().expect("time");
+        let text = status_text(&approval(Some(pending())), now);
+        for expected in [
+            "shop/web-7f3a: Pending",
+            "requested:  by dave 30m ago",
+            "image web: nginx:1.27 → nginx:1.28",
+            "changed /spec/template/spec/containers/0/image",
+            "1. leads [open] 1 of 2",
+            "approvers:   group:team-leads, carol (required)",
+            "approved by: alice",
+            "missing:     carol",
+            "2. sre [waiting] 0 of 1",
+            "Approve by alice: \"LGTM\"",
+            "expires:    2026-11-25T11:30:00Z (in 23h)",
+            "Next: waiting for carol: kubectl countersign approve web-7f3a -n shop",
+        ] {
+            assert!(text.contains(expected), "{expected:?} in:\n{text}");
+        }
+        let unseen = status_text(&approval(None), now);
+        assert!(unseen.contains("1. leads [-] 0 of 2"), "{unseen}");
+        assert!(
+            unseen.contains("has not looked at this request yet"),
+            "{unseen}"
+        );
+        let _ = DeploymentApprovalStatus::default();
+    }
+
+    #[test]
+    fn tables_pad_columns_to_their_widest_cell() {
+        let text = table(
+            &["NAME", "AGE"],
+            &[
+                vec!["web-7f3a".into(), "5s".into()],
+                vec!["x".into(), "10m".into()],
+            ],
+        );
+        assert_eq!(text, "NAME       AGE\nweb-7f3a   5s\nx          10m\n");
+    }
+
+    #[test]
+    fn the_timeline_is_oldest_first() {
+        let entry = |name: &str, time: &str, action: &str| -> AuditEntry {
+            serde_json::from_value(json!({
+                "apiVersion": "countersign.dev/v1alpha1", "kind": "AuditEntry",
+                "metadata": { "name": name, "namespace": "countersign-system" },
+                "spec": { "time": time, "action": action,
+                    "actor": { "username": "alice" },
+                    "target": { "apiVersion": "apps/v1", "kind": "Deployment", "namespace": "shop", "name": "web" },
+                    "approval": "web-7f3a" },
+            }))
+            .expect("an entry")
+        };
+        let text = timeline(&[
+            entry("b", "2026-11-24T11:40:00Z", "Approved"),
+            entry("a", "2026-11-24T11:30:00Z", "Requested"),
+        ]);
+        let requested = text.find("Requested").expect("requested");
+        let approved = text.find("Approved").expect("approved");
+        assert!(requested < approved, "{text}");
+        // In one second: in the order a request goes through its steps, whatever the names.
+        let text = timeline(&[
+            entry("web-approved", "2026-11-24T11:40:00Z", "Approved"),
+            entry("web-level-1", "2026-11-24T11:40:00Z", "LevelSatisfied"),
+            entry("web-requested", "2026-11-24T11:40:00Z", "Requested"),
+            entry("web-review-1", "2026-11-24T11:40:00Z", "ReviewRecorded"),
+        ]);
+        let order: Vec<usize> = ["Requested", "ReviewRecorded", "LevelSatisfied", "Approved"]
+            .iter()
+            .map(|a| text.find(a).expect("an action"))
+            .collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
+        assert!(text.contains("Deployment/web (web-7f3a)"), "{text}");
+    }
+}
