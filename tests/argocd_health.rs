@@ -1,7 +1,8 @@
 //! The Argo CD health check for DeploymentApproval
 //! (`gitops/argocd/resource_customizations/countersign.dev/DeploymentApproval/health.lua`),
 //! run under Lua 5.1 the way Argo CD runs a check from argocd-cm, on every case of its
-//! `health_test.yaml`.
+//! `health_test.yaml`; and the argocd-cm snippet in docs/gitops.md, which must carry
+//! exactly that script.
 
 use std::path::{Path, PathBuf};
 
@@ -11,6 +12,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 const CHECK_DIR: &str = "gitops/argocd/resource_customizations/countersign.dev/DeploymentApproval";
+const CM_KEY: &str = "resource.customizations.health.countersign.dev_DeploymentApproval";
+const BEGIN: &str = "<!-- BEGIN GENERATED: argocd-cm health check (tests/argocd_health.rs) -->\n";
+const END: &str = "<!-- END GENERATED -->";
 
 /// The health statuses Argo CD accepts from a script; any other becomes `Unknown` with
 /// "Lua returned an invalid health status".
@@ -210,6 +214,53 @@ fn the_testdata_are_the_cases_and_real_deployment_approvals() {
             "{file}: fields a DeploymentApproval does not have: {unknown:?}"
         );
     }
+}
+
+/// The argocd-cm snippet: `data` with the script under the health customization's key.
+fn snippet(script: &str) -> String {
+    let indented: String = script
+        .lines()
+        .map(|line| {
+            if line.is_empty() {
+                "\n".to_string()
+            } else {
+                format!("    {line}\n")
+            }
+        })
+        .collect();
+    format!("```yaml\ndata:\n  {CM_KEY}: |\n{indented}```\n")
+}
+
+#[test]
+fn the_argocd_cm_snippet_in_the_docs_is_the_script() {
+    let script = script();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/gitops.md");
+    let doc = read(&path);
+    let start = doc.find(BEGIN).expect("the BEGIN marker in docs/gitops.md") + BEGIN.len();
+    let end = doc[start..].find(END).expect("the END marker") + start;
+    let expected = snippet(&script);
+    // `UPDATE_GITOPS_DOC=1 cargo test --test argocd_health` rewrites the snippet.
+    if std::env::var_os("UPDATE_GITOPS_DOC").is_some() && doc[start..end] != expected {
+        let updated = format!("{}{expected}{}", &doc[..start], &doc[end..]);
+        std::fs::write(&path, updated).expect("write docs/gitops.md");
+        return;
+    }
+    assert!(
+        doc[start..end] == expected,
+        "docs/gitops.md's argocd-cm snippet differs from health.lua; rewrite it with \
+         UPDATE_GITOPS_DOC=1 cargo test --test argocd_health"
+    );
+    // And read as YAML, as Argo CD reads argocd-cm, the key holds the script byte for byte.
+    let block = expected
+        .strip_prefix("```yaml\n")
+        .and_then(|b| b.strip_suffix("```\n"))
+        .expect("a yaml block");
+    let parsed: Value = yaml_serde::from_str(block).expect("the snippet is YAML");
+    assert_eq!(
+        parsed["data"][CM_KEY].as_str(),
+        Some(script.as_str()),
+        "the snippet's YAML does not hold the script"
+    );
 }
 
 /// The test state is as bare as Argo CD's: a check that reaches for `string` fails here,
