@@ -1051,3 +1051,137 @@ fn tempdir(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).expect("create temp dir");
     dir
 }
+
+/// A rendered manifest set (what `helm template` or `kustomize build` prints): every
+/// workload in it judged, one verdict each, the exit status the worst; JUnit for CI.
+#[test]
+fn a_manifest_set_is_judged_workload_by_workload() {
+    let dir = std::env::temp_dir().join(format!("countersign-cli-set-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("rendered")).expect("dir");
+    let root = env!("CARGO_MANIFEST_DIR");
+    let read =
+        |name: &str| std::fs::read_to_string(format!("{root}/examples/{name}")).expect("example");
+    // web unchanged, a new api leaking a cloud key, and a Service (not a workload).
+    let service = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec: {ports: [{port: 80}]}\n";
+    let api = read("deployment-v2-leaky.yaml")
+        .replace("name: web\n  namespace", "name: api\n  namespace");
+    let rendered = format!("{service}---\n{}---\n{api}", read("deployment-v1.yaml"));
+    let set = dir.join("rendered/all.yaml");
+    std::fs::write(&set, rendered).expect("write");
+    let old = dir.join("old.yaml");
+    std::fs::write(&old, read("deployment-v1.yaml")).expect("write");
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = [
+            "check",
+            "--policy",
+            "examples/policies",
+            "--namespace",
+            "examples/namespace-shop.yaml",
+            "--user",
+            "dana",
+            "--group",
+            "developers",
+            "--now",
+            MONDAY,
+            "--old-object",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.push(old.to_string_lossy().into_owned());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    let run = |extra: &[&str]| {
+        let args = args(extra);
+        countersign(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let target = set.to_string_lossy().into_owned();
+    let text = run(&["--object", &target]);
+    assert_eq!(text.code, 1, "{}{}", text.stdout, text.stderr);
+    assert!(
+        text.stdout.contains("ALLOWED: Deployment shop/web"),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout.contains("DENIED: Deployment shop/api"),
+        "{}",
+        text.stdout
+    );
+    assert!(!text.stdout.contains("Service"), "{}", text.stdout);
+    assert!(
+        text.stdout
+            .contains("2 workloads: 1 allowed, 1 denied or waiting for approval"),
+        "{}",
+        text.stdout
+    );
+    // The same through the directory; JSON is a list of SPEC §10's objects.
+    let directory = dir.join("rendered").to_string_lossy().into_owned();
+    let json = run(&["--object", &directory, "-o", "json"]);
+    let reports: Value = serde_json::from_str(&json.stdout).expect("JSON");
+    let allowed: Vec<bool> = reports
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|r| r["allowed"].as_bool().expect("allowed"))
+        .collect();
+    assert_eq!(allowed, [true, false]);
+    assert_eq!(reports[1]["change"]["target"], "Deployment shop/api");
+    let junit = run(&["--object", &target, "-o", "junit"]);
+    assert_eq!(junit.code, 1);
+    assert!(
+        junit.stdout.contains("tests=\"2\" failures=\"1\""),
+        "{}",
+        junit.stdout
+    );
+    assert!(
+        junit.stdout.contains("<failure type=\"Denied\""),
+        "{}",
+        junit.stdout
+    );
+    // --operation is for a single object; a set without workloads is bad input.
+    let refused = run(&["--object", &target, "--operation", "UPDATE"]);
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    let only_service = dir.join("service.yaml");
+    std::fs::write(&only_service, format!("{service}---\n{service}")).expect("write");
+    let empty = run(&["--object", &only_service.to_string_lossy()]);
+    assert_eq!(empty.code, 2, "{}", empty.stderr);
+    assert!(
+        empty.stderr.contains("holds no workload"),
+        "{}",
+        empty.stderr
+    );
+    // --fail-on denied: a change that only needs approval passes (pre-commit, pipelines);
+    // several paths after one --object, as pre-commit passes the changed files.
+    let waiting = format!("{root}/examples/deployment-v2.yaml");
+    assert_eq!(
+        run(&["--object", &waiting, &only_service.to_string_lossy()]).code,
+        1
+    );
+    let passes = run(&[
+        "--fail-on",
+        "denied",
+        "--object",
+        &waiting,
+        &only_service.to_string_lossy(),
+    ]);
+    assert_eq!(passes.code, 0, "{}{}", passes.stdout, passes.stderr);
+    assert!(
+        passes.stdout.contains("DENIED (approval required)"),
+        "{}",
+        passes.stdout
+    );
+    assert_eq!(run(&["--fail-on", "denied", "--object", &target]).code, 1);
+    // A single-object --object still prints SPEC §10's one JSON object.
+    let single = run(&[
+        "--object",
+        &format!("{root}/examples/deployment-v1.yaml"),
+        "-o",
+        "json",
+    ]);
+    let report: Value = serde_json::from_str(&single.stdout).expect("JSON");
+    assert!(report.is_object(), "{report}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use jiff::Timestamp;
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 use serde_json::Value;
 
@@ -16,9 +16,10 @@ use super::CliError;
 use super::input::{self, InputError};
 use super::labels;
 use super::output::{self, OutputFormat};
+use super::{junit, manifest_set};
 use crate::api::{ApprovalPolicy, DeploymentApproval, GROUP, Operation, UserInfo, VERSION};
 use crate::core::chain::RoleBindingSnapshot;
-use crate::core::change::group_kind;
+use crate::core::change::{group_kind, is_workload_kind};
 use crate::core::decision::{DecisionInput, ValidateOnTheSpot, decide};
 use crate::core::policy::{ChangeRequest, selects_namespaces_by_label};
 use crate::core::validation::{validate_chain_snapshot, validate_policy};
@@ -28,9 +29,11 @@ pub struct CheckArgs {
     /// An ApprovalPolicy file (several documents allowed) or a directory of them. Repeatable.
     #[arg(long = "policy", value_name = "FILE_OR_DIR", required = true)]
     pub policies: Vec<PathBuf>,
-    /// The object as it would be applied.
-    #[arg(long, value_name = "FILE")]
-    pub object: PathBuf,
+    /// The object as it would be applied; or a rendered manifest set (several documents,
+    /// a `List`, a directory; several paths allowed, e.g. from pre-commit), whose every
+    /// workload is judged.
+    #[arg(long, value_name = "FILE_OR_DIR", num_args = 1.., required = true)]
+    pub object: Vec<PathBuf>,
     /// The object currently in the cluster (makes the operation UPDATE).
     #[arg(long, value_name = "FILE")]
     pub old_object: Option<PathBuf>,
@@ -72,6 +75,21 @@ pub struct CheckArgs {
     pub region: Option<String>,
     #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
     pub output: OutputFormat,
+    /// What fails (exit 1): `any` verdict but allowed (SPEC §10), or only `denied` changes
+    /// (rules, freezes, checks such as secrets in env values), so a change that merely
+    /// needs approval passes a pre-commit hook or a pull request's pipeline.
+    #[arg(long, value_enum, default_value_t)]
+    pub fail_on: FailOn,
+}
+
+/// Which verdicts make `check` exit 1.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum FailOn {
+    /// Every verdict but allowed.
+    #[default]
+    Any,
+    /// Only denials; a change waiting for approval passes.
+    Denied,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -86,6 +104,24 @@ pub enum OperationArg {
 const EXIT_ALLOWED: u8 = 0;
 const EXIT_DENIED: u8 = 1;
 
+/// What every object of one `check` is judged against.
+struct Setting {
+    policies: Vec<ApprovalPolicy>,
+    approvals: Vec<DeploymentApproval>,
+    bindings: RoleBindingSnapshot,
+    /// The `--namespace` file's namespace, when given.
+    namespace_name: Option<String>,
+    namespace_labels: BTreeMap<String, String>,
+    requester: UserInfo,
+    now: Timestamp,
+}
+
+/// One judged object: its report, and the decision for the text view.
+struct Judged {
+    report: output::CheckReport,
+    text: String,
+}
+
 pub fn run(args: &CheckArgs) -> Result<ExitCode, CliError> {
     let now = match &args.now {
         Some(text) => text.parse::<Timestamp>().map_err(|e| CliError::Flag {
@@ -95,7 +131,106 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, CliError> {
         None => Timestamp::now(),
     };
     let policies = load_policies(&args.policies)?;
-    let object = load_object(&args.object)?;
+    let single = match args.object.as_slice() {
+        [one] => manifest_set::is_single_object(one)?,
+        _ => false,
+    };
+    let single_change = if single {
+        Some(load_single(args)?)
+    } else {
+        None
+    };
+    let (namespace_name, namespace_labels) = match &args.namespace_labels {
+        Some(labels) => (None, labels.clone()),
+        None => load_namespace(args.namespace.as_deref())?,
+    };
+    if args.namespace.is_none() && args.namespace_labels.is_none() {
+        // Without the namespace's labels a selector would silently never match.
+        if let Some(policy) = policies.iter().find(|p| selects_namespaces_by_label(p)) {
+            return Err(CliError::Flag {
+                flag: "--namespace",
+                message: format!(
+                    "policy {} selects namespaces by label (spec.match.namespaceSelector) and the target namespace's labels are unknown: give --namespace FILE (the Namespace object) or --namespace-labels k=v,…",
+                    policy.metadata.name.as_deref().unwrap_or_default()
+                ),
+            });
+        }
+    }
+    let setting = Setting {
+        approvals: load_approvals(&args.approvals)?,
+        bindings: load_bindings(&args.rbac)?,
+        policies,
+        namespace_name,
+        namespace_labels,
+        requester: UserInfo {
+            username: args.user.clone(),
+            groups: args.groups.clone(),
+        },
+        now,
+    };
+    let judged = match single_change {
+        Some((object, old_object, operation)) => {
+            let path = args
+                .object
+                .first()
+                .map(PathBuf::as_path)
+                .unwrap_or(Path::new(""));
+            let namespace = resolve_namespace(path, &object, setting.namespace_name.clone())?;
+            vec![judge(
+                args,
+                &setting,
+                &object,
+                old_object.as_ref(),
+                operation,
+                &namespace,
+            )?]
+        }
+        None => judge_set(args, &setting)?,
+    };
+    let reports: Vec<&output::CheckReport> = judged.iter().map(|j| &j.report).collect();
+    let rendered = match args.output {
+        OutputFormat::Text if single => judged[0].text.clone(),
+        OutputFormat::Text => {
+            let mut text: String = judged.iter().map(|j| format!("{}\n", j.text)).collect();
+            let allowed = reports.iter().filter(|r| r.allowed).count();
+            text.push_str(&format!(
+                "{} workloads: {allowed} allowed, {} denied or waiting for approval\n",
+                reports.len(),
+                reports.len() - allowed
+            ));
+            text
+        }
+        // SPEC §10's one object for one --object; a list of them for a manifest set.
+        OutputFormat::Json if single => json_text(&reports[0])?,
+        OutputFormat::Json => json_text(&reports)?,
+        OutputFormat::Junit => junit::suite(&reports),
+    };
+    print!("{rendered}");
+    let fails = |report: &&output::CheckReport| match args.fail_on {
+        FailOn::Any => !report.allowed,
+        FailOn::Denied => report.verdict == "Denied",
+    };
+    Ok(ExitCode::from(if reports.iter().any(fails) {
+        EXIT_DENIED
+    } else {
+        EXIT_ALLOWED
+    }))
+}
+
+fn json_text<T: serde::Serialize>(value: &T) -> Result<String, CliError> {
+    serde_json::to_string_pretty(value)
+        .map(|text| text + "\n")
+        .map_err(|e| CliError::Output(format!("cannot render the result: {e}")))
+}
+
+/// SPEC §10: one `--object`, optionally its `--old-object`, and the operation.
+fn load_single(args: &CheckArgs) -> Result<(Value, Option<Value>, Operation), CliError> {
+    let path = args
+        .object
+        .first()
+        .map(PathBuf::as_path)
+        .unwrap_or(Path::new(""));
+    let object = load_object(path)?;
     let old_object = match &args.old_object {
         Some(path) => {
             let old = load_object(path)?;
@@ -114,56 +249,113 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, CliError> {
         (Some(OperationArg::Create), None) | (None, None) => Operation::Create,
         (Some(OperationArg::Update), _) | (None, Some(_)) => Operation::Update,
     };
-    let (namespace_name, namespace_labels) = match &args.namespace_labels {
-        Some(labels) => (None, labels.clone()),
-        None => load_namespace(args.namespace.as_deref())?,
+    Ok((object, old_object, operation))
+}
+
+/// A rendered manifest set: every workload in it, each an UPDATE of the object of the same
+/// kind, namespace and name in `--old-object` (a manifest set too), else a CREATE.
+fn judge_set(args: &CheckArgs, setting: &Setting) -> Result<Vec<Judged>, CliError> {
+    if args.operation.is_some() {
+        return Err(CliError::Flag {
+            flag: "--operation",
+            message: "applies to a single --object; in a manifest set each workload is an UPDATE when --old-object has it, else a CREATE".into(),
+        });
+    }
+    let key =
+        |located: &manifest_set::Located| -> Result<(String, String, String, String), CliError> {
+            let (group, kind) = group_kind(&located.object);
+            let namespace = resolve_namespace(
+                &located.file,
+                &located.object,
+                setting.namespace_name.clone(),
+            )?;
+            let name = located
+                .object
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            Ok((group, kind, namespace, name))
+        };
+    let workload = |located: &manifest_set::Located| {
+        let (group, kind) = group_kind(&located.object);
+        is_workload_kind(&group, &kind)
     };
-    if args.namespace.is_none() && args.namespace_labels.is_none() {
-        // Without the namespace's labels a selector would silently never match.
-        if let Some(policy) = policies.iter().find(|p| selects_namespaces_by_label(p)) {
-            return Err(CliError::Flag {
-                flag: "--namespace",
-                message: format!(
-                    "policy {} selects namespaces by label (spec.match.namespaceSelector) and the target namespace's labels are unknown: give --namespace FILE (the Namespace object) or --namespace-labels k=v,…",
-                    policy.metadata.name.as_deref().unwrap_or_default()
-                ),
-            });
+    let mut olds = BTreeMap::new();
+    if let Some(path) = &args.old_object {
+        for located in manifest_set::load(path)?.into_iter().filter(workload) {
+            olds.insert(key(&located)?, located.object);
         }
     }
-    let namespace = resolve_namespace(&args.object, &object, namespace_name)?;
-    let approvals = load_approvals(&args.approvals)?;
-    let requester = UserInfo {
-        username: args.user.clone(),
-        groups: args.groups.clone(),
-    };
-    let bindings = load_bindings(&args.rbac)?;
+    let mut objects: Vec<manifest_set::Located> = Vec::new();
+    for path in &args.object {
+        objects.extend(manifest_set::load(path)?.into_iter().filter(workload));
+    }
+    if objects.is_empty() {
+        return Err(InputError::new(
+            args.object.first().map(PathBuf::as_path).unwrap_or(Path::new("")),
+            None,
+            "holds no workload (Deployment, StatefulSet, DaemonSet, Job, CronJob, Pod or ReplicaSet) to judge",
+        )
+        .into());
+    }
+    let mut judged = Vec::new();
+    for located in &objects {
+        strict_value(&located.file, &located.object, &located.at)?;
+        let key = key(located)?;
+        let old = olds.get(&key);
+        let operation = if old.is_some() {
+            Operation::Update
+        } else {
+            Operation::Create
+        };
+        judged.push(judge(
+            args,
+            setting,
+            &located.object,
+            old,
+            operation,
+            &key.2,
+        )?);
+    }
+    Ok(judged)
+}
+
+/// Decide one change exactly as the webhook would (nothing is created: a dry run).
+fn judge(
+    args: &CheckArgs,
+    setting: &Setting,
+    object: &Value,
+    old_object: Option<&Value>,
+    operation: Operation,
+    namespace: &str,
+) -> Result<Judged, CliError> {
     let request = ChangeRequest {
         operation,
-        object: &object,
-        old_object: old_object.as_ref(),
-        namespace: &namespace,
-        namespace_labels: &namespace_labels,
-        requester: &requester,
+        object,
+        old_object,
+        namespace,
+        namespace_labels: &setting.namespace_labels,
+        requester: &setting.requester,
         cluster_region: args.region.as_deref(),
         // Offline: evaluated like a real request, but nothing is created.
         dry_run: true,
     };
     let decision = decide(&DecisionInput {
         request,
-        policies: &policies,
-        approvals: &approvals,
-        bindings: &bindings,
-        now,
+        policies: &setting.policies,
+        approvals: &setting.approvals,
+        bindings: &setting.bindings,
+        now: setting.now,
         validations: &ValidateOnTheSpot,
     });
-    let text = output::render(&decision, &object, &decision.summary(&request), args.output)
+    let summary = decision.summary(&request);
+    let text = output::render(&decision, object, &summary, OutputFormat::Text)
         .map_err(|e| CliError::Output(format!("cannot render the result: {e}")))?;
-    print!("{text}");
-    Ok(ExitCode::from(if decision.allowed() {
-        EXIT_ALLOWED
-    } else {
-        EXIT_DENIED
-    }))
+    Ok(Judged {
+        report: output::report(&decision, object, &summary),
+        text,
+    })
 }
 
 /// Every ApprovalPolicy in the given files and directories; malformed or infeasible
@@ -413,6 +605,33 @@ fn load_object(file: &Path) -> Result<Value, CliError> {
 
 fn strict<T: serde::de::DeserializeOwned>(file: &Path, text: &str) -> Result<(), InputError> {
     input::decode_all::<T>(file, text).map(|_| ())
+}
+
+/// One object of a manifest set decoded strictly as its Kubernetes type, when it is a
+/// built-in workload kind, so a misspelt field is caught (`at` prefixes the field).
+fn strict_value(file: &Path, object: &Value, at: &str) -> Result<(), InputError> {
+    fn as_type<T: serde::de::DeserializeOwned>(
+        file: &Path,
+        object: &Value,
+        at: &str,
+    ) -> Result<(), InputError> {
+        input::decode_value::<T>(file, object, at).map(|_| ())
+    }
+    let (group, kind) = group_kind(object);
+    let version = object
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    match (group.as_str(), kind.as_str(), version) {
+        ("apps", "Deployment", "apps/v1") => as_type::<Deployment>(file, object, at),
+        ("apps", "StatefulSet", "apps/v1") => as_type::<StatefulSet>(file, object, at),
+        ("apps", "DaemonSet", "apps/v1") => as_type::<DaemonSet>(file, object, at),
+        ("apps", "ReplicaSet", "apps/v1") => as_type::<ReplicaSet>(file, object, at),
+        ("batch", "Job", "batch/v1") => as_type::<Job>(file, object, at),
+        ("batch", "CronJob", "batch/v1") => as_type::<CronJob>(file, object, at),
+        ("", "Pod", "v1") => as_type::<Pod>(file, object, at),
+        _ => Ok(()),
+    }
 }
 
 /// The old object must be the same object as the new one.

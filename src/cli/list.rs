@@ -3,7 +3,7 @@
 
 use jiff::Timestamp;
 use kube::Api;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::ListParams;
 
 use super::CliError;
 use super::cluster::{ClusterArgs, connect};
@@ -48,7 +48,7 @@ pub async fn run(args: &ListArgs) -> Result<(), CliError> {
         let mut mine = Vec::new();
         for approval in approvals {
             if phase(&approval) == ApprovalPhase::Pending
-                && may_approve(&cluster.client, &approval).await?
+                && super::review::may_approve(&cluster.client, &approval).await?
             {
                 mine.push(approval);
             }
@@ -83,30 +83,4 @@ pub async fn run(args: &ListArgs) -> Result<(), CliError> {
         .collect();
     print!("{}", table(&list_header(args.all_namespaces), &rows));
     Ok(())
-}
-
-/// Whether the caller's approval of `approval` would be admitted now: a server-side dry
-/// run of the review, judged by countersign's webhook with every rule it applies.
-async fn may_approve(
-    client: &kube::Client,
-    approval: &DeploymentApproval,
-) -> Result<bool, CliError> {
-    let (Some(name), Some(namespace)) = (&approval.metadata.name, &approval.metadata.namespace)
-    else {
-        return Ok(false);
-    };
-    let api: Api<DeploymentApproval> = Api::namespaced(client.clone(), namespace);
-    let patch = super::review::append_review(approval, crate::api::ReviewDecision::Approve, None)?;
-    let params = PatchParams {
-        dry_run: true,
-        ..PatchParams::default()
-    };
-    match api.patch(name, &params, &Patch::Merge(&patch)).await {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(status)) if (400..500).contains(&status.code) => Ok(false),
-        Err(error) => Err(CliError::from_api(
-            &format!("checking {namespace}/{name}"),
-            error,
-        )),
-    }
 }

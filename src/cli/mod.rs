@@ -6,10 +6,13 @@ pub mod check;
 pub mod cluster;
 pub mod crds;
 pub mod input;
+pub mod junit;
 pub mod labels;
 pub mod list;
+pub mod manifest_set;
 pub mod output;
 pub mod present;
+pub mod request;
 pub mod review;
 pub mod show;
 pub mod status;
@@ -51,6 +54,12 @@ pub enum Command {
     Reject(Box<review::RejectArgs>),
     /// The audit trail of a request or a target, oldest first.
     Audit(Box<audit::AuditArgs>),
+    /// Ask for approval of the changes in a manifest before they are applied (for a GitOps
+    /// sync that comes later); --again asks again for a rejected change.
+    ///
+    /// Exit status: 0 requested (or nothing to request), 1 refused, 2 bad input,
+    /// 3 cluster unreachable.
+    Request(Box<request::RequestArgs>),
     /// Run the admission webhook over HTTPS until SIGTERM/SIGINT.
     ///
     /// `serve --local --kubeconfig FILE --listen 127.0.0.1:PORT` installs into a development
@@ -141,6 +150,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Approve(args) => on_cluster(review::approve(&args)),
         Command::Reject(args) => on_cluster(review::reject(&args)),
         Command::Audit(args) => on_cluster(audit::run(&args)),
+        Command::Request(args) => on_cluster(request::run(&args)),
     };
     match result {
         Ok(code) => code,

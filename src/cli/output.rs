@@ -15,6 +15,8 @@ use crate::core::decision::{Decision, DenyReason, Verdict};
 pub enum OutputFormat {
     Text,
     Json,
+    /// A JUnit XML report, one test case per workload, for CI systems.
+    Junit,
 }
 
 /// The JSON report. `allowed`, `reasons`, `policies`, `change.digest`, `approval.phase`
@@ -144,6 +146,7 @@ pub fn render(
     let report = report(decision, object, summary);
     Ok(match format {
         OutputFormat::Json => format!("{}\n", serde_json::to_string_pretty(&report)?),
+        OutputFormat::Junit => super::junit::suite(&[&report]),
         OutputFormat::Text => text(decision, &report),
     })
 }

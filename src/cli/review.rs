@@ -181,3 +181,29 @@ pub fn append_review(
         "spec": { "reviews": reviews },
     }))
 }
+
+/// Whether the caller's approval of `approval` would be admitted now: a server-side dry
+/// run of the review, judged by countersign's webhook with every rule it applies.
+pub async fn may_approve(
+    client: &kube::Client,
+    approval: &DeploymentApproval,
+) -> Result<bool, CliError> {
+    let (Some(name), Some(namespace)) = (&approval.metadata.name, &approval.metadata.namespace)
+    else {
+        return Ok(false);
+    };
+    let api: Api<DeploymentApproval> = Api::namespaced(client.clone(), namespace);
+    let patch = append_review(approval, ReviewDecision::Approve, None)?;
+    let params = PatchParams {
+        dry_run: true,
+        ..PatchParams::default()
+    };
+    match api.patch(name, &params, &Patch::Merge(&patch)).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if (400..500).contains(&status.code) => Ok(false),
+        Err(error) => Err(CliError::from_api(
+            &format!("checking {namespace}/{name}"),
+            error,
+        )),
+    }
+}

@@ -4,10 +4,11 @@ use jiff::Timestamp;
 use kube::Api;
 
 use super::CliError;
-use super::cluster::{ClusterArgs, connect};
-use super::present::status_text;
+use super::cluster::{ClusterArgs, connect, whoami};
+use super::present::{phase, status_text};
+use super::review::may_approve;
 use super::show::{ShowFormat, print_object};
-use crate::api::DeploymentApproval;
+use crate::api::{ApprovalPhase, DeploymentApproval};
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
@@ -21,7 +22,7 @@ pub struct StatusArgs {
 
 pub async fn run(args: &StatusArgs) -> Result<(), CliError> {
     let cluster = connect(&args.cluster).await?;
-    let api: Api<DeploymentApproval> = Api::namespaced(cluster.client, &cluster.namespace);
+    let api: Api<DeploymentApproval> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
     let approval = api.get(&args.name).await.map_err(|e| {
         CliError::from_api(
             &format!(
@@ -34,6 +35,19 @@ pub async fn run(args: &StatusArgs) -> Result<(), CliError> {
     match args.output {
         ShowFormat::Text => {
             print!("{}", status_text(&approval, Timestamp::now()));
+            // Who is asking, as the API server says, and whether their approval counts now.
+            let you = whoami(&cluster.client).await?;
+            if phase(&approval) == ApprovalPhase::Pending {
+                let verdict = if may_approve(&cluster.client, &approval).await? {
+                    format!(
+                        "you may approve it now: kubectl countersign approve {} -n {}",
+                        args.name, cluster.namespace
+                    )
+                } else {
+                    "your approval would not count now".to_string()
+                };
+                println!("You:  {} ({verdict})", you.username);
+            }
             Ok(())
         }
         format => print_object(format, &approval),

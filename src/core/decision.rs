@@ -150,8 +150,20 @@ pub struct ApprovalRequirement {
     /// `Pending`, `Rejected` or `Expired` (`Pending` too when none exists yet).
     pub phase: ApprovalPhase,
     pub chain: ChainState,
-    /// The DeploymentApproval to create: set when none exists and the request is not a dry run.
+    /// The DeploymentApproval to create, when none exists: the webhook opens it on a real
+    /// attempt; a dry run's denial hands it to the client (`countersign request`), which
+    /// may open it ahead of time.
     pub create: Option<DeploymentApprovalSpec>,
+    /// For a rejected change: the fresh request `countersign request --again` may open.
+    /// Never opened by the webhook: a rejection is not undone by applying again.
+    pub again: Option<FreshRequest>,
+}
+
+/// A request that may be opened: its name and spec.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FreshRequest {
+    pub name: String,
+    pub spec: DeploymentApprovalSpec,
 }
 
 /// An approval that lets the change through.
@@ -532,6 +544,7 @@ fn approval_verdict(
             phase,
             chain,
             create: None,
+            again: None,
         }))
     };
     let (verdict, mut reasons) = match chain.phase {
@@ -573,7 +586,17 @@ fn approval_verdict(
                     request.namespace
                 ),
             ];
-            (requirement(ApprovalPhase::Rejected, chain), reasons)
+            let mut verdict = requirement(ApprovalPhase::Rejected, chain);
+            if let (Verdict::ApprovalRequired(rejected), (Verdict::ApprovalRequired(fresh), _)) =
+                (&mut verdict, new_request(input, policy, digest, Vec::new()))
+            {
+                let fresh = *fresh;
+                rejected.again = fresh.create.map(|spec| FreshRequest {
+                    name: fresh.approval_name,
+                    spec,
+                });
+            }
+            (verdict, reasons)
         }
         ApprovalPhase::Expired => {
             let when = chain
@@ -634,7 +657,7 @@ fn new_request(
         requested_at: input.now,
     }
     .evaluate(&[], input.now);
-    let create = (!request.dry_run).then(|| DeploymentApprovalSpec {
+    let create = Some(DeploymentApprovalSpec {
         target: ApprovalTarget {
             api_version: request
                 .object
@@ -700,6 +723,7 @@ fn new_request(
             phase: ApprovalPhase::Pending,
             chain,
             create,
+            again: None,
         })),
         reasons,
     )
@@ -1055,6 +1079,55 @@ mod tests {
             now: case.now.parse().unwrap(),
             validations: &ValidateOnTheSpot,
         })
+    }
+
+    /// A dry run hands the client the request it would open (`countersign request`); a
+    /// rejected change offers a fresh request under the next free name, never the
+    /// rejected one; a pending request offers nothing to open.
+    #[test]
+    fn a_dry_run_proposes_the_request_and_a_rejection_offers_a_fresh_one() {
+        use crate::core::proposal::proposal;
+        let new = run(&case("a new change, dry run"));
+        let Verdict::ApprovalRequired(req) = &new.verdict else {
+            panic!("{:?}", new.verdict);
+        };
+        let offered = proposal(req);
+        let open = offered.open.expect("a request to open");
+        assert_eq!(open.name, approval_name("web", &new.digest));
+        assert!(!open.again && !offered.existing);
+        assert_eq!(open.spec.change.digest, new.digest.as_str());
+        assert_eq!(open.spec.change.requester.username, "dev");
+
+        let rejected = run(&Case {
+            approvals: vec![approval("nginx:1.27", ALL, Some("Rejected"))],
+            ..case("a rejected change")
+        });
+        let Verdict::ApprovalRequired(req) = &rejected.verdict else {
+            panic!("{:?}", rejected.verdict);
+        };
+        assert!(
+            req.create.is_none(),
+            "applying again does not reopen a rejection"
+        );
+        let offered = proposal(req);
+        assert!(offered.existing && offered.phase == ApprovalPhase::Rejected);
+        let open = offered.open.expect("a fresh request");
+        assert!(open.again);
+        assert_eq!(
+            open.name,
+            format!("{}-2", approval_name("web", &rejected.digest))
+        );
+        assert!(open.spec.reviews.is_empty());
+
+        let pending = run(&Case {
+            approvals: vec![approval("nginx:1.27", LEVEL_ONE, None)],
+            ..case("a pending change")
+        });
+        let Verdict::ApprovalRequired(req) = &pending.verdict else {
+            panic!("{:?}", pending.verdict);
+        };
+        let offered = proposal(req);
+        assert!(offered.existing && offered.open.is_none());
     }
 
     #[test]

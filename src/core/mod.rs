@@ -13,6 +13,7 @@ pub mod ground;
 pub mod notify;
 pub mod policy;
 pub mod policy_audit;
+pub mod proposal;
 pub mod request;
 pub mod retention;
 pub mod review;

@@ -24,7 +24,9 @@ use crate::api::{
 use crate::core::audit::PlannedEntry;
 use crate::core::chain::ApprovalChain;
 use crate::core::custody::{AuditWrite, approval_status_write, audit_write};
-use crate::core::decision::{AllowReason, Decision, DecisionInput, DenyReason, Verdict, decide};
+use crate::core::decision::{
+    AllowReason, ApprovalRequirement, Decision, DecisionInput, DenyReason, Verdict, decide,
+};
 use crate::core::ground::{
     GroundChange, GroundVerdict, judge_ground_change, namespace_left_entry, policy_ground_entry,
     request_deleted_entry,
@@ -34,6 +36,7 @@ use crate::core::policy::{
     gated_label_patch, namespace_labels_of, policies_left_behind, policy_name,
 };
 use crate::core::policy_audit::stamp_policy_change;
+use crate::core::proposal::{PROPOSAL_CAUSE, proposal};
 use crate::core::request::{RequestCreate, validate_request_create};
 use crate::core::review::{
     ReviewEdit, review_groups, stamp_appended_reviews, validate_review_edit,
@@ -120,6 +123,29 @@ impl Answer {
             response: request.allow().deny(message),
             verdict: Counted::Denied,
         }
+    }
+
+    /// Carry the request a change would get in the denial, as a cause the API server
+    /// passes on to the client (`core::proposal`).
+    fn with_proposal(mut self, requirement: &ApprovalRequirement) -> Answer {
+        if let Ok(json) = serde_json::to_string(&proposal(requirement)) {
+            let details = self.response.result.details.get_or_insert_with(|| {
+                kube::core::response::StatusDetails {
+                    name: String::new(),
+                    group: String::new(),
+                    kind: String::new(),
+                    uid: String::new(),
+                    causes: Vec::new(),
+                    retry_after_seconds: 0,
+                }
+            });
+            details.causes.push(kube::core::response::StatusCause {
+                reason: PROPOSAL_CAUSE.into(),
+                message: json,
+                field: String::new(),
+            });
+        }
+        self
     }
 
     fn warn(mut self, warning: String) -> Answer {
@@ -437,6 +463,12 @@ impl Webhook {
                 };
                 self.publish_denial(request, target, reason, &message);
                 Answer::deny(request, message)
+            }
+            Verdict::ApprovalRequired(requirement) if request.dry_run() => {
+                // Nothing is opened; the client learns what would be (`countersign request`).
+                let mut answer = Answer::deny(request, &message).with_proposal(requirement);
+                answer.verdict = Counted::ApprovalRequired;
+                answer
             }
             Verdict::ApprovalRequired(requirement) => {
                 let mut answer = Answer::deny(request, &message);

@@ -96,6 +96,7 @@ async fn approvers_list_review_and_follow_a_request_from_the_command_line() -> R
         "2. sre [open] 0 of 1",
         "Approve by alice: \"LGTM\"",
         "requested:  by dave",
+        "You:  carol (you may approve it now",
     ] {
         assert!(
             stdout(&status).contains(expected),
@@ -103,6 +104,11 @@ async fn approvers_list_review_and_follow_a_request_from_the_command_line() -> R
             stdout(&status)
         );
     }
+    let theirs = stdout(&countersign(User::Dave, ns, &["status", &name])?);
+    assert!(
+        theirs.contains("You:  dave (your approval would not count now)"),
+        "{theirs}"
+    );
     let json: Value = serde_json::from_slice(
         &countersign(User::Carol, ns, &["status", &name, "-o", "json"])?.stdout,
     )?;
@@ -171,4 +177,144 @@ async fn until_listed(user: User, ns: &str, name: &str, needle: &str) -> Result<
         },
     )
     .await
+}
+
+/// `countersign request -f` as dave, until countersign's caches have the policy (before
+/// that the dry run is admitted and nothing is opened); the output.
+async fn request_until(
+    ns: &str,
+    manifest: &std::path::Path,
+    extra: &[&str],
+    needle: &str,
+) -> Result<Output> {
+    let path = manifest.to_string_lossy().into_owned();
+    crate::support::wait::until(
+        &format!("request -f saying {needle:?}"),
+        std::time::Duration::from_secs(15),
+        || async {
+            let mut args = vec!["request", "-f", path.as_str()];
+            args.extend_from_slice(extra);
+            let out = countersign(User::Dave, ns, &args)?;
+            Ok(if text(&out).contains(needle) {
+                crate::support::wait::Poll::Ready(out)
+            } else {
+                crate::support::wait::Poll::Pending(text(&out))
+            })
+        },
+    )
+    .await
+}
+
+fn requested_name(out: &Output) -> Result<String> {
+    let said = stdout(out);
+    said.split("requested approval ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|qualified| qualified.split('/').nth(1))
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("no request named: {}", text(out)))
+}
+
+#[tokio::test]
+async fn a_deployer_requests_ahead_and_the_later_apply_is_admitted_without_a_second_request()
+-> Result<()> {
+    Countersign::get();
+    let ns = TestNamespace::create("ahead", None).await?;
+    let ns = ns.name();
+    let _policy = Policy::apply(
+        ns,
+        json!({ "approval": { "levels": [
+            { "name": "leads", "approvers": [{ "group": "team-leads" }] },
+        ] } }),
+    )?;
+    let manifest = std::env::temp_dir().join(format!("countersign-{ns}-web.yaml"));
+    let deployment = web(ns, "nginx:1.28", 1);
+    std::fs::write(&manifest, serde_json::to_string(&deployment)?)?;
+
+    // Before anything is applied: a request, opened by dave's CLI.
+    let out = request_until(ns, &manifest, &[], "requested approval").await?;
+    assert_eq!(exit_code(&out), Some(0), "{}", text(&out));
+    let name = requested_name(&out)?;
+    assert!(
+        stdout(&out).contains("level leads: group:team-leads"),
+        "{}",
+        text(&out)
+    );
+    // Asking twice opens nothing more.
+    let twice = countersign(
+        User::Dave,
+        ns,
+        &["request", "-f", &manifest.to_string_lossy()],
+    )?;
+    assert!(
+        stdout(&twice).contains(&format!("already requested as {name}")),
+        "{}",
+        text(&twice)
+    );
+    // dave follows it (countersign-deployer, through edit); alice approves.
+    until_listed(User::Dave, ns, &name, "leads 0/1").await?;
+    let approved = countersign(User::Alice, ns, &["approve", &name])?;
+    assert_eq!(exit_code(&approved), Some(0), "{}", text(&approved));
+    // The sync that comes later is admitted under that request, without a second one.
+    let applied = apply_until("the approved change admitted", &deployment, &[], |out| {
+        out.status.success()
+    })
+    .await?;
+    assert_ok(&applied);
+    let listed = kubectl(
+        User::Admin,
+        &["get", "deploymentapprovals", "-n", ns, "-o", "name"],
+    )?;
+    assert_eq!(stdout(&listed).lines().count(), 1, "{}", stdout(&listed));
+
+    // A rejected change is asked again only with --again, as a fresh request. (Another
+    // Deployment: while web's change rolls out, its next change is refused outright.)
+    let mut next = web(ns, "nginx:1.29", 1);
+    next["metadata"]["name"] = json!("api");
+    std::fs::write(&manifest, serde_json::to_string(&next)?)?;
+    let out = request_until(ns, &manifest, &[], "requested approval").await?;
+    let rejected = requested_name(&out)?;
+    let reject = countersign(
+        User::Alice,
+        ns,
+        &["reject", &rejected, "--comment", "not now"],
+    )?;
+    assert_eq!(exit_code(&reject), Some(0), "{}", text(&reject));
+    let refused = request_until(ns, &manifest, &[], "--again").await?;
+    assert_eq!(exit_code(&refused), Some(1), "{}", text(&refused));
+    let again = request_until(ns, &manifest, &["--again"], "requested approval").await?;
+    assert_eq!(
+        requested_name(&again)?,
+        format!("{rejected}-2"),
+        "{}",
+        text(&again)
+    );
+    // The apply now finds the fresh request, pending.
+    let out = apply(User::Dave, &next, &[])?;
+    assert_refused(&out, &format!("approval {rejected}-2 is pending"));
+
+    // Nothing to request where no policy applies; a manifest without a name is bad input.
+    let free = TestNamespace::create("ahead-free", None).await?;
+    std::fs::write(
+        &manifest,
+        serde_json::to_string(&web(free.name(), "nginx:1.28", 1))?,
+    )?;
+    let out = countersign(
+        User::Admin,
+        free.name(),
+        &["request", "-f", &manifest.to_string_lossy()],
+    )?;
+    assert!(stdout(&out).contains("admitted as it is"), "{}", text(&out));
+    std::fs::write(
+        &manifest,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {}\n",
+    )?;
+    let out = countersign(
+        User::Dave,
+        ns,
+        &["request", "-f", &manifest.to_string_lossy()],
+    )?;
+    assert_eq!(exit_code(&out), Some(2), "{}", text(&out));
+    let _ = std::fs::remove_file(&manifest);
+    Ok(())
 }
