@@ -168,13 +168,20 @@ async fn kubectl_debug_is_a_change_and_a_policy_can_forbid_it() -> Result<()> {
     };
     let mut policy = json!({ "approval": { "levels": [{ "name": "leads", "approvers": [{ "user": "alice" }] }] } });
     let gated = Policy::apply(ns, policy.clone())?;
-    let refused = until(
+    // Until the policy reaches the webhook's cache a debug session passes, and its
+    // container can never be added again: each attempt uses a fresh name.
+    let attempt = std::sync::atomic::AtomicU32::new(0);
+    let (session, refused) = until(
         "kubectl debug to be gated",
         std::time::Duration::from_secs(20),
         || async {
-            let out = debug("dbg-1")?;
+            let session = format!(
+                "dbg-{}",
+                attempt.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
+            );
+            let out = debug(&session)?;
             Ok(if text(&out).contains("approval required") {
-                crate::support::wait::Poll::Ready(out)
+                crate::support::wait::Poll::Ready((session, out))
             } else {
                 crate::support::wait::Poll::Pending(text(&out))
             })
@@ -203,7 +210,7 @@ async fn kubectl_debug_is_a_change_and_a_policy_can_forbid_it() -> Result<()> {
         "the approved debug session",
         std::time::Duration::from_secs(20),
         || async {
-            let out = debug("dbg-1")?;
+            let out = debug(&session)?;
             Ok(if out.status.success() {
                 crate::support::wait::Poll::Ready(out)
             } else {
@@ -222,7 +229,12 @@ async fn kubectl_debug_is_a_change_and_a_policy_can_forbid_it() -> Result<()> {
         "the check to deny",
         std::time::Duration::from_secs(20),
         || async {
-            let out = debug("dbg-2")?;
+            // A fresh name each time, as above.
+            let session = format!(
+                "dbg-{}",
+                attempt.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
+            );
+            let out = debug(&session)?;
             Ok(if text(&out).contains("forbidden here") {
                 crate::support::wait::Poll::Ready(out)
             } else {
