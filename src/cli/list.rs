@@ -1,6 +1,7 @@
 //! `countersign list`: the requests in flight, as a table to scan; `--mine`: those the
 //! caller may approve right now.
 
+use futures::StreamExt;
 use jiff::Timestamp;
 use kube::Api;
 use kube::api::ListParams;
@@ -10,6 +11,9 @@ use super::cluster::{ClusterArgs, connect};
 use super::present::{is_open, list_header, list_row, phase, table};
 use super::show::{ShowFormat, list_of, print_object};
 use crate::api::{ApprovalPhase, DeploymentApproval};
+
+/// How many dry-run reviews `--mine` has in flight at once.
+const MINE_IN_FLIGHT: usize = 8;
 
 #[derive(Debug, clap::Args)]
 pub struct ListArgs {
@@ -45,15 +49,23 @@ pub async fn run(args: &ListArgs) -> Result<(), CliError> {
         .filter(|a| args.all || is_open(a))
         .collect();
     if args.mine {
-        let mut mine = Vec::new();
-        for approval in approvals {
-            if phase(&approval) == ApprovalPhase::Pending
-                && super::review::may_approve(&cluster.client, &approval).await?
-            {
-                mine.push(approval);
-            }
-        }
-        approvals = mine;
+        // One dry-run review per pending request, a few at a time.
+        let client = &cluster.client;
+        let checked: Vec<Result<Option<DeploymentApproval>, CliError>> =
+            futures::stream::iter(approvals)
+                .filter(|a| std::future::ready(phase(a) == ApprovalPhase::Pending))
+                .map(|approval| async move {
+                    Ok(super::review::may_approve(client, &approval)
+                        .await?
+                        .then_some(approval))
+                })
+                .buffered(MINE_IN_FLIGHT)
+                .collect()
+                .await;
+        approvals = checked
+            .into_iter()
+            .filter_map(Result::transpose)
+            .collect::<Result<_, _>>()?;
     }
     approvals.sort_by(|a, b| {
         (&a.metadata.namespace, a.spec.change.requested_at.0)
