@@ -1,0 +1,106 @@
+{{/*
+Labels of every object. `app.kubernetes.io/name: countersign` is the one countersign's own
+objects carry (src/install); the others are Helm's.
+*/}}
+{{- define "countersign.labels" -}}
+app.kubernetes.io/name: countersign
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end }}
+
+{{/* The labels that select countersign's pods. */}}
+{{- define "countersign.selectorLabels" -}}
+app.kubernetes.io/name: countersign
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+"true" when countersign runs in this cluster (Deployment, Service, PodDisruptionBudget):
+deployment.enabled `auto` means unless webhook.url is set.
+*/}}
+{{- define "countersign.inCluster" -}}
+{{- $enabled := .Values.deployment.enabled -}}
+{{- if eq (toString $enabled) "auto" -}}
+{{- if not .Values.webhook.url }}true{{ end -}}
+{{- else if $enabled -}}
+true
+{{- end -}}
+{{- end }}
+
+{{/* "true" when cert-manager issues the serving certificate (only for a pod to serve it). */}}
+{{- define "countersign.certManager" -}}
+{{- if and (include "countersign.inCluster" .) .Values.certManager.enabled }}true{{ end -}}
+{{- end }}
+
+{{/* The Secret holding tls.crt, tls.key and ca.crt. */}}
+{{- define "countersign.tlsSecret" -}}
+{{- if include "countersign.certManager" . -}}
+countersign-tls
+{{- else -}}
+{{- .Values.tls.existingSecret -}}
+{{- end -}}
+{{- end }}
+
+{{/* The certificate choices that cannot work, refused with what to do instead. */}}
+{{- define "countersign.validate" -}}
+{{- if not (or (include "countersign.inCluster" .) .Values.webhook.url) -}}
+{{- fail "deployment.enabled=false needs webhook.url: without countersign in this cluster, the webhook configurations must point at where it runs" -}}
+{{- end -}}
+{{- if include "countersign.inCluster" . -}}
+{{- if and .Values.certManager.enabled .Values.tls.existingSecret -}}
+{{- fail "certManager.enabled and tls.existingSecret are two sources of the serving certificate: set certManager.enabled=false to use tls.existingSecret" -}}
+{{- end -}}
+{{- if not (or .Values.certManager.enabled .Values.tls.existingSecret) -}}
+{{- fail "countersign needs a serving certificate: certManager.enabled=true, or tls.existingSecret (a Secret with tls.crt, tls.key and ca.crt) with tls.caBundle (self-managed certificates are not in this chart yet)" -}}
+{{- end -}}
+{{- if and .Values.tls.existingSecret (not .Values.tls.caBundle) -}}
+{{- fail "tls.existingSecret needs tls.caBundle, the PEM CA the API server trusts the webhook with (the Secret's ca.crt): --set-file tls.caBundle=ca.crt" -}}
+{{- end -}}
+{{- end -}}
+{{- end }}
+
+{{/* The container image reference. */}}
+{{- define "countersign.image" -}}
+{{- $tag := .Values.image.tag | default .Chart.AppVersion -}}
+{{- if .Values.image.digest -}}
+{{ .Values.image.repository }}:{{ $tag }}@{{ .Values.image.digest }}
+{{- else -}}
+{{ .Values.image.repository }}:{{ $tag }}
+{{- end -}}
+{{- end }}
+
+{{/*
+One webhook's clientConfig: the Service (or webhook.url) with the webhook's path, and the CA
+bundle unless cert-manager injects it. Called with (dict "root" $ "path" "/validate/…").
+*/}}
+{{- define "countersign.clientConfig" -}}
+{{- $root := .root -}}
+clientConfig:
+  {{- if $root.Values.webhook.url }}
+  url: {{ printf "%s%s" (trimSuffix "/" $root.Values.webhook.url) .path | quote }}
+  {{- else }}
+  service:
+    namespace: {{ $root.Release.Namespace }}
+    name: countersign
+    path: {{ .path }}
+    port: 443
+  {{- end }}
+  {{- if and $root.Values.tls.caBundle (not (include "countersign.certManager" $root)) }}
+  caBundle: {{ $root.Values.tls.caBundle | b64enc }}
+  {{- end }}
+{{- end }}
+
+{{/* The metadata of both webhook configurations. */}}
+{{- define "countersign.webhookMetadata" -}}
+metadata:
+  name: countersign
+  labels:
+    {{- include "countersign.labels" . | nindent 4 }}
+  {{- if include "countersign.certManager" . }}
+  annotations:
+    # cert-manager's CA injector puts the serving certificate's CA into every caBundle.
+    cert-manager.io/inject-ca-from: {{ .Release.Namespace }}/countersign
+  {{- end }}
+{{- end }}
