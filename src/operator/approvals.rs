@@ -105,7 +105,20 @@ async fn reconcile(
     // moves on: the trail, the notices (a delivery recorded in the status written below),
     // and the deploy token.
     record_trail(&approval, &context, &state, now).await?;
-    let round = context.notifier.deliver_due(&approval, &state, now).await;
+    // The cache may not show this replica's last status write yet: what it delivered
+    // moments ago counts as delivered, so a reconcile right after does not send it again.
+    let remembered = context.deliveries.recalled(&approval, now);
+    let round = if remembered.is_empty() {
+        context.notifier.deliver_due(&approval, &state, now).await
+    } else {
+        let mut view = (*approval).clone();
+        let status = view.status.get_or_insert_with(Default::default);
+        status.notifications = merge_records(&status.notifications, &remembered);
+        context.notifier.deliver_due(&view, &state, now).await
+    };
+    context
+        .deliveries
+        .remember(&approval, &round.notifications, now);
     context.metrics.notifications(round.delivered, round.failed);
     let grant = plan_grant(&approval, now);
     let deploy_token = carry_out(&context, &approval, &grant.action, now).await?;

@@ -11,13 +11,14 @@ pub mod policies;
 pub mod retention;
 pub mod webhook_guard;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use jiff::SignedDuration;
 use kube::Client;
 use kube::runtime::events::Recorder;
 
+use crate::api::{DeploymentApproval, NotificationStatus};
 use crate::notify::Notifier;
 use crate::telemetry::Metrics;
 use crate::webhook::snapshot::Snapshot;
@@ -44,6 +45,60 @@ pub struct Context {
     /// What countersign's webhook configurations should say (`None`: not known to this
     /// process, so they are not watched).
     pub webhook_guard: Option<webhook_guard::GuardSettings>,
+    /// Notifications this replica delivered lately, until its cache shows them recorded.
+    pub deliveries: RecentDeliveries,
+}
+
+/// The notification records of each request as this replica last wrote them, for a few
+/// minutes: a reconcile that runs before the cache shows that write (a watch event of the
+/// target arriving first) must not deliver the same notices again.
+#[derive(Default)]
+pub struct RecentDeliveries {
+    by_request: Mutex<HashMap<String, (jiff::Timestamp, Vec<NotificationStatus>)>>,
+}
+
+/// How long delivered records are remembered: far longer than a cache lags.
+const REMEMBER_DELIVERIES: SignedDuration = SignedDuration::from_mins(5);
+
+impl RecentDeliveries {
+    /// The delivered records remembered for `approval` (by uid).
+    pub fn recalled(
+        &self,
+        approval: &DeploymentApproval,
+        now: jiff::Timestamp,
+    ) -> Vec<NotificationStatus> {
+        let Some(uid) = approval.metadata.uid.as_deref() else {
+            return Vec::new();
+        };
+        let Ok(mut by_request) = self.by_request.lock() else {
+            return Vec::new();
+        };
+        by_request.retain(|_, (at, _)| now.duration_since(*at) < REMEMBER_DELIVERIES);
+        by_request
+            .get(uid)
+            .map(|(_, records)| records.clone())
+            .unwrap_or_default()
+    }
+
+    /// Remember the delivered records of `records` for `approval`.
+    pub fn remember(
+        &self,
+        approval: &DeploymentApproval,
+        records: &[NotificationStatus],
+        now: jiff::Timestamp,
+    ) {
+        let Some(uid) = approval.metadata.uid.clone() else {
+            return;
+        };
+        let delivered: Vec<NotificationStatus> =
+            records.iter().filter(|r| r.delivered).cloned().collect();
+        if delivered.is_empty() {
+            return;
+        }
+        if let Ok(mut by_request) = self.by_request.lock() {
+            by_request.insert(uid, (now, delivered));
+        }
+    }
 }
 
 /// Why a reconcile did not finish; it is retried.

@@ -322,6 +322,7 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeFailure> {
             notifier: crate::notify::Notifier::new(client.clone(), &args.install_namespace, sender),
             metrics: metrics.clone(),
             webhook_guard,
+            deliveries: Default::default(),
         });
         // Reconcile only while leading: started when the lease is won, stopped (aborted at
         // its next await) the moment it is lost.
