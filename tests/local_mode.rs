@@ -401,16 +401,11 @@ async fn two_processes_registered_together_behave_like_one() -> Result<()> {
             .collect();
         both.webhooks.get_or_insert_with(Vec::new).extend(twins);
         both.metadata.managed_fields = None;
-        api.replace("countersign", &Default::default(), &both).await?;
+        api.replace("countersign", &Default::default(), &both)
+            .await?;
 
         let policy_name = support::namespace::unique_name("twin");
-        let policy = json!({
-            "apiVersion": "countersign.dev/v1alpha1", "kind": "ApprovalPolicy",
-            "metadata": { "name": policy_name },
-            "spec": { "match": { "namespaces": [ns] },
-                "approval": { "levels": [{ "name": "leads", "approvers": [{ "user": "alice" }] }] } },
-        });
-        ensure!(kubectl(User::Admin, &["apply", "-f", "-"], Some(&policy))?.status.success());
+        apply_alice_policy(&policy_name, &ns)?;
         let web = json!({
             "apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": { "name": "web", "namespace": ns },
@@ -426,14 +421,31 @@ async fn two_processes_registered_together_behave_like_one() -> Result<()> {
             if text(&out).contains("approval required") {
                 break;
             }
-            ensure!(started.elapsed() < Duration::from_secs(20), "not gated: {}", text(&out));
+            ensure!(
+                started.elapsed() < Duration::from_secs(20),
+                "not gated: {}",
+                text(&out)
+            );
             std::thread::sleep(Duration::from_millis(300));
         }
-        let listed = kubectl(User::Admin, &["get", "deploymentapprovals", "-n", &ns, "-o", "name"], None)?;
-        let names: Vec<String> = String::from_utf8_lossy(&listed.stdout).lines().map(str::to_string).collect();
+        let listed = kubectl(
+            User::Admin,
+            &["get", "deploymentapprovals", "-n", &ns, "-o", "name"],
+            None,
+        )?;
+        let names: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
         ensure!(names.len() == 1, "one request, not {names:?}");
-        let patch = json!([{ "op": "add", "path": "/spec/reviews/-", "value": { "decision": "Approve" } }]).to_string();
-        let reviewed = kubectl(User::Alice, &["patch", &names[0], "-n", &ns, "--type=json", "-p", &patch], None)?;
+        let patch =
+            json!([{ "op": "add", "path": "/spec/reviews/-", "value": { "decision": "Approve" } }])
+                .to_string();
+        let reviewed = kubectl(
+            User::Alice,
+            &["patch", &names[0], "-n", &ns, "--type=json", "-p", &patch],
+            None,
+        )?;
         ensure!(reviewed.status.success(), "{}", text(&reviewed));
         // The approved change is admitted at most one retry later, and consumed once.
         let mut attempts = 0;
@@ -443,22 +455,37 @@ async fn two_processes_registered_together_behave_like_one() -> Result<()> {
             if out.status.success() {
                 break;
             }
-            ensure!(text(&out).contains("retry") && attempts < 5, "{}", text(&out));
+            ensure!(
+                text(&out).contains("retry") && attempts < 5,
+                "{}",
+                text(&out)
+            );
         }
-        let approval = kubectl(User::Admin, &["get", &names[0], "-n", &ns, "-o", "json"], None)?;
+        let approval = kubectl(
+            User::Admin,
+            &["get", &names[0], "-n", &ns, "-o", "json"],
+            None,
+        )?;
         let approval: Value = serde_json::from_slice(&approval.stdout)?;
         // Admitted: Deploying, or already Deployed if the operator saw the rollout finish.
         ensure!(
             approval["status"]["phase"] == "Deploying" || approval["status"]["phase"] == "Deployed",
             "{approval}"
         );
-        ensure!(approval["status"]["rollout"]["admissions"] == 1, "{approval}");
+        ensure!(
+            approval["status"]["rollout"]["admissions"] == 1,
+            "{approval}"
+        );
         let judged = std::fs::read_to_string(&second_log)?;
         ensure!(
             judged.contains(r#"resource="deployments""#) && judged.contains("allowed=true"),
             "the second process judged no workload: {judged}"
         );
-        let _ = kubectl(User::Admin, &["delete", "approvalpolicy", &policy_name], None);
+        let _ = kubectl(
+            User::Admin,
+            &["delete", "approvalpolicy", &policy_name],
+            None,
+        );
         anyhow::Ok(())
     }
     .await;
@@ -923,13 +950,7 @@ async fn a_killed_leader_is_replaced_by_the_other_process_within_the_lease() -> 
         .spawn()?;
     let policy_name = support::namespace::unique_name("takeover");
     let result = async {
-        let policy = json!({
-            "apiVersion": "countersign.dev/v1alpha1", "kind": "ApprovalPolicy",
-            "metadata": { "name": policy_name },
-            "spec": { "match": { "namespaces": [ns] },
-                "approval": { "levels": [{ "name": "leads", "approvers": [{ "user": "alice" }] }] } },
-        });
-        ensure!(kubectl(User::Admin, &["apply", "-f", "-"], Some(&policy))?.status.success());
+        apply_alice_policy(&policy_name, &ns)?;
         apply_until(User::Dave, &web(&ns, "nginx:1.27"), "the request", |out| text(out).contains("approval required"))?;
         tokio::time::sleep(Duration::from_secs(2)).await;
         ensure!(holder().await?.as_deref() == Some("first"), "one leader, the first");
@@ -1021,17 +1042,7 @@ async fn while_countersign_is_down_only_gated_kinds_in_gated_namespaces_are_held
     );
     let mut serve = Local::start(&[])?;
     let policy_name = support::namespace::unique_name("down");
-    let policy = json!({
-        "apiVersion": "countersign.dev/v1alpha1", "kind": "ApprovalPolicy",
-        "metadata": { "name": policy_name },
-        "spec": { "match": { "namespaces": [gated] },
-            "approval": { "levels": [{ "name": "leads", "approvers": [{ "user": "alice" }] }] } },
-    });
-    ensure!(
-        kubectl(User::Admin, &["apply", "-f", "-"], Some(&policy))?
-            .status
-            .success()
-    );
+    apply_alice_policy(&policy_name, &gated)?;
     let result = async {
         // The gated namespace is labelled, the other is not.
         let label = |ns: &str| -> Result<String> {
@@ -1254,17 +1265,7 @@ async fn a_slow_api_server_gets_a_reasoned_denial_within_the_webhooks_own_budget
     std::fs::write(&kubeconfig, config.to_string())?;
     let serve = Local::start_with(&kubeconfig, &[])?;
     let policy_name = support::namespace::unique_name("slow");
-    let policy = json!({
-        "apiVersion": "countersign.dev/v1alpha1", "kind": "ApprovalPolicy",
-        "metadata": { "name": policy_name },
-        "spec": { "match": { "namespaces": [ns] },
-            "approval": { "levels": [{ "name": "leads", "approvers": [{ "user": "alice" }] }] } },
-    });
-    ensure!(
-        kubectl(User::Admin, &["apply", "-f", "-"], Some(&policy))?
-            .status
-            .success()
-    );
+    apply_alice_policy(&policy_name, &ns)?;
     let result = async {
         let v1 = web(&ns, "nginx:1.27");
         let started = Instant::now();
@@ -1315,6 +1316,23 @@ async fn a_slow_api_server_gets_a_reasoned_denial_within_the_webhooks_own_budget
     let _ = std::fs::remove_file(&kubeconfig);
     result?;
     ensure!(stopped?.success());
+    Ok(())
+}
+
+/// Applies policy `name`: changes in `namespace` need alice's approval.
+fn apply_alice_policy(name: &str, namespace: &str) -> Result<()> {
+    let policy = json!({
+        "apiVersion": "countersign.dev/v1alpha1", "kind": "ApprovalPolicy",
+        "metadata": { "name": name },
+        "spec": { "match": { "namespaces": [namespace] },
+            "approval": { "levels": [{ "name": "leads", "approvers": [{ "user": "alice" }] }] } },
+    });
+    let out = kubectl(User::Admin, &["apply", "-f", "-"], Some(&policy))?;
+    ensure!(
+        out.status.success(),
+        "applying policy {name}: {}",
+        text(&out)
+    );
     Ok(())
 }
 

@@ -42,28 +42,36 @@ pub fn load(path: &Path) -> Result<Vec<Located>, CliError> {
     let mut objects = Vec::new();
     for file in input::expand(path)? {
         let text = input::read(&file)?;
-        for (index, document) in input::documents(&file, &text)?.into_iter().enumerate() {
-            if is_list(&document) {
-                let items = document
-                    .get("items")
-                    .and_then(Value::as_array)
-                    .ok_or_else(|| {
-                        InputError::new(&file, Some(&format!("[{index}].items")), "must be a list")
-                    })?;
-                for (i, item) in items.iter().enumerate() {
-                    objects.push(Located {
-                        file: file.clone(),
-                        at: format!("[{index}].items[{i}]"),
-                        object: item.clone(),
-                    });
-                }
-            } else {
+        objects.extend(from_text(&file, &text)?);
+    }
+    Ok(objects)
+}
+
+/// Every object of one file's `text`: its documents, `List`s unpacked, each with its
+/// `apiVersion`, `kind` and `metadata.name`.
+pub fn from_text(file: &Path, text: &str) -> Result<Vec<Located>, CliError> {
+    let mut objects = Vec::new();
+    for (index, document) in input::documents(file, text)?.into_iter().enumerate() {
+        if is_list(&document) {
+            let items = document
+                .get("items")
+                .and_then(Value::as_array)
+                .ok_or_else(|| {
+                    InputError::new(file, Some(&format!("[{index}].items")), "must be a list")
+                })?;
+            for (i, item) in items.iter().enumerate() {
                 objects.push(Located {
-                    file: file.clone(),
-                    at: format!("[{index}]"),
-                    object: document,
+                    file: file.to_path_buf(),
+                    at: format!("[{index}].items[{i}]"),
+                    object: item.clone(),
                 });
             }
+        } else {
+            objects.push(Located {
+                file: file.to_path_buf(),
+                at: format!("[{index}]"),
+                object: document,
+            });
         }
     }
     for located in &objects {

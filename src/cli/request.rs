@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use super::CliError;
 use super::cluster::{ClusterArgs, connect};
-use super::input::{InputError, documents};
+use super::input::InputError;
 use super::show::{ShowFormat, list_of, print_object};
 use crate::api::DeploymentApproval;
 use crate::core::proposal::{PROPOSAL_CAUSE, ProposedRequest, RequestProposal};
@@ -92,30 +92,10 @@ fn read_objects(file: &Path) -> Result<Vec<Value>, CliError> {
     } else {
         super::input::read(file)?
     };
-    let mut objects = Vec::new();
-    for object in documents(file, &text)? {
-        // A `kind: List` (kubectl's) holds its objects in `items`.
-        match object.get("items").and_then(Value::as_array) {
-            Some(items) if object["kind"] == "List" => objects.extend(items.iter().cloned()),
-            _ => objects.push(object),
-        }
-    }
-    for (index, object) in objects.iter().enumerate() {
-        for field in ["/apiVersion", "/kind", "/metadata/name"] {
-            if object
-                .pointer(field)
-                .and_then(Value::as_str)
-                .is_none_or(str::is_empty)
-            {
-                return Err(InputError::new(
-                    file,
-                    Some(&format!("[{index}]{}", field.replace('/', "."))),
-                    "missing",
-                )
-                .into());
-            }
-        }
-    }
+    let objects: Vec<Value> = super::manifest_set::from_text(file, &text)?
+        .into_iter()
+        .map(|located| located.object)
+        .collect();
     if objects.is_empty() {
         return Err(InputError::new(file, None, "no objects in it").into());
     }

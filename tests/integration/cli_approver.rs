@@ -318,3 +318,93 @@ async fn a_deployer_requests_ahead_and_the_later_apply_is_admitted_without_a_sec
     let _ = std::fs::remove_file(&manifest);
     Ok(())
 }
+
+/// What a dry run hands out is only a proposal: dave, who may now create requests (edit
+/// aggregates countersign-deployer), takes it and opens it forged: in alice's name, under
+/// a laxer chain, pre-approved, or for someone else's change. Each is refused.
+#[tokio::test]
+async fn a_proposal_handed_out_by_a_dry_run_cannot_be_opened_forged() -> Result<()> {
+    use kube::api::{DynamicObject, Patch, PatchParams};
+    Countersign::get();
+    let ns = TestNamespace::create("proposal", None).await?;
+    let ns = ns.name();
+    let _policy = Policy::apply(ns, two_level_chain())?;
+    let deployment = web(ns, "nginx:1.28", 1);
+    until_gated(&deployment).await?;
+    // The proposal, read from the dry run's denial as an attacker would.
+    let dave = TestCluster::get().client(User::Dave).await?;
+    let resource = kube::api::ApiResource::erase::<k8s_openapi::api::apps::v1::Deployment>(&());
+    let api: kube::Api<DynamicObject> = kube::Api::namespaced_with(dave, ns, &resource);
+    let denial = match api
+        .patch(
+            "web",
+            &PatchParams::apply("attacker").force().dry_run(),
+            &Patch::Apply(&deployment),
+        )
+        .await
+    {
+        Err(kube::Error::Api(status)) => status,
+        other => anyhow::bail!("the dry run was not denied: {other:?}"),
+    };
+    let cause = denial
+        .details
+        .as_ref()
+        .and_then(|d| {
+            d.causes
+                .iter()
+                .find(|c| c.reason == "countersign.dev/request")
+        })
+        .ok_or_else(|| anyhow::anyhow!("no proposal in {denial:?}"))?;
+    let proposal: Value = serde_json::from_str(&cause.message)?;
+    let request = |edit: &dyn Fn(&mut Value)| -> Result<Output> {
+        let mut object = json!({
+            "apiVersion": "countersign.dev/v1alpha1", "kind": "DeploymentApproval",
+            "metadata": { "name": proposal["open"]["name"], "namespace": ns },
+            "spec": proposal["open"]["spec"],
+        });
+        object["spec"]["change"]["requestedAt"] = json!(jiff::Timestamp::now().to_string());
+        edit(&mut object);
+        kubectl_stdin(User::Dave, &["create", "-f", "-"], &object)
+    };
+    type Forgery<'a> = (&'a str, &'a dyn Fn(&mut Value), &'a str);
+    let cases: &[Forgery] = &[
+        (
+            "in alice's name",
+            &|o| {
+                o["spec"]["change"]["requester"] =
+                    json!({ "username": "alice", "groups": ["team-leads"] })
+            },
+            "request changes in your own name only",
+        ),
+        (
+            "under a laxer chain",
+            &|o| {
+                if let Some(levels) = o["spec"]["policy"]["chain"]["levels"].as_array_mut() {
+                    levels.truncate(1);
+                }
+            },
+            "is not the current chain",
+        ),
+        (
+            "pre-approved",
+            &|o| {
+                o["spec"]["reviews"] = json!([{ "user": "alice", "decision": "Approve",
+                    "time": jiff::Timestamp::now().to_string() }])
+            },
+            "spec.reviews must be empty",
+        ),
+        (
+            "for another object",
+            &|o| o["spec"]["target"]["name"] = json!("api"),
+            "is not a name for this change",
+        ),
+    ];
+    for (what, edit, refusal) in cases {
+        let out = request(*edit)?;
+        assert!(!out.status.success(), "{what}: {}", text(&out));
+        assert!(text(&out).contains(refusal), "{what}: {}", text(&out));
+    }
+    // Unedited, it opens: the proposal was honest.
+    assert_ok(&request(&|_| {})?);
+    Ok(())
+}
