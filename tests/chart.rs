@@ -1,5 +1,5 @@
 //! The Helm chart `charts/countersign` (SPEC §9): it lints strictly; it renders with
-//! cert-manager (the default), with an existing Secret and with `webhook.url`; its RBAC and
+//! self-managed certificates (the default), cert-manager, an existing Secret and `webhook.url`; its RBAC and
 //! its webhook configurations are, as data, what countersign itself builds
 //! (`countersign::install`), since the operator audits any difference in the
 //! configurations; its `crds/` are the repository's; its schema refuses wrong values; every
@@ -313,11 +313,68 @@ fn lints_strictly() {
 }
 
 #[test]
-fn the_default_install_gets_its_certificate_from_cert_manager() {
+fn the_default_install_keeps_its_own_certificates() {
     let rendered = Rendered::of(NAMESPACE, &[]);
+    assert!(rendered.all("Certificate").is_empty() && rendered.all("Issuer").is_empty());
+    let endpoint = service_endpoint(NAMESPACE);
+    for (kind, expected) in [
+        (
+            "ValidatingWebhookConfiguration",
+            to_json(&validating_configuration(&endpoint, b"", NAMESPACE)),
+        ),
+        (
+            "MutatingWebhookConfiguration",
+            to_json(&mutating_configuration(&endpoint, b"", NAMESPACE)),
+        ),
+    ] {
+        let configuration = rendered.get(kind, CONFIGURATION_NAME);
+        assert!(
+            configuration["metadata"].get("annotations").is_none(),
+            "{kind}"
+        );
+        for hook in configuration["webhooks"].as_array().expect("webhooks") {
+            assert!(
+                hook["clientConfig"].get("caBundle").is_none(),
+                "{kind}: countersign injects caBundle (no Secret to look up offline): {hook}"
+            );
+        }
+        assert_same_configuration(&expected, configuration, false);
+    }
+    let args = rendered.deployment_args();
+    for arg in [
+        "--self-managed-tls".to_string(),
+        format!("--webhook-service={NAMESPACE}/countersign:443"),
+        format!("--install-namespace={NAMESPACE}"),
+    ] {
+        assert!(args.contains(&arg), "{arg} in {args:?}");
+    }
+    for absent in ["--tls-cert", "--tls-key", "--webhook-ca-bundle"] {
+        assert!(
+            !args.iter().any(|a| a.starts_with(absent)),
+            "{absent} in {args:?}"
+        );
+    }
+    let pod = &rendered.get("Deployment", "countersign")["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["volumes"],
+        json!([{"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}])
+    );
+    assert_eq!(
+        pod["containers"][0]["volumeMounts"],
+        json!([{"name": "tmp", "mountPath": "/tmp"}])
+    );
+    let binding = rendered.get("ClusterRoleBinding", rbac::CA_INJECTOR_ROLE);
+    let expected = to_json(&rbac::ca_injector_cluster_role_binding(NAMESPACE));
+    assert_eq!(binding["roleRef"], expected["roleRef"]);
+    assert_eq!(binding["subjects"], expected["subjects"]);
+}
+
+#[test]
+fn a_cert_manager_install_gets_its_certificate_from_cert_manager() {
+    let rendered = Rendered::of(NAMESPACE, &["--set", "certManager.enabled=true"]);
     let kinds = rendered.kinds();
     let expected: BTreeMap<String, usize> = [
-        ("ClusterRole", 5),
+        ("ClusterRole", 6),
         ("ClusterRoleBinding", 1),
         ("Role", 1),
         ("RoleBinding", 1),
@@ -382,6 +439,10 @@ fn the_default_install_gets_its_certificate_from_cert_manager() {
     let pod = &rendered.get("Deployment", "countersign")["spec"]["template"]["spec"];
     assert_eq!(pod["volumes"][0]["secret"]["secretName"], "countersign-tls");
     let args = rendered.deployment_args();
+    assert!(
+        rendered.all("ClusterRoleBinding").len() == 1,
+        "no CA injector"
+    );
     for arg in [
         format!("--webhook-service={NAMESPACE}/countersign:443"),
         "--webhook-ca-bundle=/etc/countersign/tls/ca.crt".to_string(),
@@ -461,7 +522,12 @@ fn a_webhook_outside_the_cluster_is_called_by_url_and_nothing_runs_here() {
         rendered.get("ServiceAccount", SERVICE_ACCOUNT)["metadata"]["namespace"],
         NAMESPACE
     );
-    assert_eq!(rendered.all("ClusterRole").len(), 5);
+    assert_eq!(rendered.all("ClusterRole").len(), 6);
+    assert_eq!(
+        rendered.all("ClusterRoleBinding").len(),
+        1,
+        "its CA is given"
+    );
     let endpoint = Endpoint::Url(url.into());
     assert_same_configuration(
         &to_json(&validating_configuration(
@@ -482,11 +548,29 @@ fn a_webhook_outside_the_cluster_is_called_by_url_and_nothing_runs_here() {
         true,
     );
 
+    // Without a CA, countersign there keeps its own (--self-managed-tls) and injects it.
+    let self_managed = Rendered::of(NAMESPACE, &["--set", &set_url]);
+    assert!(
+        self_managed
+            .get("ValidatingWebhookConfiguration", CONFIGURATION_NAME)["webhooks"][0]
+            ["clientConfig"]
+            .get("caBundle")
+            .is_none()
+    );
+    self_managed.get("ClusterRoleBinding", rbac::CA_INJECTOR_ROLE);
+
     // Asked to, countersign runs here too and is told the URL; cert-manager's certificate
     // then also names the URL's host.
     let rendered = Rendered::of(
         NAMESPACE,
-        &["--set", &set_url, "--set", "deployment.enabled=true"],
+        &[
+            "--set",
+            &set_url,
+            "--set",
+            "deployment.enabled=true",
+            "--set",
+            "certManager.enabled=true",
+        ],
     );
     let args = rendered.deployment_args();
     assert!(args.contains(&format!("--webhook-url={url}/")), "{args:?}");
@@ -544,10 +628,11 @@ fn rbac_is_countersigns_own() {
         NAMESPACE
     );
     assert_eq!(rendered.all("ServiceAccount").len(), 1);
-    assert_eq!(rendered.all("ClusterRoleBinding").len(), 1);
+    // Its own and, for self-managed certificates, the CA injector's.
+    assert_eq!(rendered.all("ClusterRoleBinding").len(), 2);
 
     let restoring = Rendered::of(NAMESPACE, &["--set", "webhook.restore=true"]);
-    assert_eq!(restoring.all("ClusterRoleBinding").len(), 2);
+    assert_eq!(restoring.all("ClusterRoleBinding").len(), 3);
     same_binding(
         restoring.get("ClusterRoleBinding", rbac::RESTORER_ROLE),
         to_json(&rbac::restorer_cluster_role_binding(NAMESPACE)),
@@ -561,13 +646,18 @@ fn rbac_is_countersigns_own() {
 #[test]
 fn every_rule_says_why() {
     let text = template_text(NAMESPACE, &[]).expect("renders");
-    let roles: [(&str, &str, &[Grant]); 6] = [
+    let roles: [(&str, &str, &[Grant]); 7] = [
         ("ClusterRole", rbac::OWN_ROLE, rbac::OWN_CLUSTER_GRANTS),
         ("Role", rbac::OWN_ROLE, rbac::OWN_NAMESPACE_GRANTS),
         ("ClusterRole", rbac::APPROVER_ROLE, rbac::APPROVER_GRANTS),
         ("ClusterRole", rbac::VIEWER_ROLE, rbac::VIEWER_GRANTS),
         ("ClusterRole", rbac::DEPLOYER_ROLE, rbac::DEPLOYER_GRANTS),
         ("ClusterRole", rbac::RESTORER_ROLE, rbac::RESTORER_GRANTS),
+        (
+            "ClusterRole",
+            rbac::CA_INJECTOR_ROLE,
+            rbac::CA_INJECTOR_GRANTS,
+        ),
     ];
     let documents: Vec<&str> = text.split("\n---\n").collect();
     for (kind, name, grants) in roles {
@@ -657,17 +747,28 @@ fn the_deployment_is_hardened_spread_and_probed() {
     assert_eq!(args[0], "serve");
     for arg in [
         "--listen=0.0.0.0:8443",
-        "--tls-cert=/etc/countersign/tls/tls.crt",
-        "--tls-key=/etc/countersign/tls/tls.key",
         "--log-format=json",
         "--audit-retention=8760h",
     ] {
         assert!(args.contains(&arg.to_string()), "{arg} in {args:?}");
     }
+    // A Secret of certificates is mounted whole, readable by the pod's group only.
+    let ca = CaFile::new();
+    let with_secret = Rendered::of(NAMESPACE, &as_strs(&existing_secret_values(&ca)));
+    let args = with_secret.deployment_args();
+    for arg in [
+        "--tls-cert=/etc/countersign/tls/tls.crt",
+        "--tls-key=/etc/countersign/tls/tls.key",
+        "--webhook-ca-bundle=/etc/countersign/tls/ca.crt",
+    ] {
+        assert!(args.contains(&arg.to_string()), "{arg} in {args:?}");
+    }
+    let pod_with_secret = &with_secret.get("Deployment", "countersign")["spec"]["template"]["spec"];
     assert_eq!(
-        container["volumeMounts"],
+        pod_with_secret["containers"][0]["volumeMounts"],
         json!([{"name": "tls", "mountPath": "/etc/countersign/tls", "readOnly": true}])
     );
+    assert_eq!(pod_with_secret["volumes"][0]["secret"]["defaultMode"], 288);
 
     let service = rendered.get("Service", "countersign");
     assert_eq!(
@@ -772,11 +873,18 @@ fn the_schema_and_the_chart_refuse_what_cannot_work() {
             "/certManager/issuerRef",
         ),
         (
-            &["--set", "certManager.enabled=false"],
-            "countersign needs a serving certificate",
+            &["--set-file", &ca_file],
+            "tls.caBundle without tls.existingSecret",
         ),
         (
-            &["--set", "tls.existingSecret=mine", "--set-file", &ca_file],
+            &[
+                "--set",
+                "certManager.enabled=true",
+                "--set",
+                "tls.existingSecret=mine",
+                "--set-file",
+                &ca_file,
+            ],
             "two sources of the serving certificate",
         ),
         (
@@ -958,7 +1066,11 @@ async fn the_api_server_accepts_the_rendered_chart() {
     let cert_manager_kinds = ["Issuer", "Certificate"];
     for (values, skip) in [
         (as_strs(&existing), &[][..]),
-        (vec![], &cert_manager_kinds[..]),
+        (vec![], &[][..]),
+        (
+            vec!["--set", "certManager.enabled=true"],
+            &cert_manager_kinds[..],
+        ),
     ] {
         let rendered = Rendered::of(namespace.name(), &values);
         let manifest: String = rendered

@@ -362,7 +362,10 @@ async fn two_processes_registered_together_behave_like_one() -> Result<()> {
     // The second process: the same ServiceAccount and certificate, its own port, every
     // validating webhook registered a second time on it, so both judge every request.
     let cluster = TestCluster::get();
-    let kubeconfig = countersign_kubeconfig(&format!("twin-{}", first.port))?;
+    let kubeconfig = support::countersign::service_account_kubeconfig(
+        "countersign-system",
+        &format!("twin-{}", first.port),
+    )?;
     let second_port = free_port()?;
     let dir = first.private_dir();
     let second_log = std::env::temp_dir().join(format!("countersign-twin-{second_port}.log"));
@@ -569,34 +572,6 @@ async fn audit_entries_are_deleted_when_their_retention_ends_and_not_before() ->
     let _ = kubectl(User::Admin, &["delete", "approvalpolicy", &name], None);
     ensure!(local.terminate()?.success());
     Ok(())
-}
-
-/// A kubeconfig for the test cluster as countersign's ServiceAccount (a TokenRequest token),
-/// for a second `serve` process; `tag` names the file.
-fn countersign_kubeconfig(tag: &str) -> Result<PathBuf> {
-    let token = kubectl(
-        User::Admin,
-        &[
-            "create",
-            "token",
-            "countersign",
-            "-n",
-            "countersign-system",
-            "--duration=1h",
-        ],
-        None,
-    )?;
-    ensure!(token.status.success(), "{}", text(&token));
-    let view = kubectl(
-        User::Admin,
-        &["config", "view", "--raw", "--minify", "-o", "json"],
-        None,
-    )?;
-    let mut config: Value = serde_json::from_slice(&view.stdout)?;
-    config["users"][0]["user"] = json!({ "token": String::from_utf8_lossy(&token.stdout).trim() });
-    let kubeconfig = std::env::temp_dir().join(format!("countersign-{tag}.kubeconfig"));
-    std::fs::write(&kubeconfig, config.to_string())?;
-    Ok(kubeconfig)
 }
 
 /// Applies `object` as `user` until `done` holds for the outcome.
@@ -924,7 +899,10 @@ async fn a_killed_leader_is_replaced_by_the_other_process_within_the_lease() -> 
     }
     // The second process: countersign's identity and the first's certificate, its own port,
     // webhook and operator both.
-    let kubeconfig = countersign_kubeconfig(&format!("second-{}", first.port))?;
+    let kubeconfig = support::countersign::service_account_kubeconfig(
+        "countersign-system",
+        &format!("second-{}", first.port),
+    )?;
     let second_port = free_port()?;
     let dir = first.private_dir();
     let certs = std::env::temp_dir().join(format!("countersign-second-{second_port}"));

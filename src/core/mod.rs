@@ -19,6 +19,7 @@ pub mod retention;
 pub mod review;
 pub mod rollout;
 pub mod secrets;
+pub mod serving_tls;
 pub mod status;
 #[cfg(test)]
 pub(crate) mod test_builders;

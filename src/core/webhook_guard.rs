@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 use crate::api::{AuditAction, AuditEntrySpec, AuditTarget, UserInfo};
 use crate::core::audit::{PlannedEntry, object_key};
@@ -76,6 +76,57 @@ pub fn drift(kind: ConfigurationKind, expected: &Value, observed: Option<&Value>
     } else {
         Drift::Changed(differences)
     }
+}
+
+/// When the observed configuration differs from the expected one in CA bundles alone (the
+/// bundle countersign keeps itself was renewed, or is not injected yet): the JSON Patch that
+/// sets each webhook's `clientConfig.caBundle` to the expected one, guarded by the
+/// configuration's resourceVersion. `None` when anything else differs too, or nothing.
+pub fn ca_bundle_patch(
+    kind: ConfigurationKind,
+    expected: &Value,
+    observed: &Value,
+) -> Option<json_patch::Patch> {
+    let bundles: BTreeMap<String, Value> = expected
+        .get("webhooks")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|hook| {
+            let name = hook.get("name")?.as_str()?.to_string();
+            let bundle = hook.pointer("/clientConfig/caBundle")?.clone();
+            Some((name, bundle))
+        })
+        .collect();
+    let mut patched = observed.clone();
+    let mut operations = Vec::new();
+    let hooks = patched.get_mut("webhooks")?.as_array_mut()?;
+    for (index, hook) in hooks.iter_mut().enumerate() {
+        let Some(name) = hook.get("name").and_then(Value::as_str) else {
+            continue;
+        };
+        let Some(bundle) = bundles.get(name) else {
+            continue;
+        };
+        let config = hook.get_mut("clientConfig")?.as_object_mut()?;
+        if config.get("caBundle") != Some(bundle) {
+            config.insert("caBundle".into(), bundle.clone());
+            operations.push(json!({
+                "op": "add",
+                "path": format!("/webhooks/{index}/clientConfig/caBundle"),
+                "value": bundle,
+            }));
+        }
+    }
+    if operations.is_empty() || drift(kind, expected, Some(&patched)) != Drift::Intact {
+        return None;
+    }
+    let version = observed.pointer("/metadata/resourceVersion")?.clone();
+    operations.insert(
+        0,
+        json!({"op": "test", "path": "/metadata/resourceVersion", "value": version}),
+    );
+    serde_json::from_value(Value::Array(operations)).ok()
 }
 
 /// Each webhook of a configuration by name, normalized (see [`normalized_hook`]). A webhook
@@ -645,5 +696,49 @@ mod tests {
             last_writer(&json!({ "metadata": { "managedFields": [{ "manager": "m" }] } })),
             None
         );
+    }
+
+    #[test]
+    fn only_a_configuration_that_differs_in_ca_bundles_alone_gets_them_injected() {
+        for kind in [ConfigurationKind::Validating, ConfigurationKind::Mutating] {
+            let expected = installed(kind);
+            let mut empty = as_stored(kind);
+            for hook in empty["webhooks"].as_array_mut().expect("webhooks") {
+                hook["clientConfig"]
+                    .as_object_mut()
+                    .expect("clientConfig")
+                    .remove("caBundle");
+            }
+            let patch = ca_bundle_patch(kind, &expected, &empty).expect("a patch");
+            let mut patched = empty.clone();
+            json_patch::patch(&mut patched, &patch).expect("applies");
+            assert_eq!(drift(kind, &expected, Some(&patched)), Drift::Intact);
+            // The resourceVersion guards it: a configuration changed meanwhile refuses it.
+            let mut moved = empty.clone();
+            moved["metadata"]["resourceVersion"] = json!("4712");
+            assert!(json_patch::patch(&mut moved, &patch).is_err());
+
+            let mut other = as_stored(kind);
+            other["webhooks"][0]["clientConfig"]["caBundle"] = json!("T1RIRVI=");
+            assert!(ca_bundle_patch(kind, &expected, &other).is_some());
+
+            assert!(
+                ca_bundle_patch(kind, &expected, &as_stored(kind)).is_none(),
+                "intact: nothing to inject"
+            );
+            let mut loosened = empty.clone();
+            loosened["webhooks"][0]["failurePolicy"] = json!("Ignore");
+            assert!(
+                ca_bundle_patch(kind, &expected, &loosened).is_none(),
+                "a change beyond the bundles is not quietly fixed by injecting"
+            );
+            for hostile in [
+                json!({}),
+                json!({"webhooks": [{"name": 1}]}),
+                json!({"webhooks": "x"}),
+            ] {
+                assert!(ca_bundle_patch(kind, &expected, &hostile).is_none());
+            }
+        }
     }
 }

@@ -31,6 +31,9 @@ const AGGREGATE_TO_EDIT: &[&str] = &[
 /// The ClusterRole that lets countersign put its webhook configurations back; bound only
 /// when that is asked for (`--restore-webhook-configurations`).
 pub const RESTORER_ROLE: &str = "countersign-webhook-restorer";
+/// The ClusterRole that lets countersign patch the CA bundle it keeps into its webhook
+/// configurations (`serve --self-managed-tls`); bound only then.
+pub const CA_INJECTOR_ROLE: &str = "countersign-ca-injector";
 
 /// countersign's two webhook configurations.
 const WEBHOOK_CONFIGURATIONS: &[&str] = &[
@@ -163,7 +166,7 @@ pub const OWN_CLUSTER_GRANTS: &[Grant] = &[
         resources: &["secrets"],
         verbs: &["create", "update"],
         resource_names: &[],
-        why: "the Secret that hands a deploy token to the pipeline; no get, list, watch, patch or delete, as each returns a Secret's contents (the Secret goes with its ServiceAccount by garbage collection)",
+        why: "the Secret that hands a deploy token to the pipeline, and with --self-managed-tls the Secret countersign-webhook-tls in its own namespace; no get, list, watch, patch or delete, as each returns a Secret's contents (a token's Secret goes with its ServiceAccount by garbage collection)",
     },
 ];
 
@@ -195,7 +198,7 @@ pub const OWN_NAMESPACE_GRANTS: &[Grant] = &[
         resources: &["secrets"],
         verbs: &["get"],
         resource_names: &[],
-        why: "a notification sink's URL is the key url of the Secret of its name here; get by name only, so no Secret can be listed or watched",
+        why: "a notification sink's URL is the key url of the Secret of its name here, and with --self-managed-tls the Secret countersign-webhook-tls holds its CA and serving certificate; get by name only, so no Secret can be listed or watched",
     },
 ];
 
@@ -247,13 +250,22 @@ pub const RESTORER_GRANTS: &[Grant] = &[
     },
 ];
 
+/// What countersign may do to its webhook configurations when it keeps their CA itself.
+pub const CA_INJECTOR_GRANTS: &[Grant] = &[Grant {
+    api_group: "admissionregistration.k8s.io",
+    resources: WEBHOOK_CONFIGURATIONS,
+    verbs: &["patch"],
+    resource_names: &[CONFIGURATION_NAME],
+    why: "with --self-managed-tls, the CA bundle countersign keeps is patched into each webhook's clientConfig; any other difference is only audited (or restored, with the restorer role)",
+}];
+
 /// Every grant of every role as a Markdown table (role, scope, API group, resources,
 /// verbs, why): the body of docs/rbac.md, which a test keeps equal to this.
 pub fn markdown_table() -> String {
     let mut table = String::from(
         "| Role | Scope | API group | Resources | Verbs | Why |\n|---|---|---|---|---|---|\n",
     );
-    let roles: [(&str, &str, &[Grant]); 6] = [
+    let roles: [(&str, &str, &[Grant]); 7] = [
         (OWN_ROLE, "ClusterRole", OWN_CLUSTER_GRANTS),
         (
             OWN_ROLE,
@@ -271,6 +283,11 @@ pub fn markdown_table() -> String {
             RESTORER_ROLE,
             "ClusterRole, bound only with --restore-webhook-configurations",
             RESTORER_GRANTS,
+        ),
+        (
+            CA_INJECTOR_ROLE,
+            "ClusterRole, bound only with --self-managed-tls",
+            CA_INJECTOR_GRANTS,
         ),
     ];
     for (role, scope, grants) in roles {
@@ -333,7 +350,8 @@ fn cluster_role(name: &str, grants: &[Grant]) -> ClusterRole {
     }
 }
 
-/// The ClusterRoles: countersign's own, approver, viewer, deployer, webhook restorer.
+/// The ClusterRoles: countersign's own, approver, viewer, deployer, webhook restorer, CA
+/// injector.
 pub fn cluster_roles() -> Vec<ClusterRole> {
     let mut deployer = cluster_role(DEPLOYER_ROLE, DEPLOYER_GRANTS);
     deployer
@@ -351,6 +369,7 @@ pub fn cluster_roles() -> Vec<ClusterRole> {
         cluster_role(VIEWER_ROLE, VIEWER_GRANTS),
         deployer,
         cluster_role(RESTORER_ROLE, RESTORER_GRANTS),
+        cluster_role(CA_INJECTOR_ROLE, CA_INJECTOR_GRANTS),
     ]
 }
 
@@ -387,6 +406,11 @@ pub fn own_cluster_role_binding(install_namespace: &str) -> ClusterRoleBinding {
 /// Binds the webhook restorer ClusterRole to countersign's ServiceAccount.
 pub fn restorer_cluster_role_binding(install_namespace: &str) -> ClusterRoleBinding {
     cluster_role_binding(RESTORER_ROLE, install_namespace)
+}
+
+/// Binds the CA injector ClusterRole to countersign's ServiceAccount.
+pub fn ca_injector_cluster_role_binding(install_namespace: &str) -> ClusterRoleBinding {
+    cluster_role_binding(CA_INJECTOR_ROLE, install_namespace)
 }
 
 fn cluster_role_binding(role: &str, install_namespace: &str) -> ClusterRoleBinding {

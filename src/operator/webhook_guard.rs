@@ -15,7 +15,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
-use kube::api::PostParams;
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Resource, ResourceExt};
@@ -28,7 +28,8 @@ use crate::api::UserInfo;
 use crate::approval_status::FIELD_MANAGER;
 use crate::core::audit::PlannedEntry;
 use crate::core::webhook_guard::{
-    ConfigurationKind, Drift, changed_entry, deleted_entry, drift, missing_entry, restored_entry,
+    ConfigurationKind, Drift, ca_bundle_patch, changed_entry, deleted_entry, drift, missing_entry,
+    restored_entry,
 };
 use crate::install::own_username;
 use crate::install::webhooks::{
@@ -44,6 +45,9 @@ pub struct GuardSettings {
     pub ca_bundle: CaBundle,
     /// Put a changed or deleted configuration back (else only audit it).
     pub restore: bool,
+    /// countersign keeps the CA itself (`--self-managed-tls`): a configuration that differs
+    /// in CA bundles alone gets the current bundle patched in, whatever `restore` says.
+    pub inject_ca_bundle: bool,
     /// Whether the configurations are meant to be in place now. Local mode registers them
     /// once its caches have synced and removes them on exit; a service install always.
     pub armed: watch::Receiver<bool>,
@@ -77,6 +81,8 @@ enum GuardError {
     Audit(#[from] ReconcileError),
     #[error("restoring the {0}: {1}")]
     Restore(&'static str, #[source] kube::Error),
+    #[error("injecting the CA bundle into the {0}: {1}")]
+    Inject(&'static str, #[source] kube::Error),
 }
 
 /// One of the two configurations.
@@ -111,6 +117,8 @@ impl Guarded for MutatingWebhookConfiguration {
 /// How long to wait after a failed comparison or restore, at first and at most.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const LAST_RETRY: Duration = Duration::from_secs(60);
+/// How often the configurations are compared again when countersign keeps their CA.
+const INJECT_RECHECK: Duration = Duration::from_secs(5);
 
 /// Guard both configurations until the future is dropped; returns at once when this
 /// process does not know what they should say.
@@ -212,6 +220,9 @@ async fn guard<K: Guarded>(context: &Context, settings: &GuardSettings) {
                 return;
             },
             () = tokio::time::sleep(wait), if retry.is_some() => {}
+            // The bundle countersign keeps changes in its files, not in the configurations:
+            // compared again every few seconds, so a new CA is injected promptly.
+            () = tokio::time::sleep(INJECT_RECHECK), if settings.inject_ca_bundle && retry.is_none() => {}
         }
         if !watched.synced || !*armed.borrow() {
             continue;
@@ -251,6 +262,24 @@ async fn check<K: Guarded>(
         Drift::Intact => Ok(()),
         Drift::Changed(differences) => {
             let observed = observed.unwrap_or_default();
+            if settings.inject_ca_bundle
+                && let Some(patch) = ca_bundle_patch(K::KIND, &expected, &observed)
+            {
+                let params = PatchParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..PatchParams::default()
+                };
+                let patched = api
+                    .patch(CONFIGURATION_NAME, &params, &Patch::<()>::Json(patch))
+                    .await
+                    .map_err(|e| GuardError::Inject(K::KIND.kind(), e))?;
+                tracing::info!(kind = K::KIND.kind(), "CA bundle injected");
+                let injected = format!(
+                    "injected the CA bundle countersign keeps: {}",
+                    differences.join("; ")
+                );
+                return record(context, restored(&patched, &injected, context, now)).await;
+            }
             let version = watched
                 .current
                 .as_ref()

@@ -175,14 +175,7 @@ impl LocalInstall {
 /// A fresh 0700 directory for local mode's private files:
 /// `$TMPDIR/countersign-local-<pid>/{tls.crt,tls.key,ca.crt,ca.key,token}`.
 fn private_dir() -> Result<PathBuf, LocalError> {
-    use std::os::unix::fs::DirBuilderExt;
-    let dir = std::env::temp_dir().join(format!("countersign-local-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&dir)
-        .map_err(|e| LocalError::Io(format!("{}: {e}", dir.display())))?;
-    Ok(dir)
+    super::private_dir("countersign-local").map_err(LocalError::Io)
 }
 
 /// A CA and a serving certificate for the listen address, written to `dir`.

@@ -3,8 +3,10 @@
 //! cluster first and removes its webhook configurations on exit.
 
 pub mod local;
+pub mod self_managed_tls;
 mod token;
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,6 +18,7 @@ use kube::Client;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio::net::TcpListener;
 
+use crate::core::serving_tls::{service_names, url_host};
 use crate::install::webhooks::Endpoint;
 use crate::install::{DEFAULT_INSTALL_NAMESPACE, own_username};
 use crate::operator;
@@ -27,6 +30,7 @@ use crate::webhook::effects::Effects;
 use crate::webhook::router::{AppState, router};
 use crate::webhook::server::{self, TlsFiles};
 use crate::webhook::snapshot::Snapshot;
+use self_managed_tls::SelfManagedTls;
 
 /// The Lease the operator's replicas elect a leader on, in the install namespace.
 pub const OPERATOR_LEASE: &str = "countersign-operator";
@@ -36,6 +40,7 @@ pub const OPERATOR_LEASE_DURATION: Duration = Duration::from_secs(15);
 /// Flags of `countersign serve`; each also reads an environment variable.
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("webhook_endpoint").args(["webhook_service", "webhook_url"])))]
+#[command(group(clap::ArgGroup::new("ca_source").args(["webhook_ca_bundle", "self_managed_tls"])))]
 pub struct ServeArgs {
     /// Development and test mode: make a CA and a certificate for the listen address,
     /// install the CRDs, roles and ServiceAccount with the kubeconfig's user, run as that
@@ -50,16 +55,16 @@ pub struct ServeArgs {
     #[arg(
         long,
         env = "COUNTERSIGN_TLS_CERT",
-        required_unless_present = "local",
-        conflicts_with = "local"
+        required_unless_present_any = ["local", "self_managed_tls"],
+        conflicts_with_all = ["local", "self_managed_tls"]
     )]
     pub tls_cert: Option<PathBuf>,
     /// PEM private key; re-read when the file changes (not with --local).
     #[arg(
         long,
         env = "COUNTERSIGN_TLS_KEY",
-        required_unless_present = "local",
-        conflicts_with = "local"
+        required_unless_present_any = ["local", "self_managed_tls"],
+        conflicts_with_all = ["local", "self_managed_tls"]
     )]
     pub tls_key: Option<PathBuf>,
     /// Kubeconfig to use; without it, $KUBECONFIG, ~/.kube/config or the in-cluster
@@ -109,7 +114,7 @@ pub struct ServeArgs {
         long,
         env = "COUNTERSIGN_WEBHOOK_SERVICE",
         conflicts_with = "local",
-        requires = "webhook_ca_bundle"
+        requires = "ca_source"
     )]
     pub webhook_service: Option<ServiceEndpoint>,
     /// ... or a URL, `https://HOST[:PORT]` without a path.
@@ -117,7 +122,7 @@ pub struct ServeArgs {
         long,
         env = "COUNTERSIGN_WEBHOOK_URL",
         conflicts_with = "local",
-        requires = "webhook_ca_bundle",
+        requires = "ca_source",
         value_parser = parse_webhook_url
     )]
     pub webhook_url: Option<String>,
@@ -135,6 +140,19 @@ pub struct ServeArgs {
     /// countersign-webhook-restorer bound to countersign, which local mode does with this flag.
     #[arg(long, env = "COUNTERSIGN_RESTORE_WEBHOOK_CONFIGURATIONS")]
     pub restore_webhook_configurations: bool,
+    /// Keep the webhook's CA and serving certificate in the Secret countersign-webhook-tls
+    /// of the install namespace: the operator's leader creates it, renews the serving
+    /// certificate (1 year) and the CA (10 years) at two thirds of their life, and injects
+    /// the CA bundle into the webhook configurations; every replica serves what it holds.
+    /// Needs --webhook-service or --webhook-url (the certificate's names), and the
+    /// ClusterRole countersign-ca-injector bound to countersign.
+    #[arg(
+        long,
+        env = "COUNTERSIGN_SELF_MANAGED_TLS",
+        conflicts_with_all = ["local", "webhook_ca_bundle"],
+        requires = "webhook_endpoint"
+    )]
+    pub self_managed_tls: bool,
 }
 
 /// `NAMESPACE/NAME[:PORT]`: the Service the API server calls the webhook through.
@@ -205,6 +223,39 @@ pub enum ServeFailure {
     Runtime(std::io::Error),
     #[error("notifications: {0}")]
     Notifier(crate::notify::SenderError),
+    #[error("self-managed certificates: {0}")]
+    SelfManagedTls(String),
+}
+
+/// A fresh 0700 directory `$TMPDIR/<prefix>-<pid>` for this process's private files.
+fn private_dir(prefix: &str) -> Result<PathBuf, String> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+/// The names of the self-managed serving certificate: the Service's, or the URL's host.
+fn self_managed_names(args: &ServeArgs) -> Result<BTreeSet<String>, ServeFailure> {
+    if let Some(ServiceEndpoint(Endpoint::Service {
+        namespace, name, ..
+    })) = &args.webhook_service
+    {
+        return Ok(service_names(namespace, name));
+    }
+    args.webhook_url
+        .as_deref()
+        .and_then(url_host)
+        .map(|host| BTreeSet::from([host]))
+        .ok_or_else(|| {
+            ServeFailure::SelfManagedTls(
+                "needs --webhook-service or --webhook-url for the certificate's names".into(),
+            )
+        })
 }
 
 /// Run `serve` until SIGTERM/SIGINT; exit 0 after a clean shutdown.
@@ -231,6 +282,7 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeFailure> {
     let listener = TcpListener::bind(args.listen)
         .await
         .map_err(|e| ServeFailure::Listen(args.listen, e))?;
+    let mut self_managed_dir: Option<PathBuf> = None;
     let (config, tls, local) = if args.local {
         let kubeconfig = args
             .kubeconfig
@@ -245,6 +297,11 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeFailure> {
         )
         .await?;
         (install.run_as.clone(), install.tls.clone(), Some(install))
+    } else if args.self_managed_tls {
+        let dir = private_dir("countersign-tls").map_err(ServeFailure::SelfManagedTls)?;
+        let tls = self_managed_tls::files_in(&dir);
+        self_managed_dir = Some(dir);
+        (client_config(args).await?, tls, None)
     } else {
         let tls = TlsFiles {
             cert_path: args.tls_cert.clone().unwrap_or_default(),
@@ -291,7 +348,12 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeFailure> {
     // them once the caches have synced and removes them on exit.
     let (arm_guard, guard_armed) = tokio::sync::watch::channel(!args.local);
     let arm_guard = Arc::new(arm_guard);
-    let webhook_guard = guard_settings(args, local.as_ref(), guard_armed);
+    let webhook_guard = guard_settings(
+        args,
+        local.as_ref(),
+        self_managed_dir.as_deref(),
+        guard_armed,
+    );
     // The operator's work runs only on the replica that holds the lease.
     let election = (!args.webhook_only).then(|| {
         let election = Election::start(
@@ -350,6 +412,20 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeFailure> {
         });
         election
     });
+    // Self-managed certificates: kept by the leader, served by every replica once read.
+    let mut self_managed_serving = None;
+    if let Some(dir) = &self_managed_dir {
+        let (serving, serving_rx) = tokio::sync::watch::channel(false);
+        let keeper = SelfManagedTls {
+            client: client.clone(),
+            namespace: args.install_namespace.clone(),
+            names: self_managed_names(args)?,
+            dir: dir.clone(),
+            leading: election.as_ref().map(Election::leading),
+        };
+        tokio::spawn(keeper.run(serving));
+        self_managed_serving = Some(serving_rx);
+    }
     if args.operator_only {
         ready.store(true, Ordering::Release);
     }
@@ -397,13 +473,31 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeFailure> {
         }
     };
     let grace = Duration::from_secs(args.shutdown_grace);
-    let served = server::serve(listener, tls, app, shutdown, grace).await;
+    let mut stopped_early = false;
+    if let Some(mut serving) = self_managed_serving {
+        tracing::info!(
+            secret = self_managed_tls::SECRET_NAME,
+            "waiting for the self-managed serving certificate"
+        );
+        tokio::select! {
+            _ = serving.wait_for(|serving| *serving) => {}
+            () = shutdown_signal() => stopped_early = true,
+        }
+    }
+    let served = if stopped_early {
+        Ok(())
+    } else {
+        server::serve(listener, tls, app, shutdown, grace).await
+    };
     if let Some(election) = election {
         // Hand the lease over now rather than make the next leader wait for it to lapse.
         election.stop().await;
     }
     if let Some(install) = local {
         install.clean_up();
+    }
+    if let Some(dir) = self_managed_dir {
+        let _ = std::fs::remove_dir_all(dir);
     }
     served.map_err(ServeFailure::from)
 }
@@ -413,6 +507,7 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeFailure> {
 fn guard_settings(
     args: &ServeArgs,
     local: Option<&local::LocalInstall>,
+    self_managed_dir: Option<&std::path::Path>,
     armed: tokio::sync::watch::Receiver<bool>,
 ) -> Option<GuardSettings> {
     let restore = args.restore_webhook_configurations;
@@ -422,6 +517,7 @@ fn guard_settings(
             endpoint: install.endpoint(),
             ca_bundle: CaBundle::Pem(install.ca_pem().as_bytes().to_vec()),
             restore,
+            inject_ca_bundle: false,
             armed,
         });
     }
@@ -430,17 +526,22 @@ fn guard_settings(
         .clone()
         .map(|service| service.0)
         .or_else(|| args.webhook_url.clone().map(Endpoint::Url));
-    match (endpoint, &args.webhook_ca_bundle) {
+    let ca_bundle = match self_managed_dir {
+        Some(dir) => Some(self_managed_tls::ca_bundle_in(dir)),
+        None => args.webhook_ca_bundle.clone(),
+    };
+    match (endpoint, ca_bundle) {
         (Some(endpoint), Some(ca_bundle)) => Some(GuardSettings {
             endpoint,
-            ca_bundle: CaBundle::File(ca_bundle.clone()),
+            ca_bundle: CaBundle::File(ca_bundle),
             restore,
+            inject_ca_bundle: self_managed_dir.is_some(),
             armed,
         }),
         _ => {
             if !args.webhook_only {
                 tracing::warn!(
-                    "the webhook configurations are not watched: give --webhook-service (or --webhook-url) and --webhook-ca-bundle"
+                    "the webhook configurations are not watched: give --webhook-service (or --webhook-url) and --webhook-ca-bundle (or --self-managed-tls)"
                 );
             }
             None
@@ -549,6 +650,89 @@ mod tests {
                 expected,
                 "{text}"
             );
+        }
+    }
+
+    #[derive(clap::Parser)]
+    struct Serve {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    #[test]
+    fn certificate_flags_combine_only_in_ways_that_work() {
+        use clap::Parser;
+        let cases: &[(&[&str], bool)] = &[
+            (
+                &["--self-managed-tls", "--webhook-service", "cs/countersign"],
+                true,
+            ),
+            (
+                &[
+                    "--self-managed-tls",
+                    "--webhook-url",
+                    "https://10.0.0.1:8443",
+                ],
+                true,
+            ),
+            (&["--self-managed-tls"], false),
+            (
+                &[
+                    "--self-managed-tls",
+                    "--webhook-url",
+                    "https://h",
+                    "--tls-cert",
+                    "c",
+                    "--tls-key",
+                    "k",
+                ],
+                false,
+            ),
+            (
+                &[
+                    "--self-managed-tls",
+                    "--webhook-url",
+                    "https://h",
+                    "--webhook-ca-bundle",
+                    "ca",
+                ],
+                false,
+            ),
+            (
+                &["--self-managed-tls", "--local", "--kubeconfig", "k"],
+                false,
+            ),
+            (
+                &[
+                    "--webhook-service",
+                    "cs/c",
+                    "--tls-cert",
+                    "c",
+                    "--tls-key",
+                    "k",
+                ],
+                false,
+            ),
+            (
+                &[
+                    "--webhook-service",
+                    "cs/c",
+                    "--tls-cert",
+                    "c",
+                    "--tls-key",
+                    "k",
+                    "--webhook-ca-bundle",
+                    "ca",
+                ],
+                true,
+            ),
+            (&["--tls-cert", "c", "--tls-key", "k"], true),
+            (&[], false),
+        ];
+        for (flags, parses) in cases {
+            let parsed =
+                Serve::try_parse_from(std::iter::once("serve").chain(flags.iter().copied()));
+            assert_eq!(parsed.is_ok(), *parses, "{flags:?}: {:?}", parsed.err());
         }
     }
 

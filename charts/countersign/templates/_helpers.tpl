@@ -34,12 +34,38 @@ true
 {{- if and (include "countersign.inCluster" .) .Values.certManager.enabled }}true{{ end -}}
 {{- end }}
 
-{{/* The Secret holding tls.crt, tls.key and ca.crt. */}}
+{{/*
+"true" when countersign keeps its CA and serving certificate itself (`serve
+--self-managed-tls`, Secret countersign-webhook-tls): neither cert-manager nor a Secret nor
+a CA bundle was given.
+*/}}
+{{- define "countersign.selfManaged" -}}
+{{- if not (or (include "countersign.certManager" .) .Values.tls.existingSecret .Values.tls.caBundle) }}true{{ end -}}
+{{- end }}
+
+{{/* The Secret holding tls.crt, tls.key and ca.crt (cert-manager's or the given one). */}}
 {{- define "countersign.tlsSecret" -}}
 {{- if include "countersign.certManager" . -}}
 countersign-tls
 {{- else -}}
 {{- .Values.tls.existingSecret -}}
+{{- end -}}
+{{- end }}
+
+{{/*
+The CA bundle of the webhook configurations, base64: the given one; self-managed, the one
+countersign keeps (looked up, so an upgrade keeps what countersign injected; empty on a
+first install until countersign injects it); none when cert-manager injects it.
+*/}}
+{{- define "countersign.caBundle" -}}
+{{- if include "countersign.certManager" . -}}
+{{- else if .Values.tls.caBundle -}}
+{{ .Values.tls.caBundle | b64enc }}
+{{- else -}}
+{{- $secret := lookup "v1" "Secret" .Release.Namespace "countersign-webhook-tls" -}}
+{{- if and $secret $secret.data -}}
+{{ index $secret.data "ca.crt" | default "" }}
+{{- end -}}
 {{- end -}}
 {{- end }}
 
@@ -52,11 +78,11 @@ countersign-tls
 {{- if and .Values.certManager.enabled .Values.tls.existingSecret -}}
 {{- fail "certManager.enabled and tls.existingSecret are two sources of the serving certificate: set certManager.enabled=false to use tls.existingSecret" -}}
 {{- end -}}
-{{- if not (or .Values.certManager.enabled .Values.tls.existingSecret) -}}
-{{- fail "countersign needs a serving certificate: certManager.enabled=true, or tls.existingSecret (a Secret with tls.crt, tls.key and ca.crt) with tls.caBundle (self-managed certificates are not in this chart yet)" -}}
-{{- end -}}
 {{- if and .Values.tls.existingSecret (not .Values.tls.caBundle) -}}
 {{- fail "tls.existingSecret needs tls.caBundle, the PEM CA the API server trusts the webhook with (the Secret's ca.crt): --set-file tls.caBundle=ca.crt" -}}
+{{- end -}}
+{{- if and .Values.tls.caBundle (not .Values.tls.existingSecret) -}}
+{{- fail "tls.caBundle without tls.existingSecret: countersign in this cluster would serve no certificate of that CA; give tls.existingSecret too, or leave tls.caBundle empty for self-managed certificates" -}}
 {{- end -}}
 {{- end -}}
 {{- end }}
@@ -73,7 +99,7 @@ countersign-tls
 
 {{/*
 One webhook's clientConfig: the Service (or webhook.url) with the webhook's path, and the CA
-bundle unless cert-manager injects it. Called with (dict "root" $ "path" "/validate/…").
+bundle (see countersign.caBundle). Called with (dict "root" $ "path" "/validate/…").
 */}}
 {{- define "countersign.clientConfig" -}}
 {{- $root := .root -}}
@@ -87,8 +113,8 @@ clientConfig:
     path: {{ .path }}
     port: 443
   {{- end }}
-  {{- if and $root.Values.tls.caBundle (not (include "countersign.certManager" $root)) }}
-  caBundle: {{ $root.Values.tls.caBundle | b64enc }}
+  {{- with (include "countersign.caBundle" $root) }}
+  caBundle: {{ . }}
   {{- end }}
 {{- end }}
 

@@ -173,3 +173,40 @@ pub fn metrics() -> Result<String> {
         .output()?;
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
+
+/// A kubeconfig for the test cluster as ServiceAccount countersign of `namespace` (a
+/// TokenRequest token, valid an hour), for a `serve` started by hand; `tag` names the file.
+/// (Used by tests/local_mode.rs and tests/chart_install.rs, not by the integration tests.)
+#[allow(dead_code)]
+pub fn service_account_kubeconfig(namespace: &str, tag: &str) -> Result<std::path::PathBuf> {
+    let cluster = TestCluster::get();
+    let token = cluster.kubectl_output(
+        User::Admin,
+        &[
+            "create",
+            "token",
+            "countersign",
+            "-n",
+            namespace,
+            "--duration=1h",
+        ],
+        None,
+    )?;
+    if !token.status.success() {
+        bail!(
+            "kubectl create token: {}",
+            String::from_utf8_lossy(&token.stderr)
+        );
+    }
+    let view = cluster.kubectl_output(
+        User::Admin,
+        &["config", "view", "--raw", "--minify", "-o", "json"],
+        None,
+    )?;
+    let mut config: serde_json::Value = serde_json::from_slice(&view.stdout)?;
+    config["users"][0]["user"] =
+        serde_json::json!({ "token": String::from_utf8_lossy(&token.stdout).trim() });
+    let path = std::env::temp_dir().join(format!("countersign-{tag}.kubeconfig"));
+    std::fs::write(&path, config.to_string())?;
+    Ok(path)
+}
