@@ -167,13 +167,37 @@ impl Drop for Release {
 }
 
 fn can_i(namespace: &str, verb: &str, resource: &str, in_namespace: Option<&str>) -> Result<bool> {
-    let who = format!("system:serviceaccount:{namespace}:countersign");
-    let mut args = vec!["auth", "can-i", verb, resource, "--as", &who];
-    if let Some(ns) = in_namespace {
-        args.extend(["-n", ns]);
+    let scope = in_namespace.map(|ns| vec!["-n", ns]).unwrap_or_default();
+    support::countersign::service_account_can_i(namespace, verb, resource, &scope)
+}
+
+/// The type and the base64 `ca.crt` of Secret countersign-webhook-tls in `namespace`, once
+/// it exists with a CA bundle.
+fn tls_secret(namespace: &str) -> Result<Option<(String, String)>> {
+    let out = kubectl(
+        User::Admin,
+        &[
+            "get",
+            "secret",
+            "countersign-webhook-tls",
+            "-n",
+            namespace,
+            "-o",
+            "json",
+        ],
+        None,
+    )?;
+    if !out.status.success() {
+        return Ok(None);
     }
-    let out = kubectl(User::Admin, &args, None)?;
-    Ok(String::from_utf8_lossy(&out.stdout).trim() == "yes")
+    let secret: Value = serde_json::from_slice(&out.stdout)?;
+    let ca = secret["data"]["ca.crt"].as_str().unwrap_or_default();
+    Ok((!ca.is_empty()).then(|| {
+        (
+            secret["type"].as_str().unwrap_or_default().to_string(),
+            ca.to_string(),
+        )
+    }))
 }
 
 fn webhook_configurations() -> Result<Vec<Value>> {
@@ -270,36 +294,12 @@ async fn the_installed_chart_gates_under_its_own_rights_and_uninstalls_cleanly()
 
     // It makes its Secret and injects the CA into the chart's configurations; then the API
     // server calls it (the audit webhook refuses the admin's AuditEntry).
-    let secret = until(
+    let (secret_type, ca) = until(
         "the Secret countersign-webhook-tls",
         Duration::from_secs(60),
-        || {
-            let out = kubectl(
-                User::Admin,
-                &[
-                    "get",
-                    "secret",
-                    "countersign-webhook-tls",
-                    "-n",
-                    &namespace,
-                    "-o",
-                    "json",
-                ],
-                None,
-            )?;
-            Ok(if out.status.success() {
-                Ok(serde_json::from_slice::<Value>(&out.stdout)?)
-            } else {
-                Err(format!("{}\n{}", text(&out), serve.log_text()))
-            })
-        },
+        || Ok(tls_secret(&namespace)?.ok_or_else(|| serve.log_text())),
     )?;
-    assert_eq!(secret["type"], "kubernetes.io/tls");
-    let ca = secret["data"]["ca.crt"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    ensure!(!ca.is_empty(), "a CA bundle: {secret}");
+    assert_eq!(secret_type, "kubernetes.io/tls");
     injected_until(&ca, &serve)?;
     let probe = json!({
         "apiVersion": "countersign.dev/v1alpha1", "kind": "AuditEntry",
@@ -486,29 +486,16 @@ async fn the_installed_chart_gates_under_its_own_rights_and_uninstalls_cleanly()
         None,
     )?;
     ensure!(deleted.status.success(), "{}", text(&deleted));
-    let renewed = until("a new Secret", Duration::from_secs(60), || {
-        let out = kubectl(
-            User::Admin,
-            &[
-                "get",
-                "secret",
-                "countersign-webhook-tls",
-                "-n",
-                &namespace,
-                "-o",
-                "jsonpath={.data.ca\\.crt}",
-            ],
-            None,
-        )?;
-        let bundle = String::from_utf8_lossy(&out.stdout).to_string();
-        Ok(
-            if out.status.success() && !bundle.is_empty() && bundle != ca {
-                Ok(bundle)
-            } else {
-                Err(text(&out))
-            },
-        )
-    })?;
+    let renewed = until(
+        "a new Secret with a new CA",
+        Duration::from_secs(60),
+        || {
+            Ok(match tls_secret(&namespace)? {
+                Some((_, bundle)) if bundle != ca => Ok(bundle),
+                other => Err(format!("{other:?}")),
+            })
+        },
+    )?;
     injected_until(&renewed, &serve)?;
     webhook_answers_until(&probe)?;
 

@@ -1444,19 +1444,7 @@ fn patch_validating_configuration(patch: &Value) -> Result<()> {
 
 /// May countersign's ServiceAccount do `verb` on `resource` (in any namespace)?
 fn can_i(verb: &str, resource: &str) -> Result<bool> {
-    let out = kubectl(
-        User::Admin,
-        &[
-            "auth",
-            "can-i",
-            verb,
-            resource,
-            "-A",
-            "--as=system:serviceaccount:countersign-system:countersign",
-        ],
-        None,
-    )?;
-    Ok(String::from_utf8_lossy(&out.stdout).trim() == "yes")
+    support::countersign::service_account_can_i("countersign-system", verb, resource, &["-A"])
 }
 
 /// The API server never sends webhook configurations to a webhook, so the operator watches

@@ -52,9 +52,8 @@ pub async fn run(args: &AuditArgs) -> Result<(), CliError> {
             }
         })
         .collect();
-    let entries = sorted_entries(&entries);
     if args.output != ShowFormat::Text {
-        return print_object(args.output, &list_of(&entries));
+        return print_object(args.output, &list_of(&sorted_entries(&entries)));
     }
     if entries.is_empty() {
         println!("No audit entries.");

@@ -19,7 +19,7 @@ use super::output::{self, OutputFormat};
 use super::{junit, manifest_set};
 use crate::api::{ApprovalPolicy, DeploymentApproval, GROUP, Operation, UserInfo, VERSION};
 use crate::core::chain::RoleBindingSnapshot;
-use crate::core::change::{group_kind, is_workload_kind};
+use crate::core::change::{group_kind, is_workload};
 use crate::core::decision::{DecisionInput, ValidateOnTheSpot, decide};
 use crate::core::policy::{ChangeRequest, selects_namespaces_by_label};
 use crate::core::validation::{validate_chain_snapshot, validate_policy};
@@ -277,10 +277,7 @@ fn judge_set(args: &CheckArgs, setting: &Setting) -> Result<Vec<Judged>, CliErro
                 .to_string();
             Ok((group, kind, namespace, name))
         };
-    let workload = |located: &manifest_set::Located| {
-        let (group, kind) = group_kind(&located.object);
-        is_workload_kind(&group, &kind)
-    };
+    let workload = |located: &manifest_set::Located| is_workload(&located.object);
     let mut olds = BTreeMap::new();
     if let Some(path) = &args.old_object {
         for located in manifest_set::load(path)?.into_iter().filter(workload) {
@@ -350,11 +347,10 @@ fn judge(
         validations: &ValidateOnTheSpot,
     });
     let summary = decision.summary(&request);
-    let text = output::render(&decision, object, &summary, OutputFormat::Text)
-        .map_err(|e| CliError::Output(format!("cannot render the result: {e}")))?;
+    let report = output::report(&decision, object, &summary);
     Ok(Judged {
-        report: output::report(&decision, object, &summary),
-        text,
+        text: output::text(&decision, &report),
+        report,
     })
 }
 

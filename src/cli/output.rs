@@ -136,21 +136,6 @@ pub fn report(decision: &Decision, object: &Value, summary: &ChangeSummary) -> C
     }
 }
 
-/// The report as `format`, ending in a newline.
-pub fn render(
-    decision: &Decision,
-    object: &Value,
-    summary: &ChangeSummary,
-    format: OutputFormat,
-) -> Result<String, serde_json::Error> {
-    let report = report(decision, object, summary);
-    Ok(match format {
-        OutputFormat::Json => format!("{}\n", serde_json::to_string_pretty(&report)?),
-        OutputFormat::Junit => super::junit::suite(&[&report]),
-        OutputFormat::Text => text(decision, &report),
-    })
-}
-
 fn headline(decision: &Decision) -> &'static str {
     match &decision.verdict {
         Verdict::Allowed(_) if decision.break_glass.is_some() => "ALLOWED (break-glass)",
@@ -168,7 +153,8 @@ fn headline(decision: &Decision) -> &'static str {
     }
 }
 
-fn text(decision: &Decision, report: &CheckReport) -> String {
+/// The report as a person reads it, ending in a newline.
+pub fn text(decision: &Decision, report: &CheckReport) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{}: {}", headline(decision), report.change.target);
     for reason in &report.reasons {

@@ -20,6 +20,7 @@ use super::cluster::{ClusterArgs, connect};
 use super::input::InputError;
 use super::show::{ShowFormat, list_of, print_object};
 use crate::api::DeploymentApproval;
+use crate::core::change::object_ref;
 use crate::core::proposal::{PROPOSAL_CAUSE, ProposedRequest, RequestProposal};
 
 #[derive(Debug, clap::Args)]
@@ -55,7 +56,7 @@ pub async fn run(args: &RequestArgs) -> Result<(), CliError> {
     let mut opened = Vec::new();
     let mut refusals = Vec::new();
     for object in objects {
-        let what = describe(&object);
+        let what = object_ref(&object);
         match request_one(&cluster.client, &cluster.namespace, object, args.again).await {
             Ok(outcome) => {
                 if args.output == ShowFormat::Text {
@@ -100,20 +101,6 @@ fn read_objects(file: &Path) -> Result<Vec<Value>, CliError> {
         return Err(InputError::new(file, None, "no objects in it").into());
     }
     Ok(objects)
-}
-
-/// `Deployment shop/web`.
-fn describe(object: &Value) -> String {
-    let text = |pointer: &str| {
-        object
-            .pointer(pointer)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-    };
-    match text("/metadata/namespace") {
-        "" => format!("{} {}", text("/kind"), text("/metadata/name")),
-        namespace => format!("{} {namespace}/{}", text("/kind"), text("/metadata/name")),
-    }
 }
 
 async fn request_one(

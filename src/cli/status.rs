@@ -36,8 +36,8 @@ pub async fn run(args: &StatusArgs) -> Result<(), CliError> {
         ShowFormat::Text => {
             print!("{}", status_text(&approval, Timestamp::now()));
             // Who is asking, as the API server says, and whether their approval counts now.
-            let you = whoami(&cluster.client).await?;
             if phase(&approval) == ApprovalPhase::Pending {
+                let you = whoami(&cluster.client).await?;
                 let verdict = if may_approve(&cluster.client, &approval).await? {
                     format!(
                         "you may approve it now: kubectl countersign approve {} -n {}",

@@ -587,14 +587,12 @@ fn approval_verdict(
                 ),
             ];
             let mut verdict = requirement(ApprovalPhase::Rejected, chain);
-            if let (Verdict::ApprovalRequired(rejected), (Verdict::ApprovalRequired(fresh), _)) =
-                (&mut verdict, new_request(input, policy, digest, Vec::new()))
+            // Only a dry run hands the fresh request out (`core::proposal`): a real attempt
+            // is not charged for making one.
+            if request.dry_run
+                && let Verdict::ApprovalRequired(rejected) = &mut verdict
             {
-                let fresh = *fresh;
-                rejected.again = fresh.create.map(|spec| FreshRequest {
-                    name: fresh.approval_name,
-                    spec,
-                });
+                rejected.again = Some(fresh_request(input, policy, digest));
             }
             (verdict, reasons)
         }
@@ -643,12 +641,8 @@ fn new_request(
     let request = &input.request;
     let name = policy_name(policy);
     let settings = policy.spec.approval.clone().unwrap_or_default();
-    let approval_name = fresh_approval_name(
-        object_name(request.object),
-        digest,
-        request.namespace,
-        input.approvals,
-    );
+    let fresh = fresh_request(input, policy, digest);
+    let approval_name = fresh.name;
     let chain = ApprovalChain {
         settings: &settings,
         requester: request.requester,
@@ -657,7 +651,59 @@ fn new_request(
         requested_at: input.now,
     }
     .evaluate(&[], input.now);
-    let create = Some(DeploymentApprovalSpec {
+    let create = Some(fresh.spec);
+    let how = if request.dry_run {
+        "dry run, none created".to_string()
+    } else {
+        format!("requested as {}/{approval_name}", request.namespace)
+    };
+    let mut reasons = vec![if notes.is_empty() {
+        format!(
+            "approval required by policy {name}: no DeploymentApproval for this change yet ({how})"
+        )
+    } else {
+        format!(
+            "approval required by policy {name}: a fresh request for this change is needed ({how})"
+        )
+    }];
+    reasons.extend(notes);
+    reasons.push(describe_progress(&chain));
+    reasons.extend(stuck_reason(&chain));
+    reasons.push(format!(
+        "approve with: kubectl countersign approve {approval_name} -n {}",
+        request.namespace
+    ));
+    (
+        Verdict::ApprovalRequired(Box::new(ApprovalRequirement {
+            policy: name.to_string(),
+            approval_name,
+            existing: false,
+            phase: ApprovalPhase::Pending,
+            chain,
+            create,
+            again: None,
+        })),
+        reasons,
+    )
+}
+
+/// The request a change would open under `policy`: a name no approval has yet, and the
+/// spec (target, change, the policy's chain as it stands, no reviews).
+fn fresh_request(
+    input: &DecisionInput,
+    policy: &ApprovalPolicy,
+    digest: &ChangeDigest,
+) -> FreshRequest {
+    let request = &input.request;
+    let name = policy_name(policy);
+    let settings = policy.spec.approval.clone().unwrap_or_default();
+    let approval_name = fresh_approval_name(
+        object_name(request.object),
+        digest,
+        request.namespace,
+        input.approvals,
+    );
+    let spec = DeploymentApprovalSpec {
         target: ApprovalTarget {
             api_version: request
                 .object
@@ -693,40 +739,11 @@ fn new_request(
             grant: policy.spec.grant.clone(),
         },
         reviews: Vec::new(),
-    });
-    let how = if request.dry_run {
-        "dry run, none created".to_string()
-    } else {
-        format!("requested as {}/{approval_name}", request.namespace)
     };
-    let mut reasons = vec![if notes.is_empty() {
-        format!(
-            "approval required by policy {name}: no DeploymentApproval for this change yet ({how})"
-        )
-    } else {
-        format!(
-            "approval required by policy {name}: a fresh request for this change is needed ({how})"
-        )
-    }];
-    reasons.extend(notes);
-    reasons.push(describe_progress(&chain));
-    reasons.extend(stuck_reason(&chain));
-    reasons.push(format!(
-        "approve with: kubectl countersign approve {approval_name} -n {}",
-        request.namespace
-    ));
-    (
-        Verdict::ApprovalRequired(Box::new(ApprovalRequirement {
-            policy: name.to_string(),
-            approval_name,
-            existing: false,
-            phase: ApprovalPhase::Pending,
-            chain,
-            create,
-            again: None,
-        })),
-        reasons,
-    )
+    FreshRequest {
+        name: approval_name,
+        spec,
+    }
 }
 
 /// Where an approval stands at `now`. The chain is always recomputed from the reviews; the

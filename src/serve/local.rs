@@ -2,6 +2,7 @@
 //! run as countersign's ServiceAccount, bound to the same least-privilege roles the chart
 //! ships, so every test exercises the real RBAC.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,10 +17,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{AuthInfo, KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Resource, ResourceExt};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::certificates::{IssueError, issue_ca, issue_serving};
 use super::token;
 use crate::install::webhooks::{Endpoint, mutating_configuration, validating_configuration};
 use crate::install::{SERVICE_ACCOUNT, rbac};
@@ -180,31 +181,14 @@ fn private_dir() -> Result<PathBuf, LocalError> {
 
 /// A CA and a serving certificate for the listen address, written to `dir`.
 fn make_certificates(dir: &Path, listen: SocketAddr) -> Result<(TlsFiles, String), LocalError> {
-    let failed = |e: rcgen::Error| LocalError::Certificates(e.to_string());
-    let ca_key = KeyPair::generate().map_err(failed)?;
-    let mut ca_params = CertificateParams::default();
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "countersign local CA");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca = ca_params.self_signed(&ca_key).map_err(failed)?;
-
-    let key = KeyPair::generate().map_err(failed)?;
-    let mut params = CertificateParams::default();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "countersign");
-    params.subject_alt_names = vec![SanType::IpAddress(listen.ip())];
+    let failed = |e: IssueError| LocalError::Certificates(e.to_string());
+    let now = jiff::Timestamp::now();
+    let (ca_pem, ca_key) = issue_ca("countersign local CA", now).map_err(failed)?;
+    let mut names = BTreeSet::from([listen.ip().to_string()]);
     if listen.ip().is_loopback() {
-        params
-            .subject_alt_names
-            .push(SanType::DnsName("localhost".try_into().map_err(failed)?));
+        names.insert("localhost".into());
     }
-    let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
-    let cert = params.signed_by(&key, &issuer).map_err(failed)?;
-
-    let ca_pem = ca.pem();
+    let (cert, key) = issue_serving(&ca_pem, &ca_key, &names, now).map_err(failed)?;
     let tls = TlsFiles {
         cert_path: dir.join("tls.crt"),
         key_path: dir.join("tls.key"),
@@ -212,12 +196,12 @@ fn make_certificates(dir: &Path, listen: SocketAddr) -> Result<(TlsFiles, String
     let write = |path: &Path, text: &str| {
         std::fs::write(path, text).map_err(|e| LocalError::Io(format!("{}: {e}", path.display())))
     };
-    write(&tls.cert_path, &cert.pem())?;
-    write(&tls.key_path, &key.serialize_pem())?;
+    write(&tls.cert_path, &cert)?;
+    write(&tls.key_path, &key)?;
     write(&dir.join("ca.crt"), &ca_pem)?;
     // Kept (in the private directory, for the life of the process) so a developer or a test
     // can rotate the serving certificate the way cert-manager would, under the same CA.
-    write(&dir.join("ca.key"), &ca_key.serialize_pem())?;
+    write(&dir.join("ca.key"), &ca_key)?;
     Ok((tls, ca_pem))
 }
 

@@ -2,6 +2,7 @@
 //! operator) in one process. Local mode (`--local`) installs itself into a development
 //! cluster first and removes its webhook configurations on exit.
 
+mod certificates;
 pub mod local;
 pub mod self_managed_tls;
 mod token;

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine as _;
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
@@ -22,10 +22,7 @@ use k8s_openapi::api::admissionregistration::v1::{
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, PublicKeyData, SanType,
-};
+use rcgen::{KeyPair, PublicKeyData};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use tokio::sync::watch;
@@ -33,11 +30,9 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::FromDer;
 
+use super::certificates::{IssueError, issue_ca, issue_serving};
 use crate::approval_status::FIELD_MANAGER;
-use crate::core::serving_tls::{
-    BACKDATE, BundledCa, Found, IssuedBy, Plan, SERVING_LIFETIME, SIGNER_LIFETIME, ServingFound,
-    Validity, plan,
-};
+use crate::core::serving_tls::{BundledCa, Found, IssuedBy, Plan, ServingFound, Validity, plan};
 use crate::install::webhooks::CONFIGURATION_NAME;
 use crate::webhook::server::TlsFiles;
 
@@ -79,9 +74,7 @@ enum RoundError {
     #[error("writing the Secret {SECRET_NAME}: {0}")]
     Write(#[source] kube::Error),
     #[error("issuing a certificate: {0}")]
-    Issue(#[from] rcgen::Error),
-    #[error("a validity time out of range: {0}")]
-    Time(String),
+    Issue(#[from] IssueError),
     #[error("writing {}: {source}", path.display())]
     File {
         path: PathBuf,
@@ -152,22 +145,28 @@ impl SelfManagedTls {
             .map_err(RoundError::Read)?;
         let mut material = secret.as_ref().map(Material::of).unwrap_or_default();
         if leading {
-            let published = self.published_bundles().await?;
-            let inspected = inspect(&material, &published);
-            let plan = plan(&inspected.found, &self.names, Timestamp::now());
-            if plan.waiting_for_publication {
+            let now = Timestamp::now();
+            let mut inspected = inspect(&material, &[]);
+            let mut planned = plan(&inspected.found, &self.names, now);
+            if planned.waiting_for_publication {
+                // Only a move to a new CA depends on what the configurations carry, so they
+                // are read only then.
+                inspected = inspect(&material, &self.published_bundles().await?);
+                planned = plan(&inspected.found, &self.names, now);
+            }
+            if planned.waiting_for_publication {
                 tracing::info!(
                     "the serving certificate waits for the new CA to reach the webhook configurations"
                 );
             }
-            if plan.writes() {
-                let next = renew(&material, &inspected, &plan, &self.names, Timestamp::now())?;
+            if planned.writes() {
+                let next = renew(&material, &inspected, &planned, &self.names, now)?;
                 write_secret(secrets, secret.as_ref(), &next).await?;
                 tracing::info!(
                     secret = SECRET_NAME,
-                    new_ca = plan.new_signer,
-                    new_serving_certificate = plan.new_serving,
-                    reasons = %plan.reasons.join("; "),
+                    new_ca = planned.new_signer,
+                    new_serving_certificate = planned.new_serving,
+                    reasons = %planned.reasons.join("; "),
                     "self-managed certificates renewed"
                 );
                 material = next;
@@ -361,7 +360,7 @@ fn renew(
     now: Timestamp,
 ) -> Result<Material, RoundError> {
     let (signer_crt, signer_key) = if plan.new_signer {
-        issue_signer(now)?
+        issue_ca(&format!("countersign webhook CA {}", now.as_second()), now)?
     } else {
         (material.signer_crt.clone(), material.signer_key.clone())
     };
@@ -385,77 +384,6 @@ fn renew(
         signer_crt,
         signer_key,
     })
-}
-
-/// A new CA: (certificate, key) as PEM.
-fn issue_signer(now: Timestamp) -> Result<(String, String), RoundError> {
-    let key = KeyPair::generate()?;
-    let mut params = CertificateParams::default();
-    params.distinguished_name.push(
-        DnType::CommonName,
-        format!("countersign webhook CA {}", now.as_second()),
-    );
-    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    valid_for(&mut params, now, SIGNER_LIFETIME)?;
-    let cert = params.self_signed(&key)?;
-    Ok((cert.pem(), key.serialize_pem()))
-}
-
-/// A serving certificate for `names` issued by the CA: (certificate, key) as PEM.
-fn issue_serving(
-    signer_crt: &str,
-    signer_key: &str,
-    names: &BTreeSet<String>,
-    now: Timestamp,
-) -> Result<(String, String), RoundError> {
-    let issuer = Issuer::from_ca_cert_pem(signer_crt, KeyPair::from_pem(signer_key)?)?;
-    let key = KeyPair::generate()?;
-    let mut params = CertificateParams::default();
-    let common_name = names
-        .iter()
-        .find(|n| n.ends_with(".svc"))
-        .or_else(|| names.first())
-        .cloned()
-        .unwrap_or_else(|| "countersign".into());
-    params
-        .distinguished_name
-        .push(DnType::CommonName, common_name);
-    params.subject_alt_names = names
-        .iter()
-        .map(|name| match name.parse::<IpAddr>() {
-            Ok(ip) => Ok(SanType::IpAddress(ip)),
-            Err(_) => Ok(SanType::DnsName(name.as_str().try_into()?)),
-        })
-        .collect::<Result<_, rcgen::Error>>()?;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    valid_for(&mut params, now, SERVING_LIFETIME)?;
-    let cert = params.signed_by(&key, &issuer)?;
-    Ok((cert.pem(), key.serialize_pem()))
-}
-
-/// From `BACKDATE` before `now` for `life`.
-fn valid_for(
-    params: &mut CertificateParams,
-    now: Timestamp,
-    life: SignedDuration,
-) -> Result<(), RoundError> {
-    let at = |t: Timestamp| {
-        time::OffsetDateTime::from_unix_timestamp(t.as_second())
-            .map_err(|_| RoundError::Time(t.to_string()))
-    };
-    let start = now.checked_sub(BACKDATE).unwrap_or(now);
-    let end = start
-        .checked_add(life)
-        .map_err(|_| RoundError::Time(format!("{start} + {life}")))?;
-    params.not_before = at(start)?;
-    params.not_after = at(end)?;
-    Ok(())
 }
 
 /// Create the Secret, or replace it at the resourceVersion read (409 when another replica
@@ -586,7 +514,8 @@ fn pem(der: &CertificateDer<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::serving_tls::service_names;
+    use crate::core::serving_tls::{SERVING_LIFETIME, service_names};
+    use jiff::SignedDuration;
 
     fn now() -> Timestamp {
         Timestamp::from_second(1_800_000_000).expect("in range")

@@ -15,5 +15,6 @@ mod leader;
 mod notifications;
 mod policy_audit;
 mod rollout;
+mod self_managed_tls;
 mod ways_around;
 mod workloads;

@@ -210,3 +210,20 @@ pub fn service_account_kubeconfig(namespace: &str, tag: &str) -> Result<std::pat
     std::fs::write(&path, config.to_string())?;
     Ok(path)
 }
+
+/// Whether ServiceAccount countersign of `namespace` may `verb` `resource` (`scope`: `-n NS`,
+/// `-A`, or nothing for the cluster scope), asked by the admin with `kubectl auth can-i --as`.
+/// (Used by tests/local_mode.rs and tests/chart_install.rs, not by the integration tests.)
+#[allow(dead_code)]
+pub fn service_account_can_i(
+    namespace: &str,
+    verb: &str,
+    resource: &str,
+    scope: &[&str],
+) -> Result<bool> {
+    let who = format!("--as=system:serviceaccount:{namespace}:countersign");
+    let mut args = vec!["auth", "can-i", verb, resource, &who];
+    args.extend_from_slice(scope);
+    let out = TestCluster::get().kubectl_output(User::Admin, &args, None)?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim() == "yes")
+}
