@@ -18,6 +18,9 @@ pub const INSTALL_NAMESPACE: &str = "countersign-system";
 #[derive(Debug)]
 pub struct Countersign {
     pub port: u16,
+    /// The SIGTERM-on-EOF wrapper's process; `serve` is its only child.
+    #[allow(dead_code)] // read by the apiserver benchmark only
+    wrapper: u32,
 }
 
 static SERVE: OnceLock<Result<Countersign, String>> = OnceLock::new();
@@ -36,6 +39,19 @@ impl Countersign {
             Ok(serve) => serve,
             Err(reason) => panic!("countersign serve --local did not start: {reason}"),
         }
+    }
+
+    /// The process id of `serve` itself (for its memory and CPU time).
+    #[allow(dead_code)] // used by the apiserver benchmark only
+    pub fn serve_pid(&self) -> Result<u32> {
+        let path = format!("/proc/{0}/task/{0}/children", self.wrapper);
+        let children = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        children
+            .split_whitespace()
+            .next()
+            .context("the wrapper has no child: serve is not running")?
+            .parse()
+            .context("a process id in /proc is not a number")
     }
 
     fn start() -> Result<Countersign> {
@@ -66,7 +82,10 @@ impl Countersign {
             )?;
             if String::from_utf8_lossy(&probe.stderr).contains("written by countersign only") {
                 grant_approvers(cluster)?;
-                return Ok(Countersign { port });
+                return Ok(Countersign {
+                    port,
+                    wrapper: child.id(),
+                });
             }
             if started.elapsed() > Duration::from_secs(120) {
                 bail!("not serving after 2 minutes; see {}", log.display());
