@@ -14,11 +14,10 @@ use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::Api;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::support::countersign::free_port;
-use crate::support::crds::{FIELD_MANAGER, apply_crds};
+use crate::support::crds::{FIELD_MANAGER, apply_crds, read_yaml_documents};
 use crate::support::{TestCluster, User};
 
 /// Kyverno's install namespace (the release's default).
@@ -67,7 +66,8 @@ impl Kyverno {
             .trim()
             .to_string();
         apply_crds(admin, &dir.join("crds")).await?;
-        let release = release_documents(&dir.join("install.yaml"))?;
+        // The directory's one YAML file is the release manifest (the CRDs are in crds/).
+        let release = read_yaml_documents(&dir)?;
         install_namespace_and_config(admin, &release).await?;
         // A previous run that was killed leaves its configurations (some fail closed).
         remove_webhook_configurations(cluster)?;
@@ -276,20 +276,6 @@ fn build() -> Result<PathBuf> {
     );
     let dir = String::from_utf8(output.stdout)?;
     Ok(PathBuf::from(dir.trim()))
-}
-
-fn release_documents(path: &Path) -> Result<Vec<Value>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut documents = Vec::new();
-    for document in yaml_serde::Deserializer::from_str(&text) {
-        let value =
-            Value::deserialize(document).with_context(|| format!("parsing {}", path.display()))?;
-        if !value.is_null() {
-            documents.push(value);
-        }
-    }
-    Ok(documents)
 }
 
 /// The namespace and the two ConfigMaps (resource filters, webhook namespace selector,
