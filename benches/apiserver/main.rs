@@ -335,7 +335,23 @@ async fn fill_approvals(count: usize) -> Result<TestNamespace> {
                 approval["metadata"]["name"] = json!(format!("app-{i}-93cfa25d"));
                 approval["spec"]["target"]["name"] = json!(format!("app-{i}"));
                 let approval: DeploymentApproval = serde_json::from_value(approval)?;
-                api.create(&PostParams::default(), &approval).await?;
+                // The API server drops a connection now and then under this load; an
+                // answer it gave (such as a conflict) is not retried.
+                let mut attempts = 0;
+                loop {
+                    match api.create(&PostParams::default(), &approval).await {
+                        Ok(_) => break,
+                        Err(kube::Error::Api(status)) => {
+                            anyhow::bail!("creating an approval: {status}")
+                        }
+                        Err(error) if attempts < 5 => {
+                            attempts += 1;
+                            eprintln!("creating an approval failed ({error}); retrying");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                        Err(error) => return Err(error.into()),
+                    }
+                }
             }
             anyhow::Ok(())
         }));
