@@ -312,12 +312,11 @@ fn lints_strictly() {
     }
 }
 
-#[test]
-fn the_default_install_keeps_its_own_certificates() {
-    let rendered = Rendered::of(NAMESPACE, &[]);
-    assert!(rendered.all("Certificate").is_empty() && rendered.all("Issuer").is_empty());
+/// countersign's two webhook configurations for the chart's Service, with no CA bundle (the
+/// renders where something else fills it in), each with its kind.
+fn service_configurations_without_ca() -> [(&'static str, Value); 2] {
     let endpoint = service_endpoint(NAMESPACE);
-    for (kind, expected) in [
+    [
         (
             "ValidatingWebhookConfiguration",
             to_json(&validating_configuration(&endpoint, b"", NAMESPACE)),
@@ -326,7 +325,14 @@ fn the_default_install_keeps_its_own_certificates() {
             "MutatingWebhookConfiguration",
             to_json(&mutating_configuration(&endpoint, b"", NAMESPACE)),
         ),
-    ] {
+    ]
+}
+
+#[test]
+fn the_default_install_keeps_its_own_certificates() {
+    let rendered = Rendered::of(NAMESPACE, &[]);
+    assert!(rendered.all("Certificate").is_empty() && rendered.all("Issuer").is_empty());
+    for (kind, expected) in service_configurations_without_ca() {
         let configuration = rendered.get(kind, CONFIGURATION_NAME);
         assert!(
             configuration["metadata"].get("annotations").is_none(),
@@ -410,17 +416,7 @@ fn a_cert_manager_install_gets_its_certificate_from_cert_manager() {
         "countersign-ca"
     );
 
-    let endpoint = service_endpoint(NAMESPACE);
-    for (kind, expected) in [
-        (
-            "ValidatingWebhookConfiguration",
-            to_json(&validating_configuration(&endpoint, b"", NAMESPACE)),
-        ),
-        (
-            "MutatingWebhookConfiguration",
-            to_json(&mutating_configuration(&endpoint, b"", NAMESPACE)),
-        ),
-    ] {
+    for (kind, expected) in service_configurations_without_ca() {
         let configuration = rendered.get(kind, CONFIGURATION_NAME);
         assert_eq!(
             configuration["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],

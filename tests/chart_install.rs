@@ -17,26 +17,19 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 
 use support::countersign::free_port;
+use support::flow::text;
 use support::namespace::unique_name;
 use support::{TestCluster, TestNamespace, User};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn kubectl(user: User, args: &[&str], stdin: Option<&Value>) -> Result<Output> {
@@ -46,19 +39,8 @@ fn kubectl(user: User, args: &[&str], stdin: Option<&Value>) -> Result<Output> {
 
 /// `kubectl` with another kubeconfig (countersign's own identity).
 fn kubectl_as(kubeconfig: &Path, args: &[&str], stdin: Option<&Value>) -> Result<Output> {
-    use std::io::Write;
-    let mut child = Command::new(TestCluster::get().kubectl_binary())
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(input.to_string().as_bytes())?;
-    }
-    Ok(child.wait_with_output()?)
+    let input = stdin.map(Value::to_string);
+    TestCluster::get().kubectl_with(kubeconfig, args, input.as_deref().map(str::as_bytes))
 }
 
 fn helm(args: &[&str]) -> Result<Output> {
@@ -445,19 +427,7 @@ async fn the_installed_chart_gates_under_its_own_rights_and_uninstalls_cleanly()
     // with a new CA that reaches both configurations, and the webhook answers again.
     let swapped = json!([{ "op": "replace", "path": "/webhooks/0/clientConfig/caBundle",
         "value": "bm90IG91ciBDQQ==" }]);
-    let out = kubectl(
-        User::Admin,
-        &[
-            "patch",
-            "validatingwebhookconfiguration",
-            "countersign",
-            "--type=json",
-            "-p",
-            &swapped.to_string(),
-        ],
-        None,
-    )?;
-    ensure!(out.status.success(), "{}", text(&out));
+    support::webhook::patch_countersign_configuration(&swapped)?;
     injected_until(&ca, &serve)?;
     let restored = kubectl(
         User::Admin,

@@ -21,6 +21,7 @@ use kube::Api;
 use serde_json::{Value, json};
 
 use support::countersign::free_port;
+use support::flow::text;
 use support::{TestCluster, TestNamespace, User};
 
 /// One `serve --local` at a time: they share the configuration names.
@@ -133,14 +134,6 @@ fn signal(pid: u32, name: &str) -> Result<()> {
 fn kubectl(user: User, args: &[&str], stdin: Option<&Value>) -> Result<Output> {
     let input = stdin.map(Value::to_string);
     TestCluster::get().kubectl_output(user, args, input.as_deref().map(str::as_bytes))
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 async fn configurations() -> Result<(
@@ -1424,24 +1417,6 @@ fn validating_intact_until(port: u16, value: u8) -> Result<()> {
     }
 }
 
-/// A JSON patch of the ValidatingWebhookConfiguration `countersign`, as the cluster admin.
-fn patch_validating_configuration(patch: &Value) -> Result<()> {
-    let out = kubectl(
-        User::Admin,
-        &[
-            "patch",
-            "validatingwebhookconfiguration",
-            "countersign",
-            "--type=json",
-            "-p",
-            &patch.to_string(),
-        ],
-        None,
-    )?;
-    ensure!(out.status.success(), "{}", text(&out));
-    Ok(())
-}
-
 /// May countersign's ServiceAccount do `verb` on `resource` (in any namespace)?
 fn can_i(verb: &str, resource: &str) -> Result<bool> {
     support::countersign::service_account_can_i("countersign-system", verb, resource, &["-A"])
@@ -1466,7 +1441,7 @@ async fn a_changed_or_deleted_webhook_configuration_is_audited() -> Result<()> {
     // The workloads webhook (the first) fails open.
     let patch =
         json!([{ "op": "replace", "path": "/webhooks/0/failurePolicy", "value": "Ignore" }]);
-    patch_validating_configuration(&patch)?;
+    support::webhook::patch_countersign_configuration(&patch)?;
     let (_, kind, actor, reason) = configuration_entry_until("changed entry", &before, |e| {
         e.0 == "WebhookConfigurationChanged"
     })
@@ -1560,7 +1535,7 @@ async fn with_restore_a_loosened_or_deleted_webhook_configuration_is_put_back() 
     // Objects labelled skip=yes no longer reach the workloads webhook.
     let patch = json!([{ "op": "add", "path": "/webhooks/0/objectSelector",
         "value": { "matchExpressions": [{ "key": "skip", "operator": "NotIn", "values": ["yes"] }] } }]);
-    patch_validating_configuration(&patch)?;
+    support::webhook::patch_countersign_configuration(&patch)?;
     let (_, _, _, reason) = configuration_entry_until("changed entry", &before, |e| {
         e.0 == "WebhookConfigurationChanged"
     })

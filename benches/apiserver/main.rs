@@ -151,7 +151,6 @@ async fn run() -> Result<()> {
         switch.to(&admin, &dave, &kyverno, Setup::Bare).await?;
         clean(&admin, ns.name()).await?;
     }
-    results.finish();
     for (used, (_, pid)) in uses.iter_mut().zip(pids) {
         (used.resident_mib, used.peak_resident_mib) = memory_mib(pid)?;
     }

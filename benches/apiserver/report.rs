@@ -14,29 +14,21 @@ pub const CLIENTS: [usize; 3] = [1, 10, 50];
 /// One setup, number of clients and kind of write.
 pub type Key = (Setup, usize, Write, Path);
 
-/// Every latency of one key, over all measured rounds.
+/// Every latency of one key, over all measured rounds, in ascending order.
 #[derive(Default)]
 pub struct Cell {
     latencies: Vec<Duration>,
     wall: Duration,
-    sorted: bool,
 }
 
 impl Cell {
     fn add(&mut self, phase: Phase) {
         self.latencies.extend(phase.latencies);
+        self.latencies.sort();
         self.wall += phase.wall;
-        self.sorted = false;
     }
 
-    fn sort(&mut self) {
-        if !self.sorted {
-            self.latencies.sort();
-            self.sorted = true;
-        }
-    }
-
-    /// The `q` quantile (nearest rank) in milliseconds; the cell must be sorted.
+    /// The `q` quantile (nearest rank) in milliseconds.
     pub fn quantile_ms(&self, q: f64) -> f64 {
         let rank =
             ((self.latencies.len() as f64 * q).ceil() as usize).clamp(1, self.latencies.len());
@@ -75,15 +67,8 @@ impl Results {
         self.cells.entry(key).or_default().add(phase);
     }
 
-    /// Sorts every cell for the quantiles.
-    pub fn finish(&mut self) {
-        self.cells.values_mut().for_each(Cell::sort);
-    }
-
     pub fn cell(&self, key: Key) -> Option<&Cell> {
-        self.cells
-            .get(&key)
-            .filter(|c| c.sorted && !c.latencies.is_empty())
+        self.cells.get(&key).filter(|c| !c.latencies.is_empty())
     }
 
     /// Latency quantiles and throughput of every setup, one row per clients and kind.

@@ -277,20 +277,7 @@ impl TokenKubeconfig {
 
     /// `kubectl` with only the token.
     fn kubectl(&self, args: &[&str], stdin: Option<&[u8]>) -> Result<Output> {
-        use std::io::Write;
-        use std::process::{Command, Stdio};
-        let mut child = Command::new(TestCluster::get().kubectl_binary())
-            .arg("--kubeconfig")
-            .arg(&self.path)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            pipe.write_all(input)?;
-        }
-        Ok(child.wait_with_output()?)
+        TestCluster::get().kubectl_with(&self.path, args, stdin)
     }
 }
 

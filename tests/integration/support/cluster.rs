@@ -166,25 +166,23 @@ impl TestCluster {
         args: &[&str],
         stdin: Option<&[u8]>,
     ) -> Result<std::process::Output> {
-        use std::io::Write;
-        use std::process::Stdio;
-        let mut child = self
-            .kubectl(user)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("running kubectl")?;
-        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            pipe.write_all(input)?;
-        }
-        Ok(child.wait_with_output()?)
+        output_with_stdin(self.kubectl(user).args(args), stdin)
     }
 
-    /// The `kubectl` binary, for a command with a kubeconfig of its own.
-    pub fn kubectl_binary(&self) -> &Path {
-        &self.kubectl
+    /// `kubectl` with another kubeconfig (a ServiceAccount's or a token's), and its output.
+    pub fn kubectl_with(
+        &self,
+        kubeconfig: &Path,
+        args: &[&str],
+        stdin: Option<&[u8]>,
+    ) -> Result<std::process::Output> {
+        output_with_stdin(
+            Command::new(&self.kubectl)
+                .arg("--kubeconfig")
+                .arg(kubeconfig)
+                .args(args),
+            stdin,
+        )
     }
 
     /// `kubectl` acting as `user` against this cluster.
@@ -222,4 +220,20 @@ pub fn run(command: &mut Command) -> Result<String> {
         );
     }
     String::from_utf8(output.stdout).context("command output is not UTF-8")
+}
+
+/// Runs `command` with `stdin` written to it, and collects its output.
+fn output_with_stdin(command: &mut Command, stdin: Option<&[u8]>) -> Result<std::process::Output> {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running kubectl")?;
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(input)?;
+    }
+    Ok(child.wait_with_output()?)
 }

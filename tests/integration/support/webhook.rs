@@ -84,3 +84,24 @@ impl Drop for RegisteredWebhook {
         }
     }
 }
+
+/// Applies a JSON Patch to the ValidatingWebhookConfiguration `countersign`, as the
+/// cluster admin (the tests that damage countersign's own configuration).
+/// (Used by tests/local_mode.rs and tests/chart_install.rs, not by the integration tests.)
+#[allow(dead_code)]
+pub fn patch_countersign_configuration(patch: &serde_json::Value) -> Result<()> {
+    let out = TestCluster::get().kubectl_output(
+        User::Admin,
+        &[
+            "patch",
+            "validatingwebhookconfiguration",
+            "countersign",
+            "--type=json",
+            "-p",
+            &patch.to_string(),
+        ],
+        None,
+    )?;
+    anyhow::ensure!(out.status.success(), "{}", super::flow::text(&out));
+    Ok(())
+}
