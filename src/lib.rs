@@ -8,6 +8,8 @@ pub mod api;
 
 pub mod approval_status;
 
+pub mod audit_trail;
+
 pub mod cli;
 
 pub mod core;

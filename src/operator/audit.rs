@@ -1,17 +1,18 @@
-//! Writing the audit trail (SPEC §7): each planned entry is created once under its
-//! deterministic name (an existing one is left alone, so a retry or a restart never writes
-//! a duplicate), and a newly written one is announced by an Event on the object it is
-//! about and, when given, on the request it belongs to.
+//! Writing the audit trail (SPEC §7): each planned entry is written once through the one
+//! writer (`audit_trail`: a retry or a restart finds it and writes no duplicate; an entry
+//! of other content under its name never counts as it), and a newly written one is
+//! announced by an Event on the object it is about and, when given, on the request it
+//! belongs to.
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
-use kube::api::PostParams;
 use kube::runtime::events::{Event, EventType};
 
 use super::{Context, ReconcileError};
 use crate::api::{AuditAction, AuditEntry, AuditEntrySpec};
+use crate::audit_trail::{self, Written};
 use crate::core::audit::PlannedEntry;
+use crate::core::inert;
 
 /// Create the entries that do not exist yet, each with its Events.
 pub async fn record(
@@ -29,22 +30,12 @@ pub async fn record(
         if known {
             continue;
         }
-        let object = AuditEntry {
-            metadata: ObjectMeta {
-                name: Some(entry.name.clone()),
-                namespace: Some(context.install_namespace.clone()),
-                ..ObjectMeta::default()
-            },
-            spec: entry.spec.clone(),
-            status: None,
-        };
-        let created = match api.create(&PostParams::default(), &object).await {
-            Ok(_) => true,
-            Err(kube::Error::Api(status)) if status.code == 409 => false,
-            Err(error) => return Err(ReconcileError::Audit(entry.name, error)),
-        };
-        if created {
-            publish(context, &entry.spec, request.clone()).await;
+        let written =
+            audit_trail::write(&api, &context.install_namespace, &entry.name, &entry.spec)
+                .await
+                .map_err(|e| ReconcileError::Audit(entry.name.clone(), e))?;
+        if let Written::Created(name) = &written {
+            publish(context, &entry.spec, name, request.clone()).await;
         }
         if let Ok(mut written) = context.written.lock() {
             written.insert(entry.name);
@@ -54,9 +45,14 @@ pub async fn record(
 }
 
 /// The Events of one audited step, on its target and on the request.
-async fn publish(context: &Context, spec: &AuditEntrySpec, request: Option<ObjectReference>) {
+async fn publish(
+    context: &Context,
+    spec: &AuditEntrySpec,
+    name: &str,
+    request: Option<ObjectReference>,
+) {
     let note = format!(
-        "{:?} by {}{}",
+        "{:?} by {}{} (AuditEntry {name})",
         spec.action,
         spec.actor.username,
         spec.reason
@@ -75,7 +71,8 @@ async fn publish(context: &Context, spec: &AuditEntrySpec, request: Option<Objec
             _ => EventType::Normal,
         },
         reason: format!("{:?}", spec.action),
-        note: Some(note.chars().take(1000).collect()),
+        // The API server limits an Event's note to 1 KiB; what it quotes is inert.
+        note: Some(inert::bounded(&note, 1000)),
         action: "Audit".into(),
         secondary: None,
     };

@@ -16,9 +16,7 @@ use super::{Context, ReconcileError};
 use crate::api::{AuditEntry, AuditEntryStatus};
 use crate::approval_status::apply_status_of;
 
-/// The label the webhook puts on a break-glass AuditEntry, so this controller watches only
-/// those.
-pub const ACTION_LABEL: &str = "countersign.dev/action";
+use crate::audit_trail::ACTION_LABEL;
 
 /// Run the controller until the future is dropped.
 pub async fn run(context: Arc<Context>) {

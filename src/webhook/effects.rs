@@ -18,8 +18,10 @@ use crate::api::{
     DeploymentApprovalSpec, UserInfo,
 };
 use crate::approval_status::apply_status;
+use crate::audit_trail;
 use crate::core::chain::ChainState;
 use crate::core::decision::BreakGlassUse;
+use crate::core::inert;
 use crate::core::rollout::{ROLLED_OUT_CONDITION, admitted_condition, admitted_rollout};
 
 /// How long one live read or write may take before the webhook gives up and says so.
@@ -38,6 +40,8 @@ pub enum WriteError {
     Timeout(Duration),
     #[error("{0}")]
     Api(#[from] kube::Error),
+    #[error("{0}")]
+    Trail(String),
 }
 
 /// Run `call` under [`CALL_BUDGET`].
@@ -165,21 +169,9 @@ impl Effects {
         now: Timestamp,
     ) -> Result<String, WriteError> {
         let name = break_glass_entry_name(&target, digest, &actor.username);
-        let entry = AuditEntry {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                namespace: Some(self.install_namespace.clone()),
-                // The operator announces these to the policies' sinks.
-                labels: Some(
-                    [(
-                        crate::operator::break_glass::ACTION_LABEL.to_string(),
-                        "BreakGlass".to_string(),
-                    )]
-                    .into(),
-                ),
-                ..ObjectMeta::default()
-            },
-            spec: AuditEntrySpec {
+        self.create_entry(
+            name,
+            AuditEntrySpec {
                 time: Time(now),
                 action: AuditAction::BreakGlass,
                 actor: actor.clone(),
@@ -189,9 +181,8 @@ impl Effects {
                 policy: Some(glass.policies.join(",")),
                 reason: Some(glass.reason.clone()),
             },
-            status: None,
-        };
-        self.create_entry(entry).await
+        )
+        .await
     }
 
     /// Write the AuditEntry of a rollback admitted without approval (SPEC §1.6). Its name
@@ -214,13 +205,9 @@ impl Effects {
             "rollback-{}",
             entry_hash(&target, &[digest, from_version, &actor.username])
         );
-        let entry = AuditEntry {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                namespace: Some(self.install_namespace.clone()),
-                ..ObjectMeta::default()
-            },
-            spec: AuditEntrySpec {
+        self.create_entry(
+            name,
+            AuditEntrySpec {
                 time: Time(now),
                 action: AuditAction::Rollback,
                 actor: actor.clone(),
@@ -232,9 +219,8 @@ impl Effects {
                     "rolled back to the revision last confirmed Deployed by approval {deployed}, without a new approval"
                 )),
             },
-            status: None,
-        };
-        self.create_entry(entry).await
+        )
+        .await
     }
 
     /// Write an AuditEntry the webhook decided on, under its deterministic `name`.
@@ -243,25 +229,18 @@ impl Effects {
         name: String,
         spec: AuditEntrySpec,
     ) -> Result<String, WriteError> {
-        self.create_entry(AuditEntry {
-            metadata: ObjectMeta {
-                name: Some(name),
-                namespace: Some(self.install_namespace.clone()),
-                ..ObjectMeta::default()
-            },
-            spec,
-            status: None,
-        })
-        .await
+        self.create_entry(name, spec).await
     }
 
-    /// Create `entry`; one already there under its deterministic name counts as written.
-    async fn create_entry(&self, entry: AuditEntry) -> Result<String, WriteError> {
-        let name = entry.metadata.name.clone().unwrap_or_default();
+    /// Write the entry planned as `name` through the one writer (`audit_trail`): a retry
+    /// finds it; an entry of other content under that name never counts as this one.
+    async fn create_entry(&self, name: String, spec: AuditEntrySpec) -> Result<String, WriteError> {
         let api: Api<AuditEntry> = Api::namespaced(self.client.clone(), &self.install_namespace);
-        match bounded(api.create(&PostParams::default(), &entry)).await {
-            Ok(_) | Err(WriteError::Conflict(_)) => Ok(name),
-            Err(error) => Err(error),
+        let write = audit_trail::write(&api, &self.install_namespace, &name, &spec);
+        match tokio::time::timeout(CALL_BUDGET, write).await {
+            Err(_) => Err(WriteError::Timeout(CALL_BUDGET)),
+            Ok(Ok(written)) => Ok(written.name().to_string()),
+            Ok(Err(error)) => Err(WriteError::Trail(error.to_string())),
         }
     }
 
@@ -277,8 +256,8 @@ impl Effects {
         let event = Event {
             type_,
             reason: reason.into(),
-            // The API server limits an Event's note to 1 KiB.
-            note: Some(note.chars().take(1000).collect()),
+            // The API server limits an Event's note to 1 KiB; what it quotes is inert.
+            note: Some(inert::bounded(&note, 1000)),
             action: "Admission".into(),
             secondary: None,
         };
