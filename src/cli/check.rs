@@ -219,7 +219,7 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, CliError> {
 
 fn json_text<T: serde::Serialize>(value: &T) -> Result<String, CliError> {
     serde_json::to_string_pretty(value)
-        .map(|text| text + "\n")
+        .map(|text| crate::core::inert::json_output(&text).into_owned() + "\n")
         .map_err(|e| CliError::Output(format!("cannot render the result: {e}")))
 }
 
@@ -401,8 +401,10 @@ fn load_policies(paths: &[PathBuf]) -> Result<Vec<ApprovalPolicy>, CliError> {
                 }
                 for warning in &validation.warnings {
                     eprintln!(
-                        "countersign: warning: {}: policy {name}: {warning}",
-                        file.display()
+                        "countersign: warning: {}: policy {}: {}",
+                        file.display(),
+                        crate::core::inert::text(&name),
+                        crate::core::inert::escaped_lines(warning)
                     );
                 }
                 policies.push(policy);

@@ -85,6 +85,8 @@ mod tests {
                 summary: "image web: a → b".into(),
                 images: vec![],
                 changed_paths: vec![],
+                changes: vec![],
+                risks: vec![],
             },
             approval: None,
             break_glass: None,

@@ -155,7 +155,12 @@ pub fn run(cli: Cli) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("countersign: error: {error}");
+            // Messages carry what the API server and countersign's webhook said, which
+            // quotes objects and names: nothing of it reaches the terminal raw.
+            eprintln!(
+                "countersign: error: {}",
+                crate::core::inert::escaped_lines(&error.to_string())
+            );
             ExitCode::from(error.exit_status())
         }
     }

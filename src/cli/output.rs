@@ -6,10 +6,11 @@ use std::fmt::Write;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::api::{ApprovalPhase, ChangeSummary, ImageChange, LevelStatus};
+use crate::api::{ApprovalPhase, ChangeSummary, FieldChange, ImageChange, LevelStatus, Risk};
 use crate::core::chain::ChainState;
 use crate::core::change::object_ref;
 use crate::core::decision::{Decision, DenyReason, Verdict};
+use crate::core::inert;
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -45,6 +46,12 @@ pub struct ChangeReport {
     pub summary: String,
     pub images: Vec<ImageChange>,
     pub changed_paths: Vec<String>,
+    /// Each changed field with its values, security-relevant ones first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<FieldChange>,
+    /// Every kind of security-relevant change.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub risks: Vec<Risk>,
 }
 
 #[derive(Serialize, Debug)]
@@ -130,6 +137,8 @@ pub fn report(decision: &Decision, object: &Value, summary: &ChangeSummary) -> C
             summary: summary.text.clone(),
             images: summary.images.clone(),
             changed_paths: summary.changed_paths.clone(),
+            changes: summary.changes.clone(),
+            risks: summary.risks.clone(),
         },
         approval,
         break_glass: decision.break_glass.as_ref().map(|g| g.reason.clone()),
@@ -155,18 +164,30 @@ fn headline(decision: &Decision) -> &'static str {
 
 /// The report as a person reads it, ending in a newline.
 pub fn text(decision: &Decision, report: &CheckReport) -> String {
+    let t = |text: &str| inert::bounded(text, 1000);
+    let list = |items: &[String]| items.iter().map(|i| t(i)).collect::<Vec<_>>().join(", ");
     let mut out = String::new();
-    let _ = writeln!(out, "{}: {}", headline(decision), report.change.target);
+    let _ = writeln!(out, "{}: {}", headline(decision), t(&report.change.target));
     for reason in &report.reasons {
-        let _ = writeln!(out, "  - {reason}");
+        let _ = writeln!(out, "  - {}", t(reason));
     }
     let _ = writeln!(out);
-    let _ = writeln!(out, "change:   {}", report.change.summary);
+    let _ = writeln!(out, "change:   {}", t(&report.change.summary));
+    for change in report.change.changes.iter().filter(|c| c.risk.is_some()) {
+        let _ = writeln!(
+            out,
+            "  ! {}: {}: {} → {}",
+            change.risk.map(|r| r.label()).unwrap_or_default(),
+            t(&change.path),
+            t(change.before.as_deref().unwrap_or("(none)")),
+            t(change.after.as_deref().unwrap_or("(none)"))
+        );
+    }
     let _ = writeln!(out, "digest:   {}", report.change.digest);
     let policies = if report.policies.is_empty() {
         "(none matched)".to_string()
     } else {
-        report.policies.join(", ")
+        list(&report.policies)
     };
     let _ = writeln!(out, "policies: {policies}");
     if let Some(approval) = &report.approval {
@@ -178,19 +199,20 @@ pub fn text(decision: &Decision, report: &CheckReport) -> String {
         let _ = writeln!(
             out,
             "approval: {} ({state}, policy {})",
-            approval.name, approval.policy
+            t(&approval.name),
+            t(&approval.policy)
         );
         let total = approval.levels.len();
         for (i, level) in approval.levels.iter().enumerate() {
             let mut line = format!(
                 "  {}/{total} {}: {} of {} approvals",
                 i + 1,
-                level.name,
+                t(&level.name),
                 level.approvals,
                 level.required
             );
             if !level.approved_by.is_empty() {
-                let _ = write!(line, " ({})", level.approved_by.join(", "));
+                let _ = write!(line, " ({})", list(&level.approved_by));
             }
             if level.satisfied {
                 line.push_str(", satisfied");
@@ -199,7 +221,7 @@ pub fn text(decision: &Decision, report: &CheckReport) -> String {
                 let _ = write!(
                     line,
                     ", waiting for {} (required)",
-                    level.missing_required.join(", ")
+                    list(&level.missing_required)
                 );
             }
             if approval.current_level == Some(i + 1) {

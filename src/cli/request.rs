@@ -21,6 +21,7 @@ use super::input::InputError;
 use super::show::{ShowFormat, list_of, print_object};
 use crate::api::DeploymentApproval;
 use crate::core::change::object_ref;
+use crate::core::inert;
 use crate::core::proposal::{PROPOSAL_CAUSE, ProposedRequest, RequestProposal};
 
 #[derive(Debug, clap::Args)]
@@ -67,7 +68,11 @@ pub async fn run(args: &RequestArgs) -> Result<(), CliError> {
                 }
             }
             Err(error) => {
-                eprintln!("countersign: {what}: {error}");
+                eprintln!(
+                    "countersign: {}: {}",
+                    inert::text(&what),
+                    inert::escaped_lines(&error.to_string())
+                );
                 refusals.push(error);
             }
         }
@@ -201,29 +206,41 @@ async fn open_request(
 
 fn print_outcome(what: &str, outcome: &Outcome) {
     match outcome {
-        Outcome::Admitted => {
-            println!("{what}: admitted as it is (no approval required, or already approved)")
-        }
+        Outcome::Admitted => println!(
+            "{}: admitted as it is (no approval required, or already approved)",
+            inert::text(what)
+        ),
         Outcome::Requested(approval) => {
             let name = approval.metadata.name.as_deref().unwrap_or_default();
             let namespace = approval.metadata.namespace.as_deref().unwrap_or_default();
             println!(
-                "{what}: requested approval {namespace}/{name} under policy {}",
-                approval.spec.policy.name
+                "{}: requested approval {namespace}/{name} under policy {}",
+                inert::text(what),
+                inert::text(&approval.spec.policy.name)
             );
-            println!("  change: {}", approval.spec.change.summary.text);
+            println!(
+                "  change: {}",
+                inert::bounded(&approval.spec.change.summary.text, 1000)
+            );
             if let Some(level) = approval.spec.policy.chain.levels.first() {
                 let approvers: Vec<String> = level
                     .approvers
                     .iter()
-                    .map(crate::core::chain::approver_label)
+                    .map(|a| inert::text(&crate::core::chain::approver_label(a)))
                     .collect();
-                println!("  first:  level {}: {}", level.name, approvers.join(", "));
+                println!(
+                    "  first:  level {}: {}",
+                    inert::text(&level.name),
+                    approvers.join(", ")
+                );
             }
             println!("  follow: kubectl countersign status {name} -n {namespace}");
         }
-        Outcome::AlreadyRequested { name, phase } => {
-            println!("{what}: already requested as {name} ({phase})")
-        }
+        Outcome::AlreadyRequested { name, phase } => println!(
+            "{}: already requested as {} ({})",
+            inert::text(what),
+            inert::text(name),
+            inert::text(phase)
+        ),
     }
 }

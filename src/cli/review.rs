@@ -15,6 +15,7 @@ use super::cluster::{ClusterArgs, connect};
 use super::present::{level, phase, status_text, waiting_for};
 use super::show::{ShowFormat, print_object};
 use crate::api::{ApprovalPhase, DeploymentApproval, ReviewDecision};
+use crate::core::inert;
 
 #[derive(Debug, clap::Args)]
 pub struct ApproveArgs {
@@ -124,7 +125,12 @@ async fn review(
         .last()
         .map(|r| r.user.clone())
         .unwrap_or_default();
-    println!("{verb} {}/{name} as {by}.", cluster.namespace);
+    println!(
+        "{verb} {}/{} as {}.",
+        inert::text(&cluster.namespace),
+        inert::text(name),
+        inert::text(&by)
+    );
     match phase(&counted) {
         ApprovalPhase::Pending if counted.status.is_some() => println!(
             "Now at level {}, waiting for {}.",

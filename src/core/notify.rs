@@ -25,6 +25,7 @@ use crate::api::{
     ChangeSummary, DeploymentApproval, LevelStatus, NotificationStatus, Operation, UserInfo,
 };
 use crate::core::chain::{ChainState, describe_progress, level_label};
+use crate::core::inert;
 
 /// The `level` that the requester's notices carry in `status.notifications`. Level names are
 /// never empty (policy validation), so it cannot be mistaken for a level.
@@ -301,16 +302,22 @@ pub fn payload(
         reject: format!("kubectl countersign reject {name} -n {namespace} --comment \"...\""),
     });
     let reason = reason(approval, state, notice.event);
+    // Structure (bold, line breaks, code) is countersign's; everything from the request,
+    // the policy or a person goes in quoted and inert (`core::inert::slack_quoted`).
     let what = format!(
-        "{} {namespace}/{} (request {namespace}/{name})",
-        spec.target.kind, spec.target.name
+        "{} {} (request {})",
+        q(&spec.target.kind),
+        q(&format!("{namespace}/{}", spec.target.name)),
+        q(&format!("{namespace}/{name}"))
     );
     let summary = if spec.change.summary.text.is_empty() {
-        spec.change.digest.clone()
+        q(&spec.change.digest)
     } else {
-        spec.change.summary.text.clone()
+        q(&spec.change.summary.text)
     };
-    let requester = &spec.change.requester.username;
+    let details = change_details(&spec.change.summary);
+    let requester = q(&spec.change.requester.username);
+    let progress_text = q(&progress.text);
     let text = match (notice.event, notice.level) {
         // Announced from its AuditEntry (`break_glass_payload`), never for a request.
         (NoticeEvent::BreakGlass, _) => format!("*Break-glass* on {what}"),
@@ -318,40 +325,48 @@ pub fn payload(
             let label = level_label(levels, index);
             match &commands {
                 Some(commands) => format!(
-                    "*Approval needed* for {what}: {summary}\nRequested by {requester}. {}.\nApprove with `{}`",
-                    capitalized(&progress.text),
+                    "*Approval needed* for {what}:\n{summary}{details}\nRequested by {requester}. Progress: {progress_text}.\nApprove with `{}`",
                     commands.approve
                 ),
                 None => format!(
-                    "*{}* opened for {what}: {summary}\nRequested by {requester}. Since then: {}",
-                    capitalized(&label),
-                    since_then(state, level_status.map(|l| l.approved_by.as_slice()))
+                    "*Opened:* {} for {what}:\n{summary}{details}\nRequested by {requester}. Since then: {}",
+                    q(&label),
+                    q(&since_then(
+                        state,
+                        level_status.map(|l| l.approved_by.as_slice())
+                    ))
                 ),
             }
         }
         (NoticeEvent::Approved, _) => format!(
-            "*Approved*: {what}: {summary}\nApproved by {}.{}",
-            state.approved_by.join(", "),
+            "*Approved*: {what}:\n{summary}\nApproved by {}.{}",
+            q(&state.approved_by.join(", ")),
             match (state.phase, state.expires_at) {
                 (ApprovalPhase::Approved, Some(until)) => format!(" Apply it before {until}."),
                 _ => String::new(),
             }
         ),
         (NoticeEvent::Rejected, _) => format!(
-            "*Rejected*: {what}: {summary}\n{} Ask again with `countersign request --again`.",
-            sentence(reason.as_deref().unwrap_or("Rejected"))
+            "*Rejected*: {what}:\n{summary}\n{} Ask again with `countersign request --again`.",
+            q(&sentence(reason.as_deref().unwrap_or("Rejected")))
         ),
         (NoticeEvent::Expired, _) => format!(
-            "*Expired*: {what}: {summary}\n{} The next attempt to apply the change opens a fresh request.",
-            sentence(reason.as_deref().unwrap_or("No decision in time"))
+            "*Expired*: {what}:\n{summary}\n{} The next attempt to apply the change opens a fresh request.",
+            q(&sentence(
+                reason.as_deref().unwrap_or("No decision in time")
+            ))
         ),
         (NoticeEvent::Deployed, _) => format!(
-            "*Deployed*: {what}: {summary}\n{}",
-            sentence(reason.as_deref().unwrap_or("The rollout completed"))
+            "*Deployed*: {what}:\n{summary}\n{}",
+            q(&sentence(
+                reason.as_deref().unwrap_or("The rollout completed")
+            ))
         ),
         (NoticeEvent::Failed, _) => format!(
-            "*Rollout failed*: {what}: {summary}\n{}",
-            sentence(reason.as_deref().unwrap_or("The rollout did not complete"))
+            "*Rollout failed*: {what}:\n{summary}\n{}",
+            q(&sentence(
+                reason.as_deref().unwrap_or("The rollout did not complete")
+            ))
         ),
         // `notices` gives every LevelOpened notice its level.
         (NoticeEvent::LevelOpened, None) => format!("{what}: {summary}"),
@@ -359,7 +374,7 @@ pub fn payload(
     NoticePayload {
         delivery_id: notice.delivery_id.clone(),
         event: notice.event,
-        text: slack_escape(&text),
+        text,
         approval: PayloadApproval {
             namespace: namespace.clone(),
             name,
@@ -462,20 +477,49 @@ fn sentence(text: &str) -> String {
     }
 }
 
-fn capitalized(text: &str) -> String {
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars).collect(),
-        None => String::new(),
-    }
+/// The longest piece of quoted content in a notice.
+const MAX_QUOTED_CHARS: usize = 600;
+
+/// Content quoted for Slack mrkdwn (`core::inert::slack_quoted`).
+fn q(content: &str) -> String {
+    inert::slack_quoted(content, MAX_QUOTED_CHARS)
 }
 
-/// Slack's control characters escaped (`&`, `<`, `>`), so nothing in a request's text can
-/// mention a channel or hide a link.
-pub fn slack_escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+/// The security-relevant changes, one line each with their values (every one the request
+/// lists: none hides behind "and N more"), for a notice that asks for a decision.
+fn change_details(summary: &ChangeSummary) -> String {
+    let mut lines = String::new();
+    let risky: Vec<_> = summary
+        .changes
+        .iter()
+        .filter(|c| c.risk.is_some())
+        .collect();
+    if !risky.is_empty() {
+        lines.push_str("\n*Security-relevant changes:*");
+        for change in risky {
+            let value = |v: &Option<String>| q(v.as_deref().unwrap_or("(none)"));
+            lines.push_str(&format!(
+                "\n• {} {}: {} → {}",
+                change.risk.map(|r| r.label()).unwrap_or_default(),
+                q(&change.path),
+                value(&change.before),
+                value(&change.after)
+            ));
+        }
+    }
+    let unlisted_risks = summary
+        .risks
+        .iter()
+        .filter(|risk| !summary.changes.iter().any(|c| c.risk == Some(**risk)))
+        .map(|risk| risk.label())
+        .collect::<Vec<_>>();
+    if !unlisted_risks.is_empty() {
+        lines.push_str(&format!(
+            "\n*Also security-relevant, beyond what the request lists:* {}; inspect the change itself",
+            unlisted_risks.join(", ")
+        ));
+    }
+    lines
 }
 
 /// The wait before the next attempt after `failed_attempts` failures in a row: 1 s, 2 s,
@@ -715,13 +759,16 @@ pub fn break_glass_payload(entry: &AuditEntry, notice: &Notice) -> BreakGlassPay
     let target = &spec.target;
     let reason = spec.reason.clone().unwrap_or_default();
     let text = format!(
-        "*Break-glass*: {} {}/{} changed by {} without approval.\nReason: {}\nAudited as {}.",
-        slack_escape(&target.kind),
-        slack_escape(target.namespace.as_deref().unwrap_or_default()),
-        slack_escape(&target.name),
-        slack_escape(&spec.actor.username),
-        slack_escape(&reason),
-        slack_escape(entry.metadata.name.as_deref().unwrap_or_default()),
+        "*Break-glass*: {} {} changed by {} without approval.\nReason: {}\nAudited as {}.",
+        q(&target.kind),
+        q(&format!(
+            "{}/{}",
+            target.namespace.as_deref().unwrap_or_default(),
+            target.name
+        )),
+        q(&spec.actor.username),
+        q(&reason),
+        q(entry.metadata.name.as_deref().unwrap_or_default()),
     );
     BreakGlassPayload {
         delivery_id: notice.delivery_id.clone(),
@@ -914,6 +961,7 @@ mod tests {
                 after: Some("nginx:1.27".into()),
             }],
             changed_paths: vec!["/spec/template/spec/containers/0/image".into()],
+            ..ChangeSummary::default()
         };
         let state = state(&approval, 0);
         let notice = &notices(&approval, &state)[0];
@@ -955,9 +1003,9 @@ mod tests {
         let text = body["text"].as_str().unwrap();
         assert_eq!(
             text,
-            "*Approval needed* for Deployment shop/web (request shop/web-1): Deployment shop/web: image web nginx:1.25 → nginx:1.27 &lt;!channel&gt;\nRequested by dave. Level 1/2 leads: 0 of 1 approvals.\nApprove with `kubectl countersign approve web-1 -n shop --comment \"...\"`"
+            "*Approval needed* for `Deployment` `shop/web` (request `shop/web-1`):\n`Deployment shop/web: image web nginx:1.25 → nginx:1.27 &lt;!channel&gt;`\nRequested by `dave`. Progress: `level 1/2 leads: 0 of 1 approvals`.\nApprove with `kubectl countersign approve web-1 -n shop --comment \"...\"`"
         );
-        assert!(text.contains("Requested by dave"), "{text}");
+        assert!(text.contains("Requested by `dave`"), "{text}");
         assert!(
             text.contains("`kubectl countersign approve web-1 -n shop"),
             "{text}"
@@ -991,31 +1039,31 @@ mod tests {
                 request(&both, None),
                 3,
                 NoticeEvent::Approved,
-                "*Approved*: Deployment shop/web (request shop/web-1): image 1 → 2\nApproved by alice, carol. Apply it before 2026-11-24T10:32:00Z.",
+                "*Approved*: `Deployment` `shop/web` (request `shop/web-1`):\n`image 1 → 2`\nApproved by `alice, carol`. Apply it before 2026-11-24T10:32:00Z.",
             ),
             (
                 request(&[("carol", Reject, 1)], None),
                 2,
                 NoticeEvent::Rejected,
-                "*Rejected*: Deployment shop/web (request shop/web-1): image 1 → 2\nRejected by carol: ok. Ask again with `countersign request --again`.",
+                "*Rejected*: `Deployment` `shop/web` (request `shop/web-1`):\n`image 1 → 2`\n`Rejected by carol: ok.` Ask again with `countersign request --again`.",
             ),
             (
                 request(&[], None),
                 61,
                 NoticeEvent::Expired,
-                "*Expired*: Deployment shop/web (request shop/web-1): image 1 → 2\nNo decision before 2026-11-24T11:00:00Z. The next attempt to apply the change opens a fresh request.",
+                "*Expired*: `Deployment` `shop/web` (request `shop/web-1`):\n`image 1 → 2`\n`No decision before 2026-11-24T11:00:00Z.` The next attempt to apply the change opens a fresh request.",
             ),
             (
                 request(&both, Some(Deployed)),
                 40,
                 NoticeEvent::Deployed,
-                "*Deployed*: Deployment shop/web (request shop/web-1): image 1 → 2\nThe rollout completed.",
+                "*Deployed*: `Deployment` `shop/web` (request `shop/web-1`):\n`image 1 → 2`\n`The rollout completed.`",
             ),
             (
                 failed,
                 40,
                 NoticeEvent::Failed,
-                "*Rollout failed*: Deployment shop/web (request shop/web-1): image 1 → 2\nProgressDeadlineExceeded.",
+                "*Rollout failed*: `Deployment` `shop/web` (request `shop/web-1`):\n`image 1 → 2`\n`ProgressDeadlineExceeded.`",
             ),
             // Level 1's notice delivered only after alice approved: it says so, and offers no
             // command for a level that is closed.
@@ -1023,7 +1071,7 @@ mod tests {
                 request(&[("alice", Approve, 1)], None),
                 2,
                 NoticeEvent::LevelOpened,
-                "*Level 1/2 leads* opened for Deployment shop/web (request shop/web-1): image 1 → 2\nRequested by dave. Since then: satisfied by alice; now level 2/2 sre: 0 of 1 approvals",
+                "*Opened:* `level 1/2 leads` for `Deployment` `shop/web` (request `shop/web-1`):\n`image 1 → 2`\nRequested by `dave`. Since then: `satisfied by alice; now level 2/2 sre: 0 of 1 approvals`",
             ),
         ];
         for (approval, now, event, expected) in cases {
@@ -1037,6 +1085,87 @@ mod tests {
             assert!(body.level.is_some() == (event == NoticeEvent::LevelOpened));
             assert!(body.commands.is_none(), "{event:?}");
         }
+    }
+
+    #[test]
+    fn hostile_text_cannot_format_or_add_lines_to_a_notice() {
+        let honest = {
+            let approval = request(&[], None);
+            let state = state(&approval, 1);
+            let notice = notices(&approval, &state)[0].clone();
+            payload(&approval, &state, &notice).text
+        };
+        for (what, hostile) in crate::core::test_builders::hostile_corpus() {
+            let mut approval = request(&[], None);
+            approval.spec.change.summary.text = hostile.clone();
+            approval.spec.change.requester.username = hostile.clone();
+            approval.spec.target.kind = hostile.clone();
+            let state = state(&approval, 1);
+            let notice = notices(&approval, &state)[0].clone();
+            let text = payload(&approval, &state, &notice).text;
+            assert!(
+                !text.chars().any(|c| c != '\n' && inert::is_unsafe(c)),
+                "{what}: {text}"
+            );
+            assert_eq!(
+                text.lines().count(),
+                honest.lines().count(),
+                "{what}: {text}"
+            );
+            // Every backtick is countersign's: an even number, none from the content.
+            assert_eq!(text.matches('`').count() % 2, 0, "{what}: {text}");
+            assert!(
+                !text.contains("<!channel>") && !text.contains("<https"),
+                "{what}"
+            );
+            assert!(text.len() < 16 * 1024, "{what}: bounded");
+        }
+    }
+
+    #[test]
+    fn every_security_relevant_change_is_in_the_notice_by_value() {
+        let mut approval = request(&[], None);
+        let summary = &mut approval.spec.change.summary;
+        for (path, risk) in [
+            (
+                "/spec/template/spec/hostPID",
+                crate::api::Risk::HostNamespaces,
+            ),
+            (
+                "/spec/template/spec/containers/0/securityContext/privileged",
+                crate::api::Risk::Privilege,
+            ),
+            (
+                "/spec/template/spec/volumes/0/hostPath/path",
+                crate::api::Risk::HostPath,
+            ),
+            (
+                "/spec/template/spec/initContainers/0/image",
+                crate::api::Risk::InitContainer,
+            ),
+        ] {
+            summary.changes.push(crate::api::FieldChange {
+                path: path.into(),
+                risk: Some(risk),
+                before: None,
+                after: Some("true".into()),
+            });
+            summary.risks.push(risk);
+        }
+        summary.risks.push(crate::api::Risk::Command);
+        let state = state(&approval, 1);
+        let notice = notices(&approval, &state)[0].clone();
+        let text = payload(&approval, &state, &notice).text;
+        for needle in [
+            "host namespaces `/spec/template/spec/hostPID`: `(none)` → `true`",
+            "privilege `/spec/template/spec/containers/0/securityContext/privileged`",
+            "host path `/spec/template/spec/volumes/0/hostPath/path`",
+            "init containers `/spec/template/spec/initContainers/0/image`",
+            "beyond what the request lists:* command and args",
+        ] {
+            assert!(text.contains(needle), "{needle} in {text}");
+        }
+        assert!(!text.contains("more"), "{text}");
     }
 
     #[test]
