@@ -64,23 +64,106 @@ pub struct ChangeRecord {
     /// `sha256:<hex>` of the gated content (SPEC §2).
     pub digest: String,
     pub summary: ChangeSummary,
+    /// countersign's HMAC over the summary, target, digest, requester and time
+    /// (`core::seal`): a request whose seal is not countersign's is refused at creation,
+    /// and shown as unverified if it exists anyway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary_seal: Option<String>,
     pub requester: UserInfo,
     pub operation: Operation,
     /// When the request was made; `requestTTL` counts from here.
     pub requested_at: Time,
 }
 
-/// A human-readable account of a change.
+/// A human-readable account of a change, computed by countersign from the objects the API
+/// server sent (`core::summary`); every string is inert and bounded (`core::inert`).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChangeSummary {
-    /// One line, e.g. `Deployment shop/web: image web nginx:1.25 → nginx:1.27`.
+    /// One line, e.g. `Deployment shop/web: image web nginx:1.25 → nginx:1.27`; every kind
+    /// of security-relevant change is named in it.
     pub text: String,
     #[serde(default)]
     pub images: Vec<ImageChange>,
     /// JSON pointers of the changed gated fields (at most 50, then `…`).
     #[serde(default)]
     pub changed_paths: Vec<String>,
+    /// Each changed field with its values before and after (secrets hidden),
+    /// security-relevant ones first; at most 64.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<FieldChange>,
+    /// Every kind of security-relevant change the change makes, listed or not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub risks: Vec<Risk>,
+    /// Changes beyond those listed in `changes`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unlisted: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// One changed field: its JSON pointer and its values as compact JSON (absent: the field
+/// is added or removed).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FieldChange {
+    pub path: String,
+    /// Why an approver should look twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub risk: Option<Risk>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+}
+
+/// A kind of security-relevant change, in the order summaries list them.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+)]
+pub enum Risk {
+    /// A security context: privileged, privilege escalation, the user, seccomp, AppArmor,
+    /// SELinux, sysctls, a runtime class.
+    Privilege,
+    /// Linux capabilities added or dropped.
+    Capabilities,
+    /// The host's PID, IPC, network or user namespace, a host port, a shared process
+    /// namespace.
+    HostNamespaces,
+    /// A hostPath volume: the node's file system.
+    HostPath,
+    /// Volumes and their mounts.
+    Volumes,
+    /// The ServiceAccount a Pod runs as, or whether its token is mounted.
+    ServiceAccount,
+    /// A container's command, arguments or lifecycle hooks: what it runs.
+    Command,
+    /// Init containers.
+    InitContainer,
+    /// A container added or removed next to the others, or an ephemeral container.
+    Sidecar,
+    /// An image from another registry.
+    ImageRegistry,
+}
+
+impl Risk {
+    /// How a person reads it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Risk::Privilege => "privilege",
+            Risk::Capabilities => "capabilities",
+            Risk::HostNamespaces => "host namespaces",
+            Risk::HostPath => "host path",
+            Risk::Volumes => "volumes",
+            Risk::ServiceAccount => "service account",
+            Risk::Command => "command and args",
+            Risk::InitContainer => "init containers",
+            Risk::Sidecar => "sidecars",
+            Risk::ImageRegistry => "image registry",
+        }
+    }
 }
 
 /// A container image before and after the change (absent: the container is new or removed).

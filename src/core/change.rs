@@ -1,9 +1,8 @@
-//! Normalise a changed object into its gated content, digest it, and summarise it (SPEC §2).
+//! Normalise a changed object into its gated content and digest it (SPEC §2); what it
+//! does for people is `core::summary`.
 
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
-
-use crate::api::{ChangeSummary, ImageChange};
 
 /// The workload kinds (group, kind) whose gated content is their `spec`.
 pub const WORKLOAD_KINDS: &[(&str, &str)] = &[
@@ -25,9 +24,6 @@ const SERVER_MANAGED_METADATA: &[&str] = &[
     "deletionGracePeriodSeconds",
     "selfLink",
 ];
-
-/// At most this many changed paths are listed in a summary.
-const MAX_CHANGED_PATHS: usize = 50;
 
 /// The API group and kind of an object (`apps/v1` → `apps`; `v1` → the empty core group).
 pub fn group_kind(object: &Value) -> (String, String) {
@@ -531,22 +527,6 @@ pub fn containers(pod_spec: &Value) -> Vec<(&'static str, &Map<String, Value>)> 
         .collect()
 }
 
-fn images(object: Option<&Value>) -> Vec<(String, String)> {
-    object
-        .and_then(pod_spec)
-        .map(|spec| {
-            containers(spec)
-                .into_iter()
-                .map(|(_, c)| {
-                    let name = c.get("name").and_then(Value::as_str).unwrap_or("?");
-                    let image = c.get("image").and_then(Value::as_str).unwrap_or("");
-                    (name.to_string(), image.to_string())
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// "Kind namespace/name" for messages.
 pub fn object_ref(object: &Value) -> String {
     let (_, kind) = group_kind(object);
@@ -560,123 +540,6 @@ pub fn object_ref(object: &Value) -> String {
     {
         Some(ns) => format!("{kind} {ns}/{name}"),
         None => format!("{kind} {name}"),
-    }
-}
-
-/// What changed from `old` (absent on CREATE) to `new`, for people.
-pub fn summarize(old: Option<&Value>, new: &Value, ignore_fields: &[String]) -> ChangeSummary {
-    let before = images(old);
-    let after = images(Some(new));
-    let mut image_changes = Vec::new();
-    for (name, image) in &after {
-        let previous = before
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, i)| i.clone());
-        if previous.as_deref() != Some(image.as_str()) {
-            image_changes.push(ImageChange {
-                container: name.clone(),
-                before: previous,
-                after: Some(image.clone()),
-            });
-        }
-    }
-    for (name, image) in &before {
-        if !after.iter().any(|(n, _)| n == name) {
-            image_changes.push(ImageChange {
-                container: name.clone(),
-                before: Some(image.clone()),
-                after: None,
-            });
-        }
-    }
-
-    let new_gated = gated_content(new, ignore_fields);
-    let prefix = if is_workload(new) { "/spec" } else { "" };
-    let mut changed_paths = Vec::new();
-    match old {
-        Some(old) => diff_paths(
-            &gated_content(old, ignore_fields),
-            &new_gated,
-            prefix,
-            &mut changed_paths,
-        ),
-        None => changed_paths.push(if prefix.is_empty() {
-            "/".to_string()
-        } else {
-            prefix.to_string()
-        }),
-    }
-    if changed_paths.len() > MAX_CHANGED_PATHS {
-        changed_paths.truncate(MAX_CHANGED_PATHS);
-        changed_paths.push("…".to_string());
-    }
-
-    let mut parts: Vec<String> = image_changes
-        .iter()
-        .map(|c| {
-            format!(
-                "image {} {} → {}",
-                c.container,
-                c.before.as_deref().unwrap_or("(none)"),
-                c.after.as_deref().unwrap_or("(removed)")
-            )
-        })
-        .collect();
-    let other_paths: Vec<&String> = changed_paths
-        .iter()
-        .filter(|p| !p.ends_with("/image"))
-        .collect();
-    if old.is_none() {
-        parts.push("created".to_string());
-    } else if !other_paths.is_empty() {
-        let shown: Vec<&str> = other_paths.iter().take(3).map(|p| p.as_str()).collect();
-        let more = other_paths.len().saturating_sub(3);
-        let mut text = format!("changed {}", shown.join(", "));
-        if more > 0 {
-            text.push_str(&format!(" and {more} more"));
-        }
-        parts.push(text);
-    }
-    if parts.is_empty() {
-        parts.push("no gated change".to_string());
-    }
-    ChangeSummary {
-        text: format!("{}: {}", object_ref(new), parts.join("; ")),
-        images: image_changes,
-        changed_paths,
-    }
-}
-
-fn escape_segment(segment: &str) -> String {
-    segment.replace('~', "~0").replace('/', "~1")
-}
-
-fn diff_paths(old: &Value, new: &Value, path: &str, out: &mut Vec<String>) {
-    match (old, new) {
-        (Value::Object(a), Value::Object(b)) => {
-            let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
-            keys.sort();
-            keys.dedup();
-            for key in keys {
-                let child = format!("{path}/{}", escape_segment(key));
-                match (a.get(key), b.get(key)) {
-                    (Some(x), Some(y)) => diff_paths(x, y, &child, out),
-                    _ => out.push(child),
-                }
-            }
-        }
-        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
-            for (i, (x, y)) in a.iter().zip(b).enumerate() {
-                diff_paths(x, y, &format!("{path}/{i}"), out);
-            }
-        }
-        (a, b) if a == b => {}
-        _ => out.push(if path.is_empty() {
-            "/".to_string()
-        } else {
-            path.to_string()
-        }),
     }
 }
 
@@ -979,38 +842,5 @@ mod tests {
         );
         assert_eq!(pointer_segments("no-slash"), None);
         assert_eq!(pointer_segments("/bad~2"), None);
-    }
-
-    #[test]
-    fn summary_names_images_and_paths() {
-        let old = deployment("nginx:1.25", 2);
-        let mut new = deployment("nginx:1.27", 2);
-        new["spec"]["template"]["spec"]["containers"][0]["env"] =
-            json!([{"name": "A", "value": "1"}]);
-        let summary = summarize(Some(&old), &new, &default_ignore());
-        assert_eq!(
-            summary.images,
-            vec![ImageChange {
-                container: "web".into(),
-                before: Some("nginx:1.25".into()),
-                after: Some("nginx:1.27".into()),
-            }]
-        );
-        assert_eq!(
-            summary.changed_paths,
-            vec![
-                "/spec/template/spec/containers/0/env".to_string(),
-                "/spec/template/spec/containers/0/image".to_string(),
-            ]
-        );
-        assert_eq!(
-            summary.text,
-            "Deployment shop/web: image web nginx:1.25 → nginx:1.27; changed /spec/template/spec/containers/0/env"
-        );
-        let created = summarize(None, &new, &default_ignore());
-        assert_eq!(
-            created.text,
-            "Deployment shop/web: image web (none) → nginx:1.27; created"
-        );
     }
 }

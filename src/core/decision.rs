@@ -11,12 +11,13 @@ use crate::api::{
     DEFAULT_IGNORE_FIELDS, DeploymentApproval, DeploymentApprovalSpec, Operation, PolicySnapshot,
 };
 use crate::core::chain::{ApprovalChain, ChainState, RoleBindingSnapshot, describe_progress};
-use crate::core::change::{ChangeDigest, api_group, group_kind, summarize};
+use crate::core::change::{ChangeDigest, api_group, group_kind};
 use crate::core::controllers::is_workload_controller;
 use crate::core::policy::{
     BreakGlassOutcome, ChangeRequest, break_glass, deny_reasons, exclusion, matching_policies,
     policy_name,
 };
+use crate::core::summary::summarize;
 use crate::core::validation::{FieldError, validate_chain_snapshot, validate_policy};
 
 /// Everything the decision looks at. The shell gathers it; the core only reads it.
@@ -728,6 +729,8 @@ fn fresh_request(
                 request.object,
                 &policy.spec.effective_ignore_fields(),
             ),
+            // Sealed by the shell that hands the request out or opens it (`core::seal`).
+            summary_seal: None,
             requester: request.requester.clone(),
             operation: request.operation,
             requested_at: Time(input.now),

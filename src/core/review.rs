@@ -393,6 +393,7 @@ mod tests {
             change: ChangeRecord {
                 digest: "sha256:00".into(),
                 summary: ChangeSummary::default(),
+                summary_seal: None,
                 requester: UserInfo::new("dev", &[]),
                 operation: Operation::Update,
                 requested_at: Time(now()),
@@ -565,6 +566,7 @@ mod standing_tests {
             change: ChangeRecord {
                 digest: "sha256:00".into(),
                 summary: ChangeSummary::default(),
+                summary_seal: None,
                 requester: UserInfo::new("dev", &["developers", "team-leads"]),
                 operation: Operation::Update,
                 requested_at: Time(t0()),

@@ -126,6 +126,7 @@ pub fn two_level_request(
                     text: "image 1 → 2".into(),
                     ..ChangeSummary::default()
                 },
+                summary_seal: None,
                 requester: UserInfo::new("dave", &["developers"]),
                 operation: Operation::Update,
                 requested_at: Time(minutes(0)),
@@ -162,4 +163,22 @@ pub fn two_level_request(
         ..DeploymentApprovalStatus::default()
     });
     approval
+}
+
+/// What attackers put in image strings, comments and names (`tests/fixtures/hostile-text.json`,
+/// shared with the integration tests), and a 700 KB string: (what, text).
+pub fn hostile_corpus() -> Vec<(String, String)> {
+    #[derive(serde::Deserialize)]
+    struct Case {
+        what: String,
+        text: String,
+    }
+    let cases: Vec<Case> =
+        serde_json::from_str(include_str!("../../tests/fixtures/hostile-text.json"))
+            .expect("the hostile corpus is JSON");
+    cases
+        .into_iter()
+        .map(|case| (case.what, case.text))
+        .chain([("700 KB".to_string(), "a".repeat(700_000))])
+        .collect()
 }
