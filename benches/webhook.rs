@@ -290,6 +290,10 @@ fn offline_webhook(snapshot: Snapshot) -> Result<Webhook> {
             audit_retention: None,
         },
         metrics: Metrics::new(),
+        seal_key: std::sync::Arc::new(
+            countersign::core::seal::SealKey::new(&[1; 32])
+                .ok_or_else(|| anyhow::anyhow!("a seal key"))?,
+        ),
     })
 }
 

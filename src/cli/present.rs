@@ -1,13 +1,31 @@
 //! How the approver's and deployer's commands show requests and the audit trail to a
 //! person: a table to scan, a status to read top to bottom, a timeline. Plain functions of
-//! the objects and the current time, so each is unit-tested.
+//! the objects and the current time, so each is unit-tested. Every string that came from
+//! an object, a comment or a name goes through `core::inert` on its way to the terminal.
 
 use std::fmt::Write;
 
 use jiff::Timestamp;
 
-use crate::api::{ApprovalPhase, AuditEntry, DeploymentApproval, LevelStatus};
+use crate::api::{ApprovalPhase, AuditEntry, ChangeSummary, DeploymentApproval, LevelStatus};
 use crate::core::chain::{approver_label, required_approvals};
+use crate::core::inert;
+use crate::core::seal::{UNVERIFIED_MARK, is_unverified};
+
+/// Outside text, inert and bounded, for a terminal.
+fn shown(text: &str) -> String {
+    inert::text(text)
+}
+
+/// Whether countersign has found the request's summary to be its own: `Some(false)` when
+/// it is not (its seal is missing or wrong), `None` before countersign has looked.
+pub fn summary_verified(approval: &DeploymentApproval) -> Option<bool> {
+    approval
+        .status
+        .as_ref()
+        .and_then(|s| is_unverified(&s.conditions))
+        .map(|unverified| !unverified)
+}
 
 /// The phase as stored; a request the operator has not seen yet is `Pending`.
 pub fn phase(approval: &DeploymentApproval) -> ApprovalPhase {
@@ -36,17 +54,22 @@ pub fn age(since: Timestamp, now: Timestamp) -> String {
 
 /// `Deployment/web`.
 pub fn target(approval: &DeploymentApproval) -> String {
-    format!(
+    shown(&format!(
         "{}/{}",
         approval.spec.target.kind, approval.spec.target.name
-    )
+    ))
 }
 
 /// The open level and its progress: `leads 1/2`; for a request no longer pending, the
 /// phase says where it stands and this is `-`.
 pub fn level(approval: &DeploymentApproval) -> String {
     match open_level(approval) {
-        Some((_, status)) => format!("{} {}/{}", status.name, status.approvals, status.required),
+        Some((_, status)) => format!(
+            "{} {}/{}",
+            shown(&status.name),
+            status.approvals,
+            status.required
+        ),
         None => "-".into(),
     }
 }
@@ -78,7 +101,7 @@ pub fn waiting_for(approval: &DeploymentApproval) -> String {
     let Some((index, level)) = open_level(approval) else {
         return "countersign".into();
     };
-    let mut parts: Vec<String> = level.missing_required.clone();
+    let mut parts: Vec<String> = level.missing_required.iter().map(|m| shown(m)).collect();
     let still = level
         .required
         .saturating_sub(level.approvals)
@@ -94,7 +117,7 @@ pub fn waiting_for(approval: &DeploymentApproval) -> String {
                 l.approvers
                     .iter()
                     .filter(|a| !a.required)
-                    .map(approver_label)
+                    .map(|a| shown(&approver_label(a)))
                     .collect()
             })
             .unwrap_or_default();
@@ -145,9 +168,9 @@ pub fn list_row(
         row.push(approval.metadata.namespace.clone().unwrap_or_default());
     }
     row.extend([
-        approval.metadata.name.clone().unwrap_or_default(),
+        shown(approval.metadata.name.as_deref().unwrap_or_default()),
         target(approval),
-        shortened(&approval.spec.change.summary.text, 48),
+        change_cell(approval),
         phase(approval).to_string(),
         level(approval),
         waiting_for(approval),
@@ -174,12 +197,66 @@ pub fn list_header(with_namespace: bool) -> Vec<&'static str> {
     header
 }
 
-fn shortened(text: &str, max: usize) -> String {
-    let line = text.lines().next().unwrap_or_default();
-    if line.chars().count() > max {
-        format!("{}…", line.chars().take(max - 1).collect::<String>())
+/// The CHANGE cell of `list`: whether the summary is countersign's own, every kind of
+/// security-relevant change (never cut), then the images and how much else changes.
+pub fn change_cell(approval: &DeploymentApproval) -> String {
+    let summary = &approval.spec.change.summary;
+    let mut parts = Vec::new();
+    match summary_verified(approval) {
+        Some(false) => parts.push("UNVERIFIED SUMMARY".to_string()),
+        None => parts.push("(summary not yet checked)".to_string()),
+        Some(true) => {}
+    }
+    if !summary.risks.is_empty() {
+        let labels: Vec<&str> = summary.risks.iter().map(|r| r.label()).collect();
+        parts.push(format!("SECURITY: {}", labels.join(", ")));
+    }
+    let images: Vec<String> = summary
+        .images
+        .iter()
+        .map(|image| {
+            inert::bounded(
+                &format!(
+                    "{} → {}",
+                    image.container,
+                    image.after.as_deref().unwrap_or("(removed)")
+                ),
+                40,
+            )
+        })
+        .collect();
+    if !images.is_empty() {
+        parts.push(images.join(", "));
+    }
+    let others = other_changes(summary);
+    if others > 0 {
+        parts.push(format!(
+            "{others} other change{}",
+            if others == 1 { "" } else { "s" }
+        ));
+    }
+    if parts.is_empty() {
+        parts.push(inert::bounded(&summary.text, 48));
+    }
+    parts.join("; ")
+}
+
+/// Changes that are neither security-relevant nor an image, listed or not.
+fn other_changes(summary: &ChangeSummary) -> usize {
+    let listed = summary
+        .changes
+        .iter()
+        .filter(|c| c.risk.is_none() && !c.path.ends_with("/image"))
+        .count();
+    let unlisted = usize::try_from(summary.unlisted).unwrap_or(usize::MAX);
+    if summary.changes.is_empty() {
+        summary
+            .changed_paths
+            .iter()
+            .filter(|p| !p.ends_with("/image"))
+            .count()
     } else {
-        line.to_string()
+        listed.saturating_add(unlisted)
     }
 }
 
@@ -190,23 +267,29 @@ pub fn status_text(approval: &DeploymentApproval, now: Timestamp) -> String {
     let mut text = String::new();
     let name = approval.metadata.name.as_deref().unwrap_or_default();
     let namespace = approval.metadata.namespace.as_deref().unwrap_or_default();
-    let _ = writeln!(text, "{namespace}/{name}: {}", phase(approval));
+    let _ = writeln!(
+        text,
+        "{}/{}: {}",
+        shown(namespace),
+        shown(name),
+        phase(approval)
+    );
     let _ = writeln!(
         text,
         "  target:     {} ({})",
         target(approval),
-        spec.target.api_version
+        shown(&spec.target.api_version)
     );
     let _ = writeln!(
         text,
         "  requested:  by {} {} ago ({}), {:?}",
-        spec.change.requester.username,
+        shown(&spec.change.requester.username),
         age(spec.change.requested_at.0, now),
         spec.change.requested_at.0,
         spec.change.operation
     );
-    let _ = writeln!(text, "  policy:     {}", spec.policy.name);
-    let _ = writeln!(text, "  digest:     {}", spec.change.digest);
+    let _ = writeln!(text, "  policy:     {}", shown(&spec.policy.name));
+    let _ = writeln!(text, "  digest:     {}", shown(&spec.change.digest));
     if let Some(expires) = &status.expires_at {
         let when = if expires.0 > now {
             format!("in {}", age(now, expires.0))
@@ -216,21 +299,9 @@ pub fn status_text(approval: &DeploymentApproval, now: Timestamp) -> String {
         let _ = writeln!(text, "  expires:    {} ({when})", expires.0);
     }
     if let Some(holder) = &status.lock_holder {
-        let _ = writeln!(text, "  lock:       held by {holder}");
+        let _ = writeln!(text, "  lock:       held by {}", shown(holder));
     }
-    let _ = writeln!(text, "\nChange: {}", spec.change.summary.text);
-    for image in &spec.change.summary.images {
-        let _ = writeln!(
-            text,
-            "  image {}: {} → {}",
-            image.container,
-            image.before.as_deref().unwrap_or("(none)"),
-            image.after.as_deref().unwrap_or("(removed)")
-        );
-    }
-    for path in &spec.change.summary.changed_paths {
-        let _ = writeln!(text, "  changed {path}");
-    }
+    change_text(&mut text, approval);
     let _ = writeln!(text, "\nLevels:");
     let open = open_level(approval).map(|(index, _)| index);
     for (index, level) in spec.policy.chain.levels.iter().enumerate() {
@@ -249,13 +320,13 @@ pub fn status_text(approval: &DeploymentApproval, now: Timestamp) -> String {
             text,
             "  {}. {} [{state}] {approvals} of {required}",
             index + 1,
-            level.name
+            shown(&level.name)
         );
         let approvers: Vec<String> = level
             .approvers
             .iter()
             .map(|a| {
-                let label = approver_label(a);
+                let label = shown(&approver_label(a));
                 if a.required {
                     format!("{label} (required)")
                 } else {
@@ -266,10 +337,14 @@ pub fn status_text(approval: &DeploymentApproval, now: Timestamp) -> String {
         let _ = writeln!(text, "     approvers:   {}", approvers.join(", "));
         if let Some(l) = recorded {
             if !l.approved_by.is_empty() {
-                let _ = writeln!(text, "     approved by: {}", l.approved_by.join(", "));
+                let _ = writeln!(text, "     approved by: {}", shown_list(&l.approved_by));
             }
             if !l.missing_required.is_empty() && !l.satisfied {
-                let _ = writeln!(text, "     missing:     {}", l.missing_required.join(", "));
+                let _ = writeln!(
+                    text,
+                    "     missing:     {}",
+                    shown_list(&l.missing_required)
+                );
             }
         }
     }
@@ -281,11 +356,11 @@ pub fn status_text(approval: &DeploymentApproval, now: Timestamp) -> String {
                 "  {} {:?} by {}{}",
                 review.time.0,
                 review.decision,
-                review.user,
+                shown(&review.user),
                 review
                     .comment
                     .as_ref()
-                    .map(|c| format!(": {c:?}"))
+                    .map(|c| format!(": \"{}\"", shown(c)))
                     .unwrap_or_default()
             );
         }
@@ -302,24 +377,26 @@ pub fn status_text(approval: &DeploymentApproval, now: Timestamp) -> String {
                     notice
                         .last_error
                         .as_ref()
-                        .map(|e| format!(": {e}"))
+                        .map(|e| format!(": {}", shown(e)))
                         .unwrap_or_default()
                 )
             };
             let _ = writeln!(
                 text,
                 "  {} ({}, {}): {state}",
-                notice.sink, notice.level, notice.event
+                shown(&notice.sink),
+                shown(&notice.level),
+                shown(&notice.event)
             );
         }
     }
     if let Some(rollout) = &status.rollout {
         let _ = writeln!(text, "\nRollout:");
         if let (Some(at), Some(by)) = (&rollout.admitted_at, &rollout.admitted_by) {
-            let _ = writeln!(text, "  admitted {} for {}", at.0, by.username);
+            let _ = writeln!(text, "  admitted {} for {}", at.0, shown(&by.username));
         }
         if let Some(message) = &rollout.message {
-            let _ = writeln!(text, "  {message}");
+            let _ = writeln!(text, "  {}", shown(message));
         }
     }
     if let Some(token) = &status.deploy_token {
@@ -330,11 +407,102 @@ pub fn status_text(approval: &DeploymentApproval, now: Timestamp) -> String {
         let _ = writeln!(
             text,
             "\nDeploy token: Secret {} ({state})",
-            token.secret_name
+            shown(&token.secret_name)
         );
     }
     let _ = writeln!(text, "\nNext: {}", next_step(approval));
     text
+}
+
+fn shown_list(items: &[String]) -> String {
+    items
+        .iter()
+        .map(|i| shown(i))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The change, as an approver must read it: whether the summary is countersign's own,
+/// every security-relevant change with its values, the images, then every other change.
+fn change_text(text: &mut String, approval: &DeploymentApproval) {
+    let summary = &approval.spec.change.summary;
+    let _ = writeln!(text, "\nChange: {}", inert::bounded(&summary.text, 1000));
+    match summary_verified(approval) {
+        Some(false) => {
+            let _ = writeln!(
+                text,
+                "  !! {UNVERIFIED_MARK}: countersign did not write this summary; what follows may not be what the change does"
+            );
+        }
+        None => {
+            let _ = writeln!(
+                text,
+                "  (countersign has not checked this summary yet; look again in a moment)"
+            );
+        }
+        Some(true) => {}
+    }
+    let value = |v: &Option<String>| v.as_deref().map_or("(none)".to_string(), shown);
+    let risky: Vec<_> = summary
+        .changes
+        .iter()
+        .filter(|c| c.risk.is_some())
+        .collect();
+    if !risky.is_empty() {
+        let _ = writeln!(text, "  Security-relevant (read these first):");
+        for change in risky {
+            let _ = writeln!(
+                text,
+                "    ! {:<16} {}: {} → {}",
+                change.risk.map(|r| r.label()).unwrap_or_default(),
+                shown(&change.path),
+                value(&change.before),
+                value(&change.after)
+            );
+        }
+    }
+    if !summary.images.is_empty() {
+        let _ = writeln!(text, "  Images:");
+        for image in &summary.images {
+            let _ = writeln!(
+                text,
+                "    {}: {} → {}",
+                shown(&image.container),
+                shown(image.before.as_deref().unwrap_or("(none)")),
+                shown(image.after.as_deref().unwrap_or("(removed)"))
+            );
+        }
+    }
+    let plain: Vec<_> = summary
+        .changes
+        .iter()
+        .filter(|c| c.risk.is_none() && !c.path.ends_with("/image"))
+        .collect();
+    if !plain.is_empty() {
+        let _ = writeln!(text, "  Other changes:");
+        for change in plain {
+            let _ = writeln!(
+                text,
+                "    {}: {} → {}",
+                shown(&change.path),
+                value(&change.before),
+                value(&change.after)
+            );
+        }
+    }
+    if summary.changes.is_empty() {
+        for path in &summary.changed_paths {
+            let _ = writeln!(text, "  changed {}", shown(path));
+        }
+    }
+    if summary.unlisted > 0 {
+        let _ = writeln!(
+            text,
+            "  {} more change(s) are not listed (a request lists at most {}): inspect the change itself",
+            summary.unlisted,
+            crate::core::summary::MAX_LISTED_CHANGES
+        );
+    }
 }
 
 /// What happens next, in one sentence.
@@ -376,9 +544,9 @@ pub fn timeline(entries: &[AuditEntry]) -> String {
             vec![
                 spec.time.0.to_string(),
                 format!("{:?}", spec.action),
-                spec.actor.username.clone(),
-                about,
-                spec.reason.clone().unwrap_or_default(),
+                shown(&spec.actor.username),
+                shown(&about),
+                inert::bounded(spec.reason.as_deref().unwrap_or_default(), 1000),
             ]
         })
         .collect();
@@ -591,5 +759,116 @@ mod tests {
             .collect();
         assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
         assert!(text.contains("Deployment/web (web-7f3a)"), "{text}");
+    }
+
+    /// A request in which everything that comes from outside is `hostile`.
+    fn hostile_approval(hostile: &str) -> DeploymentApproval {
+        let mut approval = approval(Some(pending()));
+        let spec = &mut approval.spec;
+        spec.change.summary.text = hostile.into();
+        spec.change.summary.images[0].after = Some(hostile.into());
+        spec.change.summary.changes = vec![crate::api::FieldChange {
+            path: hostile.into(),
+            risk: Some(crate::api::Risk::Privilege),
+            before: Some(hostile.into()),
+            after: Some(hostile.into()),
+        }];
+        spec.change.summary.risks = vec![crate::api::Risk::Privilege];
+        spec.change.requester.username = hostile.into();
+        spec.policy.name = hostile.into();
+        spec.policy.chain.levels[0].name = hostile.into();
+        spec.reviews[0].comment = Some(hostile.into());
+        spec.reviews[0].user = hostile.into();
+        let status = approval.status.as_mut().expect("a status");
+        status.levels[0].approved_by = vec![hostile.into()];
+        status.levels[0].missing_required = vec![hostile.into()];
+        status.lock_holder = Some(hostile.into());
+        status.notifications = vec![crate::api::NotificationStatus {
+            sink: hostile.into(),
+            level: hostile.into(),
+            event: hostile.into(),
+            last_error: Some(hostile.into()),
+            ..Default::default()
+        }];
+        status.rollout = Some(crate::api::RolloutStatus {
+            message: Some(hostile.into()),
+            ..Default::default()
+        });
+        approval
+    }
+
+    #[test]
+    fn hostile_text_is_inert_in_status_list_and_timeline() {
+        let now: Timestamp = NOW.parse().expect("time");
+        let honest_lines = status_text(&hostile_approval("x"), now).lines().count();
+        for (what, hostile) in crate::core::test_builders::hostile_corpus() {
+            let approval = hostile_approval(&hostile);
+            let status = status_text(&approval, now);
+            assert!(
+                !status.chars().any(|c| c != '\n' && inert::is_unsafe(c)),
+                "{what}: {status}"
+            );
+            // No line of its own: as many lines as with honest text.
+            assert_eq!(status.lines().count(), honest_lines, "{what}: {status}");
+            assert!(status.len() < 64 * 1024, "{what}: bounded");
+            let row = list_row(&approval, true, now);
+            let table = table(&list_header(true), &[row]);
+            assert_eq!(table.lines().count(), 2, "{what}: {table}");
+            assert!(!table.chars().any(|c| c != '\n' && inert::is_unsafe(c)));
+            let entry: AuditEntry = serde_json::from_value(json!({
+                "apiVersion": "countersign.dev/v1alpha1", "kind": "AuditEntry",
+                "metadata": { "name": "e", "namespace": "countersign-system" },
+                "spec": { "time": NOW, "action": "ReviewRecorded",
+                    "actor": { "username": hostile },
+                    "target": { "apiVersion": "apps/v1", "kind": "Deployment", "name": hostile },
+                    "approval": hostile, "reason": hostile },
+            }))
+            .expect("an entry");
+            let timeline = timeline(&[entry]);
+            assert_eq!(timeline.lines().count(), 2, "{what}: {timeline}");
+            assert!(!timeline.chars().any(|c| c != '\n' && inert::is_unsafe(c)));
+        }
+    }
+
+    #[test]
+    fn an_unverified_summary_is_said_so_first() {
+        let now: Timestamp = NOW.parse().expect("time");
+        let mut status = pending();
+        status["conditions"] = json!([{ "type": "SummaryVerified", "status": "False",
+            "reason": "SealMismatch", "message": "m", "lastTransitionTime": NOW }]);
+        let forged = approval(Some(status));
+        let text = status_text(&forged, now);
+        assert!(text.contains(UNVERIFIED_MARK), "{text}");
+        assert!(change_cell(&forged).starts_with("UNVERIFIED SUMMARY"));
+        let mut status = pending();
+        status["conditions"] = json!([{ "type": "SummaryVerified", "status": "True",
+            "reason": "Sealed", "message": "m", "lastTransitionTime": NOW }]);
+        let honest = approval(Some(status));
+        assert!(!status_text(&honest, now).contains(UNVERIFIED_MARK));
+        assert!(!change_cell(&honest).contains("UNVERIFIED"));
+    }
+
+    #[test]
+    fn every_kind_of_security_relevant_change_is_in_the_list_row() {
+        let mut approval = approval(Some(pending()));
+        approval.spec.change.summary.risks = vec![
+            crate::api::Risk::Privilege,
+            crate::api::Risk::HostNamespaces,
+            crate::api::Risk::HostPath,
+            crate::api::Risk::Volumes,
+            crate::api::Risk::Command,
+            crate::api::Risk::InitContainer,
+        ];
+        let cell = change_cell(&approval);
+        for label in [
+            "privilege",
+            "host namespaces",
+            "host path",
+            "volumes",
+            "command and args",
+            "init containers",
+        ] {
+            assert!(cell.contains(label), "{label} in {cell}");
+        }
     }
 }

@@ -4,7 +4,9 @@
 //! (a deployer asking ahead of a GitOps sync, `countersign request`) may create one only
 //! for a change of their own, under the policy that governs that change with its current
 //! chain, with no reviews and no status: nobody can open a request in someone else's
-//! name, under a laxer chain, pre-approved, or dated so it never expires.
+//! name, under a laxer chain, pre-approved, or dated so it never expires; and nobody
+//! writes what approvers read: the summary must carry countersign's seal
+//! (`core::seal`), which only the proposal of a server-side dry run hands out.
 
 use std::collections::BTreeMap;
 
@@ -15,6 +17,7 @@ use crate::api::{ApprovalPolicy, DeploymentApproval, UserInfo};
 use crate::core::change::{ChangeDigest, api_group, group_kind};
 use crate::core::decision::is_request_name;
 use crate::core::policy::{ChangeRequest, exclusion, matching_policies, policy_name};
+use crate::core::seal::{SealKey, check};
 use crate::core::validation::validate_policy;
 
 /// How far `spec.change.requestedAt` may be from the API server's clock: a request dated
@@ -35,6 +38,8 @@ pub struct RequestCreate<'a> {
     /// `objectSelector`); otherwise only `spec.target` is known.
     pub target_object: Option<&'a Value>,
     pub policies: &'a [ApprovalPolicy],
+    /// The key countersign seals summaries with.
+    pub seal_key: &'a SealKey,
     pub now: Timestamp,
 }
 
@@ -85,6 +90,14 @@ pub enum RequestRefusal {
     StaleIgnoreFields(String),
     #[error("spec.policy.grant is not policy {0}'s spec.grant; leave it out or copy the policy's")]
     StaleGrant(String),
+    #[error(
+        "spec.change.summary is not countersign's own for this change ({0}); approvers read what countersign computed from the object, so open requests ahead of time with `countersign request -f MANIFEST`, which takes countersign's sealed proposal from a server-side dry run"
+    )]
+    SummaryNotSealed(&'static str),
+    #[error(
+        "metadata.{0} must be empty: what decides a request's life (its owners, its finalizers) is countersign's alone"
+    )]
+    LifeMetadata(&'static str),
 }
 
 /// Check a CREATE of a DeploymentApproval by someone other than countersign.
@@ -93,6 +106,9 @@ pub fn validate_request_create(input: &RequestCreate) -> Result<(), RequestRefus
     let spec = &approval.spec;
     if approval.status.is_some() {
         return Err(RequestRefusal::HasStatus);
+    }
+    if let Some(field) = life_metadata(&approval.metadata) {
+        return Err(RequestRefusal::LifeMetadata(field));
     }
     if !spec.reviews.is_empty() {
         return Err(RequestRefusal::HasReviews);
@@ -162,6 +178,9 @@ pub fn validate_request_create(input: &RequestCreate) -> Result<(), RequestRefus
             expected: crate::core::decision::approval_name(&target.name, &digest),
         });
     }
+    if let Some(problem) = check(input.seal_key, input.namespace, spec).problem() {
+        return Err(RequestRefusal::SummaryNotSealed(problem));
+    }
 
     let request = ChangeRequest {
         operation: spec.change.operation,
@@ -210,6 +229,30 @@ pub fn validate_request_create(input: &RequestCreate) -> Result<(), RequestRefus
     Ok(())
 }
 
+/// The metadata that decides when a request goes away, if any is set: `ownerReferences`
+/// (the garbage collector deletes a request whose owner is gone, and the trail would name
+/// the collector, not whoever arranged it) or `finalizers` (a request that can never be
+/// deleted).
+pub fn life_metadata(
+    metadata: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Option<&'static str> {
+    if metadata
+        .owner_references
+        .as_ref()
+        .is_some_and(|owners| !owners.is_empty())
+    {
+        return Some("ownerReferences");
+    }
+    if metadata
+        .finalizers
+        .as_ref()
+        .is_some_and(|finalizers| !finalizers.is_empty())
+    {
+        return Some("finalizers");
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,9 +283,14 @@ mod tests {
         ChangeDigest::parse(&format!("sha256:{}", "ab".repeat(32))).unwrap()
     }
 
-    /// dave's own request for a change of shop/web under policy `prod`.
+    fn seal_key() -> SealKey {
+        SealKey::new(&[7; 32]).unwrap()
+    }
+
+    /// dave's own request for a change of shop/web under policy `prod`, sealed as the
+    /// dry run's proposal hands it out.
     fn request() -> DeploymentApproval {
-        serde_json::from_value(json!({
+        let mut approval: DeploymentApproval = serde_json::from_value(json!({
             "apiVersion": "countersign.dev/v1alpha1", "kind": "DeploymentApproval",
             "metadata": {"name": approval_name("web", &digest()), "namespace": "shop"},
             "spec": {
@@ -254,7 +302,9 @@ mod tests {
                            "chain": {"levels": [{"name": "only", "approvers": [{"user": "alice"}]}]}}
             }
         }))
-        .unwrap()
+        .unwrap();
+        approval.spec = crate::core::seal::sealed(&seal_key(), "shop", approval.spec);
+        approval
     }
 
     fn tweak(change: impl FnOnce(&mut DeploymentApproval)) -> DeploymentApproval {
@@ -473,6 +523,69 @@ mod tests {
                 None,
                 Err(RequestRefusal::TargetIncomplete("name")),
             ),
+            (
+                "a summary of the requester's own",
+                tweak(|a| {
+                    a.spec.change.summary.text = "Deployment shop/web: image web a → b".into();
+                }),
+                &dave,
+                &prod,
+                None,
+                Err(RequestRefusal::SummaryNotSealed(
+                    crate::core::seal::SealCheck::Mismatch.problem().unwrap(),
+                )),
+            ),
+            (
+                "no seal",
+                tweak(|a| a.spec.change.summary_seal = None),
+                &dave,
+                &prod,
+                None,
+                Err(RequestRefusal::SummaryNotSealed(
+                    crate::core::seal::SealCheck::Missing.problem().unwrap(),
+                )),
+            ),
+            (
+                "a seal copied from another request",
+                tweak(|a| {
+                    let mut other = request();
+                    other.spec.change.summary.text = "another change".into();
+                    let other = crate::core::seal::sealed(&seal_key(), "shop", other.spec);
+                    a.spec.change.summary_seal = other.change.summary_seal;
+                }),
+                &dave,
+                &prod,
+                None,
+                Err(RequestRefusal::SummaryNotSealed(
+                    crate::core::seal::SealCheck::Mismatch.problem().unwrap(),
+                )),
+            ),
+            (
+                "owned by something its requester can delete",
+                tweak(|a| {
+                    a.metadata.owner_references = Some(vec![
+                        k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                            api_version: "v1".into(),
+                            kind: "ConfigMap".into(),
+                            name: "gone".into(),
+                            uid: "0000".into(),
+                            ..Default::default()
+                        },
+                    ])
+                }),
+                &dave,
+                &prod,
+                None,
+                Err(RequestRefusal::LifeMetadata("ownerReferences")),
+            ),
+            (
+                "with a finalizer",
+                tweak(|a| a.metadata.finalizers = Some(vec!["example.com/keep".into()])),
+                &dave,
+                &prod,
+                None,
+                Err(RequestRefusal::LifeMetadata("finalizers")),
+            ),
         ];
         let labels = BTreeMap::new();
         for (name, approval, creator, policies, object, expected) in cases {
@@ -484,6 +597,7 @@ mod tests {
                 cluster_region: None,
                 target_object: object,
                 policies,
+                seal_key: &seal_key(),
                 now: now(),
             });
             assert_eq!(got, expected, "{name}");

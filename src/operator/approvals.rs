@@ -31,8 +31,10 @@ use crate::core::decision::approval_state;
 use crate::core::grant::{GrantAction, plan_grant};
 use crate::core::notify::merge_records;
 use crate::core::rollout::{LiveTarget, approval_ignore_fields, plan_rollout, watches_rollout};
+use crate::core::seal::{SealCheck, check as check_seal, marked_unverified, verified_condition};
 use crate::core::status::plan_status;
 use crate::webhook::snapshot::Snapshot;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 /// Run the controller until the future is dropped (when this replica stops leading).
 /// Besides the approvals it watches the workloads whose rollouts it confirms: a change of
@@ -94,11 +96,15 @@ where
 }
 
 async fn reconcile(
-    approval: Arc<DeploymentApproval>,
+    stored: Arc<DeploymentApproval>,
     context: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
     let now = Timestamp::now();
-    let namespace = approval.namespace().unwrap_or_default();
+    let namespace = stored.namespace().unwrap_or_default();
+    // A summary that is not countersign's own is shown as unverified wherever it goes:
+    // the trail, the notices, the Events and the status (`core::seal`).
+    let seal = check_seal(&context.seal_key, &namespace, &stored.spec);
+    let approval = Arc::new(as_shown(&stored, seal));
     let bindings = context.snapshot.bindings();
     let state = approval_state(&approval, &namespace, &bindings, now);
     // What the stored state implies is recorded, announced and granted before the state
@@ -152,6 +158,10 @@ async fn reconcile(
         .unwrap_or_default();
     status.notifications = round.notifications;
     status.deploy_token = deploy_token;
+    upsert_condition(
+        &mut status.conditions,
+        verified_condition(seal, now, approval.metadata.generation),
+    );
     if approval.status.as_ref() != Some(&status) {
         match apply_status(&context.client, &approval, &status).await {
             Ok(_) => context.metrics.transition(&approval, &status, now),
@@ -178,6 +188,29 @@ async fn reconcile(
         }
         None => Action::await_change(),
     })
+}
+
+/// The request as people are shown it: with its summary marked unverified unless its seal
+/// is countersign's.
+fn as_shown(approval: &DeploymentApproval, seal: SealCheck) -> DeploymentApproval {
+    let mut shown = approval.clone();
+    if !seal.verified() {
+        shown.spec.change.summary = marked_unverified(&approval.spec.change.summary);
+    }
+    shown
+}
+
+/// Put `condition` in place of the one of its type, keeping its transition time while its
+/// status does not change (API conventions).
+fn upsert_condition(conditions: &mut Vec<Condition>, mut condition: Condition) {
+    if let Some(existing) = conditions.iter_mut().find(|c| c.type_ == condition.type_) {
+        if existing.status == condition.status {
+            condition.last_transition_time = existing.last_transition_time.clone();
+        }
+        *existing = condition;
+    } else {
+        conditions.push(condition);
+    }
 }
 
 /// Issue or revoke the deploy token as `action` says; the token's record for the status.

@@ -47,6 +47,8 @@ pub struct Context {
     pub webhook_guard: Option<webhook_guard::GuardSettings>,
     /// Notifications this replica delivered lately, until its cache shows them recorded.
     pub deliveries: RecentDeliveries,
+    /// The key requests' summaries are sealed with (`core::seal`).
+    pub seal_key: Arc<crate::core::seal::SealKey>,
 }
 
 /// The notification records of each request as this replica last wrote them, for a few
@@ -107,7 +109,7 @@ pub enum ReconcileError {
     #[error("writing the status of {0}: {1}")]
     Write(String, #[source] kube::Error),
     #[error("writing AuditEntry {0}: {1}")]
-    Audit(String, #[source] kube::Error),
+    Audit(String, #[source] crate::audit_trail::TrailError),
     #[error("reading the target of {0}: {1}")]
     ReadTarget(String, #[source] kube::Error),
     #[error("the deploy token of {0}: {1}")]

@@ -4,6 +4,7 @@
 
 mod certificates;
 pub mod local;
+pub mod seal_key;
 pub mod self_managed_tls;
 mod token;
 
@@ -328,7 +329,9 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeFailure> {
             true
         })
     };
+    let seal_key = Arc::new(seal_key::load_or_create(&client, &args.install_namespace).await);
     let webhook = Webhook {
+        seal_key: seal_key.clone(),
         snapshot,
         effects: Effects::new(
             client.clone(),
@@ -386,6 +389,7 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeFailure> {
             metrics: metrics.clone(),
             webhook_guard,
             deliveries: Default::default(),
+            seal_key: seal_key.clone(),
         });
         // Reconcile only while leading: started when the lease is won, stopped (aborted at
         // its next await) the moment it is lost.

@@ -36,12 +36,13 @@ use crate::core::policy::{
     gated_label_patch, namespace_labels_of, policies_left_behind, policy_name,
 };
 use crate::core::policy_audit::stamp_policy_change;
-use crate::core::proposal::{PROPOSAL_CAUSE, proposal};
+use crate::core::proposal::{PROPOSAL_CAUSE, ProposedRequest, proposal};
 use crate::core::request::{RequestCreate, validate_request_create};
 use crate::core::review::{
     ReviewEdit, review_groups, stamp_appended_reviews, validate_review_edit,
     validate_review_standing,
 };
+use crate::core::seal::{SealKey, sealed};
 use crate::core::validation::validate_policy;
 use crate::install::webhooks::paths;
 use crate::telemetry::{Metrics, ReviewLabels, Verdict as Counted};
@@ -102,6 +103,8 @@ pub struct Webhook {
     pub effects: Effects,
     pub settings: Settings,
     pub metrics: std::sync::Arc<Metrics>,
+    /// The key requests' summaries are sealed with (`core::seal`).
+    pub seal_key: std::sync::Arc<SealKey>,
 }
 
 /// An answer and how it is counted.
@@ -118,17 +121,34 @@ impl Answer {
         }
     }
 
+    /// A denial; the message quotes objects and names, so nothing in it is left raw but
+    /// its line breaks (countersign's own structure).
     fn deny(request: &Request, message: impl ToString) -> Answer {
+        let message = message.to_string();
         Answer {
-            response: request.allow().deny(message),
+            response: request
+                .allow()
+                .deny(crate::core::inert::escaped_lines(&message)),
             verdict: Counted::Denied,
         }
     }
 
     /// Carry the request a change would get in the denial, as a cause the API server
-    /// passes on to the client (`core::proposal`).
-    fn with_proposal(mut self, requirement: &ApprovalRequirement) -> Answer {
-        if let Ok(json) = serde_json::to_string(&proposal(requirement)) {
+    /// passes on to the client (`core::proposal`), its summary sealed as countersign's own.
+    fn with_proposal(
+        mut self,
+        requirement: &ApprovalRequirement,
+        seal_key: &SealKey,
+        namespace: &str,
+    ) -> Answer {
+        let mut proposal = proposal(requirement);
+        if let Some(open) = proposal.open.take() {
+            proposal.open = Some(ProposedRequest {
+                spec: sealed(seal_key, namespace, open.spec),
+                ..open
+            });
+        }
+        if let Ok(json) = serde_json::to_string(&proposal) {
             let details = self.response.result.details.get_or_insert_with(|| {
                 kube::core::response::StatusDetails {
                     name: String::new(),
@@ -466,7 +486,11 @@ impl Webhook {
             }
             Verdict::ApprovalRequired(requirement) if request.dry_run() => {
                 // Nothing is opened; the client learns what would be (`countersign request`).
-                let mut answer = Answer::deny(request, &message).with_proposal(requirement);
+                let mut answer = Answer::deny(request, &message).with_proposal(
+                    requirement,
+                    &self.seal_key,
+                    namespace,
+                );
                 answer.verdict = Counted::ApprovalRequired;
                 answer
             }
@@ -474,9 +498,10 @@ impl Webhook {
                 let mut answer = Answer::deny(request, &message);
                 answer.verdict = Counted::ApprovalRequired;
                 if let Some(spec) = &requirement.create {
+                    let spec = sealed(&self.seal_key, namespace, spec.clone());
                     match self
                         .effects
-                        .open_request(namespace, &requirement.approval_name, spec)
+                        .open_request(namespace, &requirement.approval_name, &spec)
                         .await
                     {
                         Ok(true) => self.effects.publish(
@@ -610,6 +635,7 @@ impl Webhook {
                     cluster_region: self.settings.cluster_region.as_deref(),
                     target_object: target.as_ref(),
                     policies: &policies,
+                    seal_key: &self.seal_key,
                     now,
                 }) {
                     Ok(()) => Answer::allow(request),
@@ -951,13 +977,18 @@ fn stale_suspect(decision: &Decision) -> Option<String> {
     }
 }
 
-/// The reasons as one message: the verdict first, then one line each.
+/// The longest reason line of a denial.
+const MAX_REASON_CHARS: usize = 2000;
+
+/// The reasons as one message: the verdict first, then one line each. Reasons quote names,
+/// comments and fields: each is inert, so none can add a line or reach a terminal raw.
 fn render(reasons: &[String]) -> String {
+    let line = |reason: &String| crate::core::inert::bounded(reason, MAX_REASON_CHARS);
     match reasons.split_first() {
         None => String::new(),
-        Some((first, rest)) => rest
-            .iter()
-            .fold(first.clone(), |text, line| format!("{text}\n- {line}")),
+        Some((first, rest)) => rest.iter().fold(line(first), |text, reason| {
+            format!("{text}\n- {}", line(reason))
+        }),
     }
 }
 
@@ -1046,6 +1077,7 @@ mod tests {
                 audit_retention: None,
             },
             metrics: Metrics::new(),
+            seal_key: std::sync::Arc::new(SealKey::new(&[9; 32]).expect("a key")),
         }
     }
 
