@@ -9,6 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::api::{
     ApprovalPolicy, ApprovalPolicySpec, ApprovalPolicyStatus, ApprovalSettings, ChangeWindow,
+    MAX_APPROVERS_PER_LEVEL, MAX_LEVELS,
 };
 use crate::core::chain::{approver_label, named_person, required_approvals};
 use crate::core::change::{BUILDING_BLOCK_KINDS, WORKLOAD_KINDS, pointer_segments};
@@ -235,10 +236,6 @@ pub fn validate_chain_snapshot(chain: &ApprovalSettings) -> PolicyValidation {
     v
 }
 
-/// The most levels a chain may have: every admission walks them, so they are bounded.
-pub const MAX_LEVELS: usize = 32;
-
-/// Validate a chain found at field path `root` (`spec.approval` in a policy).
 /// A sink names a Secret in the install namespace: a DNS subdomain (RFC 1123), or it could
 /// never be found.
 fn check_sink_name(at: &str, name: &str, v: &mut PolicyValidation) {
@@ -260,6 +257,9 @@ fn check_sink_name(at: &str, name: &str, v: &mut PolicyValidation) {
     }
 }
 
+/// Validate a chain found at field path `root` (`spec.approval` in a policy). The chain's
+/// size is checked first ([`MAX_LEVELS`], [`MAX_APPROVERS_PER_LEVEL`]): it bounds the work
+/// of the checks across levels that follow.
 fn validate_chain(root: &str, chain: &ApprovalSettings, v: &mut PolicyValidation) {
     for (name, value) in [
         ("requestTTL", &chain.request_ttl),
@@ -309,6 +309,16 @@ fn validate_chain(root: &str, chain: &ApprovalSettings, v: &mut PolicyValidation
             v.error(
                 format!("{at}.approvers"),
                 format!("level {:?} has no approvers", level.name),
+            );
+            continue;
+        }
+        if level.approvers.len() > MAX_APPROVERS_PER_LEVEL {
+            v.error(
+                format!("{at}.approvers"),
+                format!(
+                    "{} approvers; a level has at most {MAX_APPROVERS_PER_LEVEL} (name a group or a role for more people)",
+                    level.approvers.len()
+                ),
             );
             continue;
         }
@@ -872,6 +882,19 @@ mod tests {
                 ]),
                 vec![
                     "spec.approval.levels: level \"sre\" needs 2 more approvals from people not required elsewhere, but name only 1 (b); one person counts at one level only",
+                ],
+            ),
+            (
+                "too many approvers in one level",
+                policy_with_levels(vec![level(
+                    "everyone",
+                    (0..=MAX_APPROVERS_PER_LEVEL)
+                        .map(|i| user(&format!("p{i}"), false))
+                        .collect(),
+                    None,
+                )]),
+                vec![
+                    "spec.approval.levels[0].approvers: 257 approvers; a level has at most 256 (name a group or a role for more people)",
                 ],
             ),
             (
