@@ -229,11 +229,24 @@ pub struct PolicyChecks {
     pub forbid_ephemeral_containers: bool,
 }
 
+/// The most levels a chain may have. Every admission walks the levels, and policy
+/// validation checks them against each other, so their number is bounded; no organisation
+/// signs a change off in more than a handful. Enforced by the CRD schema (`maxItems`) and
+/// again by policy validation, which refuses a longer chain naming `levels`.
+pub const MAX_LEVELS: usize = 32;
+
+/// The most approver entries one level may have. Policy validation matches a level's named
+/// people against every other level's, so with [`MAX_LEVELS`] this bounds its work (at most
+/// 8,192 entries in a chain); a level meant for more people names a group or a role.
+/// Enforced like [`MAX_LEVELS`]: `maxItems` in the CRD schema and policy validation.
+pub const MAX_APPROVERS_PER_LEVEL: usize = 256;
+
 /// The approval chain and its time limits (SPEC §4).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApprovalSettings {
-    /// Ordered levels; each must be satisfied before the next opens.
+    /// Ordered levels; each must be satisfied before the next opens. At most 32.
+    #[schemars(length(max = MAX_LEVELS))]
     pub levels: Vec<ApprovalLevel>,
     /// A pending request expires after this long, e.g. `72h`.
     #[serde(
@@ -270,6 +283,8 @@ pub struct ApprovalSettings {
 #[serde(rename_all = "camelCase")]
 pub struct ApprovalLevel {
     pub name: String,
+    /// Who may approve at this level. At most 256 entries; name a group or a role for more.
+    #[schemars(length(max = MAX_APPROVERS_PER_LEVEL))]
     pub approvers: Vec<Approver>,
     /// Distinct eligible approvals needed. Defaults to the number of required entries,
     /// or 1 when there are none. The stricter of this and the required entries wins.

@@ -1,7 +1,7 @@
 //! Policy validation (SPEC §3): refuse malformed or infeasible policies with a precise
 //! message naming the field; warn about what cannot be checked.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
@@ -9,6 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::api::{
     ApprovalPolicy, ApprovalPolicySpec, ApprovalPolicyStatus, ApprovalSettings, ChangeWindow,
+    MAX_APPROVERS_PER_LEVEL, MAX_LEVELS,
 };
 use crate::core::chain::{approver_label, named_person, required_approvals};
 use crate::core::change::{BUILDING_BLOCK_KINDS, WORKLOAD_KINDS, pointer_segments};
@@ -52,8 +53,30 @@ impl PolicyValidation {
     }
 }
 
+/// What validating a chain cost, counted in steps that bound its time. The work-bound
+/// tests read it, so a change that makes validation grow out of bounds again fails a test
+/// rather than an admission (the project has no timed tests).
+#[derive(Debug, Default)]
+#[cfg_attr(not(test), allow(dead_code))]
+struct ValidationWork {
+    /// Arcs of the approval flow network examined by the maximum-flow search.
+    flow_arc_scans: u64,
+    /// Branches the counting-order search explored (at most [`MAX_ORDERS_CHECKED`]).
+    order_branches: usize,
+    /// People the counting-order search looked at or counted, over all its branches.
+    order_person_scans: u64,
+}
+
 /// Validate a policy spec.
 pub fn validate_policy(spec: &ApprovalPolicySpec) -> PolicyValidation {
+    validate_policy_measured(spec, &mut ValidationWork::default())
+}
+
+/// [`validate_policy`], adding what it cost to `work`.
+fn validate_policy_measured(
+    spec: &ApprovalPolicySpec,
+    work: &mut ValidationWork,
+) -> PolicyValidation {
     let mut v = PolicyValidation::default();
     for (i, kind) in spec.match_.kinds.iter().enumerate() {
         if kind.kind.is_empty() {
@@ -107,7 +130,7 @@ pub fn validate_policy(spec: &ApprovalPolicySpec) -> PolicyValidation {
         }
     }
     if let Some(chain) = &spec.approval {
-        validate_chain("spec.approval", chain, &mut v);
+        validate_chain("spec.approval", chain, &mut v, work);
     }
     if let Some(grant) = &spec.grant
         && let Some(ttl) = &grant.ttl
@@ -231,14 +254,15 @@ fn validate_window(field: &str, window: &ChangeWindow, v: &mut PolicyValidation)
 /// that never expires, an infeasible level) is unusable.
 pub fn validate_chain_snapshot(chain: &ApprovalSettings) -> PolicyValidation {
     let mut v = PolicyValidation::default();
-    validate_chain("spec.policy.chain", chain, &mut v);
+    validate_chain(
+        "spec.policy.chain",
+        chain,
+        &mut v,
+        &mut ValidationWork::default(),
+    );
     v
 }
 
-/// The most levels a chain may have: every admission walks them, so they are bounded.
-pub const MAX_LEVELS: usize = 32;
-
-/// Validate a chain found at field path `root` (`spec.approval` in a policy).
 /// A sink names a Secret in the install namespace: a DNS subdomain (RFC 1123), or it could
 /// never be found.
 fn check_sink_name(at: &str, name: &str, v: &mut PolicyValidation) {
@@ -260,7 +284,15 @@ fn check_sink_name(at: &str, name: &str, v: &mut PolicyValidation) {
     }
 }
 
-fn validate_chain(root: &str, chain: &ApprovalSettings, v: &mut PolicyValidation) {
+/// Validate a chain found at field path `root` (`spec.approval` in a policy). The chain's
+/// size is checked first ([`MAX_LEVELS`], [`MAX_APPROVERS_PER_LEVEL`]): it bounds the work
+/// of the checks across levels that follow.
+fn validate_chain(
+    root: &str,
+    chain: &ApprovalSettings,
+    v: &mut PolicyValidation,
+    work: &mut ValidationWork,
+) {
     for (name, value) in [
         ("requestTTL", &chain.request_ttl),
         ("approvalTTL", &chain.approval_ttl),
@@ -309,6 +341,16 @@ fn validate_chain(root: &str, chain: &ApprovalSettings, v: &mut PolicyValidation
             v.error(
                 format!("{at}.approvers"),
                 format!("level {:?} has no approvers", level.name),
+            );
+            continue;
+        }
+        if level.approvers.len() > MAX_APPROVERS_PER_LEVEL {
+            v.error(
+                format!("{at}.approvers"),
+                format!(
+                    "{} approvers; a level has at most {MAX_APPROVERS_PER_LEVEL} (name a group or a role for more people)",
+                    level.approvers.len()
+                ),
             );
             continue;
         }
@@ -390,23 +432,103 @@ fn validate_chain(root: &str, chain: &ApprovalSettings, v: &mut PolicyValidation
             ));
         }
     }
-    if v.errors.is_empty() {
-        validate_people_across_levels(root, chain, v);
+    if !v.errors.is_empty() {
+        return;
     }
+    let people = ChainPeople::of(chain);
+    validate_people_across_levels(root, chain, &people, v, work);
     if v.errors.is_empty() {
-        validate_counting_order(root, chain, v);
+        validate_counting_order(root, chain, &people, v, work);
     }
 }
 
-/// The most levels of named people whose subsets are checked together (2^n subsets).
-const MAX_LEVELS_CHECKED_TOGETHER: usize = 16;
+/// The named people (users and service accounts) of a chain, interned: a person's index is
+/// their place in name order, so a set of indices in ascending order lists names sorted.
+struct ChainPeople {
+    names: Vec<String>,
+}
+
+impl ChainPeople {
+    fn of(chain: &ApprovalSettings) -> Self {
+        let names: BTreeSet<String> = chain
+            .levels
+            .iter()
+            .flat_map(|level| &level.approvers)
+            .filter_map(named_person)
+            .collect();
+        ChainPeople {
+            names: names.into_iter().collect(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// The index of a person named in the chain.
+    fn index(&self, name: &str) -> Option<usize> {
+        self.names
+            .binary_search_by(|known| known.as_str().cmp(name))
+            .ok()
+    }
+
+    /// The names of people by index, in the order given.
+    fn names_of<'a>(&'a self, people: impl IntoIterator<Item = &'a usize>) -> Vec<&'a str> {
+        people
+            .into_iter()
+            .filter_map(|&p| self.names.get(p).map(String::as_str))
+            .collect()
+    }
+}
+
+/// A set of people by index, one bit each: cheap to test, add to and copy.
+#[derive(Clone, Debug)]
+struct PersonSet {
+    words: Vec<u64>,
+}
+
+impl PersonSet {
+    /// The empty set, for people `0..people`.
+    fn empty(people: usize) -> Self {
+        PersonSet {
+            words: vec![0; people.div_ceil(64)],
+        }
+    }
+
+    fn contains(&self, person: usize) -> bool {
+        self.words
+            .get(person / 64)
+            .is_some_and(|word| word >> (person % 64) & 1 == 1)
+    }
+
+    fn insert(&mut self, person: usize) {
+        if let Some(word) = self.words.get_mut(person / 64) {
+            *word |= 1 << (person % 64);
+        }
+    }
+
+    fn remove(&mut self, person: usize) {
+        if let Some(word) = self.words.get_mut(person / 64) {
+            *word &= !(1 << (person % 64));
+        }
+    }
+}
 
 /// One person counts once per request (SPEC §4), so levels that share named people can be
 /// infeasible together although each is feasible alone. Checked exactly for levels made
 /// only of named users and service accounts: a person required at two levels is refused,
 /// and after each required person is placed at their level, every set of levels must name
-/// at least as many other people as it still needs (Hall's condition).
-fn validate_people_across_levels(root: &str, chain: &ApprovalSettings, v: &mut PolicyValidation) {
+/// at least as many other people as it still needs (Hall's condition). That holds exactly
+/// when a maximum flow gives every level all the approvals it still needs
+/// ([`approval_shortfall`]), which takes polynomial time where trying every set of levels
+/// took 2^levels.
+fn validate_people_across_levels(
+    root: &str,
+    chain: &ApprovalSettings,
+    people: &ChainPeople,
+    v: &mut PolicyValidation,
+    work: &mut ValidationWork,
+) {
     let mut required_at: HashMap<String, usize> = HashMap::new();
     for (i, level) in chain.levels.iter().enumerate() {
         for (j, entry) in level.approvers.iter().enumerate() {
@@ -431,62 +553,230 @@ fn validate_people_across_levels(root: &str, chain: &ApprovalSettings, v: &mut P
     if !v.errors.is_empty() {
         return;
     }
+    let mut required_per_level = vec![0u32; chain.levels.len()];
+    for &at in required_at.values() {
+        if let Some(count) = required_per_level.get_mut(at) {
+            *count += 1;
+        }
+    }
     // Per level of named people only: the others it can still draw on, and how many it
     // still needs once its required people have approved.
-    let named_levels: Vec<(usize, BTreeSet<String>, u32)> = chain
+    let named_levels: Vec<LevelDemand> = chain
         .levels
         .iter()
         .enumerate()
         .filter_map(|(i, level)| {
-            let people: Option<Vec<String>> = level.approvers.iter().map(named_person).collect();
-            let people = people?;
-            let required_here = required_at.values().filter(|&&at| at == i).count() as u32;
-            let others = people
-                .into_iter()
-                .filter(|p| !required_at.contains_key(p))
+            let names: Option<Vec<String>> = level.approvers.iter().map(named_person).collect();
+            let others: BTreeSet<usize> = names?
+                .iter()
+                .filter(|name| !required_at.contains_key(*name))
+                .filter_map(|name| people.index(name))
                 .collect();
-            Some((
-                i,
-                others,
-                required_approvals(level).saturating_sub(required_here),
-            ))
+            Some(LevelDemand {
+                level: i,
+                others: others.into_iter().collect(),
+                needed: required_approvals(level).saturating_sub(required_per_level[i]),
+            })
         })
         .collect();
-    if named_levels.len() > MAX_LEVELS_CHECKED_TOGETHER {
-        v.warnings.push(format!(
-            "more than {MAX_LEVELS_CHECKED_TOGETHER} levels of named approvers: whether they can all be satisfied by distinct people was not checked"
-        ));
+    let Some(short) = approval_shortfall(&named_levels, people.len(), work) else {
         return;
-    }
-    for subset in 1u32..(1 << named_levels.len()) {
-        let chosen: Vec<&(usize, BTreeSet<String>, u32)> = named_levels
-            .iter()
-            .enumerate()
-            .filter(|(bit, _)| subset & (1 << bit) != 0)
-            .map(|(_, level)| level)
-            .collect();
-        let needed: u32 = chosen.iter().map(|(_, _, needed)| needed).sum();
-        let people: BTreeSet<&String> = chosen.iter().flat_map(|(_, people, _)| people).collect();
-        if (people.len() as u32) < needed {
-            let names: Vec<String> = chosen
-                .iter()
-                .map(|(i, _, _)| format!("{:?}", chain.levels[*i].name))
-                .collect();
-            let available: Vec<&str> = people.iter().map(|p| p.as_str()).collect();
-            v.error(
-                format!("{root}.levels"),
-                format!(
-                    "{} {needed} more approvals from people not required elsewhere, but name only {} ({}); one person counts at one level only",
-                    match names.as_slice() {
-                        [one] => format!("level {one} needs"),
-                        many => format!("levels {} together need", many.join(" and ")),
-                    },
-                    people.len(),
-                    if available.is_empty() { "nobody".to_string() } else { available.join(", ") }
-                ),
-            );
-            return;
+    };
+    let needed: u32 = short.iter().map(|&k| named_levels[k].needed).sum();
+    let available: BTreeSet<usize> = short
+        .iter()
+        .flat_map(|&k| named_levels[k].others.iter().copied())
+        .collect();
+    let names: Vec<String> = short
+        .iter()
+        .map(|&k| format!("{:?}", chain.levels[named_levels[k].level].name))
+        .collect();
+    let available = people.names_of(&available);
+    v.error(
+        format!("{root}.levels"),
+        format!(
+            "{} {needed} more approvals from people not required elsewhere, but name only {} ({}); one person counts at one level only",
+            match names.as_slice() {
+                [one] => format!("level {one} needs"),
+                many => format!("levels {} together need", many.join(" and ")),
+            },
+            available.len(),
+            if available.is_empty() {
+                "nobody".to_string()
+            } else {
+                available.join(", ")
+            }
+        ),
+    );
+}
+
+/// What one level of named people asks of the people not required anywhere.
+#[derive(Clone, Debug)]
+struct LevelDemand {
+    /// The level's index in the chain.
+    level: usize,
+    /// The people it names that no level requires, by [`ChainPeople`] index, ascending.
+    others: Vec<usize>,
+    /// Approvals it still needs once its required people have approved.
+    needed: u32,
+}
+
+/// Can every level get the approvals it still needs from distinct people? A bipartite
+/// maximum flow decides it: the source gives each level what it needs, a level passes one
+/// approval to each person it names, and a person passes one to the sink. When the flow
+/// falls short, the levels still reachable from the source in the residual network are a
+/// set that needs more approvals than it names people (the minimum cut), returned as
+/// ascending positions in `levels`; `None` when every level can be satisfied.
+fn approval_shortfall(
+    levels: &[LevelDemand],
+    people: usize,
+    work: &mut ValidationWork,
+) -> Option<Vec<usize>> {
+    let level_node = |k: usize| 2 + k;
+    let person_node = |p: usize| 2 + levels.len() + p;
+    let mut network = FlowNetwork::new(2 + levels.len() + people);
+    let mut named = vec![false; people];
+    for (k, level) in levels.iter().enumerate() {
+        network.add_arc(FlowNetwork::SOURCE, level_node(k), level.needed);
+        for &p in &level.others {
+            network.add_arc(level_node(k), person_node(p), 1);
+            if let Some(seen) = named.get_mut(p) {
+                *seen = true;
+            }
         }
+    }
+    for (p, _) in named.iter().enumerate().filter(|(_, named)| **named) {
+        network.add_arc(person_node(p), FlowNetwork::SINK, 1);
+    }
+    let wanted: u64 = levels.iter().map(|level| u64::from(level.needed)).sum();
+    if network.max_flow(&mut work.flow_arc_scans) >= wanted {
+        return None;
+    }
+    let reachable = network.residual_reachable(&mut work.flow_arc_scans);
+    Some(
+        (0..levels.len())
+            .filter(|&k| reachable[level_node(k)])
+            .collect(),
+    )
+}
+
+/// A flow network with integer capacities, for a maximum flow by Dinic's algorithm: each
+/// phase finds the shortest augmenting paths by a breadth-first search, then saturates
+/// them. In the approval network every augmenting path passes each level at most once, so
+/// there are at most [`MAX_LEVELS`] + 1 phases, each examining every arc a bounded number
+/// of times.
+struct FlowNetwork {
+    /// Per node, the arcs leaving it (indices into `head` and `capacity`).
+    arcs_from: Vec<Vec<usize>>,
+    /// Per arc, the node it enters. Arcs come in pairs: `a ^ 1` is the reverse of `a`.
+    head: Vec<usize>,
+    /// Per arc, the capacity left.
+    capacity: Vec<u32>,
+}
+
+impl FlowNetwork {
+    const SOURCE: usize = 0;
+    const SINK: usize = 1;
+
+    fn new(nodes: usize) -> Self {
+        FlowNetwork {
+            arcs_from: vec![Vec::new(); nodes],
+            head: Vec::new(),
+            capacity: Vec::new(),
+        }
+    }
+
+    fn add_arc(&mut self, from: usize, to: usize, capacity: u32) {
+        self.arcs_from[from].push(self.head.len());
+        self.head.push(to);
+        self.capacity.push(capacity);
+        self.arcs_from[to].push(self.head.len());
+        self.head.push(from);
+        self.capacity.push(0);
+    }
+
+    /// Send as much flow as possible from [`Self::SOURCE`] to [`Self::SINK`]; the total.
+    fn max_flow(&mut self, scans: &mut u64) -> u64 {
+        let mut total = 0;
+        while let Some(distance) = self.distances(scans) {
+            let mut next_arc = vec![0; self.arcs_from.len()];
+            loop {
+                let pushed = self.augment(Self::SOURCE, u32::MAX, &distance, &mut next_arc, scans);
+                if pushed == 0 {
+                    break;
+                }
+                total += u64::from(pushed);
+            }
+        }
+        total
+    }
+
+    /// Breadth-first distances from the source over arcs with capacity left; `None` when
+    /// the sink cannot be reached.
+    fn distances(&self, scans: &mut u64) -> Option<Vec<u32>> {
+        let mut distance = vec![u32::MAX; self.arcs_from.len()];
+        distance[Self::SOURCE] = 0;
+        let mut queue = std::collections::VecDeque::from([Self::SOURCE]);
+        while let Some(node) = queue.pop_front() {
+            for &arc in &self.arcs_from[node] {
+                *scans += 1;
+                let to = self.head[arc];
+                if self.capacity[arc] > 0 && distance[to] == u32::MAX {
+                    distance[to] = distance[node] + 1;
+                    queue.push_back(to);
+                }
+            }
+        }
+        (distance[Self::SINK] != u32::MAX).then_some(distance)
+    }
+
+    /// Push up to `limit` along one shortest path from `node` to the sink; what was pushed.
+    /// `next_arc` skips the arcs of a node already found to lead nowhere in this phase.
+    fn augment(
+        &mut self,
+        node: usize,
+        limit: u32,
+        distance: &[u32],
+        next_arc: &mut [usize],
+        scans: &mut u64,
+    ) -> u32 {
+        if node == Self::SINK {
+            return limit;
+        }
+        while let Some(&arc) = self.arcs_from[node].get(next_arc[node]) {
+            *scans += 1;
+            let to = self.head[arc];
+            if self.capacity[arc] > 0 && distance[to] == distance[node].saturating_add(1) {
+                let pushed =
+                    self.augment(to, limit.min(self.capacity[arc]), distance, next_arc, scans);
+                if pushed > 0 {
+                    self.capacity[arc] -= pushed;
+                    self.capacity[arc ^ 1] += pushed;
+                    return pushed;
+                }
+            }
+            next_arc[node] += 1;
+        }
+        0
+    }
+
+    /// Which nodes the source reaches over arcs with capacity left: after a maximum flow,
+    /// the source side of a minimum cut.
+    fn residual_reachable(&self, scans: &mut u64) -> Vec<bool> {
+        let mut reached = vec![false; self.arcs_from.len()];
+        reached[Self::SOURCE] = true;
+        let mut stack = vec![Self::SOURCE];
+        while let Some(node) = stack.pop() {
+            for &arc in &self.arcs_from[node] {
+                *scans += 1;
+                let to = self.head[arc];
+                if self.capacity[arc] > 0 && !reached[to] {
+                    reached[to] = true;
+                    stack.push(to);
+                }
+            }
+        }
+        reached
     }
 }
 
@@ -495,10 +785,9 @@ const MAX_ORDERS_CHECKED: usize = 20_000;
 
 /// What one level can take from the people named in the chain.
 struct NamedLevel {
-    /// Named people (users and service accounts) of the level.
-    people: BTreeSet<String>,
-    /// Named people the level requires.
-    required: BTreeSet<String>,
+    /// Named people (users and service accounts) of the level, by [`ChainPeople`] index,
+    /// ascending, each with whether the level requires them.
+    people: Vec<(usize, bool)>,
     /// Approvals the level counts beyond its required entries (free slots).
     free: usize,
     /// Distinct approvals the level needs.
@@ -507,12 +796,22 @@ struct NamedLevel {
     only_named: bool,
 }
 
-/// A way the approvals at earlier levels can leave a later level unsatisfiable.
+impl NamedLevel {
+    fn required(&self) -> impl Iterator<Item = usize> + '_ {
+        self.people
+            .iter()
+            .filter(|(_, required)| *required)
+            .map(|(person, _)| *person)
+    }
+}
+
+/// A way the approvals at earlier levels can leave a later level unsatisfiable, with
+/// people by [`ChainPeople`] index.
 struct Deadlock {
     /// (level index, the named people counted there), in level order.
-    counted: Vec<(usize, Vec<String>)>,
+    counted: Vec<(usize, Vec<usize>)>,
     stuck: usize,
-    left: Vec<String>,
+    left: Vec<usize>,
 }
 
 /// Levels are satisfied in order and each approval counts at the open level, so the order
@@ -523,31 +822,30 @@ struct Deadlock {
 /// whether their groups can fill them is unknown (a warning says so elsewhere).
 /// `validate_people_across_levels` runs first: what it refuses no order can satisfy, and
 /// its message says so more plainly than an order would.
-fn validate_counting_order(root: &str, chain: &ApprovalSettings, v: &mut PolicyValidation) {
+fn validate_counting_order(
+    root: &str,
+    chain: &ApprovalSettings,
+    people: &ChainPeople,
+    v: &mut PolicyValidation,
+    work: &mut ValidationWork,
+) {
     let levels: Vec<NamedLevel> = chain
         .levels
         .iter()
         .map(|level| {
-            let mut people = BTreeSet::new();
-            let mut required = BTreeSet::new();
+            let mut named: BTreeMap<usize, bool> = BTreeMap::new();
             let mut required_entries = 0usize;
             let mut only_named = true;
             for entry in &level.approvers {
                 required_entries += usize::from(entry.required);
-                match named_person(entry) {
-                    Some(person) => {
-                        if entry.required {
-                            required.insert(person.clone());
-                        }
-                        people.insert(person);
-                    }
+                match named_person(entry).and_then(|name| people.index(&name)) {
+                    Some(person) => *named.entry(person).or_default() |= entry.required,
                     None => only_named = false,
                 }
             }
             let needed = required_approvals(level) as usize;
             NamedLevel {
-                people,
-                required,
+                people: named.into_iter().collect(),
                 free: needed.saturating_sub(required_entries),
                 needed,
                 only_named,
@@ -567,42 +865,56 @@ fn validate_counting_order(root: &str, chain: &ApprovalSettings, v: &mut PolicyV
             unbounded.join(", ")
         ));
     }
-    let mut budget = MAX_ORDERS_CHECKED;
+    // Per level, the people named by the levels after it.
+    let mut named_later = vec![PersonSet::empty(people.len()); levels.len()];
+    for i in (0..levels.len().saturating_sub(1)).rev() {
+        let mut later = named_later[i + 1].clone();
+        for &(person, _) in &levels[i + 1].people {
+            later.insert(person);
+        }
+        named_later[i] = later;
+    }
+    let mut used = PersonSet::empty(people.len());
     let mut counted = Vec::new();
-    match find_deadlock(&levels, 0, &BTreeSet::new(), &mut counted, &mut budget) {
+    let search = OrderSearch {
+        levels: &levels,
+        named_later: &named_later,
+    };
+    match search.find_deadlock(0, &mut used, &mut counted, work) {
         Ok(None) => {}
         Ok(Some(deadlock)) => {
             let name = |i: usize| format!("{:?}", chain.levels[i].name);
             let steps: Vec<String> = deadlock
                 .counted
                 .iter()
-                .filter(|(_, people)| !people.is_empty())
-                .map(|(i, people)| {
+                .filter(|(_, counted)| !counted.is_empty())
+                .map(|(i, counted)| {
                     format!(
                         "{} {} at level {}",
-                        people.join(", "),
-                        if people.len() == 1 { "approves" } else { "approve" },
+                        people.names_of(counted).join(", "),
+                        if counted.len() == 1 { "approves" } else { "approve" },
                         name(*i)
                     )
                 })
                 .collect();
             let stuck = &levels[deadlock.stuck];
             let plural = if stuck.needed == 1 { "" } else { "s" };
-            let left = match deadlock.left.as_slice() {
+            let left = match people.names_of(&deadlock.left).as_slice() {
                 [] => "none of its approvers remain".to_string(),
                 [one] => format!("only {one} remains"),
                 many => format!("only {} remain", many.join(", ")),
             };
-            let missing: Vec<&String> = stuck
-                .required
-                .iter()
+            let missing: Vec<usize> = stuck
+                .required()
                 .filter(|p| !deadlock.left.contains(p))
                 .collect();
             let why = if missing.is_empty() {
                 format!("it needs {} approval{plural} and {left}", stuck.needed)
             } else {
-                let missing: Vec<&str> = missing.iter().map(|p| p.as_str()).collect();
-                format!("it requires {} who already counted", missing.join(", "))
+                format!(
+                    "it requires {} who already counted",
+                    people.names_of(&missing).join(", ")
+                )
             };
             v.error(
                 format!("{root}.levels"),
@@ -619,54 +931,82 @@ fn validate_counting_order(root: &str, chain: &ApprovalSettings, v: &mut PolicyV
     }
 }
 
-/// Depth-first over the levels from `index`, with `used` people already counted: the
-/// first order of approvals that leaves a level unsatisfiable. `Err` when the budget ran out.
-/// Counting more of the people later levels name only ever hurts them, so at each level
-/// the search tries every largest set of such people the level can count.
-fn find_deadlock(
-    levels: &[NamedLevel],
-    index: usize,
-    used: &BTreeSet<String>,
-    counted: &mut Vec<(usize, Vec<String>)>,
-    budget: &mut usize,
-) -> Result<Option<Deadlock>, ()> {
-    let Some(level) = levels.get(index) else {
-        return Ok(None);
-    };
-    *budget = budget.checked_sub(1).ok_or(())?;
-    let available: BTreeSet<&String> = level.people.difference(used).collect();
-    let required_left = level.required.iter().all(|p| available.contains(p));
-    if !required_left || (level.only_named && available.len() < level.needed) {
-        return Ok(Some(Deadlock {
-            counted: counted.clone(),
-            stuck: index,
-            left: available.into_iter().cloned().collect(),
-        }));
-    }
-    let later: BTreeSet<&String> = levels[index + 1..]
-        .iter()
-        .flat_map(|l| l.people.iter())
-        .collect();
-    let candidates: Vec<&String> = available
-        .iter()
-        .copied()
-        .filter(|p| !level.required.contains(*p) && later.contains(p))
-        .collect();
-    let take = level.free.min(candidates.len());
-    let mut choice: Vec<usize> = (0..take).collect();
-    loop {
-        let mut people: Vec<String> = level.required.iter().cloned().collect();
-        people.extend(choice.iter().map(|&i| candidates[i].clone()));
-        let mut now_used = used.clone();
-        now_used.extend(people.iter().cloned());
-        counted.push((index, people));
-        let found = find_deadlock(levels, index + 1, &now_used, counted, budget)?;
-        counted.pop();
-        if found.is_some() {
-            return Ok(found);
-        }
-        if !next_combination(&mut choice, candidates.len()) {
+/// The counting-order search over a chain's levels.
+struct OrderSearch<'a> {
+    levels: &'a [NamedLevel],
+    /// Per level, the people named by the levels after it.
+    named_later: &'a [PersonSet],
+}
+
+impl OrderSearch<'_> {
+    /// Depth-first over the levels from `index`, with `used` people already counted: the
+    /// first order of approvals that leaves a level unsatisfiable. `Err` when the branch
+    /// budget ([`MAX_ORDERS_CHECKED`]) ran out. Counting more of the people later levels
+    /// name only ever hurts them, so at each level the search tries every largest set of
+    /// such people the level can count. A branch costs time in the size of its level
+    /// (at most [`MAX_APPROVERS_PER_LEVEL`] people), not of the chain: `used` is one set,
+    /// marked and unmarked as the search goes down and back.
+    fn find_deadlock(
+        &self,
+        index: usize,
+        used: &mut PersonSet,
+        counted: &mut Vec<(usize, Vec<usize>)>,
+        work: &mut ValidationWork,
+    ) -> Result<Option<Deadlock>, ()> {
+        let Some(level) = self.levels.get(index) else {
             return Ok(None);
+        };
+        if work.order_branches >= MAX_ORDERS_CHECKED {
+            return Err(());
+        }
+        work.order_branches += 1;
+        work.order_person_scans += level.people.len() as u64;
+        let available: Vec<usize> = level
+            .people
+            .iter()
+            .map(|&(person, _)| person)
+            .filter(|&person| !used.contains(person))
+            .collect();
+        let required_left = level.required().all(|person| !used.contains(person));
+        if !required_left || (level.only_named && available.len() < level.needed) {
+            return Ok(Some(Deadlock {
+                counted: counted.clone(),
+                stuck: index,
+                left: available,
+            }));
+        }
+        let later = &self.named_later[index];
+        let candidates: Vec<usize> = level
+            .people
+            .iter()
+            .filter(|&&(person, required)| {
+                !required && !used.contains(person) && later.contains(person)
+            })
+            .map(|&(person, _)| person)
+            .collect();
+        let required: Vec<usize> = level.required().collect();
+        let take = level.free.min(candidates.len());
+        let mut choice: Vec<usize> = (0..take).collect();
+        loop {
+            let mut counted_here = required.clone();
+            counted_here.extend(choice.iter().map(|&i| candidates[i]));
+            work.order_person_scans += counted_here.len() as u64;
+            for &person in &counted_here {
+                used.insert(person);
+            }
+            counted.push((index, counted_here));
+            let found = self.find_deadlock(index + 1, used, counted, work);
+            if let Some((_, counted_here)) = counted.pop() {
+                for person in counted_here {
+                    used.remove(person);
+                }
+            }
+            if let Some(deadlock) = found? {
+                return Ok(Some(deadlock));
+            }
+            if !next_combination(&mut choice, candidates.len()) {
+                return Ok(None);
+            }
         }
     }
 }
@@ -733,6 +1073,7 @@ mod tests {
     use super::*;
     use crate::api::{ApprovalLevel, Approver, WeeklySchedule, WindowEffect};
     use crate::core::test_builders::{group, level, user};
+    use proptest::prelude::*;
 
     fn policy_with_levels(levels: Vec<ApprovalLevel>) -> ApprovalPolicySpec {
         ApprovalPolicySpec {
@@ -872,6 +1213,74 @@ mod tests {
                 ]),
                 vec![
                     "spec.approval.levels: level \"sre\" needs 2 more approvals from people not required elsewhere, but name only 1 (b); one person counts at one level only",
+                ],
+            ),
+            (
+                "too many approvers in one level",
+                policy_with_levels(vec![level(
+                    "everyone",
+                    (0..=MAX_APPROVERS_PER_LEVEL)
+                        .map(|i| user(&format!("p{i}"), false))
+                        .collect(),
+                    None,
+                )]),
+                vec![
+                    "spec.approval.levels[0].approvers: 257 approvers; a level has at most 256 (name a group or a role for more people)",
+                ],
+            ),
+            (
+                "two of three levels share too few people; the third is not blamed",
+                policy_with_levels(vec![
+                    level("leads", vec![user("a", false), user("b", false)], Some(2)),
+                    level("ops", vec![user("c", false), user("d", false)], None),
+                    level("sre", vec![user("a", false), user("b", false)], None),
+                ]),
+                vec![
+                    "spec.approval.levels: levels \"leads\" and \"sre\" together need 3 more approvals from people not required elsewhere, but name only 2 (a, b); one person counts at one level only",
+                ],
+            ),
+            (
+                "people required at one level are not counted for the others",
+                policy_with_levels(vec![
+                    level(
+                        "leads",
+                        vec![user("a", true), user("b", false), user("c", false)],
+                        Some(3),
+                    ),
+                    level(
+                        "sre",
+                        vec![
+                            user("a", false),
+                            user("b", false),
+                            user("c", false),
+                            user("d", false),
+                        ],
+                        Some(2),
+                    ),
+                    level("ops", vec![user("e", false), group.clone()], Some(3)),
+                ]),
+                vec![
+                    "spec.approval.levels: levels \"leads\" and \"sre\" together need 4 more approvals from people not required elsewhere, but name only 3 (b, c, d); one person counts at one level only",
+                ],
+            ),
+            (
+                "a user and a service account that are one person",
+                policy_with_levels(vec![level(
+                    "deployers",
+                    vec![
+                        user("system:serviceaccount:ci:deployer", false),
+                        Approver {
+                            service_account: Some(crate::api::ServiceAccountRef {
+                                namespace: "ci".into(),
+                                name: "deployer".into(),
+                            }),
+                            ..Default::default()
+                        },
+                    ],
+                    Some(2),
+                )]),
+                vec![
+                    "spec.approval.levels: level \"deployers\" needs 2 more approvals from people not required elsewhere, but name only 1 (system:serviceaccount:ci:deployer); one person counts at one level only",
                 ],
             ),
             (
@@ -1269,5 +1678,291 @@ mod tests {
                 "spec.approval.levels[0].sinks[1]",
             ]
         );
+    }
+
+    /// `count` levels named `l0`, `l1`, …, each of `people(level)` named users and each
+    /// needing `min` approvals.
+    fn chain_of(
+        count: usize,
+        people: impl Fn(usize) -> Vec<String>,
+        min: u32,
+    ) -> ApprovalPolicySpec {
+        policy_with_levels(
+            (0..count)
+                .map(|i| {
+                    let approvers = people(i).iter().map(|p| user(p, false)).collect();
+                    level(&format!("l{i}"), approvers, Some(min))
+                })
+                .collect(),
+        )
+    }
+
+    /// `per_level` users of their own for level `i`.
+    fn distinct(per_level: usize) -> impl Fn(usize) -> Vec<String> {
+        move |i| (0..per_level).map(|k| format!("u{i}-{k}")).collect()
+    }
+
+    /// The same `per_level` users at every level.
+    fn shared(per_level: usize) -> impl Fn(usize) -> Vec<String> {
+        move |_| (0..per_level).map(|k| format!("u{k}")).collect()
+    }
+
+    fn measured(spec: &ApprovalPolicySpec) -> (PolicyValidation, ValidationWork) {
+        let mut work = ValidationWork::default();
+        let validation = validate_policy_measured(spec, &mut work);
+        (validation, work)
+    }
+
+    /// The most arcs Dinic's algorithm examines on a chain of `levels` named levels with
+    /// `entries` approver entries (which bound both the level-to-person arcs and the
+    /// people) that carries a flow of `flow`: every augmenting path passes a level at most
+    /// once, so there are at most `levels + 1` phases plus the last, failing search; each
+    /// phase's breadth-first search examines every arc once, its augmenting searches move
+    /// past every arc at most once and retrace at most one path (`2 levels + 1` arcs) per
+    /// unit of flow; the minimum cut's search examines every arc once more.
+    fn flow_scan_bound(levels: usize, entries: usize, flow: u64) -> u64 {
+        let arcs = 2 * (levels + 2 * entries) as u64;
+        let phases = levels as u64 + 2;
+        phases * 2 * arcs + flow * (2 * levels as u64 + 1) + arcs
+    }
+
+    /// The counting-order search's steps are bounded by its branch budget, whatever the
+    /// chain: each branch looks at one level's people and counts at most as many.
+    const ORDER_SCAN_BOUND: u64 = MAX_ORDERS_CHECKED as u64 * 2 * MAX_APPROVERS_PER_LEVEL as u64;
+
+    /// The attack that froze the webhook: 16 levels of 400 named users each, which the
+    /// subset check met with 2^16 sets of up to 6,400 names. Now refused by size, before
+    /// any check across levels runs.
+    #[test]
+    fn the_attackers_chain_is_refused_by_size_without_work_across_levels() {
+        let (validation, work) = measured(&chain_of(16, distinct(400), 1));
+        let fields: Vec<&str> = validation.errors.iter().map(|e| e.field.as_str()).collect();
+        let expected: Vec<String> = (0..16)
+            .map(|i| format!("spec.approval.levels[{i}].approvers"))
+            .collect();
+        assert_eq!(fields, expected);
+        assert_eq!(
+            validation.errors[0].message,
+            "400 approvers; a level has at most 256 (name a group or a role for more people)"
+        );
+        assert_eq!(work.flow_arc_scans, 0);
+        assert_eq!(work.order_branches, 0);
+        let (validation, work) = measured(&chain_of(MAX_LEVELS + 1, distinct(1), 1));
+        let refused: Vec<String> = validation.errors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            refused,
+            vec!["spec.approval.levels: 33 levels; a chain has at most 32".to_string()]
+        );
+        assert_eq!(work.flow_arc_scans, 0);
+        assert_eq!(work.order_branches, 0);
+    }
+
+    /// Chains at both limits (32 levels of 256 named users) validate within the bounds the
+    /// algorithms promise: distinct people, the same people at every level (just enough,
+    /// and one approval too many), and the attacker's 16 levels cut to the limit.
+    #[test]
+    fn chains_at_the_limits_are_validated_within_a_fixed_bound() {
+        let per_level = MAX_APPROVERS_PER_LEVEL;
+        let entries = MAX_LEVELS * per_level;
+        let cases: Vec<(&str, ApprovalPolicySpec, bool, u64)> = vec![
+            (
+                "16 levels of 256 people of their own, each needing all of them",
+                chain_of(16, distinct(per_level), per_level as u32),
+                true,
+                16 * per_level as u64,
+            ),
+            (
+                "32 levels of 256 people of their own",
+                chain_of(MAX_LEVELS, distinct(per_level), 200),
+                true,
+                MAX_LEVELS as u64 * 200,
+            ),
+            (
+                "32 levels of the same 256 people, exactly enough",
+                chain_of(MAX_LEVELS, shared(per_level), 8),
+                true,
+                256,
+            ),
+            (
+                "32 levels of the same 256 people, one approval each too many",
+                chain_of(MAX_LEVELS, shared(per_level), 9),
+                false,
+                256,
+            ),
+        ];
+        for (name, spec, feasible, flow) in cases {
+            let (validation, work) = measured(&spec);
+            assert_eq!(
+                validation.errors.is_empty(),
+                feasible,
+                "{name}: {:?}",
+                validation.errors.first()
+            );
+            assert!(work.flow_arc_scans > 0, "{name}: the flow ran");
+            assert!(
+                work.flow_arc_scans <= flow_scan_bound(MAX_LEVELS, entries, flow),
+                "{name}: {} arcs examined",
+                work.flow_arc_scans
+            );
+            assert!(work.order_branches <= MAX_ORDERS_CHECKED, "{name}");
+            assert!(
+                work.order_person_scans <= ORDER_SCAN_BOUND,
+                "{name}: {} people looked at",
+                work.order_person_scans
+            );
+        }
+        let too_many = errors(&chain_of(MAX_LEVELS, shared(per_level), 9));
+        assert!(
+            too_many[0].starts_with(
+                "spec.approval.levels: levels \"l0\" and \"l1\" and \"l2\" and \"l3\""
+            ) && too_many[0].contains(
+                "\"l31\" together need 288 more approvals from people not required elsewhere, but name only 256 (u0, u1, u10, u100,"
+            ),
+            "{too_many:?}"
+        );
+    }
+
+    /// The counting-order search stops at its branch budget on a chain where the orders
+    /// explode (every level picking 8 of the same 256 people), having looked at no more
+    /// people than the budget allows.
+    #[test]
+    fn the_counting_order_budget_bounds_its_steps() {
+        let (validation, work) =
+            measured(&chain_of(MAX_LEVELS, shared(MAX_APPROVERS_PER_LEVEL), 8));
+        assert!(validation.is_valid(), "{:?}", validation.errors);
+        assert!(
+            validation
+                .warnings
+                .iter()
+                .any(|w| w.starts_with("too many orders of approval to check")),
+            "{:?}",
+            validation.warnings
+        );
+        assert_eq!(work.order_branches, MAX_ORDERS_CHECKED);
+        assert!(work.order_person_scans <= ORDER_SCAN_BOUND);
+    }
+
+    /// The subset check the maximum flow replaced (Hall's condition over every set of
+    /// levels of named people), kept as the reference: whether it refuses `chain`.
+    fn subsets_refuse(chain: &ApprovalSettings) -> bool {
+        let mut required_at: HashMap<String, usize> = HashMap::new();
+        for (i, level) in chain.levels.iter().enumerate() {
+            for entry in &level.approvers {
+                if let Some(person) = named_person(entry).filter(|_| entry.required)
+                    && required_at.insert(person, i).is_some()
+                {
+                    return true;
+                }
+            }
+        }
+        let named_levels: Vec<(BTreeSet<String>, u32)> = chain
+            .levels
+            .iter()
+            .enumerate()
+            .filter_map(|(i, level)| {
+                let people: Option<Vec<String>> =
+                    level.approvers.iter().map(named_person).collect();
+                let required_here = required_at.values().filter(|&&at| at == i).count() as u32;
+                let others = people?
+                    .into_iter()
+                    .filter(|p| !required_at.contains_key(p))
+                    .collect();
+                Some((
+                    others,
+                    required_approvals(level).saturating_sub(required_here),
+                ))
+            })
+            .collect();
+        (1u32..(1 << named_levels.len())).any(|subset| {
+            let chosen = named_levels
+                .iter()
+                .enumerate()
+                .filter(|(bit, _)| subset & (1 << bit) != 0);
+            let needed: u32 = chosen.clone().map(|(_, (_, needed))| needed).sum();
+            let people: BTreeSet<&String> = chosen.flat_map(|(_, (people, _))| people).collect();
+            (people.len() as u32) < needed
+        })
+    }
+
+    /// A small chain: up to 5 levels drawing on 6 people (and sometimes a group), with
+    /// random required flags and minimum approvals.
+    fn small_chain() -> impl Strategy<Value = ApprovalSettings> {
+        let level_strategy = (
+            prop::collection::btree_map(0..7usize, prop::bool::weighted(0.2), 1..5),
+            prop::option::of(1u32..5),
+        );
+        prop::collection::vec(level_strategy, 1..=5).prop_map(|levels| ApprovalSettings {
+            levels: levels
+                .into_iter()
+                .enumerate()
+                .map(|(i, (entries, min))| {
+                    let approvers = entries
+                        .into_iter()
+                        .map(|(who, required)| match who {
+                            6 => group("sre", required),
+                            person => user(&format!("p{person}"), required),
+                        })
+                        .collect();
+                    level(&format!("l{i}"), approvers, min)
+                })
+                .collect(),
+            ..Default::default()
+        })
+    }
+
+    /// Demands of named levels on up to 6 people: who each level names, what it needs.
+    fn small_demands() -> impl Strategy<Value = Vec<LevelDemand>> {
+        prop::collection::vec(
+            (prop::collection::btree_set(0..6usize, 0..=6), 0u32..5),
+            1..=5,
+        )
+        .prop_map(|levels| {
+            levels
+                .into_iter()
+                .enumerate()
+                .map(|(level, (others, needed))| LevelDemand {
+                    level,
+                    others: others.into_iter().collect(),
+                    needed,
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// The maximum flow refuses exactly the chains the subset check refused.
+        #[test]
+        fn the_flow_refuses_what_the_subsets_refused(chain in small_chain()) {
+            let people = ChainPeople::of(&chain);
+            let mut v = PolicyValidation::default();
+            validate_people_across_levels("spec.approval", &chain, &people, &mut v, &mut ValidationWork::default());
+            prop_assert_eq!(!v.is_valid(), subsets_refuse(&chain), "{:?}", v.errors);
+        }
+
+        /// When the flow falls short, the levels it blames need more than they name; when
+        /// it does not, no set of levels does.
+        #[test]
+        fn the_minimum_cut_names_levels_that_are_short(demands in small_demands()) {
+            let short_of = |levels: &[usize]| {
+                let needed: u32 = levels.iter().map(|&k| demands[k].needed).sum();
+                let named: BTreeSet<usize> =
+                    levels.iter().flat_map(|&k| demands[k].others.iter().copied()).collect();
+                needed > named.len() as u32
+            };
+            let any_short = (1u32..(1 << demands.len())).any(|subset| {
+                let levels: Vec<usize> =
+                    (0..demands.len()).filter(|k| subset & (1 << k) != 0).collect();
+                short_of(&levels)
+            });
+            match approval_shortfall(&demands, 6, &mut ValidationWork::default()) {
+                None => prop_assert!(!any_short),
+                Some(levels) => {
+                    prop_assert!(!levels.is_empty());
+                    prop_assert!(short_of(&levels), "{:?}", levels);
+                }
+            }
+        }
     }
 }

@@ -946,16 +946,36 @@ impl Webhook {
                 }
             }
         }
-        let validation = validate_policy(&policy.spec);
+        // Off the async workers, under a deadline: validation is bounded by the chain
+        // limits, but a policy is outside data, and a busy worker stalls other reviews.
+        let name = policy.name_any();
+        let spec = policy.spec.clone();
+        let validating = tokio::task::spawn_blocking(move || validate_policy(&spec));
+        let validation = match tokio::time::timeout(POLICY_VALIDATION_DEADLINE, validating).await {
+            Ok(Ok(validation)) => validation,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, policy = name, "policy validation failed");
+                return Answer::deny(
+                    request,
+                    format!("countersign could not validate ApprovalPolicy {name}; it is refused"),
+                );
+            }
+            Err(_) => {
+                tracing::warn!(policy = name, "policy validation ran out of time");
+                return Answer::deny(
+                    request,
+                    format!(
+                        "countersign could not validate ApprovalPolicy {name} within {}s; it is refused",
+                        POLICY_VALIDATION_DEADLINE.as_secs()
+                    ),
+                );
+            }
+        };
         if !validation.errors.is_empty() {
             let errors: Vec<String> = validation.errors.iter().map(|e| e.to_string()).collect();
             return Answer::deny(
                 request,
-                format!(
-                    "ApprovalPolicy {} is invalid: {}",
-                    policy.name_any(),
-                    errors.join("; ")
-                ),
+                format!("ApprovalPolicy {name} is invalid: {}", errors.join("; ")),
             );
         }
         let mut answer = Answer::allow(request);
@@ -965,6 +985,12 @@ impl Webhook {
         answer
     }
 }
+
+/// How long the webhook waits for an ApprovalPolicy's validation before refusing the
+/// policy (fail closed). The chain limits keep validation far below it; it stays well
+/// inside the API server's 10 s webhook timeout, so the refusal, not a timeout, is what
+/// the author sees.
+const POLICY_VALIDATION_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The approval a denial rests on, when a fresher copy could change the answer: the
 /// request (approved a moment ago? opened a moment ago by another replica, and maybe
@@ -1145,6 +1171,50 @@ mod tests {
             .build()
             .expect("runtime");
         runtime.block_on(async { offline_webhook().review(path, body).await })
+    }
+
+    /// The answer to creating an ApprovalPolicy `prod` with these chain levels.
+    fn policy_creation(levels: Value) -> AdmissionResponse {
+        let policy = serde_json::json!({
+            "apiVersion": "countersign.dev/v1alpha1", "kind": "ApprovalPolicy",
+            "metadata": {"name": "prod", "uid": "p-1"},
+            "spec": {"approval": {"levels": levels}},
+        });
+        let review = serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "u-2",
+                "kind": {"group": "countersign.dev", "version": "v1alpha1", "kind": "ApprovalPolicy"},
+                "resource": {"group": "countersign.dev", "version": "v1alpha1", "resource": "approvalpolicies"},
+                "name": "prod", "operation": "CREATE",
+                "userInfo": {"username": "alice", "groups": ["platform"]},
+                "object": policy,
+            },
+        });
+        let body = serde_json::to_vec(&review).expect("json");
+        answer(ReviewPath::Policies, &body)
+            .expect("an answer")
+            .response
+            .expect("a response")
+    }
+
+    /// A policy is validated on the blocking pool, and its verdict is the answer: refused
+    /// with validation's message, or allowed.
+    #[test]
+    fn a_policy_is_answered_by_its_validation() {
+        let refused = policy_creation(serde_json::json!([
+            {"name": "leads", "approvers": [{"user": "a"}, {"user": "b"}], "minApprovals": 2},
+            {"name": "sre", "approvers": [{"user": "a"}, {"user": "b"}, {"user": "c"}], "minApprovals": 2},
+        ]));
+        assert!(!refused.allowed);
+        assert_eq!(
+            refused.result.message,
+            "ApprovalPolicy prod is invalid: spec.approval.levels: levels \"leads\" and \"sre\" together need 4 more approvals from people not required elsewhere, but name only 3 (a, b, c); one person counts at one level only"
+        );
+        let allowed = policy_creation(serde_json::json!([
+            {"name": "leads", "approvers": [{"user": "a"}, {"user": "b"}]},
+        ]));
+        assert!(allowed.allowed, "{:?}", allowed.result);
     }
 
     proptest! {
