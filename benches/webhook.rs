@@ -263,7 +263,11 @@ async fn direct(webhook: &Webhook, bodies: &[Vec<u8>]) -> Result<()> {
         let started = Instant::now();
         for _ in 0..rounds {
             let answer = webhook
-                .review(countersign::webhook::admission::ReviewPath::Workloads, body)
+                .review(
+                    countersign::webhook::admission::ReviewPath::Workloads,
+                    body,
+                    &countersign::webhook::client_auth::Caller::default(),
+                )
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             std::hint::black_box(answer);
@@ -319,12 +323,14 @@ async fn start_server(webhook: Webhook) -> Result<(SocketAddr, rcgen::Certificat
         webhook: Some(webhook),
         ready: Arc::new(AtomicBool::new(true)),
         metrics,
+        require_client_certificate: false,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
     tokio::spawn(serve(
         listener,
         tls,
+        None,
         app,
         std::future::pending(),
         Duration::from_secs(1),

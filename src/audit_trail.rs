@@ -142,6 +142,7 @@ mod tests {
             approval: None,
             policy: Some("prod".into()),
             reason: Some("deleted\u{1b}[2J".into()),
+            caller: None,
         }
     }
 

@@ -75,6 +75,16 @@ pub struct Metrics {
     /// 1 while a webhook configuration says what countersign installs, 0 while it does
     /// not (changed, or missing); as last seen by the operator.
     pub webhook_configuration_intact: Family<ConfigurationLabels, Gauge>,
+    /// Reviews whose caller presented no client certificate the webhook accepts: refused
+    /// (401) when one is required, answered when none is configured.
+    pub unauthenticated_reviews: Family<UnauthenticatedLabels, Counter>,
+}
+
+/// What became of an unauthenticated review.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UnauthenticatedLabels {
+    /// `refused` or `answered`.
+    pub outcome: &'static str,
 }
 
 /// Which of countersign's webhook configurations.
@@ -173,8 +183,15 @@ impl Metrics {
             "1 while countersign's webhook configuration (validating or mutating) is as installed, 0 while changed or missing",
             webhook_configuration_intact.clone(),
         );
+        let unauthenticated_reviews = Family::<UnauthenticatedLabels, Counter>::default();
+        registry.register(
+            "unauthenticated_reviews",
+            "Admission reviews from a caller without an accepted client certificate: refused (401) when --client-ca-file is set, answered when it is not",
+            unauthenticated_reviews.clone(),
+        );
         Arc::new(Metrics {
             registry,
+            unauthenticated_reviews,
             reviews,
             decision_seconds,
             cache_objects,

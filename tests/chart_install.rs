@@ -81,6 +81,7 @@ impl HostServe {
         let child = Command::new(env!("CARGO_BIN_EXE_countersign"))
             .args(["serve", "--kubeconfig"])
             .arg(kubeconfig)
+            .args(support::TestCluster::get().client_auth_args())
             .args([
                 "--install-namespace",
                 namespace,

@@ -48,6 +48,7 @@ impl Local {
             .args(["serve", "--local", "--kubeconfig"])
             .arg(kubeconfig)
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(TestCluster::get().client_auth_args())
             .args(extra)
             .stdout(output.try_clone()?)
             .stderr(output)
@@ -366,6 +367,7 @@ async fn two_processes_registered_together_behave_like_one() -> Result<()> {
     let mut second = Command::new(env!("CARGO_BIN_EXE_countersign"))
         .args(["serve", "--webhook-only", "--kubeconfig"])
         .arg(&kubeconfig)
+        .args(TestCluster::get().client_auth_args())
         .args([
             "--listen",
             &format!("127.0.0.1:{second_port}"),
@@ -908,6 +910,7 @@ async fn a_killed_leader_is_replaced_by_the_other_process_within_the_lease() -> 
     let mut second = Command::new(env!("CARGO_BIN_EXE_countersign"))
         .args(["serve", "--replica", "second", "--kubeconfig"])
         .arg(&kubeconfig)
+        .args(TestCluster::get().client_auth_args())
         .args([
             "--listen",
             &format!("127.0.0.1:{second_port}"),

@@ -306,6 +306,10 @@ pub struct RolloutStatus {
     /// reached the object and the approval went back to `Approved`.
     #[serde(default)]
     pub admissions: u32,
+    /// Admissions (numbered from 1) made on a review whose caller was not authenticated:
+    /// recorded as admitted only once the change is seen on the object.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unverified_admissions: Vec<u32>,
     /// The target's generation at which the operator first saw the change on the object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_generation: Option<i64>,

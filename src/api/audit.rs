@@ -43,6 +43,31 @@ pub struct AuditEntrySpec {
     pub policy: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// For an entry the webhook wrote as it answered a review: how it knew the review came
+    /// from the API server. Absent for entries the operator derives from durable state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller: Option<ReviewCaller>,
+}
+
+/// Who sent the review an entry was written for.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReviewCaller {
+    pub authentication: CallerAuthentication,
+    /// The name in the caller's client certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// How the webhook authenticated its caller.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum CallerAuthentication {
+    /// A client certificate signed by the configured CA (`--client-ca-file`).
+    ClientCertificate,
+    /// Not at all: no client CA is configured, so the review was taken on trust (the
+    /// NetworkPolicy is what keeps others out).
+    #[default]
+    None,
 }
 
 /// The audited transition, declared in the order a request goes through them (a timeline

@@ -57,6 +57,7 @@ pub fn trail(
                 approval: Some(name.clone()),
                 policy: Some(spec.policy.name.clone()),
                 reason,
+                caller: None,
             },
         }
     };
@@ -165,6 +166,11 @@ pub fn trail(
             format!("{step}-{n}")
         }
     };
+    // An admission on a review whose caller was not authenticated (no client CA is
+    // configured) is only a claim: its Admitted entry waits until the change is seen on the
+    // object, and one that never gets there leaves no Admitted entry at all.
+    let unverified = |n: u32| rollout.is_some_and(|r| r.unverified_admissions.contains(&n));
+    let applied = rollout.and_then(|r| r.applied_generation);
     for n in 1..=admissions {
         let latest = n == admissions;
         let (time, actor) = match rollout {
@@ -176,16 +182,27 @@ pub fn trail(
             ),
             _ => (now, spec.change.requester.clone()),
         };
-        trail.push(entry(
-            numbered("admitted", n),
-            AuditAction::Admitted,
-            time,
-            actor,
-            status
+        let claimed = unverified(n);
+        let seen_on_object = latest && admitted && applied.is_some();
+        if !claimed || seen_on_object {
+            let mut reason = status
                 .and_then(|s| s.lock_holder.clone())
                 .filter(|_| latest && admitted)
-                .map(|replica| format!("admitted by {replica}")),
-        ));
+                .map(|replica| format!("admitted by {replica}"));
+            if claimed {
+                reason = Some(format!(
+                    "admitted on a review whose caller was not authenticated; the change was seen on the object at generation {}",
+                    applied.unwrap_or_default()
+                ));
+            }
+            trail.push(entry(
+                numbered("admitted", n),
+                AuditAction::Admitted,
+                time,
+                actor,
+                reason,
+            ));
+        }
         if n <= lapsed {
             let time = rolled_out_since(status).filter(|_| latest).unwrap_or(now);
             trail.push(entry(
@@ -193,7 +210,11 @@ pub fn trail(
                 AuditAction::NotApplied,
                 time,
                 UserInfo::new(COUNTERSIGN_ACTOR, &[]),
-                Some("the admitted change never reached the object".into()),
+                Some(if claimed {
+                    "a review whose caller was not authenticated claimed this change was applied; it never reached the object, so no admission is recorded".into()
+                } else {
+                    "the admitted change never reached the object".into()
+                }),
             ));
         }
     }

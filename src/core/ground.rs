@@ -130,6 +130,7 @@ pub fn namespace_left_entry(
             approval: None,
             policy: Some(policy.to_string()),
             reason: Some(reason),
+            caller: None,
         },
     }
 }
@@ -159,6 +160,7 @@ pub fn request_deleted_entry(
             approval: approval.metadata.name.clone(),
             policy: Some(spec.policy.name.clone()),
             reason: Some(reason),
+            caller: None,
         },
     }
 }
@@ -185,6 +187,7 @@ pub fn policy_ground_entry(
             approval: None,
             policy: Some(name.to_string()),
             reason: Some(reason),
+            caller: None,
         },
     }
 }

@@ -1416,6 +1416,7 @@ mod tests {
                 approval: None,
                 policy: Some("prod,audit,gone".into()),
                 reason: Some("outage <!channel>".into()),
+                caller: None,
             },
         );
         entry.metadata.uid = Some("u-1".into());

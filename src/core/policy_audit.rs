@@ -131,6 +131,7 @@ pub fn policy_entry(policy: &ApprovalPolicy) -> Option<PlannedEntry> {
             approval: None,
             policy: Some(name.to_string()),
             reason: Some(reason),
+            caller: None,
         },
     })
 }

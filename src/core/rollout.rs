@@ -387,12 +387,21 @@ pub fn admitted_condition(now: Timestamp, generation: Option<i64>) -> Condition 
 pub fn admitted_rollout(
     previous: Option<&RolloutStatus>,
     by: crate::api::UserInfo,
+    caller_verified: bool,
     now: Timestamp,
 ) -> RolloutStatus {
+    let admissions = previous.map_or(0, |r| r.admissions) + 1;
+    let mut unverified_admissions = previous
+        .map(|r| r.unverified_admissions.clone())
+        .unwrap_or_default();
+    if !caller_verified {
+        unverified_admissions.push(admissions);
+    }
     RolloutStatus {
         admitted_at: Some(Time(now)),
         admitted_by: Some(by),
-        admissions: previous.map_or(0, |r| r.admissions) + 1,
+        admissions,
+        unverified_admissions,
         ..RolloutStatus::default()
     }
 }
@@ -629,7 +638,7 @@ mod tests {
             status.lock_holder = Some("replica-a".into());
             status.rollout = Some(RolloutStatus {
                 applied_generation: applied,
-                ..admitted_rollout(None, UserInfo::new("dave", &[]), t(10))
+                ..admitted_rollout(None, UserInfo::new("dave", &[]), true, t(10))
             });
         }
         approval

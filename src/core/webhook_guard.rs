@@ -332,6 +332,7 @@ fn entry(
             approval: None,
             policy: None,
             reason: Some(reason),
+            caller: None,
         },
     }
 }

@@ -28,6 +28,7 @@ use crate::operator::leader::{Election, ElectionSettings};
 use crate::operator::webhook_guard::{CaBundle, GuardSettings};
 use crate::telemetry::{LogFormat, Metrics, init_logging};
 use crate::webhook::admission::{Settings, Webhook};
+use crate::webhook::client_auth::ClientAuth;
 use crate::webhook::effects::Effects;
 use crate::webhook::router::{AppState, router};
 use crate::webhook::server::{self, TlsFiles};
@@ -53,6 +54,23 @@ pub struct ServeArgs {
     /// Address to serve HTTPS on.
     #[arg(long, env = "COUNTERSIGN_LISTEN", default_value = "0.0.0.0:8443")]
     pub listen: SocketAddr,
+    /// PEM CA bundle that signs the client certificate the API server presents to webhooks
+    /// (its admission configuration's kubeconfig, docs/install.md): reviews from any other
+    /// caller are answered 401 and change nothing. Re-read when the file changes. Without
+    /// it, reviews are taken from whoever reaches the port (counted in
+    /// countersign_unauthenticated_reviews_total, marked in the AuditEntries, break-glass
+    /// refused): keep the port behind the chart's NetworkPolicy.
+    #[arg(long, env = "COUNTERSIGN_CLIENT_CA_FILE")]
+    pub client_ca_file: Option<PathBuf>,
+    /// A name (common name or DNS name) the API server's client certificate must carry;
+    /// repeat for several. Without it, any certificate the CA signed is accepted.
+    #[arg(
+        long = "client-name",
+        env = "COUNTERSIGN_CLIENT_NAMES",
+        value_delimiter = ',',
+        requires = "client_ca_file"
+    )]
+    pub client_names: Vec<String>,
     /// PEM certificate chain; re-read when the file changes (not with --local).
     #[arg(
         long,
@@ -434,10 +452,21 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeFailure> {
     if args.operator_only {
         ready.store(true, Ordering::Release);
     }
+    let client_auth = args.client_ca_file.clone().map(|ca_file| ClientAuth {
+        ca_file,
+        allowed_names: args.client_names.clone(),
+    });
+    if client_auth.is_none() && !args.operator_only {
+        tracing::warn!(
+            "no --client-ca-file: reviews are not authenticated, so anyone who reaches {} can send one; keep the port reachable from the API server only (docs/security.md)",
+            args.listen
+        );
+    }
     let app = router(AppState {
         webhook: (!args.operator_only).then_some(webhook),
         ready,
         metrics,
+        require_client_certificate: client_auth.is_some(),
     });
 
     let local = local.map(Arc::new);
@@ -492,7 +521,7 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeFailure> {
     let served = if stopped_early {
         Ok(())
     } else {
-        server::serve(listener, tls, app, shutdown, grace).await
+        server::serve(listener, tls, client_auth, app, shutdown, grace).await
     };
     if let Some(election) = election {
         // Hand the lease over now rather than make the next leader wait for it to lapse.

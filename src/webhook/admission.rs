@@ -15,6 +15,7 @@ use kube::{Api, ResourceExt};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::client_auth::Caller;
 use super::effects::{Effects, Rollback, WriteError, approval_reference, bounded};
 use super::request::{BadReview, Parsed, Request, decode, parse};
 use super::snapshot::Snapshot;
@@ -183,10 +184,14 @@ impl Webhook {
         &self,
         path: ReviewPath,
         body: &[u8],
+        caller: &Caller,
     ) -> Result<AdmissionReview<DynamicObject>, BadReview> {
         let started = Instant::now();
         let request = match parse(body) {
-            Ok(Parsed::Request(request)) => request,
+            Ok(Parsed::Request(mut request)) => {
+                request.caller = caller.clone();
+                request
+            }
             Ok(Parsed::Unreadable(response)) => {
                 self.count("unknown", "unknown", Counted::Denied, started);
                 return Ok(response.into_review());
@@ -389,6 +394,7 @@ impl Webhook {
                     deployed,
                     policy: &policy,
                 },
+                &request.caller,
                 Timestamp::now(),
             )
             .await
@@ -443,6 +449,14 @@ impl Webhook {
                 let Some(glass) = glass else {
                     return Answer::allow(request);
                 };
+                // Break-glass passes every rule on the word of the review: only a review
+                // that provably came from the API server may carry it.
+                if !request.caller.is_authenticated() {
+                    return Answer::deny(
+                        request,
+                        "break-glass needs the API server to authenticate to countersign with its client certificate (docs/install.md), and this review's caller did not: nothing is recorded, and the change is refused",
+                    );
+                }
                 let audit_target = AuditTarget::of_reference(&target);
                 match self
                     .effects
@@ -451,6 +465,7 @@ impl Webhook {
                         change.requester,
                         decision.digest.as_str(),
                         glass,
+                        &request.caller,
                         Timestamp::now(),
                     )
                     .await
@@ -539,7 +554,12 @@ impl Webhook {
                 }
                 match self
                     .effects
-                    .mark_deploying(&approved.approval, &approved.chain, change.requester)
+                    .mark_deploying(
+                        &approved.approval,
+                        &approved.chain,
+                        change.requester,
+                        request.caller.is_authenticated(),
+                    )
                     .await
                 {
                     Ok(()) => {
@@ -720,7 +740,11 @@ impl Webhook {
                     planned.spec.action,
                     planned.spec.actor.username.clone(),
                 );
-                match self.effects.record_entry(planned.name, planned.spec).await {
+                match self
+                    .effects
+                    .record_entry(planned.name, planned.spec, &request.caller)
+                    .await
+                {
                     Ok(name) => {
                         self.effects.publish(
                             target,
@@ -1170,7 +1194,11 @@ mod tests {
             .enable_all()
             .build()
             .expect("runtime");
-        runtime.block_on(async { offline_webhook().review(path, body).await })
+        runtime.block_on(async {
+            offline_webhook()
+                .review(path, body, &Caller::default())
+                .await
+        })
     }
 
     /// The answer to creating an ApprovalPolicy `prod` with these chain levels.

@@ -13,6 +13,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource};
 use sha2::{Digest, Sha256};
 
+use super::client_auth::Caller;
 use crate::api::{
     ApprovalPhase, AuditAction, AuditEntry, AuditEntrySpec, AuditTarget, DeploymentApproval,
     DeploymentApprovalSpec, UserInfo,
@@ -126,11 +127,14 @@ impl Effects {
 
     /// Move `approval` to `Deploying` with this replica as lock holder, only if nobody
     /// wrote it since it was read (its resourceVersion): the one-change lock (SPEC §1.3).
+    /// `caller_verified`: the review came from an authenticated API server; otherwise the
+    /// admission is recorded as a claim (`core::audit`).
     pub async fn mark_deploying(
         &self,
         approval: &DeploymentApproval,
         chain: &ChainState,
         admitted_by: &UserInfo,
+        caller_verified: bool,
     ) -> Result<(), WriteError> {
         let now = Timestamp::now();
         let previous = approval.status.clone().unwrap_or_default();
@@ -144,6 +148,7 @@ impl Effects {
         status.rollout = Some(admitted_rollout(
             previous.rollout.as_ref(),
             admitted_by.clone(),
+            caller_verified,
             now,
         ));
         status.conditions = previous
@@ -166,6 +171,7 @@ impl Effects {
         actor: &UserInfo,
         digest: &str,
         glass: &BreakGlassUse,
+        caller: &Caller,
         now: Timestamp,
     ) -> Result<String, WriteError> {
         let name = break_glass_entry_name(&target, digest, &actor.username);
@@ -180,6 +186,7 @@ impl Effects {
                 approval: None,
                 policy: Some(glass.policies.join(",")),
                 reason: Some(glass.reason.clone()),
+                caller: Some(caller.record()),
             },
         )
         .await
@@ -191,6 +198,7 @@ impl Effects {
     pub async fn record_rollback(
         &self,
         rollback: Rollback<'_>,
+        caller: &Caller,
         now: Timestamp,
     ) -> Result<String, WriteError> {
         let Rollback {
@@ -218,17 +226,21 @@ impl Effects {
                 reason: Some(format!(
                     "rolled back to the revision last confirmed Deployed by approval {deployed}, without a new approval"
                 )),
+                caller: Some(caller.record()),
             },
         )
         .await
     }
 
-    /// Write an AuditEntry the webhook decided on, under its deterministic `name`.
+    /// Write an AuditEntry the webhook decided on, under its deterministic `name`, with
+    /// how the review's caller was authenticated.
     pub async fn record_entry(
         &self,
         name: String,
-        spec: AuditEntrySpec,
+        mut spec: AuditEntrySpec,
+        caller: &Caller,
     ) -> Result<String, WriteError> {
+        spec.caller = Some(caller.record());
         self.create_entry(name, spec).await
     }
 

@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod approval_index;
+pub mod client_auth;
 pub mod effects;
 pub mod request;
 pub mod router;

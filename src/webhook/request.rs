@@ -9,6 +9,7 @@ use kube::core::admission::{AdmissionResponse, Operation};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::client_auth::Caller;
 use crate::api::UserInfo;
 
 /// A body that is not an AdmissionReview: answered with HTTP 400 and this reason.
@@ -47,6 +48,9 @@ pub struct Request {
     /// The review's apiVersion, echoed in the answer.
     #[serde(skip)]
     pub api_version: String,
+    /// Who sent the review (`client_auth`), set by the router.
+    #[serde(skip)]
+    pub caller: Caller,
 }
 
 /// What a body turned out to be.

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use axum::Extension;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
@@ -12,8 +13,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use super::admission::{ReviewPath, Webhook};
+use super::client_auth::Caller;
 use crate::api::ApprovalPhase;
-use crate::telemetry::{CacheLabels, Metrics, PhaseLabels};
+use crate::telemetry::{CacheLabels, Metrics, PhaseLabels, UnauthenticatedLabels};
 
 /// The largest body accepted: an AdmissionReview carries the object and the old object, and
 /// etcd holds objects up to 1.5 MiB.
@@ -27,6 +29,9 @@ pub struct AppState {
     /// Set once every cache has synced.
     pub ready: Arc<AtomicBool>,
     pub metrics: Arc<Metrics>,
+    /// Reviews need an accepted client certificate (`--client-ca-file`); without one the
+    /// answer is 401 and nothing is done.
+    pub require_client_certificate: bool,
 }
 
 /// The router of `serve`.
@@ -38,7 +43,11 @@ pub fn router(state: AppState) -> Router {
     for path in ReviewPath::ALL {
         router = router.route(
             path.path(),
-            post(move |state: State<AppState>, body: Bytes| review(state, path, body)),
+            post(
+                move |state: State<AppState>, caller: Option<Extension<Caller>>, body: Bytes| {
+                    review(state, path, caller.map(|c| c.0), body)
+                },
+            ),
         );
     }
     router
@@ -95,7 +104,12 @@ async fn metrics(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn review(State(state): State<AppState>, path: ReviewPath, body: Bytes) -> Response {
+async fn review(
+    State(state): State<AppState>,
+    path: ReviewPath,
+    caller: Option<Caller>,
+    body: Bytes,
+) -> Response {
     let Some(webhook) = &state.webhook else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -103,7 +117,26 @@ async fn review(State(state): State<AppState>, path: ReviewPath, body: Bytes) ->
         )
             .into_response();
     };
-    match webhook.review(path, &body).await {
+    let caller = caller.unwrap_or(Caller::Anonymous);
+    if !caller.is_authenticated() {
+        let refused = state.require_client_certificate;
+        state
+            .metrics
+            .unauthenticated_reviews
+            .get_or_create(&UnauthenticatedLabels {
+                outcome: if refused { "refused" } else { "answered" },
+            })
+            .inc();
+        if refused {
+            tracing::warn!(
+                path = path.path(),
+                reason = caller.refusal(),
+                "review refused"
+            );
+            return (StatusCode::UNAUTHORIZED, caller.refusal()).into_response();
+        }
+    }
+    match webhook.review(path, &body, &caller).await {
         Ok(review) => axum::Json(review).into_response(),
         Err(bad) => (StatusCode::BAD_REQUEST, bad.to_string()).into_response(),
     }

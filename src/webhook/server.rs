@@ -28,6 +28,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinError, JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 
+use super::client_auth::{Caller, ClientAuth, ClientCaError, ReloadingClientVerifier};
+
 /// How long a client may take over the TLS handshake, so a silent one cannot hold a task.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -56,6 +58,9 @@ pub enum ServeError {
     /// rustls refused the configuration.
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
+    /// The client CA file at start-up (later changes only warn).
+    #[error("client CA: {0}")]
+    ClientCa(#[from] ClientCaError),
 }
 
 /// Why the certificate files do not give a serving certificate; each names its file(s).
@@ -85,9 +90,13 @@ pub enum CertificateError {
 ///
 /// Errors only when it cannot start (the certificate files or the TLS configuration); a
 /// failed handshake or a broken connection is logged and the server carries on.
+///
+/// With `client_auth`, a client certificate is asked for (not required: probes need none)
+/// and verified; each request carries its connection's [`Caller`] as an extension.
 pub async fn serve(
     listener: TcpListener,
     tls: TlsFiles,
+    client_auth: Option<ClientAuth>,
     router: axum::Router,
     shutdown: impl Future<Output = ()> + Send,
     grace: Duration,
@@ -96,7 +105,20 @@ pub async fn serve(
     let (certificate, seen) = ReloadingCertificate::load(tls, provider.clone()).await?;
     let certificate = Arc::new(certificate);
     let _follower = AbortOnDrop(tokio::spawn(certificate.clone().follow_files(seen)));
-    let acceptor = TlsAcceptor::from(Arc::new(server_config(provider, certificate)?));
+    let (verifier, allowed_names) = match client_auth {
+        Some(auth) => {
+            let verifier = Arc::new(ReloadingClientVerifier::load(
+                auth.ca_file,
+                provider.clone(),
+            )?);
+            (Some(verifier), Arc::new(auth.allowed_names))
+        }
+        None => (None, Arc::new(Vec::new())),
+    };
+    let _ca_follower = verifier
+        .clone()
+        .map(|verifier| AbortOnDrop(tokio::spawn(verifier.follow_file())));
+    let acceptor = TlsAcceptor::from(Arc::new(server_config(provider, certificate, verifier)?));
 
     let mut http = auto::Builder::new(TokioExecutor::new());
     // With a timer, hyper's 30 s limit on reading a request's headers applies.
@@ -117,6 +139,7 @@ pub async fn serve(
                         acceptor.clone(),
                         http.clone(),
                         router.clone(),
+                        allowed_names.clone(),
                         graceful.watcher(),
                     ));
                 }
@@ -155,16 +178,21 @@ pub async fn serve(
     Ok(())
 }
 
-/// TLS 1.3 and 1.2 with the ring provider (no process-wide default needed), no client
-/// certificates, the certificate from `certificate` at each handshake.
+/// TLS 1.3 and 1.2 with the ring provider (no process-wide default needed), client
+/// certificates asked for and verified when `verifier` is given, the certificate from
+/// `certificate` at each handshake.
 fn server_config(
     provider: Arc<CryptoProvider>,
     certificate: Arc<ReloadingCertificate>,
+    verifier: Option<Arc<ReloadingClientVerifier>>,
 ) -> Result<ServerConfig, rustls::Error> {
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&TLS13, &TLS12])?
-        .with_no_client_auth()
-        .with_cert_resolver(certificate);
+    let builder =
+        ServerConfig::builder_with_provider(provider).with_protocol_versions(&[&TLS13, &TLS12])?;
+    let builder = match verifier {
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(certificate);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
@@ -178,6 +206,7 @@ async fn serve_connection(
     acceptor: TlsAcceptor,
     http: Arc<auto::Builder<TokioExecutor>>,
     router: axum::Router,
+    allowed_names: Arc<Vec<String>>,
     watcher: Watcher,
 ) {
     if let Err(error) = stream.set_nodelay(true) {
@@ -194,6 +223,8 @@ async fn serve_connection(
             return;
         }
     };
+    let caller = Caller::of(tls.get_ref().1.peer_certificates(), &allowed_names);
+    let router = router.layer(axum::Extension(caller));
     let connection = http.serve_connection(TokioIo::new(tls), TowerToHyperService::new(router));
     if let Err(error) = watcher.watch(connection).await {
         tracing::debug!(%peer, %error, "connection ended with an error");
@@ -494,6 +525,7 @@ mod tests {
         let task = tokio::spawn(serve(
             listener,
             files,
+            None,
             router,
             async {
                 let _ = fired.await;
@@ -708,6 +740,7 @@ mod tests {
         let error = serve(
             listener,
             files.clone(),
+            None,
             version_router(),
             std::future::pending(),
             Duration::ZERO,
@@ -726,6 +759,7 @@ mod tests {
         let error = serve(
             listener,
             missing,
+            None,
             version_router(),
             std::future::pending(),
             Duration::ZERO,

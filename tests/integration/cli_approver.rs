@@ -90,7 +90,7 @@ async fn approvers_list_review_and_follow_a_request_from_the_command_line() -> R
     let status = countersign(User::Carol, ns, &["status", &name])?;
     assert_eq!(exit_code(&status), Some(0), "{}", text(&status));
     for expected in [
-        "image web: (none) → nginx:1.28",
+        "web: (none) → nginx:1.28",
         "1. leads [satisfied] 1 of 1",
         "approved by: alice",
         "2. sre [open] 0 of 1",

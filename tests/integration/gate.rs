@@ -1,7 +1,7 @@
 //! `countersign serve --local` gating the real API server (SPEC §1, §3, §6), as the test
 //! cluster's people: dave deploys, alice and bob lead, carol is SRE, erin is on call.
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -10,7 +10,7 @@ use futures::{StreamExt, TryStreamExt};
 use kube::Api;
 use serde_json::{Value, json};
 
-use crate::support::countersign::{Countersign, INSTALL_NAMESPACE};
+use crate::support::countersign::{Countersign, INSTALL_NAMESPACE, Presenting, post_review};
 use crate::support::flow::*;
 use crate::support::namespace::unique_name;
 use crate::support::wait::{Poll, until};
@@ -528,31 +528,7 @@ async fn concurrent_applies_of_one_approved_change_consume_it_once() -> Result<(
 
 /// POST `body` to the webhook's `path` as the API server would; (HTTP status, body).
 fn post(path: &str, body: &[u8]) -> Result<(u16, String)> {
-    use std::io::Write;
-    let url = format!("https://127.0.0.1:{}{path}", Countersign::get().port);
-    let mut curl = Command::new("curl")
-        .args([
-            "-sk",
-            "-w",
-            "\n%{http_code}",
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-            "@-",
-            &url,
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("running curl")?;
-    if let Some(mut stdin) = curl.stdin.take() {
-        stdin.write_all(body)?;
-    }
-    let out = curl.wait_with_output()?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (answer, code) = text.rsplit_once('\n').context("curl printed no status")?;
-    Ok((code.trim().parse()?, answer.to_string()))
+    post_review(Countersign::get().port, path, body, Presenting::ApiServer)
 }
 
 #[tokio::test]

@@ -66,6 +66,12 @@ impl User {
 pub struct TestCluster {
     kubeconfig: PathBuf,
     kubectl: PathBuf,
+    /// The CA of the client certificate the API server presents to webhooks, and its name.
+    webhook_client_ca: PathBuf,
+    webhook_client_name: String,
+    /// The API server's client certificate and key, for tests that speak as it.
+    webhook_client_cert: PathBuf,
+    webhook_client_key: PathBuf,
 }
 
 static CLUSTER: OnceLock<Result<TestCluster, String>> = OnceLock::new();
@@ -121,7 +127,38 @@ impl TestCluster {
         Ok(TestCluster {
             kubeconfig: path("KUBECONFIG")?,
             kubectl: path("KUBECTL")?,
+            webhook_client_ca: path("WEBHOOK_CLIENT_CA")
+                .context("a cluster started before webhook client certificates: restart it with tests/cluster/up")?,
+            webhook_client_name: env
+                .get("WEBHOOK_CLIENT_NAME")
+                .cloned()
+                .context("cluster.env has no WEBHOOK_CLIENT_NAME")?,
+            webhook_client_cert: path("WEBHOOK_CLIENT_CERT")?,
+            webhook_client_key: path("WEBHOOK_CLIENT_KEY")?,
         })
+    }
+
+    /// The flags that make `countersign serve` accept reviews from this cluster's API
+    /// server only (its client certificate), as every test runs it.
+    pub fn client_auth_args(&self) -> Vec<String> {
+        vec![
+            "--client-ca-file".into(),
+            self.webhook_client_ca.display().to_string(),
+            "--client-name".into(),
+            self.webhook_client_name.clone(),
+        ]
+    }
+
+    /// The CA of the API server's client certificate (its key beside it, `.key`).
+    #[allow(dead_code)] // not every test crate speaks as the API server
+    pub fn webhook_client_ca(&self) -> &Path {
+        &self.webhook_client_ca
+    }
+
+    /// The API server's client certificate and key.
+    #[allow(dead_code)] // not every test crate speaks as the API server
+    pub fn webhook_client_credentials(&self) -> (&Path, &Path) {
+        (&self.webhook_client_cert, &self.webhook_client_key)
     }
 
     /// The kubeconfig with a context per test user (the admin's is the current one).

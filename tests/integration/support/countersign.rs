@@ -104,6 +104,7 @@ pub fn spawn_local(cluster: &TestCluster, port: u16, output: File) -> Result<std
         .args(["serve", "--local", "--kubeconfig"])
         .arg(cluster.kubeconfig())
         .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(cluster.client_auth_args())
         .env("RUST_LOG", "info,countersign=debug")
         .stdin(Stdio::piped())
         .stdout(output)
@@ -245,4 +246,57 @@ pub fn service_account_can_i(
     args.extend_from_slice(scope);
     let out = TestCluster::get().kubectl_output(User::Admin, &args, None)?;
     Ok(String::from_utf8_lossy(&out.stdout).trim() == "yes")
+}
+
+/// Who a review POSTed straight to the webhook claims to come from.
+#[allow(dead_code)] // not every test crate posts reviews
+pub enum Presenting<'a> {
+    /// The API server's own client certificate.
+    ApiServer,
+    /// No client certificate at all.
+    Nothing,
+    /// Another certificate and key (a user's, or one a test made).
+    Certificate(&'a std::path::Path, &'a std::path::Path),
+}
+
+/// POST `body` to `path` of the webhook on `port` presenting `who`; (HTTP status, body).
+#[allow(dead_code)] // not every test crate posts reviews
+pub fn post_review(port: u16, path: &str, body: &[u8], who: Presenting) -> Result<(u16, String)> {
+    use std::io::Write;
+    let url = format!("https://127.0.0.1:{port}{path}");
+    let mut command = Command::new("curl");
+    command.args([
+        "-sk",
+        "-w",
+        "\n%{http_code}",
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        "@-",
+        &url,
+    ]);
+    let (cert, key) = match who {
+        Presenting::ApiServer => {
+            let (cert, key) = TestCluster::get().webhook_client_credentials();
+            (Some(cert.to_path_buf()), Some(key.to_path_buf()))
+        }
+        Presenting::Nothing => (None, None),
+        Presenting::Certificate(cert, key) => (Some(cert.to_path_buf()), Some(key.to_path_buf())),
+    };
+    if let (Some(cert), Some(key)) = (cert, key) {
+        command.arg("--cert").arg(cert).arg("--key").arg(key);
+    }
+    let mut curl = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running curl")?;
+    if let Some(mut stdin) = curl.stdin.take() {
+        stdin.write_all(body)?;
+    }
+    let out = curl.wait_with_output()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (answer, code) = text.rsplit_once('\n').context("curl printed no status")?;
+    Ok((code.trim().parse()?, answer.to_string()))
 }
