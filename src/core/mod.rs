@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod chain;
 pub mod change;
+pub mod change_lock;
 pub mod checks;
 pub mod controllers;
 pub mod custody;

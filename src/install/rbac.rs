@@ -166,7 +166,7 @@ pub const OWN_CLUSTER_GRANTS: &[Grant] = &[
         resources: &["secrets"],
         verbs: &["create", "update"],
         resource_names: &[],
-        why: "the Secret that hands a deploy token to the pipeline, and with --self-managed-tls the Secret countersign-webhook-tls in its own namespace; no get, list, watch, patch or delete, as each returns a Secret's contents (a token's Secret goes with its ServiceAccount by garbage collection)",
+        why: "the Secret that hands a deploy token to the pipeline, the Secret countersign-seal-key (made by the first replica) and with --self-managed-tls the Secret countersign-webhook-tls in its own namespace; no get, list, watch, patch or delete, as each returns a Secret's contents (a token's Secret goes with its ServiceAccount by garbage collection)",
     },
 ];
 
@@ -189,16 +189,16 @@ pub const OWN_NAMESPACE_GRANTS: &[Grant] = &[
     Grant {
         api_group: "coordination.k8s.io",
         resources: &["leases"],
-        verbs: &["get", "create", "update"],
+        verbs: &["get", "create", "update", "delete"],
         resource_names: &[],
-        why: "the operator's replicas elect one leader on a Lease",
+        why: "the operator's replicas elect one leader on a Lease; and each object an approved change is admitted to has a Lease as its one-change lock, taken by the webhook at the version it read and deleted by the operator when the rollout ends",
     },
     Grant {
         api_group: "",
         resources: &["secrets"],
         verbs: &["get"],
         resource_names: &[],
-        why: "a notification sink's URL is the key url of the Secret of its name here, and with --self-managed-tls the Secret countersign-webhook-tls holds its CA and serving certificate; get by name only, so no Secret can be listed or watched",
+        why: "a notification sink's URL is the key url of the Secret of its name here, the Secret countersign-seal-key holds the key that seals requests' summaries, and with --self-managed-tls the Secret countersign-webhook-tls holds its CA and serving certificate; get by name only, so no Secret can be listed or watched",
     },
 ];
 

@@ -10,7 +10,8 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -27,12 +28,14 @@ use crate::api::{ApprovalPhase, DeployTokenStatus, DeploymentApproval};
 use crate::approval_status::apply_status;
 use crate::core::audit::trail;
 use crate::core::chain::ChainState;
+use crate::core::change_lock::{lock_name, releases};
 use crate::core::decision::approval_state;
 use crate::core::grant::{GrantAction, plan_grant};
 use crate::core::notify::merge_records;
 use crate::core::rollout::{LiveTarget, approval_ignore_fields, plan_rollout, watches_rollout};
 use crate::core::seal::{SealCheck, check as check_seal, marked_unverified, verified_condition};
 use crate::core::status::plan_status;
+use crate::webhook::effects::lock_state;
 use crate::webhook::snapshot::Snapshot;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
@@ -164,7 +167,12 @@ async fn reconcile(
     );
     if approval.status.as_ref() != Some(&status) {
         match apply_status(&context.client, &approval, &status).await {
-            Ok(_) => context.metrics.transition(&approval, &status, now),
+            Ok(_) => {
+                context.metrics.transition(&approval, &status, now);
+                if deploying && status.phase != ApprovalPhase::Deploying {
+                    release_change_lock(&context, &approval).await;
+                }
+            }
             Err(kube::Error::Api(conflict)) if conflict.code == 409 => {
                 // Someone wrote first (the webhook admitting the change): keep what was
                 // delivered, so it is never sent again, and look at the fresh object.
@@ -188,6 +196,45 @@ async fn reconcile(
         }
         None => Action::await_change(),
     })
+}
+
+/// Delete the object's change lock (`core::change_lock`) once `approval`'s rollout ended,
+/// if it still holds it (at the version read, so a lock taken since is left alone). A lock
+/// left behind is harmless: a holder that is not Deploying holds nothing.
+async fn release_change_lock(context: &Context, approval: &DeploymentApproval) {
+    let target = &approval.spec.target;
+    let namespace = approval.namespace().unwrap_or_default();
+    let name = lock_name(
+        crate::core::change::api_group(&target.api_version),
+        &target.kind,
+        &namespace,
+        &target.name,
+    );
+    let leases: Api<Lease> = Api::namespaced(context.client.clone(), &context.install_namespace);
+    let lease = match leases.get_opt(&name).await {
+        Ok(Some(lease)) => lease,
+        Ok(None) => return,
+        Err(error) => {
+            tracing::debug!(%error, lock = name, "could not read the change lock");
+            return;
+        }
+    };
+    if !releases(
+        &lock_state(&lease),
+        &format!("{namespace}/{}", approval.name_any()),
+    ) {
+        return;
+    }
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            resource_version: lease.metadata.resource_version.clone(),
+            uid: lease.metadata.uid.clone(),
+        }),
+        ..DeleteParams::default()
+    };
+    if let Err(error) = leases.delete(&name, &params).await {
+        tracing::debug!(%error, lock = name, "could not release the change lock");
+    }
 }
 
 /// The request as people are shown it: with its summary marked unverified unless its seal

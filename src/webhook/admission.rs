@@ -24,6 +24,7 @@ use crate::api::{
 };
 use crate::core::audit::PlannedEntry;
 use crate::core::chain::ApprovalChain;
+use crate::core::change_lock::LockVerdict;
 use crate::core::custody::{AuditWrite, approval_status_write, audit_write};
 use crate::core::decision::{
     AllowReason, ApprovalRequirement, Decision, DecisionInput, DenyReason, Verdict, decide,
@@ -551,6 +552,35 @@ impl Webhook {
                     let mut answer = Answer::allow(request);
                     answer.verdict = Counted::Approved;
                     return answer;
+                }
+                // One change at a time per object, atomically: the object's lock first,
+                // then the approval's own compare-and-swap (`core::change_lock`).
+                let lock = self
+                    .effects
+                    .take_change_lock(
+                        &AuditTarget::of_reference(&target),
+                        &format!("{namespace}/{name}"),
+                        decision.digest.as_str(),
+                    )
+                    .await;
+                let refusal = match lock {
+                    Ok(LockVerdict::Take | LockVerdict::Mine) => None,
+                    Ok(LockVerdict::RollingOut { holder }) => Some(format!(
+                        "approved change {holder} is rolling out; one change at a time per object"
+                    )),
+                    Ok(LockVerdict::Settling { holder }) => Some(format!(
+                        "approved change {holder} of this object was admitted a moment ago; one change at a time per object, retry in a few seconds"
+                    )),
+                    Err(WriteError::Conflict(_)) => Some(
+                        "another approved change of this object is being admitted at this moment; one change at a time per object, retry".to_string(),
+                    ),
+                    Err(error) => Some(format!(
+                        "approval {name} approves this change, but countersign could not take the object's lock ({error}); retry"
+                    )),
+                };
+                if let Some(refusal) = refusal {
+                    self.publish_denial(request, target, "RolloutInProgress", &refusal);
+                    return Answer::deny(request, refusal);
                 }
                 match self
                     .effects

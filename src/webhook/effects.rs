@@ -6,8 +6,9 @@
 use std::time::Duration;
 
 use jiff::Timestamp;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use kube::api::PostParams;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource};
@@ -21,6 +22,9 @@ use crate::api::{
 use crate::approval_status::apply_status;
 use crate::audit_trail;
 use crate::core::chain::ChainState;
+use crate::core::change_lock::{
+    HolderState, LOCK_LABEL, LockState, LockVerdict, judge_lock, lock_name,
+};
 use crate::core::decision::BreakGlassUse;
 use crate::core::inert;
 use crate::core::rollout::{ROLLED_OUT_CONDITION, admitted_condition, admitted_rollout};
@@ -162,6 +166,81 @@ impl Effects {
             .map(|_| ())
     }
 
+    /// Take the lock of the object an approved change is admitted to (`core::change_lock`)
+    /// for approval `approval` (`<namespace>/<name>`): read the Lease and, when another
+    /// approval holds it, that approval; then create or replace the Lease at the version
+    /// read. Of two admissions racing for one object, the API server lets one write.
+    pub async fn take_change_lock(
+        &self,
+        target: &AuditTarget,
+        approval: &str,
+        digest: &str,
+    ) -> Result<LockVerdict, WriteError> {
+        let group = crate::core::change::api_group(&target.api_version);
+        let namespace = target.namespace.as_deref().unwrap_or_default();
+        let name = lock_name(group, &target.kind, namespace, &target.name);
+        let leases: Api<Lease> = Api::namespaced(self.client.clone(), &self.install_namespace);
+        let stored = bounded(leases.get_opt(&name)).await?;
+        let lock = stored.as_ref().map(lock_state);
+        let holder = match &lock {
+            Some(lock) if lock.holder != approval => Some(self.holder_state(&lock.holder).await?),
+            _ => None,
+        };
+        let verdict = judge_lock(lock.as_ref(), holder, approval, Timestamp::now());
+        if verdict != LockVerdict::Take {
+            return Ok(verdict);
+        }
+        let lease = Lease {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(self.install_namespace.clone()),
+                resource_version: stored
+                    .as_ref()
+                    .and_then(|l| l.metadata.resource_version.clone()),
+                labels: Some([(LOCK_LABEL.to_string(), "true".to_string())].into()),
+                annotations: Some(
+                    [
+                        (
+                            "countersign.dev/target".to_string(),
+                            format!("{} {namespace}/{}", target.kind, target.name),
+                        ),
+                        ("countersign.dev/digest".to_string(), digest.to_string()),
+                    ]
+                    .into(),
+                ),
+                ..ObjectMeta::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some(approval.to_string()),
+                acquire_time: Some(MicroTime(Timestamp::now())),
+                ..LeaseSpec::default()
+            }),
+        };
+        match stored {
+            None => bounded(leases.create(&PostParams::default(), &lease)).await?,
+            Some(_) => bounded(leases.replace(&name, &PostParams::default(), &lease)).await?,
+        };
+        Ok(LockVerdict::Take)
+    }
+
+    /// Where the approval `<namespace>/<name>` holding a lock stands, read live.
+    async fn holder_state(&self, holder: &str) -> Result<HolderState, WriteError> {
+        let Some((namespace, name)) = holder.split_once('/') else {
+            return Ok(HolderState::Gone);
+        };
+        let api: Api<DeploymentApproval> = Api::namespaced(self.client.clone(), namespace);
+        Ok(match bounded(api.get_opt(name)).await? {
+            None => HolderState::Gone,
+            Some(approval) => HolderState::Phase(
+                approval
+                    .status
+                    .as_ref()
+                    .map(|s| s.phase)
+                    .unwrap_or_default(),
+            ),
+        })
+    }
+
     /// Write the break-glass AuditEntry (SPEC §6, §7). Its name is derived from the change
     /// and the person, so a retried apply finds the entry already there instead of writing
     /// a second one.
@@ -278,6 +357,17 @@ impl Effects {
                 tracing::debug!(%error, "could not publish an Event");
             }
         });
+    }
+}
+
+/// A lock Lease as the core reads it.
+pub fn lock_state(lease: &Lease) -> LockState {
+    let spec = lease.spec.as_ref();
+    LockState {
+        holder: spec
+            .and_then(|s| s.holder_identity.clone())
+            .unwrap_or_default(),
+        acquired_at: spec.and_then(|s| s.acquire_time.as_ref()).map(|t| t.0),
     }
 }
 
