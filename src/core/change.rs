@@ -50,7 +50,13 @@ pub fn is_workload(object: &Value) -> bool {
 /// What the workload controllers make the workloads of: gated too when a person makes them
 /// by hand (`kubectl run`, a hand-made ReplicaSet next to a gated Deployment), admitted
 /// when a workload controller does (`core::controllers`).
-pub const BUILDING_BLOCK_KINDS: &[(&str, &str)] = &[("", "Pod"), ("apps", "ReplicaSet")];
+/// A ReplicationController is the ReplicaSet's predecessor: made by hand next to a gated
+/// Deployment it would run any image, so it is gated like one.
+pub const BUILDING_BLOCK_KINDS: &[(&str, &str)] = &[
+    ("", "Pod"),
+    ("apps", "ReplicaSet"),
+    ("", "ReplicationController"),
+];
 
 /// Is (group, kind) one of the built-in workload kinds or what they are made of? Their
 /// gated content is `spec`.

@@ -11,6 +11,7 @@ pub const CONTROLLER_MANAGER_USER: &str = "system:kube-controller-manager";
 /// with the kinds each makes.
 const CONTROLLERS: &[(&str, &[(&str, &str)])] = &[
     ("replicaset-controller", &[("", "Pod")]),
+    ("replication-controller", &[("", "Pod")]),
     ("statefulset-controller", &[("", "Pod")]),
     ("daemon-set-controller", &[("", "Pod")]),
     ("job-controller", &[("", "Pod")]),
@@ -67,6 +68,14 @@ mod tests {
         let sa = |name: &str| format!("system:serviceaccount:kube-system:{name}");
         let cases: Vec<(String, &str, &str, bool)> = vec![
             (sa("replicaset-controller"), "", "Pod", true),
+            (sa("replication-controller"), "", "Pod", true),
+            // A ReplicationController is made by people only.
+            (
+                sa("replication-controller"),
+                "",
+                "ReplicationController",
+                false,
+            ),
             (sa("statefulset-controller"), "", "Pod", true),
             (sa("daemon-set-controller"), "", "Pod", true),
             (sa("job-controller"), "", "Pod", true),

@@ -13,6 +13,7 @@ use crate::api::{
 use crate::core::chain::{ApprovalChain, ChainState, RoleBindingSnapshot, describe_progress};
 use crate::core::change::{ChangeDigest, api_group, group_kind};
 use crate::core::controllers::is_workload_controller;
+use crate::core::grant::is_deploy_token;
 use crate::core::policy::{
     BreakGlassOutcome, ChangeRequest, break_glass, deny_reasons, exclusion, matching_policies,
     policy_name,
@@ -652,8 +653,14 @@ fn new_request(
         requested_at: input.now,
     }
     .evaluate(&[], input.now);
-    let create = Some(fresh.spec);
-    let how = if request.dry_run {
+    // A deploy token exists to apply the one change it was issued for: its other attempts
+    // are denied and open no request in its name.
+    let by_token = is_deploy_token(&request.requester.username);
+    let create = (!by_token).then_some(fresh.spec);
+    let how = if by_token {
+        "a deploy token opens no requests: it may apply only the change it was issued for"
+            .to_string()
+    } else if request.dry_run {
         "dry run, none created".to_string()
     } else {
         format!("requested as {}/{approval_name}", request.namespace)
@@ -1099,6 +1106,35 @@ mod tests {
             now: case.now.parse().unwrap(),
             validations: &ValidateOnTheSpot,
         })
+    }
+
+    /// A deploy token exists for one approved change: any other attempt it makes is denied
+    /// and opens no request in its name.
+    #[test]
+    fn a_deploy_tokens_other_changes_open_no_request() {
+        let denied = run(&Case {
+            user: "system:serviceaccount:shop:countersign-deploy-web-1a2b",
+            groups: &["system:serviceaccounts"],
+            dry_run: false,
+            ..case("a deploy token tries another change")
+        });
+        let Verdict::ApprovalRequired(req) = &denied.verdict else {
+            panic!("{:?}", denied.verdict);
+        };
+        assert!(req.create.is_none(), "no request in the token's name");
+        assert!(
+            denied.reasons[0].contains("a deploy token opens no requests"),
+            "{:?}",
+            denied.reasons
+        );
+        let by_person = run(&Case {
+            dry_run: false,
+            ..case("a person tries it")
+        });
+        let Verdict::ApprovalRequired(req) = &by_person.verdict else {
+            panic!("{:?}", by_person.verdict);
+        };
+        assert!(req.create.is_some());
     }
 
     /// A dry run hands the client the request it would open (`countersign request`); a

@@ -155,6 +155,14 @@ pub fn token_ttl(grant: &GrantSettings) -> SignedDuration {
         .clamp(MIN_TOKEN_TTL, MAX_TOKEN_TTL)
 }
 
+/// Is `username` a deploy token's ServiceAccount (`system:serviceaccount:<ns>:countersign-deploy-…`)?
+pub fn is_deploy_token(username: &str) -> bool {
+    username
+        .strip_prefix("system:serviceaccount:")
+        .and_then(|rest| rest.split_once(':'))
+        .is_some_and(|(_, name)| name.starts_with(NAME_PREFIX))
+}
+
 /// The names of a deploy token's objects, all in the approval's namespace.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeployTokenNames {
@@ -533,6 +541,18 @@ mod tests {
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !name.starts_with('-')
             && !name.ends_with('-')
+    }
+
+    #[test]
+    fn deploy_tokens_are_known_by_their_service_account() {
+        assert!(is_deploy_token(
+            "system:serviceaccount:shop:countersign-deploy-web-1a2b"
+        ));
+        assert!(!is_deploy_token("system:serviceaccount:shop:web"));
+        assert!(!is_deploy_token("countersign-deploy-web"));
+        assert!(!is_deploy_token(
+            "system:serviceaccount:countersign-deploy-web"
+        ));
     }
 
     #[test]

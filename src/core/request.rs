@@ -253,6 +253,43 @@ pub fn life_metadata(
     None
 }
 
+/// Who removes what the API server itself put on an object being deleted (the
+/// `foregroundDeletion` and `orphan` finalizers, owners that are gone).
+const GARBAGE_COLLECTORS: &[&str] = &[
+    "system:serviceaccount:kube-system:generic-garbage-collector",
+    "system:kube-controller-manager",
+];
+
+/// May `editor` make this change to a request's metadata? What decides when a request goes
+/// away (`ownerReferences`, `finalizers`) is countersign's alone; the garbage collector may
+/// only take them away. `None`: allowed; otherwise the field that may not change.
+pub fn life_metadata_edit(
+    old: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    new: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    editor: &str,
+) -> Option<&'static str> {
+    let owners = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        m.owner_references.clone().unwrap_or_default()
+    };
+    let finalizers = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        m.finalizers.clone().unwrap_or_default()
+    };
+    let collector = GARBAGE_COLLECTORS.contains(&editor);
+    let (old_owners, new_owners) = (owners(old), owners(new));
+    let owners_ok = old_owners == new_owners
+        || (collector && new_owners.iter().all(|o| old_owners.contains(o)));
+    if !owners_ok {
+        return Some("ownerReferences");
+    }
+    let (old_finalizers, new_finalizers) = (finalizers(old), finalizers(new));
+    let finalizers_ok = old_finalizers == new_finalizers
+        || (collector && new_finalizers.iter().all(|f| old_finalizers.contains(f)));
+    if !finalizers_ok {
+        return Some("finalizers");
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,6 +359,70 @@ mod tests {
         Option<&'a Value>,
         Result<(), RequestRefusal>,
     );
+
+    #[test]
+    fn only_the_garbage_collector_may_take_owners_and_finalizers_away() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+        let owner = OwnerReference {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            name: "gone".into(),
+            uid: "0000".into(),
+            ..Default::default()
+        };
+        let plain = ObjectMeta::default();
+        let owned = ObjectMeta {
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        };
+        let finalized = ObjectMeta {
+            finalizers: Some(vec!["foregroundDeletion".into()]),
+            ..Default::default()
+        };
+        let gc = GARBAGE_COLLECTORS[0];
+        let cases = [
+            (
+                "an approver adds an owner",
+                &plain,
+                &owned,
+                "alice",
+                Some("ownerReferences"),
+            ),
+            (
+                "an approver adds a finalizer",
+                &plain,
+                &finalized,
+                "alice",
+                Some("finalizers"),
+            ),
+            (
+                "an approver removes a finalizer",
+                &finalized,
+                &plain,
+                "alice",
+                Some("finalizers"),
+            ),
+            (
+                "the collector adds an owner",
+                &plain,
+                &owned,
+                gc,
+                Some("ownerReferences"),
+            ),
+            (
+                "the collector removes a finalizer",
+                &finalized,
+                &plain,
+                gc,
+                None,
+            ),
+            ("the collector removes an owner", &owned, &plain, gc, None),
+            ("labels only", &plain, &plain, "alice", None),
+        ];
+        for (what, old, new, editor, expected) in cases {
+            assert_eq!(life_metadata_edit(old, new, editor), expected, "{what}");
+        }
+    }
 
     #[test]
     fn request_create_table() {

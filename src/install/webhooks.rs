@@ -103,7 +103,7 @@ const WORKLOAD_RULES: &[Rule] = &[
     Rule {
         group: "",
         version: "v1",
-        resources: &["pods"],
+        resources: &["pods", "replicationcontrollers"],
         operations: &["CREATE", "UPDATE"],
         scope: "Namespaced",
     },

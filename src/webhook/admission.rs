@@ -39,7 +39,7 @@ use crate::core::policy::{
 };
 use crate::core::policy_audit::stamp_policy_change;
 use crate::core::proposal::{PROPOSAL_CAUSE, ProposedRequest, proposal};
-use crate::core::request::{RequestCreate, validate_request_create};
+use crate::core::request::{RequestCreate, life_metadata_edit, validate_request_create};
 use crate::core::review::{
     ReviewEdit, review_groups, stamp_appended_reviews, validate_review_edit,
     validate_review_standing,
@@ -700,6 +700,17 @@ impl Webhook {
                     (Ok(old), Ok(new)) => (old, new),
                     (Err(why), _) | (_, Err(why)) => return Answer::deny(request, why),
                 };
+                if !self.is_own(request)
+                    && let Some(field) =
+                        life_metadata_edit(&old.metadata, &new.metadata, &author.username)
+                {
+                    return Answer::deny(
+                        request,
+                        format!(
+                            "metadata.{field} of a DeploymentApproval may not be changed: what decides a request's life is countersign's alone (a request is withdrawn by deleting it, which is audited)"
+                        ),
+                    );
+                }
                 match validate_review_edit(&old.spec, &new.spec, &author, now) {
                     Err(refusal) => Answer::deny(request, refusal),
                     Ok(ReviewEdit::NoReview) => Answer::allow(request),
