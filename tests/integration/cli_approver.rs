@@ -10,20 +10,6 @@ use crate::support::countersign::Countersign;
 use crate::support::flow::*;
 use crate::support::{TestCluster, TestNamespace, User};
 
-/// `countersign ARGS` as `user` (its kubeconfig context), in `namespace`.
-fn countersign(user: User, namespace: &str, args: &[&str]) -> Result<Output> {
-    Ok(Command::new(env!("CARGO_BIN_EXE_countersign"))
-        .args(args)
-        .arg("--kubeconfig")
-        .arg(TestCluster::get().kubeconfig())
-        .args(["--context", user.name(), "-n", namespace])
-        .output()?)
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn exit_code(out: &Output) -> Option<i32> {
     out.status.code()
 }

@@ -16,5 +16,6 @@ mod notifications;
 mod policy_audit;
 mod rollout;
 mod self_managed_tls;
+mod trust;
 mod ways_around;
 mod workloads;

@@ -250,6 +250,7 @@ pub fn service_account_can_i(
 
 /// Who a review POSTed straight to the webhook claims to come from.
 #[allow(dead_code)] // not every test crate posts reviews
+#[derive(Clone, Copy, Debug)]
 pub enum Presenting<'a> {
     /// The API server's own client certificate.
     ApiServer,

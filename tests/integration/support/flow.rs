@@ -45,6 +45,23 @@ impl Drop for Policy {
     }
 }
 
+/// `countersign ARGS` (the built binary) as `user` (its kubeconfig context), in `namespace`.
+pub fn countersign(user: User, namespace: &str, args: &[&str]) -> Result<Output> {
+    Ok(
+        std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(TestCluster::get().kubeconfig())
+            .args(["--context", user.name(), "-n", namespace])
+            .output()?,
+    )
+}
+
+/// What a command printed on its standard output.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 pub fn text(out: &Output) -> String {
     format!(
         "{}{}",
