@@ -175,7 +175,7 @@ pub fn hostile_corpus() -> Vec<(String, String)> {
     }
     let cases: Vec<Case> =
         serde_json::from_str(include_str!("../../tests/fixtures/hostile-text.json"))
-            .expect("the hostile corpus is JSON");
+            .unwrap_or_else(|e| panic!("the hostile corpus is JSON: {e}"));
     cases
         .into_iter()
         .map(|case| (case.what, case.text))

@@ -726,6 +726,30 @@ async fn the_operator_issues_a_token_on_approval_and_revokes_it_once_deployed() 
         ) == Some(403),
         "the token creates a Deployment"
     );
+    // Another change of its one target: denied, and no request opened in its name (it
+    // exists for the approved change only).
+    let unapproved = rolling_web(ns, "nginx:1.99", 1);
+    let attempt = deployments
+        .patch(
+            "web",
+            &PatchParams::apply("pipeline").force(),
+            &Patch::Apply(&unapproved),
+        )
+        .await;
+    let denied = attempt.err().map(|e| e.to_string()).unwrap_or_default();
+    ensure!(
+        denied.contains("a deploy token opens no requests"),
+        "the token's other change: {denied}"
+    );
+    let requests = crate::support::flow::approvals(ns).await?;
+    ensure!(
+        requests.len() == 1,
+        "a request in the token's name: {:?}",
+        requests
+            .iter()
+            .map(|a| &a.spec.change.requester.username)
+            .collect::<Vec<_>>()
+    );
     let applied = until(
         "the approved change applied with the token",
         Duration::from_secs(20),

@@ -730,3 +730,71 @@ async fn two_approved_changes_applied_at_once_never_both_pass() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_policy_made_to_stall_the_webhook_is_refused_and_it_keeps_answering() -> Result<()> {
+    Countersign::get();
+    // The attacker's policy: 16 levels of 400 named users (129 KB), whose feasibility check
+    // once tried 2^16 sets of levels on the webhook's async workers.
+    let levels: Vec<Value> = (0..16)
+        .map(|level| {
+            let approvers: Vec<Value> = (0..400)
+                .map(|user| json!({ "user": format!("user-{level}-{user}") }))
+                .collect();
+            json!({ "name": format!("level-{level}"), "approvers": approvers, "minApprovals": 400 })
+        })
+        .collect();
+    let policy = json!({
+        "apiVersion": "countersign.dev/v1alpha1", "kind": "ApprovalPolicy",
+        "metadata": { "name": crate::support::namespace::unique_name("stall") },
+        "spec": { "approval": { "levels": levels } },
+    });
+    let attempts: Vec<tokio::task::JoinHandle<Result<Output>>> = (0..2)
+        .map(|_| {
+            let policy = policy.clone();
+            tokio::task::spawn_blocking(move || {
+                kubectl_stdin(
+                    User::Admin,
+                    &["create", "--dry-run=server", "-f", "-"],
+                    &policy,
+                )
+            })
+        })
+        .collect();
+    // Meanwhile the webhook answers its probes and gates as ever.
+    let port = Countersign::get().port;
+    let health = std::process::Command::new("curl")
+        .args([
+            "-sk",
+            "--max-time",
+            "5",
+            &format!("https://127.0.0.1:{port}/healthz"),
+        ])
+        .output()?;
+    assert_eq!(String::from_utf8_lossy(&health.stdout), "ok");
+    for attempt in attempts {
+        let out = attempt.await??;
+        // Refused by the CRD's bound on approvers per level, or by countersign's, with
+        // the limit named.
+        assert_refused(&out, "256");
+    }
+    // The largest chain the bounds allow (32 levels of 256 people, one person at every
+    // level) reaches countersign's validation, which answers.
+    let levels: Vec<Value> = (0..32)
+        .map(|level| {
+            let approvers: Vec<Value> = (0..256)
+                .map(|user| json!({ "user": format!("user-{user}") }))
+                .collect();
+            json!({ "name": format!("level-{level}"), "approvers": approvers, "minApprovals": 8 })
+        })
+        .collect();
+    let mut largest = policy.clone();
+    largest["spec"]["approval"]["levels"] = Value::Array(levels);
+    let out = kubectl_stdin(
+        User::Admin,
+        &["create", "--dry-run=server", "-f", "-"],
+        &largest,
+    )?;
+    assert_ok(&out);
+    Ok(())
+}

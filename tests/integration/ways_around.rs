@@ -635,3 +635,98 @@ async fn event_until(namespace: &str, reason: &str, name: &str) -> Result<String
     )
     .await
 }
+
+#[tokio::test]
+async fn a_replication_controller_made_by_hand_is_gated_and_its_pods_are_not() -> Result<()> {
+    Countersign::get();
+    let ns = TestNamespace::create("rc", None).await?;
+    let ns = ns.name();
+    // The admin is exempt here: an RC the admin makes runs, and its Pods are made by
+    // kube-controller-manager's replication-controller.
+    let mut chain = json!({ "approval": { "levels": [{ "name": "leads", "approvers": [{ "user": "alice" }] }] } });
+    chain["exclude"] = json!({ "groups": ["system:masters"] });
+    let _policy = Policy::apply(ns, chain)?;
+    let controller = |name: &str, image: &str| {
+        json!({
+            "apiVersion": "v1", "kind": "ReplicationController",
+            "metadata": { "name": name, "namespace": ns },
+            "spec": { "replicas": 2, "selector": { "app": name },
+                "template": { "metadata": { "labels": { "app": name } },
+                    "spec": { "containers": [{ "name": "app", "image": image }] } } },
+        })
+    };
+    until_gated(&rolling_web(ns, "nginx:1.27", 1)).await?;
+    // dave's RC would run any image next to the gated Deployments: gated.
+    assert_refused(
+        &kubectl_stdin(
+            User::Dave,
+            &["apply", "-f", "-"],
+            &controller("by-dave", "evil:1"),
+        )?,
+        "approval required",
+    );
+    // The admin's RC runs: its Pods come from the replication-controller, which is
+    // admitted as a workload controller, and open no request.
+    assert_ok(&kubectl_stdin(
+        User::Admin,
+        &["apply", "-f", "-"],
+        &controller("by-admin", "nginx:1.27"),
+    )?);
+    until(
+        "the RC's two Pods",
+        std::time::Duration::from_secs(30),
+        || async {
+            let pods = kubectl(
+                User::Admin,
+                &["get", "pods", "-n", ns, "-l", "app=by-admin", "-o", "name"],
+            )?;
+            let count = text(&pods)
+                .lines()
+                .filter(|l| l.starts_with("pod/"))
+                .count();
+            Ok(if count == 2 {
+                crate::support::wait::Poll::Ready(())
+            } else {
+                crate::support::wait::Poll::Pending(text(&pods))
+            })
+        },
+    )
+    .await?;
+    let opened: Vec<String> = approvals(ns)
+        .await?
+        .into_iter()
+        .map(|a| a.spec.change.requester.username)
+        .collect();
+    assert!(
+        opened.iter().all(|who| who == "dave"),
+        "only dave's RC opened a request: {opened:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn what_decides_a_requests_life_is_countersigns_alone() -> Result<()> {
+    Countersign::get();
+    let ns = TestNamespace::create("life", None).await?;
+    let ns = ns.name();
+    let _policy = Policy::apply(ns, two_level_chain())?;
+    let name = open_request(ns, &web(ns, "nginx:1.27", 1)).await?;
+    // An approver (who may patch requests) makes a dangling owner of it, so the garbage
+    // collector would delete it in its own name; or pins it with a finalizer.
+    let owner = json!([{ "op": "add", "path": "/metadata/ownerReferences", "value": [{
+        "apiVersion": "v1", "kind": "ConfigMap", "name": "gone",
+        "uid": "00000000-0000-0000-0000-000000000000" }] }]);
+    assert_refused(
+        &patch_approval(User::Alice, ns, &name, owner)?,
+        "metadata.ownerReferences of a DeploymentApproval may not be changed",
+    );
+    let finalizer =
+        json!([{ "op": "add", "path": "/metadata/finalizers", "value": ["example.com/keep"] }]);
+    assert_refused(
+        &patch_approval(User::Alice, ns, &name, finalizer)?,
+        "metadata.finalizers of a DeploymentApproval may not be changed",
+    );
+    // Still there, and still countersign's to decide.
+    assert_eq!(approvals(ns).await?.len(), 1);
+    Ok(())
+}
