@@ -356,30 +356,9 @@ async fn two_processes_registered_together_behave_like_one() -> Result<()> {
     // The second process: the same ServiceAccount and certificate, its own port, every
     // validating webhook registered a second time on it, so both judge every request.
     let cluster = TestCluster::get();
-    let kubeconfig = support::countersign::service_account_kubeconfig(
-        "countersign-system",
-        &format!("twin-{}", first.port),
-    )?;
-    let second_port = free_port()?;
-    let dir = first.private_dir();
-    let second_log = std::env::temp_dir().join(format!("countersign-twin-{second_port}.log"));
-    let log = File::create(&second_log)?;
-    let mut second = Command::new(env!("CARGO_BIN_EXE_countersign"))
-        .args(["serve", "--webhook-only", "--kubeconfig"])
-        .arg(&kubeconfig)
-        .args(TestCluster::get().client_auth_args())
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{second_port}"),
-            "--tls-cert",
-        ])
-        .arg(dir.join("tls.crt"))
-        .arg("--tls-key")
-        .arg(dir.join("tls.key"))
-        .env("RUST_LOG", "info,countersign=debug")
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()?;
+    let twin = Twin::start(&first)?;
+    let second_port = twin.port;
+    let second_log = twin.log.clone();
     let result = async {
         let admin = cluster.client(User::Admin).await?;
         let api = Api::<ValidatingWebhookConfiguration>::all(admin);
@@ -487,9 +466,204 @@ async fn two_processes_registered_together_behave_like_one() -> Result<()> {
         anyhow::Ok(())
     }
     .await;
-    let _ = signal(second.id(), "TERM");
-    let _ = second.wait();
-    let _ = std::fs::remove_file(&kubeconfig);
+    drop(twin);
+    result?;
+    assert!(first.terminate()?.success());
+    Ok(())
+}
+
+/// A second `serve --webhook-only` beside a local one: the same ServiceAccount and
+/// certificate, its own port; stopped when dropped.
+struct Twin {
+    child: Child,
+    port: u16,
+    kubeconfig: PathBuf,
+    log: PathBuf,
+}
+
+impl Twin {
+    fn start(first: &Local) -> Result<Twin> {
+        let kubeconfig = support::countersign::service_account_kubeconfig(
+            "countersign-system",
+            &format!("twin-{}", first.port),
+        )?;
+        let port = free_port()?;
+        let dir = first.private_dir();
+        let log = std::env::temp_dir().join(format!("countersign-twin-{port}.log"));
+        let output = File::create(&log)?;
+        let child = Command::new(env!("CARGO_BIN_EXE_countersign"))
+            .args(["serve", "--webhook-only", "--kubeconfig"])
+            .arg(&kubeconfig)
+            .args(TestCluster::get().client_auth_args())
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--tls-cert"])
+            .arg(dir.join("tls.crt"))
+            .arg("--tls-key")
+            .arg(dir.join("tls.key"))
+            .env("RUST_LOG", "info,countersign=debug")
+            .stdout(output.try_clone()?)
+            .stderr(output)
+            .spawn()?;
+        Ok(Twin {
+            child,
+            port,
+            kubeconfig,
+            log,
+        })
+    }
+
+    /// Waits until it answers on /readyz.
+    fn until_ready(&self) -> Result<()> {
+        let started = Instant::now();
+        loop {
+            let ready = Command::new("curl")
+                .args(["-sk", &format!("https://127.0.0.1:{}/readyz", self.port)])
+                .output()?;
+            if String::from_utf8_lossy(&ready.stdout) == "ok" {
+                return Ok(());
+            }
+            ensure!(
+                started.elapsed() < Duration::from_secs(60),
+                "the twin is not ready: {}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+}
+
+impl Drop for Twin {
+    fn drop(&mut self) {
+        let _ = signal(self.child.id(), "TERM");
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.kubeconfig);
+    }
+}
+
+#[tokio::test]
+async fn two_replicas_never_admit_two_changes_of_one_object() -> Result<()> {
+    use support::countersign::{Presenting, post_review};
+    let _one = lock().await;
+    let ns = TestNamespace::create("twin-lock", None).await?;
+    let ns = ns.name().to_string();
+    let first = Local::start(&[])?;
+    support::countersign::grant_approvers(TestCluster::get())?;
+    let twin = Twin::start(&first)?;
+    twin.until_ready()?;
+    let result = async {
+        let web = |image: &str| {
+            json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": { "name": "web", "namespace": ns },
+                "spec": { "selector": { "matchLabels": { "app": "web" } },
+                    "template": { "metadata": { "labels": { "app": "web" } },
+                        "spec": { "nodeSelector": { "countersign.dev/test-node": "none" },
+                            "containers": [{ "name": "web", "image": image }] } } },
+            })
+        };
+        let created = kubectl(User::Admin, &["apply", "-f", "-"], Some(&web("nginx:1.25")))?;
+        ensure!(created.status.success(), "{}", text(&created));
+        let policy_name = support::namespace::unique_name("twin-lock");
+        apply_alice_policy(&policy_name, &ns)?;
+        // Two different changes, each with an approved request.
+        let mut reviews = Vec::new();
+        for image in ["nginx:1.26", "nginx:1.27"] {
+            let change = web(image);
+            let started = Instant::now();
+            let name = loop {
+                let out = kubectl(User::Dave, &["apply", "-f", "-"], Some(&change))?;
+                let said = text(&out);
+                if let Some(name) = said
+                    .split("kubectl countersign approve ")
+                    .nth(1)
+                    .and_then(|rest| rest.split_whitespace().next())
+                {
+                    break name.to_string();
+                }
+                ensure!(started.elapsed() < Duration::from_secs(20), "not gated: {said}");
+                std::thread::sleep(Duration::from_millis(300));
+            };
+            let patch = json!([{ "op": "add", "path": "/spec/reviews/-",
+                "value": { "decision": "Approve" } }])
+            .to_string();
+            let reviewed = kubectl(
+                User::Alice,
+                &["patch", "deploymentapproval", &name, "-n", &ns, "--type=json", "-p", &patch],
+                None,
+            )?;
+            ensure!(reviewed.status.success(), "{}", text(&reviewed));
+            // The change as the API server hands it to webhooks: defaulted, from a server
+            // dry run (admitted without effect once approved).
+            let started = Instant::now();
+            let new = loop {
+                let out = kubectl(
+                    User::Dave,
+                    &["apply", "--dry-run=server", "-o", "json", "-f", "-"],
+                    Some(&change),
+                )?;
+                if out.status.success() {
+                    break serde_json::from_slice::<Value>(&out.stdout)?;
+                }
+                ensure!(
+                    started.elapsed() < Duration::from_secs(20),
+                    "never approved: {}",
+                    text(&out)
+                );
+                std::thread::sleep(Duration::from_millis(300));
+            };
+            let old = kubectl(User::Admin, &["get", "deployment", "web", "-n", &ns, "-o", "json"], None)?;
+            let old: Value = serde_json::from_slice(&old.stdout)?;
+            let review = |uid: usize| {
+                json!({
+                    "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                    "request": {
+                        "uid": format!("{name}-{uid}"),
+                        "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+                        "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
+                        "name": "web", "namespace": ns, "operation": "UPDATE",
+                        "userInfo": {"username": "dave", "groups": ["developers", "system:authenticated"]},
+                        "object": new, "oldObject": old,
+                    },
+                })
+                .to_string()
+            };
+            let bodies: Vec<String> = (0..8).map(review).collect();
+            reviews.push((name, bodies));
+        }
+        // Each change sent to both replicas at once, as two API servers would.
+        let ports = [first.port, twin.port];
+        let mut senders = Vec::new();
+        for (change, (name, bodies)) in reviews.iter().enumerate() {
+            for (i, body) in bodies.iter().enumerate() {
+                let (port, name, body) = (ports[(i + change) % 2], name.clone(), body.clone());
+                senders.push(tokio::task::spawn_blocking(move || {
+                    let (code, answer) = post_review(
+                        port,
+                        "/validate/workloads",
+                        body.as_bytes(),
+                        Presenting::ApiServer,
+                    )?;
+                    ensure!(code == 200, "{code}: {answer}");
+                    let answer: Value = serde_json::from_str(&answer)?;
+                    anyhow::Ok((name, answer["response"]["allowed"] == true))
+                }));
+            }
+        }
+        let mut allowed = std::collections::BTreeSet::new();
+        for sender in senders {
+            let (name, admitted) = sender.await??;
+            if admitted {
+                allowed.insert(name);
+            }
+        }
+        ensure!(
+            allowed.len() == 1,
+            "exactly one change admitted by the two replicas: {allowed:?}"
+        );
+        let _ = kubectl(User::Admin, &["delete", "approvalpolicy", &policy_name], None);
+        anyhow::Ok(())
+    }
+    .await;
+    drop(twin);
     result?;
     assert!(first.terminate()?.success());
     Ok(())
