@@ -159,7 +159,18 @@ async fn lock() -> tokio::sync::MutexGuard<'static, ()> {
 #[tokio::test]
 async fn sigterm_removes_the_configurations_and_exits_zero() -> Result<()> {
     let _one = lock().await;
+    let ns = TestNamespace::create("sigterm", None).await?;
+    let policy_name = support::namespace::unique_name("sigterm");
     let local = Local::start(&["--log-format", "json"])?;
+    apply_alice_policy(&policy_name, ns.name())?;
+    let started = Instant::now();
+    while dry_run(ns.name(), "nginx:1.27")?.status.success() {
+        ensure!(
+            started.elapsed() < Duration::from_secs(20),
+            "the policy never gated the namespace"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
     // Ready (its caches synced) before it registered; logs are JSON lines.
     let ready = Command::new("curl")
         .args(["-sk", &format!("https://127.0.0.1:{}/readyz", local.port)])
@@ -235,6 +246,16 @@ async fn sigterm_removes_the_configurations_and_exits_zero() -> Result<()> {
         "configurations left behind"
     );
     assert!(!private.exists(), "private files left behind");
+    // SPEC §9: local mode's exit takes its configurations away, so the gate is open until
+    // it runs again (docs/security.md says so; a killed process leaves them and fails
+    // closed, `while_countersign_is_down_…`).
+    let open = dry_run(ns.name(), "nginx:1.27")?;
+    ensure!(open.status.success(), "{}", text(&open));
+    let _ = kubectl(
+        User::Admin,
+        &["delete", "approvalpolicy", &policy_name],
+        None,
+    );
     Ok(())
 }
 
