@@ -15,10 +15,10 @@ use serde_json::{Value, json};
 
 use crate::api::{ApprovalPolicy, DeploymentApproval, UserInfo};
 use crate::core::change::{ChangeDigest, api_group, group_kind};
+use crate::core::decision::Validations;
 use crate::core::decision::is_request_name;
 use crate::core::policy::{ChangeRequest, exclusion, matching_policies, policy_name};
 use crate::core::seal::{SealKey, check};
-use crate::core::validation::validate_policy;
 
 /// How far `spec.change.requestedAt` may be from the API server's clock: a request dated
 /// later would outlive its `requestTTL`, one dated earlier would refuse fresh reviews.
@@ -40,6 +40,8 @@ pub struct RequestCreate<'a> {
     pub policies: &'a [ApprovalPolicy],
     /// The key countersign seals summaries with.
     pub seal_key: &'a SealKey,
+    /// Policy validation, cached per policy generation by the webhook.
+    pub validations: &'a dyn Validations,
     pub now: Timestamp,
 }
 
@@ -198,7 +200,7 @@ pub fn validate_request_create(input: &RequestCreate) -> Result<(), RequestRefus
         .find(|p| p.spec.approval.is_some())
         .ok_or_else(|| RequestRefusal::NoPolicy(input.creator.username.clone()))?;
     let governing_name = policy_name(governing);
-    if let Some(error) = validate_policy(&governing.spec).errors.first() {
+    if let Some(error) = input.validations.policy_errors(governing).first() {
         return Err(RequestRefusal::PolicyUnusable(
             governing_name.to_string(),
             error.to_string(),
@@ -699,6 +701,7 @@ mod tests {
                 target_object: object,
                 policies,
                 seal_key: &seal_key(),
+                validations: &crate::core::decision::ValidateOnTheSpot,
                 now: now(),
             });
             assert_eq!(got, expected, "{name}");

@@ -686,6 +686,7 @@ impl Webhook {
                     target_object: target.as_ref(),
                     policies: &policies,
                     seal_key: &self.seal_key,
+                    validations: self.snapshot.validations(),
                     now,
                 }) {
                     Ok(()) => Answer::allow(request),
