@@ -180,7 +180,12 @@ impl CaFile {
     }
 
     fn set_file(&self) -> String {
-        format!("tls.caBundle={}", self.path.display())
+        self.set_file_as("tls.caBundle")
+    }
+
+    /// `--set-file` of this CA as the value `key`.
+    fn set_file_as(&self, key: &str) -> String {
+        format!("{key}={}", self.path.display())
     }
 }
 
@@ -206,6 +211,16 @@ fn existing_secret_values(ca: &CaFile) -> Vec<String> {
         "tls.existingSecret=countersign-tls".into(),
         "--set-file".into(),
         ca.set_file(),
+    ]
+}
+
+/// The values of client authentication with `ca` inline and the API server's name.
+fn client_auth_values(ca: &CaFile) -> Vec<String> {
+    vec![
+        "--set-file".into(),
+        ca.set_file_as("webhook.clientAuth.caBundle"),
+        "--set".into(),
+        "webhook.clientAuth.names={kube-apiserver-webhook-client}".into(),
     ]
 }
 
@@ -296,19 +311,30 @@ fn lints_strictly() {
     let chart = chart_dir();
     let chart = chart.to_str().expect("a UTF-8 path");
     let existing = existing_secret_values(&ca);
+    let client_auth = client_auth_values(&ca);
     let url = ["--set", "webhook.url=https://countersign.example.com:8443"];
-    for values in [vec![], as_strs(&existing), url.to_vec()] {
+    for values in [
+        vec![],
+        as_strs(&existing),
+        url.to_vec(),
+        as_strs(&client_auth),
+    ] {
         let mut args = vec!["lint", "--strict", chart];
         args.extend_from_slice(&values);
         let output = helm(&args);
         let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(
             output.status.success(),
-            "helm lint --strict {values:?}:\n{stdout}\n{}",
-            String::from_utf8_lossy(&output.stderr)
+            "helm lint --strict {values:?}:\n{stdout}\n{stderr}"
         );
         assert!(stdout.contains("0 chart(s) failed"), "{stdout}");
         assert!(!stdout.contains("[WARNING]"), "{stdout}");
+        // Lint passes over a template's `fail` (it only logs it): these values must render.
+        assert!(
+            !stderr.contains("funcMap fail"),
+            "helm lint --strict {values:?}: the chart refuses these values:\n{stderr}"
+        );
     }
 }
 
@@ -578,6 +604,114 @@ fn a_webhook_outside_the_cluster_is_called_by_url_and_nothing_runs_here() {
     );
 }
 
+/// The pod's volume and mount `client-ca`, and every `--client…` argument of `serve`.
+fn client_auth_of(rendered: &Rendered) -> (Option<Value>, Option<Value>, Vec<String>) {
+    let pod = &rendered.get("Deployment", "countersign")["spec"]["template"]["spec"];
+    let named = |list: &Value| {
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .find(|v| v["name"] == "client-ca")
+            .cloned()
+    };
+    let args = rendered
+        .deployment_args()
+        .into_iter()
+        .filter(|a| a.starts_with("--client"))
+        .collect();
+    (
+        named(&pod["volumes"]),
+        named(&pod["containers"][0]["volumeMounts"]),
+        args,
+    )
+}
+
+/// webhook.clientAuth: the CA that signs the API server's client certificate, inline (a
+/// ConfigMap the chart makes) or in a ConfigMap of the user's, mounted read-only where
+/// `--client-ca-file` points, and one `--client-name` per name; nothing of it without.
+#[test]
+fn client_authentication_mounts_the_ca_and_passes_exactly_its_flags() {
+    let ca = CaFile::new();
+    let mut values = client_auth_values(&ca);
+    values.extend(
+        [
+            "--set",
+            "webhook.clientAuth.names={kube-apiserver-webhook-client,apiserver.example.com}",
+        ]
+        .map(String::from),
+    );
+    let rendered = Rendered::of(NAMESPACE, &as_strs(&values));
+    let config_map = rendered.get("ConfigMap", "countersign-client-ca");
+    assert_eq!(config_map["metadata"]["namespace"], NAMESPACE);
+    assert_eq!(config_map["data"], json!({"ca.crt": ca.pem}));
+    let (volume, mount, args) = client_auth_of(&rendered);
+    assert_eq!(
+        args,
+        [
+            "--client-ca-file=/etc/countersign/client-ca/ca.crt",
+            "--client-name=kube-apiserver-webhook-client",
+            "--client-name=apiserver.example.com",
+        ]
+    );
+    assert_eq!(
+        mount,
+        Some(json!({"name": "client-ca", "mountPath": "/etc/countersign/client-ca", "readOnly": true}))
+    );
+    assert_eq!(
+        volume,
+        Some(json!({"name": "client-ca", "configMap": {
+            "name": "countersign-client-ca",
+            "items": [{"key": "ca.crt", "path": "ca.crt"}],
+            "defaultMode": 292,
+        }}))
+    );
+    // Beside the self-managed certificate's directory, which stays as it was.
+    let pod = &rendered.get("Deployment", "countersign")["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["containers"][0]["volumeMounts"][0],
+        json!({"name": "tmp", "mountPath": "/tmp"})
+    );
+    assert_eq!(pod["volumes"].as_array().map(Vec::len), Some(2));
+
+    // A ConfigMap of the user's, its key projected to the same file; no names: any
+    // certificate of the CA; and the chart makes no ConfigMap.
+    let mut existing = existing_secret_values(&ca);
+    existing.extend(
+        [
+            "--set",
+            "webhook.clientAuth.existingConfigMap.name=apiserver-client-ca",
+            "--set",
+            "webhook.clientAuth.existingConfigMap.key=bundle.pem",
+        ]
+        .map(String::from),
+    );
+    let rendered = Rendered::of(NAMESPACE, &as_strs(&existing));
+    assert!(rendered.all("ConfigMap").is_empty());
+    let (volume, mount, args) = client_auth_of(&rendered);
+    assert_eq!(args, ["--client-ca-file=/etc/countersign/client-ca/ca.crt"]);
+    assert_eq!(
+        mount,
+        Some(json!({"name": "client-ca", "mountPath": "/etc/countersign/client-ca", "readOnly": true}))
+    );
+    assert_eq!(
+        volume,
+        Some(json!({"name": "client-ca", "configMap": {
+            "name": "apiserver-client-ca",
+            "items": [{"key": "bundle.pem", "path": "ca.crt"}],
+            "defaultMode": 292,
+        }}))
+    );
+    // Beside the serving certificate's Secret.
+    let pod = &rendered.get("Deployment", "countersign")["spec"]["template"]["spec"];
+    assert_eq!(pod["volumes"][0]["name"], "tls");
+    assert_eq!(pod["containers"][0]["volumeMounts"][0]["name"], "tls");
+
+    // Without it: no flag, no volume, no ConfigMap.
+    let rendered = Rendered::of(NAMESPACE, &[]);
+    assert!(rendered.all("ConfigMap").is_empty());
+    assert_eq!(client_auth_of(&rendered), (None, None, Vec::new()));
+}
+
 /// The ClusterRoles, the Role and the bindings are `countersign::install::rbac`'s, rule for
 /// rule; the restorer is bound only with webhook.restore.
 #[test]
@@ -840,6 +974,7 @@ fn the_charts_crds_are_the_repositorys() {
 fn the_schema_and_the_chart_refuse_what_cannot_work() {
     let ca = CaFile::new();
     let ca_file = ca.set_file();
+    let client_ca_file = ca.set_file_as("webhook.clientAuth.caBundle");
     let cases: &[(&[&str], &str)] = &[
         (
             &["--set", "deployment.replicas=two"],
@@ -895,6 +1030,52 @@ fn the_schema_and_the_chart_refuse_what_cannot_work() {
         (
             &["--set", "deployment.enabled=false"],
             "deployment.enabled=false needs webhook.url",
+        ),
+        (
+            &["--set", "webhook.clientAuth.caBundle=Zm9v"],
+            "/webhook/clientAuth/caBundle",
+        ),
+        (
+            &["--set", "webhook.clientAuth.names=kube-apiserver"],
+            "/webhook/clientAuth/names",
+        ),
+        (
+            &["--set-json", r#"webhook.clientAuth.names=["a,b"]"#],
+            "/webhook/clientAuth/names/0",
+        ),
+        (
+            &["--set", "webhook.clientAuth.existingConfigMap=apiserver-ca"],
+            "/webhook/clientAuth/existingConfigMap",
+        ),
+        (
+            &["--set", "webhook.clientAuth.existingConfigMap.key=a/b"],
+            "/webhook/clientAuth/existingConfigMap/key",
+        ),
+        (
+            &["--set", "webhook.clientAuth.ca=x"],
+            "additional properties 'ca'",
+        ),
+        (
+            &["--set", "webhook.clientAuth.names={kube-apiserver}"],
+            "webhook.clientAuth.names needs the CA",
+        ),
+        (
+            &[
+                "--set-file",
+                &client_ca_file,
+                "--set",
+                "webhook.clientAuth.existingConfigMap.name=mine",
+            ],
+            "two sources of the client CA",
+        ),
+        (
+            &[
+                "--set-file",
+                &client_ca_file,
+                "--set",
+                "webhook.url=https://countersign.example.com",
+            ],
+            "webhook.clientAuth configures the countersign this chart runs",
         ),
     ];
     for (values, expected) in cases {
@@ -1022,9 +1203,9 @@ fn the_app_version_is_countersigns() {
 
 /// The API server accepts every object the chart renders (server-side dry run, so its
 /// validation, defaulting and admission run, and nothing is stored): with an existing
-/// Secret, restore, ServiceMonitor off and NetworkPolicy on, the CRDs included; and with
-/// cert-manager, leaving out cert-manager's own kinds (the test cluster has no
-/// cert-manager). The namespace warns on the `restricted` Pod Security Standard, and the
+/// Secret, client authentication, restore, ServiceMonitor off and NetworkPolicy on, the
+/// CRDs included; and with cert-manager, leaving out cert-manager's own kinds (the test
+/// cluster has no cert-manager). The namespace warns on the `restricted` Pod Security Standard, and the
 /// Deployment raises no warning.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_api_server_accepts_the_rendered_chart() {
@@ -1049,6 +1230,7 @@ async fn the_api_server_accepts_the_rendered_chart() {
 
     let ca = CaFile::new();
     let mut existing = existing_secret_values(&ca);
+    existing.extend(client_auth_values(&ca));
     existing.extend(
         [
             "--set",
