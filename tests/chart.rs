@@ -214,6 +214,17 @@ fn existing_secret_values(ca: &CaFile) -> Vec<String> {
     ]
 }
 
+/// The control plane's addresses for the NetworkPolicy, on by default: an install in the
+/// cluster without client authentication needs them (or it refuses to render).
+const CONTROL_PLANE: [&str; 2] = ["--set", "networkPolicy.apiServer.cidrs={10.0.0.0/24}"];
+
+/// The control plane's addresses, then `values`.
+fn with_control_plane<'a>(values: &[&'a str]) -> Vec<&'a str> {
+    let mut all = CONTROL_PLANE.to_vec();
+    all.extend_from_slice(values);
+    all
+}
+
 /// The values of client authentication with `ca` inline and the API server's name.
 fn client_auth_values(ca: &CaFile) -> Vec<String> {
     vec![
@@ -314,8 +325,8 @@ fn lints_strictly() {
     let client_auth = client_auth_values(&ca);
     let url = ["--set", "webhook.url=https://countersign.example.com:8443"];
     for values in [
-        vec![],
-        as_strs(&existing),
+        CONTROL_PLANE.to_vec(),
+        with_control_plane(&as_strs(&existing)),
         url.to_vec(),
         as_strs(&client_auth),
     ] {
@@ -356,7 +367,7 @@ fn service_configurations_without_ca() -> [(&'static str, Value); 2] {
 
 #[test]
 fn the_default_install_keeps_its_own_certificates() {
-    let rendered = Rendered::of(NAMESPACE, &[]);
+    let rendered = Rendered::of(NAMESPACE, &CONTROL_PLANE);
     assert!(rendered.all("Certificate").is_empty() && rendered.all("Issuer").is_empty());
     for (kind, expected) in service_configurations_without_ca() {
         let configuration = rendered.get(kind, CONFIGURATION_NAME);
@@ -403,7 +414,10 @@ fn the_default_install_keeps_its_own_certificates() {
 
 #[test]
 fn a_cert_manager_install_gets_its_certificate_from_cert_manager() {
-    let rendered = Rendered::of(NAMESPACE, &["--set", "certManager.enabled=true"]);
+    let rendered = Rendered::of(
+        NAMESPACE,
+        &with_control_plane(&["--set", "certManager.enabled=true"]),
+    );
     let kinds = rendered.kinds();
     let expected: BTreeMap<String, usize> = [
         ("ClusterRole", 6),
@@ -414,6 +428,7 @@ fn a_cert_manager_install_gets_its_certificate_from_cert_manager() {
         ("Deployment", 1),
         ("Service", 1),
         ("PodDisruptionBudget", 1),
+        ("NetworkPolicy", 1),
         ("ValidatingWebhookConfiguration", 1),
         ("MutatingWebhookConfiguration", 1),
         ("Issuer", 2),
@@ -480,7 +495,8 @@ fn a_cert_manager_install_gets_its_certificate_from_cert_manager() {
 fn an_existing_secret_install_carries_the_given_ca_and_exactly_countersigns_configurations() {
     let ca = CaFile::new();
     let values = existing_secret_values(&ca);
-    let rendered = Rendered::of(NAMESPACE, &as_strs(&values));
+    let values = with_control_plane(&as_strs(&values));
+    let rendered = Rendered::of(NAMESPACE, &values);
     assert!(rendered.all("Certificate").is_empty());
     assert!(rendered.all("Issuer").is_empty());
     let endpoint = service_endpoint(NAMESPACE);
@@ -511,7 +527,7 @@ fn an_existing_secret_install_carries_the_given_ca_and_exactly_countersigns_conf
     assert_eq!(pod["volumes"][0]["secret"]["secretName"], "countersign-tls");
 
     // Another namespace is excluded instead, and the Service is looked for there.
-    let elsewhere = Rendered::of("team-platform", &as_strs(&values));
+    let elsewhere = Rendered::of("team-platform", &values);
     assert_same_configuration(
         &to_json(&validating_configuration(
             &service_endpoint("team-platform"),
@@ -585,14 +601,14 @@ fn a_webhook_outside_the_cluster_is_called_by_url_and_nothing_runs_here() {
     // then also names the URL's host.
     let rendered = Rendered::of(
         NAMESPACE,
-        &[
+        &with_control_plane(&[
             "--set",
             &set_url,
             "--set",
             "deployment.enabled=true",
             "--set",
             "certManager.enabled=true",
-        ],
+        ]),
     );
     let args = rendered.deployment_args();
     assert!(args.contains(&format!("--webhook-url={url}/")), "{args:?}");
@@ -655,7 +671,9 @@ fn client_authentication_mounts_the_ca_and_passes_exactly_its_flags() {
     );
     assert_eq!(
         mount,
-        Some(json!({"name": "client-ca", "mountPath": "/etc/countersign/client-ca", "readOnly": true}))
+        Some(
+            json!({"name": "client-ca", "mountPath": "/etc/countersign/client-ca", "readOnly": true})
+        )
     );
     assert_eq!(
         volume,
@@ -691,7 +709,9 @@ fn client_authentication_mounts_the_ca_and_passes_exactly_its_flags() {
     assert_eq!(args, ["--client-ca-file=/etc/countersign/client-ca/ca.crt"]);
     assert_eq!(
         mount,
-        Some(json!({"name": "client-ca", "mountPath": "/etc/countersign/client-ca", "readOnly": true}))
+        Some(
+            json!({"name": "client-ca", "mountPath": "/etc/countersign/client-ca", "readOnly": true})
+        )
     );
     assert_eq!(
         volume,
@@ -707,7 +727,7 @@ fn client_authentication_mounts_the_ca_and_passes_exactly_its_flags() {
     assert_eq!(pod["containers"][0]["volumeMounts"][0]["name"], "tls");
 
     // Without it: no flag, no volume, no ConfigMap.
-    let rendered = Rendered::of(NAMESPACE, &[]);
+    let rendered = Rendered::of(NAMESPACE, &CONTROL_PLANE);
     assert!(rendered.all("ConfigMap").is_empty());
     assert_eq!(client_auth_of(&rendered), (None, None, Vec::new()));
 }
@@ -716,7 +736,7 @@ fn client_authentication_mounts_the_ca_and_passes_exactly_its_flags() {
 /// rule; the restorer is bound only with webhook.restore.
 #[test]
 fn rbac_is_countersigns_own() {
-    let rendered = Rendered::of(NAMESPACE, &[]);
+    let rendered = Rendered::of(NAMESPACE, &CONTROL_PLANE);
     let expected_roles = rbac::cluster_roles();
     assert_eq!(rendered.all("ClusterRole").len(), expected_roles.len());
     for expected in &expected_roles {
@@ -761,7 +781,10 @@ fn rbac_is_countersigns_own() {
     // Its own and, for self-managed certificates, the CA injector's.
     assert_eq!(rendered.all("ClusterRoleBinding").len(), 2);
 
-    let restoring = Rendered::of(NAMESPACE, &["--set", "webhook.restore=true"]);
+    let restoring = Rendered::of(
+        NAMESPACE,
+        &with_control_plane(&["--set", "webhook.restore=true"]),
+    );
     assert_eq!(restoring.all("ClusterRoleBinding").len(), 3);
     same_binding(
         restoring.get("ClusterRoleBinding", rbac::RESTORER_ROLE),
@@ -775,7 +798,7 @@ fn rbac_is_countersigns_own() {
 /// in src/install/rbac.rs (docs/rbac.md says the same).
 #[test]
 fn every_rule_says_why() {
-    let text = template_text(NAMESPACE, &[]).expect("renders");
+    let text = template_text(NAMESPACE, &CONTROL_PLANE).expect("renders");
     let roles: [(&str, &str, &[Grant]); 7] = [
         ("ClusterRole", rbac::OWN_ROLE, rbac::OWN_CLUSTER_GRANTS),
         ("Role", rbac::OWN_ROLE, rbac::OWN_NAMESPACE_GRANTS),
@@ -833,7 +856,7 @@ fn rule_comments(document: &str) -> Vec<String> {
 
 #[test]
 fn the_deployment_is_hardened_spread_and_probed() {
-    let rendered = Rendered::of(NAMESPACE, &[]);
+    let rendered = Rendered::of(NAMESPACE, &CONTROL_PLANE);
     let deployment = rendered.get("Deployment", "countersign");
     assert_eq!(deployment["spec"]["replicas"], 2);
     let pod = &deployment["spec"]["template"]["spec"];
@@ -884,7 +907,10 @@ fn the_deployment_is_hardened_spread_and_probed() {
     }
     // A Secret of certificates is mounted whole, readable by the pod's group only.
     let ca = CaFile::new();
-    let with_secret = Rendered::of(NAMESPACE, &as_strs(&existing_secret_values(&ca)));
+    let with_secret = Rendered::of(
+        NAMESPACE,
+        &with_control_plane(&as_strs(&existing_secret_values(&ca))),
+    );
     let args = with_secret.deployment_args();
     for arg in [
         "--tls-cert=/etc/countersign/tls/tls.crt",
@@ -915,30 +941,173 @@ fn the_deployment_is_hardened_spread_and_probed() {
         budget["spec"]["selector"]["matchLabels"],
         deployment["spec"]["selector"]["matchLabels"]
     );
-    // Off by default.
+    // Off by default (the NetworkPolicy, on by default, has its own tests).
     assert!(rendered.all("ServiceMonitor").is_empty());
-    assert!(rendered.all("NetworkPolicy").is_empty());
     let optional = Rendered::of(
         NAMESPACE,
-        &[
+        &with_control_plane(&[
             "--set",
             "serviceMonitor.enabled=true",
             "--set",
-            "networkPolicy.enabled=true",
-            "--set",
             "serve.clusterRegion=eu-west-1",
-        ],
+        ]),
     );
     let monitor = optional.get("ServiceMonitor", "countersign");
     assert_eq!(monitor["spec"]["endpoints"][0]["scheme"], "https");
     assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
-    let policy = optional.get("NetworkPolicy", "countersign");
-    assert_eq!(policy["spec"]["ingress"][0]["ports"][0]["port"], 8443);
     assert!(
         optional
             .deployment_args()
             .contains(&"--cluster-region=eu-west-1".to_string())
     );
+}
+
+/// `networkPolicy.apiServer.peers` as AKS needs it: its konnectivity-agent pods.
+const KONNECTIVITY_PEERS: &str = r#"networkPolicy.apiServer.peers=[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"kube-system"}},"podSelector":{"matchLabels":{"app":"konnectivity-agent"}}}]"#;
+
+/// `networkPolicy.extraFrom`: a Prometheus that scrapes /metrics.
+const PROMETHEUS_PEERS: &str = r#"networkPolicy.extraFrom=[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"monitoring"}},"podSelector":{"matchLabels":{"app.kubernetes.io/name":"prometheus"}}}]"#;
+
+/// The ingress rules of the chart's NetworkPolicy, which selects countersign's pods and
+/// restricts ingress only.
+fn network_policy_ingress(rendered: &Rendered) -> Value {
+    let policy = rendered.get("NetworkPolicy", "countersign");
+    assert_eq!(policy["metadata"]["namespace"], NAMESPACE);
+    assert_eq!(
+        policy["spec"]["podSelector"]["matchLabels"],
+        rendered.get("Deployment", "countersign")["spec"]["selector"]["matchLabels"]
+    );
+    assert_eq!(policy["spec"]["policyTypes"], json!(["Ingress"]));
+    assert!(policy["spec"].get("egress").is_none(), "{policy}");
+    policy["spec"]["ingress"].clone()
+}
+
+/// The NetworkPolicy is on by default and admits to countersign's pods only port 8443
+/// (the only one: webhook calls, probes, metrics), from the control plane's CIDRs and
+/// peers, then the nodes' CIDRs and the extra peers; with client authentication and no
+/// addresses, from anyone on 8443; off, there is none; without pods here, none either.
+#[test]
+fn the_network_policy_admits_only_the_control_plane_to_the_webhook_port() {
+    let konnectivity = json!({
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+        "podSelector": {"matchLabels": {"app": "konnectivity-agent"}},
+    });
+    let prometheus = json!({
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+    });
+    let port = json!([{"port": 8443, "protocol": "TCP"}]);
+    let rendered = Rendered::of(
+        NAMESPACE,
+        &[
+            "--set",
+            "networkPolicy.apiServer.cidrs={10.0.0.0/24,fd00:10::/64}",
+            "--set-json",
+            KONNECTIVITY_PEERS,
+            "--set",
+            "networkPolicy.nodeCidrs={192.168.0.0/16}",
+            "--set-json",
+            PROMETHEUS_PEERS,
+        ],
+    );
+    assert_eq!(
+        network_policy_ingress(&rendered),
+        json!([{
+            "ports": port,
+            "from": [
+                {"ipBlock": {"cidr": "10.0.0.0/24"}},
+                {"ipBlock": {"cidr": "fd00:10::/64"}},
+                konnectivity,
+                {"ipBlock": {"cidr": "192.168.0.0/16"}},
+                prometheus,
+            ],
+        }])
+    );
+    // 8443 is the pods' only port.
+    let container =
+        &rendered.get("Deployment", "countersign")["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        container["ports"],
+        json!([{"name": "https", "containerPort": 8443, "protocol": "TCP"}])
+    );
+
+    // The CIDRs alone; the peers alone (AKS without API Server VNet Integration).
+    let cidrs_only = Rendered::of(NAMESPACE, &CONTROL_PLANE);
+    assert_eq!(
+        network_policy_ingress(&cidrs_only),
+        json!([{"ports": port, "from": [{"ipBlock": {"cidr": "10.0.0.0/24"}}]}])
+    );
+    let peers_only = Rendered::of(NAMESPACE, &["--set-json", KONNECTIVITY_PEERS]);
+    assert_eq!(
+        network_policy_ingress(&peers_only),
+        json!([{"ports": port, "from": [konnectivity]}])
+    );
+
+    // Client authentication and no addresses: anyone, on 8443 only (the certificate keeps
+    // others out); with addresses as well, only those.
+    let ca = CaFile::new();
+    let client_auth = client_auth_values(&ca);
+    let anyone = Rendered::of(NAMESPACE, &as_strs(&client_auth));
+    assert_eq!(network_policy_ingress(&anyone), json!([{"ports": port}]));
+    let both = Rendered::of(NAMESPACE, &with_control_plane(&as_strs(&client_auth)));
+    assert_eq!(
+        network_policy_ingress(&both),
+        json!([{"ports": port, "from": [{"ipBlock": {"cidr": "10.0.0.0/24"}}]}])
+    );
+
+    // Off, knowingly: no NetworkPolicy, and nothing refused.
+    for values in [
+        vec!["--set", "networkPolicy.enabled=false"],
+        with_control_plane(&["--set", "networkPolicy.enabled=false"]),
+    ] {
+        let rendered = Rendered::of(NAMESPACE, &values);
+        assert!(rendered.all("NetworkPolicy").is_empty(), "{values:?}");
+        rendered.get("Deployment", "countersign");
+    }
+    // countersign elsewhere (webhook.url): no pods here, so no NetworkPolicy to need
+    // addresses.
+    let elsewhere = Rendered::of(
+        NAMESPACE,
+        &["--set", "webhook.url=https://countersign.example.com"],
+    );
+    assert!(elsewhere.all("NetworkPolicy").is_empty());
+}
+
+/// Neither the control plane's addresses nor client authentication: the chart refuses to
+/// render, saying what to set (and where to read how), whatever else is given.
+#[test]
+fn without_control_plane_addresses_or_client_authentication_the_chart_refuses() {
+    for values in [
+        vec![],
+        vec!["--set", "networkPolicy.nodeCidrs={192.168.0.0/16}"],
+        vec!["--set-json", PROMETHEUS_PEERS],
+        vec!["--set", "certManager.enabled=true"],
+        vec![
+            "--set",
+            "webhook.url=https://countersign.example.com",
+            "--set",
+            "deployment.enabled=true",
+        ],
+    ] {
+        match template_text(NAMESPACE, &values) {
+            Ok(_) => panic!("helm template {values:?} rendered"),
+            Err(error) => {
+                for needle in [
+                    "networkPolicy.apiServer.cidrs",
+                    "networkPolicy.apiServer.peers",
+                    r#"docs/install.md, "Managed clusters (EKS, GKE, AKS): the NetworkPolicy""#,
+                    "configure webhook.clientAuth",
+                    r#"docs/install.md, "Authenticating the API server to countersign""#,
+                    "networkPolicy.enabled=false",
+                ] {
+                    assert!(
+                        error.contains(needle),
+                        "helm template {values:?}: expected {needle:?} in:\n{error}"
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// The chart's crds/ are the repository's (which tests/crd_drift.rs keeps equal to
@@ -1058,6 +1227,52 @@ fn the_schema_and_the_chart_refuse_what_cannot_work() {
         (
             &["--set", "webhook.clientAuth.names={kube-apiserver}"],
             "webhook.clientAuth.names needs the CA",
+        ),
+        (
+            &["--set", "networkPolicy.enabled=yes"],
+            "/networkPolicy/enabled",
+        ),
+        (
+            &["--set", "networkPolicy.apiServer.cidrs=10.0.0.0/24"],
+            "/networkPolicy/apiServer/cidrs",
+        ),
+        (
+            &["--set", "networkPolicy.apiServer.cidrs={10.0.0.1}"],
+            "/networkPolicy/apiServer/cidrs/0",
+        ),
+        (
+            &[
+                "--set-json",
+                r#"networkPolicy.apiServer.peers=[{"ipBlock":{"cidr":"10.0.0.0/24"}}]"#,
+            ],
+            "at '/networkPolicy/apiServer/peers/0': additional properties 'ipBlock'",
+        ),
+        (
+            &["--set-json", "networkPolicy.apiServer.peers=[{}]"],
+            "/networkPolicy/apiServer/peers/0",
+        ),
+        (
+            &[
+                "--set-json",
+                r#"networkPolicy.apiServer.peers=[{"podSelector":{"app":"x"}}]"#,
+            ],
+            "/networkPolicy/apiServer/peers/0/podSelector",
+        ),
+        (
+            &["--set", "networkPolicy.nodeCidrs={node-1}"],
+            "/networkPolicy/nodeCidrs/0",
+        ),
+        (
+            &["--set", "networkPolicy.extraFrom=prometheus"],
+            "/networkPolicy/extraFrom",
+        ),
+        (
+            &["--set-json", r#"networkPolicy.extraFrom=[{"ipBlock":{}}]"#],
+            "/networkPolicy/extraFrom/0/ipBlock",
+        ),
+        (
+            &["--set-json", "networkPolicy.from=[]"],
+            "additional properties 'from'",
         ),
         (
             &[
@@ -1203,9 +1418,11 @@ fn the_app_version_is_countersigns() {
 
 /// The API server accepts every object the chart renders (server-side dry run, so its
 /// validation, defaulting and admission run, and nothing is stored): with an existing
-/// Secret, client authentication, restore, ServiceMonitor off and NetworkPolicy on, the
-/// CRDs included; and with cert-manager, leaving out cert-manager's own kinds (the test
-/// cluster has no cert-manager). The namespace warns on the `restricted` Pod Security Standard, and the
+/// Secret, client authentication, restore, ServiceMonitor off and the NetworkPolicy with
+/// every kind of peer, the CRDs included; with the defaults and the control plane's
+/// addresses; with client authentication alone (a NetworkPolicy admitting anyone on 8443);
+/// and with cert-manager, leaving out cert-manager's own kinds (the test cluster has no
+/// cert-manager). The namespace warns on the `restricted` Pod Security Standard, and the
 /// Deployment raises no warning.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_api_server_accepts_the_rendered_chart() {
@@ -1236,7 +1453,13 @@ async fn the_api_server_accepts_the_rendered_chart() {
             "--set",
             "webhook.restore=true",
             "--set",
-            "networkPolicy.enabled=true",
+            "networkPolicy.apiServer.cidrs={10.0.0.0/24,fd00:10::/64}",
+            "--set-json",
+            KONNECTIVITY_PEERS,
+            "--set",
+            "networkPolicy.nodeCidrs={192.168.0.0/16}",
+            "--set-json",
+            PROMETHEUS_PEERS,
             "--include-crds",
         ]
         .map(String::from),
@@ -1244,9 +1467,10 @@ async fn the_api_server_accepts_the_rendered_chart() {
     let cert_manager_kinds = ["Issuer", "Certificate"];
     for (values, skip) in [
         (as_strs(&existing), &[][..]),
-        (vec![], &[][..]),
+        (CONTROL_PLANE.to_vec(), &[][..]),
+        (as_strs(&client_auth_values(&ca)), &[][..]),
         (
-            vec!["--set", "certManager.enabled=true"],
+            with_control_plane(&["--set", "certManager.enabled=true"]),
             &cert_manager_kinds[..],
         ),
     ] {

@@ -122,6 +122,10 @@ ca.crt
 {{- if and (include "countersign.clientAuth" .) (not (include "countersign.inCluster" .)) -}}
 {{- fail "webhook.clientAuth configures the countersign this chart runs, and with webhook.url it runs none here: pass --client-ca-file (and --client-name) to the countersign serve at webhook.url, or set deployment.enabled=true" -}}
 {{- end -}}
+{{- $policy := .Values.networkPolicy -}}
+{{- if and $policy.enabled (include "countersign.inCluster" .) (not (or $policy.apiServer.cidrs $policy.apiServer.peers (include "countersign.clientAuth" .))) -}}
+{{- fail "networkPolicy.enabled (the default) admits to countersign's port only the control plane, and no control plane addresses are given: set networkPolicy.apiServer.cidrs (or networkPolicy.apiServer.peers where the API server calls webhooks from pods, e.g. AKS's konnectivity-agent); docs/install.md, \"Managed clusters (EKS, GKE, AKS): the NetworkPolicy\", says how to find them. Or configure webhook.clientAuth, so that countersign authenticates the API server itself (docs/install.md, \"Authenticating the API server to countersign\"). Or, knowingly, set networkPolicy.enabled=false: countersign then answers reviews from anyone who reaches its pods" -}}
+{{- end -}}
 {{- end }}
 
 {{/* The container image reference. */}}
