@@ -1074,9 +1074,20 @@ fn the_network_policy_admits_only_the_control_plane_to_the_webhook_port() {
 }
 
 /// Neither the control plane's addresses nor client authentication: the chart refuses to
-/// render, saying what to set (and where to read how), whatever else is given.
+/// render, saying what to set (and where to read how, sections docs/install.md has),
+/// whatever else is given.
 #[test]
 fn without_control_plane_addresses_or_client_authentication_the_chart_refuses() {
+    let install = std::fs::read_to_string(root().join("docs/install.md")).expect("install.md");
+    for heading in [
+        "## Managed clusters (EKS, GKE, AKS): the NetworkPolicy",
+        "## Authenticating the API server to countersign",
+    ] {
+        assert!(
+            install.lines().any(|line| line == heading),
+            "docs/install.md has no {heading:?}, which the chart's refusal points at"
+        );
+    }
     for values in [
         vec![],
         vec!["--set", "networkPolicy.nodeCidrs={192.168.0.0/16}"],
