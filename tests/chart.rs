@@ -180,7 +180,12 @@ impl CaFile {
     }
 
     fn set_file(&self) -> String {
-        format!("tls.caBundle={}", self.path.display())
+        self.set_file_as("tls.caBundle")
+    }
+
+    /// `--set-file` of this CA as the value `key`.
+    fn set_file_as(&self, key: &str) -> String {
+        format!("{key}={}", self.path.display())
     }
 }
 
@@ -206,6 +211,27 @@ fn existing_secret_values(ca: &CaFile) -> Vec<String> {
         "tls.existingSecret=countersign-tls".into(),
         "--set-file".into(),
         ca.set_file(),
+    ]
+}
+
+/// The control plane's addresses for the NetworkPolicy, on by default: an install in the
+/// cluster without client authentication needs them (or it refuses to render).
+const CONTROL_PLANE: [&str; 2] = ["--set", "networkPolicy.apiServer.cidrs={10.0.0.0/24}"];
+
+/// The control plane's addresses, then `values`.
+fn with_control_plane<'a>(values: &[&'a str]) -> Vec<&'a str> {
+    let mut all = CONTROL_PLANE.to_vec();
+    all.extend_from_slice(values);
+    all
+}
+
+/// The values of client authentication with `ca` inline and the API server's name.
+fn client_auth_values(ca: &CaFile) -> Vec<String> {
+    vec![
+        "--set-file".into(),
+        ca.set_file_as("webhook.clientAuth.caBundle"),
+        "--set".into(),
+        "webhook.clientAuth.names={kube-apiserver-webhook-client}".into(),
     ]
 }
 
@@ -296,19 +322,30 @@ fn lints_strictly() {
     let chart = chart_dir();
     let chart = chart.to_str().expect("a UTF-8 path");
     let existing = existing_secret_values(&ca);
+    let client_auth = client_auth_values(&ca);
     let url = ["--set", "webhook.url=https://countersign.example.com:8443"];
-    for values in [vec![], as_strs(&existing), url.to_vec()] {
+    for values in [
+        CONTROL_PLANE.to_vec(),
+        with_control_plane(&as_strs(&existing)),
+        url.to_vec(),
+        as_strs(&client_auth),
+    ] {
         let mut args = vec!["lint", "--strict", chart];
         args.extend_from_slice(&values);
         let output = helm(&args);
         let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(
             output.status.success(),
-            "helm lint --strict {values:?}:\n{stdout}\n{}",
-            String::from_utf8_lossy(&output.stderr)
+            "helm lint --strict {values:?}:\n{stdout}\n{stderr}"
         );
         assert!(stdout.contains("0 chart(s) failed"), "{stdout}");
         assert!(!stdout.contains("[WARNING]"), "{stdout}");
+        // Lint passes over a template's `fail` (it only logs it): these values must render.
+        assert!(
+            !stderr.contains("funcMap fail"),
+            "helm lint --strict {values:?}: the chart refuses these values:\n{stderr}"
+        );
     }
 }
 
@@ -330,7 +367,7 @@ fn service_configurations_without_ca() -> [(&'static str, Value); 2] {
 
 #[test]
 fn the_default_install_keeps_its_own_certificates() {
-    let rendered = Rendered::of(NAMESPACE, &[]);
+    let rendered = Rendered::of(NAMESPACE, &CONTROL_PLANE);
     assert!(rendered.all("Certificate").is_empty() && rendered.all("Issuer").is_empty());
     for (kind, expected) in service_configurations_without_ca() {
         let configuration = rendered.get(kind, CONFIGURATION_NAME);
@@ -377,7 +414,10 @@ fn the_default_install_keeps_its_own_certificates() {
 
 #[test]
 fn a_cert_manager_install_gets_its_certificate_from_cert_manager() {
-    let rendered = Rendered::of(NAMESPACE, &["--set", "certManager.enabled=true"]);
+    let rendered = Rendered::of(
+        NAMESPACE,
+        &with_control_plane(&["--set", "certManager.enabled=true"]),
+    );
     let kinds = rendered.kinds();
     let expected: BTreeMap<String, usize> = [
         ("ClusterRole", 6),
@@ -388,6 +428,7 @@ fn a_cert_manager_install_gets_its_certificate_from_cert_manager() {
         ("Deployment", 1),
         ("Service", 1),
         ("PodDisruptionBudget", 1),
+        ("NetworkPolicy", 1),
         ("ValidatingWebhookConfiguration", 1),
         ("MutatingWebhookConfiguration", 1),
         ("Issuer", 2),
@@ -454,7 +495,8 @@ fn a_cert_manager_install_gets_its_certificate_from_cert_manager() {
 fn an_existing_secret_install_carries_the_given_ca_and_exactly_countersigns_configurations() {
     let ca = CaFile::new();
     let values = existing_secret_values(&ca);
-    let rendered = Rendered::of(NAMESPACE, &as_strs(&values));
+    let values = with_control_plane(&as_strs(&values));
+    let rendered = Rendered::of(NAMESPACE, &values);
     assert!(rendered.all("Certificate").is_empty());
     assert!(rendered.all("Issuer").is_empty());
     let endpoint = service_endpoint(NAMESPACE);
@@ -485,7 +527,7 @@ fn an_existing_secret_install_carries_the_given_ca_and_exactly_countersigns_conf
     assert_eq!(pod["volumes"][0]["secret"]["secretName"], "countersign-tls");
 
     // Another namespace is excluded instead, and the Service is looked for there.
-    let elsewhere = Rendered::of("team-platform", &as_strs(&values));
+    let elsewhere = Rendered::of("team-platform", &values);
     assert_same_configuration(
         &to_json(&validating_configuration(
             &service_endpoint("team-platform"),
@@ -559,14 +601,14 @@ fn a_webhook_outside_the_cluster_is_called_by_url_and_nothing_runs_here() {
     // then also names the URL's host.
     let rendered = Rendered::of(
         NAMESPACE,
-        &[
+        &with_control_plane(&[
             "--set",
             &set_url,
             "--set",
             "deployment.enabled=true",
             "--set",
             "certManager.enabled=true",
-        ],
+        ]),
     );
     let args = rendered.deployment_args();
     assert!(args.contains(&format!("--webhook-url={url}/")), "{args:?}");
@@ -578,11 +620,123 @@ fn a_webhook_outside_the_cluster_is_called_by_url_and_nothing_runs_here() {
     );
 }
 
+/// The pod's volume and mount `client-ca`, and every `--client…` argument of `serve`.
+fn client_auth_of(rendered: &Rendered) -> (Option<Value>, Option<Value>, Vec<String>) {
+    let pod = &rendered.get("Deployment", "countersign")["spec"]["template"]["spec"];
+    let named = |list: &Value| {
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .find(|v| v["name"] == "client-ca")
+            .cloned()
+    };
+    let args = rendered
+        .deployment_args()
+        .into_iter()
+        .filter(|a| a.starts_with("--client"))
+        .collect();
+    (
+        named(&pod["volumes"]),
+        named(&pod["containers"][0]["volumeMounts"]),
+        args,
+    )
+}
+
+/// webhook.clientAuth: the CA that signs the API server's client certificate, inline (a
+/// ConfigMap the chart makes) or in a ConfigMap of the user's, mounted read-only where
+/// `--client-ca-file` points, and one `--client-name` per name; nothing of it without.
+#[test]
+fn client_authentication_mounts_the_ca_and_passes_exactly_its_flags() {
+    let ca = CaFile::new();
+    let mut values = client_auth_values(&ca);
+    values.extend(
+        [
+            "--set",
+            "webhook.clientAuth.names={kube-apiserver-webhook-client,apiserver.example.com}",
+        ]
+        .map(String::from),
+    );
+    let rendered = Rendered::of(NAMESPACE, &as_strs(&values));
+    let config_map = rendered.get("ConfigMap", "countersign-client-ca");
+    assert_eq!(config_map["metadata"]["namespace"], NAMESPACE);
+    assert_eq!(config_map["data"], json!({"ca.crt": ca.pem}));
+    let (volume, mount, args) = client_auth_of(&rendered);
+    assert_eq!(
+        args,
+        [
+            "--client-ca-file=/etc/countersign/client-ca/ca.crt",
+            "--client-name=kube-apiserver-webhook-client",
+            "--client-name=apiserver.example.com",
+        ]
+    );
+    assert_eq!(
+        mount,
+        Some(
+            json!({"name": "client-ca", "mountPath": "/etc/countersign/client-ca", "readOnly": true})
+        )
+    );
+    assert_eq!(
+        volume,
+        Some(json!({"name": "client-ca", "configMap": {
+            "name": "countersign-client-ca",
+            "items": [{"key": "ca.crt", "path": "ca.crt"}],
+            "defaultMode": 292,
+        }}))
+    );
+    // Beside the self-managed certificate's directory, which stays as it was.
+    let pod = &rendered.get("Deployment", "countersign")["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["containers"][0]["volumeMounts"][0],
+        json!({"name": "tmp", "mountPath": "/tmp"})
+    );
+    assert_eq!(pod["volumes"].as_array().map(Vec::len), Some(2));
+
+    // A ConfigMap of the user's, its key projected to the same file; no names: any
+    // certificate of the CA; and the chart makes no ConfigMap.
+    let mut existing = existing_secret_values(&ca);
+    existing.extend(
+        [
+            "--set",
+            "webhook.clientAuth.existingConfigMap.name=apiserver-client-ca",
+            "--set",
+            "webhook.clientAuth.existingConfigMap.key=bundle.pem",
+        ]
+        .map(String::from),
+    );
+    let rendered = Rendered::of(NAMESPACE, &as_strs(&existing));
+    assert!(rendered.all("ConfigMap").is_empty());
+    let (volume, mount, args) = client_auth_of(&rendered);
+    assert_eq!(args, ["--client-ca-file=/etc/countersign/client-ca/ca.crt"]);
+    assert_eq!(
+        mount,
+        Some(
+            json!({"name": "client-ca", "mountPath": "/etc/countersign/client-ca", "readOnly": true})
+        )
+    );
+    assert_eq!(
+        volume,
+        Some(json!({"name": "client-ca", "configMap": {
+            "name": "apiserver-client-ca",
+            "items": [{"key": "bundle.pem", "path": "ca.crt"}],
+            "defaultMode": 292,
+        }}))
+    );
+    // Beside the serving certificate's Secret.
+    let pod = &rendered.get("Deployment", "countersign")["spec"]["template"]["spec"];
+    assert_eq!(pod["volumes"][0]["name"], "tls");
+    assert_eq!(pod["containers"][0]["volumeMounts"][0]["name"], "tls");
+
+    // Without it: no flag, no volume, no ConfigMap.
+    let rendered = Rendered::of(NAMESPACE, &CONTROL_PLANE);
+    assert!(rendered.all("ConfigMap").is_empty());
+    assert_eq!(client_auth_of(&rendered), (None, None, Vec::new()));
+}
+
 /// The ClusterRoles, the Role and the bindings are `countersign::install::rbac`'s, rule for
 /// rule; the restorer is bound only with webhook.restore.
 #[test]
 fn rbac_is_countersigns_own() {
-    let rendered = Rendered::of(NAMESPACE, &[]);
+    let rendered = Rendered::of(NAMESPACE, &CONTROL_PLANE);
     let expected_roles = rbac::cluster_roles();
     assert_eq!(rendered.all("ClusterRole").len(), expected_roles.len());
     for expected in &expected_roles {
@@ -627,7 +781,10 @@ fn rbac_is_countersigns_own() {
     // Its own and, for self-managed certificates, the CA injector's.
     assert_eq!(rendered.all("ClusterRoleBinding").len(), 2);
 
-    let restoring = Rendered::of(NAMESPACE, &["--set", "webhook.restore=true"]);
+    let restoring = Rendered::of(
+        NAMESPACE,
+        &with_control_plane(&["--set", "webhook.restore=true"]),
+    );
     assert_eq!(restoring.all("ClusterRoleBinding").len(), 3);
     same_binding(
         restoring.get("ClusterRoleBinding", rbac::RESTORER_ROLE),
@@ -641,7 +798,7 @@ fn rbac_is_countersigns_own() {
 /// in src/install/rbac.rs (docs/rbac.md says the same).
 #[test]
 fn every_rule_says_why() {
-    let text = template_text(NAMESPACE, &[]).expect("renders");
+    let text = template_text(NAMESPACE, &CONTROL_PLANE).expect("renders");
     let roles: [(&str, &str, &[Grant]); 7] = [
         ("ClusterRole", rbac::OWN_ROLE, rbac::OWN_CLUSTER_GRANTS),
         ("Role", rbac::OWN_ROLE, rbac::OWN_NAMESPACE_GRANTS),
@@ -699,7 +856,7 @@ fn rule_comments(document: &str) -> Vec<String> {
 
 #[test]
 fn the_deployment_is_hardened_spread_and_probed() {
-    let rendered = Rendered::of(NAMESPACE, &[]);
+    let rendered = Rendered::of(NAMESPACE, &CONTROL_PLANE);
     let deployment = rendered.get("Deployment", "countersign");
     assert_eq!(deployment["spec"]["replicas"], 2);
     let pod = &deployment["spec"]["template"]["spec"];
@@ -750,7 +907,10 @@ fn the_deployment_is_hardened_spread_and_probed() {
     }
     // A Secret of certificates is mounted whole, readable by the pod's group only.
     let ca = CaFile::new();
-    let with_secret = Rendered::of(NAMESPACE, &as_strs(&existing_secret_values(&ca)));
+    let with_secret = Rendered::of(
+        NAMESPACE,
+        &with_control_plane(&as_strs(&existing_secret_values(&ca))),
+    );
     let args = with_secret.deployment_args();
     for arg in [
         "--tls-cert=/etc/countersign/tls/tls.crt",
@@ -781,30 +941,184 @@ fn the_deployment_is_hardened_spread_and_probed() {
         budget["spec"]["selector"]["matchLabels"],
         deployment["spec"]["selector"]["matchLabels"]
     );
-    // Off by default.
+    // Off by default (the NetworkPolicy, on by default, has its own tests).
     assert!(rendered.all("ServiceMonitor").is_empty());
-    assert!(rendered.all("NetworkPolicy").is_empty());
     let optional = Rendered::of(
         NAMESPACE,
-        &[
+        &with_control_plane(&[
             "--set",
             "serviceMonitor.enabled=true",
             "--set",
-            "networkPolicy.enabled=true",
-            "--set",
             "serve.clusterRegion=eu-west-1",
-        ],
+        ]),
     );
     let monitor = optional.get("ServiceMonitor", "countersign");
     assert_eq!(monitor["spec"]["endpoints"][0]["scheme"], "https");
     assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
-    let policy = optional.get("NetworkPolicy", "countersign");
-    assert_eq!(policy["spec"]["ingress"][0]["ports"][0]["port"], 8443);
     assert!(
         optional
             .deployment_args()
             .contains(&"--cluster-region=eu-west-1".to_string())
     );
+}
+
+/// `networkPolicy.apiServer.peers` as AKS needs it: its konnectivity-agent pods.
+const KONNECTIVITY_PEERS: &str = r#"networkPolicy.apiServer.peers=[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"kube-system"}},"podSelector":{"matchLabels":{"app":"konnectivity-agent"}}}]"#;
+
+/// `networkPolicy.extraFrom`: a Prometheus that scrapes /metrics.
+const PROMETHEUS_PEERS: &str = r#"networkPolicy.extraFrom=[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"monitoring"}},"podSelector":{"matchLabels":{"app.kubernetes.io/name":"prometheus"}}}]"#;
+
+/// The ingress rules of the chart's NetworkPolicy, which selects countersign's pods and
+/// restricts ingress only.
+fn network_policy_ingress(rendered: &Rendered) -> Value {
+    let policy = rendered.get("NetworkPolicy", "countersign");
+    assert_eq!(policy["metadata"]["namespace"], NAMESPACE);
+    assert_eq!(
+        policy["spec"]["podSelector"]["matchLabels"],
+        rendered.get("Deployment", "countersign")["spec"]["selector"]["matchLabels"]
+    );
+    assert_eq!(policy["spec"]["policyTypes"], json!(["Ingress"]));
+    assert!(policy["spec"].get("egress").is_none(), "{policy}");
+    policy["spec"]["ingress"].clone()
+}
+
+/// The NetworkPolicy is on by default and admits to countersign's pods only port 8443
+/// (the only one: webhook calls, probes, metrics), from the control plane's CIDRs and
+/// peers, then the nodes' CIDRs and the extra peers; with client authentication and no
+/// addresses, from anyone on 8443; off, there is none; without pods here, none either.
+#[test]
+fn the_network_policy_admits_only_the_control_plane_to_the_webhook_port() {
+    let konnectivity = json!({
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+        "podSelector": {"matchLabels": {"app": "konnectivity-agent"}},
+    });
+    let prometheus = json!({
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+    });
+    let port = json!([{"port": 8443, "protocol": "TCP"}]);
+    let rendered = Rendered::of(
+        NAMESPACE,
+        &[
+            "--set",
+            "networkPolicy.apiServer.cidrs={10.0.0.0/24,fd00:10::/64}",
+            "--set-json",
+            KONNECTIVITY_PEERS,
+            "--set",
+            "networkPolicy.nodeCidrs={192.168.0.0/16}",
+            "--set-json",
+            PROMETHEUS_PEERS,
+        ],
+    );
+    assert_eq!(
+        network_policy_ingress(&rendered),
+        json!([{
+            "ports": port,
+            "from": [
+                {"ipBlock": {"cidr": "10.0.0.0/24"}},
+                {"ipBlock": {"cidr": "fd00:10::/64"}},
+                konnectivity,
+                {"ipBlock": {"cidr": "192.168.0.0/16"}},
+                prometheus,
+            ],
+        }])
+    );
+    // 8443 is the pods' only port.
+    let container =
+        &rendered.get("Deployment", "countersign")["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        container["ports"],
+        json!([{"name": "https", "containerPort": 8443, "protocol": "TCP"}])
+    );
+
+    // The CIDRs alone; the peers alone (AKS without API Server VNet Integration).
+    let cidrs_only = Rendered::of(NAMESPACE, &CONTROL_PLANE);
+    assert_eq!(
+        network_policy_ingress(&cidrs_only),
+        json!([{"ports": port, "from": [{"ipBlock": {"cidr": "10.0.0.0/24"}}]}])
+    );
+    let peers_only = Rendered::of(NAMESPACE, &["--set-json", KONNECTIVITY_PEERS]);
+    assert_eq!(
+        network_policy_ingress(&peers_only),
+        json!([{"ports": port, "from": [konnectivity]}])
+    );
+
+    // Client authentication and no addresses: anyone, on 8443 only (the certificate keeps
+    // others out); with addresses as well, only those.
+    let ca = CaFile::new();
+    let client_auth = client_auth_values(&ca);
+    let anyone = Rendered::of(NAMESPACE, &as_strs(&client_auth));
+    assert_eq!(network_policy_ingress(&anyone), json!([{"ports": port}]));
+    let both = Rendered::of(NAMESPACE, &with_control_plane(&as_strs(&client_auth)));
+    assert_eq!(
+        network_policy_ingress(&both),
+        json!([{"ports": port, "from": [{"ipBlock": {"cidr": "10.0.0.0/24"}}]}])
+    );
+
+    // Off, knowingly: no NetworkPolicy, and nothing refused.
+    for values in [
+        vec!["--set", "networkPolicy.enabled=false"],
+        with_control_plane(&["--set", "networkPolicy.enabled=false"]),
+    ] {
+        let rendered = Rendered::of(NAMESPACE, &values);
+        assert!(rendered.all("NetworkPolicy").is_empty(), "{values:?}");
+        rendered.get("Deployment", "countersign");
+    }
+    // countersign elsewhere (webhook.url): no pods here, so no NetworkPolicy to need
+    // addresses.
+    let elsewhere = Rendered::of(
+        NAMESPACE,
+        &["--set", "webhook.url=https://countersign.example.com"],
+    );
+    assert!(elsewhere.all("NetworkPolicy").is_empty());
+}
+
+/// Neither the control plane's addresses nor client authentication: the chart refuses to
+/// render, saying what to set (and where to read how, sections docs/install.md has),
+/// whatever else is given.
+#[test]
+fn without_control_plane_addresses_or_client_authentication_the_chart_refuses() {
+    let install = std::fs::read_to_string(root().join("docs/install.md")).expect("install.md");
+    for heading in [
+        "## Managed clusters (EKS, GKE, AKS): the NetworkPolicy",
+        "## Authenticating the API server to countersign",
+    ] {
+        assert!(
+            install.lines().any(|line| line == heading),
+            "docs/install.md has no {heading:?}, which the chart's refusal points at"
+        );
+    }
+    for values in [
+        vec![],
+        vec!["--set", "networkPolicy.nodeCidrs={192.168.0.0/16}"],
+        vec!["--set-json", PROMETHEUS_PEERS],
+        vec!["--set", "certManager.enabled=true"],
+        vec![
+            "--set",
+            "webhook.url=https://countersign.example.com",
+            "--set",
+            "deployment.enabled=true",
+        ],
+    ] {
+        match template_text(NAMESPACE, &values) {
+            Ok(_) => panic!("helm template {values:?} rendered"),
+            Err(error) => {
+                for needle in [
+                    "networkPolicy.apiServer.cidrs",
+                    "networkPolicy.apiServer.peers",
+                    r#"docs/install.md, "Managed clusters (EKS, GKE, AKS): the NetworkPolicy""#,
+                    "configure webhook.clientAuth",
+                    r#"docs/install.md, "Authenticating the API server to countersign""#,
+                    "networkPolicy.enabled=false",
+                ] {
+                    assert!(
+                        error.contains(needle),
+                        "helm template {values:?}: expected {needle:?} in:\n{error}"
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// The chart's crds/ are the repository's (which tests/crd_drift.rs keeps equal to
@@ -840,6 +1154,7 @@ fn the_charts_crds_are_the_repositorys() {
 fn the_schema_and_the_chart_refuse_what_cannot_work() {
     let ca = CaFile::new();
     let ca_file = ca.set_file();
+    let client_ca_file = ca.set_file_as("webhook.clientAuth.caBundle");
     let cases: &[(&[&str], &str)] = &[
         (
             &["--set", "deployment.replicas=two"],
@@ -895,6 +1210,98 @@ fn the_schema_and_the_chart_refuse_what_cannot_work() {
         (
             &["--set", "deployment.enabled=false"],
             "deployment.enabled=false needs webhook.url",
+        ),
+        (
+            &["--set", "webhook.clientAuth.caBundle=Zm9v"],
+            "/webhook/clientAuth/caBundle",
+        ),
+        (
+            &["--set", "webhook.clientAuth.names=kube-apiserver"],
+            "/webhook/clientAuth/names",
+        ),
+        (
+            &["--set-json", r#"webhook.clientAuth.names=["a,b"]"#],
+            "/webhook/clientAuth/names/0",
+        ),
+        (
+            &["--set", "webhook.clientAuth.existingConfigMap=apiserver-ca"],
+            "/webhook/clientAuth/existingConfigMap",
+        ),
+        (
+            &["--set", "webhook.clientAuth.existingConfigMap.key=a/b"],
+            "/webhook/clientAuth/existingConfigMap/key",
+        ),
+        (
+            &["--set", "webhook.clientAuth.ca=x"],
+            "additional properties 'ca'",
+        ),
+        (
+            &["--set", "webhook.clientAuth.names={kube-apiserver}"],
+            "webhook.clientAuth.names needs the CA",
+        ),
+        (
+            &["--set", "networkPolicy.enabled=yes"],
+            "/networkPolicy/enabled",
+        ),
+        (
+            &["--set", "networkPolicy.apiServer.cidrs=10.0.0.0/24"],
+            "/networkPolicy/apiServer/cidrs",
+        ),
+        (
+            &["--set", "networkPolicy.apiServer.cidrs={10.0.0.1}"],
+            "/networkPolicy/apiServer/cidrs/0",
+        ),
+        (
+            &[
+                "--set-json",
+                r#"networkPolicy.apiServer.peers=[{"ipBlock":{"cidr":"10.0.0.0/24"}}]"#,
+            ],
+            "at '/networkPolicy/apiServer/peers/0': additional properties 'ipBlock'",
+        ),
+        (
+            &["--set-json", "networkPolicy.apiServer.peers=[{}]"],
+            "/networkPolicy/apiServer/peers/0",
+        ),
+        (
+            &[
+                "--set-json",
+                r#"networkPolicy.apiServer.peers=[{"podSelector":{"app":"x"}}]"#,
+            ],
+            "/networkPolicy/apiServer/peers/0/podSelector",
+        ),
+        (
+            &["--set", "networkPolicy.nodeCidrs={node-1}"],
+            "/networkPolicy/nodeCidrs/0",
+        ),
+        (
+            &["--set", "networkPolicy.extraFrom=prometheus"],
+            "/networkPolicy/extraFrom",
+        ),
+        (
+            &["--set-json", r#"networkPolicy.extraFrom=[{"ipBlock":{}}]"#],
+            "/networkPolicy/extraFrom/0/ipBlock",
+        ),
+        (
+            &["--set-json", "networkPolicy.from=[]"],
+            "additional properties 'from'",
+        ),
+        (
+            &[
+                "--set-file",
+                &client_ca_file,
+                "--set",
+                "webhook.clientAuth.existingConfigMap.name=mine",
+            ],
+            "two sources of the client CA",
+        ),
+        (
+            &[
+                "--set-file",
+                &client_ca_file,
+                "--set",
+                "webhook.url=https://countersign.example.com",
+            ],
+            "webhook.clientAuth configures the countersign this chart runs",
         ),
     ];
     for (values, expected) in cases {
@@ -1022,8 +1429,10 @@ fn the_app_version_is_countersigns() {
 
 /// The API server accepts every object the chart renders (server-side dry run, so its
 /// validation, defaulting and admission run, and nothing is stored): with an existing
-/// Secret, restore, ServiceMonitor off and NetworkPolicy on, the CRDs included; and with
-/// cert-manager, leaving out cert-manager's own kinds (the test cluster has no
+/// Secret, client authentication, restore, ServiceMonitor off and the NetworkPolicy with
+/// every kind of peer, the CRDs included; with the defaults and the control plane's
+/// addresses; with client authentication alone (a NetworkPolicy admitting anyone on 8443);
+/// and with cert-manager, leaving out cert-manager's own kinds (the test cluster has no
 /// cert-manager). The namespace warns on the `restricted` Pod Security Standard, and the
 /// Deployment raises no warning.
 #[tokio::test(flavor = "multi_thread")]
@@ -1049,12 +1458,19 @@ async fn the_api_server_accepts_the_rendered_chart() {
 
     let ca = CaFile::new();
     let mut existing = existing_secret_values(&ca);
+    existing.extend(client_auth_values(&ca));
     existing.extend(
         [
             "--set",
             "webhook.restore=true",
             "--set",
-            "networkPolicy.enabled=true",
+            "networkPolicy.apiServer.cidrs={10.0.0.0/24,fd00:10::/64}",
+            "--set-json",
+            KONNECTIVITY_PEERS,
+            "--set",
+            "networkPolicy.nodeCidrs={192.168.0.0/16}",
+            "--set-json",
+            PROMETHEUS_PEERS,
             "--include-crds",
         ]
         .map(String::from),
@@ -1062,9 +1478,10 @@ async fn the_api_server_accepts_the_rendered_chart() {
     let cert_manager_kinds = ["Issuer", "Certificate"];
     for (values, skip) in [
         (as_strs(&existing), &[][..]),
-        (vec![], &[][..]),
+        (CONTROL_PLANE.to_vec(), &[][..]),
+        (as_strs(&client_auth_values(&ca)), &[][..]),
         (
-            vec!["--set", "certManager.enabled=true"],
+            with_control_plane(&["--set", "certManager.enabled=true"]),
             &cert_manager_kinds[..],
         ),
     ] {

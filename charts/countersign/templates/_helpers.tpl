@@ -69,6 +69,33 @@ first install until countersign injects it); none when cert-manager injects it.
 {{- end -}}
 {{- end }}
 
+{{/*
+"true" when countersign authenticates its caller by client certificate (`serve
+--client-ca-file`): webhook.clientAuth names a CA bundle, inline or in a ConfigMap.
+*/}}
+{{- define "countersign.clientAuth" -}}
+{{- $auth := .Values.webhook.clientAuth -}}
+{{- if or $auth.caBundle $auth.existingConfigMap.name }}true{{ end -}}
+{{- end }}
+
+{{/* The ConfigMap with the client CA bundle: the chart's (from caBundle) or the given one. */}}
+{{- define "countersign.clientCaConfigMap" -}}
+{{- if .Values.webhook.clientAuth.caBundle -}}
+countersign-client-ca
+{{- else -}}
+{{- .Values.webhook.clientAuth.existingConfigMap.name -}}
+{{- end -}}
+{{- end }}
+
+{{/* Its key holding the bundle. */}}
+{{- define "countersign.clientCaKey" -}}
+{{- if .Values.webhook.clientAuth.caBundle -}}
+ca.crt
+{{- else -}}
+{{- .Values.webhook.clientAuth.existingConfigMap.key -}}
+{{- end -}}
+{{- end }}
+
 {{/* The certificate choices that cannot work, refused with what to do instead. */}}
 {{- define "countersign.validate" -}}
 {{- if not (or (include "countersign.inCluster" .) .Values.webhook.url) -}}
@@ -84,6 +111,20 @@ first install until countersign injects it); none when cert-manager injects it.
 {{- if and .Values.tls.caBundle (not .Values.tls.existingSecret) -}}
 {{- fail "tls.caBundle without tls.existingSecret: countersign in this cluster would serve no certificate of that CA; give tls.existingSecret too, or leave tls.caBundle empty for self-managed certificates" -}}
 {{- end -}}
+{{- end -}}
+{{- $auth := .Values.webhook.clientAuth -}}
+{{- if and $auth.caBundle $auth.existingConfigMap.name -}}
+{{- fail "webhook.clientAuth.caBundle and webhook.clientAuth.existingConfigMap.name are two sources of the client CA: give one" -}}
+{{- end -}}
+{{- if and $auth.names (not (include "countersign.clientAuth" .)) -}}
+{{- fail "webhook.clientAuth.names needs the CA that signs the API server's client certificate: --set-file webhook.clientAuth.caBundle=webhook-client-ca.crt, or webhook.clientAuth.existingConfigMap.name" -}}
+{{- end -}}
+{{- if and (include "countersign.clientAuth" .) (not (include "countersign.inCluster" .)) -}}
+{{- fail "webhook.clientAuth configures the countersign this chart runs, and with webhook.url it runs none here: pass --client-ca-file (and --client-name) to the countersign serve at webhook.url, or set deployment.enabled=true" -}}
+{{- end -}}
+{{- $policy := .Values.networkPolicy -}}
+{{- if and $policy.enabled (include "countersign.inCluster" .) (not (or $policy.apiServer.cidrs $policy.apiServer.peers (include "countersign.clientAuth" .))) -}}
+{{- fail "networkPolicy.enabled (the default) admits to countersign's port only the control plane, and no control plane addresses are given: set networkPolicy.apiServer.cidrs (or networkPolicy.apiServer.peers where the API server calls webhooks from pods, e.g. AKS's konnectivity-agent); docs/install.md, \"Managed clusters (EKS, GKE, AKS): the NetworkPolicy\", says how to find them. Or configure webhook.clientAuth, so that countersign authenticates the API server itself (docs/install.md, \"Authenticating the API server to countersign\"). Or, knowingly, set networkPolicy.enabled=false: countersign then answers reviews from anyone who reaches its pods" -}}
 {{- end -}}
 {{- end }}
 
