@@ -104,6 +104,13 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
+impl ChangeSummary {
+    /// The listed changes an approver must read first.
+    pub fn security_relevant(&self) -> impl Iterator<Item = &FieldChange> {
+        self.changes.iter().filter(|c| c.risk.is_some())
+    }
+}
+
 /// One changed field: its JSON pointer and its values as compact JSON (absent: the field
 /// is added or removed).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]

@@ -443,11 +443,7 @@ fn change_text(text: &mut String, approval: &DeploymentApproval) {
         Some(true) => {}
     }
     let value = |v: &Option<String>| v.as_deref().map_or("(none)".to_string(), shown);
-    let risky: Vec<_> = summary
-        .changes
-        .iter()
-        .filter(|c| c.risk.is_some())
-        .collect();
+    let risky: Vec<_> = summary.security_relevant().collect();
     if !risky.is_empty() {
         let _ = writeln!(text, "  Security-relevant (read these first):");
         for change in risky {

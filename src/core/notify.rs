@@ -489,11 +489,7 @@ fn q(content: &str) -> String {
 /// lists: none hides behind "and N more"), for a notice that asks for a decision.
 fn change_details(summary: &ChangeSummary) -> String {
     let mut lines = String::new();
-    let risky: Vec<_> = summary
-        .changes
-        .iter()
-        .filter(|c| c.risk.is_some())
-        .collect();
+    let risky: Vec<_> = summary.security_relevant().collect();
     if !risky.is_empty() {
         lines.push_str("\n*Security-relevant changes:*");
         for change in risky {

@@ -53,16 +53,22 @@ fn assert_inert(what: &str, text: &str) {
     assert!(bad.is_empty(), "{what} carries {bad:?} raw: {text}");
 }
 
+/// A namespace whose `web` dave changed dangerously under a two-level policy: the
+/// namespace, the policy, and the request countersign opened.
+async fn dangerous_request(prefix: &str) -> Result<(TestNamespace, Policy, String)> {
+    Countersign::get();
+    let ns = TestNamespace::create(prefix, None).await?;
+    let v1 = web(ns.name(), "registry.example.com/shop/web:1.4.2", 1);
+    assert_ok(&apply(User::Admin, &v1, &[])?);
+    let policy = Policy::apply(ns.name(), two_level_chain())?;
+    let name = open_request(ns.name(), &dangerous(ns.name())).await?;
+    Ok((ns, policy, name))
+}
+
 #[tokio::test]
 async fn a_requester_cannot_write_the_summary_approvers_read() -> Result<()> {
-    Countersign::get();
-    let ns = TestNamespace::create("trust-summary", None).await?;
+    let (ns, _policy, name) = dangerous_request("trust-summary").await?;
     let ns = ns.name();
-    let v1 = web(ns, "registry.example.com/shop/web:1.4.2", 1);
-    assert_ok(&apply(User::Admin, &v1, &[])?);
-    let _policy = Policy::apply(ns, two_level_chain())?;
-    let v2 = dangerous(ns);
-    let name = open_request(ns, &v2).await?;
 
     // What countersign wrote: every dangerous part by value, security-relevant first.
     let honest = request(ns, &name).await?;
@@ -157,13 +163,8 @@ async fn a_requester_cannot_write_the_summary_approvers_read() -> Result<()> {
 
 #[tokio::test]
 async fn a_request_made_around_the_webhook_is_shown_as_unverified() -> Result<()> {
-    Countersign::get();
-    let ns = TestNamespace::create("trust-unverified", None).await?;
+    let (ns, _policy, name) = dangerous_request("trust-unverified").await?;
     let ns = ns.name();
-    let v1 = web(ns, "nginx:1.25", 1);
-    assert_ok(&apply(User::Admin, &v1, &[])?);
-    let _policy = Policy::apply(ns, two_level_chain())?;
-    let name = open_request(ns, &dangerous(ns)).await?;
     let honest = request(ns, &name).await?;
 
     // A request whose summary nobody sealed, written past the approvals webhook (here as
