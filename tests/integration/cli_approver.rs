@@ -348,7 +348,6 @@ async fn a_proposal_handed_out_by_a_dry_run_cannot_be_opened_forged() -> Result<
             "metadata": { "name": proposal["open"]["name"], "namespace": ns },
             "spec": proposal["open"]["spec"],
         });
-        object["spec"]["change"]["requestedAt"] = json!(jiff::Timestamp::now().to_string());
         edit(&mut object);
         kubectl_stdin(User::Dave, &["create", "-f", "-"], &object)
     };
@@ -384,13 +383,27 @@ async fn a_proposal_handed_out_by_a_dry_run_cannot_be_opened_forged() -> Result<
             &|o| o["spec"]["target"]["name"] = json!("api"),
             "is not a name for this change",
         ),
+        (
+            "dated a moment later",
+            &|o| {
+                let later = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(30);
+                o["spec"]["change"]["requestedAt"] =
+                    json!(later.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
+            },
+            "is not countersign's own for this change",
+        ),
+        (
+            "with a summary of his own",
+            &|o| o["spec"]["change"]["summary"]["text"] = json!("Deployment web: nothing to see"),
+            "is not countersign's own for this change",
+        ),
     ];
     for (what, edit, refusal) in cases {
         let out = request(*edit)?;
         assert!(!out.status.success(), "{what}: {}", text(&out));
         assert!(text(&out).contains(refusal), "{what}: {}", text(&out));
     }
-    // Unedited, it opens: the proposal was honest.
+    // Unedited (its time the dry run's), it opens: the proposal was honest.
     assert_ok(&request(&|_| {})?);
     Ok(())
 }
