@@ -264,26 +264,23 @@ async fn hostile_text_is_inert_on_every_surface() -> Result<()> {
             { "name": "sre", "approvers": [{ "user": "carol" }] },
         ] } }),
     )?;
-    // Created by dave through the API (an apply would copy 700 KB into an annotation).
+    // Once the policy is in force (a small change shows it), dave creates it through the
+    // API (an apply would copy 700 KB into an annotation).
+    until_gated(&web(ns, "nginx:1.25", 1)).await?;
     let object = hostile_web(ns, &corpus);
     let deployment: k8s_openapi::api::apps::v1::Deployment =
         serde_json::from_value(object.clone())?;
     let dave = TestCluster::get().client(User::Dave).await?;
     let deployments = Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(dave, ns);
-    let denial = until("the policy to gate it", Duration::from_secs(20), || async {
-        Ok(
-            match deployments
-                .create(&PostParams::default(), &deployment)
-                .await
-            {
-                Err(kube::Error::Api(status)) if status.message.contains("approval required") => {
-                    Poll::Ready(status.message)
-                }
-                other => Poll::Pending(format!("{other:?}")),
-            },
-        )
-    })
-    .await?;
+    let denial = match deployments
+        .create(&PostParams::default(), &deployment)
+        .await
+    {
+        Err(kube::Error::Api(status)) if status.message.contains("approval required") => {
+            status.message
+        }
+        other => anyhow::bail!("not denied for approval: {other:?}"),
+    };
     assert_inert("the denial", &denial);
     let name = denial
         .split("kubectl countersign approve ")
