@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use countersign::api::{ApprovalPolicy, DeploymentApproval};
-use countersign::core::chain::RoleBindingSnapshot;
+use countersign::core::approval::chain::RoleBindingSnapshot;
 use countersign::core::change::ChangeDigest;
 use countersign::telemetry::Metrics;
 use countersign::webhook::admission::{Settings, Webhook};
@@ -295,7 +295,7 @@ fn offline_webhook(snapshot: Snapshot) -> Result<Webhook> {
         },
         metrics: Metrics::new(),
         seal_key: std::sync::Arc::new(
-            countersign::core::seal::SealKey::new(&[1; 32])
+            countersign::core::approval::seal::SealKey::new(&[1; 32])
                 .ok_or_else(|| anyhow::anyhow!("a seal key"))?,
         ),
     })

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use countersign::api::{ApprovalPolicy, AuditEntry, DeploymentApproval};
 use countersign::cli::input::{decode_all, documents};
-use countersign::core::validation::validate_policy;
+use countersign::core::policy::validation::validate_policy;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;

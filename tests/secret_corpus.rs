@@ -4,7 +4,7 @@
 //! no negative may be, and no message may repeat the credential.
 
 use countersign::api::PolicyChecks;
-use countersign::core::checks::violations;
+use countersign::core::policy::checks::violations;
 use serde_json::{Value, json};
 
 struct Row {

@@ -65,7 +65,7 @@ pub struct ChangeRecord {
     pub digest: String,
     pub summary: ChangeSummary,
     /// countersign's HMAC over the summary, target, digest, requester and time
-    /// (`core::seal`): a request whose seal is not countersign's is refused at creation,
+    /// (`core::approval::seal`): a request whose seal is not countersign's is refused at creation,
     /// and shown as unverified if it exists anyway.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary_seal: Option<String>,
@@ -76,7 +76,7 @@ pub struct ChangeRecord {
 }
 
 /// A human-readable account of a change, computed by countersign from the objects the API
-/// server sent (`core::summary`); every string is inert and bounded (`core::inert`).
+/// server sent (`core::change::summary`); every string is inert and bounded (`core::inert`).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChangeSummary {

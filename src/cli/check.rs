@@ -1,5 +1,5 @@
 //! `countersign check` (SPEC §10): gather the change, policies and approvals from files,
-//! call `core::decision::decide` exactly as the webhook does, and report.
+//! call `core::admission::decision::decide` exactly as the webhook does, and report.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -18,11 +18,11 @@ use super::labels;
 use super::output::{self, OutputFormat};
 use super::{junit, manifest_set};
 use crate::api::{ApprovalPolicy, DeploymentApproval, GROUP, Operation, UserInfo, VERSION};
-use crate::core::chain::RoleBindingSnapshot;
+use crate::core::admission::decision::{DecisionInput, ValidateOnTheSpot, decide};
+use crate::core::approval::chain::RoleBindingSnapshot;
 use crate::core::change::{group_kind, is_workload};
-use crate::core::decision::{DecisionInput, ValidateOnTheSpot, decide};
-use crate::core::policy::{ChangeRequest, selects_namespaces_by_label};
-use crate::core::validation::{validate_chain_snapshot, validate_policy};
+use crate::core::policy::matching::{ChangeRequest, selects_namespaces_by_label};
+use crate::core::policy::validation::{validate_chain_snapshot, validate_policy};
 
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {

@@ -7,9 +7,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::api::{ApprovalPhase, ChangeSummary, FieldChange, ImageChange, LevelStatus, Risk};
-use crate::core::chain::ChainState;
+use crate::core::admission::decision::{Decision, DenyReason, Verdict};
+use crate::core::approval::chain::ChainState;
 use crate::core::change::object_ref;
-use crate::core::decision::{Decision, DenyReason, Verdict};
 use crate::core::inert;
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]

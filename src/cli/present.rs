@@ -8,9 +8,9 @@ use std::fmt::Write;
 use jiff::Timestamp;
 
 use crate::api::{ApprovalPhase, AuditEntry, ChangeSummary, DeploymentApproval, LevelStatus};
-use crate::core::chain::{approver_label, required_approvals};
+use crate::core::approval::chain::{approver_label, required_approvals};
+use crate::core::approval::seal::{UNVERIFIED_MARK, is_unverified};
 use crate::core::inert;
-use crate::core::seal::{UNVERIFIED_MARK, is_unverified};
 
 /// Outside text, inert and bounded, for a terminal.
 fn shown(text: &str) -> String {
@@ -496,7 +496,7 @@ fn change_text(text: &mut String, approval: &DeploymentApproval) {
             text,
             "  {} more change(s) are not listed (a request lists at most {}): inspect the change itself",
             summary.unlisted,
-            crate::core::summary::MAX_LISTED_CHANGES
+            crate::core::change::summary::MAX_LISTED_CHANGES
         );
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! Each object of the manifest is applied as a server-side dry run. countersign's webhook
 //! judges it like the real apply and, when approval is required, hands back the request the
-//! change would get (`core::proposal`); this command opens it. The approvals webhook checks
+//! change would get (`core::admission::proposal`); this command opens it. The approvals webhook checks
 //! that request like any other: the caller's own change, the governing policy's chain.
 
 use std::path::{Path, PathBuf};
@@ -20,9 +20,9 @@ use super::cluster::{ClusterArgs, connect};
 use super::input::InputError;
 use super::show::{ShowFormat, list_of, print_object};
 use crate::api::DeploymentApproval;
+use crate::core::admission::proposal::{PROPOSAL_CAUSE, ProposedRequest, RequestProposal};
 use crate::core::change::object_ref;
 use crate::core::inert;
-use crate::core::proposal::{PROPOSAL_CAUSE, ProposedRequest, RequestProposal};
 
 #[derive(Debug, clap::Args)]
 pub struct RequestArgs {
@@ -226,7 +226,7 @@ fn print_outcome(what: &str, outcome: &Outcome) {
                 let approvers: Vec<String> = level
                     .approvers
                     .iter()
-                    .map(|a| inert::text(&crate::core::chain::approver_label(a)))
+                    .map(|a| inert::text(&crate::core::approval::chain::approver_label(a)))
                     .collect();
                 println!(
                     "  first:  level {}: {}",

@@ -24,7 +24,7 @@ use crate::api::{
     ApprovalLevel, ApprovalPhase, ApprovalPolicy, AuditAction, AuditEntry, AuditTarget,
     ChangeSummary, DeploymentApproval, LevelStatus, NotificationStatus, Operation, UserInfo,
 };
-use crate::core::chain::{ChainState, describe_progress, level_label};
+use crate::core::approval::chain::{ChainState, describe_progress, level_label};
 use crate::core::inert;
 
 /// The `level` that the requester's notices carry in `status.notifications`. Level names are
@@ -792,8 +792,8 @@ pub fn break_glass_payload(entry: &AuditEntry, notice: &Notice) -> BreakGlassPay
 mod tests {
     use super::*;
     use crate::api::{ReviewDecision, RolloutStatus};
-    use crate::core::chain::RoleBindingSnapshot;
-    use crate::core::decision::approval_state;
+    use crate::core::admission::decision::approval_state;
+    use crate::core::approval::chain::RoleBindingSnapshot;
     use crate::core::test_builders::{minutes as t, two_level_request};
 
     /// The builders' request with sinks: `leads-hook` on level 1, `sre-hook` on level 2,

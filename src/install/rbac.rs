@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use super::SERVICE_ACCOUNT;
 use super::webhooks::CONFIGURATION_NAME;
 use crate::api::GROUP;
-use crate::core::grant::TOKEN_VERBS;
+use crate::core::rollout::token::TOKEN_VERBS;
 
 /// countersign's own ClusterRole (and, in its namespace, Role) name.
 pub const OWN_ROLE: &str = "countersign";
@@ -476,7 +476,7 @@ mod tests {
     /// grants, on every built-in kind a token can be for.
     #[test]
     fn countersign_holds_what_a_deploy_token_grants() {
-        use crate::core::grant::builtin_resource;
+        use crate::core::rollout::token::builtin_resource;
         let kinds = [
             ("apps/v1", "Deployment"),
             ("apps/v1", "StatefulSet"),

@@ -12,8 +12,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
 };
 
 use crate::api::GROUP;
-use crate::core::controllers::controller_usernames;
-use crate::core::policy::GATED_NAMESPACE_LABEL;
+use crate::core::admission::controllers::controller_usernames;
+use crate::core::policy::matching::GATED_NAMESPACE_LABEL;
 
 /// The name of both webhook configurations.
 pub const CONFIGURATION_NAME: &str = "countersign";
@@ -99,7 +99,7 @@ const WORKLOAD_RULES: &[Rule] = &[
         operations: &["CREATE", "UPDATE"],
         scope: "Namespaced",
     },
-    // What the workloads are made of, when a person makes them (`core::controllers`).
+    // What the workloads are made of, when a person makes them (`core::admission::controllers`).
     Rule {
         group: "",
         version: "v1",

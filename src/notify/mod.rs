@@ -17,7 +17,7 @@ use kube::Api;
 
 use crate::api::{ApprovalPolicy, AuditEntry};
 use crate::api::{DeploymentApproval, NotificationStatus};
-use crate::core::chain::ChainState;
+use crate::core::approval::chain::ChainState;
 use crate::core::notify::{
     DeliveryOutcome, Notice, NoticePayload, break_glass_notice, break_glass_payload, notices,
     payload, plan_deliveries, record_attempt,
@@ -228,8 +228,8 @@ mod tests {
     use crate::api::{
         ApprovalPhase, DeploymentApprovalStatus, Review, ReviewDecision, RolloutStatus,
     };
-    use crate::core::chain::RoleBindingSnapshot;
-    use crate::core::decision::approval_state;
+    use crate::core::admission::decision::approval_state;
+    use crate::core::approval::chain::RoleBindingSnapshot;
     use crate::core::test_builders::{minutes, two_level_request};
 
     /// One POST as the receiver saw it.

@@ -1,6 +1,6 @@
 //! The DeploymentApproval controller: keeps each request's status true to its reviews
-//! (`core::status::plan_status`), confirms the rollout of an admitted change from its live
-//! target (`core::rollout::plan_rollout`), records the audit trail, and comes back exactly
+//! (`core::approval::status::plan_status`), confirms the rollout of an admitted change from its live
+//! target (`core::rollout::confirm::plan_rollout`), records the audit trail, and comes back exactly
 //! when a deadline falls (an expiry, the rollout timeout), not by polling.
 
 use std::sync::Arc;
@@ -26,15 +26,19 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use super::grants;
 use crate::api::{ApprovalPhase, DeployTokenStatus, DeploymentApproval};
 use crate::approval_status::apply_status;
-use crate::core::audit::trail;
-use crate::core::chain::ChainState;
-use crate::core::change_lock::{lock_name, releases};
-use crate::core::decision::approval_state;
-use crate::core::grant::{GrantAction, plan_grant};
+use crate::core::admission::decision::approval_state;
+use crate::core::approval::chain::ChainState;
+use crate::core::approval::seal::{
+    SealCheck, check as check_seal, marked_unverified, verified_condition,
+};
+use crate::core::approval::status::plan_status;
+use crate::core::audit::trail::trail;
 use crate::core::notify::merge_records;
-use crate::core::rollout::{LiveTarget, approval_ignore_fields, plan_rollout, watches_rollout};
-use crate::core::seal::{SealCheck, check as check_seal, marked_unverified, verified_condition};
-use crate::core::status::plan_status;
+use crate::core::rollout::confirm::{
+    LiveTarget, approval_ignore_fields, plan_rollout, watches_rollout,
+};
+use crate::core::rollout::lock::{lock_name, releases};
+use crate::core::rollout::token::{GrantAction, plan_grant};
 use crate::webhook::effects::lock_state;
 use crate::webhook::snapshot::Snapshot;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -105,7 +109,7 @@ async fn reconcile(
     let now = Timestamp::now();
     let namespace = stored.namespace().unwrap_or_default();
     // A summary that is not countersign's own is shown as unverified wherever it goes:
-    // the trail, the notices, the Events and the status (`core::seal`).
+    // the trail, the notices, the Events and the status (`core::approval::seal`).
     let seal = check_seal(&context.seal_key, &namespace, &stored.spec);
     let approval = Arc::new(as_shown(&stored, seal));
     let bindings = context.snapshot.bindings();
@@ -198,7 +202,7 @@ async fn reconcile(
     })
 }
 
-/// Delete the object's change lock (`core::change_lock`) once `approval`'s rollout ended,
+/// Delete the object's change lock (`core::rollout::lock`) once `approval`'s rollout ended,
 /// if it still holds it (at the version read, so a lock taken since is left alone). A lock
 /// left behind is harmless: a holder that is not Deploying holds nothing.
 async fn release_change_lock(context: &Context, approval: &DeploymentApproval) {

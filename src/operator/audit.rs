@@ -11,7 +11,7 @@ use kube::runtime::events::{Event, EventType};
 use super::{Context, ReconcileError};
 use crate::api::{AuditAction, AuditEntry, AuditEntrySpec};
 use crate::audit_trail::{self, Written};
-use crate::core::audit::PlannedEntry;
+use crate::core::audit::trail::PlannedEntry;
 use crate::core::inert;
 
 /// Create the entries that do not exist yet, each with its Events.

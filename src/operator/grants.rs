@@ -1,5 +1,5 @@
 //! Scoped deploy tokens on the API server (SPEC §8): creates and deletes what
-//! `core::grant` builds. The operator decides when with `core::grant::plan_grant`, calls
+//! `core::rollout::token` builds. The operator decides when with `core::rollout::token::plan_grant`, calls
 //! [`issue`] or [`revoke`], and records the result in `status.deployToken` and the audit trail.
 //!
 //! Both are safe to repeat after a crash at any step: objects that exist are replaced with
@@ -20,7 +20,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::api::{ApprovalTarget, DeployTokenStatus, DeploymentApproval};
-use crate::core::grant::{
+use crate::core::rollout::token::{
     GrantError, TargetResource, builtin_resource, names, token_objects, token_request, token_secret,
 };
 

@@ -47,8 +47,8 @@ pub struct Context {
     pub webhook_guard: Option<webhook_guard::GuardSettings>,
     /// Notifications this replica delivered lately, until its cache shows them recorded.
     pub deliveries: RecentDeliveries,
-    /// The key requests' summaries are sealed with (`core::seal`).
-    pub seal_key: Arc<crate::core::seal::SealKey>,
+    /// The key requests' summaries are sealed with (`core::approval::seal`).
+    pub seal_key: Arc<crate::core::approval::seal::SealKey>,
 }
 
 /// The notification records of each request as this replica last wrote them, for a few

@@ -1,5 +1,5 @@
 //! Keeps the `countersign.dev/gated` label on exactly the namespaces some policy can gate
-//! (`core::policy::gated_label_patch`), so the workload webhook is sent nothing else: while
+//! (`core::policy::matching::gated_label_patch`), so the workload webhook is sent nothing else: while
 //! countersign is down, the rest of the cluster is untouched. The mutating webhook sets the
 //! label on each write of a namespace; this controller puts it right after a policy changes
 //! and after countersign was down.
@@ -18,7 +18,7 @@ use kube::{Api, ResourceExt};
 use super::{Context, ReconcileError};
 use crate::api::ApprovalPolicy;
 use crate::approval_status::FIELD_MANAGER;
-use crate::core::policy::gated_label_patch;
+use crate::core::policy::matching::gated_label_patch;
 use crate::install::webhooks::ALWAYS_EXCLUDED_NAMESPACES;
 
 /// Run the controller until the future is dropped. Any policy change looks at every

@@ -1,7 +1,7 @@
 //! The ApprovalPolicy controller: reports in each policy's status whether it is in force
-//! (`core::validation::policy_status`), and records its creation and each spec change in
+//! (`core::policy::validation::policy_status`), and records its creation and each spec change in
 //! the audit trail with the author countersign's webhook stamped
-//! (`core::policy_audit::policy_entry`).
+//! (`core::policy::authorship::policy_entry`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,8 +16,8 @@ use super::audit::record;
 use super::{Context, ReconcileError};
 use crate::api::ApprovalPolicy;
 use crate::approval_status::apply_status_of;
-use crate::core::policy_audit::policy_entry;
-use crate::core::validation::policy_status;
+use crate::core::policy::authorship::policy_entry;
+use crate::core::policy::validation::policy_status;
 
 /// Run the controller until the future is dropped.
 pub async fn run(context: Arc<Context>) {

@@ -1,5 +1,5 @@
 //! Audit retention (SPEC §7): deletes each AuditEntry once it is older than the configured
-//! retention, then sleeps until the next one is due (`core::retention`), but at least
+//! retention, then sleeps until the next one is due (`core::audit::retention`), but at least
 //! [`MIN_SWEEP_INTERVAL`] (or the retention, if shorter) so a busy trail is not listed
 //! again for every entry that falls due. Entries written meanwhile are younger than any
 //! left, so they never fall due earlier. The trail is listed in pages.
@@ -13,7 +13,7 @@ use kube::api::{DeleteParams, ListParams};
 
 use super::Context;
 use crate::api::AuditEntry;
-use crate::core::retention::retention_plan;
+use crate::core::audit::retention::retention_plan;
 
 /// How long to wait after a failed sweep before trying again.
 const RETRY: Duration = Duration::from_secs(30);

@@ -1,7 +1,7 @@
 //! Watches countersign's own ValidatingWebhookConfiguration and
 //! MutatingWebhookConfiguration (both named `countersign`). The API server never sends these
 //! to a webhook, so no admission can refuse or even see a change to them: the operator finds
-//! it afterwards, compares with what countersign installs (`core::webhook_guard`), writes an
+//! it afterwards, compares with what countersign installs (`core::guard`), writes an
 //! AuditEntry and an Event for each change or deletion, keeps the metric
 //! `countersign_webhook_configuration_intact`, and, with `--restore-webhook-configurations`,
 //! puts the configuration back.
@@ -26,8 +26,8 @@ use tokio::sync::watch;
 use super::{Context, ReconcileError};
 use crate::api::UserInfo;
 use crate::approval_status::FIELD_MANAGER;
-use crate::core::audit::PlannedEntry;
-use crate::core::webhook_guard::{
+use crate::core::audit::trail::PlannedEntry;
+use crate::core::guard::{
     ConfigurationKind, Drift, ca_bundle_patch, changed_entry, deleted_entry, drift, missing_entry,
     restored_entry,
 };

@@ -10,7 +10,7 @@ use rcgen::{
     KeyUsagePurpose, SanType,
 };
 
-use crate::core::serving_tls::{BACKDATE, SERVING_LIFETIME, SIGNER_LIFETIME};
+use crate::core::tls::{BACKDATE, SERVING_LIFETIME, SIGNER_LIFETIME};
 
 /// Why a certificate could not be issued.
 #[derive(Debug, thiserror::Error)]

@@ -20,7 +20,7 @@ use kube::Client;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio::net::TcpListener;
 
-use crate::core::serving_tls::{service_names, url_host};
+use crate::core::tls::{service_names, url_host};
 use crate::install::webhooks::Endpoint;
 use crate::install::{DEFAULT_INSTALL_NAMESPACE, own_username};
 use crate::operator;
@@ -644,7 +644,7 @@ impl std::str::FromStr for AuditRetention {
         if text == "forever" {
             return Ok(AuditRetention(None));
         }
-        crate::core::windows::parse_duration(text)
+        crate::core::policy::windows::parse_duration(text)
             .map(|duration| AuditRetention(Some(duration)))
             .map_err(|e| format!("{e}, or `forever`"))
     }

@@ -1,4 +1,4 @@
-//! The key that seals requests' summaries (`core::seal`), kept in the Secret
+//! The key that seals requests' summaries (`core::approval::seal`), kept in the Secret
 //! `countersign-seal-key` of the install namespace so every replica seals and checks alike.
 //! The first replica to start makes it (32 random bytes); the others read it.
 
@@ -11,7 +11,7 @@ use kube::api::PostParams;
 use kube::{Api, Client};
 use ring::rand::{SecureRandom, SystemRandom};
 
-use crate::core::seal::{MIN_KEY_BYTES, SealKey};
+use crate::core::approval::seal::{MIN_KEY_BYTES, SealKey};
 
 /// The Secret holding the key, in the install namespace.
 pub const SECRET_NAME: &str = "countersign-seal-key";

@@ -4,7 +4,7 @@
 //! Every replica reads the Secret every few seconds and writes the serving certificate,
 //! its key and the CA bundle to a private directory, which the HTTPS server follows and the
 //! webhook guard reads the bundle from. The replica that leads the operator also keeps the
-//! Secret as `core::serving_tls` plans: it creates it, renews what is due, rotates the CA
+//! Secret as `core::tls` plans: it creates it, renews what is due, rotates the CA
 //! in two steps, and writes with the resourceVersion it read, so two replicas never both
 //! win a write. The guard injects the bundle into the webhook configurations.
 
@@ -32,7 +32,7 @@ use x509_parser::prelude::FromDer;
 
 use super::certificates::{IssueError, issue_ca, issue_serving};
 use crate::approval_status::FIELD_MANAGER;
-use crate::core::serving_tls::{BundledCa, Found, IssuedBy, Plan, ServingFound, Validity, plan};
+use crate::core::tls::{BundledCa, Found, IssuedBy, Plan, ServingFound, Validity, plan};
 use crate::install::webhooks::CONFIGURATION_NAME;
 use crate::webhook::server::TlsFiles;
 
@@ -54,7 +54,7 @@ const FIRST_POLL: Duration = Duration::from_secs(1);
 pub struct SelfManagedTls {
     pub client: Client,
     pub namespace: String,
-    /// The names the serving certificate is for (`core::serving_tls::service_names`, or
+    /// The names the serving certificate is for (`core::tls::service_names`, or
     /// the webhook URL's host).
     pub names: BTreeSet<String>,
     /// The private directory the files are written to.
@@ -298,7 +298,7 @@ struct Inspected {
     bundle: Vec<CertificateDer<'static>>,
 }
 
-/// Read the Secret's certificates into what `core::serving_tls` decides on.
+/// Read the Secret's certificates into what `core::tls` decides on.
 fn inspect(material: &Material, published_bundles: &[Vec<u8>]) -> Inspected {
     let signer_der = first_certificate(&material.signer_crt).filter(|der| {
         parse(der).is_some_and(|cert| cert.is_ca()) && key_matches(der, &material.signer_key)
@@ -514,7 +514,7 @@ fn pem(der: &CertificateDer<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::serving_tls::{SERVING_LIFETIME, service_names};
+    use crate::core::tls::{SERVING_LIFETIME, service_names};
     use jiff::SignedDuration;
 
     fn now() -> Timestamp {

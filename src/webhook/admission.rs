@@ -22,30 +22,30 @@ use super::snapshot::Snapshot;
 use crate::api::{
     ApprovalPolicy, AuditAction, AuditTarget, DeploymentApproval, Operation as ChangeOperation,
 };
-use crate::core::audit::PlannedEntry;
-use crate::core::chain::ApprovalChain;
-use crate::core::change_lock::LockVerdict;
-use crate::core::custody::{AuditWrite, approval_status_write, audit_write};
-use crate::core::decision::{
+use crate::core::admission::decision::{
     AllowReason, ApprovalRequirement, Decision, DecisionInput, DenyReason, Verdict, decide,
 };
-use crate::core::ground::{
-    GroundChange, GroundVerdict, judge_ground_change, namespace_left_entry, policy_ground_entry,
-    request_deleted_entry,
-};
-use crate::core::policy::ChangeRequest;
-use crate::core::policy::{
-    gated_label_patch, namespace_labels_of, policies_left_behind, policy_name,
-};
-use crate::core::policy_audit::stamp_policy_change;
-use crate::core::proposal::{PROPOSAL_CAUSE, ProposedRequest, proposal};
-use crate::core::request::{RequestCreate, life_metadata_edit, validate_request_create};
-use crate::core::review::{
+use crate::core::admission::proposal::{PROPOSAL_CAUSE, ProposedRequest, proposal};
+use crate::core::approval::chain::ApprovalChain;
+use crate::core::approval::request::{RequestCreate, life_metadata_edit, validate_request_create};
+use crate::core::approval::review::{
     ReviewEdit, review_groups, stamp_appended_reviews, validate_review_edit,
     validate_review_standing,
 };
-use crate::core::seal::{SealKey, sealed};
-use crate::core::validation::validate_policy;
+use crate::core::approval::seal::{SealKey, sealed};
+use crate::core::audit::custody::{AuditWrite, approval_status_write, audit_write};
+use crate::core::audit::ground::{
+    GroundChange, GroundVerdict, judge_ground_change, namespace_left_entry, policy_ground_entry,
+    request_deleted_entry,
+};
+use crate::core::audit::trail::PlannedEntry;
+use crate::core::policy::authorship::stamp_policy_change;
+use crate::core::policy::matching::ChangeRequest;
+use crate::core::policy::matching::{
+    gated_label_patch, namespace_labels_of, policies_left_behind, policy_name,
+};
+use crate::core::policy::validation::validate_policy;
+use crate::core::rollout::lock::LockVerdict;
 use crate::install::webhooks::paths;
 use crate::telemetry::{Metrics, ReviewLabels, Verdict as Counted};
 
@@ -105,7 +105,7 @@ pub struct Webhook {
     pub effects: Effects,
     pub settings: Settings,
     pub metrics: std::sync::Arc<Metrics>,
-    /// The key requests' summaries are sealed with (`core::seal`).
+    /// The key requests' summaries are sealed with (`core::approval::seal`).
     pub seal_key: std::sync::Arc<SealKey>,
 }
 
@@ -136,7 +136,7 @@ impl Answer {
     }
 
     /// Carry the request a change would get in the denial, as a cause the API server
-    /// passes on to the client (`core::proposal`), its summary sealed as countersign's own.
+    /// passes on to the client (`core::admission::proposal`), its summary sealed as countersign's own.
     fn with_proposal(
         mut self,
         requirement: &ApprovalRequirement,
@@ -554,7 +554,7 @@ impl Webhook {
                     return answer;
                 }
                 // One change at a time per object, atomically: the object's lock first,
-                // then the approval's own compare-and-swap (`core::change_lock`).
+                // then the approval's own compare-and-swap (`core::rollout::lock`).
                 let lock = self
                     .effects
                     .take_change_lock(
@@ -749,7 +749,7 @@ impl Webhook {
         }
     }
 
-    /// Admit, record or refuse a change of the gate's own ground (`core::ground`); a dry
+    /// Admit, record or refuse a change of the gate's own ground (`core::audit::ground`); a dry
     /// run records nothing.
     async fn carry_out_ground(
         &self,
@@ -871,7 +871,7 @@ impl Webhook {
         allow_patched(request, operations, "the review")
     }
 
-    /// Keep a namespace's gated label as the policies say (`core::policy::gated_label_patch`).
+    /// Keep a namespace's gated label as the policies say (`core::policy::matching::gated_label_patch`).
     async fn label_namespace(&self, request: &Request) -> Answer {
         let Some(namespace) = request.object.as_ref() else {
             return Answer::allow(request);
@@ -1112,7 +1112,7 @@ fn target_reference(object: &Value, namespace: &str) -> ObjectReference {
     }
 }
 
-/// Stamp who made a policy's spec (`core::policy_audit`).
+/// Stamp who made a policy's spec (`core::policy::authorship`).
 fn stamp_policy(request: &Request) -> Answer {
     let Some(new) = request.object.as_ref() else {
         return Answer::allow(request);

@@ -21,13 +21,13 @@ use crate::api::{
 };
 use crate::approval_status::apply_status;
 use crate::audit_trail;
-use crate::core::chain::ChainState;
-use crate::core::change_lock::{
+use crate::core::admission::decision::BreakGlassUse;
+use crate::core::approval::chain::ChainState;
+use crate::core::inert;
+use crate::core::rollout::confirm::{ROLLED_OUT_CONDITION, admitted_condition, admitted_rollout};
+use crate::core::rollout::lock::{
     HolderState, LOCK_LABEL, LockState, LockVerdict, judge_lock, lock_name,
 };
-use crate::core::decision::BreakGlassUse;
-use crate::core::inert;
-use crate::core::rollout::{ROLLED_OUT_CONDITION, admitted_condition, admitted_rollout};
 
 /// How long one live read or write may take before the webhook gives up and says so.
 pub const CALL_BUDGET: Duration = Duration::from_secs(3);
@@ -132,7 +132,7 @@ impl Effects {
     /// Move `approval` to `Deploying` with this replica as lock holder, only if nobody
     /// wrote it since it was read (its resourceVersion): the one-change lock (SPEC §1.3).
     /// `caller_verified`: the review came from an authenticated API server; otherwise the
-    /// admission is recorded as a claim (`core::audit`).
+    /// admission is recorded as a claim (`core::audit::trail`).
     pub async fn mark_deploying(
         &self,
         approval: &DeploymentApproval,
@@ -166,7 +166,7 @@ impl Effects {
             .map(|_| ())
     }
 
-    /// Take the lock of the object an approved change is admitted to (`core::change_lock`)
+    /// Take the lock of the object an approved change is admitted to (`core::rollout::lock`)
     /// for approval `approval` (`<namespace>/<name>`): read the Lease and, when another
     /// approval holds it, that approval; then create or replace the Lease at the version
     /// read. Of two admissions racing for one object, the API server lets one write.

@@ -17,9 +17,9 @@ use serde::de::DeserializeOwned;
 
 use super::approval_index::ApprovalIndex;
 use crate::api::{ApprovalPolicy, DeploymentApproval};
-use crate::core::chain::RoleBindingSnapshot;
-use crate::core::decision::{Validations, snapshot_problem};
-use crate::core::validation::{FieldError, validate_policy};
+use crate::core::admission::decision::{Validations, snapshot_problem};
+use crate::core::approval::chain::RoleBindingSnapshot;
+use crate::core::policy::validation::{FieldError, validate_policy};
 
 /// The caches the webhook decides from. Cheap to clone (every field is shared).
 #[derive(Clone)]

@@ -44,7 +44,7 @@ fn user_content(object: &Value) -> Value {
     if let Some(map) = content.as_object_mut() {
         map.remove("status");
         let labels = map.get("metadata").and_then(|m| m.get("labels")).cloned();
-        // countersign stamps a policy's author (`core::policy_audit`); that is not the
+        // countersign stamps a policy's author (`core::policy::authorship`); that is not the
         // user's content.
         let annotations = map
             .get("metadata")
@@ -52,7 +52,7 @@ fn user_content(object: &Value) -> Value {
             .and_then(Value::as_object)
             .map(|annotations| {
                 let mut annotations = annotations.clone();
-                annotations.remove(countersign::core::policy_audit::CHANGED_BY_ANNOTATION);
+                annotations.remove(countersign::core::policy::authorship::CHANGED_BY_ANNOTATION);
                 annotations
             })
             .filter(|annotations| !annotations.is_empty())

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use countersign::api::{ApprovalPhase, DeployTokenStatus, DeploymentApproval};
-use countersign::core::grant::{
+use countersign::core::rollout::token::{
     GrantAction, NAMESPACE_KEY, RevokeReason, TOKEN_KEY, TOKEN_VERBS, names, plan_grant,
 };
 use countersign::install::rbac;

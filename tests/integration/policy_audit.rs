@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use countersign::api::{ApprovalPolicy, AuditAction, AuditEntry};
-use countersign::core::policy_audit::{CHANGED_BY_ANNOTATION, PolicyChange};
+use countersign::core::policy::authorship::{CHANGED_BY_ANNOTATION, PolicyChange};
 use kube::Api;
 use serde_json::json;
 

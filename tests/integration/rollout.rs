@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use countersign::api::{ApprovalPhase, AuditAction, AuditEntry, DeploymentApprovalStatus};
-use countersign::core::rollout::ROLLED_OUT_CONDITION;
+use countersign::core::rollout::confirm::ROLLED_OUT_CONDITION;
 use k8s_openapi::api::core::v1::Event;
 use kube::Api;
 use kube::api::ListParams;

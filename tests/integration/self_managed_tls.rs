@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use countersign::core::serving_tls::service_names;
+use countersign::core::tls::service_names;
 use countersign::serve::self_managed_tls::{SECRET_NAME, SelfManagedTls};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;

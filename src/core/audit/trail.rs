@@ -11,7 +11,7 @@ use crate::api::{
     ApprovalPhase, AuditAction, AuditEntrySpec, AuditTarget, DeploymentApproval, ReviewDecision,
     UserInfo,
 };
-use crate::core::chain::ChainState;
+use crate::core::approval::chain::ChainState;
 
 /// The actor of steps nobody took (an expiry): countersign itself.
 pub const COUNTERSIGN_ACTOR: &str = "system:countersign";
@@ -282,7 +282,7 @@ fn rolled_out_since(status: Option<&crate::api::DeploymentApprovalStatus>) -> Op
     status?
         .conditions
         .iter()
-        .find(|c| c.type_ == crate::core::rollout::ROLLED_OUT_CONDITION)
+        .find(|c| c.type_ == crate::core::rollout::confirm::ROLLED_OUT_CONDITION)
         .map(|c| c.last_transition_time.0)
 }
 
@@ -346,8 +346,8 @@ pub(crate) fn policy_target(policy: &crate::api::ApprovalPolicy) -> AuditTarget 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::chain::RoleBindingSnapshot;
-    use crate::core::decision::approval_state;
+    use crate::core::admission::decision::approval_state;
+    use crate::core::approval::chain::RoleBindingSnapshot;
 
     use crate::core::test_builders::{minutes as t, two_level_request as request};
 

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::api::{ApprovalPhase, DeploymentApproval, GROUP, GrantSettings, VERSION};
 use crate::core::change::api_group;
-use crate::core::windows::parse_duration;
+use crate::core::policy::windows::parse_duration;
 
 /// A token's lifetime when the policy's `grant.ttl` is absent.
 pub const DEFAULT_TOKEN_TTL: SignedDuration = SignedDuration::from_hours(1);

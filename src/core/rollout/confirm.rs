@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::api::{ApprovalPhase, DeploymentApproval, DeploymentApprovalStatus, RolloutStatus};
 use crate::core::change::{ChangeDigest, api_group};
-use crate::core::windows::parse_duration;
+use crate::core::policy::windows::parse_duration;
 
 /// How long after admission the change may take to show on the object before the
 /// operator concludes it never got there (another admission plugin refused it after

@@ -10,9 +10,9 @@ use crate::api::{
     ApprovalPhase, ApprovalPolicy, AuditAction, AuditEntrySpec, AuditTarget, DeploymentApproval,
     TamperProtection, UserInfo,
 };
-use crate::core::audit::{PlannedEntry, entry_key, object_key, policy_key, policy_target};
-use crate::core::custody::NAMESPACE_CONTROLLER;
-use crate::core::policy::policy_name;
+use crate::core::audit::custody::NAMESPACE_CONTROLLER;
+use crate::core::audit::trail::{PlannedEntry, entry_key, object_key, policy_key, policy_target};
+use crate::core::policy::matching::policy_name;
 
 /// What is being done to the ground.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -23,7 +23,7 @@ use crate::api::{
     ApprovalLevel, ApprovalPhase, ApprovalSettings, Approver, DeploymentApprovalStatus,
     LevelStatus, Review, ReviewDecision, UserInfo, service_account_username,
 };
-use crate::core::windows::parse_duration;
+use crate::core::policy::windows::parse_duration;
 
 /// RoleBindings and ClusterRoleBindings as seen at decision time; role approvers are
 /// resolved against them.

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use crate::api::{ChangeSummary, FieldChange, ImageChange, Risk};
 use crate::core::change::{containers, gated_content, is_workload, object_ref, pod_spec};
 use crate::core::inert;
-use crate::core::secrets::{detect_credential, scan_arguments};
+use crate::core::policy::secrets::{detect_credential, scan_arguments};
 
 /// At most this many changes are listed with their values; security-relevant ones first,
 /// so only a change that makes more security-relevant changes than this has one unlisted

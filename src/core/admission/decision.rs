@@ -10,16 +10,18 @@ use crate::api::{
     ApprovalPhase, ApprovalPolicy, ApprovalTarget, ChangeRecord, ChangeSummary,
     DEFAULT_IGNORE_FIELDS, DeploymentApproval, DeploymentApprovalSpec, Operation, PolicySnapshot,
 };
-use crate::core::chain::{ApprovalChain, ChainState, RoleBindingSnapshot, describe_progress};
+use crate::core::admission::controllers::is_workload_controller;
+use crate::core::approval::chain::{
+    ApprovalChain, ChainState, RoleBindingSnapshot, describe_progress,
+};
+use crate::core::change::summary::summarize;
 use crate::core::change::{ChangeDigest, api_group, group_kind};
-use crate::core::controllers::is_workload_controller;
-use crate::core::grant::is_deploy_token;
-use crate::core::policy::{
+use crate::core::policy::matching::{
     BreakGlassOutcome, ChangeRequest, break_glass, deny_reasons, exclusion, matching_policies,
     policy_name,
 };
-use crate::core::summary::summarize;
-use crate::core::validation::{FieldError, validate_chain_snapshot, validate_policy};
+use crate::core::policy::validation::{FieldError, validate_chain_snapshot, validate_policy};
+use crate::core::rollout::token::is_deploy_token;
 
 /// Everything the decision looks at. The shell gathers it; the core only reads it.
 #[derive(Clone, Copy, Debug)]
@@ -121,7 +123,7 @@ pub enum AllowReason {
     /// Break-glass bypassed every remaining policy (see [`Decision::break_glass`]).
     BreakGlass,
     /// A workload controller made it for a workload that was gated itself
-    /// (`core::controllers`).
+    /// (`core::admission::controllers`).
     WorkloadController,
     /// Back to the revision last confirmed `Deployed` (by the approval named), which the
     /// policy allows without a new approval; audited as a rollback.
@@ -589,7 +591,7 @@ fn approval_verdict(
                 ),
             ];
             let mut verdict = requirement(ApprovalPhase::Rejected, chain);
-            // Only a dry run hands the fresh request out (`core::proposal`): a real attempt
+            // Only a dry run hands the fresh request out (`core::admission::proposal`): a real attempt
             // is not charged for making one.
             if request.dry_run
                 && let Verdict::ApprovalRequired(rejected) = &mut verdict
@@ -736,7 +738,7 @@ fn fresh_request(
                 request.object,
                 &policy.spec.effective_ignore_fields(),
             ),
-            // Sealed by the shell that hands the request out or opens it (`core::seal`).
+            // Sealed by the shell that hands the request out or opens it (`core::approval::seal`).
             summary_seal: None,
             requester: request.requester.clone(),
             operation: request.operation,
@@ -1142,7 +1144,7 @@ mod tests {
     /// rejected one; a pending request offers nothing to open.
     #[test]
     fn a_dry_run_proposes_the_request_and_a_rejection_offers_a_fresh_one() {
-        use crate::core::proposal::proposal;
+        use crate::core::admission::proposal::proposal;
         let new = run(&case("a new change, dry run"));
         let Verdict::ApprovalRequired(req) = &new.verdict else {
             panic!("{:?}", new.verdict);

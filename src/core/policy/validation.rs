@@ -11,10 +11,10 @@ use crate::api::{
     ApprovalPolicy, ApprovalPolicySpec, ApprovalPolicyStatus, ApprovalSettings, ChangeWindow,
     MAX_APPROVERS_PER_LEVEL, MAX_LEVELS,
 };
-use crate::core::chain::{approver_label, named_person, required_approvals};
+use crate::core::approval::chain::{approver_label, named_person, required_approvals};
 use crate::core::change::{BUILDING_BLOCK_KINDS, WORKLOAD_KINDS, pointer_segments};
-use crate::core::grant::{MAX_TOKEN_TTL, MIN_TOKEN_TTL};
-use crate::core::windows::{parse_civil, parse_clock, parse_duration, parse_zone};
+use crate::core::policy::windows::{parse_civil, parse_clock, parse_duration, parse_zone};
+use crate::core::rollout::token::{MAX_TOKEN_TTL, MIN_TOKEN_TTL};
 
 /// Built-in kinds outside the core group, besides the workload kinds, that a policy may
 /// name without their group by mistake.
@@ -818,7 +818,7 @@ struct Deadlock {
 /// in which eligible people approve decides who is left for later levels. Refuse a chain
 /// where some order of eligible approvals at earlier levels leaves a later level with too
 /// few of its named people (a level that counts exactly `minApprovals` people, as
-/// `core::chain` does). Levels with groups or roles take part with their named people;
+/// `core::approval::chain` does). Levels with groups or roles take part with their named people;
 /// whether their groups can fill them is unknown (a warning says so elsewhere).
 /// `validate_people_across_levels` runs first: what it refuses no order can satisfy, and
 /// its message says so more plainly than an order would.

@@ -10,7 +10,7 @@
 //! - The requester may always Reject (withdraw) their own request, approver or not;
 //!   withdrawing only stops a change. Approving it needs `allowSelfApproval`.
 //! - An approver who approved may still Reject later: "one person counts once" is about
-//!   approvals, and a rejection only stops the change (`core::chain` honours it).
+//!   approvals, and a rejection only stops the change (`core::approval::chain` honours it).
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -19,8 +19,10 @@ use serde_json::{Value, json};
 use crate::api::{
     ApprovalPhase, DeploymentApproval, DeploymentApprovalSpec, Review, ReviewDecision, UserInfo,
 };
-use crate::core::chain::{ApprovalChain, RoleBindingSnapshot, describe_progress, level_label};
-use crate::core::decision::{approval_chain, approval_state};
+use crate::core::admission::decision::{approval_chain, approval_state};
+use crate::core::approval::chain::{
+    ApprovalChain, RoleBindingSnapshot, describe_progress, level_label,
+};
 
 /// How far a review's `time` may be from the API server's clock (SPEC §3: a minute).
 pub const REVIEW_CLOCK_SKEW: SignedDuration = SignedDuration::from_mins(1);

@@ -2,13 +2,13 @@
 //! has, or would get. The webhook puts it in its denial (a `StatusCause` the API server
 //! passes on to the client); `countersign request` reads it and may open the request ahead
 //! of time. That gives it no power: the approvals webhook checks a request made ahead of
-//! time like any other (`core::request`: the caller's own change, the governing policy's
+//! time like any other (`core::approval::request`: the caller's own change, the governing policy's
 //! current chain, no reviews, no status).
 
 use serde::{Deserialize, Serialize};
 
 use crate::api::{ApprovalPhase, DeploymentApprovalSpec};
-use crate::core::decision::ApprovalRequirement;
+use crate::core::admission::decision::ApprovalRequirement;
 
 /// The `reason` of the cause that carries a [`RequestProposal`] (as JSON in its `message`).
 pub const PROPOSAL_CAUSE: &str = "countersign.dev/request";

@@ -6,7 +6,7 @@
 //! chain, with no reviews and no status: nobody can open a request in someone else's
 //! name, under a laxer chain, pre-approved, or dated so it never expires; and nobody
 //! writes what approvers read: the summary must carry countersign's seal
-//! (`core::seal`), which only the proposal of a server-side dry run hands out.
+//! (`core::approval::seal`), which only the proposal of a server-side dry run hands out.
 
 use std::collections::BTreeMap;
 
@@ -14,11 +14,11 @@ use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 
 use crate::api::{ApprovalPolicy, DeploymentApproval, UserInfo};
+use crate::core::admission::decision::Validations;
+use crate::core::admission::decision::is_request_name;
+use crate::core::approval::seal::{SealKey, check};
 use crate::core::change::{ChangeDigest, api_group, group_kind};
-use crate::core::decision::Validations;
-use crate::core::decision::is_request_name;
-use crate::core::policy::{ChangeRequest, exclusion, matching_policies, policy_name};
-use crate::core::seal::{SealKey, check};
+use crate::core::policy::matching::{ChangeRequest, exclusion, matching_policies, policy_name};
 
 /// How far `spec.change.requestedAt` may be from the API server's clock: a request dated
 /// later would outlive its `requestTTL`, one dated earlier would refuse fresh reviews.
@@ -177,7 +177,7 @@ pub fn validate_request_create(input: &RequestCreate) -> Result<(), RequestRefus
     if !is_request_name(approval_name, &target.name, &digest) {
         return Err(RequestRefusal::BadName {
             name: approval_name.to_string(),
-            expected: crate::core::decision::approval_name(&target.name, &digest),
+            expected: crate::core::admission::decision::approval_name(&target.name, &digest),
         });
     }
     if let Some(problem) = check(input.seal_key, input.namespace, spec).problem() {
@@ -296,7 +296,7 @@ pub fn life_metadata_edit(
 mod tests {
     use super::*;
     use crate::api::DeploymentApprovalStatus;
-    use crate::core::decision::approval_name;
+    use crate::core::admission::decision::approval_name;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     const NOW: &str = "2025-06-02T10:00:00Z";
@@ -342,7 +342,7 @@ mod tests {
             }
         }))
         .unwrap();
-        approval.spec = crate::core::seal::sealed(&seal_key(), "shop", approval.spec);
+        approval.spec = crate::core::approval::seal::sealed(&seal_key(), "shop", approval.spec);
         approval
     }
 
@@ -635,7 +635,9 @@ mod tests {
                 &prod,
                 None,
                 Err(RequestRefusal::SummaryNotSealed(
-                    crate::core::seal::SealCheck::Mismatch.problem().unwrap(),
+                    crate::core::approval::seal::SealCheck::Mismatch
+                        .problem()
+                        .unwrap(),
                 )),
             ),
             (
@@ -645,7 +647,9 @@ mod tests {
                 &prod,
                 None,
                 Err(RequestRefusal::SummaryNotSealed(
-                    crate::core::seal::SealCheck::Missing.problem().unwrap(),
+                    crate::core::approval::seal::SealCheck::Missing
+                        .problem()
+                        .unwrap(),
                 )),
             ),
             (
@@ -653,14 +657,17 @@ mod tests {
                 tweak(|a| {
                     let mut other = request();
                     other.spec.change.summary.text = "another change".into();
-                    let other = crate::core::seal::sealed(&seal_key(), "shop", other.spec);
+                    let other =
+                        crate::core::approval::seal::sealed(&seal_key(), "shop", other.spec);
                     a.spec.change.summary_seal = other.change.summary_seal;
                 }),
                 &dave,
                 &prod,
                 None,
                 Err(RequestRefusal::SummaryNotSealed(
-                    crate::core::seal::SealCheck::Mismatch.problem().unwrap(),
+                    crate::core::approval::seal::SealCheck::Mismatch
+                        .problem()
+                        .unwrap(),
                 )),
             ),
             (
@@ -701,7 +708,7 @@ mod tests {
                 target_object: object,
                 policies,
                 seal_key: &seal_key(),
-                validations: &crate::core::decision::ValidateOnTheSpot,
+                validations: &crate::core::admission::decision::ValidateOnTheSpot,
                 now: now(),
             });
             assert_eq!(got, expected, "{name}");

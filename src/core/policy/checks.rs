@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 
 use crate::api::PolicyChecks;
 use crate::core::change::{containers, pod_spec};
-use crate::core::secrets::{detect_credential, scan_arguments};
+use crate::core::policy::secrets::{detect_credential, scan_arguments};
 
 /// Every violation of `checks` by `object`, as messages naming the container and field.
 pub fn violations(checks: &PolicyChecks, object: &Value) -> Vec<String> {

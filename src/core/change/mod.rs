@@ -1,5 +1,7 @@
 //! Normalise a changed object into its gated content and digest it (SPEC §2); what it
-//! does for people is `core::summary`.
+//! does for people is `core::change::summary`.
+
+pub mod summary;
 
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -49,7 +51,7 @@ pub fn is_workload(object: &Value) -> bool {
 
 /// What the workload controllers make the workloads of: gated too when a person makes them
 /// by hand (`kubectl run`, a hand-made ReplicaSet next to a gated Deployment), admitted
-/// when a workload controller does (`core::controllers`).
+/// when a workload controller does (`core::admission::controllers`).
 /// A ReplicationController is the ReplicaSet's predecessor: made by hand next to a gated
 /// Deployment it would run any image, so it is gated like one.
 pub const BUILDING_BLOCK_KINDS: &[(&str, &str)] = &[

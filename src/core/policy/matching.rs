@@ -8,8 +8,8 @@ use serde_json::Value;
 
 use crate::api::{ApprovalPolicy, Operation, UserInfo, WindowEffect, service_account_username};
 use crate::core::change::{WORKLOAD_KINDS, group_kind, is_building_block, is_workload_kind};
-use crate::core::checks::{ephemeral_violations, violations};
-use crate::core::windows::{describe, is_active};
+use crate::core::policy::checks::{ephemeral_violations, violations};
+use crate::core::policy::windows::{describe, is_active};
 
 /// The namespace label that names a target's region.
 pub const REGION_LABEL: &str = "topology.kubernetes.io/region";

@@ -1,12 +1,12 @@
 //! The status the operator writes on a DeploymentApproval: a function of its reviews (through
-//! `core::chain`, via `approval_state`), the status it has, and `now`.
+//! `core::approval::chain`, via `approval_state`), the status it has, and `now`.
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 use crate::api::{ApprovalPhase, DeploymentApproval, DeploymentApprovalStatus};
-use crate::core::chain::RoleBindingSnapshot;
-use crate::core::decision::approval_state;
+use crate::core::admission::decision::approval_state;
+use crate::core::approval::chain::RoleBindingSnapshot;
 
 /// What the operator should do with an approval's status.
 #[derive(Clone, Debug, PartialEq)]
@@ -48,7 +48,7 @@ pub fn plan_status(
     desired.conditions = previous
         .conditions
         .iter()
-        .filter(|c| c.type_ != crate::core::chain::SATISFIABLE_CONDITION)
+        .filter(|c| c.type_ != crate::core::approval::chain::SATISFIABLE_CONDITION)
         .cloned()
         .collect();
     if let Some(condition) = state.satisfiable_condition(now, generation) {

@@ -1,0 +1,6 @@
+//! One admission decision (SPEC §1): a change, the policies and the approvals in, a verdict
+//! and its reasons out; who the workload controllers are; what a dry run hands out.
+
+pub mod controllers;
+pub mod decision;
+pub mod proposal;
