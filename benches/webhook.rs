@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use countersign::api::{ApprovalPolicy, DeploymentApproval};
+use countersign::cluster::Cluster;
+use countersign::cluster::snapshot::Snapshot;
 use countersign::core::approval::chain::RoleBindingSnapshot;
 use countersign::core::change::ChangeDigest;
 use countersign::telemetry::Metrics;
-use countersign::webhook::admission::{Settings, Webhook};
-use countersign::webhook::effects::Effects;
+use countersign::webhook::review::{Settings, Webhook};
 use countersign::webhook::router::{AppState, router};
 use countersign::webhook::server::{TlsFiles, serve};
-use countersign::webhook::snapshot::Snapshot;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper::client::conn::http1;
@@ -264,7 +264,7 @@ async fn direct(webhook: &Webhook, bodies: &[Vec<u8>]) -> Result<()> {
         for _ in 0..rounds {
             let answer = webhook
                 .review(
-                    countersign::webhook::admission::ReviewPath::Workloads,
+                    countersign::webhook::review::ReviewPath::Workloads,
                     body,
                     &countersign::webhook::client_auth::Caller::default(),
                 )
@@ -286,12 +286,13 @@ fn offline_webhook(snapshot: Snapshot) -> Result<Webhook> {
     let client = kube::Client::try_from(kube::Config::new("https://127.0.0.1:9".parse()?))?;
     Ok(Webhook {
         snapshot,
-        effects: Effects::new(client, "countersign-system".into(), "bench".into()),
+        cluster: Cluster::new(client, "countersign-system".into(), "bench"),
         settings: Settings {
             install_namespace: "countersign-system".into(),
             own_username: "system:serviceaccount:countersign-system:countersign".into(),
             cluster_region: None,
             audit_retention: None,
+            replica: "bench".into(),
         },
         metrics: Metrics::new(),
         seal_key: std::sync::Arc::new(

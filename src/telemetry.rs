@@ -71,7 +71,9 @@ pub struct Metrics {
     pub request_to_approved_seconds: Histogram,
     pub request_to_deployed_seconds: Histogram,
     pub notification_deliveries: Family<DeliveryLabels, Counter>,
-    pub reconcile_errors: Family<ControllerLabels, Counter>,
+    pub reconcile_errors: Family<ReconcileErrorLabels, Counter>,
+    /// How long reconciles take, by controller.
+    pub reconcile_seconds: Family<ControllerLabels, Histogram>,
     /// 1 while a webhook configuration says what countersign installs, 0 while it does
     /// not (changed, or missing); as last seen by the operator.
     pub webhook_configuration_intact: Family<ConfigurationLabels, Gauge>,
@@ -109,6 +111,14 @@ pub struct DeliveryLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ControllerLabels {
     pub controller: &'static str,
+}
+
+/// Which controller failed, and how.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileErrorLabels {
+    pub controller: &'static str,
+    /// `write`, `audit`, `read-target`, `grant`.
+    pub error: &'static str,
 }
 
 impl Metrics {
@@ -171,11 +181,22 @@ impl Metrics {
             "Notification attempts to sinks, by outcome (delivered or failed)",
             notification_deliveries.clone(),
         );
-        let reconcile_errors = Family::<ControllerLabels, Counter>::default();
+        let reconcile_errors = Family::<ReconcileErrorLabels, Counter>::default();
         registry.register(
             "reconcile_errors",
-            "Reconciles that failed and are retried, by controller",
+            "Reconciles that failed and are retried, by controller and kind of error",
             reconcile_errors.clone(),
+        );
+        // 1 ms … ~16 s: a reconcile reads and writes a few objects.
+        let reconcile_seconds = Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                0.001, 2.0, 15,
+            ))
+        });
+        registry.register(
+            "reconcile_seconds",
+            "How long reconciles take, by controller",
+            reconcile_seconds.clone(),
         );
         let webhook_configuration_intact = Family::<ConfigurationLabels, Gauge>::default();
         registry.register(
@@ -201,6 +222,7 @@ impl Metrics {
             request_to_deployed_seconds,
             notification_deliveries,
             reconcile_errors,
+            reconcile_seconds,
             webhook_configuration_intact,
         })
     }
@@ -241,10 +263,18 @@ impl Metrics {
     }
 
     /// Count a failed reconcile of `controller`.
-    pub fn reconcile_error(&self, controller: &'static str) {
+    /// Count a failed reconcile of `controller`, by the kind of error.
+    pub fn reconcile_error(&self, controller: &'static str, error: &'static str) {
         self.reconcile_errors
-            .get_or_create(&ControllerLabels { controller })
+            .get_or_create(&ReconcileErrorLabels { controller, error })
             .inc();
+    }
+
+    /// Observe how long a reconcile of `controller` took.
+    pub fn reconciled(&self, controller: &'static str, took: std::time::Duration) {
+        self.reconcile_seconds
+            .get_or_create(&ControllerLabels { controller })
+            .observe(took.as_secs_f64());
     }
 
     /// The Prometheus text exposition.

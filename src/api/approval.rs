@@ -46,6 +46,17 @@ pub struct DeploymentApprovalSpec {
     pub reviews: Vec<Review>,
 }
 
+/// The label naming the target object on a request countersign opened.
+pub const TARGET_LABEL: &str = "countersign.dev/target";
+
+/// The labels of a request countersign opens: its target's name (cut to a label's 63
+/// characters).
+pub fn request_labels(spec: &DeploymentApprovalSpec) -> std::collections::BTreeMap<String, String> {
+    let cut: String = spec.target.name.chars().take(63).collect();
+    let value = cut.trim_end_matches(['-', '.', '_']).to_string();
+    [(TARGET_LABEL.to_string(), value)].into()
+}
+
 /// The object the change applies to, in the approval's namespace.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

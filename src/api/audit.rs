@@ -49,6 +49,15 @@ pub struct AuditEntrySpec {
     pub caller: Option<ReviewCaller>,
 }
 
+/// The label naming an entry's action, so that what watches some actions (the
+/// break-glass announcer) sees exactly those, whoever wrote them.
+pub const ACTION_LABEL: &str = "countersign.dev/action";
+
+/// The labels of an AuditEntry: the one function every writer takes them from.
+pub fn entry_labels(spec: &AuditEntrySpec) -> std::collections::BTreeMap<String, String> {
+    [(ACTION_LABEL.to_string(), format!("{:?}", spec.action))].into()
+}
+
 /// Who sent the review an entry was written for.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

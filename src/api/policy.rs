@@ -229,6 +229,41 @@ pub struct PolicyChecks {
     pub forbid_ephemeral_containers: bool,
 }
 
+/// One kind of preventative check (SPEC §3 `checks`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckKind {
+    SecretDetection,
+    AllowedRegistries,
+    RequireImageDigest,
+    ForbidPrivileged,
+    RequireResources,
+    ForbidEphemeralContainers,
+}
+
+impl PolicyChecks {
+    /// The kinds of check these settings turn on: the one list of them (validation's "gates
+    /// nothing" warning reads it; a test holds it to every field).
+    pub fn kinds(&self) -> Vec<CheckKind> {
+        [
+            (self.secret_detection, CheckKind::SecretDetection),
+            (
+                !self.allowed_registries.is_empty(),
+                CheckKind::AllowedRegistries,
+            ),
+            (self.require_image_digest, CheckKind::RequireImageDigest),
+            (self.forbid_privileged, CheckKind::ForbidPrivileged),
+            (self.require_resources, CheckKind::RequireResources),
+            (
+                self.forbid_ephemeral_containers,
+                CheckKind::ForbidEphemeralContainers,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(on, kind)| on.then_some(kind))
+        .collect()
+    }
+}
+
 /// The most levels a chain may have. Every admission walks the levels, and policy
 /// validation checks them against each other, so their number is bounded; no organisation
 /// signs a change off in more than a handful. Enforced by the CRD schema (`maxItems`) and
@@ -342,4 +377,34 @@ pub struct ApprovalPolicyStatus {
     /// What could not be checked (e.g. the size of a group approver).
     #[serde(default)]
     pub warnings: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every field of `checks` is a kind in [`PolicyChecks::kinds`]: a field added without
+    /// its kind would leave a policy whose only check is it warned as gating nothing.
+    #[test]
+    fn every_check_field_is_a_kind() {
+        let schema = serde_json::to_value(schemars::schema_for!(PolicyChecks)).unwrap();
+        let fields: Vec<String> = schema["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        let mut all = serde_json::Map::new();
+        for field in &fields {
+            let on = if field == "allowedRegistries" {
+                serde_json::json!(["registry.example.com/"])
+            } else {
+                serde_json::json!(true)
+            };
+            all.insert(field.clone(), on);
+        }
+        let checks: PolicyChecks = serde_json::from_value(serde_json::Value::Object(all)).unwrap();
+        assert_eq!(checks.kinds().len(), fields.len(), "{fields:?}");
+        assert!(PolicyChecks::default().kinds().is_empty());
+    }
 }

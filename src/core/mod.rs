@@ -12,7 +12,8 @@
 //! - `rollout`: after approval: the one-change lock, rollout confirmation, deploy tokens;
 //! - `notify`: which notices a request implies and what they say;
 //! - `guard`, `tls`: countersign's own webhook configurations and certificates;
-//! - `inert`: outside text made safe to show.
+//! - `inert`: outside text made safe to show;
+//! - `plan`: what the core asks the cluster room to carry out.
 
 pub mod admission;
 pub mod approval;
@@ -21,6 +22,7 @@ pub mod change;
 pub mod guard;
 pub mod inert;
 pub mod notify;
+pub mod plan;
 pub mod policy;
 pub mod rollout;
 #[cfg(test)]

@@ -21,10 +21,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::Serialize;
 
 use crate::api::{
-    ApprovalLevel, ApprovalPhase, ApprovalPolicy, AuditAction, AuditEntry, AuditTarget,
-    ChangeSummary, DeploymentApproval, LevelStatus, NotificationStatus, Operation, UserInfo,
+    ApprovalPhase, ApprovalPolicy, AuditAction, AuditEntry, AuditTarget, ChangeSummary,
+    DeploymentApproval, NotificationStatus, Operation, UserInfo,
 };
-use crate::core::approval::chain::{ChainState, describe_progress, level_label};
+use crate::core::approval::chain::{ChainState, describe_level, describe_progress, level_label};
 use crate::core::inert;
 
 /// The `level` that the requester's notices carry in `status.notifications`. Level names are
@@ -276,7 +276,7 @@ pub fn payload(
             satisfied: level.satisfied,
             approved_by: level.approved_by.clone(),
             missing_required: level.missing_required.clone(),
-            text: describe_level(levels, notice.level.unwrap_or_default(), level),
+            text: describe_level(notice.level.unwrap_or_default(), levels.len(), level),
         },
         None => PayloadProgress {
             approvals: state.levels.iter().map(|l| l.approvals).sum(),
@@ -431,27 +431,6 @@ fn reason(approval: &DeploymentApproval, state: &ChainState, event: NoticeEvent)
         NoticeEvent::Deployed | NoticeEvent::Failed => rollout_message(),
         NoticeEvent::LevelOpened | NoticeEvent::Approved | NoticeEvent::BreakGlass => None,
     }
-}
-
-/// "level 1/2 leads: 1 of 2 approvals, waiting for bob (required)", or "…, satisfied".
-fn describe_level(levels: &[ApprovalLevel], index: usize, level: &LevelStatus) -> String {
-    let mut text = format!(
-        "{}: {} of {} approvals",
-        level_label(levels, index),
-        level.approvals,
-        level.required
-    );
-    if level.satisfied {
-        text.push_str(", satisfied");
-    } else if !level.missing_required.is_empty() {
-        let names: Vec<String> = level
-            .missing_required
-            .iter()
-            .map(|m| format!("{m} (required)"))
-            .collect();
-        text.push_str(&format!(", waiting for {}", names.join(", ")));
-    }
-    text
 }
 
 /// What happened after a level opened, for a notice delivered once it is no longer open.

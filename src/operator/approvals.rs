@@ -6,12 +6,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Preconditions};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -25,7 +23,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::grants;
 use crate::api::{ApprovalPhase, DeployTokenStatus, DeploymentApproval};
-use crate::approval_status::apply_status;
+use crate::cluster::snapshot::Snapshot;
+use crate::cluster::status::apply_status;
 use crate::core::admission::decision::approval_state;
 use crate::core::approval::chain::ChainState;
 use crate::core::approval::seal::{
@@ -37,31 +36,21 @@ use crate::core::notify::merge_records;
 use crate::core::rollout::confirm::{
     LiveTarget, approval_ignore_fields, plan_rollout, watches_rollout,
 };
-use crate::core::rollout::lock::{lock_name, releases};
 use crate::core::rollout::token::{GrantAction, plan_grant};
-use crate::webhook::effects::lock_state;
-use crate::webhook::snapshot::Snapshot;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 /// Run the controller until the future is dropped (when this replica stops leading).
 /// Besides the approvals it watches the workloads whose rollouts it confirms: a change of
 /// a Deployment, StatefulSet, DaemonSet or Job wakes the approvals `Deploying` on it.
 pub async fn run(context: Arc<Context>) {
-    let api: Api<DeploymentApproval> = Api::all(context.client.clone());
-    let client = context.client.clone();
+    let api: Api<DeploymentApproval> = Api::all(context.cluster.client.clone());
+    let client = context.cluster.client.clone();
     let controller = Controller::new(api, watcher::Config::default());
     let controller = wake_on::<Deployment>(controller, &client, &context.snapshot);
     let controller = wake_on::<StatefulSet>(controller, &client, &context.snapshot);
     let controller = wake_on::<DaemonSet>(controller, &client, &context.snapshot);
     let controller = wake_on::<Job>(controller, &client, &context.snapshot);
-    controller
-        .run(reconcile, error_policy, context)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "approval reconcile did not finish");
-            }
-        })
-        .await;
+    super::controller::run("approvals", controller, reconcile, context).await;
 }
 
 /// Reconcile the approvals rolling out on a workload of kind `K` whenever it changes.
@@ -141,7 +130,7 @@ async fn reconcile(
         .as_ref()
         .is_some_and(|s| s.phase == ApprovalPhase::Deploying);
     let (planned, next_deadline) = if deploying {
-        let target = read_target(&context.client, &approval).await?;
+        let target = read_target(&context.cluster.client, &approval).await?;
         let live = match &target {
             TargetRead::NotWatched => LiveTarget::NotWatched,
             TargetRead::Missing => LiveTarget::Missing,
@@ -157,7 +146,7 @@ async fn reconcile(
         let plan = plan_rollout(&approval, live, &ignore_fields, state.expires_at, now);
         (plan.write, plan.next_deadline)
     } else {
-        let plan = plan_status(&approval, &bindings, now);
+        let plan = plan_status(&approval, &state, now);
         (plan.write, plan.next_deadline)
     };
     let mut status = planned
@@ -170,11 +159,16 @@ async fn reconcile(
         verified_condition(seal, now, approval.metadata.generation),
     );
     if approval.status.as_ref() != Some(&status) {
-        match apply_status(&context.client, &approval, &status).await {
+        match apply_status(&context.cluster.client, &approval, &status).await {
             Ok(_) => {
                 context.metrics.transition(&approval, &status, now);
                 if deploying && status.phase != ApprovalPhase::Deploying {
-                    release_change_lock(&context, &approval).await;
+                    crate::cluster::lock::release(
+                        &context.cluster.client,
+                        &context.cluster.install_namespace,
+                        &approval,
+                    )
+                    .await;
                 }
             }
             Err(kube::Error::Api(conflict)) if conflict.code == 409 => {
@@ -200,45 +194,6 @@ async fn reconcile(
         }
         None => Action::await_change(),
     })
-}
-
-/// Delete the object's change lock (`core::rollout::lock`) once `approval`'s rollout ended,
-/// if it still holds it (at the version read, so a lock taken since is left alone). A lock
-/// left behind is harmless: a holder that is not Deploying holds nothing.
-async fn release_change_lock(context: &Context, approval: &DeploymentApproval) {
-    let target = &approval.spec.target;
-    let namespace = approval.namespace().unwrap_or_default();
-    let name = lock_name(
-        crate::core::change::api_group(&target.api_version),
-        &target.kind,
-        &namespace,
-        &target.name,
-    );
-    let leases: Api<Lease> = Api::namespaced(context.client.clone(), &context.install_namespace);
-    let lease = match leases.get_opt(&name).await {
-        Ok(Some(lease)) => lease,
-        Ok(None) => return,
-        Err(error) => {
-            tracing::debug!(%error, lock = name, "could not read the change lock");
-            return;
-        }
-    };
-    if !releases(
-        &lock_state(&lease),
-        &format!("{namespace}/{}", approval.name_any()),
-    ) {
-        return;
-    }
-    let params = DeleteParams {
-        preconditions: Some(Preconditions {
-            resource_version: lease.metadata.resource_version.clone(),
-            uid: lease.metadata.uid.clone(),
-        }),
-        ..DeleteParams::default()
-    };
-    if let Err(error) = leases.delete(&name, &params).await {
-        tracing::debug!(%error, lock = name, "could not release the change lock");
-    }
 }
 
 /// The request as people are shown it: with its summary marked unverified unless its seal
@@ -277,7 +232,7 @@ async fn carry_out(
         .and_then(|s| s.deploy_token.clone());
     match action {
         GrantAction::Nothing => Ok(stored),
-        GrantAction::Issue { ttl } => grants::issue(&context.client, approval, *ttl, now)
+        GrantAction::Issue { ttl } => grants::issue(&context.cluster.client, approval, *ttl, now)
             .await
             .map(Some)
             .map_err(|e| ReconcileError::Grant(object_name(approval), e)),
@@ -285,7 +240,7 @@ async fn carry_out(
             let Some(mut token) = stored else {
                 return Ok(None);
             };
-            grants::revoke(&context.client, approval, &token)
+            grants::revoke(&context.cluster.client, approval, &token)
                 .await
                 .map_err(|e| ReconcileError::Grant(object_name(approval), e))?;
             tracing::info!(approval = %object_name(approval), %reason, "deploy token revoked");
@@ -303,7 +258,7 @@ async fn keep_deliveries(
     ours: &crate::api::DeploymentApprovalStatus,
 ) -> Result<(), ReconcileError> {
     let api: Api<DeploymentApproval> = Api::namespaced(
-        context.client.clone(),
+        context.cluster.client.clone(),
         &approval.namespace().unwrap_or_default(),
     );
     let mut last = None;
@@ -328,7 +283,7 @@ async fn keep_deliveries(
         if status == stored {
             return Ok(());
         }
-        match apply_status(&context.client, &fresh, &status).await {
+        match apply_status(&context.cluster.client, &fresh, &status).await {
             Ok(_) => return Ok(()),
             Err(kube::Error::Api(conflict)) if conflict.code == 409 => {
                 last = Some(kube::Error::Api(conflict));
@@ -400,15 +355,4 @@ async fn record_trail(
         Some(approval.object_ref(&())),
     )
     .await
-}
-
-fn error_policy(
-    _approval: Arc<DeploymentApproval>,
-    error: &ReconcileError,
-    context: Arc<Context>,
-) -> Action {
-    tracing::warn!(%error, "approval reconcile failed; retrying");
-    context.metrics.reconcile_error("approvals");
-    // A conflict means someone wrote first: look again at once; anything else, shortly.
-    Action::requeue(Duration::from_millis(500))
 }

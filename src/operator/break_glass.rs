@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use jiff::Timestamp;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
@@ -14,22 +13,19 @@ use kube::{Api, ResourceExt};
 
 use super::{Context, ReconcileError};
 use crate::api::{AuditEntry, AuditEntryStatus};
-use crate::approval_status::apply_status_of;
+use crate::cluster::status::apply_status_of;
 
-use crate::audit_trail::ACTION_LABEL;
+use crate::api::ACTION_LABEL;
 
 /// Run the controller until the future is dropped.
 pub async fn run(context: Arc<Context>) {
-    let api: Api<AuditEntry> = Api::namespaced(context.client.clone(), &context.install_namespace);
+    let api: Api<AuditEntry> = Api::namespaced(
+        context.cluster.client.clone(),
+        &context.cluster.install_namespace,
+    );
     let config = watcher::Config::default().labels(&format!("{ACTION_LABEL}=BreakGlass"));
-    Controller::new(api, config)
-        .run(reconcile, error_policy, context)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "break-glass reconcile did not finish");
-            }
-        })
-        .await;
+    let controller = Controller::new(api, config);
+    super::controller::run("break-glass", controller, reconcile, context).await;
 }
 
 async fn reconcile(
@@ -49,7 +45,10 @@ async fn reconcile(
             notifications: round.notifications,
             ..stored
         };
-        let api = Api::<AuditEntry>::namespaced(context.client.clone(), &context.install_namespace);
+        let api = Api::<AuditEntry>::namespaced(
+            context.cluster.client.clone(),
+            &context.cluster.install_namespace,
+        );
         apply_status_of(&api, &*entry, &status)
             .await
             .map_err(|e| ReconcileError::Write(entry.name_any(), e))?;
@@ -61,10 +60,4 @@ async fn reconcile(
         ),
         None => Action::await_change(),
     })
-}
-
-fn error_policy(_entry: Arc<AuditEntry>, error: &ReconcileError, context: Arc<Context>) -> Action {
-    tracing::warn!(%error, "break-glass reconcile failed; retrying");
-    context.metrics.reconcile_error("break-glass");
-    Action::requeue(Duration::from_millis(500))
 }

@@ -4,6 +4,7 @@
 pub mod approvals;
 pub mod audit;
 pub mod break_glass;
+mod controller;
 pub mod grants;
 pub mod leader;
 pub mod namespaces;
@@ -15,23 +16,21 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use jiff::SignedDuration;
-use kube::Client;
-use kube::runtime::events::Recorder;
 
 use crate::api::{DeploymentApproval, NotificationStatus};
+use crate::cluster::Cluster;
+use crate::cluster::snapshot::Snapshot;
 use crate::notify::Notifier;
 use crate::telemetry::Metrics;
-use crate::webhook::snapshot::Snapshot;
 
 /// What every reconcile shares.
 pub struct Context {
-    pub client: Client,
+    /// The room that carries out what the core decides: the client, the install namespace
+    /// (where the trail is kept), the Events.
+    pub cluster: Cluster,
     /// Policies and RoleBindings (for role approvers), from the same caches the webhook
     /// uses, and the approvals by target.
     pub snapshot: Snapshot,
-    /// Where the audit trail is kept.
-    pub install_namespace: String,
-    pub recorder: Recorder,
     /// AuditEntries known to exist, so a reconcile does not create them again; after a
     /// restart the names, not this set, prevent duplicates.
     pub written: Mutex<HashSet<String>>,
@@ -109,11 +108,23 @@ pub enum ReconcileError {
     #[error("writing the status of {0}: {1}")]
     Write(String, #[source] kube::Error),
     #[error("writing AuditEntry {0}: {1}")]
-    Audit(String, #[source] crate::audit_trail::TrailError),
+    Audit(String, #[source] crate::cluster::trail::TrailError),
     #[error("reading the target of {0}: {1}")]
     ReadTarget(String, #[source] kube::Error),
     #[error("the deploy token of {0}: {1}")]
     Grant(String, #[source] grants::GrantsError),
+}
+
+impl ReconcileError {
+    /// The error's kind, for the metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ReconcileError::Write(..) => "write",
+            ReconcileError::Audit(..) => "audit",
+            ReconcileError::ReadTarget(..) => "read-target",
+            ReconcileError::Grant(..) => "grant",
+        }
+    }
 }
 
 /// Run every part of the operator until the future is dropped (when this replica stops
@@ -127,4 +138,33 @@ pub async fn run(context: Arc<Context>) {
         webhook_guard::run(context.clone()),
         retention::run(context),
     );
+}
+
+/// Reconcile only while `leading` says this replica leads: started when the lease is won,
+/// stopped (aborted at its next await) the moment it is lost; `gauge` says which.
+pub async fn run_while_leading(
+    context: Arc<Context>,
+    mut leading: tokio::sync::watch::Receiver<bool>,
+    gauge: prometheus_client::metrics::gauge::Gauge,
+) {
+    let mut reconciling: Option<tokio::task::JoinHandle<()>> = None;
+    loop {
+        let now = *leading.borrow_and_update();
+        gauge.set(i64::from(now));
+        if now && reconciling.is_none() {
+            let context = context.clone();
+            reconciling = Some(tokio::spawn(async move {
+                context.snapshot.wait_until_synced().await;
+                run(context).await;
+            }));
+        } else if !now && let Some(task) = reconciling.take() {
+            task.abort();
+        }
+        if leading.changed().await.is_err() {
+            break;
+        }
+    }
+    if let Some(task) = reconciling {
+        task.abort();
+    }
 }

@@ -5,47 +5,25 @@
 //! and after countersign was down.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 
 use super::{Context, ReconcileError};
-use crate::api::ApprovalPolicy;
-use crate::approval_status::FIELD_MANAGER;
+use crate::cluster::status::FIELD_MANAGER;
 use crate::core::policy::matching::gated_label_patch;
 use crate::install::webhooks::ALWAYS_EXCLUDED_NAMESPACES;
 
-/// Run the controller until the future is dropped. Any policy change looks at every
-/// namespace again.
+/// Run the controller until the future is dropped. Any change of the snapshot's policies
+/// looks at every namespace again, once the change is in the snapshot it reads them from.
 pub async fn run(context: Arc<Context>) {
-    let api: Api<Namespace> = Api::all(context.client.clone());
-    let controller = Controller::new(api, watcher::Config::default());
-    let namespaces = controller.store();
-    controller
-        .watches(
-            Api::<ApprovalPolicy>::all(context.client.clone()),
-            watcher::Config::default(),
-            move |_policy: ApprovalPolicy| {
-                namespaces
-                    .state()
-                    .iter()
-                    .map(|namespace| ObjectRef::from_obj(&**namespace))
-                    .collect::<Vec<_>>()
-            },
-        )
-        .run(reconcile, error_policy, context)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "namespace reconcile did not finish");
-            }
-        })
-        .await;
+    let api: Api<Namespace> = Api::all(context.cluster.client.clone());
+    let controller = Controller::new(api, watcher::Config::default())
+        .reconcile_all_on(context.snapshot.policy_changes());
+    super::controller::run("namespaces", controller, reconcile, context).await;
 }
 
 async fn reconcile(
@@ -53,7 +31,9 @@ async fn reconcile(
     context: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
     let name = namespace.name_any();
-    if ALWAYS_EXCLUDED_NAMESPACES.contains(&name.as_str()) || name == context.install_namespace {
+    if ALWAYS_EXCLUDED_NAMESPACES.contains(&name.as_str())
+        || name == context.cluster.install_namespace
+    {
         return Ok(Action::await_change());
     }
     let object = serde_json::to_value(&*namespace).unwrap_or_default();
@@ -75,7 +55,7 @@ async fn reconcile(
     let patch: json_patch::Patch =
         serde_json::from_value(serde_json::Value::Array(with_version))
             .map_err(|e| ReconcileError::Write(name.clone(), kube::Error::SerdeError(e)))?;
-    Api::<Namespace>::all(context.client.clone())
+    Api::<Namespace>::all(context.cluster.client.clone())
         .patch(
             &name,
             &PatchParams {
@@ -88,14 +68,4 @@ async fn reconcile(
         .map_err(|e| ReconcileError::Write(name.clone(), e))?;
     tracing::info!(namespace = %name, "gated label put right");
     Ok(Action::await_change())
-}
-
-fn error_policy(
-    _namespace: Arc<Namespace>,
-    error: &ReconcileError,
-    context: Arc<Context>,
-) -> Action {
-    tracing::warn!(%error, "namespace reconcile failed; retrying");
-    context.metrics.reconcile_error("namespaces");
-    Action::requeue(Duration::from_secs(1))
 }

@@ -4,9 +4,7 @@
 //! (`core::policy::authorship::policy_entry`).
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures::StreamExt;
 use jiff::Timestamp;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
@@ -15,21 +13,15 @@ use kube::{Api, Resource, ResourceExt};
 use super::audit::record;
 use super::{Context, ReconcileError};
 use crate::api::ApprovalPolicy;
-use crate::approval_status::apply_status_of;
+use crate::cluster::status::apply_status_of;
 use crate::core::policy::authorship::policy_entry;
 use crate::core::policy::validation::policy_status;
 
 /// Run the controller until the future is dropped.
 pub async fn run(context: Arc<Context>) {
-    let api: Api<ApprovalPolicy> = Api::all(context.client.clone());
-    Controller::new(api, watcher::Config::default())
-        .run(reconcile, error_policy, context)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "policy reconcile failed; retrying");
-            }
-        })
-        .await;
+    let api: Api<ApprovalPolicy> = Api::all(context.cluster.client.clone());
+    let controller = Controller::new(api, watcher::Config::default());
+    super::controller::run("policies", controller, reconcile, context).await;
 }
 
 async fn reconcile(
@@ -40,20 +32,10 @@ async fn reconcile(
     record(&context, entries, Some(policy.object_ref(&()))).await?;
     let status = policy_status(&policy, Timestamp::now());
     if policy.status.as_ref() != Some(&status) {
-        let api = Api::<ApprovalPolicy>::all(context.client.clone());
+        let api = Api::<ApprovalPolicy>::all(context.cluster.client.clone());
         apply_status_of(&api, &*policy, &status)
             .await
             .map_err(|e| ReconcileError::Write(policy.name_any(), e))?;
     }
     Ok(Action::await_change())
-}
-
-fn error_policy(
-    _policy: Arc<ApprovalPolicy>,
-    error: &ReconcileError,
-    context: Arc<Context>,
-) -> Action {
-    tracing::warn!(%error, "policy reconcile failed; retrying");
-    context.metrics.reconcile_error("policies");
-    Action::requeue(Duration::from_millis(500))
 }

@@ -29,7 +29,10 @@ pub async fn run(context: Arc<Context>) {
     let Some(retention) = context.audit_retention else {
         return;
     };
-    let api: Api<AuditEntry> = Api::namespaced(context.client.clone(), &context.install_namespace);
+    let api: Api<AuditEntry> = Api::namespaced(
+        context.cluster.client.clone(),
+        &context.cluster.install_namespace,
+    );
     let least = Duration::try_from(retention)
         .unwrap_or(MIN_SWEEP_INTERVAL)
         .min(MIN_SWEEP_INTERVAL);

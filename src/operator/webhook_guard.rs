@@ -25,7 +25,7 @@ use tokio::sync::watch;
 
 use super::{Context, ReconcileError};
 use crate::api::UserInfo;
-use crate::approval_status::FIELD_MANAGER;
+use crate::cluster::status::FIELD_MANAGER;
 use crate::core::audit::trail::PlannedEntry;
 use crate::core::guard::{
     ConfigurationKind, Drift, ca_bundle_patch, changed_entry, deleted_entry, drift, missing_entry,
@@ -197,7 +197,7 @@ impl<K: Clone> Watched<K> {
 
 /// Watch one configuration and act on what it shows.
 async fn guard<K: Guarded>(context: &Context, settings: &GuardSettings) {
-    let api: Api<K> = Api::all(context.client.clone());
+    let api: Api<K> = Api::all(context.cluster.client.clone());
     let config = watcher::Config::default().fields(&format!("metadata.name={CONFIGURATION_NAME}"));
     let mut events = watcher::watcher(api.clone(), config)
         .default_backoff()
@@ -230,7 +230,7 @@ async fn guard<K: Guarded>(context: &Context, settings: &GuardSettings) {
         match check(context, settings, &api, &mut watched).await {
             Ok(()) => retry = None,
             Err(error) => {
-                context.metrics.reconcile_error("webhook-guard");
+                context.metrics.reconcile_error("webhook-guard", "write");
                 tracing::warn!(%error, kind = K::KIND.kind(), "webhook configuration guard; retrying");
                 retry = Some(retry.map_or(FIRST_RETRY, |last| (last * 2).min(LAST_RETRY)));
             }
@@ -246,7 +246,11 @@ async fn check<K: Guarded>(
     watched: &mut Watched<K>,
 ) -> Result<(), GuardError> {
     let ca_bundle = settings.ca_bundle.read().await?;
-    let installed = K::installed(&settings.endpoint, &ca_bundle, &context.install_namespace);
+    let installed = K::installed(
+        &settings.endpoint,
+        &ca_bundle,
+        &context.cluster.install_namespace,
+    );
     let expected = as_json(&installed);
     let observed = watched.current.as_ref().map(as_json);
     let now = Timestamp::now();
@@ -358,7 +362,7 @@ fn restored<K: Guarded>(
     context: &Context,
     now: Timestamp,
 ) -> PlannedEntry {
-    let by = UserInfo::new(own_username(&context.install_namespace), &[]);
+    let by = UserInfo::new(own_username(&context.cluster.install_namespace), &[]);
     restored_entry(K::KIND, &as_json(object), &by, undone, now)
 }
 

@@ -31,7 +31,7 @@ use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::FromDer;
 
 use super::certificates::{IssueError, issue_ca, issue_serving};
-use crate::approval_status::FIELD_MANAGER;
+use crate::cluster::status::FIELD_MANAGER;
 use crate::core::tls::{BundledCa, Found, IssuedBy, Plan, ServingFound, Validity, plan};
 use crate::install::webhooks::CONFIGURATION_NAME;
 use crate::webhook::server::TlsFiles;

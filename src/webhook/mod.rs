@@ -1,11 +1,14 @@
-//! The admission shell: HTTPS, the review paths, the caches it decides from, and the writes
-//! a decision asks for.
+//! The admission shell: HTTPS (`server`, who calls: `client_auth`), the review paths
+//! (`router`), and one dispatcher per path: the review in, the core's plan out, carried
+//! out by the cluster room (`review`).
 
-pub mod admission;
-pub mod approval_index;
+mod approvals;
+mod audit_entries;
 pub mod client_auth;
-pub mod effects;
+mod namespaces;
+mod policies;
 pub mod request;
+pub mod review;
 pub mod router;
 pub mod server;
-pub mod snapshot;
+mod workloads;

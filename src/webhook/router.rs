@@ -12,8 +12,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
-use super::admission::{ReviewPath, Webhook};
 use super::client_auth::Caller;
+use super::review::{ReviewPath, Webhook};
 use crate::api::ApprovalPhase;
 use crate::telemetry::{CacheLabels, Metrics, PhaseLabels, UnauthenticatedLabels};
 

@@ -509,7 +509,7 @@ async fn concurrent_applies_of_one_approved_change_consume_it_once() -> Result<(
     let own = crate::support::countersign::own_client().await?;
     let mut stale_status = before_race.status.clone().unwrap_or_default();
     stale_status.lock_holder = Some("a-stale-replica".into());
-    match countersign::approval_status::apply_status(&own, &before_race, &stale_status).await {
+    match countersign::cluster::status::apply_status(&own, &before_race, &stale_status).await {
         Err(kube::Error::Api(status)) if status.code == 409 => {}
         other => anyhow::bail!("a stale status write must conflict, got {other:?}"),
     }

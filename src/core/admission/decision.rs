@@ -758,6 +758,18 @@ fn fresh_request(
     }
 }
 
+/// The approval a denial rests on, when a fresher copy could change the answer: the
+/// request (approved a moment ago? opened a moment ago by another replica, and maybe
+/// approved since?) or the lock holder (released a moment ago?). The webhook reads it live
+/// and decides again.
+pub fn stale_suspect(decision: &Decision) -> Option<String> {
+    match &decision.verdict {
+        Verdict::ApprovalRequired(requirement) => Some(requirement.approval_name.clone()),
+        Verdict::Denied(DenyReason::RolloutInProgress { approval }) => Some(approval.clone()),
+        _ => None,
+    }
+}
+
 /// Where an approval stands at `now`. The chain is always recomputed from the reviews; the
 /// stored status may only make it stricter: `Deployed`, `Failed`, `Rejected` and `Expired`
 /// stand, and `Deploying` stands only while the recomputed chain is `Approved` (a status

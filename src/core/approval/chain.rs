@@ -665,33 +665,40 @@ pub fn level_label(levels: &[ApprovalLevel], index: usize) -> String {
     format!("level {}/{} {name}", index + 1, levels.len())
 }
 
-/// "level 2/2 sre: 1 of 2 approvals, waiting for bob (required)".
+/// "level 2/2 sre: 1 of 2 approvals, waiting for bob (required)": the open level's
+/// progress, or "2 of 2 levels satisfied".
 pub fn describe_progress(state: &ChainState) -> String {
     let total = state.levels.len();
     match state
         .current_level
         .and_then(|i| state.levels.get(i).map(|l| (i, l)))
     {
-        Some((i, level)) => {
-            let mut text = format!(
-                "level {}/{total} {}: {} of {} approvals",
-                i + 1,
-                level.name,
-                level.approvals,
-                level.required
-            );
-            if !level.missing_required.is_empty() {
-                let names: Vec<String> = level
-                    .missing_required
-                    .iter()
-                    .map(|m| format!("{m} (required)"))
-                    .collect();
-                text.push_str(&format!(", waiting for {}", names.join(", ")));
-            }
-            text
-        }
+        Some((i, level)) => describe_level(i, total, level),
         None => format!("{total} of {total} levels satisfied"),
     }
+}
+
+/// One level's progress as every surface says it (denials, notices, `status`): "level
+/// 1/2 leads: 1 of 2 approvals", then ", satisfied" or who it still waits for.
+pub fn describe_level(index: usize, of: usize, level: &LevelStatus) -> String {
+    let mut text = format!(
+        "level {}/{of} {}: {} of {} approvals",
+        index + 1,
+        level.name,
+        level.approvals,
+        level.required
+    );
+    if level.satisfied {
+        text.push_str(", satisfied");
+    } else if !level.missing_required.is_empty() {
+        let names: Vec<String> = level
+            .missing_required
+            .iter()
+            .map(|m| format!("{m} (required)"))
+            .collect();
+        text.push_str(&format!(", waiting for {}", names.join(", ")));
+    }
+    text
 }
 
 #[cfg(test)]

@@ -100,6 +100,10 @@ pub enum RequestRefusal {
         "metadata.{0} must be empty: what decides a request's life (its owners, its finalizers) is countersign's alone"
     )]
     LifeMetadata(&'static str),
+    #[error(
+        "metadata.{0} of a DeploymentApproval may not be changed: what decides a request's life is countersign's alone (a request is withdrawn by deleting it, which is audited)"
+    )]
+    LifeMetadataChanged(&'static str),
 }
 
 /// Check a CREATE of a DeploymentApproval by someone other than countersign.
@@ -264,8 +268,20 @@ const GARBAGE_COLLECTORS: &[&str] = &[
 
 /// May `editor` make this change to a request's metadata? What decides when a request goes
 /// away (`ownerReferences`, `finalizers`) is countersign's alone; the garbage collector may
-/// only take them away. `None`: allowed; otherwise the field that may not change.
-pub fn life_metadata_edit(
+/// only take them away.
+pub fn validate_life_metadata_edit(
+    old: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    new: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    editor: &str,
+) -> Result<(), RequestRefusal> {
+    match life_metadata_edit(old, new, editor) {
+        Some(field) => Err(RequestRefusal::LifeMetadataChanged(field)),
+        None => Ok(()),
+    }
+}
+
+/// The field of a request's metadata `editor` may not change so, if any.
+fn life_metadata_edit(
     old: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
     new: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
     editor: &str,

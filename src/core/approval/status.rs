@@ -5,8 +5,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 use crate::api::{ApprovalPhase, DeploymentApproval, DeploymentApprovalStatus};
-use crate::core::admission::decision::approval_state;
-use crate::core::approval::chain::RoleBindingSnapshot;
+use crate::core::approval::chain::ChainState;
 
 /// What the operator should do with an approval's status.
 #[derive(Clone, Debug, PartialEq)]
@@ -18,12 +17,14 @@ pub struct StatusPlan {
     pub next_deadline: Option<Timestamp>,
 }
 
-/// The status an approval should have at `now`. A status that records `Deploying` or a
-/// terminal phase is left alone: the webhook moved it to Deploying as it admitted the change,
-/// and the rollout, not the reviews, decides what comes after; terminal phases never change.
+/// The status an approval should have at `now`, its chain being `state`
+/// (`approval_state`, evaluated once per reconcile). A status that records `Deploying` or
+/// a terminal phase is left alone: the webhook moved it to Deploying as it admitted the
+/// change, and the rollout, not the reviews, decides what comes after; terminal phases
+/// never change.
 pub fn plan_status(
     approval: &DeploymentApproval,
-    bindings: &RoleBindingSnapshot,
+    state: &ChainState,
     now: Timestamp,
 ) -> StatusPlan {
     let stored = approval.status.as_ref();
@@ -35,8 +36,6 @@ pub fn plan_status(
             next_deadline: None,
         };
     }
-    let namespace = approval.metadata.namespace.as_deref().unwrap_or_default();
-    let state = approval_state(approval, namespace, bindings, now);
     let generation = approval.metadata.generation;
     let mut desired = state.to_status();
     desired.observed_generation = generation;
@@ -83,7 +82,13 @@ mod tests {
     use crate::api::ReviewDecision;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+    use crate::core::admission::decision::approval_state;
+    use crate::core::approval::chain::RoleBindingSnapshot;
     use crate::core::test_builders::{minutes as t, two_level_request};
+
+    fn state_of(approval: &DeploymentApproval, now: Timestamp) -> ChainState {
+        approval_state(approval, "shop", &RoleBindingSnapshot::default(), now)
+    }
 
     /// The builders' request, whose approval must be applied within 30 minutes.
     fn approval(
@@ -98,7 +103,6 @@ mod tests {
     #[test]
     fn status_plans() {
         use ReviewDecision::{Approve, Reject};
-        let bindings = RoleBindingSnapshot::default();
         // (name, approval, now in minutes, phase written, next deadline in minutes)
         type Case = (
             &'static str,
@@ -176,7 +180,7 @@ mod tests {
             ),
         ];
         for (name, approval, now, phase, deadline) in cases {
-            let plan = plan_status(&approval, &bindings, t(now));
+            let plan = plan_status(&approval, &state_of(&approval, t(now)), t(now));
             assert_eq!(plan.write.as_ref().map(|s| s.phase), phase, "{name}");
             assert_eq!(plan.next_deadline, deadline.map(t), "{name}");
         }
@@ -184,14 +188,13 @@ mod tests {
 
     #[test]
     fn a_written_status_is_not_written_again_and_keeps_its_transition_time() {
-        let bindings = RoleBindingSnapshot::default();
         let mut approval = approval(&[], None);
-        let first = plan_status(&approval, &bindings, t(1))
+        let first = plan_status(&approval, &state_of(&approval, t(1)), t(1))
             .write
             .expect("a first status");
         assert_eq!(first.current_level, Some(1));
         approval.status = Some(first.clone());
-        let again = plan_status(&approval, &bindings, t(5));
+        let again = plan_status(&approval, &state_of(&approval, t(5)), t(5));
         assert_eq!(again.write, None, "nothing changed");
         assert_eq!(first.conditions[0].last_transition_time, Time(t(1)));
     }

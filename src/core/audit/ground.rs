@@ -8,10 +8,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::{
     ApprovalPhase, ApprovalPolicy, AuditAction, AuditEntrySpec, AuditTarget, DeploymentApproval,
-    TamperProtection, UserInfo,
+    ReviewCaller, TamperProtection, UserInfo,
 };
 use crate::core::audit::custody::NAMESPACE_CONTROLLER;
 use crate::core::audit::trail::{PlannedEntry, entry_key, object_key, policy_key, policy_target};
+use crate::core::plan::{Answer, EventKind, PlannedEvent, ReviewPlan, Step, WRITTEN_ENTRY, Write};
 use crate::core::policy::matching::policy_name;
 
 /// What is being done to the ground.
@@ -45,6 +46,16 @@ pub enum GroundVerdict {
     /// Admit it once an AuditEntry with this reason is written.
     Audit(String),
     Refuse(String),
+}
+
+impl GroundVerdict {
+    /// What the entry of this verdict says (empty for a pass, which writes none).
+    pub fn reason(&self) -> String {
+        match self {
+            GroundVerdict::Pass => String::new(),
+            GroundVerdict::Audit(reason) | GroundVerdict::Refuse(reason) => reason.clone(),
+        }
+    }
 }
 
 /// Judge `change` by `author`, under `policy` (the one deleted or changed, as it was; or
@@ -190,6 +201,66 @@ pub fn policy_ground_entry(
             caller: None,
         },
     }
+}
+
+/// The plan of a review that changes the gate's own ground, judged as `verdicts` (one per
+/// policy concerned; each with the entry it would write): refused by the first that
+/// refuses (with a Warning, unless a dry run), otherwise admitted once every entry is
+/// written (a dry run writes none), as `admitted` says.
+pub fn ground_plan(
+    verdicts: Vec<(GroundVerdict, PlannedEntry)>,
+    admitted: Answer,
+    dry_run: bool,
+    install_namespace: &str,
+    caller: &ReviewCaller,
+) -> ReviewPlan {
+    if let Some((why, entry)) = verdicts.iter().find_map(|(verdict, entry)| match verdict {
+        GroundVerdict::Refuse(why) => Some((why, entry)),
+        _ => None,
+    }) {
+        let mut plan = ReviewPlan::answer(Answer::deny(why.clone()));
+        if !dry_run {
+            plan.events.push(PlannedEvent::admission(
+                entry.spec.target.reference(),
+                EventKind::Warning,
+                "Refused",
+                format!(
+                    "{} was refused {:?}: {why}",
+                    entry.spec.actor.username, entry.spec.action
+                ),
+            ));
+        }
+        return plan;
+    }
+    let mut plan = ReviewPlan::answer(admitted);
+    if dry_run {
+        return plan;
+    }
+    for (verdict, mut entry) in verdicts {
+        let GroundVerdict::Audit(reason) = verdict else {
+            continue;
+        };
+        entry.spec.caller = Some(caller.clone());
+        let (target, action, actor) = (
+            entry.spec.target.reference(),
+            entry.spec.action,
+            entry.spec.actor.username.clone(),
+        );
+        plan.steps.push(Step::new(
+            Write::Entry(entry),
+            "countersign could not record this ({error}); nothing passes unaudited, retry",
+        ));
+        plan.events.push(PlannedEvent::admission(
+            target,
+            EventKind::Warning,
+            &format!("{action:?}"),
+            format!("{action:?} by {actor}: {reason} (audited as AuditEntry {WRITTEN_ENTRY})"),
+        ));
+        plan.answer = plan.answer.warn(format!(
+            "countersign: recorded as AuditEntry {install_namespace}/{WRITTEN_ENTRY}"
+        ));
+    }
+    plan
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
-//! The audit trail (SPEC §7): the entries a request's durable state implies, who may write
-//! or delete them, the gate's own ground (policies, requests, namespaces), and retention.
+//! The audit trail (SPEC §7): the entries a request's durable state implies, those of
+//! changes admitted without approval, who may write or delete them, the gate's own ground
+//! (policies, requests, namespaces), and retention.
 
+pub mod bypass;
 pub mod custody;
 pub mod ground;
 pub mod retention;

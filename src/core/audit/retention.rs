@@ -12,6 +12,18 @@ pub struct RetentionPlan {
     pub next: Option<Timestamp>,
 }
 
+/// Is `entry` older than `retention` (`None`: kept forever) at `now`? The one rule of
+/// retention, for the operator's deletions and the webhook's custody of the trail.
+pub fn past_retention(
+    entry: &crate::api::AuditEntry,
+    retention: Option<SignedDuration>,
+    now: Timestamp,
+) -> bool {
+    retention
+        .and_then(|retention| entry.spec.time.0.checked_add(retention).ok())
+        .is_some_and(|due| due <= now)
+}
+
 /// `entries` as (name, recorded time); each is kept `retention` after its time.
 pub fn retention_plan(
     entries: &[(String, Timestamp)],

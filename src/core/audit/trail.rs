@@ -276,6 +276,45 @@ pub fn trail(
     trail
 }
 
+/// The Events that announce a newly written entry `name`: on its target and, when given,
+/// on the request it belongs to; a Warning for what went wrong or around the gate.
+pub fn entry_events(
+    spec: &AuditEntrySpec,
+    name: &str,
+    request: Option<k8s_openapi::api::core::v1::ObjectReference>,
+) -> Vec<crate::core::plan::PlannedEvent> {
+    use crate::core::plan::{EventKind, PlannedEvent};
+    let note = format!(
+        "{:?} by {}{} (AuditEntry {name})",
+        spec.action,
+        spec.actor.username,
+        spec.reason
+            .as_ref()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default()
+    );
+    let kind = match spec.action {
+        AuditAction::Rejected
+        | AuditAction::Expired
+        | AuditAction::RolloutFailed
+        | AuditAction::NotApplied
+        | AuditAction::WebhookConfigurationChanged
+        | AuditAction::WebhookConfigurationDeleted => EventKind::Warning,
+        _ => EventKind::Normal,
+    };
+    request
+        .into_iter()
+        .chain([spec.target.reference()])
+        .map(|regarding| PlannedEvent {
+            regarding,
+            kind,
+            reason: format!("{:?}", spec.action),
+            note: note.clone(),
+            action: "Audit",
+        })
+        .collect()
+}
+
 /// When the `RolledOut` condition last changed: the moment the latest admission was found
 /// not to have reached the object.
 fn rolled_out_since(status: Option<&crate::api::DeploymentApprovalStatus>) -> Option<Timestamp> {

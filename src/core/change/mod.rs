@@ -535,6 +535,41 @@ pub fn containers(pod_spec: &Value) -> Vec<(&'static str, &Map<String, Value>)> 
         .collect()
 }
 
+/// A reference to `object` (in `namespace`), for Events and entries.
+pub fn object_reference(
+    object: &Value,
+    namespace: &str,
+) -> k8s_openapi::api::core::v1::ObjectReference {
+    let text = |pointer: &str| {
+        object
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    k8s_openapi::api::core::v1::ObjectReference {
+        api_version: text("/apiVersion"),
+        kind: text("/kind"),
+        name: text("/metadata/name"),
+        namespace: Some(namespace.to_string()),
+        uid: text("/metadata/uid"),
+        ..Default::default()
+    }
+}
+
+/// Is `object` a Kubernetes object: a JSON object whose metadata decodes? The core reads
+/// objects as JSON; one that is not is refused with the reason rather than judged.
+pub fn readable_object(object: &Value) -> Result<(), String> {
+    if !object.is_object() {
+        return Err("it is not a JSON object".into());
+    }
+    let metadata = object.get("metadata").unwrap_or(&Value::Null);
+    <k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta as serde::Deserialize>::deserialize(
+        metadata,
+    )
+    .map(|_| ())
+    .map_err(|e| format!("metadata: {e}"))
+}
+
 /// "Kind namespace/name" for messages.
 pub fn object_ref(object: &Value) -> String {
     let (_, kind) = group_kind(object);

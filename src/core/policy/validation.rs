@@ -67,6 +67,23 @@ struct ValidationWork {
     order_person_scans: u64,
 }
 
+/// The admission answer of a policy validated so: refused with every error, or allowed
+/// with its warnings.
+pub fn admission_answer(name: &str, validation: PolicyValidation) -> crate::core::plan::Answer {
+    use crate::core::plan::Answer;
+    if !validation.errors.is_empty() {
+        let errors: Vec<String> = validation.errors.iter().map(|e| e.to_string()).collect();
+        return Answer::deny(format!(
+            "ApprovalPolicy {name} is invalid: {}",
+            errors.join("; ")
+        ));
+    }
+    validation
+        .warnings
+        .into_iter()
+        .fold(Answer::allow(), |answer, warning| answer.warn(warning))
+}
+
 /// Validate a policy spec.
 pub fn validate_policy(spec: &ApprovalPolicySpec) -> PolicyValidation {
     validate_policy_measured(spec, &mut ValidationWork::default())
@@ -158,13 +175,7 @@ fn validate_policy_measured(
     {
         v.error("spec.breakGlass.groups", "must name at least one group");
     }
-    let has_checks = spec.checks.as_ref().is_some_and(|c| {
-        c.secret_detection
-            || c.require_image_digest
-            || c.forbid_privileged
-            || c.require_resources
-            || !c.allowed_registries.is_empty()
-    });
+    let has_checks = spec.checks.as_ref().is_some_and(|c| !c.kinds().is_empty());
     if spec.approval.is_none() && spec.windows.is_empty() && !has_checks {
         v.warnings
             .push("the policy has no approval chain, windows or checks: it gates nothing".into());
@@ -1429,6 +1440,30 @@ mod tests {
             ),
             "{:?}",
             validation.warnings
+        );
+    }
+
+    #[test]
+    fn a_policy_whose_only_check_forbids_ephemeral_containers_gates_something() {
+        let spec: ApprovalPolicySpec = serde_json::from_value(serde_json::json!({
+            "checks": {"forbidEphemeralContainers": true}
+        }))
+        .unwrap();
+        let validation = validate_policy(&spec);
+        assert!(
+            validation
+                .warnings
+                .iter()
+                .all(|w| !w.contains("gates nothing")),
+            "{:?}",
+            validation.warnings
+        );
+        let nothing: ApprovalPolicySpec = serde_json::from_value(serde_json::json!({})).unwrap();
+        assert!(
+            validate_policy(&nothing)
+                .warnings
+                .iter()
+                .any(|w| w.contains("gates nothing"))
         );
     }
 

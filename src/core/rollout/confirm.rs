@@ -406,6 +406,41 @@ pub fn admitted_rollout(
     }
 }
 
+/// The status of `approval` as the webhook admits its change (`chain`: its state now):
+/// `Deploying`, with `replica` as the lock holder and `admitted_by`'s admission counted
+/// (`caller_verified`: the review came from an authenticated API server; otherwise the
+/// admission is recorded as a claim, `core::audit::trail`).
+pub fn deploying_status(
+    approval: &DeploymentApproval,
+    chain: &crate::core::approval::chain::ChainState,
+    replica: &str,
+    admitted_by: &crate::api::UserInfo,
+    caller_verified: bool,
+    now: Timestamp,
+) -> DeploymentApprovalStatus {
+    let previous = approval.status.clone().unwrap_or_default();
+    let mut status = chain.to_status();
+    status.phase = ApprovalPhase::Deploying;
+    status.current_level = None;
+    status.lock_holder = Some(replica.to_string());
+    status.observed_generation = approval.metadata.generation;
+    status.notifications = previous.notifications;
+    status.deploy_token = previous.deploy_token;
+    status.rollout = Some(admitted_rollout(
+        previous.rollout.as_ref(),
+        admitted_by.clone(),
+        caller_verified,
+        now,
+    ));
+    status.conditions = previous
+        .conditions
+        .into_iter()
+        .filter(|c| c.type_ != ROLLED_OUT_CONDITION)
+        .chain([admitted_condition(now, approval.metadata.generation)])
+        .collect();
+    status
+}
+
 fn rolled_out(status: &str, reason: &str, message: String, now: Timestamp) -> Condition {
     Condition {
         type_: ROLLED_OUT_CONDITION.into(),

@@ -105,6 +105,19 @@ pub fn judge_lock(
     }
 }
 
+/// Why an admission is denied for the lock's sake; `None` when it may go on.
+pub fn refusal(verdict: &LockVerdict) -> Option<String> {
+    match verdict {
+        LockVerdict::Take | LockVerdict::Mine => None,
+        LockVerdict::RollingOut { holder } => Some(format!(
+            "approved change {holder} is rolling out; one change at a time per object"
+        )),
+        LockVerdict::Settling { holder } => Some(format!(
+            "approved change {holder} of this object was admitted a moment ago; one change at a time per object, retry in a few seconds"
+        )),
+    }
+}
+
 /// Whether the operator may delete the lock now that `holder`'s rollout ended: only a lock
 /// its approval holds.
 pub fn releases(lock: &LockState, approval: &str) -> bool {

@@ -15,8 +15,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use super::approval_index::ApprovalIndex;
 use crate::api::{ApprovalPolicy, DeploymentApproval};
+use crate::cluster::approval_index::ApprovalIndex;
 use crate::core::admission::decision::{Validations, snapshot_problem};
 use crate::core::approval::chain::RoleBindingSnapshot;
 use crate::core::policy::validation::{FieldError, validate_policy};
@@ -34,6 +34,8 @@ pub struct Snapshot {
     /// True once every cache has its first complete list. A channel, because kube's
     /// `Store::wait_until_ready` wakes only one of several waiters.
     synced: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Counts the policy cache's changes, once each is in the cache.
+    policy_changes: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// Views rebuilt when their source changed (`dirty`), on the next read.
@@ -67,9 +69,14 @@ impl Snapshot {
             ..Derived::default()
         });
         let mut feeds: Feeds = Vec::new();
+        let policy_changes = Arc::new(tokio::sync::watch::channel(0u64).0);
         let on_policy = {
             let derived = derived.clone();
-            move || derived.policies_dirty.store(true, Ordering::Release)
+            let changes = policy_changes.clone();
+            move || {
+                derived.policies_dirty.store(true, Ordering::Release);
+                changes.send_modify(|count| *count = count.wrapping_add(1));
+            }
         };
         let on_binding = {
             let derived = derived.clone();
@@ -107,6 +114,7 @@ impl Snapshot {
             derived,
             validations: Arc::new(ValidationCache::default()),
             synced: Arc::new(tokio::sync::watch::channel(false).0),
+            policy_changes,
         };
         let stores = snapshot.clone();
         feeds.push(Box::pin(async move {
@@ -171,7 +179,17 @@ impl Snapshot {
             derived,
             validations: Arc::new(ValidationCache::default()),
             synced: Arc::new(tokio::sync::watch::channel(true).0),
+            policy_changes: Arc::new(tokio::sync::watch::channel(0u64).0),
         }
+    }
+
+    /// Yields once each time the policy cache changed, after the change is in it: what
+    /// reacts to policies reads them from here, never ahead of this cache.
+    pub fn policy_changes(&self) -> impl Stream<Item = ()> + Send + 'static {
+        futures::stream::unfold(self.policy_changes.subscribe(), |mut changes| async move {
+            changes.changed().await.ok()?;
+            Some(((), changes))
+        })
     }
 
     /// Resolves once every cache has its first complete list.

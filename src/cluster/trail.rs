@@ -15,11 +15,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::Api;
 use kube::api::PostParams;
 
-use crate::api::{AuditEntry, AuditEntrySpec};
+use crate::api::{AuditEntry, AuditEntrySpec, entry_labels};
+use crate::core::audit::trail::PlannedEntry;
 use crate::core::inert;
 
-/// The label naming an entry's action.
-pub const ACTION_LABEL: &str = "countersign.dev/action";
 /// The longest reason kept.
 pub const MAX_REASON_CHARS: usize = 4000;
 /// How many names an entry may try before the write fails: more entries of other content
@@ -76,20 +75,15 @@ fn same_content(stored: &AuditEntrySpec, ours: &AuditEntrySpec) -> bool {
     stored == *ours
 }
 
-/// The label value of an action (its name).
-fn action_label(spec: &AuditEntrySpec) -> String {
-    format!("{:?}", spec.action)
-}
-
-/// Write the entry planned as `name` (see the module's rules). `api` is the install
-/// namespace's AuditEntries; `labels` are added to the action label.
+/// Write `planned` (see the module's rules) into `api`, the install namespace's
+/// AuditEntries.
 pub async fn write(
     api: &Api<AuditEntry>,
     namespace: &str,
-    name: &str,
-    spec: &AuditEntrySpec,
+    planned: &PlannedEntry,
 ) -> Result<Written, TrailError> {
-    let spec = prepared(spec);
+    let name = planned.name.as_str();
+    let spec = prepared(&planned.spec);
     for attempt in 1..=MAX_NAME_ATTEMPTS {
         let candidate = if attempt == 1 {
             name.to_string()
@@ -100,7 +94,7 @@ pub async fn write(
             metadata: ObjectMeta {
                 name: Some(candidate.clone()),
                 namespace: Some(namespace.to_string()),
-                labels: Some([(ACTION_LABEL.to_string(), action_label(&spec))].into()),
+                labels: Some(entry_labels(&spec)),
                 ..ObjectMeta::default()
             },
             spec: spec.clone(),
@@ -152,6 +146,5 @@ mod tests {
         assert!(same_content(&prepared(&spec("admin", 5)), &ours));
         assert!(!same_content(&prepared(&spec("bob", 100)), &ours));
         assert_eq!(ours.reason.as_deref(), Some("deleted\\e[2J"));
-        assert_eq!(action_label(&ours), "PolicyDeleted");
     }
 }

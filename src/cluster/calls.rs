@@ -1,0 +1,34 @@
+//! Every live read and write the webhook makes runs under a deadline, so a slow API server
+//! yields a denial with a reason rather than a timed-out admission call.
+
+use std::time::Duration;
+
+/// How long one live read or write may take before the webhook gives up and says so.
+pub const CALL_BUDGET: Duration = Duration::from_secs(3);
+
+/// Why a write did not land.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// Someone else wrote first (409): the compare-and-swap lost, or the object exists.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("the API server did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("{0}")]
+    Api(#[from] kube::Error),
+    #[error("{0}")]
+    Trail(String),
+}
+
+/// Run `call` under [`CALL_BUDGET`].
+pub async fn bounded<T>(
+    call: impl Future<Output = Result<T, kube::Error>>,
+) -> Result<T, WriteError> {
+    match tokio::time::timeout(CALL_BUDGET, call).await {
+        Err(_) => Err(WriteError::Timeout(CALL_BUDGET)),
+        Ok(Err(kube::Error::Api(status))) if status.code == 409 => {
+            Err(WriteError::Conflict(status.message))
+        }
+        Ok(result) => result.map_err(WriteError::from),
+    }
+}

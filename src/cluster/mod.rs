@@ -1,0 +1,16 @@
+//! The one room that carries out what the core decides, for the webhook and the operator
+//! alike: the caches both decide from (`snapshot`, `approval_index`), every write countersign
+//! makes of its own objects (`executor` carries a review's plan out: requests, the change
+//! lock, the move to Deploying, entries; `status`; `trail`, the one AuditEntry writer;
+//! `lock`), and the Events (`events`). Every live call runs under a deadline (`calls`).
+
+pub mod approval_index;
+pub mod calls;
+pub mod events;
+pub mod executor;
+pub mod lock;
+pub mod snapshot;
+pub mod status;
+pub mod trail;
+
+pub use executor::Cluster;

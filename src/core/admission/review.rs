@@ -1,0 +1,336 @@
+//! From a decision on a workload change to the plan that answers its review (SPEC §1, §6):
+//! the writes that must land first (the request to open, the lock and the move to
+//! Deploying, a break-glass or rollback record), the answer, and the Events.
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::ObjectReference;
+
+use crate::api::{AuditTarget, ReviewCaller, UserInfo};
+use crate::core::admission::decision::{
+    AllowReason, ApprovalRequirement, ApprovedChange, Decision, DenyReason, Verdict,
+};
+use crate::core::admission::proposal::{ProposedRequest, proposal};
+use crate::core::approval::seal::{SealKey, sealed};
+use crate::core::audit::bypass::{
+    BreakGlassRecord, RollbackRecord, break_glass_entry, rollback_entry,
+};
+use crate::core::inert;
+use crate::core::plan::{
+    Answer, EventKind, Outcome, PlannedEvent, ReviewPlan, Step, WRITTEN_ENTRY, Write,
+};
+use crate::core::rollout::confirm::deploying_status;
+
+/// The longest reason line of a denial.
+const MAX_REASON_CHARS: usize = 2000;
+
+/// What the plan of one workload review needs besides the decision.
+pub struct WorkloadReview<'a> {
+    pub dry_run: bool,
+    pub requester: &'a UserInfo,
+    /// The target's namespace.
+    pub namespace: &'a str,
+    /// The object changed.
+    pub target: ObjectReference,
+    /// The old object's resourceVersion (an UPDATE): the state a rollback leaves.
+    pub old_version: &'a str,
+    /// Where AuditEntries are kept.
+    pub install_namespace: &'a str,
+    /// This replica, the lock holder of what it admits.
+    pub replica: &'a str,
+    /// How the review's caller was authenticated.
+    pub caller: &'a ReviewCaller,
+    pub seal_key: &'a SealKey,
+    pub now: Timestamp,
+}
+
+impl WorkloadReview<'_> {
+    fn authenticated(&self) -> bool {
+        self.caller.authentication == crate::api::CallerAuthentication::ClientCertificate
+    }
+
+    fn audit_target(&self) -> AuditTarget {
+        AuditTarget::of_reference(&self.target)
+    }
+
+    /// A Warning on the target that the change was denied (no Event for a dry run).
+    fn denial_events(&self, reason: &str, message: &str) -> Vec<PlannedEvent> {
+        if self.dry_run {
+            return Vec::new();
+        }
+        vec![PlannedEvent::admission(
+            self.target.clone(),
+            EventKind::Warning,
+            reason,
+            format!("{} was denied: {message}", self.requester.username),
+        )]
+    }
+}
+
+/// The reasons as one message: the verdict first, then one line each. Reasons quote names,
+/// comments and fields: each is inert, so none can add a line or reach a terminal raw.
+pub fn render(reasons: &[String]) -> String {
+    let line = |reason: &String| inert::bounded(reason, MAX_REASON_CHARS);
+    match reasons.split_first() {
+        None => String::new(),
+        Some((first, rest)) => rest.iter().fold(line(first), |text, reason| {
+            format!("{text}\n- {}", line(reason))
+        }),
+    }
+}
+
+/// The plan that answers a workload review decided as `decision`.
+pub fn workload_plan(review: &WorkloadReview, decision: &Decision) -> ReviewPlan {
+    match &decision.verdict {
+        Verdict::Allowed(AllowReason::Rollback { approval }) => {
+            rollback_plan(review, decision, approval)
+        }
+        Verdict::Allowed(_) => match &decision.break_glass {
+            Some(_) if !review.dry_run => break_glass_plan(review, decision),
+            _ => ReviewPlan::answer(Answer::allow()),
+        },
+        Verdict::Denied(reason) => {
+            let message = render(&decision.reasons);
+            let reason = match reason {
+                DenyReason::Rules => "Denied",
+                DenyReason::PolicyUnusable => "PolicyUnusable",
+                DenyReason::RolloutInProgress { .. } => "RolloutInProgress",
+            };
+            ReviewPlan {
+                steps: Vec::new(),
+                events: review.denial_events(reason, &message),
+                answer: Answer::deny(message),
+            }
+        }
+        Verdict::ApprovalRequired(requirement) => requirement_plan(review, decision, requirement),
+        Verdict::Approved(approved) => approved_plan(review, decision, approved),
+    }
+}
+
+/// A rollback to the revision last confirmed Deployed: admitted once its entry is written
+/// (nothing passes unaudited; a dry run writes nothing).
+fn rollback_plan(review: &WorkloadReview, decision: &Decision, deployed: &str) -> ReviewPlan {
+    if review.dry_run {
+        return ReviewPlan::answer(Answer::allow());
+    }
+    let policy = decision
+        .matched_policies
+        .first()
+        .cloned()
+        .unwrap_or_default();
+    let entry = rollback_entry(
+        RollbackRecord {
+            target: review.audit_target(),
+            actor: review.requester,
+            digest: decision.digest.as_str(),
+            from_version: review.old_version,
+            deployed,
+            policy: &policy,
+            caller: Some(review.caller.clone()),
+        },
+        review.now,
+    );
+    ReviewPlan {
+        steps: vec![Step::new(
+            Write::Entry(entry),
+            "the rollback could not be recorded ({error}); nothing passes unaudited, retry",
+        )],
+        answer: Answer::allow().warn(format!(
+            "countersign: a rollback to the revision approval {deployed} deployed; recorded as AuditEntry {}/{WRITTEN_ENTRY}",
+            review.install_namespace
+        )),
+        events: vec![PlannedEvent::admission(
+            review.target.clone(),
+            EventKind::Warning,
+            "Rollback",
+            format!(
+                "{} rolled back to the revision approval {deployed} deployed, without a new approval (audited as AuditEntry {WRITTEN_ENTRY})",
+                review.requester.username
+            ),
+        )],
+    }
+}
+
+/// Break-glass passes every rule on the word of the review: only a review that provably
+/// came from the API server may carry it, and it passes once its entry is written.
+fn break_glass_plan(review: &WorkloadReview, decision: &Decision) -> ReviewPlan {
+    let Some(glass) = &decision.break_glass else {
+        return ReviewPlan::answer(Answer::allow());
+    };
+    if !review.authenticated() {
+        return ReviewPlan::answer(Answer::deny(
+            "break-glass needs the API server to authenticate to countersign with its client certificate (docs/install.md), and this review's caller did not: nothing is recorded, and the change is refused",
+        ));
+    }
+    let entry = break_glass_entry(
+        BreakGlassRecord {
+            target: review.audit_target(),
+            actor: review.requester,
+            digest: decision.digest.as_str(),
+            policies: &glass.policies,
+            reason: &glass.reason,
+            caller: Some(review.caller.clone()),
+        },
+        review.now,
+    );
+    let message = render(&decision.reasons);
+    ReviewPlan {
+        steps: vec![Step::new(
+            Write::Entry(entry),
+            "break-glass could not be recorded ({error}); nothing passes unaudited, retry",
+        )],
+        answer: Answer::allow().warn(format!(
+            "countersign: break-glass recorded as AuditEntry {}/{WRITTEN_ENTRY}",
+            review.install_namespace
+        )),
+        events: vec![PlannedEvent::admission(
+            review.target.clone(),
+            EventKind::Warning,
+            "BreakGlass",
+            format!("{message} (audited as AuditEntry {WRITTEN_ENTRY})"),
+        )],
+    }
+}
+
+/// A change that needs approval: denied, opening its request (sealed) unless it is a dry
+/// run, which is handed the request it would get instead.
+fn requirement_plan(
+    review: &WorkloadReview,
+    decision: &Decision,
+    requirement: &ApprovalRequirement,
+) -> ReviewPlan {
+    let message = render(&decision.reasons);
+    let answer = Answer::deny(message.clone()).counted_as(Outcome::ApprovalRequired);
+    if review.dry_run {
+        let mut proposal = proposal(requirement);
+        if let Some(open) = proposal.open.take() {
+            proposal.open = Some(ProposedRequest {
+                spec: sealed(review.seal_key, review.namespace, open.spec),
+                ..open
+            });
+        }
+        return ReviewPlan::answer(Answer {
+            proposal: Some(proposal),
+            ..answer
+        });
+    }
+    let Some(spec) = &requirement.create else {
+        return ReviewPlan {
+            steps: Vec::new(),
+            events: review.denial_events("ApprovalRequired", &message),
+            answer,
+        };
+    };
+    let spec = sealed(review.seal_key, review.namespace, spec.clone());
+    let opened = PlannedEvent::admission(
+        review.target.clone(),
+        EventKind::Normal,
+        "ApprovalRequested",
+        format!(
+            "{} requested approval {}/{} for: {}",
+            review.requester.username,
+            review.namespace,
+            requirement.approval_name,
+            spec.change.summary.text
+        ),
+    );
+    let mut step = Step::new(
+        Write::OpenRequest {
+            namespace: review.namespace.to_string(),
+            name: requirement.approval_name.clone(),
+            spec: Box::new(spec),
+        },
+        format!("{message}\ncountersign could not open the request ({{error}}); retry"),
+    );
+    step.on_created = vec![opened];
+    ReviewPlan {
+        steps: vec![step],
+        answer,
+        events: Vec::new(),
+    }
+}
+
+/// An approved change: admitted once it holds the object's lock and its approval is
+/// moved to Deploying (both compare-and-swap), or at once when it is Deploying already.
+fn approved_plan(
+    review: &WorkloadReview,
+    decision: &Decision,
+    approved: &ApprovedChange,
+) -> ReviewPlan {
+    if !approved.mark_deploying || review.dry_run {
+        return ReviewPlan::answer(Answer::allow().counted_as(Outcome::Approved));
+    }
+    let name = approved.approval.metadata.name.clone().unwrap_or_default();
+    let namespace = review.namespace;
+    let message = render(&decision.reasons);
+    let status = deploying_status(
+        &approved.approval,
+        &approved.chain,
+        review.replica,
+        review.requester,
+        review.authenticated(),
+        review.now,
+    );
+    let lock = Step::new(
+        Write::TakeLock {
+            target: review.audit_target(),
+            approval: format!("{namespace}/{name}"),
+            digest: decision.digest.to_string(),
+            requester: review.requester.username.clone(),
+        },
+        format!(
+            "approval {name} approves this change, but countersign could not take the object's lock ({{error}}); retry"
+        ),
+    )
+    .on_conflict(
+        "another approved change of this object is being admitted at this moment; one change at a time per object, retry",
+    );
+    let deploying = Step::new(
+        Write::MarkDeploying {
+            approval: Box::new(approved.approval.clone()),
+            status: Box::new(status),
+        },
+        format!(
+            "approval {name} approves this change, but countersign could not mark it Deploying ({{error}}); retry"
+        ),
+    )
+    .on_conflict(format!(
+        "approval {name} was just used by another admission of this change; retry"
+    ));
+    ReviewPlan {
+        steps: vec![lock, deploying],
+        answer: Answer::allow()
+            .warn(format!(
+                "countersign: approval {namespace}/{name} admits this change; it is now Deploying"
+            ))
+            .counted_as(Outcome::Approved),
+        events: vec![
+            PlannedEvent::admission(
+                review.target.clone(),
+                EventKind::Normal,
+                "Admitted",
+                format!("admitted under approval {namespace}/{name}: {message}"),
+            ),
+            PlannedEvent::admission(
+                approval_reference(namespace, &name),
+                EventKind::Normal,
+                "Admitted",
+                format!(
+                    "{} applied the approved change; rolling out",
+                    review.requester.username
+                ),
+            ),
+        ],
+    }
+}
+
+/// A reference to a DeploymentApproval, for Events.
+pub fn approval_reference(namespace: &str, name: &str) -> ObjectReference {
+    use kube::Resource;
+    ObjectReference {
+        api_version: Some(crate::api::DeploymentApproval::api_version(&()).into_owned()),
+        kind: Some(crate::api::DeploymentApproval::kind(&()).into_owned()),
+        namespace: Some(namespace.into()),
+        name: Some(name.into()),
+        ..ObjectReference::default()
+    }
+}

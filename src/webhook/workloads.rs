@@ -1,0 +1,122 @@
+//! `/validate/workloads` (SPEC §1): a workload change. Gathers the decision's inputs (the
+//! namespace's labels, the approvals of the target, read live when the cache may lag),
+//! asks the core for the decision and its plan.
+
+use jiff::Timestamp;
+use kube::core::admission::Operation;
+use kube::{Api, ResourceExt};
+use serde_json::Value;
+
+use super::request::Request;
+use super::review::{Webhook, refuse};
+use crate::api::{DeploymentApproval, Operation as ChangeOperation};
+use crate::cluster::calls::{WriteError, bounded};
+use crate::core::admission::decision::{Decision, DecisionInput, decide, stale_suspect};
+use crate::core::admission::review::{WorkloadReview, workload_plan};
+use crate::core::change::{object_reference, readable_object};
+use crate::core::plan::{Answer, ReviewPlan};
+use crate::core::policy::matching::ChangeRequest;
+
+impl Webhook {
+    pub(super) async fn workload(&self, request: &Request) -> ReviewPlan {
+        let operation = match request.operation {
+            Operation::Create => ChangeOperation::Create,
+            Operation::Update => ChangeOperation::Update,
+            _ => return ReviewPlan::answer(Answer::allow()),
+        };
+        let Some(object) = &request.object else {
+            return refuse("the request carries no object to judge");
+        };
+        let old_object = request.old_object.as_ref();
+        for (which, candidate) in [("object", Some(object)), ("oldObject", old_object)] {
+            if let Some(Err(why)) = candidate.map(readable_object) {
+                return refuse(format!(
+                    "countersign cannot decode the request's {which}, so it is denied: {why}"
+                ));
+            }
+        }
+        let namespace = request.namespace.clone().unwrap_or_default();
+        let labels = match self.namespace_labels(&namespace).await {
+            Ok(labels) => labels,
+            Err(why) => return refuse(why),
+        };
+        let requester = request.requester();
+        let change = ChangeRequest {
+            operation,
+            object,
+            old_object,
+            namespace: &namespace,
+            namespace_labels: &labels,
+            requester: &requester,
+            cluster_region: self.settings.cluster_region.as_deref(),
+            dry_run: request.dry_run(),
+        };
+        let target_name = object
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let mut approvals = self.snapshot.approvals_for(&namespace, target_name);
+        let mut decision = self.decide(change, &approvals);
+        // The snapshot may lag behind an approval that was just approved or released:
+        // read the one approval the denial rests on before denying.
+        if let Some(name) = stale_suspect(&decision) {
+            match self.refresh(&namespace, &name, &mut approvals).await {
+                Ok(true) => decision = self.decide(change, &approvals),
+                Ok(false) => {}
+                Err(error) => tracing::warn!(%error, approval = name, "live read failed"),
+            }
+        }
+        let caller = request.caller.record();
+        let review = WorkloadReview {
+            dry_run: request.dry_run(),
+            requester: &requester,
+            namespace: &namespace,
+            target: object_reference(object, &namespace),
+            old_version: old_object
+                .and_then(|old| old.pointer("/metadata/resourceVersion"))
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
+            install_namespace: &self.settings.install_namespace,
+            replica: &self.settings.replica,
+            caller: &caller,
+            seal_key: &self.seal_key,
+            now: Timestamp::now(),
+        };
+        workload_plan(&review, &decision)
+    }
+
+    fn decide(&self, request: ChangeRequest, approvals: &[DeploymentApproval]) -> Decision {
+        let policies = self.snapshot.policies();
+        let bindings = self.snapshot.bindings();
+        decide(&DecisionInput {
+            request,
+            policies: &policies,
+            approvals,
+            bindings: &bindings,
+            now: Timestamp::now(),
+            validations: self.snapshot.validations(),
+        })
+    }
+
+    /// Read approval `name` live into `approvals`. `Ok(true)`: it differed from the cache.
+    async fn refresh(
+        &self,
+        namespace: &str,
+        name: &str,
+        approvals: &mut Vec<DeploymentApproval>,
+    ) -> Result<bool, WriteError> {
+        let api: Api<DeploymentApproval> = Api::namespaced(self.cluster.client.clone(), namespace);
+        let live = bounded(api.get_opt(name)).await?;
+        let cached = approvals.iter().position(|a| a.name_any() == name);
+        let changed = match (&live, cached) {
+            (Some(live), Some(i)) => live.resource_version() != approvals[i].resource_version(),
+            (None, None) => false,
+            _ => true,
+        };
+        if let Some(i) = cached {
+            approvals.remove(i);
+        }
+        approvals.extend(live);
+        Ok(changed)
+    }
+}
