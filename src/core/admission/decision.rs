@@ -243,8 +243,45 @@ fn evaluate<'p>(
             Some(first),
         );
     }
+    let applicable = match not_exempt(matched, request) {
+        Ok((applicable, mut exemptions)) => {
+            notes.append(&mut exemptions);
+            applicable
+        }
+        Err(exemptions) => return (Verdict::Allowed(AllowReason::Exempt), exemptions, Some(first)),
+    };
+    let first = applicable.first().copied().unwrap_or(first);
+    // An UPDATE that leaves a policy's gated content unchanged is not that policy's business.
+    let changed: Vec<&ApprovalPolicy> = applicable
+        .iter()
+        .copied()
+        .filter(|p| digests.changed(&p.spec.effective_ignore_fields()))
+        .collect();
+    let Some(&first_changed) = changed.first() else {
+        return (
+            Verdict::Allowed(AllowReason::OnlyIgnoredFields),
+            vec!["the change touches only ignored fields; no approval needed".into()],
+            Some(first),
+        );
+    };
+    let first = first_changed;
+    match not_bypassed(&changed, request, notes, glass) {
+        Ok(remaining) => judged(input, &remaining, digests),
+        Err(message) => (
+            Verdict::Allowed(AllowReason::BreakGlass),
+            vec![message],
+            Some(first),
+        ),
+    }
+}
 
-    // Exemptions, per policy.
+/// The policies that do not exempt the requester or namespace, and the exemptions of
+/// those that do; `Err`: every policy exempts it.
+#[allow(clippy::type_complexity)]
+fn not_exempt<'p>(
+    matched: &[&'p ApprovalPolicy],
+    request: &ChangeRequest,
+) -> Result<(Vec<&'p ApprovalPolicy>, Vec<String>), Vec<String>> {
     let mut exemptions = Vec::new();
     let applicable: Vec<&ApprovalPolicy> = matched
         .iter()
@@ -257,30 +294,21 @@ fn evaluate<'p>(
             None => true,
         })
         .collect();
-    let Some(&first) = applicable.first() else {
-        return (
-            Verdict::Allowed(AllowReason::Exempt),
-            exemptions,
-            Some(first),
-        );
-    };
-    notes.append(&mut exemptions);
+    if applicable.is_empty() {
+        Err(exemptions)
+    } else {
+        Ok((applicable, exemptions))
+    }
+}
 
-    // An UPDATE that leaves a policy's gated content unchanged is not that policy's business.
-    let changed: Vec<&ApprovalPolicy> = applicable
-        .iter()
-        .copied()
-        .filter(|p| digests.changed(&p.spec.effective_ignore_fields()))
-        .collect();
-    let Some(&first) = changed.first() else {
-        return (
-            Verdict::Allowed(AllowReason::OnlyIgnoredFields),
-            vec!["the change touches only ignored fields; no approval needed".into()],
-            Some(first),
-        );
-    };
-
-    // Break-glass, per policy.
+/// The policies break-glass does not bypass (`glass` records a use); `Err`: it bypasses
+/// every one, and the message says so.
+fn not_bypassed<'p>(
+    changed: &[&'p ApprovalPolicy],
+    request: &ChangeRequest,
+    notes: &mut Vec<String>,
+    glass: &mut Option<BreakGlassUse>,
+) -> Result<Vec<&'p ApprovalPolicy>, String> {
     let mut glass_reason = None;
     let mut bypassed = Vec::new();
     let remaining: Vec<&ApprovalPolicy> = changed
@@ -305,8 +333,8 @@ fn evaluate<'p>(
             policies: bypassed.clone(),
         });
     }
-    let Some(&first) = remaining.first() else {
-        let message = format!(
+    if remaining.is_empty() {
+        return Err(format!(
             "break-glass by {}: {} (bypasses {})",
             request.requester.username,
             glass
@@ -314,13 +342,8 @@ fn evaluate<'p>(
                 .map(|g| g.reason.as_str())
                 .unwrap_or_default(),
             bypassed.join(", ")
-        );
-        return (
-            Verdict::Allowed(AllowReason::BreakGlass),
-            vec![message],
-            Some(first),
-        );
-    };
+        ));
+    }
     if !bypassed.is_empty() {
         let rest: Vec<&str> = remaining.iter().map(|p| policy_name(p)).collect();
         notes.push(format!(
@@ -329,8 +352,17 @@ fn evaluate<'p>(
             rest.join(", ")
         ));
     }
+    Ok(remaining)
+}
 
-    // A policy the core cannot use fails closed.
+/// The verdict of the policies that apply: an unusable one fails closed; the deny rules
+/// of every one; then the governing chain's approval.
+fn judged<'p>(
+    input: &DecisionInput,
+    remaining: &[&'p ApprovalPolicy],
+    digests: &GatedDigests,
+) -> (Verdict, Vec<String>, Option<&'p ApprovalPolicy>) {
+    let first = remaining.first().copied();
     let unusable: Vec<String> = remaining
         .iter()
         .flat_map(|p| {
@@ -342,13 +374,8 @@ fn evaluate<'p>(
         })
         .collect();
     if !unusable.is_empty() {
-        return (
-            Verdict::Denied(DenyReason::PolicyUnusable),
-            unusable,
-            Some(first),
-        );
+        return (Verdict::Denied(DenyReason::PolicyUnusable), unusable, first);
     }
-
     // Deny rules of every remaining policy; no approval overrides them.
     let chain_policy = remaining
         .iter()
@@ -356,20 +383,20 @@ fn evaluate<'p>(
         .find(|p| p.spec.approval.is_some());
     let denials: Vec<String> = remaining
         .iter()
-        .flat_map(|p| deny_reasons(p, request, input.now))
+        .flat_map(|p| deny_reasons(p, &input.request, input.now))
         .collect();
     if !denials.is_empty() {
         return (
             Verdict::Denied(DenyReason::Rules),
             denials,
-            Some(chain_policy.unwrap_or(first)),
+            chain_policy.or(first),
         );
     }
     let Some(policy) = chain_policy else {
         return (
             Verdict::Allowed(AllowReason::NoApprovalRequired),
             vec!["the matching policies require no approval and none of their rules fired".into()],
-            Some(first),
+            first,
         );
     };
     let digest = digests.of_change(&policy.spec.effective_ignore_fields());
@@ -440,59 +467,106 @@ fn approval_verdict(
     digest: &ChangeDigest,
 ) -> (Verdict, Vec<String>) {
     let request = &input.request;
-    let name = policy_name(policy);
     let for_target: Vec<&DeploymentApproval> = input
         .approvals
         .iter()
         .filter(|a| targets(a, request))
         .collect();
-
-    // A rollback to the revision last confirmed Deployed passes, lock or no lock: an
-    // emergency rollback must not wait behind approvals (SPEC §1.6). Only countersign
-    // writes a `Deployed` status, so the stored phase can be trusted here.
-    if request.operation == Operation::Update
-        && policy
-            .spec
-            .approval
-            .as_ref()
-            .and_then(|chain| chain.allow_rollback)
-            .unwrap_or(true)
-        && let Some(last) = last_deployed(&for_target)
-        && last.spec.change.digest == digest.as_str()
-    {
-        let last_name = last.metadata.name.clone().unwrap_or_default();
-        return (
-            Verdict::Allowed(AllowReason::Rollback {
-                approval: last_name.clone(),
-            }),
-            vec![format!(
-                "a rollback to the revision last confirmed Deployed (approval {last_name}): policy {name} lets it pass without a new approval; it is audited as a rollback"
-            )],
-        );
+    if let Some(rollback) = rollback_verdict(request, policy, &for_target, digest) {
+        return rollback;
     }
-
-    // The lock (SPEC §1.3) follows the stored status: a stored phase may only make the
-    // verdict stricter, so a `Deploying` status holds the object whatever its reviews say.
-    if let Some(holder) = for_target.iter().find(|a| {
-        stored_phase(a) == Some(ApprovalPhase::Deploying) && a.spec.change.digest != digest.as_str()
-    }) {
-        let holder_name = holder.metadata.name.clone().unwrap_or_default();
-        return (
-            Verdict::Denied(DenyReason::RolloutInProgress {
-                approval: holder_name.clone(),
-            }),
-            vec![format!(
-                "approved change {holder_name} is rolling out; one change at a time per object"
-            )],
-        );
+    if let Some(held) = lock_verdict(&for_target, digest) {
+        return held;
     }
-
-    // Approvals for this exact change that may count, and notes on those that may not.
     let mut notes = Vec::new();
+    let Some((approval, chain)) = best_approval(input, policy, &for_target, digest, &mut notes)
+    else {
+        return new_request(input, policy, digest, notes);
+    };
+    if chain.phase == ApprovalPhase::Expired {
+        let when = chain
+            .expires_at
+            .map(|t| format!(" at {t}"))
+            .unwrap_or_default();
+        notes.insert(
+            0,
+            format!(
+                "approval {} expired{when}; it stays for the record",
+                approval.metadata.name.as_deref().unwrap_or_default()
+            ),
+        );
+        return new_request(input, policy, digest, notes);
+    }
+    let (verdict, mut reasons) = phase_verdict(input, policy, digest, approval, chain);
+    reasons.extend(notes);
+    (verdict, reasons)
+}
+
+/// A rollback to the revision last confirmed Deployed passes, lock or no lock: an
+/// emergency rollback must not wait behind approvals (SPEC §1.6). Only countersign writes
+/// a `Deployed` status, so the stored phase can be trusted here.
+fn rollback_verdict(
+    request: &ChangeRequest,
+    policy: &ApprovalPolicy,
+    for_target: &[&DeploymentApproval],
+    digest: &ChangeDigest,
+) -> Option<(Verdict, Vec<String>)> {
+    let allowed = policy
+        .spec
+        .approval
+        .as_ref()
+        .and_then(|chain| chain.allow_rollback)
+        .unwrap_or(true);
+    if request.operation != Operation::Update || !allowed {
+        return None;
+    }
+    let last = last_deployed(for_target).filter(|last| last.spec.change.digest == digest.as_str())?;
+    let last_name = last.metadata.name.clone().unwrap_or_default();
+    Some((
+        Verdict::Allowed(AllowReason::Rollback {
+            approval: last_name.clone(),
+        }),
+        vec![format!(
+            "a rollback to the revision last confirmed Deployed (approval {last_name}): policy {} lets it pass without a new approval; it is audited as a rollback",
+            policy_name(policy)
+        )],
+    ))
+}
+
+/// The lock (SPEC §1.3) follows the stored status: a stored phase may only make the
+/// verdict stricter, so a `Deploying` status holds the object whatever its reviews say.
+fn lock_verdict(
+    for_target: &[&DeploymentApproval],
+    digest: &ChangeDigest,
+) -> Option<(Verdict, Vec<String>)> {
+    let holder = for_target.iter().find(|a| {
+        stored_phase(a) == Some(ApprovalPhase::Deploying) && a.spec.change.digest != digest.as_str()
+    })?;
+    let holder_name = holder.metadata.name.clone().unwrap_or_default();
+    Some((
+        Verdict::Denied(DenyReason::RolloutInProgress {
+            approval: holder_name.clone(),
+        }),
+        vec![format!(
+            "approved change {holder_name} is rolling out; one change at a time per object"
+        )],
+    ))
+}
+
+/// The approval for this exact change that counts most (by phase, then the latest), with
+/// its chain; notes say why the others do not count. `None`: none may count.
+fn best_approval<'a>(
+    input: &DecisionInput,
+    policy: &ApprovalPolicy,
+    for_target: &[&'a DeploymentApproval],
+    digest: &ChangeDigest,
+    notes: &mut Vec<String>,
+) -> Option<(&'a DeploymentApproval, ChainState)> {
+    let name = policy_name(policy);
     let mut usable = Vec::new();
     let mut spent = Vec::new();
-    for approval in for_target
-        .into_iter()
+    for &approval in for_target
+        .iter()
         .filter(|a| a.spec.change.digest == digest.as_str())
     {
         let approval_name = approval.metadata.name.as_deref().unwrap_or_default();
@@ -509,7 +583,7 @@ fn approval_verdict(
             ));
             continue;
         }
-        let state = approval_state(approval, request.namespace, input.bindings, input.now);
+        let state = approval_state(approval, input.request.namespace, input.bindings, input.now);
         if stored_phase(approval) == Some(ApprovalPhase::Deploying)
             && state.phase != ApprovalPhase::Deploying
         {
@@ -532,17 +606,28 @@ fn approval_verdict(
                 .cmp(&b.spec.change.requested_at.0)
         })
     });
-
-    let Some((_, approval, chain)) = best else {
+    if best.is_none() {
         notes.extend(spent.iter().map(|(spent_name, phase)| {
             format!("approval {spent_name} for this change is {phase} and spent; this attempt needs a fresh request")
         }));
-        return new_request(input, policy, digest, notes);
-    };
+    }
+    best.map(|(_, approval, state)| (approval, state))
+}
+
+/// The verdict an approval for exactly this change gives, by where its chain stands
+/// (Approved or Deploying: admitted; Rejected; Pending).
+fn phase_verdict(
+    input: &DecisionInput,
+    policy: &ApprovalPolicy,
+    digest: &ChangeDigest,
+    approval: &DeploymentApproval,
+    chain: ChainState,
+) -> (Verdict, Vec<String>) {
+    let request = &input.request;
     let approval_name = approval.metadata.name.clone().unwrap_or_default();
     let requirement = |phase: ApprovalPhase, chain: ChainState| {
         Verdict::ApprovalRequired(Box::new(ApprovalRequirement {
-            policy: name.to_string(),
+            policy: policy_name(policy).to_string(),
             approval_name: approval_name.clone(),
             existing: true,
             phase,
@@ -551,7 +636,7 @@ fn approval_verdict(
             again: None,
         }))
     };
-    let (verdict, mut reasons) = match chain.phase {
+    match chain.phase {
         ApprovalPhase::Approved | ApprovalPhase::Deploying => {
             let mark_deploying = chain.phase == ApprovalPhase::Approved;
             let reason = if mark_deploying {
@@ -591,25 +676,14 @@ fn approval_verdict(
                 ),
             ];
             let mut verdict = requirement(ApprovalPhase::Rejected, chain);
-            // Only a dry run hands the fresh request out (`core::admission::proposal`): a real attempt
-            // is not charged for making one.
+            // Only a dry run hands the fresh request out (`core::admission::proposal`): a
+            // real attempt is not charged for making one.
             if request.dry_run
                 && let Verdict::ApprovalRequired(rejected) = &mut verdict
             {
                 rejected.again = Some(fresh_request(input, policy, digest));
             }
             (verdict, reasons)
-        }
-        ApprovalPhase::Expired => {
-            let when = chain
-                .expires_at
-                .map(|t| format!(" at {t}"))
-                .unwrap_or_default();
-            notes.insert(
-                0,
-                format!("approval {approval_name} expired{when}; it stays for the record"),
-            );
-            return new_request(input, policy, digest, notes);
         }
         _ => {
             let mut reasons = vec![format!(
@@ -620,9 +694,7 @@ fn approval_verdict(
             reasons.extend(chain.ignored.iter().map(|i| format!("not counted: {i}")));
             (requirement(ApprovalPhase::Pending, chain), reasons)
         }
-    };
-    reasons.extend(notes);
-    (verdict, reasons)
+    }
 }
 
 /// What to tell people about a request that can no longer be approved as it stands.

@@ -31,208 +31,277 @@ pub fn trail(
     state: &ChainState,
     now: Timestamp,
 ) -> Vec<PlannedEntry> {
-    let spec = &approval.spec;
-    let name = approval.metadata.name.clone().unwrap_or_default();
-    let key = entry_key(approval);
-    let target = AuditTarget {
-        api_version: spec.target.api_version.clone(),
-        kind: spec.target.kind.clone(),
-        namespace: approval.metadata.namespace.clone(),
-        name: spec.target.name.clone(),
-        uid: spec.target.uid.clone(),
-    };
-    let entry = |step: String,
-                 action: AuditAction,
-                 time: Timestamp,
-                 actor: UserInfo,
-                 reason: Option<String>| {
-        PlannedEntry {
-            name: format!("{key}-{step}"),
+    let mut trail = Trail::of(approval, now);
+    trail.requested_and_reviewed();
+    trail.levels(state);
+    trail.decided(state);
+    trail.admissions();
+    trail.expired(state);
+    trail.token();
+    trail.rollout_ended();
+    trail.entries
+}
+
+/// The entries of one request, as they are worked out.
+struct Trail<'a> {
+    spec: &'a crate::api::DeploymentApprovalSpec,
+    status: Option<&'a crate::api::DeploymentApprovalStatus>,
+    /// The request's name, and the key its entries' names start with.
+    name: String,
+    key: String,
+    target: AuditTarget,
+    now: Timestamp,
+    entries: Vec<PlannedEntry>,
+}
+
+impl<'a> Trail<'a> {
+    fn of(approval: &'a DeploymentApproval, now: Timestamp) -> Trail<'a> {
+        let spec = &approval.spec;
+        Trail {
+            spec,
+            status: approval.status.as_ref(),
+            name: approval.metadata.name.clone().unwrap_or_default(),
+            key: entry_key(approval),
+            target: AuditTarget {
+                api_version: spec.target.api_version.clone(),
+                kind: spec.target.kind.clone(),
+                namespace: approval.metadata.namespace.clone(),
+                name: spec.target.name.clone(),
+                uid: spec.target.uid.clone(),
+            },
+            now,
+            entries: Vec::new(),
+        }
+    }
+
+    fn push(
+        &mut self,
+        step: String,
+        action: AuditAction,
+        time: Timestamp,
+        actor: UserInfo,
+        reason: Option<String>,
+    ) {
+        self.entries.push(PlannedEntry {
+            name: format!("{}-{step}", self.key),
             spec: AuditEntrySpec {
                 time: Time(time),
                 action,
                 actor,
-                target: target.clone(),
-                change_digest: Some(spec.change.digest.clone()),
-                approval: Some(name.clone()),
-                policy: Some(spec.policy.name.clone()),
+                target: self.target.clone(),
+                change_digest: Some(self.spec.change.digest.clone()),
+                approval: Some(self.name.clone()),
+                policy: Some(self.spec.policy.name.clone()),
                 reason,
                 caller: None,
             },
-        }
-    };
-    let mut trail = vec![entry(
-        "requested".into(),
-        AuditAction::Requested,
-        spec.change.requested_at.0,
-        spec.change.requester.clone(),
-        Some(spec.change.summary.text.clone()).filter(|t| !t.is_empty()),
-    )];
-    let review_time = |user: &str| {
-        spec.reviews
+        });
+    }
+
+    /// When `user` last reviewed the request.
+    fn review_time(&self, user: &str) -> Option<Timestamp> {
+        self.spec
+            .reviews
             .iter()
             .filter(|r| r.user == user)
             .map(|r| r.time.0)
             .max()
-    };
-    for (i, review) in spec.reviews.iter().enumerate() {
-        let decision = match review.decision {
-            ReviewDecision::Approve => "approved",
-            ReviewDecision::Reject => "rejected",
-        };
-        let reason = match &review.comment {
-            Some(comment) => format!("{decision}: {comment}"),
-            None => decision.to_string(),
-        };
-        trail.push(entry(
-            format!("review-{i}"),
-            AuditAction::ReviewRecorded,
-            review.time.0,
-            UserInfo {
-                username: review.user.clone(),
-                groups: review.groups.clone(),
-            },
-            Some(reason),
-        ));
     }
-    for (i, level) in state.levels.iter().enumerate().filter(|(_, l)| l.satisfied) {
-        // Satisfied by its last counted approval.
-        let last = level
-            .approved_by
-            .iter()
-            .filter_map(|user| review_time(user).map(|t| (t, user)))
-            .max();
-        if let Some((time, user)) = last {
-            trail.push(entry(
-                format!("level-{}", i + 1),
-                AuditAction::LevelSatisfied,
+
+    /// Admitted (and maybe rolled out since): the approval was used, so its approvalTTL
+    /// running out afterwards expires nothing.
+    fn admitted(&self) -> bool {
+        matches!(
+            self.status.map(|s| s.phase),
+            Some(ApprovalPhase::Deploying | ApprovalPhase::Deployed | ApprovalPhase::Failed)
+        )
+    }
+
+    fn rollout(&self) -> Option<&'a crate::api::RolloutStatus> {
+        self.status.and_then(|s| s.rollout.as_ref())
+    }
+
+    fn requested_and_reviewed(&mut self) {
+        let change = &self.spec.change;
+        self.push(
+            "requested".into(),
+            AuditAction::Requested,
+            change.requested_at.0,
+            change.requester.clone(),
+            Some(change.summary.text.clone()).filter(|t| !t.is_empty()),
+        );
+        for (i, review) in self.spec.reviews.iter().enumerate() {
+            let decision = match review.decision {
+                ReviewDecision::Approve => "approved",
+                ReviewDecision::Reject => "rejected",
+            };
+            let reason = match &review.comment {
+                Some(comment) => format!("{decision}: {comment}"),
+                None => decision.to_string(),
+            };
+            self.push(
+                format!("review-{i}"),
+                AuditAction::ReviewRecorded,
+                review.time.0,
+                UserInfo {
+                    username: review.user.clone(),
+                    groups: review.groups.clone(),
+                },
+                Some(reason),
+            );
+        }
+    }
+
+    /// Each satisfied level, by its last counted approval.
+    fn levels(&mut self, state: &ChainState) {
+        for (i, level) in state.levels.iter().enumerate().filter(|(_, l)| l.satisfied) {
+            let last = level
+                .approved_by
+                .iter()
+                .filter_map(|user| self.review_time(user).map(|t| (t, user)))
+                .max();
+            if let Some((time, user)) = last {
+                self.push(
+                    format!("level-{}", i + 1),
+                    AuditAction::LevelSatisfied,
+                    time,
+                    reviewer(self.spec, user),
+                    Some(format!(
+                        "level {}/{} {} satisfied by {}",
+                        i + 1,
+                        state.levels.len(),
+                        level.name,
+                        level.approved_by.join(", ")
+                    )),
+                );
+            }
+        }
+    }
+
+    /// Approved once every level was satisfied, whatever came after; rejected.
+    fn decided(&mut self, state: &ChainState) {
+        if let (Some(time), Some(last)) = (state.approved_at, state.approved_by.last()) {
+            self.push(
+                "approved".into(),
+                AuditAction::Approved,
                 time,
-                reviewer(spec, user),
-                Some(format!(
-                    "level {}/{} {} satisfied by {}",
-                    i + 1,
-                    state.levels.len(),
-                    level.name,
-                    level.approved_by.join(", ")
-                )),
-            ));
+                reviewer(self.spec, last),
+                Some(format!("approved by {}", state.approved_by.join(", "))),
+            );
+        }
+        if state.phase == ApprovalPhase::Rejected
+            && let Some((user, comment)) = &state.rejected_by
+        {
+            let time = self.review_time(user).unwrap_or(self.now);
+            self.push(
+                "rejected".into(),
+                AuditAction::Rejected,
+                time,
+                reviewer(self.spec, user),
+                comment.clone(),
+            );
         }
     }
-    let status = approval.status.as_ref();
-    let phase = status.map(|s| s.phase);
-    let rollout = status.and_then(|s| s.rollout.as_ref());
-    // Admitted (and maybe rolled out since): the approval was used, so its approvalTTL
-    // running out afterwards expires nothing.
-    let admitted = matches!(
-        phase,
-        Some(ApprovalPhase::Deploying | ApprovalPhase::Deployed | ApprovalPhase::Failed)
-    );
-    // Once every level was satisfied the request was approved, whatever came after.
-    if let (Some(time), Some(last)) = (state.approved_at, state.approved_by.last()) {
-        trail.push(entry(
-            "approved".into(),
-            AuditAction::Approved,
-            time,
-            reviewer(spec, last),
-            Some(format!("approved by {}", state.approved_by.join(", "))),
-        ));
-    }
-    if state.phase == ApprovalPhase::Rejected
-        && let Some((user, comment)) = &state.rejected_by
-    {
-        trail.push(entry(
-            "rejected".into(),
-            AuditAction::Rejected,
-            review_time(user).unwrap_or(now),
-            reviewer(spec, user),
-            comment.clone(),
-        ));
-    }
-    // Each admission, and each that never reached the object (all of them unless the
-    // last is still under way or rolled out). Only the latest admission's time and
-    // actor are durable; earlier entries were written when they happened.
-    let admissions = rollout.map_or(u32::from(admitted), |r| {
-        r.admissions.max(u32::from(admitted))
-    });
-    let lapsed = if admitted {
-        admissions.saturating_sub(1)
-    } else {
-        admissions
-    };
-    let numbered = |step: &str, n: u32| {
-        if n == 1 {
-            step.to_string()
+
+    /// Each admission, and each that never reached the object (all of them unless the
+    /// last is still under way or rolled out). Only the latest admission's time and actor
+    /// are durable; earlier entries were written when they happened. An admission on a
+    /// review whose caller was not authenticated is only a claim: its Admitted entry waits
+    /// until the change is seen on the object, and one that never gets there leaves no
+    /// Admitted entry at all.
+    fn admissions(&mut self) {
+        let admitted = self.admitted();
+        let rollout = self.rollout();
+        let admissions = rollout.map_or(u32::from(admitted), |r| {
+            r.admissions.max(u32::from(admitted))
+        });
+        let lapsed = if admitted {
+            admissions.saturating_sub(1)
         } else {
-            format!("{step}-{n}")
+            admissions
+        };
+        let applied = rollout.and_then(|r| r.applied_generation);
+        for n in 1..=admissions {
+            let latest = n == admissions;
+            let claimed = rollout.is_some_and(|r| r.unverified_admissions.contains(&n));
+            if !claimed || (latest && admitted && applied.is_some()) {
+                self.admitted_entry(n, latest, claimed, applied);
+            }
+            if n <= lapsed {
+                self.not_applied_entry(n, latest, claimed);
+            }
         }
-    };
-    // An admission on a review whose caller was not authenticated (no client CA is
-    // configured) is only a claim: its Admitted entry waits until the change is seen on the
-    // object, and one that never gets there leaves no Admitted entry at all.
-    let unverified = |n: u32| rollout.is_some_and(|r| r.unverified_admissions.contains(&n));
-    let applied = rollout.and_then(|r| r.applied_generation);
-    for n in 1..=admissions {
-        let latest = n == admissions;
-        let (time, actor) = match rollout {
+    }
+
+    fn admitted_entry(&mut self, n: u32, latest: bool, claimed: bool, applied: Option<i64>) {
+        let (time, actor) = match self.rollout() {
             Some(r) if latest => (
-                r.admitted_at.as_ref().map_or(now, |t| t.0),
+                r.admitted_at.as_ref().map_or(self.now, |t| t.0),
                 r.admitted_by
                     .clone()
-                    .unwrap_or_else(|| spec.change.requester.clone()),
+                    .unwrap_or_else(|| self.spec.change.requester.clone()),
             ),
-            _ => (now, spec.change.requester.clone()),
+            _ => (self.now, self.spec.change.requester.clone()),
         };
-        let claimed = unverified(n);
-        let seen_on_object = latest && admitted && applied.is_some();
-        if !claimed || seen_on_object {
-            let mut reason = status
+        let reason = if claimed {
+            Some(format!(
+                "admitted on a review whose caller was not authenticated; the change was seen on the object at generation {}",
+                applied.unwrap_or_default()
+            ))
+        } else {
+            self.status
                 .and_then(|s| s.lock_holder.clone())
-                .filter(|_| latest && admitted)
-                .map(|replica| format!("admitted by {replica}"));
-            if claimed {
-                reason = Some(format!(
-                    "admitted on a review whose caller was not authenticated; the change was seen on the object at generation {}",
-                    applied.unwrap_or_default()
-                ));
-            }
-            trail.push(entry(
-                numbered("admitted", n),
-                AuditAction::Admitted,
-                time,
-                actor,
-                reason,
-            ));
-        }
-        if n <= lapsed {
-            let time = rolled_out_since(status).filter(|_| latest).unwrap_or(now);
-            trail.push(entry(
-                numbered("not-applied", n),
-                AuditAction::NotApplied,
-                time,
-                UserInfo::new(COUNTERSIGN_ACTOR, &[]),
-                Some(if claimed {
-                    "a review whose caller was not authenticated claimed this change was applied; it never reached the object, so no admission is recorded".into()
-                } else {
-                    "the admitted change never reached the object".into()
-                }),
-            ));
-        }
+                .filter(|_| latest && self.admitted())
+                .map(|replica| format!("admitted by {replica}"))
+        };
+        self.push(
+            numbered("admitted", n),
+            AuditAction::Admitted,
+            time,
+            actor,
+            reason,
+        );
     }
-    if state.phase == ApprovalPhase::Expired && !admitted {
-        trail.push(entry(
+
+    fn not_applied_entry(&mut self, n: u32, latest: bool, claimed: bool) {
+        let time = rolled_out_since(self.status)
+            .filter(|_| latest)
+            .unwrap_or(self.now);
+        self.push(
+            numbered("not-applied", n),
+            AuditAction::NotApplied,
+            time,
+            UserInfo::new(COUNTERSIGN_ACTOR, &[]),
+            Some(if claimed {
+                "a review whose caller was not authenticated claimed this change was applied; it never reached the object, so no admission is recorded".into()
+            } else {
+                "the admitted change never reached the object".into()
+            }),
+        );
+    }
+
+    fn expired(&mut self, state: &ChainState) {
+        if state.phase != ApprovalPhase::Expired || self.admitted() {
+            return;
+        }
+        self.push(
             "expired".into(),
             AuditAction::Expired,
-            state.expires_at.unwrap_or(now),
+            state.expires_at.unwrap_or(self.now),
             UserInfo::new(COUNTERSIGN_ACTOR, &[]),
             Some(if state.approved_at.is_some() {
                 "approved but not applied in time".into()
             } else {
                 "no decision in time".into()
             }),
-        ));
+        );
     }
-    if let Some(token) = status.and_then(|s| s.deploy_token.as_ref()) {
-        trail.push(entry(
+
+    fn token(&mut self) {
+        let Some(token) = self.status.and_then(|s| s.deploy_token.as_ref()) else {
+            return;
+        };
+        self.push(
             "token-issued".into(),
             AuditAction::DeployTokenIssued,
             token.issued_at.0,
@@ -241,9 +310,9 @@ pub fn trail(
                 "deploy token for ServiceAccount {} in Secret {}, valid until {}",
                 token.service_account, token.secret_name, token.expires_at.0
             )),
-        ));
+        );
         if let Some(revoked) = &token.revoked_at {
-            trail.push(entry(
+            self.push(
                 "token-revoked".into(),
                 AuditAction::DeployTokenRevoked,
                 revoked.0,
@@ -252,28 +321,36 @@ pub fn trail(
                     "ServiceAccount {}, its Role and RoleBinding deleted",
                     token.service_account
                 )),
-            ));
+            );
         }
     }
-    let finished = |action: AuditAction, step: &str| {
-        entry(
+
+    fn rollout_ended(&mut self) {
+        let (action, step) = match self.status.map(|s| s.phase) {
+            Some(ApprovalPhase::Deployed) => (AuditAction::Deployed, "deployed"),
+            Some(ApprovalPhase::Failed) => (AuditAction::RolloutFailed, "rollout-failed"),
+            _ => return,
+        };
+        let rollout = self.rollout();
+        self.push(
             step.into(),
             action,
             rollout
                 .and_then(|r| r.finished_at.as_ref())
-                .map_or(now, |t| t.0),
+                .map_or(self.now, |t| t.0),
             UserInfo::new(COUNTERSIGN_ACTOR, &[]),
             rollout.and_then(|r| r.message.clone()),
-        )
-    };
-    match phase {
-        Some(ApprovalPhase::Deployed) => trail.push(finished(AuditAction::Deployed, "deployed")),
-        Some(ApprovalPhase::Failed) => {
-            trail.push(finished(AuditAction::RolloutFailed, "rollout-failed"))
-        }
-        _ => {}
+        );
     }
-    trail
+}
+
+/// `step`, then `step-2`, `step-3`, … for the n-th time.
+fn numbered(step: &str, n: u32) -> String {
+    if n == 1 {
+        step.to_string()
+    } else {
+        format!("{step}-{n}")
+    }
 }
 
 /// The Events that announce a newly written entry `name`: on its target and, when given,
