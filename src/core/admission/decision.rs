@@ -248,7 +248,13 @@ fn evaluate<'p>(
             notes.append(&mut exemptions);
             applicable
         }
-        Err(exemptions) => return (Verdict::Allowed(AllowReason::Exempt), exemptions, Some(first)),
+        Err(exemptions) => {
+            return (
+                Verdict::Allowed(AllowReason::Exempt),
+                exemptions,
+                Some(first),
+            );
+        }
     };
     let first = applicable.first().copied().unwrap_or(first);
     // An UPDATE that leaves a policy's gated content unchanged is not that policy's business.
@@ -520,7 +526,8 @@ fn rollback_verdict(
     if request.operation != Operation::Update || !allowed {
         return None;
     }
-    let last = last_deployed(for_target).filter(|last| last.spec.change.digest == digest.as_str())?;
+    let last =
+        last_deployed(for_target).filter(|last| last.spec.change.digest == digest.as_str())?;
     let last_name = last.metadata.name.clone().unwrap_or_default();
     Some((
         Verdict::Allowed(AllowReason::Rollback {
