@@ -7,7 +7,10 @@ use std::fmt::Write;
 
 use jiff::Timestamp;
 
-use crate::api::{ApprovalPhase, AuditEntry, ChangeSummary, DeploymentApproval, LevelStatus};
+use crate::api::{
+    ApprovalPhase, AuditEntry, ChangeSummary, DeploymentApproval, DeploymentApprovalStatus,
+    LevelStatus,
+};
 use crate::core::approval::chain::{approver_label, required_approvals};
 use crate::core::approval::seal::{UNVERIFIED_MARK, is_unverified};
 use crate::core::inert;
@@ -262,9 +265,26 @@ fn other_changes(summary: &ChangeSummary) -> usize {
 
 /// `status`: the change, each level, the reviews, and what happens next.
 pub fn status_text(approval: &DeploymentApproval, now: Timestamp) -> String {
-    let spec = &approval.spec;
     let status = approval.status.clone().unwrap_or_default();
     let mut text = String::new();
+    header_text(&mut text, approval, &status, now);
+    change_text(&mut text, approval);
+    levels_text(&mut text, approval, &status);
+    reviews_text(&mut text, approval);
+    notifications_text(&mut text, &status);
+    rollout_text(&mut text, &status);
+    let _ = writeln!(text, "\nNext: {}", next_step(approval));
+    text
+}
+
+/// The request's name and phase, its target, requester, policy, digest, expiry and lock.
+fn header_text(
+    text: &mut String,
+    approval: &DeploymentApproval,
+    status: &DeploymentApprovalStatus,
+    now: Timestamp,
+) {
+    let spec = &approval.spec;
     let name = approval.metadata.name.as_deref().unwrap_or_default();
     let namespace = approval.metadata.namespace.as_deref().unwrap_or_default();
     let _ = writeln!(
@@ -301,7 +321,16 @@ pub fn status_text(approval: &DeploymentApproval, now: Timestamp) -> String {
     if let Some(holder) = &status.lock_holder {
         let _ = writeln!(text, "  lock:       held by {}", shown(holder));
     }
-    change_text(&mut text, approval);
+}
+
+/// Each level: its state, approvals counted of required, approvers, who approved, who is
+/// still required.
+fn levels_text(
+    text: &mut String,
+    approval: &DeploymentApproval,
+    status: &DeploymentApprovalStatus,
+) {
+    let spec = &approval.spec;
     let _ = writeln!(text, "\nLevels:");
     let open = open_level(approval).map(|(index, _)| index);
     for (index, level) in spec.policy.chain.levels.iter().enumerate() {
@@ -348,6 +377,11 @@ pub fn status_text(approval: &DeploymentApproval, now: Timestamp) -> String {
             }
         }
     }
+}
+
+/// The reviews in the order they were given.
+fn reviews_text(text: &mut String, approval: &DeploymentApproval) {
+    let spec = &approval.spec;
     if !spec.reviews.is_empty() {
         let _ = writeln!(text, "\nReviews:");
         for review in &spec.reviews {
@@ -365,6 +399,10 @@ pub fn status_text(approval: &DeploymentApproval, now: Timestamp) -> String {
             );
         }
     }
+}
+
+/// Each notification sent or still being tried.
+fn notifications_text(text: &mut String, status: &DeploymentApprovalStatus) {
     if !status.notifications.is_empty() {
         let _ = writeln!(text, "\nNotifications:");
         for notice in &status.notifications {
@@ -390,6 +428,10 @@ pub fn status_text(approval: &DeploymentApproval, now: Timestamp) -> String {
             );
         }
     }
+}
+
+/// The rollout once admitted, and the deploy token if one was issued.
+fn rollout_text(text: &mut String, status: &DeploymentApprovalStatus) {
     if let Some(rollout) = &status.rollout {
         let _ = writeln!(text, "\nRollout:");
         if let (Some(at), Some(by)) = (&rollout.admitted_at, &rollout.admitted_by) {
@@ -410,8 +452,6 @@ pub fn status_text(approval: &DeploymentApproval, now: Timestamp) -> String {
             shown(&token.secret_name)
         );
     }
-    let _ = writeln!(text, "\nNext: {}", next_step(approval));
-    text
 }
 
 fn shown_list(items: &[String]) -> String {

@@ -268,109 +268,20 @@ pub fn payload(
     let namespace = approval.metadata.namespace.clone().unwrap_or_default();
     let name = approval.metadata.name.clone().unwrap_or_default();
     let levels = &spec.policy.chain.levels;
-    let level_status = notice.level.and_then(|index| state.levels.get(index));
-    let progress = match level_status {
-        Some(level) => PayloadProgress {
-            approvals: level.approvals,
-            required: level.required,
-            satisfied: level.satisfied,
-            approved_by: level.approved_by.clone(),
-            missing_required: level.missing_required.clone(),
-            text: describe_level(notice.level.unwrap_or_default(), levels.len(), level),
-        },
-        None => PayloadProgress {
-            approvals: state.levels.iter().map(|l| l.approvals).sum(),
-            required: state.levels.iter().map(|l| l.required).sum(),
-            satisfied: state.levels.iter().all(|l| l.satisfied),
-            approved_by: state.approved_by.clone(),
-            missing_required: state
-                .levels
-                .iter()
-                .flat_map(|l| l.missing_required.iter().cloned())
-                .collect(),
-            text: describe_progress(state),
-        },
-    };
+    let progress = payload_progress(state, notice, levels.len());
     let still_open = state.phase == ApprovalPhase::Pending
         && notice.level.is_some()
         && state.current_level == notice.level;
-    let commands = still_open.then(|| PayloadCommands {
-        approve: format!("kubectl countersign approve {name} -n {namespace} --comment \"...\""),
-        approve_with_kubectl: format!(
-            "kubectl patch deploymentapproval {name} -n {namespace} --type=json -p '[{{\"op\":\"add\",\"path\":\"/spec/reviews/-\",\"value\":{{\"decision\":\"Approve\",\"comment\":\"...\"}}}}]'"
-        ),
-        reject: format!("kubectl countersign reject {name} -n {namespace} --comment \"...\""),
-    });
+    let commands = still_open.then(|| review_commands(&namespace, &name));
     let reason = reason(approval, state, notice.event);
-    // Structure (bold, line breaks, code) is countersign's; everything from the request,
-    // the policy or a person goes in quoted and inert (`core::inert::slack_quoted`).
-    let what = format!(
-        "{} {} (request {})",
-        q(&spec.target.kind),
-        q(&format!("{namespace}/{}", spec.target.name)),
-        q(&format!("{namespace}/{name}"))
+    let text = notice_text(
+        approval,
+        state,
+        notice,
+        commands.as_ref(),
+        reason.as_deref(),
+        &progress.text,
     );
-    let summary = if spec.change.summary.text.is_empty() {
-        q(&spec.change.digest)
-    } else {
-        q(&spec.change.summary.text)
-    };
-    let details = change_details(&spec.change.summary);
-    let requester = q(&spec.change.requester.username);
-    let progress_text = q(&progress.text);
-    let text = match (notice.event, notice.level) {
-        // Announced from its AuditEntry (`break_glass_payload`), never for a request.
-        (NoticeEvent::BreakGlass, _) => format!("*Break-glass* on {what}"),
-        (NoticeEvent::LevelOpened, Some(index)) => {
-            let label = level_label(levels, index);
-            match &commands {
-                Some(commands) => format!(
-                    "*Approval needed* for {what}:\n{summary}{details}\nRequested by {requester}. Progress: {progress_text}.\nApprove with `{}`",
-                    commands.approve
-                ),
-                None => format!(
-                    "*Opened:* {} for {what}:\n{summary}{details}\nRequested by {requester}. Since then: {}",
-                    q(&label),
-                    q(&since_then(
-                        state,
-                        level_status.map(|l| l.approved_by.as_slice())
-                    ))
-                ),
-            }
-        }
-        (NoticeEvent::Approved, _) => format!(
-            "*Approved*: {what}:\n{summary}\nApproved by {}.{}",
-            q(&state.approved_by.join(", ")),
-            match (state.phase, state.expires_at) {
-                (ApprovalPhase::Approved, Some(until)) => format!(" Apply it before {until}."),
-                _ => String::new(),
-            }
-        ),
-        (NoticeEvent::Rejected, _) => format!(
-            "*Rejected*: {what}:\n{summary}\n{} Ask again with `countersign request --again`.",
-            q(&sentence(reason.as_deref().unwrap_or("Rejected")))
-        ),
-        (NoticeEvent::Expired, _) => format!(
-            "*Expired*: {what}:\n{summary}\n{} The next attempt to apply the change opens a fresh request.",
-            q(&sentence(
-                reason.as_deref().unwrap_or("No decision in time")
-            ))
-        ),
-        (NoticeEvent::Deployed, _) => format!(
-            "*Deployed*: {what}:\n{summary}\n{}",
-            q(&sentence(
-                reason.as_deref().unwrap_or("The rollout completed")
-            ))
-        ),
-        (NoticeEvent::Failed, _) => format!(
-            "*Rollout failed*: {what}:\n{summary}\n{}",
-            q(&sentence(
-                reason.as_deref().unwrap_or("The rollout did not complete")
-            ))
-        ),
-        // `notices` gives every LevelOpened notice its level.
-        (NoticeEvent::LevelOpened, None) => format!("{what}: {summary}"),
-    };
     NoticePayload {
         delivery_id: notice.delivery_id.clone(),
         event: notice.event,
@@ -402,6 +313,123 @@ pub fn payload(
         progress,
         reason,
         commands,
+    }
+}
+
+/// How far the notice's level has come, or the whole chain for a notice of no level.
+fn payload_progress(state: &ChainState, notice: &Notice, level_count: usize) -> PayloadProgress {
+    let level_status = notice.level.and_then(|index| state.levels.get(index));
+    match level_status {
+        Some(level) => PayloadProgress {
+            approvals: level.approvals,
+            required: level.required,
+            satisfied: level.satisfied,
+            approved_by: level.approved_by.clone(),
+            missing_required: level.missing_required.clone(),
+            text: describe_level(notice.level.unwrap_or_default(), level_count, level),
+        },
+        None => PayloadProgress {
+            approvals: state.levels.iter().map(|l| l.approvals).sum(),
+            required: state.levels.iter().map(|l| l.required).sum(),
+            satisfied: state.levels.iter().all(|l| l.satisfied),
+            approved_by: state.approved_by.clone(),
+            missing_required: state
+                .levels
+                .iter()
+                .flat_map(|l| l.missing_required.iter().cloned())
+                .collect(),
+            text: describe_progress(state),
+        },
+    }
+}
+
+/// The commands that review request `namespace/name`.
+fn review_commands(namespace: &str, name: &str) -> PayloadCommands {
+    PayloadCommands {
+        approve: format!("kubectl countersign approve {name} -n {namespace} --comment \"...\""),
+        approve_with_kubectl: format!(
+            "kubectl patch deploymentapproval {name} -n {namespace} --type=json -p '[{{\"op\":\"add\",\"path\":\"/spec/reviews/-\",\"value\":{{\"decision\":\"Approve\",\"comment\":\"...\"}}}}]'"
+        ),
+        reject: format!("kubectl countersign reject {name} -n {namespace} --comment \"...\""),
+    }
+}
+
+/// The notice's message for people: what happened to which change, and what to do next.
+fn notice_text(
+    approval: &DeploymentApproval,
+    state: &ChainState,
+    notice: &Notice,
+    commands: Option<&PayloadCommands>,
+    reason: Option<&str>,
+    progress_text: &str,
+) -> String {
+    let spec = &approval.spec;
+    let namespace = approval.metadata.namespace.as_deref().unwrap_or_default();
+    let name = approval.metadata.name.as_deref().unwrap_or_default();
+    let levels = &spec.policy.chain.levels;
+    let level_status = notice.level.and_then(|index| state.levels.get(index));
+    // Structure (bold, line breaks, code) is countersign's; everything from the request,
+    // the policy or a person goes in quoted and inert (`core::inert::slack_quoted`).
+    let what = format!(
+        "{} {} (request {})",
+        q(&spec.target.kind),
+        q(&format!("{namespace}/{}", spec.target.name)),
+        q(&format!("{namespace}/{name}"))
+    );
+    let summary = if spec.change.summary.text.is_empty() {
+        q(&spec.change.digest)
+    } else {
+        q(&spec.change.summary.text)
+    };
+    let details = change_details(&spec.change.summary);
+    let requester = q(&spec.change.requester.username);
+    let progress_text = q(progress_text);
+    match (notice.event, notice.level) {
+        // Announced from its AuditEntry (`break_glass_payload`), never for a request.
+        (NoticeEvent::BreakGlass, _) => format!("*Break-glass* on {what}"),
+        (NoticeEvent::LevelOpened, Some(index)) => {
+            let label = level_label(levels, index);
+            match commands {
+                Some(commands) => format!(
+                    "*Approval needed* for {what}:\n{summary}{details}\nRequested by {requester}. Progress: {progress_text}.\nApprove with `{}`",
+                    commands.approve
+                ),
+                None => format!(
+                    "*Opened:* {} for {what}:\n{summary}{details}\nRequested by {requester}. Since then: {}",
+                    q(&label),
+                    q(&since_then(
+                        state,
+                        level_status.map(|l| l.approved_by.as_slice())
+                    ))
+                ),
+            }
+        }
+        (NoticeEvent::Approved, _) => format!(
+            "*Approved*: {what}:\n{summary}\nApproved by {}.{}",
+            q(&state.approved_by.join(", ")),
+            match (state.phase, state.expires_at) {
+                (ApprovalPhase::Approved, Some(until)) => format!(" Apply it before {until}."),
+                _ => String::new(),
+            }
+        ),
+        (NoticeEvent::Rejected, _) => format!(
+            "*Rejected*: {what}:\n{summary}\n{} Ask again with `countersign request --again`.",
+            q(&sentence(reason.unwrap_or("Rejected")))
+        ),
+        (NoticeEvent::Expired, _) => format!(
+            "*Expired*: {what}:\n{summary}\n{} The next attempt to apply the change opens a fresh request.",
+            q(&sentence(reason.unwrap_or("No decision in time")))
+        ),
+        (NoticeEvent::Deployed, _) => format!(
+            "*Deployed*: {what}:\n{summary}\n{}",
+            q(&sentence(reason.unwrap_or("The rollout completed")))
+        ),
+        (NoticeEvent::Failed, _) => format!(
+            "*Rollout failed*: {what}:\n{summary}\n{}",
+            q(&sentence(reason.unwrap_or("The rollout did not complete")))
+        ),
+        // `notices` gives every LevelOpened notice its level.
+        (NoticeEvent::LevelOpened, None) => format!("{what}: {summary}"),
     }
 }
 

@@ -8,6 +8,7 @@
 //! writes what approvers read: the summary must carry countersign's seal
 //! (`core::approval::seal`), which only the proposal of a server-side dry run hands out.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use jiff::{SignedDuration, Timestamp};
@@ -108,6 +109,15 @@ pub enum RequestRefusal {
 
 /// Check a CREATE of a DeploymentApproval by someone other than countersign.
 pub fn validate_request_create(input: &RequestCreate) -> Result<(), RequestRefusal> {
+    fresh_request_by_its_requester(input)?;
+    let object = the_target(input)?;
+    the_sealed_change(input)?;
+    the_governing_policy(input, object)
+}
+
+/// The request is new (no status, no reviews, no life metadata), made by the user it names
+/// as requester, holding every group it claims, at about the time it says.
+fn fresh_request_by_its_requester(input: &RequestCreate) -> Result<(), RequestRefusal> {
     let approval = input.approval;
     let spec = &approval.spec;
     if approval.status.is_some() {
@@ -140,7 +150,13 @@ pub fn validate_request_create(input: &RequestCreate) -> Result<(), RequestRefus
             now: input.now,
         });
     }
-    let target = &spec.target;
+    Ok(())
+}
+
+/// The target is complete and, when the object exists, is that object in this namespace.
+/// Returns the object the policies are matched against (a stub when it does not exist yet).
+fn the_target<'a>(input: &'a RequestCreate) -> Result<Cow<'a, Value>, RequestRefusal> {
+    let target = &input.approval.spec.target;
     for (field, value) in [
         ("apiVersion", &target.api_version),
         ("kind", &target.kind),
@@ -150,13 +166,15 @@ pub fn validate_request_create(input: &RequestCreate) -> Result<(), RequestRefus
             return Err(RequestRefusal::TargetIncomplete(field));
         }
     }
-    let stub = json!({
-        "apiVersion": target.api_version,
-        "kind": target.kind,
-        "metadata": {"name": target.name, "namespace": input.namespace},
-    });
-    let object = input.target_object.unwrap_or(&stub);
-    let (group, kind) = group_kind(object);
+    let object = match input.target_object {
+        Some(object) => Cow::Borrowed(object),
+        None => Cow::Owned(json!({
+            "apiVersion": target.api_version,
+            "kind": target.kind,
+            "metadata": {"name": target.name, "namespace": input.namespace},
+        })),
+    };
+    let (group, kind) = group_kind(&object);
     let name = object
         .pointer("/metadata/name")
         .and_then(Value::as_str)
@@ -175,22 +193,39 @@ pub fn validate_request_create(input: &RequestCreate) -> Result<(), RequestRefus
             actual: format!("{kind} {namespace}/{name}"),
         });
     }
+    Ok(object)
+}
+
+/// The digest parses, the name is the one countersign gives this change, and the summary
+/// carries countersign's seal.
+fn the_sealed_change(input: &RequestCreate) -> Result<(), RequestRefusal> {
+    let approval = input.approval;
+    let spec = &approval.spec;
     let digest = ChangeDigest::parse(&spec.change.digest)
         .ok_or_else(|| RequestRefusal::BadDigest(spec.change.digest.clone()))?;
     let approval_name = approval.metadata.name.as_deref().unwrap_or_default();
-    if !is_request_name(approval_name, &target.name, &digest) {
+    if !is_request_name(approval_name, &spec.target.name, &digest) {
         return Err(RequestRefusal::BadName {
             name: approval_name.to_string(),
-            expected: crate::core::admission::decision::approval_name(&target.name, &digest),
+            expected: crate::core::admission::decision::approval_name(&spec.target.name, &digest),
         });
     }
     if let Some(problem) = check(input.seal_key, input.namespace, spec).problem() {
         return Err(RequestRefusal::SummaryNotSealed(problem));
     }
+    Ok(())
+}
 
+/// A usable policy with an approval chain governs the target, and the request copies its
+/// name, chain, ignored fields and grant as they are now.
+fn the_governing_policy(
+    input: &RequestCreate,
+    object: Cow<'_, Value>,
+) -> Result<(), RequestRefusal> {
+    let spec = &input.approval.spec;
     let request = ChangeRequest {
         operation: spec.change.operation,
-        object,
+        object: &object,
         old_object: None,
         namespace: input.namespace,
         namespace_labels: input.namespace_labels,

@@ -8,8 +8,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::api::{
-    ApprovalPolicy, ApprovalPolicySpec, ApprovalPolicyStatus, ApprovalSettings, ChangeWindow,
-    MAX_APPROVERS_PER_LEVEL, MAX_LEVELS,
+    ApprovalLevel, ApprovalPolicy, ApprovalPolicySpec, ApprovalPolicyStatus, ApprovalSettings,
+    ChangeWindow, MAX_APPROVERS_PER_LEVEL, MAX_LEVELS,
 };
 use crate::core::approval::chain::{approver_label, named_person, required_approvals};
 use crate::core::change::{BUILDING_BLOCK_KINDS, WORKLOAD_KINDS, pointer_segments};
@@ -348,100 +348,7 @@ fn validate_chain(
                 format!("duplicate level name {:?}", level.name),
             );
         }
-        if level.approvers.is_empty() {
-            v.error(
-                format!("{at}.approvers"),
-                format!("level {:?} has no approvers", level.name),
-            );
-            continue;
-        }
-        if level.approvers.len() > MAX_APPROVERS_PER_LEVEL {
-            v.error(
-                format!("{at}.approvers"),
-                format!(
-                    "{} approvers; a level has at most {MAX_APPROVERS_PER_LEVEL} (name a group or a role for more people)",
-                    level.approvers.len()
-                ),
-            );
-            continue;
-        }
-        let mut seen = HashSet::new();
-        let mut fixed_people = 0u32;
-        let mut unbounded = Vec::new();
-        let mut malformed = false;
-        for (j, entry) in level.approvers.iter().enumerate() {
-            let set = [
-                entry.user.is_some(),
-                entry.group.is_some(),
-                entry.service_account.is_some(),
-                entry.role.is_some(),
-            ]
-            .iter()
-            .filter(|s| **s)
-            .count();
-            if set != 1 {
-                v.error(
-                    format!("{at}.approvers[{j}]"),
-                    format!("set exactly one of user, group, serviceAccount or role (found {set})"),
-                );
-                malformed = true;
-                continue;
-            }
-            let label = approver_label(entry);
-            let empty = entry.user.as_deref() == Some("")
-                || entry.group.as_deref() == Some("")
-                || entry.role.as_deref() == Some("")
-                || entry
-                    .service_account
-                    .as_ref()
-                    .is_some_and(|sa| sa.name.is_empty() || sa.namespace.is_empty());
-            if empty {
-                v.error(
-                    format!("{at}.approvers[{j}]"),
-                    "the approver's name must not be empty",
-                );
-            }
-            if !seen.insert(label.clone()) {
-                v.error(
-                    format!("{at}.approvers[{j}]"),
-                    format!("duplicate approver {label} in level {:?}", level.name),
-                );
-                continue;
-            }
-            if entry.user.is_some() || entry.service_account.is_some() {
-                fixed_people += 1;
-            } else {
-                unbounded.push(label);
-            }
-        }
-        if level.min_approvals == Some(0) {
-            v.error(format!("{at}.minApprovals"), "must be at least 1");
-        }
-        let needed = required_approvals(level);
-        if malformed {
-            continue;
-        }
-        if unbounded.is_empty() && needed > fixed_people {
-            let field = if level.min_approvals.is_some() {
-                format!("{at}.minApprovals")
-            } else {
-                at.clone()
-            };
-            v.error(
-                field,
-                format!(
-                    "level {:?} requires {needed} approvals but names only {fixed_people} approvers (all named users or service accounts)",
-                    level.name
-                ),
-            );
-        } else if !unbounded.is_empty() {
-            v.warnings.push(format!(
-                "level {:?}: the size of {} cannot be checked; make sure at least {needed} {} other than the requester can approve",
-                level.name,
-                unbounded.join(", "),
-                if needed == 1 { "person" } else { "distinct people" }
-            ));
-        }
+        validate_level_approvers(&at, level, v);
     }
     if !v.errors.is_empty() {
         return;
@@ -450,6 +357,106 @@ fn validate_chain(
     validate_people_across_levels(root, chain, &people, v, work);
     if v.errors.is_empty() {
         validate_counting_order(root, chain, &people, v, work);
+    }
+}
+
+/// Validate one level's approvers (at field path `at`): each names exactly one non-empty
+/// user, group, service account or role, none twice, and there are enough of them for the
+/// approvals the level requires (a warning when groups or roles make that uncountable).
+fn validate_level_approvers(at: &str, level: &ApprovalLevel, v: &mut PolicyValidation) {
+    if level.approvers.is_empty() {
+        v.error(
+            format!("{at}.approvers"),
+            format!("level {:?} has no approvers", level.name),
+        );
+        return;
+    }
+    if level.approvers.len() > MAX_APPROVERS_PER_LEVEL {
+        v.error(
+            format!("{at}.approvers"),
+            format!(
+                "{} approvers; a level has at most {MAX_APPROVERS_PER_LEVEL} (name a group or a role for more people)",
+                level.approvers.len()
+            ),
+        );
+        return;
+    }
+    let mut seen = HashSet::new();
+    let mut fixed_people = 0u32;
+    let mut unbounded = Vec::new();
+    let mut malformed = false;
+    for (j, entry) in level.approvers.iter().enumerate() {
+        let set = [
+            entry.user.is_some(),
+            entry.group.is_some(),
+            entry.service_account.is_some(),
+            entry.role.is_some(),
+        ]
+        .iter()
+        .filter(|s| **s)
+        .count();
+        if set != 1 {
+            v.error(
+                format!("{at}.approvers[{j}]"),
+                format!("set exactly one of user, group, serviceAccount or role (found {set})"),
+            );
+            malformed = true;
+            continue;
+        }
+        let label = approver_label(entry);
+        let empty = entry.user.as_deref() == Some("")
+            || entry.group.as_deref() == Some("")
+            || entry.role.as_deref() == Some("")
+            || entry
+                .service_account
+                .as_ref()
+                .is_some_and(|sa| sa.name.is_empty() || sa.namespace.is_empty());
+        if empty {
+            v.error(
+                format!("{at}.approvers[{j}]"),
+                "the approver's name must not be empty",
+            );
+        }
+        if !seen.insert(label.clone()) {
+            v.error(
+                format!("{at}.approvers[{j}]"),
+                format!("duplicate approver {label} in level {:?}", level.name),
+            );
+            continue;
+        }
+        if entry.user.is_some() || entry.service_account.is_some() {
+            fixed_people += 1;
+        } else {
+            unbounded.push(label);
+        }
+    }
+    if level.min_approvals == Some(0) {
+        v.error(format!("{at}.minApprovals"), "must be at least 1");
+    }
+    let needed = required_approvals(level);
+    if malformed {
+        return;
+    }
+    if unbounded.is_empty() && needed > fixed_people {
+        let field = if level.min_approvals.is_some() {
+            format!("{at}.minApprovals")
+        } else {
+            at.to_string()
+        };
+        v.error(
+            field,
+            format!(
+                "level {:?} requires {needed} approvals but names only {fixed_people} approvers (all named users or service accounts)",
+                level.name
+            ),
+        );
+    } else if !unbounded.is_empty() {
+        v.warnings.push(format!(
+            "level {:?}: the size of {} cannot be checked; make sure at least {needed} {} other than the requester can approve",
+            level.name,
+            unbounded.join(", "),
+            if needed == 1 { "person" } else { "distinct people" }
+        ));
     }
 }
 
@@ -1082,7 +1089,7 @@ pub const READY_CONDITION: &str = "Ready";
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{ApprovalLevel, Approver, WeeklySchedule, WindowEffect};
+    use crate::api::{Approver, WeeklySchedule, WindowEffect};
     use crate::core::test_builders::{group, level, user};
     use proptest::prelude::*;
 

@@ -43,135 +43,151 @@ pub enum WorkloadProgress {
 /// The rollout state of `object` (a Deployment, StatefulSet, DaemonSet or Job), judged
 /// the way `kubectl rollout status` judges it. Missing fields count as "not there yet".
 pub fn workload_progress(kind: &str, object: &Value) -> WorkloadProgress {
+    match kind {
+        "Deployment" => deployment_progress(object),
+        "StatefulSet" => stateful_set_progress(object),
+        "DaemonSet" => daemon_set_progress(object),
+        "Job" => job_progress(object),
+        other => WorkloadProgress::Complete(format!("no rollout to watch for kind {other}")),
+    }
+}
+
+/// A Deployment: failed past its progress deadline, else complete when every wanted replica is
+/// updated and available and no old one remains.
+fn deployment_progress(object: &Value) -> WorkloadProgress {
     let generation = int(object, "/metadata/generation").unwrap_or(0);
     let observed = int(object, "/status/observedGeneration").unwrap_or(0);
     let status_int = |field: &str| int(object, &format!("/status/{field}")).unwrap_or(0);
     let waiting = |message: String| WorkloadProgress::Progressing(message);
-    match kind {
-        "Deployment" => {
-            if let Some(condition) = condition(object, "Progressing")
-                && condition.reason == "ProgressDeadlineExceeded"
-            {
-                return WorkloadProgress::Failed {
-                    reason: "ProgressDeadlineExceeded".into(),
-                    message: condition.message,
-                };
-            }
-            if observed < generation {
-                return waiting(
-                    "waiting for the Deployment controller to observe the change".into(),
-                );
-            }
-            let wanted = int(object, "/spec/replicas").unwrap_or(1);
-            let updated = status_int("updatedReplicas");
-            let available = status_int("availableReplicas");
-            let total = status_int("replicas");
-            if updated < wanted {
-                waiting(format!("{updated} of {wanted} replicas updated"))
-            } else if total > updated {
-                waiting(format!(
-                    "{} old replicas are pending termination",
-                    total - updated
-                ))
-            } else if available < updated {
-                waiting(format!(
-                    "{available} of {updated} updated replicas available"
-                ))
-            } else {
-                WorkloadProgress::Complete(format!(
-                    "{updated} of {wanted} replicas updated and available"
-                ))
-            }
-        }
-        "StatefulSet" => {
-            if observed == 0 || observed < generation {
-                return waiting(
-                    "waiting for the StatefulSet controller to observe the change".into(),
-                );
-            }
-            let strategy = text(object, "/spec/updateStrategy/type").unwrap_or("RollingUpdate");
-            if strategy != "RollingUpdate" {
-                return WorkloadProgress::Complete(format!(
-                    "update strategy {strategy}: pods change when they are deleted"
-                ));
-            }
-            let wanted = int(object, "/spec/replicas").unwrap_or(1);
-            let ready = status_int("readyReplicas");
-            if ready < wanted {
-                return waiting(format!("{ready} of {wanted} replicas ready"));
-            }
-            if let Some(partition) = int(object, "/spec/updateStrategy/rollingUpdate/partition")
-                && partition > 0
-            {
-                let updated = status_int("updatedReplicas");
-                let due = (wanted - partition).max(0);
-                return if updated < due {
-                    waiting(format!(
-                        "{updated} of {due} replicas above the partition updated"
-                    ))
-                } else {
-                    WorkloadProgress::Complete(format!(
-                        "{updated} replicas above partition {partition} updated"
-                    ))
-                };
-            }
-            let current = text(object, "/status/currentRevision");
-            let update = text(object, "/status/updateRevision");
-            if update.is_none() || current != update {
-                return waiting(format!(
-                    "{} of {wanted} replicas updated",
-                    status_int("updatedReplicas")
-                ));
-            }
-            WorkloadProgress::Complete(format!("{ready} of {wanted} replicas updated and ready"))
-        }
-        "DaemonSet" => {
-            if observed < generation {
-                return waiting(
-                    "waiting for the DaemonSet controller to observe the change".into(),
-                );
-            }
-            let strategy = text(object, "/spec/updateStrategy/type").unwrap_or("RollingUpdate");
-            if strategy != "RollingUpdate" {
-                return WorkloadProgress::Complete(format!(
-                    "update strategy {strategy}: pods change when they are deleted"
-                ));
-            }
-            let desired = status_int("desiredNumberScheduled");
-            let updated = status_int("updatedNumberScheduled");
-            let available = status_int("numberAvailable");
-            if updated < desired {
-                waiting(format!("{updated} of {desired} pods updated"))
-            } else if available < desired {
-                waiting(format!("{available} of {desired} updated pods available"))
-            } else {
-                WorkloadProgress::Complete(format!(
-                    "{desired} of {desired} pods updated and available"
-                ))
-            }
-        }
-        "Job" => {
-            if let Some(failed) = condition(object, "Failed")
-                && failed.status == "True"
-            {
-                return WorkloadProgress::Failed {
-                    reason: format!("JobFailed: {}", failed.reason),
-                    message: failed.message,
-                };
-            }
-            match condition(object, "Complete") {
-                Some(complete) if complete.status == "True" => WorkloadProgress::Complete(format!(
-                    "the Job completed ({} succeeded)",
-                    status_int("succeeded")
-                )),
-                _ => waiting(format!(
-                    "the Job is running ({} active, {} succeeded)",
-                    status_int("active"),
-                    status_int("succeeded")
-                )),
-            }
-        }
-        other => WorkloadProgress::Complete(format!("no rollout to watch for kind {other}")),
+    if let Some(condition) = condition(object, "Progressing")
+        && condition.reason == "ProgressDeadlineExceeded"
+    {
+        return WorkloadProgress::Failed {
+            reason: "ProgressDeadlineExceeded".into(),
+            message: condition.message,
+        };
+    }
+    if observed < generation {
+        return waiting("waiting for the Deployment controller to observe the change".into());
+    }
+    let wanted = int(object, "/spec/replicas").unwrap_or(1);
+    let updated = status_int("updatedReplicas");
+    let available = status_int("availableReplicas");
+    let total = status_int("replicas");
+    if updated < wanted {
+        waiting(format!("{updated} of {wanted} replicas updated"))
+    } else if total > updated {
+        waiting(format!(
+            "{} old replicas are pending termination",
+            total - updated
+        ))
+    } else if available < updated {
+        waiting(format!(
+            "{available} of {updated} updated replicas available"
+        ))
+    } else {
+        WorkloadProgress::Complete(format!(
+            "{updated} of {wanted} replicas updated and available"
+        ))
+    }
+}
+
+/// A StatefulSet: with a rolling update, complete when every replica is ready and updated (or
+/// every replica above the partition is updated).
+fn stateful_set_progress(object: &Value) -> WorkloadProgress {
+    let generation = int(object, "/metadata/generation").unwrap_or(0);
+    let observed = int(object, "/status/observedGeneration").unwrap_or(0);
+    let status_int = |field: &str| int(object, &format!("/status/{field}")).unwrap_or(0);
+    let waiting = |message: String| WorkloadProgress::Progressing(message);
+    if observed == 0 || observed < generation {
+        return waiting("waiting for the StatefulSet controller to observe the change".into());
+    }
+    let strategy = text(object, "/spec/updateStrategy/type").unwrap_or("RollingUpdate");
+    if strategy != "RollingUpdate" {
+        return WorkloadProgress::Complete(format!(
+            "update strategy {strategy}: pods change when they are deleted"
+        ));
+    }
+    let wanted = int(object, "/spec/replicas").unwrap_or(1);
+    let ready = status_int("readyReplicas");
+    if ready < wanted {
+        return waiting(format!("{ready} of {wanted} replicas ready"));
+    }
+    if let Some(partition) = int(object, "/spec/updateStrategy/rollingUpdate/partition")
+        && partition > 0
+    {
+        let updated = status_int("updatedReplicas");
+        let due = (wanted - partition).max(0);
+        return if updated < due {
+            waiting(format!(
+                "{updated} of {due} replicas above the partition updated"
+            ))
+        } else {
+            WorkloadProgress::Complete(format!(
+                "{updated} replicas above partition {partition} updated"
+            ))
+        };
+    }
+    let current = text(object, "/status/currentRevision");
+    let update = text(object, "/status/updateRevision");
+    if update.is_none() || current != update {
+        return waiting(format!(
+            "{} of {wanted} replicas updated",
+            status_int("updatedReplicas")
+        ));
+    }
+    WorkloadProgress::Complete(format!("{ready} of {wanted} replicas updated and ready"))
+}
+
+/// A DaemonSet: with a rolling update, complete when every scheduled pod is updated and available.
+fn daemon_set_progress(object: &Value) -> WorkloadProgress {
+    let generation = int(object, "/metadata/generation").unwrap_or(0);
+    let observed = int(object, "/status/observedGeneration").unwrap_or(0);
+    let status_int = |field: &str| int(object, &format!("/status/{field}")).unwrap_or(0);
+    let waiting = |message: String| WorkloadProgress::Progressing(message);
+    if observed < generation {
+        return waiting("waiting for the DaemonSet controller to observe the change".into());
+    }
+    let strategy = text(object, "/spec/updateStrategy/type").unwrap_or("RollingUpdate");
+    if strategy != "RollingUpdate" {
+        return WorkloadProgress::Complete(format!(
+            "update strategy {strategy}: pods change when they are deleted"
+        ));
+    }
+    let desired = status_int("desiredNumberScheduled");
+    let updated = status_int("updatedNumberScheduled");
+    let available = status_int("numberAvailable");
+    if updated < desired {
+        waiting(format!("{updated} of {desired} pods updated"))
+    } else if available < desired {
+        waiting(format!("{available} of {desired} updated pods available"))
+    } else {
+        WorkloadProgress::Complete(format!("{desired} of {desired} pods updated and available"))
+    }
+}
+
+/// A Job: complete or failed by its conditions.
+fn job_progress(object: &Value) -> WorkloadProgress {
+    let status_int = |field: &str| int(object, &format!("/status/{field}")).unwrap_or(0);
+    let waiting = |message: String| WorkloadProgress::Progressing(message);
+    if let Some(failed) = condition(object, "Failed")
+        && failed.status == "True"
+    {
+        return WorkloadProgress::Failed {
+            reason: format!("JobFailed: {}", failed.reason),
+            message: failed.message,
+        };
+    }
+    match condition(object, "Complete") {
+        Some(complete) if complete.status == "True" => WorkloadProgress::Complete(format!(
+            "the Job completed ({} succeeded)",
+            status_int("succeeded")
+        )),
+        _ => waiting(format!(
+            "the Job is running ({} active, {} succeeded)",
+            status_int("active"),
+            status_int("succeeded")
+        )),
     }
 }
 
@@ -226,78 +242,134 @@ pub fn plan_rollout(
     // Admitted by a webhook that did not record when: count from the first look.
     let admitted_at = rollout.admitted_at.as_ref().map_or(now, |t| t.0);
     rollout.admitted_at = Some(Time(admitted_at));
-    let timeout = approval
-        .spec
-        .policy
-        .chain
-        .rollout_timeout
-        .as_deref()
-        .and_then(|text| parse_duration(text).ok())
-        .unwrap_or(DEFAULT_ROLLOUT_TIMEOUT);
-    let timeout_at = admitted_at.checked_add(timeout).unwrap_or(Timestamp::MAX);
-    let grace_ends = admitted_at
-        .checked_add(NOT_APPLIED_GRACE)
-        .unwrap_or(Timestamp::MAX);
-    let kind = approval.spec.target.kind.as_str();
-
+    let clock = RolloutClock::of(approval, admitted_at, now);
     let outcome = match target {
         LiveTarget::NotWatched => Outcome::Deployed(format!(
-            "{kind} has no rollout to watch: deployed on admission"
+            "{} has no rollout to watch: deployed on admission",
+            approval.spec.target.kind
         )),
         LiveTarget::Missing if rollout.applied_generation.is_some() => Outcome::Failed {
             reason: "TargetDeleted".into(),
-            message: format!("{kind} {} was deleted", approval.spec.target.name),
+            message: format!(
+                "{} {} was deleted",
+                approval.spec.target.kind, approval.spec.target.name
+            ),
         },
-        LiveTarget::Missing if now < grace_ends => Outcome::Waiting {
+        LiveTarget::Missing if now < clock.grace_ends => Outcome::Waiting {
             message: "waiting for the admitted change to reach the object".into(),
-            until: grace_ends.min(timeout_at),
+            until: clock.grace_ends.min(clock.timeout_at),
         },
         LiveTarget::Missing => Outcome::NotApplied,
         LiveTarget::Present(object) => {
-            let live = ChangeDigest::of(object, ignore_fields);
-            if live.as_str() == approval.spec.change.digest {
-                if rollout.applied_generation.is_none() {
-                    rollout.applied_generation =
-                        Some(int(object, "/metadata/generation").unwrap_or(0));
-                }
-                match workload_progress(kind, object) {
-                    WorkloadProgress::Complete(message) => Outcome::Deployed(message),
-                    WorkloadProgress::Failed { reason, message } => {
-                        Outcome::Failed { reason, message }
-                    }
-                    WorkloadProgress::Progressing(message) if now >= timeout_at => {
-                        Outcome::Failed {
-                            reason: "RolloutTimeout".into(),
-                            message: format!(
-                                "not rolled out within the rollout timeout of {}: {message}",
-                                fmt_duration(timeout)
-                            ),
-                        }
-                    }
-                    WorkloadProgress::Progressing(message) => Outcome::Waiting {
-                        message,
-                        until: timeout_at,
-                    },
-                }
-            } else if rollout.applied_generation.is_some() {
-                Outcome::Failed {
-                    reason: "Superseded".into(),
-                    message: format!(
-                        "the object changed to other content ({}) before the rollout completed",
-                        live.short_hex(12)
-                    ),
-                }
-            } else if now < grace_ends {
-                Outcome::Waiting {
-                    message: "waiting for the admitted change to reach the object".into(),
-                    until: grace_ends.min(timeout_at),
-                }
-            } else {
-                Outcome::NotApplied
-            }
+            present_outcome(approval, object, ignore_fields, &mut rollout, &clock)
         }
     };
+    status_after(
+        approval,
+        stored,
+        rollout,
+        outcome,
+        approval_expires_at,
+        &clock,
+    )
+}
 
+/// The times a rollout is judged by.
+struct RolloutClock {
+    now: Timestamp,
+    admitted_at: Timestamp,
+    /// The chain's rollout timeout (or the default), and when it runs out.
+    timeout: SignedDuration,
+    timeout_at: Timestamp,
+    /// Until when a change not yet on the object may still arrive.
+    grace_ends: Timestamp,
+}
+
+impl RolloutClock {
+    fn of(approval: &DeploymentApproval, admitted_at: Timestamp, now: Timestamp) -> Self {
+        let timeout = approval
+            .spec
+            .policy
+            .chain
+            .rollout_timeout
+            .as_deref()
+            .and_then(|text| parse_duration(text).ok())
+            .unwrap_or(DEFAULT_ROLLOUT_TIMEOUT);
+        RolloutClock {
+            now,
+            admitted_at,
+            timeout,
+            timeout_at: admitted_at.checked_add(timeout).unwrap_or(Timestamp::MAX),
+            grace_ends: admitted_at
+                .checked_add(NOT_APPLIED_GRACE)
+                .unwrap_or(Timestamp::MAX),
+        }
+    }
+}
+
+/// How the rollout stands with the target present: the admitted change is on it (then the
+/// workload's progress decides, and the generation it arrived at is recorded), other content
+/// replaced it, or it has not arrived (yet).
+fn present_outcome(
+    approval: &DeploymentApproval,
+    object: &Value,
+    ignore_fields: &[String],
+    rollout: &mut RolloutStatus,
+    clock: &RolloutClock,
+) -> Outcome {
+    let kind = approval.spec.target.kind.as_str();
+    let live = ChangeDigest::of(object, ignore_fields);
+    if live.as_str() == approval.spec.change.digest {
+        if rollout.applied_generation.is_none() {
+            rollout.applied_generation = Some(int(object, "/metadata/generation").unwrap_or(0));
+        }
+        match workload_progress(kind, object) {
+            WorkloadProgress::Complete(message) => Outcome::Deployed(message),
+            WorkloadProgress::Failed { reason, message } => Outcome::Failed { reason, message },
+            WorkloadProgress::Progressing(message) if clock.now >= clock.timeout_at => {
+                Outcome::Failed {
+                    reason: "RolloutTimeout".into(),
+                    message: format!(
+                        "not rolled out within the rollout timeout of {}: {message}",
+                        fmt_duration(clock.timeout)
+                    ),
+                }
+            }
+            WorkloadProgress::Progressing(message) => Outcome::Waiting {
+                message,
+                until: clock.timeout_at,
+            },
+        }
+    } else if rollout.applied_generation.is_some() {
+        Outcome::Failed {
+            reason: "Superseded".into(),
+            message: format!(
+                "the object changed to other content ({}) before the rollout completed",
+                live.short_hex(12)
+            ),
+        }
+    } else if clock.now < clock.grace_ends {
+        Outcome::Waiting {
+            message: "waiting for the admitted change to reach the object".into(),
+            until: clock.grace_ends.min(clock.timeout_at),
+        }
+    } else {
+        Outcome::NotApplied
+    }
+}
+
+/// The status an outcome leaves: still waiting (written only if it changed, looked at again
+/// by `until`), or finished (Deployed, Failed, or back to Approved/Expired when the change
+/// never arrived), which releases the lock.
+fn status_after(
+    approval: &DeploymentApproval,
+    stored: &DeploymentApprovalStatus,
+    mut rollout: RolloutStatus,
+    outcome: Outcome,
+    approval_expires_at: Option<Timestamp>,
+    clock: &RolloutClock,
+) -> RolloutPlan {
+    let (now, admitted_at) = (clock.now, clock.admitted_at);
     let mut status = stored.clone();
     let condition = match outcome {
         Outcome::Waiting { message, until } => {
