@@ -15,6 +15,8 @@ pub mod core;
 
 pub mod install;
 
+pub mod kubeconfig;
+
 pub mod notify;
 
 pub mod operator;

@@ -148,6 +148,21 @@ fn bad_input_names_the_file_and_the_field() {
             ],
         ),
         (
+            // Every built-in workload kind, alone in its file too (a ReplicaSet or a Pod
+            // as much as a Deployment).
+            "unknown field in a single Pod",
+            vec![
+                "check".into(),
+                "--policy".into(),
+                "examples/policies".into(),
+                "--namespace".into(),
+                "examples/namespace-shop.yaml".into(),
+                "--object".into(),
+                format!("{bad}/pod-unknown-field.yaml"),
+            ],
+            vec!["pod-unknown-field.yaml: spec.restartPolicyy: unknown field"],
+        ),
+        (
             "bad time in a file",
             example(
                 "examples/deployment-v2.yaml",
@@ -1183,5 +1198,56 @@ fn a_manifest_set_is_judged_workload_by_workload() {
     ]);
     let report: Value = serde_json::from_str(&single.stdout).expect("JSON");
     assert!(report.is_object(), "{report}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--context` without `--kubeconfig` picks that context from the default kubeconfig, for
+/// `serve` as for the approver's commands (one way of choosing: `src/kubeconfig.rs`); it
+/// is never dropped in favour of the current context.
+#[test]
+fn a_context_without_a_kubeconfig_is_looked_up_not_ignored() {
+    let dir = std::env::temp_dir().join(format!("countersign-context-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let kubeconfig = dir.join("config");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: only\n  cluster: {server: \"https://127.0.0.1:9\"}\nusers:\n- name: u\n  user: {token: t}\ncontexts:\n- name: only\n  context: {cluster: only, user: u}\ncurrent-context: only\n",
+    )
+    .expect("kubeconfig");
+    for args in [
+        &[
+            "serve",
+            "--context",
+            "elsewhere",
+            "--tls-cert",
+            "/nonexistent",
+            "--tls-key",
+            "/nonexistent",
+        ][..],
+        &["list", "--context", "elsewhere"][..],
+    ] {
+        // Ignoring the context would connect to the current one and wait on it: a
+        // deadline makes that a failure rather than a hang.
+        let mut child = Command::new(env!("CARGO_BIN_EXE_countersign"))
+            .args(args)
+            .env("KUBECONFIG", &kubeconfig)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run countersign");
+        let started = std::time::Instant::now();
+        while child.try_wait().expect("wait").is_none() {
+            if started.elapsed() > std::time::Duration::from_secs(30) {
+                let _ = child.kill();
+                panic!("{args:?}: still running after 30 s; was --context ignored?");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let output = child.wait_with_output().expect("output");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_ne!(output.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(stderr.contains("elsewhere"), "{args:?}: {stderr}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -6,9 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use jiff::Timestamp;
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 use serde_json::Value;
 
@@ -131,12 +129,16 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, CliError> {
         None => Timestamp::now(),
     };
     let policies = load_policies(&args.policies)?;
-    let single = match args.object.as_slice() {
-        [one] => manifest_set::is_single_object(one)?,
+    let mut objects = Vec::new();
+    for path in &args.object {
+        objects.extend(manifest_set::load(path)?);
+    }
+    let single = match (args.object.as_slice(), objects.as_slice()) {
+        ([path], [only]) => !path.is_dir() && only.is_whole_file(),
         _ => false,
     };
     let single_change = if single {
-        Some(load_single(args)?)
+        Some(single_change(args, &objects[0].object)?)
     } else {
         None
     };
@@ -185,7 +187,7 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, CliError> {
                 &namespace,
             )?]
         }
-        None => judge_set(args, &setting)?,
+        None => judge_set(args, &setting, objects)?,
     };
     let reports: Vec<&output::CheckReport> = judged.iter().map(|j| &j.report).collect();
     let rendered = match args.output {
@@ -223,18 +225,16 @@ fn json_text<T: serde::Serialize>(value: &T) -> Result<String, CliError> {
         .map_err(|e| CliError::Output(format!("cannot render the result: {e}")))
 }
 
-/// SPEC §10: one `--object`, optionally its `--old-object`, and the operation.
-fn load_single(args: &CheckArgs) -> Result<(Value, Option<Value>, Operation), CliError> {
-    let path = args
-        .object
-        .first()
-        .map(PathBuf::as_path)
-        .unwrap_or(Path::new(""));
-    let object = load_object(path)?;
+/// SPEC §10: one `--object` (`object`, a file's only document), optionally its
+/// `--old-object`, and the operation.
+fn single_change(
+    args: &CheckArgs,
+    object: &Value,
+) -> Result<(Value, Option<Value>, Operation), CliError> {
     let old_object = match &args.old_object {
         Some(path) => {
-            let old = load_object(path)?;
-            same_object(path, &old, &object)?;
+            let old = load_one_object(path)?;
+            same_object(path, &old, object)?;
             Some(old)
         }
         None => None,
@@ -249,12 +249,30 @@ fn load_single(args: &CheckArgs) -> Result<(Value, Option<Value>, Operation), Cl
         (Some(OperationArg::Create), None) | (None, None) => Operation::Create,
         (Some(OperationArg::Update), _) | (None, Some(_)) => Operation::Update,
     };
-    Ok((object, old_object, operation))
+    Ok((object.clone(), old_object, operation))
+}
+
+/// The one object in the file at `path`.
+fn load_one_object(path: &Path) -> Result<Value, CliError> {
+    let mut objects = manifest_set::load(path)?;
+    match objects.as_slice() {
+        [only] if only.is_whole_file() => Ok(objects.remove(0).object),
+        _ => Err(InputError::new(
+            path,
+            None,
+            format!("expected exactly one object, found {}", objects.len()),
+        )
+        .into()),
+    }
 }
 
 /// A rendered manifest set: every workload in it, each an UPDATE of the object of the same
 /// kind, namespace and name in `--old-object` (a manifest set too), else a CREATE.
-fn judge_set(args: &CheckArgs, setting: &Setting) -> Result<Vec<Judged>, CliError> {
+fn judge_set(
+    args: &CheckArgs,
+    setting: &Setting,
+    objects: Vec<manifest_set::Located>,
+) -> Result<Vec<Judged>, CliError> {
     if args.operation.is_some() {
         return Err(CliError::Flag {
             flag: "--operation",
@@ -284,10 +302,7 @@ fn judge_set(args: &CheckArgs, setting: &Setting) -> Result<Vec<Judged>, CliErro
             olds.insert(key(&located)?, located.object);
         }
     }
-    let mut objects: Vec<manifest_set::Located> = Vec::new();
-    for path in &args.object {
-        objects.extend(manifest_set::load(path)?.into_iter().filter(workload));
-    }
+    let objects: Vec<manifest_set::Located> = objects.into_iter().filter(workload).collect();
     if objects.is_empty() {
         return Err(InputError::new(
             args.object.first().map(PathBuf::as_path).unwrap_or(Path::new("")),
@@ -298,7 +313,6 @@ fn judge_set(args: &CheckArgs, setting: &Setting) -> Result<Vec<Judged>, CliErro
     }
     let mut judged = Vec::new();
     for located in &objects {
-        strict_value(&located.file, &located.object, &located.at)?;
         let key = key(located)?;
         let old = olds.get(&key);
         let operation = if old.is_some() {
@@ -564,72 +578,6 @@ fn single_document(file: &Path, what: &str) -> Result<(String, Value), CliError>
     }
     let document = documents.remove(0);
     Ok((text, document))
-}
-
-/// The one object in `file`, as plain JSON. Built-in workload kinds are also decoded
-/// strictly as their Kubernetes type, so a misspelt field is caught here.
-fn load_object(file: &Path) -> Result<Value, CliError> {
-    let (text, object) = single_document(file, "object")?;
-    for (field, pointer) in [
-        ("apiVersion", "/apiVersion"),
-        ("kind", "/kind"),
-        ("metadata.name", "/metadata/name"),
-    ] {
-        if object
-            .pointer(pointer)
-            .and_then(Value::as_str)
-            .is_none_or(str::is_empty)
-        {
-            return Err(
-                InputError::new(file, Some(field), "missing (must be a non-empty string)").into(),
-            );
-        }
-    }
-    let (group, kind) = group_kind(&object);
-    let version = object
-        .get("apiVersion")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    match (group.as_str(), kind.as_str(), version) {
-        ("apps", "Deployment", "apps/v1") => strict::<Deployment>(file, &text)?,
-        ("apps", "StatefulSet", "apps/v1") => strict::<StatefulSet>(file, &text)?,
-        ("apps", "DaemonSet", "apps/v1") => strict::<DaemonSet>(file, &text)?,
-        ("batch", "Job", "batch/v1") => strict::<Job>(file, &text)?,
-        ("batch", "CronJob", "batch/v1") => strict::<CronJob>(file, &text)?,
-        _ => {}
-    }
-    Ok(object)
-}
-
-fn strict<T: serde::de::DeserializeOwned>(file: &Path, text: &str) -> Result<(), InputError> {
-    input::decode_all::<T>(file, text).map(|_| ())
-}
-
-/// One object of a manifest set decoded strictly as its Kubernetes type, when it is a
-/// built-in workload kind, so a misspelt field is caught (`at` prefixes the field).
-fn strict_value(file: &Path, object: &Value, at: &str) -> Result<(), InputError> {
-    fn as_type<T: serde::de::DeserializeOwned>(
-        file: &Path,
-        object: &Value,
-        at: &str,
-    ) -> Result<(), InputError> {
-        input::decode_value::<T>(file, object, at).map(|_| ())
-    }
-    let (group, kind) = group_kind(object);
-    let version = object
-        .get("apiVersion")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    match (group.as_str(), kind.as_str(), version) {
-        ("apps", "Deployment", "apps/v1") => as_type::<Deployment>(file, object, at),
-        ("apps", "StatefulSet", "apps/v1") => as_type::<StatefulSet>(file, object, at),
-        ("apps", "DaemonSet", "apps/v1") => as_type::<DaemonSet>(file, object, at),
-        ("apps", "ReplicaSet", "apps/v1") => as_type::<ReplicaSet>(file, object, at),
-        ("batch", "Job", "batch/v1") => as_type::<Job>(file, object, at),
-        ("batch", "CronJob", "batch/v1") => as_type::<CronJob>(file, object, at),
-        ("", "Pod", "v1") => as_type::<Pod>(file, object, at),
-        _ => Ok(()),
-    }
 }
 
 /// The old object must be the same object as the new one.

@@ -6,11 +6,11 @@ use std::path::PathBuf;
 
 use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use kube::api::PostParams;
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
 
 use super::CliError;
 use crate::api::UserInfo;
+use crate::kubeconfig::client_config;
 
 /// Which cluster, as whom, and in which namespace.
 #[derive(Clone, Debug, clap::Args)]
@@ -36,29 +36,14 @@ pub struct Cluster {
 pub async fn connect(args: &ClusterArgs) -> Result<Cluster, CliError> {
     // kube's client uses rustls with ring.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let options = KubeConfigOptions {
-        context: args.context.clone(),
-        ..KubeConfigOptions::default()
-    };
-    let failed = |e: &dyn std::fmt::Display| CliError::Connect(e.to_string());
-    let config = match &args.kubeconfig {
-        Some(path) => {
-            let file = Kubeconfig::read_from(path)
-                .map_err(|e| CliError::Connect(format!("{}: {e}", path.display())))?;
-            kube::Config::from_custom_kubeconfig(file, &options)
-                .await
-                .map_err(|e| CliError::Connect(format!("{}: {e}", path.display())))?
-        }
-        None if args.context.is_some() => kube::Config::from_kubeconfig(&options)
-            .await
-            .map_err(|e| failed(&e))?,
-        None => kube::Config::infer().await.map_err(|e| failed(&e))?,
-    };
+    let config = client_config(args.kubeconfig.as_deref(), args.context.as_deref())
+        .await
+        .map_err(|e| CliError::Connect(e.to_string()))?;
     let namespace = args
         .namespace
         .clone()
         .unwrap_or_else(|| config.default_namespace.clone());
-    let client = Client::try_from(config).map_err(|e| failed(&e))?;
+    let client = Client::try_from(config).map_err(|e| CliError::Connect(e.to_string()))?;
     Ok(Cluster { client, namespace })
 }
 

@@ -7,11 +7,13 @@
 //! change would get (`core::admission::proposal`); this command opens it. The approvals webhook checks
 //! that request like any other: the caller's own change, the governing policy's chain.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::path::{Path, PathBuf};
 
-use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;
-use kube::discovery::Scope;
+use kube::discovery::{ApiCapabilities, Scope};
 use kube::{Api, Client};
 use serde_json::Value;
 
@@ -54,11 +56,19 @@ enum Outcome {
 pub async fn run(args: &RequestArgs) -> Result<(), CliError> {
     let objects = read_objects(&args.file)?;
     let cluster = connect(&args.cluster).await?;
+    let mut kinds = KnownKinds::default();
     let mut opened = Vec::new();
     let mut refusals = Vec::new();
     for object in objects {
         let what = object_ref(&object);
-        match request_one(&cluster.client, &cluster.namespace, object, args.again).await {
+        let requested = request_one(
+            &cluster.client,
+            &mut kinds,
+            &cluster.namespace,
+            object,
+            args.again,
+        );
+        match requested.await {
             Ok(outcome) => {
                 if args.output == ShowFormat::Text {
                     print_outcome(&what, &outcome);
@@ -108,8 +118,37 @@ fn read_objects(file: &Path) -> Result<Vec<Value>, CliError> {
     Ok(objects)
 }
 
+/// The API resource of each kind met so far: discovery runs once per kind, not per object
+/// (a manifest of fifty Deployments asks the API server about Deployments once).
+#[derive(Default)]
+struct KnownKinds {
+    resolved: HashMap<GroupVersionKind, (ApiResource, ApiCapabilities)>,
+}
+
+impl KnownKinds {
+    async fn resolve(
+        &mut self,
+        client: &Client,
+        gvk: GroupVersionKind,
+    ) -> Result<&(ApiResource, ApiCapabilities), CliError> {
+        let found = match self.resolved.entry(gvk) {
+            Entry::Occupied(known) => known.into_mut(),
+            Entry::Vacant(new) => {
+                let gvk = new.key();
+                let what = format!("looking up {}/{} {}", gvk.group, gvk.version, gvk.kind);
+                let resolved = kube::discovery::pinned_kind(client, gvk)
+                    .await
+                    .map_err(|e| CliError::from_api(&what, e))?;
+                new.insert(resolved)
+            }
+        };
+        Ok(found)
+    }
+}
+
 async fn request_one(
     client: &Client,
+    kinds: &mut KnownKinds,
     default_namespace: &str,
     mut object: Value,
     again: bool,
@@ -126,9 +165,7 @@ async fn request_one(
         .split_once('/')
         .unwrap_or(("", api_version.as_str()));
     let gvk = GroupVersionKind::gvk(group, version, &kind);
-    let (resource, capabilities) = kube::discovery::pinned_kind(client, &gvk)
-        .await
-        .map_err(|e| CliError::from_api(&format!("looking up {api_version} {kind}"), e))?;
+    let (resource, capabilities) = kinds.resolve(client, gvk).await?;
     let api: Api<DynamicObject> = match capabilities.scope {
         Scope::Namespaced => {
             let namespace = match text("/metadata/namespace") {
@@ -136,9 +173,9 @@ async fn request_one(
                 namespace => namespace,
             };
             object["metadata"]["namespace"] = Value::from(namespace.clone());
-            Api::namespaced_with(client.clone(), &namespace, &resource)
+            Api::namespaced_with(client.clone(), &namespace, resource)
         }
-        Scope::Cluster => Api::all_with(client.clone(), &resource),
+        Scope::Cluster => Api::all_with(client.clone(), resource),
     };
     let dry_run = PatchParams::apply("countersign-request").force().dry_run();
     let denial = match api.patch(&name, &dry_run, &Patch::Apply(&object)).await {

@@ -93,12 +93,7 @@ async fn review(
             .get(name)
             .await
             .map_err(|e| CliError::from_api(&format!("reading {what}"), e))?;
-        if phase(&approval).is_terminal() {
-            return Err(CliError::Refused(format!(
-                "{what} is {} already; a review no longer changes it",
-                phase(&approval)
-            )));
-        }
+        // Whether reviews are still open is the webhook's to say: its refusal is shown.
         let patch = append_review(&approval, decision, comment)?;
         match api
             .patch(name, &PatchParams::default(), &Patch::Merge(&patch))

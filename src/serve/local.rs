@@ -15,7 +15,7 @@ use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::config::{AuthInfo, KubeConfigOptions, Kubeconfig};
+use kube::config::AuthInfo;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -80,15 +80,9 @@ impl LocalInstall {
         listen: SocketAddr,
         restore_webhooks: bool,
     ) -> Result<LocalInstall, LocalError> {
-        let file = Kubeconfig::read_from(kubeconfig)
-            .map_err(|e| LocalError::Kubeconfig(format!("{}: {e}", kubeconfig.display())))?;
-        let options = KubeConfigOptions {
-            context: context.map(str::to_string),
-            ..KubeConfigOptions::default()
-        };
-        let admin_config = kube::Config::from_custom_kubeconfig(file, &options)
+        let admin_config = crate::kubeconfig::client_config(Some(kubeconfig), context)
             .await
-            .map_err(|e| LocalError::Kubeconfig(format!("{}: {e}", kubeconfig.display())))?;
+            .map_err(|e| LocalError::Kubeconfig(e.to_string()))?;
         let installer = Client::try_from(admin_config.clone())
             .map_err(|e| LocalError::Kubeconfig(e.to_string()))?;
 

@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use kube::Client;
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio::net::TcpListener;
 
 use crate::cluster::Cluster;
@@ -492,20 +491,9 @@ fn guard_settings(
 
 /// The client configuration outside local mode: --kubeconfig/--context, else inferred.
 async fn client_config(args: &ServeArgs) -> Result<kube::Config, ServeFailure> {
-    let failed = |e: &dyn std::fmt::Display| ServeFailure::Kubeconfig(e.to_string());
-    match &args.kubeconfig {
-        Some(path) => {
-            let kubeconfig = Kubeconfig::read_from(path).map_err(|e| failed(&e))?;
-            let options = KubeConfigOptions {
-                context: args.context.clone(),
-                ..KubeConfigOptions::default()
-            };
-            kube::Config::from_custom_kubeconfig(kubeconfig, &options)
-                .await
-                .map_err(|e| failed(&e))
-        }
-        None => kube::Config::infer().await.map_err(|e| failed(&e)),
-    }
+    crate::kubeconfig::client_config(args.kubeconfig.as_deref(), args.context.as_deref())
+        .await
+        .map_err(|e| ServeFailure::Kubeconfig(e.to_string()))
 }
 
 fn replica_name(args: &ServeArgs) -> String {

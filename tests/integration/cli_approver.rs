@@ -118,6 +118,15 @@ async fn approvers_list_review_and_follow_a_request_from_the_command_line() -> R
     // Approved: in flight until the change is applied.
     let listed = until_listed(User::Dave, ns, &name, "the change to be applied").await?;
     assert!(listed.contains("Approved"), "{listed}");
+    // Reviews close once the chain decides: a late rejection gets the webhook's refusal as
+    // it says it (the CLI keeps no rule of its own about which phases take reviews).
+    let late = countersign(User::Carol, ns, &["reject", &name, "--comment", "too late"])?;
+    assert_eq!(exit_code(&late), Some(1), "{}", text(&late));
+    assert!(
+        text(&late).contains("the request is Approved; reviews are closed"),
+        "{}",
+        text(&late)
+    );
 
     // The trail, oldest first (for whoever may read it).
     let trail = countersign(User::Admin, ns, &["audit", &name])?;

@@ -10,12 +10,8 @@ use serde_json::Value;
 use super::manifest::all_documents;
 use super::{InputError, without_path};
 
-/// Decode every non-empty document of `text` as `T`, refusing unknown fields.
-///
-/// Decoding runs on the documents as [`documents`](super::documents) reads them (as
-/// kubectl would send them). When it fails, the same decoding on the YAML itself usually
-/// fails at the same field, and its message carries the line and column, so that one is
-/// reported.
+/// Decode every non-empty document of `text` as `T`, refusing unknown fields (errors carry
+/// the line where the YAML tells it: [`decode_document`]).
 pub fn decode_all<T: DeserializeOwned>(file: &Path, text: &str) -> Result<Vec<T>, InputError> {
     decode_all_checked(file, text, |_| Ok(()))
 }
@@ -32,27 +28,43 @@ pub fn decode_all_checked<T: DeserializeOwned>(
         check(value)?;
     }
     let mut out = Vec::new();
-    for (index, value) in values.into_iter().enumerate() {
+    for (index, value) in values.iter().enumerate() {
         if value.is_null() {
             // An empty document (a trailing `---`) decodes as nothing.
             continue;
         }
-        match decode_strict(file, &value, "") {
-            Ok(decoded) => out.push(decoded),
-            // An unknown field's message has no line to add.
-            Err(error) if error.message == UNKNOWN_FIELD => return Err(error),
-            Err(error) => {
-                // Parse again only now, to find the line.
-                let document = yaml_serde::Deserializer::from_str(text).nth(index);
-                let with_line = document.map(|d| decode_strict::<_, T>(file, d, ""));
-                return Err(match with_line {
-                    Some(Err(with_line)) if with_line.field == error.field => with_line,
-                    _ => error,
-                });
-            }
-        }
+        out.push(decode_document(file, text, index, value, "")?);
     }
     Ok(out)
+}
+
+/// Decode document `index` of `text` (counting empty documents too), already read as
+/// `value`, strictly as `T`; `field_prefix` as in [`decode_value`].
+///
+/// Decoding runs on `value` (as kubectl would send it). When it fails, the same decoding
+/// on the YAML itself usually fails at the same field, and its message carries the line
+/// and column, so that one is reported.
+pub fn decode_document<T: DeserializeOwned>(
+    file: &Path,
+    text: &str,
+    index: usize,
+    value: &Value,
+    field_prefix: &str,
+) -> Result<T, InputError> {
+    match decode_strict(file, value, field_prefix) {
+        Ok(decoded) => Ok(decoded),
+        // An unknown field's message has no line to add.
+        Err(error) if error.message == UNKNOWN_FIELD => Err(error),
+        Err(error) => {
+            // Parse again only now, to find the line.
+            let document = yaml_serde::Deserializer::from_str(text).nth(index);
+            let with_line = document.map(|d| decode_strict::<_, T>(file, d, field_prefix));
+            Err(match with_line {
+                Some(Err(with_line)) if with_line.field == error.field => with_line,
+                _ => error,
+            })
+        }
+    }
 }
 
 /// Decode one plain JSON value (e.g. an item of a `kind: List`) as `T`, refusing unknown

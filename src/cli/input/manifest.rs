@@ -19,6 +19,16 @@ pub fn documents(file: &Path, text: &str) -> Result<Vec<Value>, InputError> {
         .collect())
 }
 
+/// Every non-empty document of a file with its place among all of them (empty ones
+/// counted, as [`decode_document`](super::decode_document) counts them).
+pub fn numbered_documents(file: &Path, text: &str) -> Result<Vec<(usize, Value)>, InputError> {
+    Ok(all_documents(file, text)?
+        .into_iter()
+        .enumerate()
+        .filter(|(_, value)| !value.is_null())
+        .collect())
+}
+
 /// Every document of a file, an empty one (a trailing `---`) as `null`.
 pub(super) fn all_documents(file: &Path, text: &str) -> Result<Vec<Value>, InputError> {
     refuse_deep_nesting(file, text)?;

@@ -12,9 +12,9 @@ mod nesting;
 
 use std::path::{Path, PathBuf};
 
-pub use decode::{decode_all, decode_all_checked, decode_value, expect_kind};
+pub use decode::{decode_all, decode_all_checked, decode_document, decode_value, expect_kind};
 pub use files::{MAX_FILE_BYTES, expand, read};
-pub use manifest::documents;
+pub use manifest::{documents, numbered_documents};
 pub use nesting::MAX_NESTING;
 
 /// A bad input: which file, which field (when known), and what is wrong.
