@@ -246,7 +246,7 @@ impl Metrics {
         now: jiff::Timestamp,
     ) {
         use crate::api::ApprovalPhase;
-        let before = approval.status.as_ref().map(|s| s.phase);
+        let before = approval.recorded_phase();
         if before == Some(status.phase) {
             return;
         }

@@ -232,6 +232,18 @@ pub struct Review {
     pub time: Time,
 }
 
+impl DeploymentApproval {
+    /// The phase its status records, if the operator has written one.
+    pub fn recorded_phase(&self) -> Option<ApprovalPhase> {
+        self.status.as_ref().map(|s| s.phase)
+    }
+
+    /// The phase as stored; a request the operator has not seen yet is `Pending`.
+    pub fn phase(&self) -> ApprovalPhase {
+        self.recorded_phase().unwrap_or_default()
+    }
+}
+
 /// Where a request stands.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
 pub enum ApprovalPhase {

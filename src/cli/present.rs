@@ -32,11 +32,7 @@ pub fn summary_verified(approval: &DeploymentApproval) -> Option<bool> {
 
 /// The phase as stored; a request the operator has not seen yet is `Pending`.
 pub fn phase(approval: &DeploymentApproval) -> ApprovalPhase {
-    approval
-        .status
-        .as_ref()
-        .map(|s| s.phase)
-        .unwrap_or_default()
+    approval.phase()
 }
 
 /// Still in flight: not Deployed, Rejected, Expired or Failed.

@@ -43,14 +43,6 @@ impl Default for ApprovalIndex {
     }
 }
 
-fn phase(approval: &DeploymentApproval) -> ApprovalPhase {
-    approval
-        .status
-        .as_ref()
-        .map(|s| s.phase)
-        .unwrap_or_default()
-}
-
 fn approval_key(approval: &DeploymentApproval) -> Key {
     (
         approval.namespace().unwrap_or_default(),
@@ -103,7 +95,7 @@ impl ApprovalIndex {
                 continue;
             };
             let target = target_key(&approval);
-            filed.insert(approval_key(&approval), (target.clone(), phase(&approval)));
+            filed.insert(approval_key(&approval), (target.clone(), approval.phase()));
             by_target
                 .entry(target)
                 .or_default()
@@ -123,7 +115,7 @@ impl ApprovalIndex {
         };
         let target = target_key(&approval);
         if let (Ok(mut index), Ok(mut keys)) = (self.by_target.write(), self.filed.write()) {
-            keys.insert(key.clone(), (target.clone(), phase(&approval)));
+            keys.insert(key.clone(), (target.clone(), approval.phase()));
             index.entry(target).or_default().insert(key.1, stored);
         }
     }

@@ -9,6 +9,7 @@ use kube::{Api, Client};
 
 use super::calls::{WriteError, bounded};
 use crate::api::{AuditTarget, DeploymentApproval};
+use crate::core::audit::trail::request_target;
 use crate::core::change::api_group;
 use crate::core::rollout::lock::{
     HolderState, LOCK_LABEL, LockState, LockVerdict, judge_lock, lock_name, releases,
@@ -103,13 +104,7 @@ async fn holder_state(client: &Client, holder: &str) -> Result<HolderState, Writ
     let api: Api<DeploymentApproval> = Api::namespaced(client.clone(), namespace);
     Ok(match bounded(api.get_opt(name)).await? {
         None => HolderState::Gone,
-        Some(approval) => HolderState::Phase(
-            approval
-                .status
-                .as_ref()
-                .map(|s| s.phase)
-                .unwrap_or_default(),
-        ),
+        Some(approval) => HolderState::Phase(approval.phase()),
     })
 }
 
@@ -118,14 +113,7 @@ async fn holder_state(client: &Client, holder: &str) -> Result<HolderState, Writ
 /// a holder that is not Deploying holds nothing.
 pub async fn release(client: &Client, install_namespace: &str, approval: &DeploymentApproval) {
     let namespace = approval.metadata.namespace.clone().unwrap_or_default();
-    let target = AuditTarget {
-        api_version: approval.spec.target.api_version.clone(),
-        kind: approval.spec.target.kind.clone(),
-        namespace: Some(namespace.clone()),
-        name: approval.spec.target.name.clone(),
-        uid: None,
-    };
-    let name = target_lock(&target);
+    let name = target_lock(&request_target(approval));
     let leases: Api<Lease> = Api::namespaced(client.clone(), install_namespace);
     let lease = match leases.get_opt(&name).await {
         Ok(Some(lease)) => lease,

@@ -26,6 +26,7 @@ use crate::api::{
 };
 use crate::core::approval::chain::{ChainState, describe_level, describe_progress, level_label};
 use crate::core::inert;
+use crate::core::policy::matching::policy_named;
 
 /// The `level` that the requester's notices carry in `status.notifications`. Level names are
 /// never empty (policy validation), so it cannot be mistaken for a level.
@@ -114,7 +115,7 @@ pub fn notices(approval: &DeploymentApproval, state: &ChainState) -> Vec<Notice>
         });
     }
     let admitted = matches!(
-        approval.status.as_ref().map(|s| s.phase),
+        approval.recorded_phase(),
         Some(ApprovalPhase::Deploying | ApprovalPhase::Deployed | ApprovalPhase::Failed)
     );
     let mut decisions = Vec::new();
@@ -711,11 +712,7 @@ pub fn break_glass_notice(entry: &AuditEntry, policies: &[ApprovalPolicy]) -> Op
         .collect();
     let sinks: Vec<String> = named
         .iter()
-        .filter_map(|name| {
-            policies
-                .iter()
-                .find(|p| p.metadata.name.as_deref() == Some(*name))
-        })
+        .filter_map(|name| policy_named(policies, name))
         .filter_map(|policy| policy.spec.approval.as_ref())
         .flat_map(|chain| chain.levels.iter().flat_map(|level| level.sinks.iter()))
         .cloned()

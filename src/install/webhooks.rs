@@ -26,6 +26,17 @@ pub const TIMEOUT_SECONDS: i32 = 10;
 /// always be repaired, even when countersign is down.
 pub const ALWAYS_EXCLUDED_NAMESPACES: &[&str] = &["kube-system"];
 
+/// Every namespace the webhooks never see and the operator leaves unlabelled:
+/// [`ALWAYS_EXCLUDED_NAMESPACES`] and the install namespace.
+pub fn excluded_namespaces(install_namespace: &str) -> Vec<String> {
+    ALWAYS_EXCLUDED_NAMESPACES
+        .iter()
+        .copied()
+        .chain([install_namespace])
+        .map(str::to_string)
+        .collect()
+}
+
 /// The label every namespace carries with its own name (set by the API server).
 const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
@@ -380,11 +391,7 @@ impl Common {
             },
         };
         let namespace_selector = hook.excludes_system_namespaces.then(|| {
-            let mut excluded: Vec<String> = ALWAYS_EXCLUDED_NAMESPACES
-                .iter()
-                .map(|ns| ns.to_string())
-                .collect();
-            excluded.push(install_namespace.to_string());
+            let excluded = excluded_namespaces(install_namespace);
             let mut requirements = vec![LabelSelectorRequirement {
                 key: NAMESPACE_NAME_LABEL.into(),
                 operator: "NotIn".into(),

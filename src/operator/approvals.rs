@@ -33,6 +33,7 @@ use crate::core::approval::seal::{
 use crate::core::approval::status::plan_status;
 use crate::core::audit::trail::trail;
 use crate::core::notify::merge_records;
+use crate::core::policy::matching::policy_named;
 use crate::core::rollout::confirm::{
     LiveTarget, approval_ignore_fields, plan_rollout, watches_rollout,
 };
@@ -136,11 +137,8 @@ async fn reconcile(
             TargetRead::Missing => LiveTarget::Missing,
             TargetRead::Present(object) => LiveTarget::Present(object),
         };
-        let policy_fields = context
-            .snapshot
-            .policies()
-            .iter()
-            .find(|p| p.metadata.name.as_deref() == Some(&approval.spec.policy.name))
+        let policies = context.snapshot.policies();
+        let policy_fields = policy_named(&policies, &approval.spec.policy.name)
             .map(|p| p.spec.effective_ignore_fields());
         let ignore_fields = approval_ignore_fields(&approval, policy_fields);
         let plan = plan_rollout(&approval, live, &ignore_fields, state.expires_at, now);

@@ -15,7 +15,7 @@ use kube::{Api, ResourceExt};
 use super::{Context, ReconcileError};
 use crate::cluster::status::FIELD_MANAGER;
 use crate::core::policy::matching::gated_label_patch;
-use crate::install::webhooks::ALWAYS_EXCLUDED_NAMESPACES;
+use crate::install::webhooks::excluded_namespaces;
 
 /// Run the controller until the future is dropped. Any change of the snapshot's policies
 /// looks at every namespace again, once the change is in the snapshot it reads them from.
@@ -31,9 +31,7 @@ async fn reconcile(
     context: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
     let name = namespace.name_any();
-    if ALWAYS_EXCLUDED_NAMESPACES.contains(&name.as_str())
-        || name == context.cluster.install_namespace
-    {
+    if excluded_namespaces(&context.cluster.install_namespace).contains(&name) {
         return Ok(Action::await_change());
     }
     let object = serde_json::to_value(&*namespace).unwrap_or_default();

@@ -25,6 +25,7 @@ use crate::core::audit::ground::{
     GroundChange, ground_plan, judge_ground_change, request_deleted_entry,
 };
 use crate::core::plan::{Answer, ReviewPlan};
+use crate::core::policy::matching::policy_named;
 
 impl Webhook {
     pub(super) async fn approval(&self, request: &Request) -> ReviewPlan {
@@ -110,16 +111,13 @@ impl Webhook {
             Err(why) => return refuse(why),
         };
         let author = request.requester();
-        let phase = approval
-            .status
-            .as_ref()
-            .map(|s| s.phase)
-            .unwrap_or_default();
         let policies = self.snapshot.policies();
-        let policy = policies
-            .iter()
-            .find(|p| p.metadata.name.as_deref() == Some(&approval.spec.policy.name));
-        let verdict = judge_ground_change(GroundChange::RequestDeleted(phase), policy, &author);
+        let policy = policy_named(&policies, &approval.spec.policy.name);
+        let verdict = judge_ground_change(
+            GroundChange::RequestDeleted(approval.phase()),
+            policy,
+            &author,
+        );
         let entry = request_deleted_entry(&approval, &author, verdict.reason(), Timestamp::now());
         ground_plan(
             vec![(verdict, entry)],

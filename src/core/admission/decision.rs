@@ -899,7 +899,7 @@ pub fn approval_chain<'a>(
 
 /// The phase an approval's status records, if any.
 fn stored_phase(approval: &DeploymentApproval) -> Option<ApprovalPhase> {
-    approval.status.as_ref().map(|s| s.phase)
+    approval.recorded_phase()
 }
 
 /// Why an approval's chain snapshot makes it unusable: one a policy could not have.

@@ -14,6 +14,7 @@ use crate::core::approval::seal::{SealKey, sealed};
 use crate::core::audit::bypass::{
     BreakGlassRecord, RollbackRecord, break_glass_entry, rollback_entry,
 };
+use crate::core::audit::trail::PlannedEntry;
 use crate::core::inert;
 use crate::core::plan::{
     Answer, EventKind, Outcome, PlannedEvent, ReviewPlan, Step, WRITTEN_ENTRY, Write,
@@ -50,6 +51,37 @@ impl WorkloadReview<'_> {
 
     fn audit_target(&self) -> AuditTarget {
         AuditTarget::of_reference(&self.target)
+    }
+
+    /// A change that passes without approval once its `entry` is written (`what` could not
+    /// be recorded: refused, nothing passes unaudited); the answer warns where it is
+    /// recorded (after `warning`), and a Warning Event (`reason`, `note`) names the entry.
+    fn audited_pass(
+        &self,
+        entry: PlannedEntry,
+        what: &str,
+        warning: &str,
+        reason: &'static str,
+        note: String,
+    ) -> ReviewPlan {
+        ReviewPlan {
+            steps: vec![Step::new(
+                Write::Entry(entry),
+                format!(
+                    "{what} could not be recorded ({{error}}); nothing passes unaudited, retry"
+                ),
+            )],
+            answer: Answer::allow().warn(format!(
+                "countersign: {warning} recorded as AuditEntry {}/{WRITTEN_ENTRY}",
+                self.install_namespace
+            )),
+            events: vec![PlannedEvent::admission(
+                self.target.clone(),
+                EventKind::Warning,
+                reason,
+                format!("{note} (audited as AuditEntry {WRITTEN_ENTRY})"),
+            )],
+        }
     }
 
     /// A Warning on the target that the change was denied (no Event for a dry run).
@@ -129,25 +161,16 @@ fn rollback_plan(review: &WorkloadReview, decision: &Decision, deployed: &str) -
         },
         review.now,
     );
-    ReviewPlan {
-        steps: vec![Step::new(
-            Write::Entry(entry),
-            "the rollback could not be recorded ({error}); nothing passes unaudited, retry",
-        )],
-        answer: Answer::allow().warn(format!(
-            "countersign: a rollback to the revision approval {deployed} deployed; recorded as AuditEntry {}/{WRITTEN_ENTRY}",
-            review.install_namespace
-        )),
-        events: vec![PlannedEvent::admission(
-            review.target.clone(),
-            EventKind::Warning,
-            "Rollback",
-            format!(
-                "{} rolled back to the revision approval {deployed} deployed, without a new approval (audited as AuditEntry {WRITTEN_ENTRY})",
-                review.requester.username
-            ),
-        )],
-    }
+    review.audited_pass(
+        entry,
+        "the rollback",
+        &format!("a rollback to the revision approval {deployed} deployed;"),
+        "Rollback",
+        format!(
+            "{} rolled back to the revision approval {deployed} deployed, without a new approval",
+            review.requester.username
+        ),
+    )
 }
 
 /// Break-glass passes every rule on the word of the review: only a review that provably
@@ -172,23 +195,13 @@ fn break_glass_plan(review: &WorkloadReview, decision: &Decision) -> ReviewPlan 
         },
         review.now,
     );
-    let message = render(&decision.reasons);
-    ReviewPlan {
-        steps: vec![Step::new(
-            Write::Entry(entry),
-            "break-glass could not be recorded ({error}); nothing passes unaudited, retry",
-        )],
-        answer: Answer::allow().warn(format!(
-            "countersign: break-glass recorded as AuditEntry {}/{WRITTEN_ENTRY}",
-            review.install_namespace
-        )),
-        events: vec![PlannedEvent::admission(
-            review.target.clone(),
-            EventKind::Warning,
-            "BreakGlass",
-            format!("{message} (audited as AuditEntry {WRITTEN_ENTRY})"),
-        )],
-    }
+    review.audited_pass(
+        entry,
+        "break-glass",
+        "break-glass",
+        "BreakGlass",
+        render(&decision.reasons),
+    )
 }
 
 /// A change that needs approval: denied, opening its request (sealed) unless it is a dry

@@ -11,7 +11,9 @@ use crate::api::{
     ReviewCaller, TamperProtection, UserInfo,
 };
 use crate::core::audit::custody::NAMESPACE_CONTROLLER;
-use crate::core::audit::trail::{PlannedEntry, entry_key, object_key, policy_key, policy_target};
+use crate::core::audit::trail::{
+    PlannedEntry, entry_key, object_key, policy_key, policy_target, request_target,
+};
 use crate::core::plan::{Answer, EventKind, PlannedEvent, ReviewPlan, Step, WRITTEN_ENTRY, Write};
 use crate::core::policy::matching::policy_name;
 
@@ -160,13 +162,7 @@ pub fn request_deleted_entry(
             time: Time(now),
             action: AuditAction::RequestDeleted,
             actor: author.clone(),
-            target: AuditTarget {
-                api_version: spec.target.api_version.clone(),
-                kind: spec.target.kind.clone(),
-                namespace: approval.metadata.namespace.clone(),
-                name: spec.target.name.clone(),
-                uid: spec.target.uid.clone(),
-            },
+            target: request_target(approval),
             change_digest: Some(spec.change.digest.clone()),
             approval: approval.metadata.name.clone(),
             policy: Some(spec.policy.name.clone()),

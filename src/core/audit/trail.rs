@@ -62,13 +62,7 @@ impl<'a> Trail<'a> {
             status: approval.status.as_ref(),
             name: approval.metadata.name.clone().unwrap_or_default(),
             key: entry_key(approval),
-            target: AuditTarget {
-                api_version: spec.target.api_version.clone(),
-                kind: spec.target.kind.clone(),
-                namespace: approval.metadata.namespace.clone(),
-                name: spec.target.name.clone(),
-                uid: spec.target.uid.clone(),
-            },
+            target: request_target(approval),
             now,
             entries: Vec::new(),
         }
@@ -446,6 +440,18 @@ pub(crate) fn policy_key(policy: &crate::api::ApprovalPolicy) -> String {
         ),
         policy.metadata.uid.as_deref().unwrap_or_default(),
     )
+}
+
+/// A request's target as its entries name it.
+pub fn request_target(approval: &DeploymentApproval) -> AuditTarget {
+    let target = &approval.spec.target;
+    AuditTarget {
+        api_version: target.api_version.clone(),
+        kind: target.kind.clone(),
+        namespace: approval.metadata.namespace.clone(),
+        name: target.name.clone(),
+        uid: target.uid.clone(),
+    }
 }
 
 /// A policy as the target of an entry.

@@ -188,49 +188,6 @@ fn key_removals<'a>(object: &'a Value, ignore_fields: &[String]) -> Option<Gated
     Some(Gated::Subtree(object, removals))
 }
 
-/// Canonical JSON of `value` without the members `removals` name and without `null`
-/// members (as [`gated_content`] drops them).
-fn write_gated(value: &Value, removals: &[&[String]], out: &mut Vec<u8>) {
-    match value {
-        Value::Object(map) => {
-            out.push(b'{');
-            let mut first = true;
-            for_each_sorted(map, |key, member| {
-                if member.is_null() {
-                    return;
-                }
-                let below: Vec<&[String]> = removals
-                    .iter()
-                    .filter(|r| r.first() == Some(key))
-                    .map(|r| &r[1..])
-                    .collect();
-                if below.iter().any(|r| r.is_empty()) {
-                    return;
-                }
-                if !first {
-                    out.push(b',');
-                }
-                first = false;
-                write_string(key, out);
-                out.push(b':');
-                write_gated(member, &below, out);
-            });
-            out.push(b'}');
-        }
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_gated(item, &[], out);
-            }
-            out.push(b']');
-        }
-        scalar => write_canonical(scalar, out),
-    }
-}
-
 /// Visit an object's members in key order (UTF-8 bytes), without sorting when the map
 /// already keeps them in order.
 fn for_each_sorted(map: &serde_json::Map<String, Value>, mut visit: impl FnMut(&String, &Value)) {
@@ -378,18 +335,45 @@ pub fn canonical_json(value: &Value) -> String {
 }
 
 fn write_canonical(value: &Value, out: &mut Vec<u8>) {
+    write_json(value, None, out)
+}
+
+/// Canonical JSON of `value` without the members `removals` name and without `null`
+/// members (as [`gated_content`] drops them).
+fn write_gated(value: &Value, removals: &[&[String]], out: &mut Vec<u8>) {
+    write_json(value, Some(removals), out)
+}
+
+/// Canonical JSON of `value` ([`canonical_json`]); with `gated` removals, written as
+/// [`write_gated`] says.
+fn write_json(value: &Value, gated: Option<&[&[String]]>, out: &mut Vec<u8>) {
     match value {
         Value::Object(map) => {
             out.push(b'{');
             let mut first = true;
             for_each_sorted(map, |key, member| {
+                let below: Option<Vec<&[String]>> = match gated {
+                    None => None,
+                    Some(_) if member.is_null() => return,
+                    Some(removals) => {
+                        let below: Vec<&[String]> = removals
+                            .iter()
+                            .filter(|r| r.first() == Some(key))
+                            .map(|r| &r[1..])
+                            .collect();
+                        if below.iter().any(|r| r.is_empty()) {
+                            return;
+                        }
+                        Some(below)
+                    }
+                };
                 if !first {
                     out.push(b',');
                 }
                 first = false;
                 write_string(key, out);
                 out.push(b':');
-                write_canonical(member, out);
+                write_json(member, below.as_deref(), out);
             });
             out.push(b'}');
         }
@@ -399,7 +383,7 @@ fn write_canonical(value: &Value, out: &mut Vec<u8>) {
                 if i > 0 {
                     out.push(b',');
                 }
-                write_canonical(item, out);
+                write_json(item, gated.map(|_| &[][..]), out);
             }
             out.push(b']');
         }

@@ -21,6 +21,13 @@ pub fn policy_name(policy: &ApprovalPolicy) -> &str {
     policy.metadata.name.as_deref().unwrap_or("?")
 }
 
+/// The policy called `name`, if there is one.
+pub fn policy_named<'a>(policies: &'a [ApprovalPolicy], name: &str) -> Option<&'a ApprovalPolicy> {
+    policies
+        .iter()
+        .find(|p| p.metadata.name.as_deref() == Some(name))
+}
+
 /// One admission request for a workload change, as the core sees it.
 #[derive(Clone, Copy, Debug)]
 pub struct ChangeRequest<'a> {

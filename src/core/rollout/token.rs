@@ -102,7 +102,7 @@ pub struct GrantPlan {
 /// The operator calls this with the status it has just written (after `plan_status`).
 pub fn plan_grant(approval: &DeploymentApproval, now: Timestamp) -> GrantPlan {
     let status = approval.status.as_ref();
-    let phase = status.map(|s| s.phase).unwrap_or_default();
+    let phase = approval.phase();
     let token = status.and_then(|s| s.deploy_token.as_ref());
     let nothing = |next_deadline| GrantPlan {
         action: GrantAction::Nothing,
