@@ -141,3 +141,252 @@ async fn review(
         Err(bad) => (StatusCode::BAD_REQUEST, bad.to_string()).into_response(),
     }
 }
+
+/// The router called as the server calls it, without a socket (`tower::ServiceExt`).
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use k8s_openapi::api::core::v1::Namespace;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use serde_json::json;
+    use tower::ServiceExt;
+
+    use crate::cluster::Cluster;
+    use crate::cluster::snapshot::Snapshot;
+    use crate::core::approval::chain::RoleBindingSnapshot;
+    use crate::core::approval::seal::SealKey;
+    use crate::webhook::review::Settings;
+
+    /// A webhook with no policies, namespace `shop` cached, and an API server that does not
+    /// exist: a review of a change in `shop` makes no API call.
+    fn offline_webhook(metrics: Arc<Metrics>) -> Webhook {
+        let config = kube::Config::new("https://127.0.0.1:9".parse().expect("url"));
+        let client = kube::Client::try_from(config).expect("client");
+        Webhook {
+            snapshot: Snapshot::preloaded(
+                Vec::new(),
+                Vec::new(),
+                vec![Namespace {
+                    metadata: ObjectMeta {
+                        name: Some("shop".into()),
+                        ..ObjectMeta::default()
+                    },
+                    ..Namespace::default()
+                }],
+                RoleBindingSnapshot::default(),
+            ),
+            cluster: Cluster::new(client, "countersign-system".into(), "test"),
+            settings: Settings {
+                install_namespace: "countersign-system".into(),
+                own_username: "system:serviceaccount:countersign-system:countersign".into(),
+                cluster_region: None,
+                audit_retention: None,
+                replica: "test".into(),
+            },
+            metrics,
+            seal_key: Arc::new(SealKey::new(&[7; 32]).expect("a seal key")),
+        }
+    }
+
+    fn state(webhook: bool, require_client_certificate: bool) -> AppState {
+        let metrics = Metrics::new();
+        AppState {
+            webhook: webhook.then(|| offline_webhook(metrics.clone())),
+            ready: Arc::new(AtomicBool::new(false)),
+            metrics,
+            require_client_certificate,
+        }
+    }
+
+    /// An AdmissionReview of a Deployment's creation, as the API server sends it.
+    fn review_body() -> Vec<u8> {
+        let deployment = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {"template": {"spec": {"containers": [{"name": "web", "image": "web:1"}]}}}
+        });
+        serde_json::to_vec(&json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "0b8f7a6e-0000-4000-8000-000000000001",
+                "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+                "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
+                "name": "web", "namespace": "shop", "operation": "CREATE",
+                "userInfo": {"username": "dave", "groups": ["developers"]},
+                "object": deployment, "dryRun": false
+            }
+        }))
+        .expect("body")
+    }
+
+    async fn call(
+        state: &AppState,
+        request: Request<Body>,
+    ) -> (StatusCode, Option<String>, String) {
+        let response = router(state.clone())
+            .oneshot(request)
+            .await
+            .expect("the router answers");
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (
+            status,
+            content_type,
+            String::from_utf8_lossy(&body).into_owned(),
+        )
+    }
+
+    fn post(path: &str, body: Vec<u8>, caller: Option<Caller>) -> Request<Body> {
+        let mut request = Request::post(path)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .expect("request");
+        if let Some(caller) = caller {
+            request.extensions_mut().insert(caller);
+        }
+        request
+    }
+
+    fn get(path: &str) -> Request<Body> {
+        Request::get(path).body(Body::empty()).expect("request")
+    }
+
+    fn api_server() -> Option<Caller> {
+        Some(Caller::Authenticated {
+            name: "kube-apiserver".into(),
+        })
+    }
+
+    #[tokio::test]
+    async fn health_readiness_and_metrics() {
+        let state = state(true, true);
+        let (status, _, body) = call(&state, get("/healthz")).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "ok"));
+        let (status, _, body) = call(&state, get("/readyz")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        state.ready.store(true, Ordering::Release);
+        let (status, _, _) = call(&state, get("/readyz")).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, content_type, body) = call(&state, get("/metrics")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            content_type.is_some_and(|t| t.starts_with("application/openmetrics-text")),
+            "{body}"
+        );
+        assert!(
+            body.contains("cache_objects{cache=\"approvalpolicies\"} 0")
+                && body.contains("approvals{phase=\"Pending\"} 0")
+                && body.ends_with("# EOF\n"),
+            "{body}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_review_without_the_api_servers_certificate_is_refused_unread() {
+        let state = state(true, true);
+        for caller in [
+            None,
+            Some(Caller::Anonymous),
+            Some(Caller::NameNotAllowed {
+                names: vec!["mallory".into()],
+            }),
+        ] {
+            for path in ReviewPath::ALL {
+                let (status, _, body) =
+                    call(&state, post(path.path(), review_body(), caller.clone())).await;
+                assert_eq!(
+                    status,
+                    StatusCode::UNAUTHORIZED,
+                    "{path:?} {caller:?}: {body}"
+                );
+                assert!(!body.contains("AdmissionReview"), "{body}");
+            }
+        }
+        // Even a body that is not a review: refused before it is read.
+        let (status, _, _) = call(&state, post("/validate/workloads", b"{".to_vec(), None)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let metrics = state.metrics.encode().expect("metrics");
+        assert!(
+            metrics.contains("unauthenticated_reviews_total{outcome=\"refused\"}"),
+            "{metrics}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_api_server_gets_an_answer() {
+        let state = state(true, true);
+        let (status, content_type, body) = call(
+            &state,
+            post("/validate/workloads", review_body(), api_server()),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(content_type.as_deref(), Some("application/json"));
+        let review: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(
+            review["response"]["uid"], "0b8f7a6e-0000-4000-8000-000000000001",
+            "{body}"
+        );
+        assert_eq!(review["response"]["allowed"], true, "{body}");
+        // Without a client CA configured, an anonymous review is answered and counted.
+        let open = state_without_client_ca();
+        let (status, _, body) = call(&open, post("/validate/workloads", review_body(), None)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let metrics = open.metrics.encode().expect("metrics");
+        assert!(
+            metrics.contains("unauthenticated_reviews_total{outcome=\"answered\"} 1"),
+            "{metrics}"
+        );
+    }
+
+    fn state_without_client_ca() -> AppState {
+        state(true, false)
+    }
+
+    #[tokio::test]
+    async fn bad_bodies_oversized_bodies_and_no_webhook() {
+        let state = state(true, true);
+        // Not JSON at all: a 400 naming the problem, not a crash.
+        let (status, _, body) = call(
+            &state,
+            post("/validate/workloads", b"not json".to_vec(), api_server()),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        // Over the limit: refused before the webhook sees it.
+        let huge = vec![b' '; MAX_BODY_BYTES + 1];
+        let (status, _, _) = call(&state, post("/validate/workloads", huge, api_server())).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        // An unknown path and a GET of a review path.
+        let (status, _, _) =
+            call(&state, post("/validate/else", review_body(), api_server())).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _, _) = call(&state, get("/validate/workloads")).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        // The operator-only mode answers no reviews.
+        let operator_only = AppState {
+            webhook: None,
+            ..state
+        };
+        let (status, _, body) = call(
+            &operator_only,
+            post("/validate/workloads", review_body(), api_server()),
+        )
+        .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    }
+}
