@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use countersign::api::{ApprovalPolicy, AuditAction, AuditEntry};
+use countersign::api::{ACTION_LABEL, ApprovalPolicy, AuditAction, AuditEntry, entry_labels};
 use countersign::core::policy::authorship::{CHANGED_BY_ANNOTATION, PolicyChange};
 use kube::Api;
 use serde_json::json;
@@ -191,6 +191,131 @@ async fn policy_changes_are_audited_with_their_real_author() -> Result<()> {
         text(&out)
     );
     assert_eq!(after.metadata.generation, Some(2));
+    Ok(())
+}
+
+/// The webhook and the operator write entries through one writer, which labels them with
+/// one function (`api::entry_labels`): the break-glass entry the webhook plans for a
+/// policy's spec change is labelled like the operator's entries and is announced to the
+/// policy's sinks (it once got no action label and was never announced).
+#[tokio::test]
+async fn a_policy_change_by_break_glass_is_labelled_like_every_entry_and_announced() -> Result<()> {
+    Countersign::get();
+    let _editor = PolicyEditor::grant("erin")?;
+    let receiver = crate::support::receiver::Receiver::start().await?;
+    let leads = crate::support::receiver::SinkSecret::create(&format!("{}/leads", receiver.base))?;
+    let name = unique_name("glass-policy");
+    let policy = json!({
+        "apiVersion": "countersign.dev/v1alpha1",
+        "kind": "ApprovalPolicy",
+        "metadata": { "name": name },
+        "spec": {
+            "match": { "namespaces": [unique_name("nowhere")] },
+            "tamperProtection": "Refuse",
+            "breakGlass": { "groups": ["oncall"] },
+            "approval": { "levels": [{
+                "name": "leads", "approvers": [{ "user": "alice" }], "sinks": [leads.name],
+            }] },
+        },
+    });
+    assert_ok(&kubectl_stdin(
+        User::Admin,
+        &["create", "-f", "-"],
+        &policy,
+    )?);
+    let _cleanup = scopeguard(name.clone());
+    let admin = TestCluster::get().client(User::Admin).await?;
+    let stored = Api::<ApprovalPolicy>::all(admin.clone()).get(&name).await?;
+    let uid8: String = stored
+        .metadata
+        .uid
+        .as_deref()
+        .context("uid")?
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(8)
+        .collect();
+    // The operator's entry of the creation.
+    let created = entry(&format!("policy-{name}-{uid8}-1")).await?;
+    assert_eq!(created.spec.action, AuditAction::PolicyCreated);
+
+    // erin is on call: her spec change passes the tamper protection as break-glass, and
+    // the webhook records it before the change is admitted.
+    let patch = json!({ "spec": { "priority": 7 } }).to_string();
+    let out = kubectl(
+        User::Erin,
+        &[
+            "patch",
+            "approvalpolicy",
+            &name,
+            "--type=merge",
+            "-p",
+            &patch,
+        ],
+    )?;
+    assert_ok(&out);
+    assert!(
+        text(&out).contains("recorded as AuditEntry"),
+        "{}",
+        text(&out)
+    );
+    let glass = entry(&format!("policy-{name}-{uid8}-2-break-glass")).await?;
+    assert_eq!(glass.spec.action, AuditAction::BreakGlass);
+    assert_eq!(glass.spec.actor.username, "erin");
+
+    // One labelling for both writers, from the entry's own spec.
+    for written in [&created, &glass] {
+        assert_eq!(
+            written.metadata.labels.clone().unwrap_or_default(),
+            entry_labels(&written.spec),
+            "{:?}",
+            written.metadata.name
+        );
+    }
+    assert_eq!(
+        glass
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(ACTION_LABEL))
+            .map(String::as_str),
+        Some("BreakGlass")
+    );
+
+    // Announced to the policy's sinks, and the delivery recorded on the entry.
+    let heard = until(
+        "the break-glass notice at leads",
+        Duration::from_secs(20),
+        || async {
+            let heard: Vec<_> = receiver
+                .posts()
+                .into_iter()
+                .filter(|p| p.sink == "leads" && p.event == "BreakGlass")
+                .collect();
+            Ok(if heard.is_empty() {
+                Poll::Pending("nothing yet".into())
+            } else {
+                Poll::Ready(heard)
+            })
+        },
+    )
+    .await?;
+    assert_eq!(heard[0].body["actor"]["username"], "erin");
+    let entries = Api::<AuditEntry>::namespaced(admin, INSTALL_NAMESPACE);
+    let glass_name = glass.metadata.name.clone().context("name")?;
+    until(
+        "the delivery on the entry",
+        Duration::from_secs(20),
+        || async {
+            let status = entries.get(&glass_name).await?.status.unwrap_or_default();
+            Ok(if status.notifications.iter().any(|n| n.delivered) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending(format!("{:?}", status.notifications))
+            })
+        },
+    )
+    .await?;
     Ok(())
 }
 
