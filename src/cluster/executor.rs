@@ -10,7 +10,7 @@ use super::events::Events;
 use super::lock;
 use super::status::apply_status;
 use super::trail;
-use crate::api::{AuditEntry, DeploymentApproval, DeploymentApprovalSpec, request_labels};
+use crate::api::{DeploymentApproval, DeploymentApprovalSpec, request_labels};
 use crate::core::plan::{Answer, ReviewPlan, StepFailure, WRITTEN_ENTRY, Write, failed};
 use crate::core::rollout::lock::LockVerdict;
 
@@ -21,6 +21,8 @@ pub struct Cluster {
     /// Where the audit trail (and the change locks) live.
     pub install_namespace: String,
     pub events: Events,
+    /// The audit trail: every call on AuditEntries.
+    pub trail: trail::Trail,
 }
 
 /// What one write did.
@@ -35,6 +37,7 @@ impl Cluster {
     pub fn new(client: Client, install_namespace: String, replica: &str) -> Cluster {
         Cluster {
             events: Events::new(client.clone(), replica),
+            trail: trail::Trail::new(client.clone(), &install_namespace),
             client,
             install_namespace,
         }
@@ -86,9 +89,7 @@ impl Cluster {
         };
         match write {
             Write::Entry(entry) => {
-                let api: Api<AuditEntry> =
-                    Api::namespaced(self.client.clone(), &self.install_namespace);
-                let write = trail::write(&api, &self.install_namespace, entry);
+                let write = self.trail.write(entry);
                 match tokio::time::timeout(CALL_BUDGET, write).await {
                     Err(_) => Err(StepFailure::Error(
                         WriteError::Timeout(CALL_BUDGET).to_string(),

@@ -1,4 +1,6 @@
-//! The one writer of AuditEntries (SPEC §7), for the webhook and the operator alike.
+//! The audit trail's one room (SPEC §7): every call countersign makes on AuditEntries
+//! (writing them, for the webhook and the operator alike; recording their deliveries;
+//! watching the break-glass ones; deleting those past retention) goes through [`Trail`].
 //!
 //! - Every entry is labelled with its action (`countersign.dev/action`), so the break-glass
 //!   announcer watches exactly the break-glass entries, whoever wrote them.
@@ -11,11 +13,17 @@
 //!   written under the next free name `<name>-2`, `-3`, …, so a pre-written entry never
 //!   hides the real author.
 
+use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::Api;
-use kube::api::PostParams;
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::runtime::watcher;
+use kube::{Api, Client};
 
-use crate::api::{AuditEntry, AuditEntrySpec, entry_labels};
+use super::status::apply_status_of;
+use crate::api::{
+    ACTION_LABEL, AuditAction, AuditEntry, AuditEntrySpec, AuditEntryStatus, NotificationStatus,
+    entry_labels,
+};
 use crate::core::audit::trail::PlannedEntry;
 use crate::core::inert;
 
@@ -75,9 +83,81 @@ fn same_content(stored: &AuditEntrySpec, ours: &AuditEntrySpec) -> bool {
     stored == *ours
 }
 
+/// Entries per page when the trail is listed.
+const PAGE: u32 = 500;
+
+/// The install namespace's AuditEntries.
+#[derive(Clone)]
+pub struct Trail {
+    api: Api<AuditEntry>,
+    namespace: String,
+}
+
+impl Trail {
+    pub fn new(client: Client, install_namespace: &str) -> Trail {
+        Trail {
+            api: Api::namespaced(client, install_namespace),
+            namespace: install_namespace.to_string(),
+        }
+    }
+
+    /// Write `planned` (see the module's rules).
+    pub async fn write(&self, planned: &PlannedEntry) -> Result<Written, TrailError> {
+        write(&self.api, &self.namespace, planned).await
+    }
+
+    /// What to watch for the break-glass entries (those labelled with that action), for
+    /// whoever announces them.
+    pub fn break_glass_watch(&self) -> (Api<AuditEntry>, watcher::Config) {
+        let label = format!("{ACTION_LABEL}={:?}", AuditAction::BreakGlass);
+        (self.api.clone(), watcher::Config::default().labels(&label))
+    }
+
+    /// Record `entry`'s deliveries in its status (the only part of an entry that changes).
+    pub async fn record_deliveries(
+        &self,
+        entry: &AuditEntry,
+        notifications: Vec<NotificationStatus>,
+    ) -> Result<(), kube::Error> {
+        let status = AuditEntryStatus {
+            notifications,
+            ..entry.status.clone().unwrap_or_default()
+        };
+        apply_status_of(&self.api, entry, &status).await.map(drop)
+    }
+
+    /// Every entry's name and time, listed in pages.
+    pub async fn times(&self) -> Result<Vec<(String, Timestamp)>, kube::Error> {
+        let mut entries = Vec::new();
+        let mut params = ListParams::default().limit(PAGE);
+        loop {
+            let page = self.api.list(&params).await?;
+            entries.extend(
+                page.items
+                    .into_iter()
+                    .filter_map(|e| e.metadata.name.clone().map(|name| (name, e.spec.time.0))),
+            );
+            match page.metadata.continue_.filter(|token| !token.is_empty()) {
+                Some(token) => params = params.continue_token(&token),
+                None => return Ok(entries),
+            }
+        }
+    }
+
+    /// Delete the entry `name` (past retention: the webhook lets only countersign do so);
+    /// one already gone is no error.
+    pub async fn delete(&self, name: &str) -> Result<(), kube::Error> {
+        match self.api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+}
+
 /// Write `planned` (see the module's rules) into `api`, the install namespace's
 /// AuditEntries.
-pub async fn write(
+async fn write(
     api: &Api<AuditEntry>,
     namespace: &str,
     planned: &PlannedEntry,

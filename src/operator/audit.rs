@@ -4,11 +4,9 @@
 //! announced by the Events the core plans for it (`core::audit::trail::entry_events`).
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::Api;
 
 use super::{Context, ReconcileError};
-use crate::api::AuditEntry;
-use crate::cluster::trail::{self, Written};
+use crate::cluster::trail::Written;
 use crate::core::audit::trail::{PlannedEntry, entry_events};
 
 /// Create the entries that do not exist yet, each with its Events.
@@ -18,7 +16,6 @@ pub async fn record(
     request: Option<ObjectReference>,
 ) -> Result<(), ReconcileError> {
     let cluster = &context.cluster;
-    let api: Api<AuditEntry> = Api::namespaced(cluster.client.clone(), &cluster.install_namespace);
     for entry in entries {
         let known = context
             .written
@@ -28,7 +25,9 @@ pub async fn record(
         if known {
             continue;
         }
-        let written = trail::write(&api, &cluster.install_namespace, &entry)
+        let written = cluster
+            .trail
+            .write(&entry)
             .await
             .map_err(|e| ReconcileError::Audit(entry.name.clone(), e))?;
         if let Written::Created(name) = &written {

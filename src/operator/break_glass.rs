@@ -7,23 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
+use kube::ResourceExt;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
-use kube::{Api, ResourceExt};
 
 use super::{Context, ReconcileError};
-use crate::api::{AuditEntry, AuditEntryStatus};
-use crate::cluster::status::apply_status_of;
-
-use crate::api::ACTION_LABEL;
+use crate::api::AuditEntry;
 
 /// Run the controller until the future is dropped.
 pub async fn run(context: Arc<Context>) {
-    let api: Api<AuditEntry> = Api::namespaced(
-        context.cluster.client.clone(),
-        &context.cluster.install_namespace,
-    );
-    let config = watcher::Config::default().labels(&format!("{ACTION_LABEL}=BreakGlass"));
+    let (api, config) = context.cluster.trail.break_glass_watch();
     let controller = Controller::new(api, config);
     super::controller::run("break-glass", controller, reconcile, context).await;
 }
@@ -41,15 +33,10 @@ async fn reconcile(
     context.metrics.notifications(round.delivered, round.failed);
     let stored = entry.status.clone().unwrap_or_default();
     if stored.notifications != round.notifications {
-        let status = AuditEntryStatus {
-            notifications: round.notifications,
-            ..stored
-        };
-        let api = Api::<AuditEntry>::namespaced(
-            context.cluster.client.clone(),
-            &context.cluster.install_namespace,
-        );
-        apply_status_of(&api, &*entry, &status)
+        context
+            .cluster
+            .trail
+            .record_deliveries(&entry, round.notifications)
             .await
             .map_err(|e| ReconcileError::Write(entry.name_any(), e))?;
     }

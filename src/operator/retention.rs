@@ -7,13 +7,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use jiff::Timestamp;
-use kube::Api;
-use kube::api::{DeleteParams, ListParams};
-
 use super::Context;
-use crate::api::AuditEntry;
+use crate::cluster::trail::Trail;
 use crate::core::audit::retention::retention_plan;
+use jiff::Timestamp;
 
 /// How long to wait after a failed sweep before trying again.
 const RETRY: Duration = Duration::from_secs(30);
@@ -21,23 +18,16 @@ const RETRY: Duration = Duration::from_secs(30);
 /// The least time between two sweeps: an entry is deleted at most this late.
 pub const MIN_SWEEP_INTERVAL: Duration = Duration::from_secs(600);
 
-/// Entries per page of the listing.
-const PAGE: u32 = 500;
-
 /// Run until the future is dropped; returns at once when entries are kept forever.
 pub async fn run(context: Arc<Context>) {
     let Some(retention) = context.audit_retention else {
         return;
     };
-    let api: Api<AuditEntry> = Api::namespaced(
-        context.cluster.client.clone(),
-        &context.cluster.install_namespace,
-    );
     let least = Duration::try_from(retention)
         .unwrap_or(MIN_SWEEP_INTERVAL)
         .min(MIN_SWEEP_INTERVAL);
     loop {
-        let wait = match sweep(&api, retention).await {
+        let wait = match sweep(&context.cluster.trail, retention).await {
             Ok(Some(next)) => Duration::try_from(next.duration_since(Timestamp::now()))
                 .unwrap_or_default()
                 .max(least),
@@ -53,30 +43,14 @@ pub async fn run(context: Arc<Context>) {
 
 /// Delete what is due; the next moment one falls due.
 async fn sweep(
-    api: &Api<AuditEntry>,
+    trail: &Trail,
     retention: jiff::SignedDuration,
 ) -> Result<Option<Timestamp>, kube::Error> {
-    let mut entries: Vec<(String, Timestamp)> = Vec::new();
-    let mut params = ListParams::default().limit(PAGE);
-    loop {
-        let page = api.list(&params).await?;
-        entries.extend(
-            page.items
-                .into_iter()
-                .filter_map(|e| e.metadata.name.clone().map(|name| (name, e.spec.time.0))),
-        );
-        match page.metadata.continue_.filter(|token| !token.is_empty()) {
-            Some(token) => params = params.continue_token(&token),
-            None => break,
-        }
-    }
+    let entries = trail.times().await?;
     let plan = retention_plan(&entries, retention, Timestamp::now());
     for name in &plan.delete {
-        match api.delete(name, &DeleteParams::default()).await {
-            Ok(_) => tracing::info!(entry = %name, "audit entry past retention deleted"),
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(error) => return Err(error),
-        }
+        trail.delete(name).await?;
+        tracing::info!(entry = %name, "audit entry past retention deleted");
     }
     Ok(plan.next)
 }
