@@ -436,3 +436,72 @@ async fn an_admitted_change_that_never_reaches_the_object_is_approved_again() ->
     }
     Ok(())
 }
+
+/// The lock names the approval admitted a moment ago, whose stored status may not have
+/// caught up with its reviews yet (the webhook admits on the reviews, ahead of the
+/// operator's status): another approved change of the object waits for the lock to settle
+/// rather than taking it. Two replicas once admitted two changes of one object this way,
+/// when the operator was slow to write `Approved`. A holder that never got to `Deploying`
+/// holds nothing once the lock has settled.
+#[tokio::test]
+async fn a_lock_taken_a_moment_ago_holds_while_its_holder_is_still_stored_pending() -> Result<()> {
+    use countersign::core::rollout::lock::{LOCK_LABEL, lock_name};
+    use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+
+    Countersign::get();
+    let ns = TestNamespace::create("settling", None).await?;
+    let ns = ns.name();
+    let _policy = Policy::apply(ns, alice_approves())?;
+    // Change A is requested and never approved: its stored phase stays Pending.
+    let holder = open_request(ns, &web(ns, "nginx:1.26", 1)).await?;
+    status_until(ns, &holder, "Pending", |s| {
+        s.phase == ApprovalPhase::Pending
+    })
+    .await?;
+    // Change B is approved.
+    let change = web(ns, "nginx:1.27", 1);
+    let approved = open_request(ns, &change).await?;
+    assert_ok(&review(
+        User::Alice,
+        ns,
+        &approved,
+        json!({"decision": "Approve"}),
+    )?);
+    status_until(ns, &approved, "Approved", |s| {
+        s.phase == ApprovalPhase::Approved
+    })
+    .await?;
+    // The object's lock, taken a moment ago for A, as a replica admitting A leaves it
+    // before A's move to Deploying lands.
+    let admin = TestCluster::get().client(User::Admin).await?;
+    let leases = Api::<Lease>::namespaced(admin, INSTALL_NAMESPACE);
+    let lock = Lease {
+        metadata: ObjectMeta {
+            name: Some(lock_name("apps", "Deployment", ns, "web")),
+            labels: Some([(LOCK_LABEL.to_string(), "true".to_string())].into()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some(format!("{ns}/{holder}")),
+            acquire_time: Some(MicroTime(jiff::Timestamp::now())),
+            ..LeaseSpec::default()
+        }),
+    };
+    leases.create(&Default::default(), &lock).await?;
+    assert_refused(&apply(User::Dave, &change, &[])?, "admitted a moment ago");
+    // Once the lock has settled, A (still Pending) holds nothing: B goes through and
+    // holds the lock.
+    apply_until("the lock to settle", &change, &[], |out| {
+        out.status.success()
+    })
+    .await?;
+    let taken = leases
+        .get(&lock_name("apps", "Deployment", ns, "web"))
+        .await?;
+    assert_eq!(
+        taken.spec.and_then(|s| s.holder_identity),
+        Some(format!("{ns}/{approved}"))
+    );
+    Ok(())
+}

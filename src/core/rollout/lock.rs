@@ -8,9 +8,11 @@
 //! write; the other is denied with "retry".
 //!
 //! The lock is held while its approval is `Deploying`, and for a short while after it was
-//! taken (the holder's own move to `Deploying` is still on its way); after that a holder
-//! that is not `Deploying` (rolled out, failed, never applied, deleted) holds nothing, and
-//! the operator deletes the Lease of a rollout that ended.
+//! taken (the holder's own move to `Deploying` is still on its way, and its stored phase
+//! may still say `Pending`: the webhook admits on the reviews, ahead of the operator's
+//! status); after that a holder that is not `Deploying` (rolled out, failed, never
+//! applied, deleted) holds nothing, and the operator deletes the Lease of a rollout that
+//! ended.
 
 use jiff::{SignedDuration, Timestamp};
 use sha2::{Digest, Sha256};
@@ -88,7 +90,10 @@ pub fn judge_lock(
         Some(HolderState::Phase(ApprovalPhase::Deploying)) => LockVerdict::RollingOut {
             holder: lock.holder.clone(),
         },
-        Some(HolderState::Phase(ApprovalPhase::Approved))
+        // The stored phase lags the chain: the webhook admits on the reviews, so a holder
+        // admitted a moment ago may still be stored `Pending` (the operator has not written
+        // `Approved` yet) as well as `Approved` (its own move to `Deploying` is on its way).
+        Some(HolderState::Phase(ApprovalPhase::Pending | ApprovalPhase::Approved))
             if lock
                 .acquired_at
                 .is_none_or(|at| now.duration_since(at) < LOCK_SETTLE) =>
@@ -180,6 +185,22 @@ mod tests {
                 "shop/web-b",
                 5,
                 settling.clone(),
+            ),
+            (
+                "the holder's status has not caught up with its approval yet",
+                Some(held(0)),
+                Some(HolderState::Phase(Pending)),
+                "shop/web-b",
+                5,
+                settling.clone(),
+            ),
+            (
+                "the holder's admission never finished",
+                Some(held(0)),
+                Some(HolderState::Phase(Pending)),
+                "shop/web-b",
+                11,
+                take.clone(),
             ),
             (
                 "the holder never got there",
