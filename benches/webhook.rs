@@ -13,12 +13,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use countersign::api::{ApprovalPolicy, DeploymentApproval};
-use countersign::cluster::Cluster;
 use countersign::cluster::snapshot::Snapshot;
 use countersign::core::approval::chain::RoleBindingSnapshot;
 use countersign::core::change::ChangeDigest;
 use countersign::telemetry::Metrics;
-use countersign::webhook::review::{Settings, Webhook};
+use countersign::webhook::review::Webhook;
 use countersign::webhook::router::{AppState, router};
 use countersign::webhook::server::{TlsFiles, serve};
 use http_body_util::{BodyExt, Full};
@@ -59,7 +58,9 @@ fn bench_dir() -> std::path::PathBuf {
 async fn run() -> Result<()> {
     let (snapshot, bodies) = fixture()?;
     let rss_loaded = resident_kib();
-    let webhook = offline_webhook(snapshot)?;
+    // An API server that does not exist: the measured paths make no API calls (Events of
+    // denials are published in the background and fail fast).
+    let webhook = Webhook::offline(snapshot, Metrics::new()).map_err(|e| anyhow::anyhow!(e))?;
     direct(&webhook, &bodies).await?;
     let (address, ca) = start_server(webhook).await?;
     println!("countersign webhook benchmark: {POLICIES} policies, {APPROVALS} approvals cached");
@@ -278,28 +279,6 @@ async fn direct(webhook: &Webhook, bodies: &[Vec<u8>]) -> Result<()> {
         );
     }
     Ok(())
-}
-
-fn offline_webhook(snapshot: Snapshot) -> Result<Webhook> {
-    // An API server that does not exist: the measured paths make no API calls (Events of
-    // denials are published in the background and fail fast).
-    let client = kube::Client::try_from(kube::Config::new("https://127.0.0.1:9".parse()?))?;
-    Ok(Webhook {
-        snapshot,
-        cluster: Cluster::new(client, "countersign-system".into(), "bench"),
-        settings: Settings {
-            install_namespace: "countersign-system".into(),
-            own_username: "system:serviceaccount:countersign-system:countersign".into(),
-            cluster_region: None,
-            audit_retention: None,
-            replica: "bench".into(),
-        },
-        metrics: Metrics::new(),
-        seal_key: std::sync::Arc::new(
-            countersign::core::approval::seal::SealKey::new(&[1; 32])
-                .ok_or_else(|| anyhow::anyhow!("a seal key"))?,
-        ),
-    })
 }
 
 async fn start_server(webhook: Webhook) -> Result<(SocketAddr, rcgen::Certificate)> {

@@ -87,6 +87,28 @@ pub struct Webhook {
 }
 
 impl Webhook {
+    /// A webhook deciding from `snapshot` with no API server behind it (its client points
+    /// at a closed local port, so live reads and writes fail fast): for benchmarks and
+    /// tests of the admission path.
+    pub fn offline(snapshot: Snapshot, metrics: Arc<Metrics>) -> Result<Webhook, String> {
+        let url = "https://127.0.0.1:9".parse().map_err(|e| format!("{e}"))?;
+        let client = kube::Client::try_from(kube::Config::new(url)).map_err(|e| e.to_string())?;
+        let install_namespace = "countersign-system";
+        Ok(Webhook {
+            snapshot,
+            cluster: Cluster::new(client, install_namespace.into(), "offline"),
+            settings: Settings {
+                install_namespace: install_namespace.into(),
+                own_username: format!("system:serviceaccount:{install_namespace}:countersign"),
+                cluster_region: None,
+                audit_retention: None,
+                replica: "offline".into(),
+            },
+            metrics,
+            seal_key: Arc::new(SealKey::new(&[1; 32]).ok_or("a seal key")?),
+        })
+    }
+
     /// Answer one AdmissionReview body sent to `path` by `caller`.
     pub async fn review(
         &self,
@@ -254,27 +276,19 @@ fn respond(request: &Request, answer: Answer) -> (AdmissionResponse, Counted) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::approval::chain::RoleBindingSnapshot;
     use proptest::prelude::*;
     use serde_json::Value;
 
-    /// A webhook whose API server does not exist: caches stay empty, live reads fail fast.
+    /// A webhook whose API server does not exist: caches empty, live reads fail fast.
     fn offline_webhook() -> Webhook {
-        let config = kube::Config::new("https://127.0.0.1:9".parse().expect("url"));
-        let client = kube::Client::try_from(config).expect("client");
-        let (snapshot, _feeds) = Snapshot::watch(&client);
-        Webhook {
-            snapshot,
-            cluster: Cluster::new(client, "countersign-system".into(), "test"),
-            settings: Settings {
-                install_namespace: "countersign-system".into(),
-                own_username: "system:serviceaccount:countersign-system:countersign".into(),
-                cluster_region: None,
-                audit_retention: None,
-                replica: "test".into(),
-            },
-            metrics: Metrics::new(),
-            seal_key: std::sync::Arc::new(SealKey::new(&[9; 32]).expect("a key")),
-        }
+        let snapshot = Snapshot::preloaded(
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            RoleBindingSnapshot::default(),
+        );
+        Webhook::offline(snapshot, Metrics::new()).expect("an offline webhook")
     }
 
     /// A complete review: alice appends a bare `{decision}` to a real request, so mutated

@@ -155,41 +155,26 @@ mod tests {
     use serde_json::json;
     use tower::ServiceExt;
 
-    use crate::cluster::Cluster;
     use crate::cluster::snapshot::Snapshot;
     use crate::core::approval::chain::RoleBindingSnapshot;
-    use crate::core::approval::seal::SealKey;
-    use crate::webhook::review::Settings;
 
     /// A webhook with no policies, namespace `shop` cached, and an API server that does not
     /// exist: a review of a change in `shop` makes no API call.
     fn offline_webhook(metrics: Arc<Metrics>) -> Webhook {
-        let config = kube::Config::new("https://127.0.0.1:9".parse().expect("url"));
-        let client = kube::Client::try_from(config).expect("client");
-        Webhook {
-            snapshot: Snapshot::preloaded(
-                Vec::new(),
-                Vec::new(),
-                vec![Namespace {
-                    metadata: ObjectMeta {
-                        name: Some("shop".into()),
-                        ..ObjectMeta::default()
-                    },
-                    ..Namespace::default()
-                }],
-                RoleBindingSnapshot::default(),
-            ),
-            cluster: Cluster::new(client, "countersign-system".into(), "test"),
-            settings: Settings {
-                install_namespace: "countersign-system".into(),
-                own_username: "system:serviceaccount:countersign-system:countersign".into(),
-                cluster_region: None,
-                audit_retention: None,
-                replica: "test".into(),
+        let shop = Namespace {
+            metadata: ObjectMeta {
+                name: Some("shop".into()),
+                ..ObjectMeta::default()
             },
-            metrics,
-            seal_key: Arc::new(SealKey::new(&[7; 32]).expect("a seal key")),
-        }
+            ..Namespace::default()
+        };
+        let snapshot = Snapshot::preloaded(
+            Vec::new(),
+            Vec::new(),
+            vec![shop],
+            RoleBindingSnapshot::default(),
+        );
+        Webhook::offline(snapshot, metrics).expect("an offline webhook")
     }
 
     fn state(webhook: bool, require_client_certificate: bool) -> AppState {
