@@ -1,7 +1,8 @@
-//! The DeploymentApproval controller: keeps each request's status true to its reviews
-//! (`core::approval::status::plan_status`), confirms the rollout of an admitted change from its live
-//! target (`core::rollout::confirm::plan_rollout`), records the audit trail, and comes back exactly
-//! when a deadline falls (an expiry, the rollout timeout), not by polling.
+//! The DeploymentApproval controller, a shell around `core::approval::reconcile`: the core
+//! plans what the stored request implies (its trail, the deploy token, whether its rollout
+//! is confirmed); this records the trail, delivers the notices due, carries out the grant,
+//! reads the live target, then writes the status the core plans from all that and comes
+//! back exactly when a deadline falls (an expiry, the rollout timeout), not by polling.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,32 +14,19 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::{Api, Client, ResourceExt};
-
-use kube::Resource;
+use kube::{Api, Client, Resource, ResourceExt};
 
 use super::audit::record;
-use super::{Context, ReconcileError};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-
 use super::grants;
-use crate::api::{ApprovalPhase, DeployTokenStatus, DeploymentApproval};
+use super::{Context, ReconcileError};
+use crate::api::{ApprovalPhase, DeploymentApproval};
 use crate::cluster::snapshot::Snapshot;
 use crate::cluster::status::apply_status;
-use crate::core::admission::decision::approval_state;
-use crate::core::approval::chain::ChainState;
-use crate::core::approval::seal::{
-    SealCheck, check as check_seal, marked_unverified, verified_condition,
+use crate::core::approval::reconcile::{
+    Carried, GrantDone, as_delivered, close, kept_after_conflict, open,
 };
-use crate::core::approval::status::plan_status;
-use crate::core::audit::trail::trail;
-use crate::core::notify::merge_records;
-use crate::core::policy::matching::policy_named;
-use crate::core::rollout::confirm::{
-    LiveTarget, approval_ignore_fields, plan_rollout, watches_rollout,
-};
-use crate::core::rollout::token::{GrantAction, plan_grant};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use crate::core::rollout::confirm::{LiveTarget, watches_rollout};
+use crate::core::rollout::token::GrantAction;
 
 /// Run the controller until the future is dropped (when this replica stops leading).
 /// Besides the approvals it watches the workloads whose rollouts it confirms: a change of
@@ -97,74 +85,56 @@ async fn reconcile(
     context: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
     let now = Timestamp::now();
-    let namespace = stored.namespace().unwrap_or_default();
-    // A summary that is not countersign's own is shown as unverified wherever it goes:
-    // the trail, the notices, the Events and the status (`core::approval::seal`).
-    let seal = check_seal(&context.seal_key, &namespace, &stored.spec);
-    let approval = Arc::new(as_shown(&stored, seal));
     let bindings = context.snapshot.bindings();
-    let state = approval_state(&approval, &namespace, &bindings, now);
+    let opening = open(&stored, &context.seal_key, &bindings, now);
+    let approval = &opening.shown;
     // What the stored state implies is recorded, announced and granted before the state
     // moves on: the trail, the notices (a delivery recorded in the status written below),
     // and the deploy token.
-    record_trail(&approval, &context, &state, now).await?;
-    // The cache may not show this replica's last status write yet: what it delivered
-    // moments ago counts as delivered, so a reconcile right after does not send it again.
-    let remembered = context.deliveries.recalled(&approval, now);
-    let round = if remembered.is_empty() {
-        context.notifier.deliver_due(&approval, &state, now).await
-    } else {
-        let mut view = (*approval).clone();
-        let status = view.status.get_or_insert_with(Default::default);
-        status.notifications = merge_records(&status.notifications, &remembered);
-        context.notifier.deliver_due(&view, &state, now).await
-    };
+    record(
+        &context,
+        opening.entries.clone(),
+        Some(approval.object_ref(&())),
+    )
+    .await?;
+    let remembered = context.deliveries.recalled(approval, now);
+    let view = as_delivered(approval, &remembered);
+    let round = context
+        .notifier
+        .deliver_due(view.as_ref().unwrap_or(approval), &opening.state, now)
+        .await;
     context
         .deliveries
-        .remember(&approval, &round.notifications, now);
+        .remember(approval, &round.notifications, now);
     context.metrics.notifications(round.delivered, round.failed);
-    let grant = plan_grant(&approval, now);
-    let deploy_token = carry_out(&context, &approval, &grant.action, now).await?;
-
-    let deploying = approval
-        .status
-        .as_ref()
-        .is_some_and(|s| s.phase == ApprovalPhase::Deploying);
-    let (planned, next_deadline) = if deploying {
-        let target = read_target(&context.cluster.client, &approval).await?;
-        let live = match &target {
+    let grant = carry_out(&context, approval, &opening.grant, now).await?;
+    let target = if opening.confirms_rollout {
+        read_target(&context.cluster.client, approval).await?
+    } else {
+        TargetRead::NotWatched
+    };
+    let policies = context.snapshot.policies();
+    let carried = Carried {
+        notifications: round.notifications,
+        next_attempt: round.next_attempt,
+        grant,
+        live: match &target {
             TargetRead::NotWatched => LiveTarget::NotWatched,
             TargetRead::Missing => LiveTarget::Missing,
             TargetRead::Present(object) => LiveTarget::Present(object),
-        };
-        let policies = context.snapshot.policies();
-        let policy_fields = policy_named(&policies, &approval.spec.policy.name)
-            .map(|p| p.spec.effective_ignore_fields());
-        let ignore_fields = approval_ignore_fields(&approval, policy_fields);
-        let plan = plan_rollout(&approval, live, &ignore_fields, state.expires_at, now);
-        (plan.write, plan.next_deadline)
-    } else {
-        let plan = plan_status(&approval, &state, now);
-        (plan.write, plan.next_deadline)
+        },
+        policies: &policies,
     };
-    let mut status = planned
-        .or_else(|| approval.status.clone())
-        .unwrap_or_default();
-    status.notifications = round.notifications;
-    status.deploy_token = deploy_token;
-    upsert_condition(
-        &mut status.conditions,
-        verified_condition(seal, now, approval.metadata.generation),
-    );
-    if approval.status.as_ref() != Some(&status) {
-        match apply_status(&context.cluster.client, &approval, &status).await {
+    let closing = close(&opening, carried, now);
+    if let Some(status) = &closing.write {
+        match apply_status(&context.cluster.client, approval, status).await {
             Ok(_) => {
-                context.metrics.transition(&approval, &status, now);
-                if deploying && status.phase != ApprovalPhase::Deploying {
+                context.metrics.transition(approval, status, now);
+                if closing.releases_lock {
                     crate::cluster::lock::release(
                         &context.cluster.client,
                         &context.cluster.install_namespace,
-                        &approval,
+                        approval,
                     )
                     .await;
                 }
@@ -172,17 +142,13 @@ async fn reconcile(
             Err(kube::Error::Api(conflict)) if conflict.code == 409 => {
                 // Someone wrote first (the webhook admitting the change): keep what was
                 // delivered, so it is never sent again, and look at the fresh object.
-                keep_deliveries(&context, &approval, &status).await?;
+                keep_deliveries(&context, approval, status).await?;
                 return Ok(Action::requeue(Duration::ZERO));
             }
-            Err(error) => return Err(ReconcileError::Write(object_name(&approval), error)),
+            Err(error) => return Err(ReconcileError::Write(object_name(approval), error)),
         }
     }
-    let next = [next_deadline, round.next_attempt, grant.next_deadline]
-        .into_iter()
-        .flatten()
-        .min();
-    Ok(match next {
+    Ok(match closing.next_deadline {
         Some(deadline) => {
             let wait = deadline.duration_since(Timestamp::now());
             // Just past the deadline, so what it changes is already true when it runs.
@@ -194,56 +160,33 @@ async fn reconcile(
     })
 }
 
-/// The request as people are shown it: with its summary marked unverified unless its seal
-/// is countersign's.
-fn as_shown(approval: &DeploymentApproval, seal: SealCheck) -> DeploymentApproval {
-    let mut shown = approval.clone();
-    if !seal.verified() {
-        shown.spec.change.summary = marked_unverified(&approval.spec.change.summary);
-    }
-    shown
-}
-
-/// Put `condition` in place of the one of its type, keeping its transition time while its
-/// status does not change (API conventions).
-fn upsert_condition(conditions: &mut Vec<Condition>, mut condition: Condition) {
-    if let Some(existing) = conditions.iter_mut().find(|c| c.type_ == condition.type_) {
-        if existing.status == condition.status {
-            condition.last_transition_time = existing.last_transition_time.clone();
-        }
-        *existing = condition;
-    } else {
-        conditions.push(condition);
-    }
-}
-
-/// Issue or revoke the deploy token as `action` says; the token's record for the status.
+/// Issue or revoke the deploy token as `action` says.
 async fn carry_out(
     context: &Context,
     approval: &DeploymentApproval,
     action: &GrantAction,
     now: Timestamp,
-) -> Result<Option<DeployTokenStatus>, ReconcileError> {
+) -> Result<GrantDone, ReconcileError> {
     let stored = approval
         .status
         .as_ref()
-        .and_then(|s| s.deploy_token.clone());
+        .and_then(|s| s.deploy_token.as_ref());
+    let failed = |e| ReconcileError::Grant(object_name(approval), e);
     match action {
-        GrantAction::Nothing => Ok(stored),
+        GrantAction::Nothing => Ok(GrantDone::Unchanged),
         GrantAction::Issue { ttl } => grants::issue(&context.cluster.client, approval, *ttl, now)
             .await
-            .map(Some)
-            .map_err(|e| ReconcileError::Grant(object_name(approval), e)),
+            .map(GrantDone::Issued)
+            .map_err(failed),
         GrantAction::Revoke { reason } => {
-            let Some(mut token) = stored else {
-                return Ok(None);
+            let Some(token) = stored else {
+                return Ok(GrantDone::Unchanged);
             };
-            grants::revoke(&context.cluster.client, approval, &token)
+            grants::revoke(&context.cluster.client, approval, token)
                 .await
-                .map_err(|e| ReconcileError::Grant(object_name(approval), e))?;
+                .map_err(failed)?;
             tracing::info!(approval = %object_name(approval), %reason, "deploy token revoked");
-            token.revoked_at = Some(Time(now));
-            Ok(Some(token))
+            Ok(GrantDone::Revoked)
         }
     }
 }
@@ -266,21 +209,9 @@ async fn keep_deliveries(
             .await
             .map_err(|e| ReconcileError::Write(object_name(approval), e))?;
         let stored = fresh.status.clone().unwrap_or_default();
-        let mut status = stored.clone();
-        status.notifications = merge_records(&stored.notifications, &ours.notifications);
-        // A token issued or revoked here stays on record.
-        if ours.deploy_token.is_some()
-            && (stored.deploy_token.is_none()
-                || ours
-                    .deploy_token
-                    .as_ref()
-                    .is_some_and(|t| t.revoked_at.is_some()))
-        {
-            status.deploy_token = ours.deploy_token.clone();
-        }
-        if status == stored {
+        let Some(status) = kept_after_conflict(&stored, ours) else {
             return Ok(());
-        }
+        };
         match apply_status(&context.cluster.client, &fresh, &status).await {
             Ok(_) => return Ok(()),
             Err(kube::Error::Api(conflict)) if conflict.code == 409 => {
@@ -337,20 +268,4 @@ fn object_name(approval: &DeploymentApproval) -> String {
         approval.namespace().unwrap_or_default(),
         approval.name_any()
     )
-}
-
-/// Create the AuditEntries the request's durable state implies and that do not exist yet,
-/// each with an Event on the request and on its target. `state` is its chain at `now`.
-async fn record_trail(
-    approval: &DeploymentApproval,
-    context: &Context,
-    state: &ChainState,
-    now: Timestamp,
-) -> Result<(), ReconcileError> {
-    record(
-        context,
-        trail(approval, state, now),
-        Some(approval.object_ref(&())),
-    )
-    .await
 }

@@ -2,6 +2,7 @@
 //! append a review or open a request, the status it should have, and its summary's seal.
 
 pub mod chain;
+pub mod reconcile;
 pub mod request;
 pub mod review;
 pub mod seal;

@@ -44,16 +44,12 @@ pub fn plan_status(
     desired.lock_holder = previous.lock_holder.clone();
     desired.rollout = previous.rollout.clone();
     desired.deploy_token = previous.deploy_token.clone();
-    desired.conditions = previous
-        .conditions
-        .iter()
-        .filter(|c| c.type_ != crate::core::approval::chain::SATISFIABLE_CONDITION)
-        .cloned()
-        .collect();
-    if let Some(condition) = state.satisfiable_condition(now, generation) {
-        desired
+    desired.conditions = previous.conditions.clone();
+    match state.satisfiable_condition(now, generation) {
+        Some(condition) => upsert_condition(&mut desired.conditions, condition),
+        None => desired
             .conditions
-            .push(keep_transition_time(condition, &previous.conditions));
+            .retain(|c| c.type_ != crate::core::approval::chain::SATISFIABLE_CONDITION),
     }
     let next_deadline = match state.phase {
         ApprovalPhase::Pending | ApprovalPhase::Approved => state.expires_at.filter(|t| *t > now),
@@ -65,15 +61,18 @@ pub fn plan_status(
     }
 }
 
-/// API conventions: `lastTransitionTime` changes only when the condition's status does.
-fn keep_transition_time(mut condition: Condition, previous: &[Condition]) -> Condition {
-    if let Some(before) = previous
-        .iter()
-        .find(|c| c.type_ == condition.type_ && c.status == condition.status)
-    {
-        condition.last_transition_time = before.last_transition_time.clone();
+/// Put `condition` in place of the one of its type (keeping the order of the others, so a
+/// status that does not change compares equal), keeping its `lastTransitionTime` while its
+/// status does not change (API conventions).
+pub fn upsert_condition(conditions: &mut Vec<Condition>, mut condition: Condition) {
+    if let Some(existing) = conditions.iter_mut().find(|c| c.type_ == condition.type_) {
+        if existing.status == condition.status {
+            condition.last_transition_time = existing.last_transition_time.clone();
+        }
+        *existing = condition;
+    } else {
+        conditions.push(condition);
     }
-    condition
 }
 
 #[cfg(test)]

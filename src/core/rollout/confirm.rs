@@ -10,6 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use serde_json::Value;
 
 use crate::api::{ApprovalPhase, DeploymentApproval, DeploymentApprovalStatus, RolloutStatus};
+use crate::core::approval::status::upsert_condition;
 use crate::core::change::{ChangeDigest, api_group};
 use crate::core::policy::windows::parse_duration;
 
@@ -546,18 +547,8 @@ fn with_condition(
     approval: &DeploymentApproval,
 ) -> Vec<Condition> {
     condition.observed_generation = approval.metadata.generation;
-    if let Some(before) = conditions
-        .iter()
-        .find(|c| c.type_ == condition.type_ && c.status == condition.status)
-    {
-        condition.last_transition_time = before.last_transition_time.clone();
-    }
-    let mut merged: Vec<Condition> = conditions
-        .iter()
-        .filter(|c| c.type_ != condition.type_)
-        .cloned()
-        .collect();
-    merged.push(condition);
+    let mut merged = conditions.to_vec();
+    upsert_condition(&mut merged, condition);
     merged
 }
 
