@@ -10,6 +10,7 @@ mod cli_approver;
 mod crds;
 mod deploy_token;
 mod gate;
+mod gitops;
 mod identity;
 mod leader;
 mod notifications;

@@ -235,7 +235,7 @@ impl TestCluster {
 }
 
 /// Parses `KEY=value` lines, skipping comments and blank lines.
-fn parse_env(text: &str) -> HashMap<String, String> {
+pub fn parse_env(text: &str) -> HashMap<String, String> {
     text.lines()
         .map(str::trim)
         .filter(|line| !line.is_empty() && !line.starts_with('#'))

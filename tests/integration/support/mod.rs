@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod countersign;
 pub mod crds;
 pub mod flow;
+pub mod gitops;
 pub mod namespace;
 pub mod objects;
 pub mod receiver;
