@@ -420,7 +420,7 @@ fn a_cert_manager_install_gets_its_certificate_from_cert_manager() {
     );
     let kinds = rendered.kinds();
     let expected: BTreeMap<String, usize> = [
-        ("ClusterRole", 6),
+        ("ClusterRole", 7),
         ("ClusterRoleBinding", 1),
         ("Role", 1),
         ("RoleBinding", 1),
@@ -560,7 +560,7 @@ fn a_webhook_outside_the_cluster_is_called_by_url_and_nothing_runs_here() {
         rendered.get("ServiceAccount", SERVICE_ACCOUNT)["metadata"]["namespace"],
         NAMESPACE
     );
-    assert_eq!(rendered.all("ClusterRole").len(), 6);
+    assert_eq!(rendered.all("ClusterRole").len(), 7);
     assert_eq!(
         rendered.all("ClusterRoleBinding").len(),
         1,
@@ -792,6 +792,21 @@ fn rbac_is_countersigns_own() {
     );
     let args = restoring.deployment_args();
     assert!(args.contains(&"--restore-webhook-configurations".to_string()));
+
+    let syncing = Rendered::of(
+        NAMESPACE,
+        &with_control_plane(&["--set", "gitops.enabled=true"]),
+    );
+    assert_eq!(syncing.all("ClusterRoleBinding").len(), 3);
+    same_binding(
+        syncing.get("ClusterRoleBinding", rbac::GITOPS_ROLE),
+        to_json(&rbac::gitops_cluster_role_binding(NAMESPACE)),
+    );
+    assert!(syncing.deployment_args().contains(&"--gitops".to_string()));
+    assert!(
+        !args.contains(&"--gitops".to_string()),
+        "--gitops only when enabled"
+    );
 }
 
 /// Above every rule of templates/rbac.yaml is a comment saying why, the `why` of its grant
@@ -799,7 +814,7 @@ fn rbac_is_countersigns_own() {
 #[test]
 fn every_rule_says_why() {
     let text = template_text(NAMESPACE, &CONTROL_PLANE).expect("renders");
-    let roles: [(&str, &str, &[Grant]); 7] = [
+    let roles: [(&str, &str, &[Grant]); 8] = [
         ("ClusterRole", rbac::OWN_ROLE, rbac::OWN_CLUSTER_GRANTS),
         ("Role", rbac::OWN_ROLE, rbac::OWN_NAMESPACE_GRANTS),
         ("ClusterRole", rbac::APPROVER_ROLE, rbac::APPROVER_GRANTS),
@@ -811,6 +826,7 @@ fn every_rule_says_why() {
             rbac::CA_INJECTOR_ROLE,
             rbac::CA_INJECTOR_GRANTS,
         ),
+        ("ClusterRole", rbac::GITOPS_ROLE, rbac::GITOPS_GRANTS),
     ];
     let documents: Vec<&str> = text.split("\n---\n").collect();
     for (kind, name, grants) in roles {

@@ -84,6 +84,24 @@ pub struct ChangeRecord {
     pub operation: Operation,
     /// When the request was made; `requestTTL` counts from here.
     pub requested_at: Time,
+    /// The GitOps sync the change came from, when countersign opened the request for it
+    /// (no one else may set it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<ChangeOrigin>,
+}
+
+/// A GitOps sync: the controller's object that applies the change, and its revision.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChangeOrigin {
+    /// The object's API version and kind, e.g. `kustomize.toolkit.fluxcd.io/v1` `Kustomization`.
+    pub api_version: String,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    /// The revision the controller reported trying (e.g. `main@sha1:…`), as it reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
 }
 
 /// A human-readable account of a change, computed by countersign from the objects the API

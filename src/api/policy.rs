@@ -68,6 +68,35 @@ pub struct ApprovalPolicySpec {
     /// `Refuse` also refuses them unless the author is in `breakGlass.groups`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tamper_protection: Option<TamperProtection>,
+    /// The GitOps controllers whose syncs this policy gates as syncs (docs/gitops.md): a
+    /// sync denied for approval opens the requests of all its gated changes by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gitops: Option<GitOpsSettings>,
+}
+
+/// How this policy treats GitOps controllers.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GitOpsSettings {
+    /// The controllers' ServiceAccounts, e.g. Flux's `flux-system/kustomize-controller`.
+    #[serde(default)]
+    pub controllers: Vec<GitOpsController>,
+}
+
+/// A GitOps controller: what it is, and the ServiceAccount it applies as.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GitOpsController {
+    pub kind: GitOpsKind,
+    pub service_account: ServiceAccountRef,
+}
+
+/// Which GitOps controller.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum GitOpsKind {
+    /// Flux's kustomize-controller: it applies the objects of a `Kustomization`.
+    #[default]
+    Flux,
 }
 
 /// What happens to changes of a policy's own ground.

@@ -23,6 +23,8 @@ pub struct Cluster {
     pub events: Events,
     /// The audit trail: every call on AuditEntries.
     pub trail: trail::Trail,
+    /// The GitOps sync rounds the webhook saw, until their requests are opened.
+    pub sync_rounds: super::sync_rounds::SyncRounds,
 }
 
 /// What one write did.
@@ -38,6 +40,7 @@ impl Cluster {
         Cluster {
             events: Events::new(client.clone(), replica),
             trail: trail::Trail::new(client.clone(), &install_namespace),
+            sync_rounds: super::sync_rounds::SyncRounds::default(),
             client,
             install_namespace,
         }

@@ -2,7 +2,8 @@
 //! alike: the caches both decide from (`snapshot`, `approval_index`), every write countersign
 //! makes of its own objects (`executor` carries a review's plan out: requests, the change
 //! lock, the move to Deploying, entries; `status`; `trail`, the one AuditEntry writer;
-//! `lock`), and the Events (`events`). Every live call runs under a deadline (`calls`).
+//! `lock`), the GitOps sync rounds the webhook remembers until they are opened
+//! (`sync_rounds`), and the Events (`events`). Every live call runs under a deadline (`calls`).
 
 pub mod approval_index;
 pub mod calls;
@@ -11,6 +12,7 @@ pub mod executor;
 pub mod lock;
 pub mod snapshot;
 pub mod status;
+pub mod sync_rounds;
 pub mod trail;
 
 pub use executor::Cluster;

@@ -130,6 +130,7 @@ pub fn two_level_request(
                 requester: UserInfo::new("dave", &["developers"]),
                 operation: Operation::Update,
                 requested_at: Time(minutes(0)),
+                origin: None,
             },
             policy: PolicySnapshot {
                 name: "p".into(),

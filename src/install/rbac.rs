@@ -34,6 +34,8 @@ pub const RESTORER_ROLE: &str = "countersign-webhook-restorer";
 /// The ClusterRole that lets countersign patch the CA bundle it keeps into its webhook
 /// configurations (`serve --self-managed-tls`); bound only then.
 pub const CA_INJECTOR_ROLE: &str = "countersign-ca-injector";
+/// What countersign needs to take part in GitOps syncs (`--gitops`).
+pub const GITOPS_ROLE: &str = "countersign-gitops";
 
 /// countersign's two webhook configurations.
 const WEBHOOK_CONFIGURATIONS: &[&str] = &[
@@ -259,13 +261,22 @@ pub const CA_INJECTOR_GRANTS: &[Grant] = &[Grant {
     why: "with --self-managed-tls, the CA bundle countersign keeps is patched into each webhook's clientConfig; any other difference is only audited (or restored, with the restorer role)",
 }];
 
+/// What countersign may do with GitOps controllers' objects, when asked to (`--gitops`).
+pub const GITOPS_GRANTS: &[Grant] = &[Grant {
+    api_group: "kustomize.toolkit.fluxcd.io",
+    resources: &["kustomizations"],
+    verbs: READ,
+    resource_names: &[],
+    why: "with --gitops, a Flux sync held for approval is reported on its Kustomization, which opens the requests of every gated change of that sync; read only, and bound only with --gitops",
+}];
+
 /// Every grant of every role as a Markdown table (role, scope, API group, resources,
 /// verbs, why): the body of docs/rbac.md, which a test keeps equal to this.
 pub fn markdown_table() -> String {
     let mut table = String::from(
         "| Role | Scope | API group | Resources | Verbs | Why |\n|---|---|---|---|---|---|\n",
     );
-    let roles: [(&str, &str, &[Grant]); 7] = [
+    let roles: [(&str, &str, &[Grant]); 8] = [
         (OWN_ROLE, "ClusterRole", OWN_CLUSTER_GRANTS),
         (
             OWN_ROLE,
@@ -288,6 +299,11 @@ pub fn markdown_table() -> String {
             CA_INJECTOR_ROLE,
             "ClusterRole, bound only with --self-managed-tls",
             CA_INJECTOR_GRANTS,
+        ),
+        (
+            GITOPS_ROLE,
+            "ClusterRole, bound only with --gitops",
+            GITOPS_GRANTS,
         ),
     ];
     for (role, scope, grants) in roles {
@@ -351,7 +367,7 @@ fn cluster_role(name: &str, grants: &[Grant]) -> ClusterRole {
 }
 
 /// The ClusterRoles: countersign's own, approver, viewer, deployer, webhook restorer, CA
-/// injector.
+/// injector, GitOps.
 pub fn cluster_roles() -> Vec<ClusterRole> {
     let mut deployer = cluster_role(DEPLOYER_ROLE, DEPLOYER_GRANTS);
     deployer
@@ -370,6 +386,7 @@ pub fn cluster_roles() -> Vec<ClusterRole> {
         deployer,
         cluster_role(RESTORER_ROLE, RESTORER_GRANTS),
         cluster_role(CA_INJECTOR_ROLE, CA_INJECTOR_GRANTS),
+        cluster_role(GITOPS_ROLE, GITOPS_GRANTS),
     ]
 }
 
@@ -411,6 +428,11 @@ pub fn restorer_cluster_role_binding(install_namespace: &str) -> ClusterRoleBind
 /// Binds the CA injector ClusterRole to countersign's ServiceAccount.
 pub fn ca_injector_cluster_role_binding(install_namespace: &str) -> ClusterRoleBinding {
     cluster_role_binding(CA_INJECTOR_ROLE, install_namespace)
+}
+
+/// Binds the GitOps ClusterRole to countersign's ServiceAccount.
+pub fn gitops_cluster_role_binding(install_namespace: &str) -> ClusterRoleBinding {
+    cluster_role_binding(GITOPS_ROLE, install_namespace)
 }
 
 fn cluster_role_binding(role: &str, install_namespace: &str) -> ClusterRoleBinding {

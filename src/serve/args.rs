@@ -128,6 +128,12 @@ pub struct ServeArgs {
     /// countersign-webhook-restorer bound to countersign, which local mode does with this flag.
     #[arg(long, env = "COUNTERSIGN_RESTORE_WEBHOOK_CONFIGURATIONS")]
     pub restore_webhook_configurations: bool,
+    /// Take part in GitOps syncs (docs/gitops.md): watch the Kustomizations of Flux, so a
+    /// sync that countersign held for approval opens the requests of all its gated changes
+    /// when Flux reports it. Needs the ClusterRole countersign-gitops bound to countersign,
+    /// which local mode does with this flag.
+    #[arg(long, env = "COUNTERSIGN_GITOPS")]
+    pub gitops: bool,
     /// Keep the webhook's CA and serving certificate in the Secret countersign-webhook-tls
     /// of the install namespace: the operator's leader creates it, renews the serving
     /// certificate (1 year) and the CA (10 years) at two thirds of their life, and injects

@@ -78,7 +78,7 @@ impl LocalInstall {
         context: Option<&str>,
         install_namespace: &str,
         listen: SocketAddr,
-        restore_webhooks: bool,
+        optional: OptionalRoles,
     ) -> Result<LocalInstall, LocalError> {
         let admin_config = crate::kubeconfig::client_config(Some(kubeconfig), context)
             .await
@@ -91,7 +91,7 @@ impl LocalInstall {
 
         ensure_namespace(&installer, install_namespace).await?;
         apply_crds(&installer).await?;
-        apply_rbac(&installer, install_namespace, restore_webhooks).await?;
+        apply_rbac(&installer, install_namespace, optional).await?;
 
         let token_path = dir.join("token");
         token::issue(&installer, install_namespace, SERVICE_ACCOUNT, &token_path)
@@ -242,12 +242,21 @@ async fn apply_crds(client: &Client) -> Result<(), LocalError> {
     Ok(())
 }
 
-/// countersign's ServiceAccount, roles and bindings; the webhook restorer's binding only
-/// when restoring is asked for (and removed otherwise, so no earlier run's right lingers).
+/// The roles local mode binds to countersign only when their flag asks for them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OptionalRoles {
+    /// `--restore-webhook-configurations`: the webhook restorer.
+    pub restore_webhooks: bool,
+    /// `--gitops`: reading the GitOps controllers' objects.
+    pub gitops: bool,
+}
+
+/// countersign's ServiceAccount, roles and bindings; an optional role's binding only when
+/// its flag asks for it (and removed otherwise, so no earlier run's right lingers).
 async fn apply_rbac(
     client: &Client,
     namespace: &str,
-    restore_webhooks: bool,
+    optional: OptionalRoles,
 ) -> Result<(), LocalError> {
     apply(client, &rbac::service_account(namespace)).await?;
     for role in rbac::cluster_roles() {
@@ -255,10 +264,25 @@ async fn apply_rbac(
     }
     apply(client, &rbac::own_role(namespace)).await?;
     apply(client, &rbac::own_cluster_role_binding(namespace)).await?;
-    if restore_webhooks {
-        apply(client, &rbac::restorer_cluster_role_binding(namespace)).await?;
-    } else {
-        delete::<ClusterRoleBinding>(client, rbac::RESTORER_ROLE).await?;
+    for (wanted, binding) in [
+        (
+            optional.restore_webhooks,
+            rbac::restorer_cluster_role_binding(namespace),
+        ),
+        (
+            optional.gitops,
+            rbac::gitops_cluster_role_binding(namespace),
+        ),
+    ] {
+        if wanted {
+            apply(client, &binding).await?;
+        } else {
+            delete::<ClusterRoleBinding>(
+                client,
+                binding.metadata.name.as_deref().unwrap_or_default(),
+            )
+            .await?;
+        }
     }
     apply(client, &rbac::own_role_binding(namespace)).await
 }

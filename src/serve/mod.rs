@@ -149,6 +149,12 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeFailure> {
         caches.ready.store(true, Ordering::Release);
     }
     let client_auth = client_auth(args);
+    let sync_opener = (args.gitops && !args.operator_only).then(|| {
+        tokio::spawn(crate::webhook::syncs::open_reported_rounds(
+            cluster.clone(),
+            seal_key.clone(),
+        ))
+    });
     let app = router(AppState {
         webhook: (!args.operator_only).then(|| Webhook {
             snapshot: caches.snapshot.clone(),
@@ -173,6 +179,9 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeFailure> {
             server::serve(listener, setup.tls, client_auth, app, shutdown, grace).await
         }
     };
+    if let Some(opener) = sync_opener {
+        opener.abort();
+    }
     if let Some(election) = election {
         // Hand the lease over now rather than make the next leader wait for it to lapse.
         election.stop().await;
@@ -208,7 +217,10 @@ impl Setup {
                 args.context.as_deref(),
                 &args.install_namespace,
                 args.listen,
-                args.restore_webhook_configurations,
+                local::OptionalRoles {
+                    restore_webhooks: args.restore_webhook_configurations,
+                    gitops: args.gitops,
+                },
             )
             .await?;
             return Ok(Setup {

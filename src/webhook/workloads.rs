@@ -12,7 +12,8 @@ use super::review::{Webhook, refuse};
 use crate::api::{DeploymentApproval, Operation as ChangeOperation};
 use crate::cluster::calls::{WriteError, bounded};
 use crate::core::admission::decision::{Decision, DecisionInput, decide, stale_suspect};
-use crate::core::admission::review::{WorkloadReview, workload_plan};
+use crate::core::admission::review::{WorkloadReview, render, round_member, workload_plan};
+use crate::core::admission::sync::{SyncKey, SyncRole, caller_may_pass, held_plan, pass_plan};
 use crate::core::change::{object_reference, readable_object};
 use crate::core::plan::{Answer, ReviewPlan};
 use crate::core::policy::matching::ChangeRequest;
@@ -82,7 +83,31 @@ impl Webhook {
             seal_key: &self.seal_key,
             now: Timestamp::now(),
         };
+        if let Some(key) = decision.sync.clone().filter(|_| caller_may_pass(&caller)) {
+            return self.sync_dry_run(&key, &review, &decision).await;
+        }
         workload_plan(&review, &decision)
+    }
+
+    /// A dry run of a GitOps sync's round (`core::admission::sync`): remembered; passed, or
+    /// held until the round goes quiet and then denied, naming the whole round.
+    async fn sync_dry_run(
+        &self,
+        key: &SyncKey,
+        review: &WorkloadReview<'_>,
+        decision: &Decision,
+    ) -> ReviewPlan {
+        let Some(member) = round_member(review, decision) else {
+            return workload_plan(review, decision);
+        };
+        let rounds = &self.cluster.sync_rounds;
+        match rounds.join(key, member.clone()) {
+            SyncRole::Pass => pass_plan(key, &member),
+            SyncRole::Hold => {
+                let members = rounds.until_quiet(key).await;
+                held_plan(key, &members, &render(&decision.reasons))
+            }
+        }
     }
 
     fn decide(&self, request: ChangeRequest, approvals: &[DeploymentApproval]) -> Decision {

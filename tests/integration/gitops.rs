@@ -2,12 +2,15 @@
 //! module proxy, a git server on loopback) applying commits to the test cluster while
 //! countersign gates it: what GitOps users meet.
 
+use std::time::Duration;
+
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
 
 use crate::support::countersign::Countersign;
 use crate::support::flow::*;
 use crate::support::gitops::Flux;
+use crate::support::wait::{Poll, until};
 use crate::support::{TestCluster, TestNamespace, User};
 
 /// A ConfigMap `settings` in `namespace`.
@@ -68,14 +71,7 @@ async fn flux_applies_a_commit_as_kustomize_controller() -> Result<()> {
         "web 1.27",
     )?;
     flux.kustomization(ns, "apps", ns, "10m")?;
-    let ready = flux.tried(ns, "apps", &commit, "True").await?;
-    assert!(
-        ready["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains(&commit),
-        "{ready}"
-    );
+    flux.tried(ns, "apps", &commit, "True").await?;
     assert!(exists(ns, "deployment", "web")? && exists(ns, "configmap", "settings")?);
     let managers = kubectl(
         User::Admin,
@@ -126,6 +122,160 @@ async fn a_gated_change_in_a_commit_holds_the_whole_commit() -> Result<()> {
     assert!(
         !exists(ns, "configmap", "settings")?,
         "part of a held commit was applied"
+    );
+    Ok(())
+}
+
+/// A two-level chain that names Flux's kustomize-controller as a GitOps controller.
+fn gitops_chain(flux: &Flux) -> Value {
+    let mut chain = two_level_chain();
+    let (namespace, name) = flux
+        .kustomize_identity
+        .strip_prefix("system:serviceaccount:")
+        .and_then(|rest| rest.split_once(':'))
+        .expect("a ServiceAccount identity");
+    chain["gitops"] = json!({
+        "controllers": [{ "kind": "Flux", "serviceAccount": { "namespace": namespace, "name": name } }],
+    });
+    chain
+}
+
+/// Deployment `name` that the kwok nodes roll out.
+fn deployment(namespace: &str, name: &str, image: &str) -> Value {
+    let mut object = rolling_web(namespace, image, 1);
+    object["metadata"]["name"] = json!(name);
+    object["spec"]["selector"]["matchLabels"]["app"] = json!(name);
+    object["spec"]["template"]["metadata"]["labels"]["app"] = json!(name);
+    object
+}
+
+#[tokio::test]
+async fn a_held_sync_opens_the_requests_of_all_its_gated_changes_at_once() -> Result<()> {
+    Countersign::get();
+    let flux = Flux::get();
+    let ns = TestNamespace::create("fluxsync", None).await?;
+    let ns = ns.name();
+    let _policy = Policy::apply(ns, gitops_chain(flux))?;
+    until_gated(&web(ns, "nginx:1.27", 1)).await?;
+
+    let commit = flux.commit(
+        ns,
+        &[
+            settings(ns, "hello"),
+            deployment(ns, "web", "nginx:1.27"),
+            deployment(ns, "api", "api:2.0"),
+        ],
+        "web and api",
+    )?;
+    flux.kustomization(ns, "apps", ns, "10m")?;
+    flux.tried(ns, "apps", &commit, "False").await?;
+    // Flux's Event of the held attempt (its status may already show a later attempt,
+    // denied as pending: other tests push to the same branch).
+    let held = until(
+        "the held attempt's Event",
+        Duration::from_secs(20),
+        || async {
+            let messages = flux.event_messages(ns, "apps")?;
+            let held = messages
+                .iter()
+                .find(|m| m.contains("countersign holds this sync for approval"));
+            Ok(match held {
+                Some(held) => Poll::Ready(held.clone()),
+                None => Poll::Pending(format!("{messages:?}")),
+            })
+        },
+    )
+    .await?;
+    assert!(
+        held.contains(&format!("2 gated change(s) of Kustomization {ns}/apps")),
+        "{held}"
+    );
+
+    // Both requests, opened by countersign as the report came, without anyone asking.
+    let opened = until(
+        "both requests of the sync",
+        Duration::from_secs(20),
+        || async {
+            let opened = approvals(ns).await?;
+            Ok(if opened.len() >= 2 {
+                Poll::Ready(opened)
+            } else {
+                Poll::Pending(format!("{} requests", opened.len()))
+            })
+        },
+    )
+    .await?;
+    let mut targets: Vec<&str> = opened.iter().map(|a| a.spec.target.name.as_str()).collect();
+    targets.sort_unstable();
+    assert_eq!(targets, ["api", "web"]);
+    for approval in &opened {
+        let change = &approval.spec.change;
+        assert_eq!(change.requester.username, flux.kustomize_identity);
+        let origin = change.origin.as_ref().context("an origin")?;
+        assert_eq!(
+            (
+                origin.kind.as_str(),
+                origin.namespace.as_str(),
+                origin.name.as_str()
+            ),
+            ("Kustomization", ns, "apps")
+        );
+        assert!(
+            origin
+                .revision
+                .as_deref()
+                .is_some_and(|r| flux.holds(r, &commit)),
+            "{origin:?}"
+        );
+        assert!(change.summary_seal.is_some(), "opened unsealed");
+    }
+    // Nothing of the commit landed while it waits.
+    assert!(!exists(ns, "deployment", "web")? && !exists(ns, "deployment", "api")?);
+    assert!(!exists(ns, "configmap", "settings")?);
+
+    // A person's dry run is no sync's: denied, and it opens nothing.
+    let dry = apply(
+        User::Dave,
+        &deployment(ns, "db", "db:1"),
+        &["--dry-run=server"],
+    )?;
+    assert_refused(&dry, "dry run, none created");
+    // Nor does a report forged on a Kustomization of one's own (suspended, so Flux leaves
+    // its status alone): no round of countersign's stands behind it.
+    let forged = json!({
+        "apiVersion": "kustomize.toolkit.fluxcd.io/v1",
+        "kind": "Kustomization",
+        "metadata": { "name": "forged", "namespace": ns },
+        "spec": {
+            "interval": "10m", "path": "./nowhere", "prune": false, "suspend": true,
+            "sourceRef": { "kind": "GitRepository", "namespace": "flux-system", "name": "apps" },
+        },
+    });
+    assert_ok(&kubectl_stdin(User::Admin, &["apply", "-f", "-"], &forged)?);
+    let status = json!({ "status": { "lastAttemptedRevision": format!("main@sha1:{commit}"), "conditions": [{
+        "type": "Ready", "status": "False", "reason": "ReconciliationFailed",
+        "lastTransitionTime": "2026-12-04T00:00:00Z",
+        "message": format!("Deployment/{ns}/db dry-run failed: countersign holds this sync for approval: 1 gated change(s)"),
+    }]}});
+    assert_ok(&kubectl(
+        User::Admin,
+        &[
+            "patch",
+            "kustomization",
+            "forged",
+            "-n",
+            ns,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &status.to_string(),
+        ],
+    )?);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        approvals(ns).await?.len(),
+        2,
+        "a dry run or a forged report opened a request"
     );
     Ok(())
 }

@@ -11,6 +11,7 @@ use crate::api::{
     DEFAULT_IGNORE_FIELDS, DeploymentApproval, DeploymentApprovalSpec, Operation, PolicySnapshot,
 };
 use crate::core::admission::controllers::is_workload_controller;
+use crate::core::admission::sync::{SyncKey, sync_of};
 use crate::core::approval::chain::{
     ApprovalChain, ChainState, RoleBindingSnapshot, describe_progress,
 };
@@ -75,6 +76,8 @@ pub struct Decision {
     pub reasons: Vec<String>,
     /// Break-glass bypassed some or all matching policies; the shell audits and announces it.
     pub break_glass: Option<BreakGlassUse>,
+    /// A dry run of a GitOps sync whose change needs a new request (`core::admission::sync`).
+    pub sync: Option<SyncKey>,
 }
 
 /// A granted break-glass: the reason from the annotation and the policies it bypassed.
@@ -191,6 +194,14 @@ pub fn decide(input: &DecisionInput) -> Decision {
         evaluate(input, &matched, &digests, &mut notes, &mut break_glass);
     reasons.append(&mut notes);
     let ignore = ignore_fields(governing);
+    let sync = match &verdict {
+        Verdict::ApprovalRequired(requirement) if requirement.create.is_some() => input
+            .policies
+            .iter()
+            .find(|p| policy_name(p) == requirement.policy)
+            .and_then(|policy| sync_of(request.dry_run, request.requester, request.object, policy)),
+        _ => None,
+    };
     Decision {
         verdict,
         matched_policies: matched.iter().map(|p| policy_name(p).to_string()).collect(),
@@ -198,6 +209,7 @@ pub fn decide(input: &DecisionInput) -> Decision {
         ignore_fields: ignore,
         reasons,
         break_glass,
+        sync,
     }
 }
 
@@ -822,6 +834,7 @@ fn fresh_request(
             requester: request.requester.clone(),
             operation: request.operation,
             requested_at: Time(input.now),
+            origin: None,
         },
         policy: PolicySnapshot {
             name: name.to_string(),

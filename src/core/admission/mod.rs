@@ -6,3 +6,4 @@ pub mod controllers;
 pub mod decision;
 pub mod proposal;
 pub mod review;
+pub mod sync;

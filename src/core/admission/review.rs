@@ -10,6 +10,7 @@ use crate::core::admission::decision::{
     AllowReason, ApprovalRequirement, ApprovedChange, Decision, DenyReason, Verdict,
 };
 use crate::core::admission::proposal::{ProposedRequest, proposal};
+use crate::core::admission::sync::RoundMember;
 use crate::core::approval::seal::{SealKey, sealed};
 use crate::core::audit::bypass::{
     BreakGlassRecord, RollbackRecord, break_glass_entry, rollback_entry,
@@ -107,6 +108,19 @@ pub fn render(reasons: &[String]) -> String {
         Some((first, rest)) => rest.iter().fold(line(first), |text, reason| {
             format!("{text}\n- {}", line(reason))
         }),
+    }
+}
+
+/// The request a dry run of a GitOps sync would open, remembered with its round
+/// (`core::admission::sync`): only a change that needs a new request has one.
+pub fn round_member(review: &WorkloadReview, decision: &Decision) -> Option<RoundMember> {
+    match &decision.verdict {
+        Verdict::ApprovalRequired(requirement) => Some(RoundMember {
+            namespace: review.namespace.to_string(),
+            name: requirement.approval_name.clone(),
+            spec: requirement.create.clone()?,
+        }),
+        _ => None,
     }
 }
 

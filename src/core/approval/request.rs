@@ -105,6 +105,10 @@ pub enum RequestRefusal {
         "metadata.{0} of a DeploymentApproval may not be changed: what decides a request's life is countersign's alone (a request is withdrawn by deleting it, which is audited)"
     )]
     LifeMetadataChanged(&'static str),
+    #[error(
+        "spec.change.origin must be empty: only countersign records that a request came from a GitOps sync (it opens those requests itself)"
+    )]
+    HasOrigin,
 }
 
 /// Check a CREATE of a DeploymentApproval by someone other than countersign.
@@ -128,6 +132,9 @@ fn fresh_request_by_its_requester(input: &RequestCreate) -> Result<(), RequestRe
     }
     if !spec.reviews.is_empty() {
         return Err(RequestRefusal::HasReviews);
+    }
+    if spec.change.origin.is_some() {
+        return Err(RequestRefusal::HasOrigin);
     }
     let requester = &spec.change.requester;
     if requester.username != input.creator.username {
@@ -746,6 +753,22 @@ mod tests {
                 &prod,
                 None,
                 Err(RequestRefusal::LifeMetadata("finalizers")),
+            ),
+            (
+                "claiming to come from a GitOps sync (its resume would name another's sync)",
+                tweak(|a| {
+                    a.spec.change.origin = Some(crate::api::ChangeOrigin {
+                        api_version: "kustomize.toolkit.fluxcd.io/v1".into(),
+                        kind: "Kustomization".into(),
+                        namespace: "flux-system".into(),
+                        name: "apps".into(),
+                        revision: None,
+                    })
+                }),
+                &dave,
+                &prod,
+                None,
+                Err(RequestRefusal::HasOrigin),
             ),
         ];
         let labels = BTreeMap::new();

@@ -399,6 +399,7 @@ mod tests {
                 requester: UserInfo::new("dev", &[]),
                 operation: Operation::Update,
                 requested_at: Time(now()),
+                origin: None,
             },
             policy: PolicySnapshot::default(),
             reviews,
@@ -572,6 +573,7 @@ mod standing_tests {
                 requester: UserInfo::new("dev", &["developers", "team-leads"]),
                 operation: Operation::Update,
                 requested_at: Time(t0()),
+                origin: None,
             },
             policy: PolicySnapshot {
                 name: "prod".into(),

@@ -101,7 +101,7 @@ pub fn spawn_local(cluster: &TestCluster, port: u16, output: File) -> Result<std
     Command::new("sh")
         .args(["-c", WRAPPER, "sh"])
         .arg(env!("CARGO_BIN_EXE_countersign"))
-        .args(["serve", "--local", "--kubeconfig"])
+        .args(["serve", "--local", "--gitops", "--kubeconfig"])
         .arg(cluster.kubeconfig())
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(cluster.client_auth_args())

@@ -155,8 +155,22 @@ impl Flux {
         Ok(())
     }
 
-    /// Waits until Kustomization `namespace/name` has tried revision `commit` and its
-    /// Ready condition says `ready` ("True" or "False"); returns that condition.
+    /// Whether revision `tried` (as Flux reports it, `main@sha1:<hash>`) holds `commit`:
+    /// it is that commit or a later one (other tests push to the same branch).
+    pub fn holds(&self, tried: &str, commit: &str) -> bool {
+        let Some(hash) = tried.rsplit(':').next().filter(|h| !h.is_empty()) else {
+            return false;
+        };
+        Command::new("git")
+            .arg("-C")
+            .arg(&self.repo)
+            .args(["merge-base", "--is-ancestor", commit, hash])
+            .status()
+            .is_ok_and(|status| status.success())
+    }
+
+    /// Waits until Kustomization `namespace/name` has tried revision `commit` (or a later
+    /// one) and its Ready condition says `ready` ("True" or "False"); returns that condition.
     pub async fn tried(
         &self,
         namespace: &str,
@@ -185,7 +199,7 @@ impl Flux {
                     .cloned()
                     .unwrap_or(Value::Null);
                 Ok(
-                    if attempted.ends_with(commit) && condition["status"] == ready {
+                    if self.holds(attempted, commit) && condition["status"] == ready {
                         Poll::Ready(condition)
                     } else {
                         Poll::Pending(format!("revision {attempted}, Ready {condition}"))
@@ -194,5 +208,33 @@ impl Flux {
             },
         )
         .await
+    }
+
+    /// The messages of the Events on Kustomization `namespace/name` (one per failed attempt,
+    /// whatever later attempts say in its status).
+    pub fn event_messages(&self, namespace: &str, name: &str) -> Result<Vec<String>> {
+        let selector = format!("involvedObject.kind=Kustomization,involvedObject.name={name}");
+        let out = TestCluster::get().kubectl_output(
+            User::Admin,
+            &[
+                "get",
+                "events",
+                "-n",
+                namespace,
+                "--field-selector",
+                &selector,
+                "-o",
+                "json",
+            ],
+            None,
+        )?;
+        anyhow::ensure!(out.status.success(), "listing events: {}", text(&out));
+        let list: Value = serde_json::from_slice(&out.stdout)?;
+        Ok(list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|event| event["message"].as_str().map(str::to_owned))
+            .collect())
     }
 }

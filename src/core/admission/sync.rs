@@ -1,0 +1,539 @@
+//! GitOps syncs (docs/gitops.md). Flux's kustomize-controller dry-runs every object of a
+//! sync before it applies any, and stops at the first refusal; a denied dry run opens no
+//! request. So a dry run by a controller a policy names, of a change that needs a request,
+//! is one of its sync's *round*: the first of a round is held and then denied (so nothing
+//! of the sync applies), the others pass (a dry run changes nothing) and are remembered.
+//! When the controller reports the denial on its `Kustomization`, the round's requests are
+//! opened, all at once, from what the API server sent, never from the report.
+
+use jiff::Timestamp;
+use serde_json::Value;
+
+use crate::api::{
+    ApprovalPolicy, ChangeOrigin, DeploymentApprovalSpec, GitOpsKind, ReviewCaller, UserInfo,
+};
+use crate::core::approval::seal::{SealKey, sealed};
+use crate::core::inert;
+use crate::core::plan::{Answer, EventKind, Outcome, PlannedEvent, ReviewPlan, Step, Write};
+
+/// The labels kustomize-controller puts on every object it applies: its Kustomization.
+pub const FLUX_NAME_LABEL: &str = "kustomize.toolkit.fluxcd.io/name";
+pub const FLUX_NAMESPACE_LABEL: &str = "kustomize.toolkit.fluxcd.io/namespace";
+/// Flux's Kustomization API.
+pub const KUSTOMIZATION_API_VERSION: &str = "kustomize.toolkit.fluxcd.io/v1";
+/// In the held denial, and so in the report of it that opens the round's requests.
+pub const HELD_MARKER: &str = "countersign holds this sync for approval";
+
+/// One sync: a controller (by identity) applying one Kustomization.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SyncKey {
+    pub controller: GitOpsKind,
+    /// The controller's user, as the API server authenticated it.
+    pub identity: String,
+    /// The Kustomization's namespace and name.
+    pub namespace: String,
+    pub name: String,
+}
+
+impl SyncKey {
+    /// The request's record of where it came from.
+    pub fn origin(&self, revision: Option<String>) -> ChangeOrigin {
+        ChangeOrigin {
+            api_version: KUSTOMIZATION_API_VERSION.into(),
+            kind: "Kustomization".into(),
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            revision,
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("Kustomization {}/{}", self.namespace, self.name)
+    }
+}
+
+/// The sync a review belongs to: a dry run, by a controller `policy` (the governing one)
+/// names, of an object that carries its Kustomization's labels.
+pub fn sync_of(
+    dry_run: bool,
+    requester: &UserInfo,
+    object: &Value,
+    policy: &ApprovalPolicy,
+) -> Option<SyncKey> {
+    if !dry_run {
+        return None;
+    }
+    let controller = policy.spec.gitops.as_ref()?.controllers.iter().find(|c| {
+        requester.username
+            == format!(
+                "system:serviceaccount:{}:{}",
+                c.service_account.namespace, c.service_account.name
+            )
+    })?;
+    let label = |key: &str| {
+        object
+            .pointer("/metadata/labels")
+            .and_then(|labels| labels.get(key))
+            .and_then(Value::as_str)
+            .filter(|value| !value.is_empty())
+            .map(str::to_string)
+    };
+    match controller.kind {
+        GitOpsKind::Flux => Some(SyncKey {
+            controller: controller.kind,
+            identity: requester.username.clone(),
+            namespace: label(FLUX_NAMESPACE_LABEL)?,
+            name: label(FLUX_NAME_LABEL)?,
+        }),
+    }
+}
+
+/// A change of a round: the request it would open.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RoundMember {
+    pub namespace: String,
+    /// The request's name.
+    pub name: String,
+    /// Unsealed: sealed when opened.
+    pub spec: DeploymentApprovalSpec,
+}
+
+impl RoundMember {
+    fn describe(&self) -> String {
+        format!(
+            "{} {}/{}",
+            self.spec.target.kind, self.namespace, self.spec.target.name
+        )
+    }
+}
+
+/// The part a dry run takes in its round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncRole {
+    /// Allowed: remembered, and requested with the round.
+    Pass,
+    /// Denied once the round has gone quiet, which holds the whole sync.
+    Hold,
+}
+
+/// A round's first dry run is held; every later one passes. `held_already`: the round
+/// has its held dry run.
+pub fn role_in_round(held_already: bool) -> SyncRole {
+    if held_already {
+        SyncRole::Pass
+    } else {
+        SyncRole::Hold
+    }
+}
+
+/// A passing dry run of `key`'s round: allowed, with a warning saying why.
+pub fn pass_plan(key: &SyncKey, member: &RoundMember) -> ReviewPlan {
+    ReviewPlan::answer(
+        Answer::allow()
+            .counted_as(Outcome::ApprovalRequired)
+            .warn(inert::bounded(
+                &format!(
+                    "countersign: {} needs approval; it is remembered with the rest of {}'s sync, whose requests open together when the sync reports its denial",
+                    member.describe(),
+                    key.describe()
+                ),
+                2000,
+            )),
+    )
+}
+
+/// The held dry run, answered once its round has gone quiet: denied, naming every change
+/// of the round (`members`, this one included) and how their requests open.
+pub fn held_plan(key: &SyncKey, members: &[RoundMember], message: &str) -> ReviewPlan {
+    let listed: Vec<String> = members.iter().map(RoundMember::describe).collect();
+    let text = format!(
+        "{message}\n- {HELD_MARKER}: {} gated change(s) of {} ({}); countersign opens their requests together when {} reports this denial, and the approvers are told",
+        members.len(),
+        key.describe(),
+        inert::bounded(&listed.join(", "), 1500),
+        key.identity,
+    );
+    ReviewPlan::answer(Answer::deny(text).counted_as(Outcome::ApprovalRequired))
+}
+
+/// A controller's report that it was held: a `Kustomization` whose Ready condition is
+/// False with countersign's marker in its message. Only a trigger: what it opens comes
+/// from the round countersign remembered, never from the report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReportedHold {
+    pub namespace: String,
+    pub name: String,
+    /// The revision it reports trying, recorded as reported.
+    pub revision: Option<String>,
+}
+
+pub fn reported_hold(kustomization: &Value) -> Option<ReportedHold> {
+    let ready = kustomization
+        .pointer("/status/conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| c.get("type").and_then(Value::as_str) == Some("Ready"))?;
+    let held = ready.get("status").and_then(Value::as_str) == Some("False")
+        && ready
+            .get("message")
+            .and_then(Value::as_str)
+            .is_some_and(|m| m.contains(HELD_MARKER));
+    if !held {
+        return None;
+    }
+    let text = |pointer: &str| {
+        kustomization
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    Some(ReportedHold {
+        namespace: text("/metadata/namespace")?,
+        name: text("/metadata/name")?,
+        revision: text("/status/lastAttemptedRevision").map(|r| inert::bounded(&r, 200)),
+    })
+}
+
+/// The plan that opens a reported round: each member's request, sealed, recording the
+/// sync and revision it came from, with an Event on its target once made.
+pub fn open_round(
+    key: &SyncKey,
+    members: &[RoundMember],
+    revision: Option<String>,
+    seal_key: &SealKey,
+    now: Timestamp,
+) -> ReviewPlan {
+    let steps = members
+        .iter()
+        .map(|member| {
+            let mut spec = member.spec.clone();
+            spec.change.origin = Some(key.origin(revision.clone()));
+            spec.change.requested_at = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now);
+            let spec = sealed(seal_key, &member.namespace, spec);
+            let opened = PlannedEvent::admission(
+                k8s_openapi::api::core::v1::ObjectReference {
+                    api_version: Some(spec.target.api_version.clone()),
+                    kind: Some(spec.target.kind.clone()),
+                    namespace: Some(member.namespace.clone()),
+                    name: Some(spec.target.name.clone()),
+                    uid: spec.target.uid.clone(),
+                    ..Default::default()
+                },
+                EventKind::Normal,
+                "ApprovalRequested",
+                format!(
+                    "{} requested approval {}/{} for: {} (sync of {})",
+                    key.identity,
+                    member.namespace,
+                    member.name,
+                    spec.change.summary.text,
+                    key.describe()
+                ),
+            );
+            let mut step = Step::new(
+                Write::OpenRequest {
+                    namespace: member.namespace.clone(),
+                    name: member.name.clone(),
+                    spec: Box::new(spec),
+                },
+                format!(
+                    "countersign could not open request {}/{} of {}'s sync ({{error}})",
+                    member.namespace,
+                    member.name,
+                    key.describe()
+                ),
+            );
+            step.on_created = vec![opened];
+            step
+        })
+        .collect();
+    ReviewPlan {
+        steps,
+        answer: Answer::allow(),
+        events: Vec::new(),
+    }
+}
+
+/// Whether a review's caller may take part in a round: only a review the API server
+/// provably sent (its client certificate) may pass a dry run on a controller's word.
+pub fn caller_may_pass(caller: &ReviewCaller) -> bool {
+    caller.authentication == crate::api::CallerAuthentication::ClientCertificate
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{ApprovalPolicySpec, GitOpsController, GitOpsSettings, ServiceAccountRef};
+    use crate::core::approval::seal::{SealCheck, check};
+    use crate::core::test_builders::{minutes, two_level_request};
+    use serde_json::json;
+
+    const FLUX: &str = "system:serviceaccount:flux-system:kustomize-controller";
+
+    fn policy(controllers: &[(&str, &str)]) -> ApprovalPolicy {
+        ApprovalPolicy::new(
+            "p",
+            ApprovalPolicySpec {
+                gitops: Some(GitOpsSettings {
+                    controllers: controllers
+                        .iter()
+                        .map(|(namespace, name)| GitOpsController {
+                            kind: GitOpsKind::Flux,
+                            service_account: ServiceAccountRef {
+                                namespace: (*namespace).into(),
+                                name: (*name).into(),
+                            },
+                        })
+                        .collect(),
+                }),
+                ..ApprovalPolicySpec::default()
+            },
+        )
+    }
+
+    fn object(labels: Value) -> Value {
+        json!({"metadata": {"name": "web", "namespace": "shop", "labels": labels}})
+    }
+
+    fn flux_labels() -> Value {
+        json!({FLUX_NAME_LABEL: "apps", FLUX_NAMESPACE_LABEL: "flux-system"})
+    }
+
+    #[test]
+    fn which_dry_runs_are_a_syncs() {
+        let named = policy(&[("flux-system", "kustomize-controller")]);
+        let key = SyncKey {
+            controller: GitOpsKind::Flux,
+            identity: FLUX.into(),
+            namespace: "flux-system".into(),
+            name: "apps".into(),
+        };
+        // (what, dry run, requester, object, policy, the sync)
+        let cases = [
+            (
+                "the named controller's dry run",
+                true,
+                FLUX,
+                object(flux_labels()),
+                &named,
+                Some(key.clone()),
+            ),
+            (
+                "its real apply",
+                false,
+                FLUX,
+                object(flux_labels()),
+                &named,
+                None,
+            ),
+            (
+                "a person's dry run with the labels copied",
+                true,
+                "dave",
+                object(flux_labels()),
+                &named,
+                None,
+            ),
+            (
+                "a controller the policy does not name",
+                true,
+                "system:serviceaccount:flux-system:other",
+                object(flux_labels()),
+                &named,
+                None,
+            ),
+            (
+                "a policy naming none",
+                true,
+                FLUX,
+                object(flux_labels()),
+                &policy(&[]),
+                None,
+            ),
+            (
+                "an object without its Kustomization's labels",
+                true,
+                FLUX,
+                object(json!({})),
+                &named,
+                None,
+            ),
+            (
+                "an empty label",
+                true,
+                FLUX,
+                object(json!({FLUX_NAME_LABEL: "", FLUX_NAMESPACE_LABEL: "flux-system"})),
+                &named,
+                None,
+            ),
+            (
+                "labels that are not strings",
+                true,
+                FLUX,
+                object(json!({FLUX_NAME_LABEL: 7, FLUX_NAMESPACE_LABEL: "flux-system"})),
+                &named,
+                None,
+            ),
+        ];
+        for (what, dry_run, user, object, policy, expected) in cases {
+            let requester = UserInfo::new(user, &[]);
+            assert_eq!(
+                sync_of(dry_run, &requester, &object, policy),
+                expected,
+                "{what}"
+            );
+        }
+        let no_gitops = ApprovalPolicy::new("q", ApprovalPolicySpec::default());
+        assert_eq!(
+            sync_of(
+                true,
+                &UserInfo::new(FLUX, &[]),
+                &object(flux_labels()),
+                &no_gitops
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn a_round_holds_its_first_dry_run_and_passes_the_rest() {
+        assert_eq!(role_in_round(false), SyncRole::Hold);
+        assert_eq!(role_in_round(true), SyncRole::Pass);
+    }
+
+    fn key() -> SyncKey {
+        SyncKey {
+            controller: GitOpsKind::Flux,
+            identity: FLUX.into(),
+            namespace: "flux-system".into(),
+            name: "apps".into(),
+        }
+    }
+
+    fn member(name: &str) -> RoundMember {
+        let mut spec = two_level_request(&[], None).spec;
+        spec.target.name = name.into();
+        spec.change.requester = UserInfo::new(FLUX, &[]);
+        RoundMember {
+            namespace: "shop".into(),
+            name: format!("{name}-1"),
+            spec,
+        }
+    }
+
+    #[test]
+    fn the_held_denial_names_the_round_and_a_pass_warns() {
+        let members = [member("web"), member("api\u{1b}[2J")];
+        let plan = held_plan(&key(), &members, "approval required by policy p");
+        assert!(!plan.answer.allowed && plan.steps.is_empty());
+        let message = &plan.answer.message;
+        assert!(
+            message.starts_with("approval required by policy p\n- "),
+            "{message}"
+        );
+        assert!(message.contains(HELD_MARKER), "{message}");
+        assert!(
+            message.contains("2 gated change(s) of Kustomization flux-system/apps"),
+            "{message}"
+        );
+        assert!(message.contains("Deployment shop/web"), "{message}");
+        assert!(!message.contains('\u{1b}'), "raw escape in {message:?}");
+        let pass = pass_plan(&key(), &members[0]);
+        assert!(pass.answer.allowed && pass.steps.is_empty());
+        assert!(pass.answer.warnings[0].contains("Deployment shop/web needs approval"));
+    }
+
+    #[test]
+    fn what_counts_as_a_report_of_the_hold() {
+        let kustomization = |status: &str, message: &str| {
+            json!({
+                "metadata": {"name": "apps", "namespace": "flux-system"},
+                "status": {
+                    "lastAttemptedRevision": "main@sha1:abc",
+                    "conditions": [
+                        {"type": "Reconciling", "status": "False", "message": HELD_MARKER},
+                        {"type": "Ready", "status": status, "message": message},
+                    ],
+                },
+            })
+        };
+        let held = format!("Deployment/shop/web dry-run failed: … - {HELD_MARKER}: 2 …");
+        assert_eq!(
+            reported_hold(&kustomization("False", &held)),
+            Some(ReportedHold {
+                namespace: "flux-system".into(),
+                name: "apps".into(),
+                revision: Some("main@sha1:abc".into()),
+            })
+        );
+        for (what, object) in [
+            ("ready", kustomization("True", &held)),
+            (
+                "failed for another reason",
+                kustomization("False", "kustomize build failed"),
+            ),
+            ("unknown", kustomization("Unknown", &held)),
+            (
+                "no status",
+                json!({"metadata": {"name": "apps", "namespace": "flux-system"}}),
+            ),
+            (
+                "conditions not a list",
+                json!({"metadata": {"name": "a", "namespace": "b"}, "status": {"conditions": "Ready"}}),
+            ),
+            (
+                "no name",
+                json!({"status": {"conditions": [{"type": "Ready", "status": "False", "message": HELD_MARKER}]}}),
+            ),
+        ] {
+            assert_eq!(reported_hold(&object), None, "{what}");
+        }
+    }
+
+    #[test]
+    fn an_opened_round_is_sealed_dated_and_records_its_sync() {
+        let seal_key = SealKey::new(&[3; 32]).expect("a key");
+        let members = [member("web"), member("api")];
+        let plan = open_round(
+            &key(),
+            &members,
+            Some("main@sha1:abc".into()),
+            &seal_key,
+            minutes(9),
+        );
+        assert_eq!(plan.steps.len(), 2);
+        for (step, member) in plan.steps.iter().zip(&members) {
+            let Write::OpenRequest {
+                namespace,
+                name,
+                spec,
+            } = &step.write
+            else {
+                panic!("not a request: {:?}", step.write);
+            };
+            assert_eq!(
+                (namespace.as_str(), name.as_str()),
+                ("shop", member.name.as_str())
+            );
+            assert_eq!(check(&seal_key, "shop", spec), SealCheck::Verified);
+            assert_eq!(spec.change.requested_at.0, minutes(9));
+            assert_eq!(spec.change.requester.username, FLUX);
+            let origin = spec.change.origin.as_ref().expect("an origin");
+            assert_eq!(
+                (
+                    origin.kind.as_str(),
+                    origin.namespace.as_str(),
+                    origin.name.as_str(),
+                    origin.revision.as_deref()
+                ),
+                (
+                    "Kustomization",
+                    "flux-system",
+                    "apps",
+                    Some("main@sha1:abc")
+                )
+            );
+            assert_eq!(step.on_created.len(), 1);
+        }
+    }
+}
