@@ -3,12 +3,14 @@
 //! makes of its own objects (`executor` carries a review's plan out: requests, the change
 //! lock, the move to Deploying, entries; `status`; `trail`, the one AuditEntry writer;
 //! `lock`), the GitOps sync rounds the webhook remembers until they are opened
-//! (`sync_rounds`), and the Events (`events`). Every live call runs under a deadline (`calls`).
+//! (`sync_rounds`), asking a GitOps controller to apply again (`gitops`), and the Events
+//! (`events`). Every live call runs under a deadline (`calls`).
 
 pub mod approval_index;
 pub mod calls;
 pub mod events;
 pub mod executor;
+pub mod gitops;
 pub mod lock;
 pub mod snapshot;
 pub mod status;

@@ -265,9 +265,9 @@ pub const CA_INJECTOR_GRANTS: &[Grant] = &[Grant {
 pub const GITOPS_GRANTS: &[Grant] = &[Grant {
     api_group: "kustomize.toolkit.fluxcd.io",
     resources: &["kustomizations"],
-    verbs: READ,
+    verbs: &["get", "list", "watch", "patch"],
     resource_names: &[],
-    why: "with --gitops, a Flux sync held for approval is reported on its Kustomization, which opens the requests of every gated change of that sync; read only, and bound only with --gitops",
+    why: "with --gitops, a Flux sync held for approval is reported on its Kustomization, which opens the requests of every gated change of that sync; once one is approved, its Kustomization is asked to apply again (the annotation reconcile.fluxcd.io/requestedAt, as flux reconcile sets it); bound only with --gitops",
 }];
 
 /// Every grant of every role as a Markdown table (role, scope, API group, resources,

@@ -23,7 +23,8 @@ use crate::api::{ApprovalPhase, DeploymentApproval};
 use crate::cluster::snapshot::Snapshot;
 use crate::cluster::status::apply_status;
 use crate::core::approval::reconcile::{
-    Carried, GrantDone, as_delivered, close, kept_after_conflict, open,
+    Carried, GrantDone, ReconcileSettings, ResumeDone, as_delivered, close, kept_after_conflict,
+    open,
 };
 use crate::core::rollout::confirm::{LiveTarget, watches_rollout};
 use crate::core::rollout::token::GrantAction;
@@ -86,7 +87,10 @@ async fn reconcile(
 ) -> Result<Action, ReconcileError> {
     let now = Timestamp::now();
     let bindings = context.snapshot.bindings();
-    let opening = open(&stored, &context.seal_key, &bindings, now);
+    let settings = ReconcileSettings {
+        resumes_syncs: context.resumes_syncs,
+    };
+    let opening = open(&stored, &context.seal_key, &bindings, settings, now);
     let approval = &opening.shown;
     // What the stored state implies is recorded, announced and granted before the state
     // moves on: the trail, the notices (a delivery recorded in the status written below),
@@ -113,8 +117,21 @@ async fn reconcile(
     } else {
         TargetRead::NotWatched
     };
+    let resumed = match &opening.resume {
+        None => None,
+        Some(origin) => Some(
+            match crate::cluster::gitops::request_reconcile(&context.cluster.client, origin, now)
+                .await
+            {
+                Ok(true) => ResumeDone::Requested,
+                Ok(false) => ResumeDone::SourceGone,
+                Err(error) => return Err(ReconcileError::Resume(object_name(approval), error)),
+            },
+        ),
+    };
     let policies = context.snapshot.policies();
     let carried = Carried {
+        resumed,
         notifications: round.notifications,
         next_attempt: round.next_attempt,
         grant,

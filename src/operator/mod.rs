@@ -46,6 +46,8 @@ pub struct Context {
     pub webhook_guard: Option<webhook_guard::GuardSettings>,
     /// Notifications this replica delivered lately, until its cache shows them recorded.
     pub deliveries: RecentDeliveries,
+    /// `--gitops`: an approved request a sync opened asks that sync to apply again.
+    pub resumes_syncs: bool,
     /// The key requests' summaries are sealed with (`core::approval::seal`).
     pub seal_key: Arc<crate::core::approval::seal::SealKey>,
 }
@@ -113,6 +115,8 @@ pub enum ReconcileError {
     ReadTarget(String, #[source] kube::Error),
     #[error("the deploy token of {0}: {1}")]
     Grant(String, #[source] grants::GrantsError),
+    #[error("resuming the GitOps sync of {0}: {1}")]
+    Resume(String, #[source] crate::cluster::calls::WriteError),
 }
 
 impl ReconcileError {
@@ -123,6 +127,7 @@ impl ReconcileError {
             ReconcileError::Audit(..) => "audit",
             ReconcileError::ReadTarget(..) => "read-target",
             ReconcileError::Grant(..) => "grant",
+            ReconcileError::Resume(..) => "resume",
         }
     }
 }

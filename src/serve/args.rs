@@ -130,7 +130,8 @@ pub struct ServeArgs {
     pub restore_webhook_configurations: bool,
     /// Take part in GitOps syncs (docs/gitops.md): watch the Kustomizations of Flux, so a
     /// sync that countersign held for approval opens the requests of all its gated changes
-    /// when Flux reports it. Needs the ClusterRole countersign-gitops bound to countersign,
+    /// when Flux reports it, and an approved request of such a sync asks its Kustomization
+    /// to apply again at once. Needs the ClusterRole countersign-gitops bound to countersign,
     /// which local mode does with this flag.
     #[arg(long, env = "COUNTERSIGN_GITOPS")]
     pub gitops: bool,

@@ -340,6 +340,7 @@ fn operator_context(
             guard_armed,
         ),
         deliveries: Default::default(),
+        resumes_syncs: args.gitops,
         seal_key: seal_key.clone(),
     }))
 }

@@ -277,5 +277,77 @@ async fn a_held_sync_opens_the_requests_of_all_its_gated_changes_at_once() -> Re
         2,
         "a dry run or a forged report opened a request"
     );
+
+    // Approved level by level; the last approval resumes the sync at once, although Flux
+    // would retry only in 10 minutes: applied, then confirmed Deployed.
+    let names: Vec<String> = opened
+        .iter()
+        .filter_map(|a| a.metadata.name.clone())
+        .collect();
+    for (user, level) in [(User::Alice, "leads"), (User::Carol, "sre")] {
+        for name in &names {
+            assert_ok(&review(
+                user,
+                ns,
+                name,
+                json!({ "decision": "Approve", "comment": format!("{level} ok") }),
+            )?);
+        }
+    }
+    let approved_at = std::time::Instant::now();
+    until(
+        "the approved commit applied",
+        Duration::from_secs(15),
+        || async {
+            Ok(
+                if exists(ns, "deployment", "web")?
+                    && exists(ns, "deployment", "api")?
+                    && exists(ns, "configmap", "settings")?
+                {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending("not applied yet".into())
+                },
+            )
+        },
+    )
+    .await?;
+    eprintln!(
+        "gitops: applied {:?} after the last approval",
+        approved_at.elapsed()
+    );
+    for name in &names {
+        let status = status_until(ns, name, "Deployed", |s| {
+            s.phase == countersign::api::ApprovalPhase::Deployed
+        })
+        .await?;
+        let resumed = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "SyncResumed")
+            .context("the SyncResumed condition")?;
+        assert_eq!(resumed.status, "True", "{resumed:?}");
+    }
+    eprintln!(
+        "gitops: Deployed {:?} after the last approval",
+        approved_at.elapsed()
+    );
+    let requested_at = kubectl(
+        User::Admin,
+        &[
+            "get",
+            "kustomization",
+            "apps",
+            "-n",
+            ns,
+            "-o",
+            "jsonpath={.metadata.annotations.reconcile\\.fluxcd\\.io/requestedAt}",
+        ],
+    )?;
+    assert!(
+        !stdout(&requested_at).trim().is_empty(),
+        "no reconcile was requested: {}",
+        text(&requested_at)
+    );
     Ok(())
 }

@@ -3,11 +3,11 @@
 //! read), then, from what was carried out, the status to write and when to look again.
 
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::api::{
-    ApprovalPhase, ApprovalPolicy, DeployTokenStatus, DeploymentApproval, DeploymentApprovalStatus,
-    NotificationStatus,
+    ApprovalPhase, ApprovalPolicy, ChangeOrigin, DeployTokenStatus, DeploymentApproval,
+    DeploymentApprovalStatus, NotificationStatus,
 };
 use crate::core::admission::decision::approval_state;
 use crate::core::approval::chain::{ChainState, RoleBindingSnapshot};
@@ -38,6 +38,19 @@ pub struct Opening {
     pub grant_deadline: Option<Timestamp>,
     /// The change is rolling out: its target is read live and judged (`close`).
     pub confirms_rollout: bool,
+    /// The GitOps sync the request came from, to be asked to apply again now that it is
+    /// approved (once: `close` records it in the `SyncResumed` condition).
+    pub resume: Option<ChangeOrigin>,
+}
+
+/// The condition recording that the sync a request came from was asked to apply again.
+pub const SYNC_RESUMED_CONDITION: &str = "SyncResumed";
+
+/// What the settings of this reconcile allow.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReconcileSettings {
+    /// `--gitops`: an approved request a sync opened resumes that sync.
+    pub resumes_syncs: bool,
 }
 
 /// Plan the first half of reconciling `stored` at `now`.
@@ -45,6 +58,7 @@ pub fn open(
     stored: &DeploymentApproval,
     seal_key: &SealKey,
     bindings: &RoleBindingSnapshot,
+    settings: ReconcileSettings,
     now: Timestamp,
 ) -> Opening {
     let namespace = stored.metadata.namespace.as_deref().unwrap_or_default();
@@ -56,7 +70,9 @@ pub fn open(
     let state = approval_state(&shown, namespace, bindings, now);
     let entries = trail(&shown, &state, now);
     let grant = plan_grant(&shown, now);
+    let resume = resume_of(&shown, seal, &state, settings);
     Opening {
+        resume,
         confirms_rollout: shown.phase() == ApprovalPhase::Deploying,
         shown,
         seal,
@@ -64,6 +80,70 @@ pub fn open(
         entries,
         grant: grant.action,
         grant_deadline: grant.next_deadline,
+    }
+}
+
+/// The sync to resume: a request countersign opened for a GitOps sync (sealed), approved
+/// now, whose sync was not asked yet.
+fn resume_of(
+    shown: &DeploymentApproval,
+    seal: SealCheck,
+    state: &ChainState,
+    settings: ReconcileSettings,
+) -> Option<ChangeOrigin> {
+    let asked = shown
+        .status
+        .iter()
+        .flat_map(|s| &s.conditions)
+        .any(|c| c.type_ == SYNC_RESUMED_CONDITION);
+    let approved = state.phase == ApprovalPhase::Approved
+        && shown.phase() != ApprovalPhase::Deploying
+        && !shown.phase().is_terminal();
+    (settings.resumes_syncs && seal.verified() && approved && !asked)
+        .then(|| shown.spec.change.origin.clone())
+        .flatten()
+}
+
+/// How asking the sync to apply again went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ResumeDone {
+    /// Its controller was asked (Flux: `reconcile.fluxcd.io/requestedAt`).
+    Requested,
+    /// The sync's object is gone: nothing to resume.
+    SourceGone,
+}
+
+fn resumed_condition(
+    origin: &ChangeOrigin,
+    done: &ResumeDone,
+    now: Timestamp,
+    generation: Option<i64>,
+) -> Condition {
+    let (status, reason, message) = match done {
+        ResumeDone::Requested => (
+            "True",
+            "ReconcileRequested",
+            format!(
+                "approved: {} {}/{} was asked to apply again",
+                origin.kind, origin.namespace, origin.name
+            ),
+        ),
+        ResumeDone::SourceGone => (
+            "False",
+            "SyncSourceGone",
+            format!(
+                "approved, but {} {}/{} no longer exists: nothing to resume",
+                origin.kind, origin.namespace, origin.name
+            ),
+        ),
+    };
+    Condition {
+        type_: SYNC_RESUMED_CONDITION.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message: crate::core::inert::bounded(&message, 1024),
+        last_transition_time: Time(now),
+        observed_generation: generation,
     }
 }
 
@@ -103,6 +183,8 @@ pub struct Carried<'a> {
     /// The current policies (the one the request was made under names the fields a
     /// rollout ignores, unless the request carries its own).
     pub policies: &'a [ApprovalPolicy],
+    /// How resuming the opening's sync went (`None`: there was none to resume).
+    pub resumed: Option<ResumeDone>,
 }
 
 /// The second half: the status write and what follows it.
@@ -147,6 +229,12 @@ pub fn close(opening: &Opening, carried: Carried, now: Timestamp) -> Closing {
         &mut status.conditions,
         verified_condition(opening.seal, now, approval.metadata.generation),
     );
+    if let (Some(origin), Some(done)) = (&opening.resume, &carried.resumed) {
+        upsert_condition(
+            &mut status.conditions,
+            resumed_condition(origin, done, now, approval.metadata.generation),
+        );
+    }
     let write = (stored != Some(&status)).then_some(status);
     let releases_lock = opening.confirms_rollout
         && write
@@ -185,7 +273,7 @@ fn token_after(
 
 /// After someone else wrote first (the webhook admitting the change): the fresh status
 /// with what this reconcile did kept in it (deliveries, so none is sent again; a token
-/// issued or revoked), or `None` when the fresh status already holds it.
+/// issued or revoked; a sync resumed), or `None` when the fresh status already holds it.
 pub fn kept_after_conflict(
     fresh: &DeploymentApprovalStatus,
     ours: &DeploymentApprovalStatus,
@@ -198,6 +286,16 @@ pub fn kept_after_conflict(
         .is_some_and(|token| fresh.deploy_token.is_none() || token.revoked_at.is_some());
     if ours_newer {
         status.deploy_token = ours.deploy_token.clone();
+    }
+    // A sync resumed here stays on record, so it is not resumed again.
+    let resumed = |s: &DeploymentApprovalStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == SYNC_RESUMED_CONDITION)
+            .cloned()
+    };
+    if let (Some(condition), None) = (resumed(ours), resumed(fresh)) {
+        status.conditions.push(condition);
     }
     (status != *fresh).then_some(status)
 }
@@ -226,6 +324,7 @@ mod tests {
             grant,
             live,
             policies: &[],
+            resumed: None,
         }
     }
 
@@ -271,7 +370,13 @@ mod tests {
     fn a_reconcile_writes_once_and_then_finds_nothing_to_do() {
         let approval = sealed(two_level_request(&[], None));
         let now = minutes(5);
-        let opening = open(&approval, &key(), &RoleBindingSnapshot::default(), now);
+        let opening = open(
+            &approval,
+            &key(),
+            &RoleBindingSnapshot::default(),
+            ReconcileSettings::default(),
+            now,
+        );
         let first = close(
             &opening,
             carried(GrantDone::Unchanged, LiveTarget::NotWatched),
@@ -281,7 +386,13 @@ mod tests {
         assert_eq!(written.phase, ApprovalPhase::Pending);
         assert!(!first.releases_lock);
         let again = stored_after(approval, &first);
-        let opening = open(&again, &key(), &RoleBindingSnapshot::default(), minutes(6));
+        let opening = open(
+            &again,
+            &key(),
+            &RoleBindingSnapshot::default(),
+            ReconcileSettings::default(),
+            minutes(6),
+        );
         let second = close(
             &opening,
             carried(GrantDone::Unchanged, LiveTarget::NotWatched),
@@ -317,6 +428,7 @@ mod tests {
                 &approval,
                 &key(),
                 &RoleBindingSnapshot::default(),
+                ReconcileSettings::default(),
                 minutes(5),
             );
             assert_eq!(
@@ -382,7 +494,13 @@ mod tests {
                 });
             }
             let now = minutes(3) + SignedDuration::from_secs(1);
-            let opening = open(&approval, &key(), &RoleBindingSnapshot::default(), now);
+            let opening = open(
+                &approval,
+                &key(),
+                &RoleBindingSnapshot::default(),
+                ReconcileSettings::default(),
+                now,
+            );
             assert!(opening.confirms_rollout);
             let label = format!("{live:?}");
             let closing = close(&opening, carried(GrantDone::Unchanged, live), now);
@@ -419,6 +537,7 @@ mod tests {
             &approval,
             &key(),
             &RoleBindingSnapshot::default(),
+            ReconcileSettings::default(),
             minutes(5),
         );
         let request_expiry = minutes(60);
@@ -489,6 +608,28 @@ mod tests {
                 ours_with(vec![], Some(token(Some(9)))),
                 Some(fresh_with(vec![], Some(token(Some(9))))),
             ),
+            // A sync resumed here is kept on record.
+            (
+                fresh_with(vec![], None),
+                DeploymentApprovalStatus {
+                    conditions: vec![resumed_condition(
+                        &ChangeOrigin::default(),
+                        &ResumeDone::Requested,
+                        minutes(4),
+                        None,
+                    )],
+                    ..ours_with(vec![], None)
+                },
+                Some(DeploymentApprovalStatus {
+                    conditions: vec![resumed_condition(
+                        &ChangeOrigin::default(),
+                        &ResumeDone::Requested,
+                        minutes(4),
+                        None,
+                    )],
+                    ..fresh_with(vec![], None)
+                }),
+            ),
             // A token the fresh status holds is not replaced by an older live one.
             (
                 fresh_with(vec![], Some(token(Some(9)))),
@@ -505,6 +646,133 @@ mod tests {
                     "case {index}: the other writer's phase was lost"
                 );
             }
+        }
+    }
+
+    fn from_a_sync(mut approval: DeploymentApproval) -> DeploymentApproval {
+        approval.spec.change.origin = Some(ChangeOrigin {
+            api_version: "kustomize.toolkit.fluxcd.io/v1".into(),
+            kind: "Kustomization".into(),
+            namespace: "flux-system".into(),
+            name: "apps".into(),
+            revision: Some("main@sha1:abc".into()),
+        });
+        approval
+    }
+
+    #[test]
+    fn an_approved_request_of_a_sync_resumes_it_once() {
+        let on = ReconcileSettings {
+            resumes_syncs: true,
+        };
+        let approved = || sealed(from_a_sync(two_level_request(&approved_twice(), None)));
+        let resumed_before = || {
+            let mut approval = approved();
+            let status = approval.status.get_or_insert_with(Default::default);
+            status.phase = ApprovalPhase::Approved;
+            status.conditions.push(resumed_condition(
+                approval.spec.change.origin.as_ref().expect("origin"),
+                &ResumeDone::Requested,
+                minutes(3),
+                None,
+            ));
+            approval
+        };
+        let unsealed = || {
+            let mut approval = approved();
+            approval.spec.change.summary_seal = None;
+            approval
+        };
+        // (what, request, settings, resumes)
+        let cases = [
+            ("approved, from a sync", approved(), on, true),
+            (
+                "without --gitops",
+                approved(),
+                ReconcileSettings::default(),
+                false,
+            ),
+            (
+                "not from a sync",
+                sealed(two_level_request(&approved_twice(), None)),
+                on,
+                false,
+            ),
+            (
+                "pending",
+                sealed(from_a_sync(two_level_request(
+                    &[("alice", ReviewDecision::Approve, 1)],
+                    None,
+                ))),
+                on,
+                false,
+            ),
+            ("resumed already", resumed_before(), on, false),
+            ("its summary not countersign's", unsealed(), on, false),
+            (
+                "rolling out already",
+                sealed(from_a_sync(two_level_request(
+                    &approved_twice(),
+                    Some(ApprovalPhase::Deploying),
+                ))),
+                on,
+                false,
+            ),
+        ];
+        for (what, approval, settings, resumes) in cases {
+            let opening = open(
+                &approval,
+                &key(),
+                &RoleBindingSnapshot::default(),
+                settings,
+                minutes(5),
+            );
+            assert_eq!(opening.resume.is_some(), resumes, "{what}");
+        }
+
+        // What was done is recorded, so it is done once.
+        let approval = approved();
+        let opening = open(
+            &approval,
+            &key(),
+            &RoleBindingSnapshot::default(),
+            on,
+            minutes(5),
+        );
+        for (done, status) in [
+            (ResumeDone::Requested, "True"),
+            (ResumeDone::SourceGone, "False"),
+        ] {
+            let closing = close(
+                &opening,
+                Carried {
+                    resumed: Some(done.clone()),
+                    ..carried(GrantDone::Unchanged, LiveTarget::NotWatched)
+                },
+                minutes(5),
+            );
+            let written = closing.write.expect("a status");
+            let condition = written
+                .conditions
+                .iter()
+                .find(|c| c.type_ == SYNC_RESUMED_CONDITION)
+                .expect("the condition");
+            assert_eq!(condition.status, status, "{done:?}");
+            let again = open(
+                &stored_after(
+                    approval.clone(),
+                    &Closing {
+                        write: Some(written.clone()),
+                        releases_lock: false,
+                        next_deadline: None,
+                    },
+                ),
+                &key(),
+                &RoleBindingSnapshot::default(),
+                on,
+                minutes(6),
+            );
+            assert!(again.resume.is_none(), "{done:?}: resumed twice");
         }
     }
 }
