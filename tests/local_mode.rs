@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 
 use support::countersign::free_port;
 use support::flow::text;
+use support::wait::{Poll, until};
 use support::{TestCluster, TestNamespace, User};
 
 /// One `serve --local` at a time: they share the configuration names.
@@ -1833,4 +1834,92 @@ async fn with_restore_a_loosened_or_deleted_webhook_configuration_is_put_back() 
     assert!(validating.is_none() && mutating.is_none());
     assert_eq!(configuration_entry_names().await?, before);
     Ok(())
+}
+
+/// Issue 22: a held Flux sync whose requests were approved while countersign's operator was
+/// not running (here: a webhook-only process, then killed) is resumed by the next
+/// countersign that runs one, from what the requests record: nothing else remembers it.
+#[tokio::test]
+async fn a_sync_approved_while_no_operator_ran_is_resumed_when_one_runs() -> Result<()> {
+    let _one = lock().await;
+    let flux = support::gitops::Flux::get();
+    let ns = TestNamespace::create("fluxback", None).await?;
+    let ns = ns.name();
+    let _policy = support::flow::Policy::apply(ns, flux.gated_chain())?;
+    let mut first = Local::start(&["--gitops"])?;
+    support::flow::until_gated(&web(ns, "nginx:1.27")).await?;
+
+    let commit = flux.commit(ns, &[web(ns, "nginx:1.27")], "web")?;
+    flux.kustomization(ns, "apps", ns, "10m")?;
+    flux.tried(ns, "apps", &commit, "False").await?;
+    let name = until("the sync's request", Duration::from_secs(20), || async {
+        let opened = support::flow::approvals(ns).await?;
+        Ok(match opened.first().and_then(|a| a.metadata.name.clone()) {
+            Some(name) => Poll::Ready(name),
+            None => Poll::Pending("no request yet".into()),
+        })
+    })
+    .await?;
+    // countersign goes down; a webhook-only process (no operator) answers while the
+    // approvers approve, so nothing resumes the sync (Flux itself would in 10 minutes).
+    first.kill()?;
+    let mut webhook_only = Local::start(&["--gitops", "--webhook-only"])?;
+    approve(User::Alice, ns, &name)?;
+    approve(User::Carol, ns, &name)?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !deployment_exists(ns)?,
+        "applied without countersign's resume"
+    );
+    webhook_only.kill()?;
+
+    let _back = Local::start(&["--gitops"])?;
+    let started = Instant::now();
+    until(
+        "the approved sync applied",
+        Duration::from_secs(30),
+        || async {
+            Ok(if deployment_exists(ns)? {
+                Poll::Ready(())
+            } else {
+                Poll::Pending("not applied".into())
+            })
+        },
+    )
+    .await?;
+    eprintln!(
+        "gitops: applied {:?} after the operator came back",
+        started.elapsed()
+    );
+    let status = support::flow::status_until(ns, &name, "Deployed", |s| {
+        s.phase == countersign::api::ApprovalPhase::Deployed
+    })
+    .await?;
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "SyncResumed" && c.status == "True"),
+        "{status:?}"
+    );
+    Ok(())
+}
+
+fn deployment_exists(ns: &str) -> Result<bool> {
+    let out = kubectl(
+        User::Admin,
+        &[
+            "get",
+            "deployment",
+            "web",
+            "-n",
+            ns,
+            "--ignore-not-found",
+            "-o",
+            "name",
+        ],
+        None,
+    )?;
+    ensure!(out.status.success(), "{}", text(&out));
+    Ok(!String::from_utf8_lossy(&out.stdout).trim().is_empty())
 }

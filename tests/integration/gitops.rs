@@ -126,20 +126,6 @@ async fn a_gated_change_in_a_commit_holds_the_whole_commit() -> Result<()> {
     Ok(())
 }
 
-/// A two-level chain that names Flux's kustomize-controller as a GitOps controller.
-fn gitops_chain(flux: &Flux) -> Value {
-    let mut chain = two_level_chain();
-    let (namespace, name) = flux
-        .kustomize_identity
-        .strip_prefix("system:serviceaccount:")
-        .and_then(|rest| rest.split_once(':'))
-        .expect("a ServiceAccount identity");
-    chain["gitops"] = json!({
-        "controllers": [{ "kind": "Flux", "serviceAccount": { "namespace": namespace, "name": name } }],
-    });
-    chain
-}
-
 /// Deployment `name` that the kwok nodes roll out.
 fn deployment(namespace: &str, name: &str, image: &str) -> Value {
     let mut object = rolling_web(namespace, image, 1);
@@ -155,7 +141,7 @@ async fn a_held_sync_opens_the_requests_of_all_its_gated_changes_at_once() -> Re
     let flux = Flux::get();
     let ns = TestNamespace::create("fluxsync", None).await?;
     let ns = ns.name();
-    let _policy = Policy::apply(ns, gitops_chain(flux))?;
+    let _policy = Policy::apply(ns, flux.gated_chain())?;
     until_gated(&web(ns, "nginx:1.27", 1)).await?;
 
     let commit = flux.commit(

@@ -80,6 +80,21 @@ impl Flux {
         })
     }
 
+    /// A policy spec with the tests' two-level chain (leads, then carol) that names this
+    /// Flux's kustomize-controller as a GitOps controller (`spec.gitops`).
+    pub fn gated_chain(&self) -> Value {
+        let mut chain = super::flow::two_level_chain();
+        let (namespace, name) = self
+            .kustomize_identity
+            .strip_prefix("system:serviceaccount:")
+            .and_then(|rest| rest.split_once(':'))
+            .unwrap_or_default();
+        chain["gitops"] = json!({
+            "controllers": [{ "kind": "Flux", "serviceAccount": { "namespace": namespace, "name": name } }],
+        });
+        chain
+    }
+
     /// Commits `documents` as the whole content of directory `dir` of the repository
     /// (one YAML stream) and pushes it to `main`; returns the commit's hash.
     pub fn commit(&self, dir: &str, documents: &[Value], message: &str) -> Result<String> {
