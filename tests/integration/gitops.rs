@@ -335,5 +335,87 @@ async fn a_held_sync_opens_the_requests_of_all_its_gated_changes_at_once() -> Re
         "no reconcile was requested: {}",
         text(&requested_at)
     );
+
+    // A second commit changes web alone: one request, for it alone. Rejected: the sync is
+    // asked to report it at once, stays failed saying so, and nothing of it is applied.
+    let second = flux.commit(
+        ns,
+        &[
+            settings(ns, "hello"),
+            deployment(ns, "web", "nginx:1.28"),
+            deployment(ns, "api", "api:2.0"),
+        ],
+        "web 1.28",
+    )?;
+    let fresh = until(
+        "the second commit's request",
+        Duration::from_secs(40),
+        || async {
+            let all = approvals(ns).await?;
+            let fresh: Vec<_> = all
+                .into_iter()
+                .filter(|a| !names.contains(a.metadata.name.as_ref().unwrap_or(&String::new())))
+                .collect();
+            Ok(if fresh.is_empty() {
+                Poll::Pending("no new request".into())
+            } else {
+                Poll::Ready(fresh)
+            })
+        },
+    )
+    .await?;
+    assert_eq!(
+        fresh.len(),
+        1,
+        "one request for the one changed object: {fresh:?}"
+    );
+    assert_eq!(fresh[0].spec.target.name, "web");
+    let origin = fresh[0].spec.change.origin.as_ref().context("an origin")?;
+    assert!(
+        origin
+            .revision
+            .as_deref()
+            .is_some_and(|r| flux.holds(r, &second)),
+        "{origin:?}"
+    );
+    let rejected = fresh[0].metadata.name.clone().context("a name")?;
+    assert_ok(&review(
+        User::Alice,
+        ns,
+        &rejected,
+        json!({ "decision": "Reject", "comment": "not this week" }),
+    )?);
+    let failed = until(
+        "the rejection reported by Flux",
+        Duration::from_secs(15),
+        || async {
+            let condition = flux.tried(ns, "apps", &second, "False").await?;
+            let message = condition["message"].as_str().unwrap_or_default().to_owned();
+            Ok(if message.contains("was rejected by alice") {
+                Poll::Ready(message)
+            } else {
+                Poll::Pending(message)
+            })
+        },
+    )
+    .await?;
+    assert!(failed.contains("not this week"), "{failed}");
+    let image = kubectl(
+        User::Admin,
+        &[
+            "get",
+            "deployment",
+            "web",
+            "-n",
+            ns,
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}",
+        ],
+    )?;
+    assert_eq!(
+        stdout(&image),
+        "nginx:1.27",
+        "a rejected change was applied"
+    );
     Ok(())
 }

@@ -84,7 +84,7 @@ pub fn open(
 }
 
 /// The sync to resume: a request countersign opened for a GitOps sync (sealed), approved
-/// now, whose sync was not asked yet.
+/// or rejected now, whose sync was not asked yet.
 fn resume_of(
     shown: &DeploymentApproval,
     seal: SealCheck,
@@ -96,10 +96,16 @@ fn resume_of(
         .iter()
         .flat_map(|s| &s.conditions)
         .any(|c| c.type_ == SYNC_RESUMED_CONDITION);
-    let approved = state.phase == ApprovalPhase::Approved
-        && shown.phase() != ApprovalPhase::Deploying
-        && !shown.phase().is_terminal();
-    (settings.resumes_syncs && seal.verified() && approved && !asked)
+    // Approved: the sync applies it now. Rejected: the sync reports the rejection now
+    // rather than at its next retry.
+    let decided = match state.phase {
+        ApprovalPhase::Approved => {
+            shown.phase() != ApprovalPhase::Deploying && !shown.phase().is_terminal()
+        }
+        ApprovalPhase::Rejected => true,
+        _ => false,
+    };
+    (settings.resumes_syncs && seal.verified() && decided && !asked)
         .then(|| shown.spec.change.origin.clone())
         .flatten()
 }
@@ -124,7 +130,7 @@ fn resumed_condition(
             "True",
             "ReconcileRequested",
             format!(
-                "approved: {} {}/{} was asked to apply again",
+                "decided: {} {}/{} was asked to apply again",
                 origin.kind, origin.namespace, origin.name
             ),
         ),
@@ -132,7 +138,7 @@ fn resumed_condition(
             "False",
             "SyncSourceGone",
             format!(
-                "approved, but {} {}/{} no longer exists: nothing to resume",
+                "decided, but {} {}/{} no longer exists: nothing to resume",
                 origin.kind, origin.namespace, origin.name
             ),
         ),
@@ -661,7 +667,7 @@ mod tests {
     }
 
     #[test]
-    fn an_approved_request_of_a_sync_resumes_it_once() {
+    fn a_decided_request_of_a_sync_resumes_it_once() {
         let on = ReconcileSettings {
             resumes_syncs: true,
         };
@@ -708,6 +714,24 @@ mod tests {
                 false,
             ),
             ("resumed already", resumed_before(), on, false),
+            (
+                "rejected: the sync reports it at once",
+                sealed(from_a_sync(two_level_request(
+                    &[("alice", ReviewDecision::Reject, 1)],
+                    None,
+                ))),
+                on,
+                true,
+            ),
+            (
+                "expired",
+                sealed(from_a_sync(two_level_request(
+                    &[],
+                    Some(ApprovalPhase::Expired),
+                ))),
+                on,
+                false,
+            ),
             ("its summary not countersign's", unsealed(), on, false),
             (
                 "rolling out already",
