@@ -97,6 +97,9 @@ pub enum GitOpsKind {
     /// Flux's kustomize-controller: it applies the objects of a `Kustomization`.
     #[default]
     Flux,
+    /// Argo CD's application controller: it applies the objects of an `Application`.
+    #[serde(rename = "ArgoCD")]
+    ArgoCd,
 }
 
 /// What happens to changes of a policy's own ground.

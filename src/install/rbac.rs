@@ -262,13 +262,22 @@ pub const CA_INJECTOR_GRANTS: &[Grant] = &[Grant {
 }];
 
 /// What countersign may do with GitOps controllers' objects, when asked to (`--gitops`).
-pub const GITOPS_GRANTS: &[Grant] = &[Grant {
-    api_group: "kustomize.toolkit.fluxcd.io",
-    resources: &["kustomizations"],
-    verbs: &["get", "list", "watch", "patch"],
-    resource_names: &[],
-    why: "with --gitops, a Flux sync held for approval is reported on its Kustomization, which opens the requests of every gated change of that sync; once one is approved, its Kustomization is asked to apply again (the annotation reconcile.fluxcd.io/requestedAt, as flux reconcile sets it); bound only with --gitops",
-}];
+pub const GITOPS_GRANTS: &[Grant] = &[
+    Grant {
+        api_group: "kustomize.toolkit.fluxcd.io",
+        resources: &["kustomizations"],
+        verbs: &["get", "list", "watch", "patch"],
+        resource_names: &[],
+        why: "with --gitops, a Flux sync held for approval is reported on its Kustomization, which opens the requests of every gated change of that sync; once one is approved, its Kustomization is asked to apply again (the annotation reconcile.fluxcd.io/requestedAt, as flux reconcile sets it); bound only with --gitops",
+    },
+    Grant {
+        api_group: "argoproj.io",
+        resources: &["applications"],
+        verbs: &["get", "patch"],
+        resource_names: &[],
+        why: "with --gitops, once a change an Argo CD sync applied is approved, its Application is given a sync operation at the revision that failed, as argocd app sync does, unless one is running; bound only with --gitops",
+    },
+];
 
 /// Every grant of every role as a Markdown table (role, scope, API group, resources,
 /// verbs, why): the body of docs/rbac.md, which a test keeps equal to this.

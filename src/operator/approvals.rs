@@ -23,8 +23,7 @@ use crate::api::{ApprovalPhase, DeploymentApproval};
 use crate::cluster::snapshot::Snapshot;
 use crate::cluster::status::apply_status;
 use crate::core::approval::reconcile::{
-    Carried, GrantDone, ReconcileSettings, ResumeDone, as_delivered, close, kept_after_conflict,
-    open,
+    Carried, GrantDone, ReconcileSettings, as_delivered, close, kept_after_conflict, open,
 };
 use crate::core::rollout::confirm::{LiveTarget, watches_rollout};
 use crate::core::rollout::token::GrantAction;
@@ -120,13 +119,14 @@ async fn reconcile(
     let resumed = match &opening.resume {
         None => None,
         Some(origin) => Some(
-            match crate::cluster::gitops::request_reconcile(&context.cluster.client, origin, now)
-                .await
-            {
-                Ok(true) => ResumeDone::Requested,
-                Ok(false) => ResumeDone::SourceGone,
-                Err(error) => return Err(ReconcileError::Resume(object_name(approval), error)),
-            },
+            crate::cluster::gitops::request_reconcile(
+                &context.cluster.client,
+                origin,
+                &object_name(approval),
+                now,
+            )
+            .await
+            .map_err(|error| ReconcileError::Resume(object_name(approval), error))?,
         ),
     };
     let policies = context.snapshot.policies();

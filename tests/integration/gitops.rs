@@ -419,3 +419,144 @@ async fn a_held_sync_opens_the_requests_of_all_its_gated_changes_at_once() -> Re
     );
     Ok(())
 }
+
+/// Argo CD's half of the resume, against Argo CD's own Application CRD (installed by
+/// `tests/gitops/up`; no Argo CD runs here): the change its controller applied is denied
+/// and requested, with the Application recorded; once approved, countersign gives the
+/// Application a sync operation at the revision that failed, as `argocd app sync` does.
+#[tokio::test]
+async fn an_approved_argo_cd_change_starts_a_sync_of_its_application() -> Result<()> {
+    Countersign::get();
+    Flux::get();
+    let ns = TestNamespace::create("argo", None).await?;
+    let ns = ns.name();
+    // The namespace stands in for `argocd`: the controller's ServiceAccount and the
+    // Application live in it.
+    let controller = format!("system:serviceaccount:{ns}:argocd-application-controller");
+    assert_ok(&kubectl(
+        User::Admin,
+        &[
+            "create",
+            "serviceaccount",
+            "argocd-application-controller",
+            "-n",
+            ns,
+        ],
+    )?);
+    assert_ok(&kubectl(
+        User::Admin,
+        &[
+            "create",
+            "rolebinding",
+            "argocd-edit",
+            "--clusterrole=edit",
+            &format!("--serviceaccount={ns}:argocd-application-controller"),
+            "-n",
+            ns,
+        ],
+    )?);
+    let mut chain = two_level_chain();
+    chain["gitops"] = json!({ "controllers": [{
+        "kind": "ArgoCD",
+        "serviceAccount": { "namespace": ns, "name": "argocd-application-controller" },
+    }]});
+    let _policy = Policy::apply(ns, chain)?;
+    let application = json!({
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Application",
+        "metadata": { "name": "shop", "namespace": ns },
+        "spec": {
+            "project": "default",
+            "source": { "repoURL": "https://git.example.com/shop.git", "path": "apps", "targetRevision": "HEAD" },
+            "destination": { "server": "https://kubernetes.default.svc", "namespace": ns },
+            "syncPolicy": { "automated": {}, "syncOptions": ["ServerSideApply=true"] },
+        },
+        "status": {
+            "operationState": {
+                "phase": "Failed",
+                "message": "one or more objects failed to apply",
+                "startedAt": "2026-12-04T10:00:00Z",
+                "operation": { "sync": { "revision": "4f1c2d" } },
+                "syncResult": { "revision": "4f1c2d", "source": { "repoURL": "https://git.example.com/shop.git" } },
+            },
+        },
+    });
+    assert_ok(&kubectl_stdin(
+        User::Admin,
+        &["create", "-f", "-"],
+        &application,
+    )?);
+    until_gated(&web(ns, "nginx:1.27", 1)).await?;
+
+    // Argo CD's controller applies web, tracked to the Application: denied, requested.
+    let mut tracked = rolling_web(ns, "nginx:1.27", 1);
+    tracked["metadata"]["annotations"] = json!({
+        "argocd.argoproj.io/tracking-id": format!("shop:apps/Deployment:{ns}/web"),
+    });
+    let denied = kubectl_stdin(
+        User::Admin,
+        &["--as", &controller, "apply", "-f", "-"],
+        &tracked,
+    )?;
+    assert_refused(&denied, "approval required by policy");
+    let opened = approvals(ns).await?;
+    assert_eq!(opened.len(), 1, "{opened:?}");
+    let origin = opened[0].spec.change.origin.as_ref().context("an origin")?;
+    assert_eq!(
+        (
+            origin.kind.as_str(),
+            origin.namespace.as_str(),
+            origin.name.as_str()
+        ),
+        ("Application", ns, "shop")
+    );
+    assert_eq!(opened[0].spec.change.requester.username, controller);
+    let name = opened[0].metadata.name.clone().context("a name")?;
+
+    for user in [User::Alice, User::Carol] {
+        assert_ok(&review(user, ns, &name, json!({ "decision": "Approve" }))?);
+    }
+    let synced = until(
+        "a sync operation on the Application",
+        Duration::from_secs(15),
+        || async {
+            let out = kubectl(
+                User::Admin,
+                &["get", "application", "shop", "-n", ns, "-o", "json"],
+            )?;
+            let application: Value = serde_json::from_slice(&out.stdout)?;
+            Ok(if application["operation"].is_object() {
+                Poll::Ready(application)
+            } else {
+                Poll::Pending(application["status"].to_string())
+            })
+        },
+    )
+    .await?;
+    let operation = &synced["operation"];
+    assert_eq!(operation["sync"]["revision"], "4f1c2d", "{operation}");
+    assert_eq!(
+        operation["sync"]["syncOptions"],
+        json!(["ServerSideApply=true"])
+    );
+    assert_eq!(operation["initiatedBy"]["username"], "countersign");
+    assert!(
+        synced["status"]["operationState"].is_null(),
+        "{}",
+        synced["status"]
+    );
+    let status = status_until(ns, &name, "SyncResumed", |s| {
+        s.conditions.iter().any(|c| c.type_ == "SyncResumed")
+    })
+    .await?;
+    let resumed = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "SyncResumed")
+        .context("the condition")?;
+    assert_eq!(
+        (resumed.status.as_str(), resumed.reason.as_str()),
+        ("True", "ReconcileRequested")
+    );
+    Ok(())
+}

@@ -11,7 +11,7 @@ use crate::api::{
     DEFAULT_IGNORE_FIELDS, DeploymentApproval, DeploymentApprovalSpec, Operation, PolicySnapshot,
 };
 use crate::core::admission::controllers::is_workload_controller;
-use crate::core::admission::sync::{SyncKey, sync_of};
+use crate::core::admission::sync::{SyncKey, origin_of, sync_of};
 use crate::core::approval::chain::{
     ApprovalChain, ChainState, RoleBindingSnapshot, describe_progress,
 };
@@ -78,6 +78,9 @@ pub struct Decision {
     pub break_glass: Option<BreakGlassUse>,
     /// A dry run of a GitOps sync whose change needs a new request (`core::admission::sync`).
     pub sync: Option<SyncKey>,
+    /// A real apply by a GitOps controller whose request records where it came from (an
+    /// Argo CD Application).
+    pub origin: Option<crate::api::ChangeOrigin>,
 }
 
 /// A granted break-glass: the reason from the annotation and the policies it bypassed.
@@ -194,14 +197,17 @@ pub fn decide(input: &DecisionInput) -> Decision {
         evaluate(input, &matched, &digests, &mut notes, &mut break_glass);
     reasons.append(&mut notes);
     let ignore = ignore_fields(governing);
-    let sync = match &verdict {
+    let governing_chain = match &verdict {
         Verdict::ApprovalRequired(requirement) if requirement.create.is_some() => input
             .policies
             .iter()
-            .find(|p| policy_name(p) == requirement.policy)
-            .and_then(|policy| sync_of(request.dry_run, request.requester, request.object, policy)),
+            .find(|p| policy_name(p) == requirement.policy),
         _ => None,
     };
+    let sync = governing_chain
+        .and_then(|policy| sync_of(request.dry_run, request.requester, request.object, policy));
+    let origin = governing_chain
+        .and_then(|policy| origin_of(request.dry_run, request.requester, request.object, policy));
     Decision {
         verdict,
         matched_policies: matched.iter().map(|p| policy_name(p).to_string()).collect(),
@@ -210,6 +216,7 @@ pub fn decide(input: &DecisionInput) -> Decision {
         reasons,
         break_glass,
         sync,
+        origin,
     }
 }
 

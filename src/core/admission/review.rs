@@ -247,7 +247,10 @@ fn requirement_plan(
             answer,
         };
     };
-    let spec = sealed(review.seal_key, review.namespace, spec.clone());
+    let mut spec = spec.clone();
+    // A GitOps controller's apply records where it came from, so its approval resumes it.
+    spec.change.origin = decision.origin.clone();
+    let spec = sealed(review.seal_key, review.namespace, spec);
     let opened = PlannedEvent::admission(
         review.target.clone(),
         EventKind::Normal,

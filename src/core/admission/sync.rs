@@ -63,13 +63,7 @@ pub fn sync_of(
     if !dry_run {
         return None;
     }
-    let controller = policy.spec.gitops.as_ref()?.controllers.iter().find(|c| {
-        requester.username
-            == format!(
-                "system:serviceaccount:{}:{}",
-                c.service_account.namespace, c.service_account.name
-            )
-    })?;
+    let controller = named_controller(requester, policy)?;
     let label = |key: &str| {
         object
             .pointer("/metadata/labels")
@@ -85,7 +79,131 @@ pub fn sync_of(
             namespace: label(FLUX_NAMESPACE_LABEL)?,
             name: label(FLUX_NAME_LABEL)?,
         }),
+        // Argo CD's dry run is client-side: its real apply opens the request (`origin_of`).
+        GitOpsKind::ArgoCd => None,
     }
+}
+
+/// The GitOps controller `policy` names that `requester` is, if any.
+fn named_controller<'p>(
+    requester: &UserInfo,
+    policy: &'p ApprovalPolicy,
+) -> Option<&'p crate::api::GitOpsController> {
+    policy.spec.gitops.as_ref()?.controllers.iter().find(|c| {
+        requester.username
+            == format!(
+                "system:serviceaccount:{}:{}",
+                c.service_account.namespace, c.service_account.name
+            )
+    })
+}
+
+/// Argo CD's annotation naming the Application an object belongs to:
+/// `<app>:<group>/<kind>:<namespace>/<name>`, `<app>` being `<namespace>_<name>` for an
+/// Application outside Argo CD's own namespace.
+pub const ARGOCD_TRACKING_ANNOTATION: &str = "argocd.argoproj.io/tracking-id";
+/// Argo CD's older tracking label: the Application's name.
+pub const ARGOCD_INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
+pub const ARGOCD_APPLICATION_API_VERSION: &str = "argoproj.io/v1alpha1";
+
+/// Where a real apply by a GitOps controller `policy` names comes from, for the request it
+/// opens: Argo CD's Application, from the object's tracking annotation (or label); an
+/// Application without a namespace of its own is in the controller's.
+pub fn origin_of(
+    dry_run: bool,
+    requester: &UserInfo,
+    object: &Value,
+    policy: &ApprovalPolicy,
+) -> Option<ChangeOrigin> {
+    let controller = named_controller(requester, policy).filter(|_| !dry_run)?;
+    if controller.kind != GitOpsKind::ArgoCd {
+        return None;
+    }
+    let metadata = object.get("metadata")?;
+    let text = |section: &str, key: &str| {
+        metadata
+            .get(section)
+            .and_then(|m| m.get(key))
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+    };
+    let instance = match text("annotations", ARGOCD_TRACKING_ANNOTATION) {
+        Some(tracking) => tracking.split(':').next()?,
+        None => text("labels", ARGOCD_INSTANCE_LABEL)?,
+    };
+    let (namespace, name) = match instance.split_once('_') {
+        Some((namespace, name)) => (namespace, name),
+        None => (controller.service_account.namespace.as_str(), instance),
+    };
+    let valid = |part: &str| {
+        !part.is_empty()
+            && part.len() <= 253
+            && part
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+    };
+    (valid(namespace) && valid(name)).then(|| ChangeOrigin {
+        api_version: ARGOCD_APPLICATION_API_VERSION.into(),
+        kind: "Application".into(),
+        namespace: namespace.into(),
+        name: name.into(),
+        revision: None,
+    })
+}
+
+/// What resuming an Argo CD Application takes, as `argocd app sync` does it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ArgoResume {
+    /// An operation is running (retrying, say): its next attempt applies the approved
+    /// change; Argo CD refuses to start another, and none is needed.
+    Running,
+    /// Start a sync at the revision that failed: this merge patch (`operation`, the old
+    /// `status.operationState` cleared), conditional on the Application's resourceVersion.
+    Start(Value),
+}
+
+/// How to resume `application` (as read) for `approval` (`<namespace>/<name>`).
+pub fn argo_resume(application: &Value, approval: &str) -> ArgoResume {
+    if application.get("operation").is_some_and(|op| !op.is_null()) {
+        return ArgoResume::Running;
+    }
+    let text = |pointer: &str| {
+        application
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+    };
+    // The revision the failed sync tried.
+    let revision = text("/status/operationState/syncResult/revision")
+        .or_else(|| text("/status/operationState/operation/sync/revision"))
+        .or_else(|| text("/status/sync/revision"));
+    let mut sync = serde_json::Map::new();
+    if let Some(revision) = revision {
+        sync.insert("revision".into(), Value::from(revision));
+    }
+    let revisions = application
+        .pointer("/status/operationState/syncResult/revisions")
+        .filter(|r| r.as_array().is_some_and(|r| !r.is_empty()));
+    if let Some(revisions) = revisions {
+        sync.insert("revisions".into(), revisions.clone());
+    }
+    if let Some(options) = application.pointer("/spec/syncPolicy/syncOptions") {
+        sync.insert("syncOptions".into(), options.clone());
+    }
+    let mut operation = serde_json::json!({
+        "sync": Value::Object(sync),
+        "initiatedBy": { "username": "countersign" },
+        "info": [{ "name": "Reason", "value": format!("approved in countersign: {approval}") }],
+    });
+    if let Some(retry) = application.pointer("/spec/syncPolicy/retry") {
+        operation["retry"] = retry.clone();
+    }
+    let resource_version = text("/metadata/resourceVersion").unwrap_or_default();
+    ArgoResume::Start(serde_json::json!({
+        "metadata": { "resourceVersion": resource_version },
+        "operation": operation,
+        "status": { "operationState": null },
+    }))
 }
 
 /// A change of a round: the request it would open.
@@ -535,5 +653,194 @@ mod tests {
             );
             assert_eq!(step.on_created.len(), 1);
         }
+    }
+
+    const ARGO: &str = "system:serviceaccount:argocd:argocd-application-controller";
+
+    fn argo_policy() -> ApprovalPolicy {
+        let mut policy = policy(&[("argocd", "argocd-application-controller")]);
+        if let Some(gitops) = policy.spec.gitops.as_mut() {
+            gitops.controllers[0].kind = GitOpsKind::ArgoCd;
+        }
+        policy
+    }
+
+    fn tracked(annotations: Value, labels: Value) -> Value {
+        json!({"metadata": {"name": "web", "namespace": "shop", "annotations": annotations, "labels": labels}})
+    }
+
+    #[test]
+    fn where_an_argo_cd_apply_comes_from() {
+        let argo = argo_policy();
+        let application =
+            |namespace: &str, name: &str| Some((namespace.to_string(), name.to_string()));
+        // (what, dry run, requester, object, the Application)
+        let cases = [
+            (
+                "tracked by annotation",
+                false,
+                ARGO,
+                tracked(
+                    json!({ARGOCD_TRACKING_ANNOTATION: "shop:apps/Deployment:shop/web"}),
+                    json!({}),
+                ),
+                application("argocd", "shop"),
+            ),
+            (
+                "an Application in another namespace",
+                false,
+                ARGO,
+                tracked(
+                    json!({ARGOCD_TRACKING_ANNOTATION: "teams_shop:apps/Deployment:shop/web"}),
+                    json!({}),
+                ),
+                application("teams", "shop"),
+            ),
+            (
+                "tracked by the older label",
+                false,
+                ARGO,
+                tracked(json!({}), json!({ARGOCD_INSTANCE_LABEL: "shop"})),
+                application("argocd", "shop"),
+            ),
+            (
+                "a dry run",
+                true,
+                ARGO,
+                tracked(
+                    json!({ARGOCD_TRACKING_ANNOTATION: "shop:apps/Deployment:shop/web"}),
+                    json!({}),
+                ),
+                None,
+            ),
+            (
+                "a person with the annotation copied",
+                false,
+                "dave",
+                tracked(
+                    json!({ARGOCD_TRACKING_ANNOTATION: "shop:apps/Deployment:shop/web"}),
+                    json!({}),
+                ),
+                None,
+            ),
+            (
+                "untracked",
+                false,
+                ARGO,
+                tracked(json!({}), json!({})),
+                None,
+            ),
+            (
+                "a name no Application can have",
+                false,
+                ARGO,
+                tracked(
+                    json!({ARGOCD_TRACKING_ANNOTATION: "Shop/../x:apps/Deployment:shop/web"}),
+                    json!({}),
+                ),
+                None,
+            ),
+            (
+                "an empty tracking id",
+                false,
+                ARGO,
+                tracked(json!({ARGOCD_TRACKING_ANNOTATION: ""}), json!({})),
+                None,
+            ),
+        ];
+        for (what, dry_run, user, object, expected) in cases {
+            let origin = origin_of(dry_run, &UserInfo::new(user, &[]), &object, &argo);
+            assert_eq!(
+                origin
+                    .as_ref()
+                    .map(|o| (o.namespace.clone(), o.name.clone())),
+                expected,
+                "{what}"
+            );
+            if let Some(origin) = origin {
+                assert_eq!(
+                    (origin.api_version.as_str(), origin.kind.as_str()),
+                    (ARGOCD_APPLICATION_API_VERSION, "Application")
+                );
+            }
+        }
+        // Flux's applies have no origin of this kind; Argo CD's dry runs form no round.
+        let flux = policy(&[("flux-system", "kustomize-controller")]);
+        assert_eq!(
+            origin_of(
+                false,
+                &UserInfo::new(FLUX, &[]),
+                &object(flux_labels()),
+                &flux
+            ),
+            None
+        );
+        assert_eq!(
+            sync_of(
+                true,
+                &UserInfo::new(ARGO, &[]),
+                &object(flux_labels()),
+                &argo
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn an_argo_cd_application_is_synced_again_at_the_revision_that_failed() {
+        let failed = json!({
+            "metadata": {"name": "shop", "namespace": "argocd", "resourceVersion": "42"},
+            "spec": {"syncPolicy": {"syncOptions": ["ServerSideApply=true"], "retry": {"limit": 5}}},
+            "status": {
+                "sync": {"revision": "newer"},
+                "operationState": {
+                    "phase": "Failed",
+                    "operation": {"sync": {"revision": "abc"}},
+                    "syncResult": {"revision": "abc"},
+                },
+            },
+        });
+        let ArgoResume::Start(patch) = argo_resume(&failed, "shop/web-1") else {
+            panic!("not started");
+        };
+        assert_eq!(patch["metadata"]["resourceVersion"], "42");
+        assert_eq!(patch["operation"]["sync"]["revision"], "abc");
+        assert_eq!(
+            patch["operation"]["sync"]["syncOptions"],
+            json!(["ServerSideApply=true"])
+        );
+        assert_eq!(patch["operation"]["retry"], json!({"limit": 5}));
+        assert_eq!(patch["operation"]["initiatedBy"]["username"], "countersign");
+        assert!(patch["status"]["operationState"].is_null());
+        assert!(
+            patch["operation"]["info"][0]["value"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("shop/web-1")
+        );
+
+        // The revision from where the failed sync left it, in order of preference.
+        let mut only_operation = failed.clone();
+        only_operation["status"]["operationState"]["syncResult"] = Value::Null;
+        let mut only_sync = failed.clone();
+        only_sync["status"]["operationState"] = Value::Null;
+        for (what, application, revision) in [
+            ("the operation's", only_operation, json!("abc")),
+            ("the sync status's", only_sync, json!("newer")),
+            (
+                "none known",
+                json!({"metadata": {"resourceVersion": "1"}}),
+                Value::Null,
+            ),
+        ] {
+            let ArgoResume::Start(patch) = argo_resume(&application, "shop/web-1") else {
+                panic!("{what}: not started");
+            };
+            assert_eq!(patch["operation"]["sync"]["revision"], revision, "{what}");
+        }
+
+        let mut running = failed.clone();
+        running["operation"] = json!({"sync": {"revision": "abc"}});
+        assert_eq!(argo_resume(&running, "shop/web-1"), ArgoResume::Running);
     }
 }

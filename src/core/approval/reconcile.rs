@@ -117,6 +117,9 @@ pub enum ResumeDone {
     Requested,
     /// The sync's object is gone: nothing to resume.
     SourceGone,
+    /// Its controller is syncing already (an Argo CD operation retrying), and that picks
+    /// the decision up.
+    Running,
 }
 
 fn resumed_condition(
@@ -131,6 +134,14 @@ fn resumed_condition(
             "ReconcileRequested",
             format!(
                 "decided: {} {}/{} was asked to apply again",
+                origin.kind, origin.namespace, origin.name
+            ),
+        ),
+        ResumeDone::Running => (
+            "True",
+            "SyncRunning",
+            format!(
+                "decided: {} {}/{} is syncing already, and its next attempt takes this up",
                 origin.kind, origin.namespace, origin.name
             ),
         ),
