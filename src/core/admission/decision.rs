@@ -760,6 +760,8 @@ fn new_request(
     let how = if by_token {
         "a deploy token opens no requests: it may apply only the change it was issued for"
             .to_string()
+    } else if sync_of(request.dry_run, request.requester, request.object, policy).is_some() {
+        "a GitOps sync's dry run: opened with the rest of its sync when the controller reports the denial".to_string()
     } else if request.dry_run {
         "dry run, none created".to_string()
     } else {
