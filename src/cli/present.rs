@@ -304,6 +304,20 @@ fn header_text(
         spec.change.requested_at.0,
         spec.change.operation
     );
+    if let Some(origin) = &spec.change.origin {
+        let _ = writeln!(
+            text,
+            "  from sync:  {} {}/{}{}",
+            shown(&origin.kind),
+            shown(&origin.namespace),
+            shown(&origin.name),
+            origin
+                .revision
+                .as_deref()
+                .map(|r| format!(" at {}", shown(r)))
+                .unwrap_or_default()
+        );
+    }
     let _ = writeln!(text, "  policy:     {}", shown(&spec.policy.name));
     let _ = writeln!(text, "  digest:     {}", shown(&spec.change.digest));
     if let Some(expires) = &status.expires_at {
@@ -549,10 +563,18 @@ fn next_step(approval: &DeploymentApproval) -> String {
             "waiting for {}: kubectl countersign approve {name} -n {namespace}",
             waiting_for(approval)
         ),
-        ApprovalPhase::Approved => {
-            "approved: apply the change again (or let the GitOps sync retry) and it is admitted"
-                .into()
-        }
+        ApprovalPhase::Approved => match &approval.spec.change.origin {
+            Some(origin) => format!(
+                "approved: countersign asks {} {}/{} to apply it again (with serve --gitops), and it is admitted",
+                shown(&origin.kind),
+                shown(&origin.namespace),
+                shown(&origin.name)
+            ),
+            None => {
+                "approved: apply the change again (or let the GitOps sync retry) and it is admitted"
+                    .into()
+            }
+        },
         ApprovalPhase::Deploying => "admitted; countersign is watching the rollout".into(),
         ApprovalPhase::Deployed => "deployed; nothing left to do".into(),
         ApprovalPhase::Rejected => {
@@ -744,6 +766,28 @@ mod tests {
             "{unseen}"
         );
         let _ = DeploymentApprovalStatus::default();
+
+        // A request a GitOps sync opened says where from, hostile text inert.
+        let mut synced = approval(Some(json!({ "phase": "Approved" })));
+        synced.spec.change.origin = Some(crate::api::ChangeOrigin {
+            api_version: "kustomize.toolkit.fluxcd.io/v1".into(),
+            kind: "Kustomization".into(),
+            namespace: "flux-system".into(),
+            name: "apps".into(),
+            revision: Some("main@sha1:abc\u{1b}[2J".into()),
+        });
+        let text = status_text(&synced, now);
+        assert!(
+            text.contains("from sync:  Kustomization flux-system/apps at main@sha1:abc"),
+            "{text}"
+        );
+        assert!(!text.contains('\u{1b}'), "raw escape in {text:?}");
+        assert!(
+            text.contains(
+                "Next: approved: countersign asks Kustomization flux-system/apps to apply it again"
+            ),
+            "{text}"
+        );
     }
 
     #[test]
