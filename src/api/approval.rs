@@ -68,6 +68,19 @@ pub struct ApprovalTarget {
     pub uid: Option<String>,
 }
 
+impl ApprovalTarget {
+    /// The target in `namespace` (its request's), as entries and Events name it.
+    pub fn in_namespace(&self, namespace: Option<String>) -> super::AuditTarget {
+        super::AuditTarget {
+            api_version: self.api_version.clone(),
+            kind: self.kind.clone(),
+            namespace,
+            name: self.name.clone(),
+            uid: self.uid.clone(),
+        }
+    }
+}
+
 /// What changes, who asked, and when.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

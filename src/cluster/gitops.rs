@@ -6,7 +6,7 @@
 
 use jiff::Timestamp;
 use kube::Api;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::api::{DynamicObject, Patch, PatchParams};
 use serde_json::json;
 
 use super::calls::{WriteError, bounded};
@@ -27,28 +27,19 @@ pub async fn request_reconcile(
     approval: &str,
     now: Timestamp,
 ) -> Result<ResumeDone, WriteError> {
-    let gvk =
-        |group: &str, kind: &str| ApiResource::from_gvk(&GroupVersionKind::gvk(group, "v1", kind));
     let (api_version, kind) = (origin.api_version.as_str(), origin.kind.as_str());
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &origin.namespace,
+        &super::api_resource(api_version, kind),
+    );
     let found = if (api_version, kind) == (KUSTOMIZATION_API_VERSION, "Kustomization") {
-        let api: Api<DynamicObject> = Api::namespaced_with(
-            client.clone(),
-            &origin.namespace,
-            &gvk("kustomize.toolkit.fluxcd.io", "Kustomization"),
-        );
         let patch =
             json!({ "metadata": { "annotations": { FLUX_REQUESTED_AT: now.to_string() } } });
         bounded(api.patch(&origin.name, &PatchParams::default(), &Patch::Merge(&patch)))
             .await
             .map(|_| ResumeDone::Requested)
     } else if (api_version, kind) == (ARGOCD_APPLICATION_API_VERSION, "Application") {
-        let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(
-            "argoproj.io",
-            "v1alpha1",
-            "Application",
-        ));
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(client.clone(), &origin.namespace, &resource);
         start_argo_sync(&api, &origin.name, approval).await
     } else {
         return Ok(ResumeDone::SourceGone);

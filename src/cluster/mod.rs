@@ -18,3 +18,18 @@ pub mod sync_rounds;
 pub mod trail;
 
 pub use executor::Cluster;
+
+use kube::api::{ApiResource, GroupVersionKind};
+
+/// The group, version and kind of `api_version` (`group/version`, or `v1` for the core
+/// group) and `kind`.
+pub fn gvk(api_version: &str, kind: &str) -> GroupVersionKind {
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    GroupVersionKind::gvk(group, version, kind)
+}
+
+/// The API of `kind` in `api_version`, for a dynamic client (the plural is derived, as for
+/// every kind countersign names this way).
+pub fn api_resource(api_version: &str, kind: &str) -> ApiResource {
+    ApiResource::from_gvk(&gvk(api_version, kind))
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::api::DynamicObject;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -260,11 +260,7 @@ async fn read_target(
     if !watches_rollout(&target.api_version, &target.kind) {
         return Ok(TargetRead::NotWatched);
     }
-    let (group, version) = match target.api_version.split_once('/') {
-        Some((group, version)) => (group, version),
-        None => ("", target.api_version.as_str()),
-    };
-    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, &target.kind));
+    let resource = crate::cluster::api_resource(&target.api_version, &target.kind);
     let namespace = approval.namespace().unwrap_or_default();
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &namespace, &resource);
     let object = api

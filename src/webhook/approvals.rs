@@ -132,11 +132,7 @@ impl Webhook {
     /// decide `objectSelector`). Unknown kinds and slow reads leave it unknown.
     async fn live_target(&self, namespace: &str, approval: &DeploymentApproval) -> Option<Value> {
         let target = &approval.spec.target;
-        let (group, version) = match target.api_version.split_once('/') {
-            Some((group, version)) => (group, version),
-            None => ("", target.api_version.as_str()),
-        };
-        let gvk = kube::api::GroupVersionKind::gvk(group, version, &target.kind);
+        let gvk = crate::cluster::gvk(&target.api_version, &target.kind);
         let client = self.cluster.client.clone();
         let read = async {
             let (resource, _) = kube::discovery::pinned_kind(&client, &gvk).await?;

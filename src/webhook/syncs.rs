@@ -8,22 +8,18 @@
 use futures::StreamExt;
 use jiff::Timestamp;
 use kube::Api;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::api::DynamicObject;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use std::sync::Arc;
 
 use crate::cluster::Cluster;
-use crate::core::admission::sync::{open_round, reported_hold};
+use crate::core::admission::sync::{KUSTOMIZATION_API_VERSION, open_round, reported_hold};
 use crate::core::approval::seal::SealKey;
 
 /// Watch Kustomizations until the future is dropped; open each reported round.
 pub async fn open_reported_rounds(cluster: Cluster, seal_key: Arc<SealKey>) {
-    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(
-        "kustomize.toolkit.fluxcd.io",
-        "v1",
-        "Kustomization",
-    ));
+    let resource = crate::cluster::api_resource(KUSTOMIZATION_API_VERSION, "Kustomization");
     let api: Api<DynamicObject> = Api::all_with(cluster.client.clone(), &resource);
     let mut events = watcher::watcher(api, watcher::Config::default())
         .default_backoff()

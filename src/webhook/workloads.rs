@@ -12,8 +12,8 @@ use super::review::{Webhook, refuse};
 use crate::api::{DeploymentApproval, Operation as ChangeOperation};
 use crate::cluster::calls::{WriteError, bounded};
 use crate::core::admission::decision::{Decision, DecisionInput, decide, stale_suspect};
-use crate::core::admission::review::{WorkloadReview, render, round_member, workload_plan};
-use crate::core::admission::sync::{SyncKey, SyncRole, caller_may_pass, held_plan, pass_plan};
+use crate::core::admission::review::{WorkloadReview, render, sync_member, workload_plan};
+use crate::core::admission::sync::{RoundMember, SyncKey, SyncRole, held_plan, pass_plan};
 use crate::core::change::{object_reference, readable_object};
 use crate::core::plan::{Answer, ReviewPlan};
 use crate::core::policy::matching::ChangeRequest;
@@ -83,10 +83,10 @@ impl Webhook {
             seal_key: &self.seal_key,
             now: Timestamp::now(),
         };
-        if let Some(key) = decision.sync.clone().filter(|_| caller_may_pass(&caller)) {
-            return self.sync_dry_run(&key, &review, &decision).await;
+        match sync_member(&review, &decision) {
+            Some((key, member)) => self.sync_dry_run(&key, member, &decision).await,
+            None => workload_plan(&review, &decision),
         }
-        workload_plan(&review, &decision)
     }
 
     /// A dry run of a GitOps sync's round (`core::admission::sync`): remembered; passed, or
@@ -94,12 +94,9 @@ impl Webhook {
     async fn sync_dry_run(
         &self,
         key: &SyncKey,
-        review: &WorkloadReview<'_>,
+        member: RoundMember,
         decision: &Decision,
     ) -> ReviewPlan {
-        let Some(member) = round_member(review, decision) else {
-            return workload_plan(review, decision);
-        };
         let rounds = &self.cluster.sync_rounds;
         match rounds.join(key, member.clone()) {
             SyncRole::Pass => pass_plan(key, &member),

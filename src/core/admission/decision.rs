@@ -76,11 +76,6 @@ pub struct Decision {
     pub reasons: Vec<String>,
     /// Break-glass bypassed some or all matching policies; the shell audits and announces it.
     pub break_glass: Option<BreakGlassUse>,
-    /// A dry run of a GitOps sync whose change needs a new request (`core::admission::sync`).
-    pub sync: Option<SyncKey>,
-    /// A real apply by a GitOps controller whose request records where it came from (an
-    /// Argo CD Application).
-    pub origin: Option<crate::api::ChangeOrigin>,
 }
 
 /// A granted break-glass: the reason from the annotation and the policies it bypassed.
@@ -167,6 +162,9 @@ pub struct ApprovalRequirement {
     /// For a rejected change: the fresh request `countersign request --again` may open.
     /// Never opened by the webhook: a rejection is not undone by applying again.
     pub again: Option<FreshRequest>,
+    /// The new request's change is a GitOps sync's dry run: it joins the sync's round
+    /// (`core::admission::sync`) instead of being handed out.
+    pub sync: Option<SyncKey>,
 }
 
 /// A request that may be opened: its name and spec.
@@ -197,17 +195,6 @@ pub fn decide(input: &DecisionInput) -> Decision {
         evaluate(input, &matched, &digests, &mut notes, &mut break_glass);
     reasons.append(&mut notes);
     let ignore = ignore_fields(governing);
-    let governing_chain = match &verdict {
-        Verdict::ApprovalRequired(requirement) if requirement.create.is_some() => input
-            .policies
-            .iter()
-            .find(|p| policy_name(p) == requirement.policy),
-        _ => None,
-    };
-    let sync = governing_chain
-        .and_then(|policy| sync_of(request.dry_run, request.requester, request.object, policy));
-    let origin = governing_chain
-        .and_then(|policy| origin_of(request.dry_run, request.requester, request.object, policy));
     Decision {
         verdict,
         matched_policies: matched.iter().map(|p| policy_name(p).to_string()).collect(),
@@ -215,8 +202,6 @@ pub fn decide(input: &DecisionInput) -> Decision {
         ignore_fields: ignore,
         reasons,
         break_glass,
-        sync,
-        origin,
     }
 }
 
@@ -660,6 +645,7 @@ fn phase_verdict(
             chain,
             create: None,
             again: None,
+            sync: None,
         }))
     };
     match chain.phase {
@@ -757,10 +743,11 @@ fn new_request(
     // are denied and open no request in its name.
     let by_token = is_deploy_token(&request.requester.username);
     let create = (!by_token).then_some(fresh.spec);
+    let sync = sync_of(request.dry_run, request.requester, request.object, policy);
     let how = if by_token {
         "a deploy token opens no requests: it may apply only the change it was issued for"
             .to_string()
-    } else if sync_of(request.dry_run, request.requester, request.object, policy).is_some() {
+    } else if sync.is_some() {
         "a GitOps sync's dry run: opened with the rest of its sync when the controller reports the denial".to_string()
     } else if request.dry_run {
         "dry run, none created".to_string()
@@ -792,6 +779,7 @@ fn new_request(
             chain,
             create,
             again: None,
+            sync,
         })),
         reasons,
     )
@@ -843,7 +831,9 @@ fn fresh_request(
             requester: request.requester.clone(),
             operation: request.operation,
             requested_at: Time(input.now),
-            origin: None,
+            // A GitOps controller's apply records where it came from, so a decision on it
+            // resumes that sync.
+            origin: origin_of(request.dry_run, request.requester, request.object, policy),
         },
         policy: PolicySnapshot {
             name: name.to_string(),
@@ -1221,6 +1211,94 @@ mod tests {
             now: case.now.parse().unwrap(),
             validations: &ValidateOnTheSpot,
         })
+    }
+
+    /// A policy naming Flux's and Argo CD's controllers: Flux's dry runs of a change that
+    /// needs a new request join the sync's round, Argo CD's real applies record their
+    /// Application; nobody else's do, whatever labels they copy.
+    #[test]
+    fn gitops_controllers_dry_runs_join_a_round_and_their_applies_name_their_application() {
+        const FLUX: &str = "system:serviceaccount:flux-system:kustomize-controller";
+        const ARGO: &str = "system:serviceaccount:argocd:argocd-application-controller";
+        let mut gitops = two_level("prod", 10);
+        gitops.spec.gitops = serde_json::from_value(json!({"controllers": [
+            {"kind": "Flux", "serviceAccount": {"namespace": "flux-system", "name": "kustomize-controller"}},
+            {"kind": "ArgoCD", "serviceAccount": {"namespace": "argocd", "name": "argocd-application-controller"}},
+        ]}))
+        .expect("gitops settings");
+        let mut tracked = deployment("nginx:1.27", 3);
+        tracked["metadata"]["labels"] = json!({
+            "kustomize.toolkit.fluxcd.io/name": "apps",
+            "kustomize.toolkit.fluxcd.io/namespace": "flux-system",
+        });
+        tracked["metadata"]["annotations"] =
+            json!({"argocd.argoproj.io/tracking-id": "shop:apps/Deployment:shop/web"});
+        // (what, requester, dry run, existing approvals, joins a round, records an Application)
+        let cases = [
+            ("Flux's dry run", FLUX, true, vec![], true, false),
+            ("Flux's real apply", FLUX, false, vec![], false, false),
+            (
+                "a person's dry run of the same object",
+                "dev",
+                true,
+                vec![],
+                false,
+                false,
+            ),
+            ("a person's real apply", "dev", false, vec![], false, false),
+            ("Argo CD's real apply", ARGO, false, vec![], false, true),
+            (
+                "Argo CD's dry run: handed out, so no origin",
+                ARGO,
+                true,
+                vec![],
+                false,
+                false,
+            ),
+            (
+                "Flux's dry run of a change already requested",
+                FLUX,
+                true,
+                vec![approval("nginx:1.27", LEVEL_ONE, None)],
+                false,
+                false,
+            ),
+        ];
+        for (what, user, dry_run, approvals, joins, origin) in cases {
+            let decision = run(&Case {
+                policies: vec![gitops.clone()],
+                approvals,
+                new: tracked.clone(),
+                user,
+                dry_run,
+                ..case("gitops")
+            });
+            let Verdict::ApprovalRequired(requirement) = &decision.verdict else {
+                panic!("{what}: {:?}", decision.verdict);
+            };
+            assert_eq!(requirement.sync.is_some(), joins, "{what}");
+            let recorded = requirement
+                .create
+                .as_ref()
+                .and_then(|spec| spec.change.origin.as_ref());
+            assert_eq!(recorded.is_some(), origin, "{what}: {recorded:?}");
+            if let Some(origin) = recorded {
+                assert_eq!(
+                    (
+                        origin.kind.as_str(),
+                        origin.namespace.as_str(),
+                        origin.name.as_str()
+                    ),
+                    ("Application", "argocd", "shop")
+                );
+            }
+            let first = &decision.reasons[0];
+            assert_eq!(
+                first.contains("GitOps sync's dry run"),
+                joins,
+                "{what}: {first}"
+            );
+        }
     }
 
     /// A deploy token exists for one approved change: any other attempt it makes is denied

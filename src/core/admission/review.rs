@@ -10,7 +10,7 @@ use crate::core::admission::decision::{
     AllowReason, ApprovalRequirement, ApprovedChange, Decision, DenyReason, Verdict,
 };
 use crate::core::admission::proposal::{ProposedRequest, proposal};
-use crate::core::admission::sync::RoundMember;
+use crate::core::admission::sync::{RoundMember, SyncKey};
 use crate::core::approval::seal::{SealKey, sealed};
 use crate::core::audit::bypass::{
     BreakGlassRecord, RollbackRecord, break_glass_entry, rollback_entry,
@@ -111,17 +111,24 @@ pub fn render(reasons: &[String]) -> String {
     }
 }
 
-/// The request a dry run of a GitOps sync would open, remembered with its round
-/// (`core::admission::sync`): only a change that needs a new request has one.
-pub fn round_member(review: &WorkloadReview, decision: &Decision) -> Option<RoundMember> {
-    match &decision.verdict {
-        Verdict::ApprovalRequired(requirement) => Some(RoundMember {
-            namespace: review.namespace.to_string(),
-            name: requirement.approval_name.clone(),
-            spec: requirement.create.clone()?,
-        }),
-        _ => None,
-    }
+/// The sync round a dry run joins, and the request it would open there
+/// (`core::admission::sync`): a change that needs a new request, dry-run by a GitOps
+/// controller, in a review the API server provably sent (a forged review must not make
+/// countersign open anything later).
+pub fn sync_member(review: &WorkloadReview, decision: &Decision) -> Option<(SyncKey, RoundMember)> {
+    let Verdict::ApprovalRequired(requirement) = &decision.verdict else {
+        return None;
+    };
+    let key = requirement
+        .sync
+        .clone()
+        .filter(|_| review.authenticated())?;
+    let member = RoundMember {
+        namespace: review.namespace.to_string(),
+        name: requirement.approval_name.clone(),
+        spec: requirement.create.clone()?,
+    };
+    Some((key, member))
 }
 
 /// The plan that answers a workload review decided as `decision`.
@@ -247,10 +254,7 @@ fn requirement_plan(
             answer,
         };
     };
-    let mut spec = spec.clone();
-    // A GitOps controller's apply records where it came from, so its approval resumes it.
-    spec.change.origin = decision.origin.clone();
-    let spec = sealed(review.seal_key, review.namespace, spec);
+    let spec = sealed(review.seal_key, review.namespace, spec.clone());
     let opened = PlannedEvent::admission(
         review.target.clone(),
         EventKind::Normal,
@@ -362,5 +366,107 @@ pub fn approval_reference(namespace: &str, name: &str) -> ObjectReference {
         namespace: Some(namespace.into()),
         name: Some(name.into()),
         ..ObjectReference::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{ApprovalPhase, CallerAuthentication, GitOpsKind};
+    use crate::core::admission::decision::ApprovalRequirement;
+    use crate::core::approval::chain::ChainState;
+    use crate::core::change::ChangeDigest;
+    use crate::core::test_builders::{minutes, two_level_request};
+
+    fn requiring(sync: Option<SyncKey>) -> Decision {
+        Decision {
+            verdict: Verdict::ApprovalRequired(Box::new(ApprovalRequirement {
+                policy: "p".into(),
+                approval_name: "web-1".into(),
+                existing: false,
+                phase: ApprovalPhase::Pending,
+                chain: ChainState {
+                    phase: ApprovalPhase::Pending,
+                    current_level: Some(0),
+                    levels: Vec::new(),
+                    approved_by: Vec::new(),
+                    rejected_by: None,
+                    approved_at: None,
+                    expires_at: None,
+                    ignored: Vec::new(),
+                    stuck: None,
+                },
+                create: Some(two_level_request(&[], None).spec),
+                again: None,
+                sync,
+            })),
+            matched_policies: vec!["p".into()],
+            digest: ChangeDigest::of(&serde_json::json!({}), &[]),
+            ignore_fields: Vec::new(),
+            reasons: Vec::new(),
+            break_glass: None,
+        }
+    }
+
+    /// A round's requests are opened later on the word of its dry runs: a review that did
+    /// not provably come from the API server (no client certificate) joins none, whatever
+    /// identity it claims.
+    #[test]
+    fn only_a_review_the_api_server_sent_joins_a_sync_round() {
+        let key = SyncKey {
+            controller: GitOpsKind::Flux,
+            identity: "system:serviceaccount:flux-system:kustomize-controller".into(),
+            namespace: "flux-system".into(),
+            name: "apps".into(),
+        };
+        let requester = UserInfo::new(&key.identity, &[]);
+        let seal_key = SealKey::new(&[5; 32]).expect("a key");
+        // (what, how the caller was authenticated, the decision's sync, joins)
+        let cases = [
+            (
+                "sent by the API server",
+                CallerAuthentication::ClientCertificate,
+                Some(key.clone()),
+                true,
+            ),
+            (
+                "taken on trust",
+                CallerAuthentication::None,
+                Some(key.clone()),
+                false,
+            ),
+            (
+                "no sync",
+                CallerAuthentication::ClientCertificate,
+                None,
+                false,
+            ),
+        ];
+        for (what, authentication, sync, joins) in cases {
+            let caller = ReviewCaller {
+                authentication,
+                name: None,
+            };
+            let review = WorkloadReview {
+                dry_run: true,
+                requester: &requester,
+                namespace: "shop",
+                target: ObjectReference::default(),
+                old_version: "",
+                install_namespace: "countersign-system",
+                replica: "r",
+                caller: &caller,
+                seal_key: &seal_key,
+                now: minutes(1),
+            };
+            let member = sync_member(&review, &requiring(sync));
+            assert_eq!(member.is_some(), joins, "{what}");
+            if let Some((joined, member)) = member {
+                assert_eq!(
+                    (joined, member.name.as_str(), member.namespace.as_str()),
+                    (key.clone(), "web-1", "shop")
+                );
+            }
+        }
     }
 }

@@ -10,7 +10,8 @@ use jiff::Timestamp;
 use serde_json::Value;
 
 use crate::api::{
-    ApprovalPolicy, ChangeOrigin, DeploymentApprovalSpec, GitOpsKind, ReviewCaller, UserInfo,
+    ApprovalPolicy, ChangeOrigin, DeploymentApprovalSpec, GitOpsKind, UserInfo,
+    service_account_username,
 };
 use crate::core::approval::seal::{SealKey, sealed};
 use crate::core::inert;
@@ -91,10 +92,7 @@ fn named_controller<'p>(
 ) -> Option<&'p crate::api::GitOpsController> {
     policy.spec.gitops.as_ref()?.controllers.iter().find(|c| {
         requester.username
-            == format!(
-                "system:serviceaccount:{}:{}",
-                c.service_account.namespace, c.service_account.name
-            )
+            == service_account_username(&c.service_account.namespace, &c.service_account.name)
     })
 }
 
@@ -329,14 +327,9 @@ pub fn open_round(
             spec.change.requested_at = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now);
             let spec = sealed(seal_key, &member.namespace, spec);
             let opened = PlannedEvent::admission(
-                k8s_openapi::api::core::v1::ObjectReference {
-                    api_version: Some(spec.target.api_version.clone()),
-                    kind: Some(spec.target.kind.clone()),
-                    namespace: Some(member.namespace.clone()),
-                    name: Some(spec.target.name.clone()),
-                    uid: spec.target.uid.clone(),
-                    ..Default::default()
-                },
+                spec.target
+                    .in_namespace(Some(member.namespace.clone()))
+                    .reference(),
                 EventKind::Normal,
                 "ApprovalRequested",
                 format!(
@@ -370,12 +363,6 @@ pub fn open_round(
         answer: Answer::allow(),
         events: Vec::new(),
     }
-}
-
-/// Whether a review's caller may take part in a round: only a review the API server
-/// provably sent (its client certificate) may pass a dry run on a controller's word.
-pub fn caller_may_pass(caller: &ReviewCaller) -> bool {
-    caller.authentication == crate::api::CallerAuthentication::ClientCertificate
 }
 
 #[cfg(test)]

@@ -444,14 +444,10 @@ pub(crate) fn policy_key(policy: &crate::api::ApprovalPolicy) -> String {
 
 /// A request's target as its entries name it.
 pub fn request_target(approval: &DeploymentApproval) -> AuditTarget {
-    let target = &approval.spec.target;
-    AuditTarget {
-        api_version: target.api_version.clone(),
-        kind: target.kind.clone(),
-        namespace: approval.metadata.namespace.clone(),
-        name: target.name.clone(),
-        uid: target.uid.clone(),
-    }
+    approval
+        .spec
+        .target
+        .in_namespace(approval.metadata.namespace.clone())
 }
 
 /// A policy as the target of an entry.
