@@ -44,17 +44,30 @@ pub struct DeploymentApprovalSpec {
     /// Appended by approvers, one at a time, each in their own name.
     #[serde(default)]
     pub reviews: Vec<Review>,
+    /// The `ChangeSet` (same namespace) this request belongs to: reviewed there, not here;
+    /// it counts only if that set lists this request with its target and digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_set: Option<String>,
 }
 
 /// The label naming the target object on a request countersign opened.
 pub const TARGET_LABEL: &str = "countersign.dev/target";
 
-/// The labels of a request countersign opens: its target's name (cut to a label's 63
-/// characters).
+/// The labels of a request countersign opens: its target's name and its set's (each cut to
+/// a label's 63 characters).
 pub fn request_labels(spec: &DeploymentApprovalSpec) -> std::collections::BTreeMap<String, String> {
-    let cut: String = spec.target.name.chars().take(63).collect();
-    let value = cut.trim_end_matches(['-', '.', '_']).to_string();
-    [(TARGET_LABEL.to_string(), value)].into()
+    let mut labels: std::collections::BTreeMap<String, String> =
+        [(TARGET_LABEL.to_string(), label_value(&spec.target.name))].into();
+    if let Some(set) = &spec.change_set {
+        labels.insert(super::SET_LABEL.to_string(), label_value(set));
+    }
+    labels
+}
+
+/// `name` cut to a label value's 63 characters.
+fn label_value(name: &str) -> String {
+    let cut: String = name.chars().take(63).collect();
+    cut.trim_end_matches(['-', '.', '_']).to_string()
 }
 
 /// The object the change applies to, in the approval's namespace.

@@ -5,11 +5,13 @@
 
 pub mod approval;
 pub mod audit;
+pub mod change_set;
 pub mod common;
 pub mod policy;
 
 pub use approval::*;
 pub use audit::*;
+pub use change_set::*;
 pub use common::*;
 pub use policy::*;
 
@@ -21,11 +23,12 @@ pub const GROUP: &str = "countersign.dev";
 /// The served and stored version.
 pub const VERSION: &str = "v1alpha1";
 
-/// All three CRDs, in a stable order (policy, approval, audit).
+/// All four CRDs, in a stable order (policy, approval, set, audit).
 pub fn crds() -> Vec<CustomResourceDefinition> {
     vec![
         ApprovalPolicy::crd(),
         DeploymentApproval::crd(),
+        ChangeSet::crd(),
         AuditEntry::crd(),
     ]
 }

@@ -148,6 +148,18 @@ impl ApprovalIndex {
             .collect()
     }
 
+    /// The approval `namespace/name`.
+    pub fn get(&self, namespace: &str, name: &str) -> Option<DeploymentApproval> {
+        let key = (namespace.to_string(), name.to_string());
+        let stored = {
+            let keys = self.filed.read().ok()?;
+            let (target, _) = keys.get(&key)?;
+            let index = self.by_target.read().ok()?;
+            index.get(target)?.get(name)?.clone()
+        };
+        serde_json::from_slice(&stored).ok()
+    }
+
     /// How many approvals are in each phase (a request without a status yet is Pending).
     pub fn phase_counts(&self) -> HashMap<ApprovalPhase, usize> {
         let mut counts = HashMap::new();

@@ -10,7 +10,9 @@ use super::events::Events;
 use super::lock;
 use super::status::apply_status;
 use super::trail;
-use crate::api::{DeploymentApproval, DeploymentApprovalSpec, request_labels};
+use crate::api::{
+    ChangeSet, ChangeSetSpec, DeploymentApproval, DeploymentApprovalSpec, request_labels,
+};
 use crate::core::plan::{Answer, ReviewPlan, StepFailure, WRITTEN_ENTRY, Write, failed};
 use crate::core::rollout::lock::LockVerdict;
 
@@ -111,6 +113,15 @@ impl Cluster {
                 Ok(false) => Ok(Landed::Done(None)),
                 Err(error) => Err(failure(error)),
             },
+            Write::OpenSet {
+                namespace,
+                name,
+                spec,
+            } => match self.open_set(namespace, name, spec).await {
+                Ok(true) => Ok(Landed::Created(None)),
+                Ok(false) => Ok(Landed::Done(None)),
+                Err(error) => Err(failure(error)),
+            },
             Write::TakeLock {
                 target,
                 approval,
@@ -160,6 +171,23 @@ impl Cluster {
         };
         let api: Api<DeploymentApproval> = Api::namespaced(self.client.clone(), namespace);
         match bounded(api.create(&PostParams::default(), &approval)).await {
+            Ok(_) => Ok(true),
+            Err(WriteError::Conflict(_)) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Open the Pending change set `name`. `Ok(false)`: it already exists.
+    async fn open_set(
+        &self,
+        namespace: &str,
+        name: &str,
+        spec: &ChangeSetSpec,
+    ) -> Result<bool, WriteError> {
+        let mut set = ChangeSet::new(name, spec.clone());
+        set.metadata.namespace = Some(namespace.into());
+        let api: Api<ChangeSet> = Api::namespaced(self.client.clone(), namespace);
+        match bounded(api.create(&PostParams::default(), &set)).await {
             Ok(_) => Ok(true),
             Err(WriteError::Conflict(_)) => Ok(false),
             Err(error) => Err(error),

@@ -15,7 +15,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use crate::api::{ApprovalPolicy, DeploymentApproval};
+use crate::api::{ApprovalPolicy, ChangeSet, DeploymentApproval};
 use crate::cluster::approval_index::ApprovalIndex;
 use crate::core::admission::decision::{Validations, snapshot_problem};
 use crate::core::approval::chain::RoleBindingSnapshot;
@@ -26,6 +26,7 @@ use crate::core::policy::validation::{FieldError, validate_policy};
 pub struct Snapshot {
     policies: Store<ApprovalPolicy>,
     approvals: Arc<ApprovalIndex>,
+    sets: Store<ChangeSet>,
     namespaces: Store<Namespace>,
     role_bindings: Store<RoleBinding>,
     cluster_role_bindings: Store<ClusterRoleBinding>,
@@ -52,6 +53,7 @@ struct Derived {
 pub struct CacheSizes {
     pub policies: usize,
     pub approvals: usize,
+    pub sets: usize,
     pub namespaces: usize,
     pub role_bindings: usize,
     pub cluster_role_bindings: usize,
@@ -102,12 +104,14 @@ impl Snapshot {
                 }
             }));
         }
+        let sets = feed(Api::all(client.clone()), &mut feeds, || {});
         let namespaces = feed(Api::all(client.clone()), &mut feeds, || {});
         let role_bindings = feed(Api::all(client.clone()), &mut feeds, on_binding.clone());
         let cluster_role_bindings = feed(Api::all(client.clone()), &mut feeds, on_binding);
         let snapshot = Snapshot {
             policies,
             approvals,
+            sets,
             namespaces,
             role_bindings,
             cluster_role_bindings,
@@ -122,6 +126,7 @@ impl Snapshot {
             let all_ready = async {
                 stores.policies.wait_until_ready().await?;
                 stores.approvals.wait_until_synced().await;
+                stores.sets.wait_until_ready().await?;
                 stores.namespaces.wait_until_ready().await?;
                 stores.role_bindings.wait_until_ready().await?;
                 stores.cluster_role_bindings.wait_until_ready().await
@@ -173,6 +178,7 @@ impl Snapshot {
                 index.mark_synced();
                 Arc::new(index)
             },
+            sets: load(Vec::new()),
             namespaces: load(namespaces),
             role_bindings: load(bindings.role_bindings),
             cluster_role_bindings: load(bindings.cluster_role_bindings),
@@ -238,6 +244,40 @@ impl Snapshot {
         self.approvals.for_target(namespace, target_name)
     }
 
+    /// The approval `namespace/name`, as cached.
+    pub fn approval(&self, namespace: &str, name: &str) -> Option<DeploymentApproval> {
+        self.approvals.get(namespace, name)
+    }
+
+    /// The change set `namespace/name`, as cached.
+    pub fn set(&self, namespace: &str, name: &str) -> Option<ChangeSet> {
+        self.sets
+            .get(&ObjectRef::new(name).within(namespace))
+            .map(|set| (*set).clone())
+    }
+
+    /// `approval` as it is judged: a member of a change set with its cached set's reviews
+    /// (`core::approval::set::judged`).
+    pub fn judged(&self, approval: &DeploymentApproval) -> DeploymentApproval {
+        let namespace = approval.metadata.namespace.as_deref().unwrap_or_default();
+        let set = approval
+            .spec
+            .change_set
+            .as_deref()
+            .and_then(|name| self.set(namespace, name));
+        crate::core::approval::set::judged(approval, set.as_ref())
+    }
+
+    /// The requests a set lists, as cached, in its order.
+    pub fn members(&self, set: &ChangeSet) -> Vec<Option<DeploymentApproval>> {
+        let namespace = set.metadata.namespace.as_deref().unwrap_or_default();
+        set.spec
+            .members
+            .iter()
+            .map(|m| self.approval(namespace, &m.request))
+            .collect()
+    }
+
     /// A namespace's labels, when the cache knows the namespace.
     pub fn namespace_labels(&self, namespace: &str) -> Option<BTreeMap<String, String>> {
         self.namespaces
@@ -259,6 +299,7 @@ impl Snapshot {
         CacheSizes {
             policies: self.policies.len(),
             approvals: self.approvals.len(),
+            sets: self.sets.state().len(),
             namespaces: self.namespaces.len(),
             role_bindings: self.role_bindings.len(),
             cluster_role_bindings: self.cluster_role_bindings.len(),

@@ -7,7 +7,8 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use serde_json::Value;
 
 use crate::api::{
-    AuditTarget, DeploymentApproval, DeploymentApprovalSpec, DeploymentApprovalStatus,
+    AuditTarget, ChangeSetSpec, DeploymentApproval, DeploymentApprovalSpec,
+    DeploymentApprovalStatus,
 };
 use crate::core::admission::proposal::RequestProposal;
 use crate::core::audit::trail::PlannedEntry;
@@ -135,6 +136,12 @@ pub enum Write {
         namespace: String,
         name: String,
         spec: Box<DeploymentApprovalSpec>,
+    },
+    /// A Pending change set (one already there under the name counts, as for a request).
+    OpenSet {
+        namespace: String,
+        name: String,
+        spec: Box<ChangeSetSpec>,
     },
     /// The object's change lock for an approval (`core::rollout::lock`), judged on the
     /// Lease and its holder as read then.

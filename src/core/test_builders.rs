@@ -154,6 +154,7 @@ pub fn two_level_request(
                     time: Time(minutes(*minute)),
                 })
                 .collect(),
+            change_set: None,
         },
     );
     approval.metadata.namespace = Some("shop".into());

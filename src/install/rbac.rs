@@ -66,14 +66,14 @@ pub const OWN_CLUSTER_GRANTS: &[Grant] = &[
     },
     Grant {
         api_group: GROUP,
-        resources: &["deploymentapprovals"],
+        resources: &["deploymentapprovals", "changesets"],
         verbs: &["get", "list", "watch", "create"],
         resource_names: &[],
-        why: "the webhook caches the requests, and opens one on the first denied attempt of a change",
+        why: "the webhook caches the requests and their change sets, and opens one on the first denied attempt of a change (a GitOps sync's requests as one set)",
     },
     Grant {
         api_group: GROUP,
-        resources: &["deploymentapprovals/status"],
+        resources: &["deploymentapprovals/status", "changesets/status"],
         verbs: &["get", "update", "patch"],
         resource_names: &[],
         why: "the webhook moves an approved request to Deploying (compare-and-swap) as it admits the change",
@@ -208,10 +208,10 @@ pub const OWN_NAMESPACE_GRANTS: &[Grant] = &[
 /// review is theirs and nothing else changed).
 pub const APPROVER_GRANTS: &[Grant] = &[Grant {
     api_group: GROUP,
-    resources: &["deploymentapprovals"],
+    resources: &["deploymentapprovals", "changesets"],
     verbs: &["get", "list", "watch", "patch", "update"],
     resource_names: &[],
-    why: "approvers read requests and append their review by patching the request",
+    why: "approvers read requests and append their review by patching the request, or its change set",
 }];
 
 /// What a deployer may do where they may edit workloads: read the requests (`countersign
@@ -219,19 +219,24 @@ pub const APPROVER_GRANTS: &[Grant] = &[Grant {
 /// admits only a request for a change of their own, under the governing policy's chain.
 pub const DEPLOYER_GRANTS: &[Grant] = &[Grant {
     api_group: GROUP,
-    resources: &["deploymentapprovals"],
+    resources: &["deploymentapprovals", "changesets"],
     verbs: &["get", "list", "watch", "create"],
     resource_names: &[],
-    why: "deployers see why a change waits and open a request ahead of a GitOps sync (countersign checks it is theirs); aggregated into edit and admin",
+    why: "deployers see why a change waits and open a request (or a set of them) ahead of a GitOps sync (countersign checks it is theirs); aggregated into edit and admin",
 }];
 
 /// What a viewer may do: read countersign's three kinds.
 pub const VIEWER_GRANTS: &[Grant] = &[Grant {
     api_group: GROUP,
-    resources: &["approvalpolicies", "deploymentapprovals", "auditentries"],
+    resources: &[
+        "approvalpolicies",
+        "deploymentapprovals",
+        "changesets",
+        "auditentries",
+    ],
     verbs: READ,
     resource_names: &[],
-    why: "read-only view of policies, requests and the audit trail",
+    why: "read-only view of policies, requests, change sets and the audit trail",
 }];
 
 /// What countersign may do to put its webhook configurations back, when asked to.

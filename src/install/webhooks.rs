@@ -154,7 +154,12 @@ const VALIDATING_HOOKS: &[Hook] = &[
         rules: &[Rule {
             group: GROUP,
             version: "*",
-            resources: &["deploymentapprovals", "deploymentapprovals/status"],
+            resources: &[
+                "deploymentapprovals",
+                "deploymentapprovals/status",
+                "changesets",
+                "changesets/status",
+            ],
             operations: &["CREATE", "UPDATE", "DELETE"],
             scope: "Namespaced",
         }],
@@ -213,7 +218,7 @@ const MUTATING_HOOKS: &[Hook] = &[
         rules: &[Rule {
             group: GROUP,
             version: "*",
-            resources: &["deploymentapprovals"],
+            resources: &["deploymentapprovals", "changesets"],
             operations: &["UPDATE"],
             scope: "Namespaced",
         }],

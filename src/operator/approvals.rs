@@ -10,7 +10,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use kube::api::DynamicObject;
+use kube::api::{DynamicObject, ListParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -19,14 +19,16 @@ use kube::{Api, Client, Resource, ResourceExt};
 use super::audit::record;
 use super::grants;
 use super::{Context, ReconcileError};
-use crate::api::{ApprovalPhase, DeploymentApproval};
+use crate::api::{ApprovalPhase, ChangeSet, DeploymentApproval, SET_LABEL};
 use crate::cluster::snapshot::Snapshot;
-use crate::cluster::status::apply_status;
+use crate::cluster::status::{apply_status, apply_status_of};
 use crate::core::approval::reconcile::{
-    Carried, GrantDone, ReconcileSettings, as_delivered, close, kept_after_conflict, open,
+    Carried, GrantDone, Opening, ReconcileSettings, as_delivered, close, kept_after_conflict, open,
+    open_set,
 };
 use crate::core::rollout::confirm::{LiveTarget, watches_rollout};
 use crate::core::rollout::token::GrantAction;
+use crate::notify::NotificationRound;
 
 /// Run the controller until the future is dropped (when this replica stops leading).
 /// Besides the approvals it watches the workloads whose rollouts it confirms: a change of
@@ -39,7 +41,38 @@ pub async fn run(context: Arc<Context>) {
     let controller = wake_on::<StatefulSet>(controller, &client, &context.snapshot);
     let controller = wake_on::<DaemonSet>(controller, &client, &context.snapshot);
     let controller = wake_on::<Job>(controller, &client, &context.snapshot);
-    super::controller::run("approvals", controller, reconcile, context).await;
+    // A set's reviews decide its members: its change wakes each request it lists.
+    let controller = controller.watches(
+        Api::<ChangeSet>::all(client.clone()),
+        watcher::Config::default(),
+        |set: ChangeSet| {
+            let namespace = set.namespace().unwrap_or_default();
+            set.spec
+                .members
+                .iter()
+                .map(|m| ObjectRef::new(&m.request).within(&namespace))
+                .collect::<Vec<_>>()
+        },
+    );
+    let sets = Controller::new(
+        Api::<ChangeSet>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .watches(
+        Api::<DeploymentApproval>::all(client),
+        watcher::Config::default(),
+        |member: DeploymentApproval| {
+            let namespace = member.namespace().unwrap_or_default();
+            member
+                .spec
+                .change_set
+                .map(|set| ObjectRef::<ChangeSet>::new(&set).within(&namespace))
+        },
+    );
+    tokio::join!(
+        super::controller::run("approvals", controller, reconcile, context.clone()),
+        super::controller::run("changesets", sets, reconcile_set, context),
+    );
 }
 
 /// Reconcile the approvals rolling out on a workload of kind `K` whenever it changes.
@@ -86,31 +119,98 @@ async fn reconcile(
 ) -> Result<Action, ReconcileError> {
     let now = Timestamp::now();
     let bindings = context.snapshot.bindings();
-    let settings = ReconcileSettings {
-        resumes_syncs: context.resumes_syncs,
+    // A member of a change set is judged with its set's reviews, read live: the set's
+    // change is what woke this member, and the cache may not have it yet.
+    let set = match &stored.spec.change_set {
+        Some(name) => read_set(&context.cluster.client, &stored, name).await?,
+        None => None,
     };
-    let opening = open(&stored, &context.seal_key, &bindings, settings, now);
+    let opening = open(
+        &stored,
+        set.as_ref(),
+        &context.seal_key,
+        &bindings,
+        reconcile_settings(&context),
+        now,
+    );
+    carry_out_opening(&context, opening, Subject::Request, now).await
+}
+
+/// Reconcile a change set: as one request (its chain, trail, notices, resume), over its
+/// own status; its members follow it through their own reconciles.
+async fn reconcile_set(
+    stored: Arc<ChangeSet>,
+    context: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    let now = Timestamp::now();
+    let bindings = context.snapshot.bindings();
+    let members = read_members(&context.cluster.client, &stored).await?;
+    let opening = open_set(
+        &stored,
+        &members,
+        &context.seal_key,
+        &bindings,
+        reconcile_settings(&context),
+        now,
+    );
+    carry_out_opening(&context, opening, Subject::Set(stored), now).await
+}
+
+fn reconcile_settings(context: &Context) -> ReconcileSettings {
+    ReconcileSettings {
+        resumes_syncs: context.resumes_syncs,
+    }
+}
+
+/// What a reconcile's status is written to.
+enum Subject {
+    Request,
+    /// A change set (the opening shows it as one request).
+    Set(Arc<ChangeSet>),
+}
+
+/// Carry out `opening`: record the trail, deliver the notices due (when it announces),
+/// carry out the grant, read the live target, resume the sync, then write the status the
+/// core plans from all that.
+async fn carry_out_opening(
+    context: &Context,
+    opening: Opening,
+    subject: Subject,
+    now: Timestamp,
+) -> Result<Action, ReconcileError> {
     let approval = &opening.shown;
     // What the stored state implies is recorded, announced and granted before the state
     // moves on: the trail, the notices (a delivery recorded in the status written below),
     // and the deploy token.
     record(
-        &context,
+        context,
         opening.entries.clone(),
-        Some(approval.object_ref(&())),
+        Some(object_ref(approval, &subject)),
     )
     .await?;
-    let remembered = context.deliveries.recalled(approval, now);
-    let view = as_delivered(approval, &remembered);
-    let round = context
-        .notifier
-        .deliver_due(view.as_ref().unwrap_or(approval), &opening.state, now)
-        .await;
-    context
-        .deliveries
-        .remember(approval, &round.notifications, now);
-    context.metrics.notifications(round.delivered, round.failed);
-    let grant = carry_out(&context, approval, &opening.grant, now).await?;
+    let round = if opening.announces {
+        let remembered = context.deliveries.recalled(approval, now);
+        let view = as_delivered(approval, &remembered);
+        let round = context
+            .notifier
+            .deliver_due(view.as_ref().unwrap_or(approval), &opening.state, now)
+            .await;
+        context
+            .deliveries
+            .remember(approval, &round.notifications, now);
+        context.metrics.notifications(round.delivered, round.failed);
+        round
+    } else {
+        NotificationRound {
+            notifications: approval
+                .status
+                .as_ref()
+                .map(|s| s.notifications.clone())
+                .unwrap_or_default(),
+            ..NotificationRound::default()
+        }
+    };
+    let grant = carry_out(context, approval, &opening.grant, now).await?;
     let target = if opening.confirms_rollout {
         read_target(&context.cluster.client, approval).await?
     } else {
@@ -144,9 +244,19 @@ async fn reconcile(
     };
     let closing = close(&opening, carried, now);
     if let Some(status) = &closing.write {
-        match apply_status(&context.cluster.client, approval, status).await {
-            Ok(_) => {
-                context.metrics.transition(approval, status, now);
+        let written = match &subject {
+            Subject::Request => apply_status(&context.cluster.client, approval, status)
+                .await
+                .map(drop),
+            Subject::Set(set) => apply_status_of(&sets_api(context, set), set.as_ref(), status)
+                .await
+                .map(drop),
+        };
+        match written {
+            Ok(()) => {
+                if let Subject::Request = subject {
+                    context.metrics.transition(approval, status, now);
+                }
                 if closing.releases_lock {
                     crate::cluster::lock::release(
                         &context.cluster.client,
@@ -159,7 +269,10 @@ async fn reconcile(
             Err(kube::Error::Api(conflict)) if conflict.code == 409 => {
                 // Someone wrote first (the webhook admitting the change): keep what was
                 // delivered, so it is never sent again, and look at the fresh object.
-                keep_deliveries(&context, approval, status).await?;
+                match &subject {
+                    Subject::Request => keep_deliveries(context, approval, status).await?,
+                    Subject::Set(set) => keep_set_deliveries(context, set, status).await?,
+                }
                 return Ok(Action::requeue(Duration::ZERO));
             }
             Err(error) => return Err(ReconcileError::Write(object_name(approval), error)),
@@ -175,6 +288,88 @@ async fn reconcile(
         }
         None => Action::await_change(),
     })
+}
+
+/// The object the trail's Events are published on: the request, or the set.
+fn object_ref(
+    approval: &DeploymentApproval,
+    subject: &Subject,
+) -> k8s_openapi::api::core::v1::ObjectReference {
+    match subject {
+        Subject::Request => approval.object_ref(&()),
+        Subject::Set(set) => set.object_ref(&()),
+    }
+}
+
+fn sets_api(context: &Context, set: &ChangeSet) -> Api<ChangeSet> {
+    Api::namespaced(
+        context.cluster.client.clone(),
+        &set.namespace().unwrap_or_default(),
+    )
+}
+
+/// The change set `name` of `member`, as stored now.
+async fn read_set(
+    client: &Client,
+    member: &DeploymentApproval,
+    name: &str,
+) -> Result<Option<ChangeSet>, ReconcileError> {
+    let api: Api<ChangeSet> =
+        Api::namespaced(client.clone(), &member.namespace().unwrap_or_default());
+    api.get_opt(name)
+        .await
+        .map_err(|e| ReconcileError::ReadTarget(object_name(member), e))
+}
+
+/// The requests `set` lists, as stored now, in its order (one list, by the set's label).
+async fn read_members(
+    client: &Client,
+    set: &ChangeSet,
+) -> Result<Vec<Option<DeploymentApproval>>, ReconcileError> {
+    let namespace = set.namespace().unwrap_or_default();
+    let api: Api<DeploymentApproval> = Api::namespaced(client.clone(), &namespace);
+    let labelled = api
+        .list(&ListParams::default().labels(&format!("{SET_LABEL}={}", set.name_any())))
+        .await
+        .map_err(|e| ReconcileError::ReadTarget(format!("{namespace}/{}", set.name_any()), e))?;
+    Ok(set
+        .spec
+        .members
+        .iter()
+        .map(|m| {
+            labelled
+                .items
+                .iter()
+                .find(|a| a.name_any() == m.request)
+                .cloned()
+        })
+        .collect())
+}
+
+/// [`keep_deliveries`] for a change set.
+async fn keep_set_deliveries(
+    context: &Context,
+    set: &ChangeSet,
+    ours: &crate::api::DeploymentApprovalStatus,
+) -> Result<(), ReconcileError> {
+    let api = sets_api(context, set);
+    let name = format!("{}/{}", set.namespace().unwrap_or_default(), set.name_any());
+    for _ in 0..5 {
+        let fresh = api
+            .get(&set.name_any())
+            .await
+            .map_err(|e| ReconcileError::Write(name.clone(), e))?;
+        let stored = fresh.status.clone().unwrap_or_default();
+        let Some(status) = kept_after_conflict(&stored, ours) else {
+            return Ok(());
+        };
+        match apply_status_of(&api, &fresh, &status).await {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(conflict)) if conflict.code == 409 => continue,
+            Err(error) => return Err(ReconcileError::Write(name, error)),
+        }
+    }
+    Ok(())
 }
 
 /// Issue or revoke the deploy token as `action` says.

@@ -1,4 +1,5 @@
-//! `/validate/approvals` and `/mutate/approvals` (SPEC §3, §4): DeploymentApprovals. Their
+//! `/validate/approvals` and `/mutate/approvals` (SPEC §3, §4): DeploymentApprovals (and
+//! ChangeSets, handed to `change_sets`). Their
 //! status is countersign's; a request opened by anyone else must be theirs and sealed; an
 //! edit may only append the editor's own review; a deletion is the gate's own ground.
 
@@ -29,6 +30,9 @@ use crate::core::policy::matching::policy_named;
 
 impl Webhook {
     pub(super) async fn approval(&self, request: &Request) -> ReviewPlan {
+        if request.resource.resource == super::change_sets::RESOURCE {
+            return self.change_set(request).await;
+        }
         if request.sub_resource.as_deref() == Some("status") {
             let actor = request.username().unwrap_or_default();
             return ReviewPlan::answer(Answer::from_result(approval_status_write(
@@ -155,6 +159,9 @@ impl Webhook {
     pub(super) fn stamp_review(&self, request: &Request) -> ReviewPlan {
         if request.operation != Operation::Update || request.sub_resource.is_some() {
             return ReviewPlan::answer(Answer::allow());
+        }
+        if request.resource.resource == super::change_sets::RESOURCE {
+            return self.stamp_set_review(request);
         }
         let (Ok(old), Some(new)) = (
             decode::<DeploymentApproval>(request.old_object.as_ref()),

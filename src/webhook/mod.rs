@@ -5,6 +5,7 @@
 
 mod approvals;
 mod audit_entries;
+mod change_sets;
 pub mod client_auth;
 mod namespaces;
 mod policies;

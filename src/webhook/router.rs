@@ -69,6 +69,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
         for (cache, size) in [
             ("approvalpolicies", sizes.policies),
             ("deploymentapprovals", sizes.approvals),
+            ("changesets", sizes.sets),
             ("namespaces", sizes.namespaces),
             ("rolebindings", sizes.role_bindings),
             ("clusterrolebindings", sizes.cluster_role_bindings),

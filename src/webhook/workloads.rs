@@ -9,11 +9,12 @@ use serde_json::Value;
 
 use super::request::Request;
 use super::review::{Webhook, refuse};
-use crate::api::{DeploymentApproval, Operation as ChangeOperation};
+use crate::api::{ChangeSet, DeploymentApproval, Operation as ChangeOperation};
 use crate::cluster::calls::{WriteError, bounded};
 use crate::core::admission::decision::{Decision, DecisionInput, decide, stale_suspect};
 use crate::core::admission::review::{WorkloadReview, render, sync_member, workload_plan};
 use crate::core::admission::sync::{RoundMember, SyncKey, SyncRole, held_plan, pass_plan};
+use crate::core::approval::set::judged;
 use crate::core::change::{object_reference, readable_object};
 use crate::core::plan::{Answer, ReviewPlan};
 use crate::core::policy::matching::ChangeRequest;
@@ -56,7 +57,13 @@ impl Webhook {
             .pointer("/metadata/name")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        let mut approvals = self.snapshot.approvals_for(&namespace, target_name);
+        // Members of change sets are judged with their set's reviews.
+        let mut approvals: Vec<DeploymentApproval> = self
+            .snapshot
+            .approvals_for(&namespace, target_name)
+            .iter()
+            .map(|approval| self.snapshot.judged(approval))
+            .collect();
         let mut decision = self.decide(change, &approvals);
         // The snapshot may lag behind an approval that was just approved or released:
         // read the one approval the denial rests on before denying.
@@ -120,7 +127,9 @@ impl Webhook {
         })
     }
 
-    /// Read approval `name` live into `approvals`. `Ok(true)`: it differed from the cache.
+    /// Read approval `name` live into `approvals` (judged with its change set, read live too:
+    /// a set approved a moment ago is what a member's denial most likely rests on).
+    /// `Ok(true)`: it differed from the cache.
     async fn refresh(
         &self,
         namespace: &str,
@@ -129,9 +138,16 @@ impl Webhook {
     ) -> Result<bool, WriteError> {
         let api: Api<DeploymentApproval> = Api::namespaced(self.cluster.client.clone(), namespace);
         let live = bounded(api.get_opt(name)).await?;
+        let live = match live {
+            Some(approval) => Some(self.judged_live(namespace, approval).await?),
+            None => None,
+        };
         let cached = approvals.iter().position(|a| a.name_any() == name);
         let changed = match (&live, cached) {
-            (Some(live), Some(i)) => live.resource_version() != approvals[i].resource_version(),
+            (Some(live), Some(i)) => {
+                live.resource_version() != approvals[i].resource_version()
+                    || live.spec.reviews != approvals[i].spec.reviews
+            }
             (None, None) => false,
             _ => true,
         };
@@ -140,5 +156,19 @@ impl Webhook {
         }
         approvals.extend(live);
         Ok(changed)
+    }
+
+    /// `approval` judged with its change set as stored now.
+    async fn judged_live(
+        &self,
+        namespace: &str,
+        approval: DeploymentApproval,
+    ) -> Result<DeploymentApproval, WriteError> {
+        let Some(set_name) = approval.spec.change_set.clone() else {
+            return Ok(approval);
+        };
+        let sets: Api<ChangeSet> = Api::namespaced(self.cluster.client.clone(), namespace);
+        let set = bounded(sets.get_opt(&set_name)).await?;
+        Ok(judged(&approval, set.as_ref()))
     }
 }

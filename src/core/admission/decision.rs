@@ -842,6 +842,7 @@ fn fresh_request(
             grant: policy.spec.grant.clone(),
         },
         reviews: Vec::new(),
+        change_set: None,
     };
     FreshRequest {
         name: approval_name,

@@ -7,13 +7,16 @@
 //! opened, all at once, from what the API server sent, never from the report.
 
 use jiff::Timestamp;
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::Value;
 
 use crate::api::{
-    ApprovalPolicy, ChangeOrigin, DeploymentApprovalSpec, GitOpsKind, UserInfo,
-    service_account_username,
+    ApprovalPolicy, ChangeOrigin, ChangeSetSpec, DeploymentApprovalSpec, GROUP, GitOpsKind,
+    UserInfo, VERSION, service_account_username,
 };
 use crate::core::approval::seal::{SealKey, sealed};
+use crate::core::approval::set::{SET_KIND, sealed_set, set_name, set_spec};
 use crate::core::inert;
 use crate::core::plan::{Answer, EventKind, Outcome, PlannedEvent, ReviewPlan, Step, Write};
 
@@ -310,8 +313,11 @@ pub fn reported_hold(kustomization: &Value) -> Option<ReportedHold> {
     })
 }
 
-/// The plan that opens a reported round: each member's request, sealed, recording the
-/// sync and revision it came from, with an Event on its target once made.
+/// Open the requests of a held sync's round, now that its controller reported the hold at
+/// `revision`: sealed, dated now, with the sync as their origin. The round's requests in
+/// one namespace under one policy (one chain, one set of approvers) form one change set
+/// when there are several: the set is opened first (sealed over its members), then its
+/// members, so a retry after a failed step converges on the same objects.
 pub fn open_round(
     key: &SyncKey,
     members: &[RoundMember],
@@ -319,50 +325,127 @@ pub fn open_round(
     seal_key: &SealKey,
     now: Timestamp,
 ) -> ReviewPlan {
-    let steps = members
-        .iter()
-        .map(|member| {
+    let origin = key.origin(revision);
+    let mut groups: Vec<((&str, &str), Vec<&RoundMember>)> = Vec::new();
+    for member in members {
+        let group = (member.namespace.as_str(), member.spec.policy.name.as_str());
+        match groups.iter_mut().find(|(g, _)| *g == group) {
+            Some((_, listed)) => listed.push(member),
+            None => groups.push((group, vec![member])),
+        }
+    }
+    let mut steps = Vec::new();
+    for ((namespace, _), group) in groups {
+        let set = (group.len() >= 2)
+            .then(|| round_set(key, &origin, namespace, &group, seal_key, now))
+            .flatten();
+        let set_name = set.as_ref().map(|(name, _)| name.clone());
+        if let Some((name, spec)) = set {
+            steps.push(open_set_step(key, namespace, name, spec));
+        }
+        for member in group {
             let mut spec = member.spec.clone();
-            spec.change.origin = Some(key.origin(revision.clone()));
-            spec.change.requested_at = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now);
+            spec.change.origin = Some(origin.clone());
+            spec.change.requested_at = Time(now);
+            spec.change_set = set_name.clone();
             let spec = sealed(seal_key, &member.namespace, spec);
-            let opened = PlannedEvent::admission(
-                spec.target
-                    .in_namespace(Some(member.namespace.clone()))
-                    .reference(),
-                EventKind::Normal,
-                "ApprovalRequested",
-                format!(
-                    "{} requested approval {}/{} for: {} (sync of {})",
-                    key.identity,
-                    member.namespace,
-                    member.name,
-                    spec.change.summary.text,
-                    key.describe()
-                ),
-            );
-            let mut step = Step::new(
-                Write::OpenRequest {
-                    namespace: member.namespace.clone(),
-                    name: member.name.clone(),
-                    spec: Box::new(spec),
-                },
-                format!(
-                    "countersign could not open request {}/{} of {}'s sync ({{error}})",
-                    member.namespace,
-                    member.name,
-                    key.describe()
-                ),
-            );
-            step.on_created = vec![opened];
-            step
-        })
-        .collect();
+            steps.push(open_request_step(key, member, spec));
+        }
+    }
     ReviewPlan {
         steps,
         answer: Answer::allow(),
         events: Vec::new(),
     }
+}
+
+/// The set of a round's `group` (one namespace, one policy): its name and sealed spec.
+fn round_set(
+    key: &SyncKey,
+    origin: &ChangeOrigin,
+    namespace: &str,
+    group: &[&RoundMember],
+    seal_key: &SealKey,
+    now: Timestamp,
+) -> Option<(String, ChangeSetSpec)> {
+    let specs: Vec<(String, &DeploymentApprovalSpec)> =
+        group.iter().map(|m| (m.name.clone(), &m.spec)).collect();
+    let requester = group.first()?.spec.change.requester.clone();
+    let mut spec = set_spec(&specs, &requester, now)?;
+    spec.change.origin = Some(origin.clone());
+    let name = set_name(&key.name, &spec.change.digest);
+    let spec = sealed_set(seal_key, namespace, &name, spec);
+    Some((name, spec))
+}
+
+fn open_set_step(key: &SyncKey, namespace: &str, name: String, spec: ChangeSetSpec) -> Step {
+    let opened = PlannedEvent::admission(
+        ObjectReference {
+            api_version: Some(format!("{GROUP}/{VERSION}")),
+            kind: Some(SET_KIND.into()),
+            namespace: Some(namespace.into()),
+            name: Some(name.clone()),
+            ..ObjectReference::default()
+        },
+        EventKind::Normal,
+        "ApprovalRequested",
+        format!(
+            "{} requested approval of change set {namespace}/{name}: {} (sync of {})",
+            key.identity,
+            spec.change.summary.text,
+            key.describe()
+        ),
+    );
+    let mut step = Step::new(
+        Write::OpenSet {
+            namespace: namespace.into(),
+            name: name.clone(),
+            spec: Box::new(spec),
+        },
+        format!(
+            "countersign could not open change set {namespace}/{name} of {}'s sync ({{error}})",
+            key.describe()
+        ),
+    );
+    step.on_created = vec![opened];
+    step
+}
+
+fn open_request_step(key: &SyncKey, member: &RoundMember, spec: DeploymentApprovalSpec) -> Step {
+    let opened = PlannedEvent::admission(
+        spec.target
+            .in_namespace(Some(member.namespace.clone()))
+            .reference(),
+        EventKind::Normal,
+        "ApprovalRequested",
+        format!(
+            "{} requested approval {}/{} for: {} (sync of {}{})",
+            key.identity,
+            member.namespace,
+            member.name,
+            spec.change.summary.text,
+            key.describe(),
+            spec.change_set
+                .as_ref()
+                .map(|set| format!(", in change set {set}"))
+                .unwrap_or_default()
+        ),
+    );
+    let mut step = Step::new(
+        Write::OpenRequest {
+            namespace: member.namespace.clone(),
+            name: member.name.clone(),
+            spec: Box::new(spec),
+        },
+        format!(
+            "countersign could not open request {}/{} of {}'s sync ({{error}})",
+            member.namespace,
+            member.name,
+            key.describe()
+        ),
+    );
+    step.on_created = vec![opened];
+    step
 }
 
 #[cfg(test)]
@@ -606,8 +689,36 @@ mod tests {
             &seal_key,
             minutes(9),
         );
-        assert_eq!(plan.steps.len(), 2);
-        for (step, member) in plan.steps.iter().zip(&members) {
+        assert_eq!(plan.steps.len(), 3, "the set, then its two members");
+        let Write::OpenSet {
+            namespace,
+            name: set_name,
+            spec: set,
+        } = &plan.steps[0].write
+        else {
+            panic!("not a set: {:?}", plan.steps[0].write);
+        };
+        assert_eq!(namespace, "shop");
+        assert!(set_name.starts_with("apps-"), "{set_name}");
+        let mut opened = crate::api::ChangeSet::new(set_name, (**set).clone());
+        opened.metadata.namespace = Some("shop".into());
+        assert_eq!(
+            crate::core::approval::set::set_check(&seal_key, &opened, &[]),
+            SealCheck::Verified,
+            "a set countersign opens is sealed"
+        );
+        assert_eq!(set.members.len(), 2);
+        assert_eq!(set.change.requester.username, FLUX);
+        assert_eq!(
+            set.change.origin.as_ref().map(|o| o.name.as_str()),
+            Some("apps")
+        );
+        assert!(
+            set.change.summary.text.starts_with("2 changes: "),
+            "{}",
+            set.change.summary.text
+        );
+        for (step, member) in plan.steps[1..].iter().zip(&members) {
             let Write::OpenRequest {
                 namespace,
                 name,
@@ -619,6 +730,12 @@ mod tests {
             assert_eq!(
                 (namespace.as_str(), name.as_str()),
                 ("shop", member.name.as_str())
+            );
+            assert_eq!(spec.change_set.as_deref(), Some(set_name.as_str()));
+            assert!(
+                set.members
+                    .iter()
+                    .any(|m| &m.request == name && m.digest == spec.change.digest)
             );
             assert_eq!(check(&seal_key, "shop", spec), SealCheck::Verified);
             assert_eq!(spec.change.requested_at.0, minutes(9));
@@ -639,6 +756,86 @@ mod tests {
                 )
             );
             assert_eq!(step.on_created.len(), 1);
+        }
+    }
+
+    #[test]
+    fn a_round_forms_one_set_per_namespace_and_policy_of_several_requests() {
+        let seal_key = SealKey::new(&[3; 32]).expect("a key");
+        let in_namespace = |name: &str, namespace: &str| RoundMember {
+            namespace: namespace.into(),
+            ..member(name)
+        };
+        let under_policy = |name: &str, policy: &str| {
+            let mut m = member(name);
+            m.spec.policy.name = policy.into();
+            m
+        };
+        // (what, the round, sets opened, requests opened and how many of them in a set)
+        let cases: Vec<(&str, Vec<RoundMember>, usize, usize, usize)> = vec![
+            ("one change: a plain request", vec![member("web")], 0, 1, 0),
+            (
+                "two in one namespace: one set",
+                vec![member("web"), member("api")],
+                1,
+                2,
+                2,
+            ),
+            (
+                "two namespaces, one each: no set",
+                vec![in_namespace("web", "shop"), in_namespace("api", "billing")],
+                0,
+                2,
+                0,
+            ),
+            (
+                "two policies: no set across them",
+                vec![under_policy("web", "p"), under_policy("api", "q")],
+                0,
+                2,
+                0,
+            ),
+            (
+                "three here, one there",
+                vec![
+                    member("web"),
+                    member("api"),
+                    in_namespace("db", "billing"),
+                    member("worker"),
+                ],
+                1,
+                4,
+                3,
+            ),
+        ];
+        for (what, members, sets, requests, in_sets) in cases {
+            let plan = open_round(&key(), &members, None, &seal_key, minutes(9));
+            let opened_sets = plan
+                .steps
+                .iter()
+                .filter(|s| matches!(s.write, Write::OpenSet { .. }))
+                .count();
+            let opened: Vec<_> = plan
+                .steps
+                .iter()
+                .filter_map(|s| match &s.write {
+                    Write::OpenRequest { spec, .. } => Some(spec),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(opened_sets, sets, "{what}");
+            assert_eq!(opened.len(), requests, "{what}");
+            assert_eq!(
+                opened.iter().filter(|s| s.change_set.is_some()).count(),
+                in_sets,
+                "{what}"
+            );
+            if let Some(first) = plan.steps.first() {
+                assert!(
+                    sets == 0 || matches!(first.write, Write::OpenSet { .. }),
+                    "{what}: a set is opened before its members"
+                );
+            }
         }
     }
 

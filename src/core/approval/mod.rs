@@ -6,4 +6,5 @@ pub mod reconcile;
 pub mod request;
 pub mod review;
 pub mod seal;
+pub mod set;
 pub mod status;

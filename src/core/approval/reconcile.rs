@@ -6,7 +6,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::api::{
-    ApprovalPhase, ApprovalPolicy, ChangeOrigin, DeployTokenStatus, DeploymentApproval,
+    ApprovalPhase, ApprovalPolicy, ChangeOrigin, ChangeSet, DeployTokenStatus, DeploymentApproval,
     DeploymentApprovalStatus, NotificationStatus,
 };
 use crate::core::admission::decision::approval_state;
@@ -14,6 +14,7 @@ use crate::core::approval::chain::{ChainState, RoleBindingSnapshot};
 use crate::core::approval::seal::{
     SealCheck, SealKey, check as check_seal, marked_unverified, verified_condition,
 };
+use crate::core::approval::set::{as_request, judged, set_check};
 use crate::core::approval::status::{plan_status, upsert_condition};
 use crate::core::audit::trail::{PlannedEntry, trail};
 use crate::core::notify::merge_records;
@@ -41,6 +42,9 @@ pub struct Opening {
     /// The GitOps sync the request came from, to be asked to apply again now that it is
     /// approved (once: `close` records it in the `SyncResumed` condition).
     pub resume: Option<ChangeOrigin>,
+    /// Its notices are due here: a request of no set, or a set (a set's members announce
+    /// nothing; their set does).
+    pub announces: bool,
 }
 
 /// The condition recording that the sync a request came from was asked to apply again.
@@ -53,9 +57,12 @@ pub struct ReconcileSettings {
     pub resumes_syncs: bool,
 }
 
-/// Plan the first half of reconciling `stored` at `now`.
+/// Plan the first half of reconciling the request `stored` at `now`; a member of a change
+/// set is judged with its set's reviews (`set`, when cached), and announces nothing: its
+/// set does.
 pub fn open(
     stored: &DeploymentApproval,
+    set: Option<&ChangeSet>,
     seal_key: &SealKey,
     bindings: &RoleBindingSnapshot,
     settings: ReconcileSettings,
@@ -63,6 +70,41 @@ pub fn open(
 ) -> Opening {
     let namespace = stored.metadata.namespace.as_deref().unwrap_or_default();
     let seal = check_seal(seal_key, namespace, &stored.spec);
+    let announces = stored.spec.change_set.is_none();
+    opened(
+        &judged(stored, set),
+        seal,
+        announces,
+        bindings,
+        settings,
+        now,
+    )
+}
+
+/// Plan the first half of reconciling the change set `set` at `now`, as one request
+/// (`core::approval::set::as_request`); `members` are its requests as stored now, in its
+/// order, which verify a set its requester made.
+pub fn open_set(
+    set: &ChangeSet,
+    members: &[Option<DeploymentApproval>],
+    seal_key: &SealKey,
+    bindings: &RoleBindingSnapshot,
+    settings: ReconcileSettings,
+    now: Timestamp,
+) -> Opening {
+    let seal = set_check(seal_key, set, members);
+    opened(&as_request(set), seal, true, bindings, settings, now)
+}
+
+fn opened(
+    stored: &DeploymentApproval,
+    seal: SealCheck,
+    announces: bool,
+    bindings: &RoleBindingSnapshot,
+    settings: ReconcileSettings,
+    now: Timestamp,
+) -> Opening {
+    let namespace = stored.metadata.namespace.as_deref().unwrap_or_default();
     let mut shown = stored.clone();
     if !seal.verified() {
         shown.spec.change.summary = marked_unverified(&stored.spec.change.summary);
@@ -70,9 +112,10 @@ pub fn open(
     let state = approval_state(&shown, namespace, bindings, now);
     let entries = trail(&shown, &state, now);
     let grant = plan_grant(&shown, now);
-    let resume = resume_of(&shown, seal, &state, settings);
+    let resume = resume_of(&shown, seal, &state, settings).filter(|_| announces);
     Opening {
         resume,
+        announces,
         confirms_rollout: shown.phase() == ApprovalPhase::Deploying,
         shown,
         seal,
@@ -389,6 +432,7 @@ mod tests {
         let now = minutes(5);
         let opening = open(
             &approval,
+            None,
             &key(),
             &RoleBindingSnapshot::default(),
             ReconcileSettings::default(),
@@ -405,6 +449,7 @@ mod tests {
         let again = stored_after(approval, &first);
         let opening = open(
             &again,
+            None,
             &key(),
             &RoleBindingSnapshot::default(),
             ReconcileSettings::default(),
@@ -443,6 +488,7 @@ mod tests {
             };
             let opening = open(
                 &approval,
+                None,
                 &key(),
                 &RoleBindingSnapshot::default(),
                 ReconcileSettings::default(),
@@ -513,6 +559,7 @@ mod tests {
             let now = minutes(3) + SignedDuration::from_secs(1);
             let opening = open(
                 &approval,
+                None,
                 &key(),
                 &RoleBindingSnapshot::default(),
                 ReconcileSettings::default(),
@@ -552,6 +599,7 @@ mod tests {
         let approval = sealed(two_level_request(&[], None));
         let opening = open(
             &approval,
+            None,
             &key(),
             &RoleBindingSnapshot::default(),
             ReconcileSettings::default(),
@@ -757,6 +805,7 @@ mod tests {
         for (what, approval, settings, resumes) in cases {
             let opening = open(
                 &approval,
+                None,
                 &key(),
                 &RoleBindingSnapshot::default(),
                 settings,
@@ -769,6 +818,7 @@ mod tests {
         let approval = approved();
         let opening = open(
             &approval,
+            None,
             &key(),
             &RoleBindingSnapshot::default(),
             on,
@@ -802,6 +852,7 @@ mod tests {
                         next_deadline: None,
                     },
                 ),
+                None,
                 &key(),
                 &RoleBindingSnapshot::default(),
                 on,

@@ -32,6 +32,11 @@ pub const REVIEW_CLOCK_SKEW: SignedDuration = SignedDuration::from_mins(1);
 pub enum ReviewRefusal {
     #[error("spec.{0} is immutable")]
     Immutable(&'static str),
+    /// A review on a member of a change set: the set is reviewed, as one.
+    #[error(
+        "this request belongs to change set {0}, which is reviewed as one: review the set (kubectl countersign approve {0}, or append the review to changeset {0})"
+    )]
+    MemberOfSet(String),
     #[error("spec.reviews[{0}] was changed or removed; earlier reviews are immutable")]
     EarlierReviewEdited(usize),
     #[error("append one review at a time ({0} were appended)")]
@@ -155,6 +160,9 @@ pub fn validate_review_edit(
     if old.policy != new.policy {
         return Err(ReviewRefusal::Immutable("policy"));
     }
+    if old.change_set != new.change_set {
+        return Err(ReviewRefusal::Immutable("changeSet"));
+    }
     if let Some(index) = old
         .reviews
         .iter()
@@ -165,6 +173,9 @@ pub fn validate_review_edit(
         return Err(ReviewRefusal::EarlierReviewEdited(index));
     }
     let appended = &new.reviews[old.reviews.len()..];
+    if let (Some(set), [_, ..]) = (&old.change_set, appended) {
+        return Err(ReviewRefusal::MemberOfSet(set.clone()));
+    }
     let review = match appended {
         [] => return Ok(ReviewEdit::NoReview),
         [one] => one,
@@ -403,6 +414,7 @@ mod tests {
             },
             policy: PolicySnapshot::default(),
             reviews,
+            change_set: None,
         }
     }
 
@@ -581,6 +593,7 @@ mod standing_tests {
                 ..PolicySnapshot::default()
             },
             reviews,
+            change_set: None,
         };
         let mut approval = DeploymentApproval::new("web-1", spec);
         approval.metadata.namespace = Some("shop".into());

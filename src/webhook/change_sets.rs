@@ -1,0 +1,163 @@
+//! ChangeSets on `/validate/approvals` and `/mutate/approvals` (SPEC §3, docs/gitops.md):
+//! reviewed like requests, as one. A set made by someone other than countersign must be
+//! theirs and list their own fresh requests exactly; an edit may only append the editor's
+//! own review; status is countersign's; a deletion is the gate's own ground.
+
+use jiff::Timestamp;
+use kube::Api;
+use kube::core::admission::Operation;
+
+use super::request::{Request, decode};
+use super::review::{Webhook, refuse};
+use crate::api::{ChangeSet, DeploymentApproval};
+use crate::cluster::calls::bounded;
+use crate::core::approval::chain::ApprovalChain;
+use crate::core::approval::request::validate_life_metadata_edit;
+use crate::core::approval::review::{
+    ReviewEdit, review_groups, stamp_appended_reviews, validate_review_standing,
+};
+use crate::core::approval::set::{as_request, validate_set_create, validate_set_edit};
+use crate::core::audit::custody::approval_status_write;
+use crate::core::audit::ground::{
+    GroundChange, ground_plan, judge_ground_change, request_deleted_entry,
+};
+use crate::core::plan::{Answer, ReviewPlan};
+use crate::core::policy::matching::policy_named;
+
+/// The resource name of sets in reviews.
+pub(super) const RESOURCE: &str = "changesets";
+
+impl Webhook {
+    pub(super) async fn change_set(&self, request: &Request) -> ReviewPlan {
+        if request.sub_resource.as_deref() == Some("status") {
+            let actor = request.username().unwrap_or_default();
+            return ReviewPlan::answer(Answer::from_result(approval_status_write(
+                actor,
+                &self.settings.own_username,
+            )));
+        }
+        match request.operation {
+            Operation::Create if self.is_own(request) => ReviewPlan::answer(Answer::allow()),
+            Operation::Create => self.set_created(request).await,
+            Operation::Update => self.set_edited(request),
+            Operation::Delete => self.set_deleted(request),
+            Operation::Connect => ReviewPlan::answer(Answer::allow()),
+        }
+    }
+
+    /// A set made by someone else (`countersign request -f` of several documents): theirs,
+    /// of their own fresh requests, read live.
+    async fn set_created(&self, request: &Request) -> ReviewPlan {
+        let set = match decode::<ChangeSet>(request.object.as_ref()) {
+            Ok(set) => set,
+            Err(why) => return refuse(why),
+        };
+        let namespace = request.namespace.clone().unwrap_or_default();
+        let api: Api<DeploymentApproval> = Api::namespaced(self.cluster.client.clone(), &namespace);
+        let mut found = Vec::with_capacity(set.spec.members.len());
+        for member in set
+            .spec
+            .members
+            .iter()
+            .take(crate::core::approval::set::MAX_MEMBERS + 1)
+        {
+            match bounded(api.get_opt(&member.request)).await {
+                Ok(read) => found.push(read),
+                Err(error) => {
+                    return refuse(format!(
+                        "countersign could not read request {namespace}/{} ({error})",
+                        member.request
+                    ));
+                }
+            }
+        }
+        let mut set = set;
+        set.metadata.namespace = Some(namespace);
+        ReviewPlan::answer(Answer::from_result(
+            validate_set_create(&set, &request.requester(), &found, Timestamp::now())
+                .map_err(|refusal| refusal.to_string()),
+        ))
+    }
+
+    /// An edit: nothing but the editor's own review appended.
+    fn set_edited(&self, request: &Request) -> ReviewPlan {
+        let (old, new) = match (
+            decode::<ChangeSet>(request.old_object.as_ref()),
+            decode::<ChangeSet>(request.object.as_ref()),
+        ) {
+            (Ok(old), Ok(new)) => (old, new),
+            (Err(why), _) | (_, Err(why)) => return refuse(why),
+        };
+        let author = request.requester();
+        let now = Timestamp::now();
+        if !self.is_own(request)
+            && let Err(refusal) =
+                validate_life_metadata_edit(&old.metadata, &new.metadata, &author.username)
+        {
+            return refuse(refusal);
+        }
+        let result = match validate_set_edit(&old.spec, &new.spec, &author, now) {
+            Err(refusal) => Err(refusal.to_string()),
+            Ok(ReviewEdit::NoReview) => Ok(()),
+            Ok(ReviewEdit::Appended(review)) => {
+                let bindings = self.snapshot.bindings();
+                validate_review_standing(&as_request(&old), &review, &bindings, now)
+                    .map_err(|r| r.to_string())
+            }
+        };
+        ReviewPlan::answer(Answer::from_result(result))
+    }
+
+    /// A deletion: audited with its author, refused where the policy says so (its members
+    /// then can no longer be approved).
+    fn set_deleted(&self, request: &Request) -> ReviewPlan {
+        let set = match decode::<ChangeSet>(request.old_object.as_ref()) {
+            Ok(set) => set,
+            Err(why) => return refuse(why),
+        };
+        let shown = as_request(&set);
+        let author = request.requester();
+        let policies = self.snapshot.policies();
+        let policy = policy_named(&policies, &shown.spec.policy.name);
+        let verdict =
+            judge_ground_change(GroundChange::RequestDeleted(shown.phase()), policy, &author);
+        let entry = request_deleted_entry(&shown, &author, verdict.reason(), Timestamp::now());
+        ground_plan(
+            vec![(verdict, entry)],
+            Answer::allow(),
+            request.dry_run(),
+            &self.settings.install_namespace,
+            &request.caller.record(),
+        )
+    }
+
+    /// `/mutate/approvals` for a set: stamp `user`, `groups` and `time` on appended reviews
+    /// that left them out.
+    pub(super) fn stamp_set_review(&self, request: &Request) -> ReviewPlan {
+        let (Ok(old), Some(new)) = (
+            decode::<ChangeSet>(request.old_object.as_ref()),
+            request.object.as_ref(),
+        ) else {
+            // The validating webhook denies what cannot be read.
+            return ReviewPlan::answer(Answer::allow());
+        };
+        let author = request.requester();
+        let bindings = self.snapshot.bindings();
+        let chain = ApprovalChain {
+            settings: &old.spec.policy.chain,
+            requester: &old.spec.change.requester,
+            namespace: request.namespace.as_deref().unwrap_or_default(),
+            bindings: &bindings,
+            requested_at: old.spec.change.requested_at.0,
+        };
+        let groups = review_groups(&chain, &author);
+        let operations = stamp_appended_reviews(
+            old.spec.reviews.len(),
+            new,
+            &author,
+            &groups,
+            Timestamp::now(),
+        );
+        ReviewPlan::answer(Answer::patched(operations))
+    }
+}
