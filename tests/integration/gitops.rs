@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use crate::support::countersign::Countersign;
 use crate::support::flow::*;
 use crate::support::gitops::Flux;
+use crate::support::receiver::{Receiver, SinkSecret};
 use crate::support::wait::{Poll, until};
 use crate::support::{TestCluster, TestNamespace, User};
 
@@ -136,12 +137,18 @@ fn deployment(namespace: &str, name: &str, image: &str) -> Value {
 }
 
 #[tokio::test]
-async fn a_held_sync_opens_the_requests_of_all_its_gated_changes_at_once() -> Result<()> {
+async fn a_held_sync_opens_one_change_set_of_all_its_gated_changes() -> Result<()> {
     Countersign::get();
     let flux = Flux::get();
+    let receiver = Receiver::start().await?;
+    let leads = SinkSecret::create(&format!("{}/leads", receiver.base))?;
+    let sre = SinkSecret::create(&format!("{}/sre", receiver.base))?;
     let ns = TestNamespace::create("fluxsync", None).await?;
     let ns = ns.name();
-    let _policy = Policy::apply(ns, flux.gated_chain())?;
+    let mut chain = flux.gated_chain();
+    chain["approval"]["levels"][0]["sinks"] = json!([leads.name]);
+    chain["approval"]["levels"][1]["sinks"] = json!([sre.name]);
+    let _policy = Policy::apply(ns, chain)?;
     until_gated(&web(ns, "nginx:1.27", 1)).await?;
 
     let commit = flux.commit(
@@ -177,25 +184,46 @@ async fn a_held_sync_opens_the_requests_of_all_its_gated_changes_at_once() -> Re
         "{held}"
     );
 
-    // Both requests, opened by countersign as the report came, without anyone asking.
-    let opened = until(
-        "both requests of the sync",
+    // One set and both its requests, opened by countersign as the report came, without
+    // anyone asking.
+    let (set, opened) = until(
+        "the sync's set and both its requests",
         Duration::from_secs(20),
         || async {
+            let sets = change_sets(ns).await?;
             let opened = approvals(ns).await?;
-            Ok(if opened.len() >= 2 {
-                Poll::Ready(opened)
-            } else {
-                Poll::Pending(format!("{} requests", opened.len()))
+            Ok(match sets.as_slice() {
+                [set] if opened.len() >= 2 => Poll::Ready((set.clone(), opened)),
+                _ => Poll::Pending(format!("{} sets, {} requests", sets.len(), opened.len())),
             })
         },
     )
     .await?;
+    let set_name = set.metadata.name.clone().context("a set name")?;
     let mut targets: Vec<&str> = opened.iter().map(|a| a.spec.target.name.as_str()).collect();
     targets.sort_unstable();
     assert_eq!(targets, ["api", "web"]);
+    let mut listed: Vec<&str> = set
+        .spec
+        .members
+        .iter()
+        .map(|m| m.target.name.as_str())
+        .collect();
+    listed.sort_unstable();
+    assert_eq!(listed, ["api", "web"], "the set lists both changes");
+    assert_eq!(set.spec.change.requester.username, flux.kustomize_identity);
+    assert!(
+        set.spec.change.summary_seal.is_some(),
+        "set opened unsealed"
+    );
+    assert!(
+        set.spec.change.summary.text.starts_with("2 changes: "),
+        "{}",
+        set.spec.change.summary.text
+    );
     for approval in &opened {
         let change = &approval.spec.change;
+        assert_eq!(approval.spec.change_set.as_deref(), Some(set_name.as_str()));
         assert_eq!(change.requester.username, flux.kustomize_identity);
         let origin = change.origin.as_ref().context("an origin")?;
         assert_eq!(
@@ -218,6 +246,64 @@ async fn a_held_sync_opens_the_requests_of_all_its_gated_changes_at_once() -> Re
     // Nothing of the commit landed while it waits.
     assert!(!exists(ns, "deployment", "web")? && !exists(ns, "deployment", "api")?);
     assert!(!exists(ns, "configmap", "settings")?);
+
+    // The leads hear once, of the whole set.
+    let notices = until("the leads' notice", Duration::from_secs(20), || async {
+        let posts: Vec<_> = receiver
+            .posts()
+            .into_iter()
+            .filter(|p| p.accepted && p.sink == "leads")
+            .collect();
+        Ok(if posts.is_empty() {
+            Poll::Pending("none yet".into())
+        } else {
+            Poll::Ready(posts)
+        })
+    })
+    .await?;
+    let notice = notices[0].body.to_string();
+    assert!(
+        notice.contains(&set_name) && notice.contains("web") && notice.contains("api"),
+        "the notice names the set and both changes: {notice}"
+    );
+
+    // A member is not reviewed on its own: the set is.
+    let member = opened[0].metadata.name.clone().context("a name")?;
+    assert_refused(
+        &review(User::Alice, ns, &member, json!({ "decision": "Approve" }))?,
+        &format!("belongs to change set {set_name}"),
+    );
+
+    // Nor is the set's list of changes edited, nor its status forged, by anyone.
+    let dropped = kubectl(
+        User::Alice,
+        &[
+            "patch",
+            "changeset",
+            &set_name,
+            "-n",
+            ns,
+            "--type=json",
+            "-p",
+            r#"[{"op":"remove","path":"/spec/members/1"}]"#,
+        ],
+    )?;
+    assert_refused(&dropped, "spec.members is immutable");
+    let forged_phase = kubectl(
+        User::Admin,
+        &[
+            "patch",
+            "changeset",
+            &set_name,
+            "-n",
+            ns,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"phase":"Approved"}}"#,
+        ],
+    )?;
+    assert_refused(&forged_phase, "written by countersign only");
 
     // A person's dry run is no sync's: denied, and it opens nothing.
     let dry = apply(
@@ -263,22 +349,25 @@ async fn a_held_sync_opens_the_requests_of_all_its_gated_changes_at_once() -> Re
         2,
         "a dry run or a forged report opened a request"
     );
+    assert_eq!(
+        change_sets(ns).await?.len(),
+        1,
+        "a forged report opened a set"
+    );
 
-    // Approved level by level; the last approval resumes the sync at once, although Flux
-    // would retry only in 10 minutes: applied, then confirmed Deployed.
+    // One approval per level, on the set; the last resumes the sync at once, although Flux
+    // would retry only in 10 minutes: applied, then each change confirmed Deployed.
     let names: Vec<String> = opened
         .iter()
         .filter_map(|a| a.metadata.name.clone())
         .collect();
     for (user, level) in [(User::Alice, "leads"), (User::Carol, "sre")] {
-        for name in &names {
-            assert_ok(&review(
-                user,
-                ns,
-                name,
-                json!({ "decision": "Approve", "comment": format!("{level} ok") }),
-            )?);
-        }
+        assert_ok(&review_set(
+            user,
+            ns,
+            &set_name,
+            json!({ "decision": "Approve", "comment": format!("{level} ok") }),
+        )?);
     }
     let approved_at = std::time::Instant::now();
     until(
@@ -307,13 +396,39 @@ async fn a_held_sync_opens_the_requests_of_all_its_gated_changes_at_once() -> Re
             s.phase == countersign::api::ApprovalPhase::Deployed
         })
         .await?;
-        let resumed = status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == "SyncResumed")
-            .context("the SyncResumed condition")?;
-        assert_eq!(resumed.status, "True", "{resumed:?}");
+        assert!(
+            !status.conditions.iter().any(|c| c.type_ == "SyncResumed"),
+            "a member resumed the sync on its own: {status:?}"
+        );
     }
+    // The set resumed it, once; and each level heard once, of the set.
+    let set_status = change_sets(ns)
+        .await?
+        .into_iter()
+        .find(|s| s.metadata.name.as_deref() == Some(set_name.as_str()))
+        .and_then(|s| s.status)
+        .context("the set's status")?;
+    assert_eq!(set_status.phase, countersign::api::ApprovalPhase::Approved);
+    let resumed = set_status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "SyncResumed")
+        .context("the set's SyncResumed condition")?;
+    assert_eq!(resumed.status, "True", "{resumed:?}");
+    let opened_notices = |sink: &str| {
+        receiver
+            .accepted(sink)
+            .into_iter()
+            .filter(|(event, _)| event == "LevelOpened")
+            .count()
+    };
+    assert_eq!(
+        opened_notices("leads"),
+        1,
+        "{:?}",
+        receiver.accepted("leads")
+    );
+    assert_eq!(opened_notices("sre"), 1, "{:?}", receiver.accepted("sre"));
     eprintln!(
         "gitops: Deployed {:?} after the last approval",
         approved_at.elapsed()
@@ -370,6 +485,7 @@ async fn a_held_sync_opens_the_requests_of_all_its_gated_changes_at_once() -> Re
         "one request for the one changed object: {fresh:?}"
     );
     assert_eq!(fresh[0].spec.target.name, "web");
+    assert_eq!(fresh[0].spec.change_set, None, "one change forms no set");
     let origin = fresh[0].spec.change.origin.as_ref().context("an origin")?;
     assert!(
         origin

@@ -861,4 +861,53 @@ mod tests {
             assert!(again.resume.is_none(), "{done:?}: resumed twice");
         }
     }
+
+    #[test]
+    fn a_set_announces_and_resumes_once_for_all_its_members_which_announce_nothing() {
+        use crate::core::approval::set::{sealed_set, set_spec};
+        let on = ReconcileSettings {
+            resumes_syncs: true,
+        };
+        let member = |name: &str, target: &str| {
+            let mut request = from_a_sync(two_level_request(&[], None));
+            request.metadata.name = Some(name.into());
+            request.spec.target.name = target.into();
+            request.spec.change_set = Some("apps-1".into());
+            sealed(request)
+        };
+        let members = [member("web-1", "web"), member("api-1", "api")];
+        let specs: Vec<_> = members
+            .iter()
+            .map(|m| (m.metadata.name.clone().unwrap_or_default(), &m.spec))
+            .collect();
+        let mut spec =
+            set_spec(&specs, &members[0].spec.change.requester, minutes(0)).expect("a set");
+        spec.change.origin = members[0].spec.change.origin.clone();
+        spec.reviews = two_level_request(&approved_twice(), None).spec.reviews;
+        let mut set = ChangeSet::new("apps-1", sealed_set(&key(), "shop", "apps-1", spec));
+        set.metadata.namespace = Some("shop".into());
+        let found: Vec<_> = members.iter().cloned().map(Some).collect();
+        let bindings = RoleBindingSnapshot::default();
+
+        let of_set = open_set(&set, &found, &key(), &bindings, on, minutes(5));
+        assert!(of_set.announces, "a set announces");
+        assert!(of_set.seal.verified());
+        assert_eq!(of_set.state.phase, ApprovalPhase::Approved);
+        assert!(of_set.resume.is_some(), "the set resumes its sync");
+        assert_eq!(of_set.grant, GrantAction::Nothing, "a set carries no token");
+
+        for request in &members {
+            let of_member = open(request, Some(&set), &key(), &bindings, on, minutes(5));
+            assert!(!of_member.announces, "a member announces nothing");
+            assert!(of_member.resume.is_none(), "a member does not resume");
+            assert!(
+                of_member.seal.verified(),
+                "judged, its own seal still holds"
+            );
+            assert_eq!(of_member.state.phase, ApprovalPhase::Approved);
+        }
+        // A member whose set is not there is judged on nothing.
+        let alone = open(&members[0], None, &key(), &bindings, on, minutes(5));
+        assert_eq!(alone.state.phase, ApprovalPhase::Pending);
+    }
 }

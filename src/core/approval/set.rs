@@ -401,3 +401,558 @@ pub fn set_spec(
         reviews: Vec::new(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{ApprovalPhase, ChangeOrigin, Review, ReviewDecision};
+    use crate::core::admission::decision::approval_state;
+    use crate::core::approval::chain::RoleBindingSnapshot;
+    use crate::core::test_builders::{minutes, two_level_request};
+
+    const DAVE: &str = "dave";
+
+    fn key() -> SealKey {
+        SealKey::new(&[7; 32]).expect("a key")
+    }
+
+    /// Request `name` of `target`, sealed, of set `set` (made at minute 0 by dave).
+    fn member(name: &str, target: &str, set: Option<&str>) -> DeploymentApproval {
+        let mut request = two_level_request(&[], None);
+        request.metadata.name = Some(name.into());
+        request.spec.target.name = target.into();
+        request.spec.change.digest = format!("sha256:{target}");
+        request.spec.change.summary.text = format!("Deployment shop/{target}: image 1 → 2");
+        request.spec.change_set = set.map(str::to_string);
+        request.spec = crate::core::approval::seal::sealed(&key(), "shop", request.spec);
+        request
+    }
+
+    fn members() -> Vec<DeploymentApproval> {
+        vec![
+            member("web-1", "web", Some("s")),
+            member("api-1", "api", Some("s")),
+        ]
+    }
+
+    /// Set `s` of `members`, made by their requester at minute 1.
+    fn set_of(members: &[DeploymentApproval]) -> ChangeSet {
+        let specs: Vec<(String, &DeploymentApprovalSpec)> = members
+            .iter()
+            .map(|m| (m.metadata.name.clone().unwrap_or_default(), &m.spec))
+            .collect();
+        let requester = members[0].spec.change.requester.clone();
+        let spec = set_spec(&specs, &requester, minutes(1)).expect("a spec");
+        let mut set = ChangeSet::new("s", spec);
+        set.metadata.namespace = Some("shop".into());
+        set
+    }
+
+    fn approve(who: &str, minute: i64) -> Review {
+        Review {
+            user: who.into(),
+            groups: vec![],
+            decision: ReviewDecision::Approve,
+            comment: None,
+            time: Time(minutes(minute)),
+        }
+    }
+
+    fn phase_of(request: &DeploymentApproval, at: i64) -> ApprovalPhase {
+        approval_state(
+            request,
+            "shop",
+            &RoleBindingSnapshot::default(),
+            minutes(at),
+        )
+        .phase
+    }
+
+    #[test]
+    fn a_member_is_judged_by_the_set_that_lists_it_and_by_nothing_else() {
+        let mut approved = set_of(&members());
+        approved.spec.reviews = vec![approve("alice", 2), approve("carol", 3)];
+        let web = members().remove(0);
+        // (what, the member, its set, the phase it is judged to be in at minute 4)
+        let tweak = |f: &dyn Fn(&mut ChangeSet)| {
+            let mut set = approved.clone();
+            f(&mut set);
+            set
+        };
+        let mut own_reviews = web.clone();
+        own_reviews.spec.reviews = vec![approve("alice", 2), approve("carol", 3)];
+        let mut other_digest = web.clone();
+        other_digest.spec.change.digest = "sha256:other".into();
+        let mut other_set = web.clone();
+        other_set.spec.change_set = Some("t".into());
+        let mut other_name = web.clone();
+        other_name.metadata.name = Some("web-2".into());
+        let mut no_set = web.clone();
+        no_set.spec.change_set = None;
+        let cases: Vec<(&str, DeploymentApproval, Option<ChangeSet>, ApprovalPhase)> = vec![
+            (
+                "listed, set approved",
+                web.clone(),
+                Some(approved.clone()),
+                ApprovalPhase::Approved,
+            ),
+            (
+                "listed, set pending",
+                web.clone(),
+                Some(set_of(&members())),
+                ApprovalPhase::Pending,
+            ),
+            ("its set is gone", web.clone(), None, ApprovalPhase::Pending),
+            (
+                "a member's own reviews never count",
+                own_reviews,
+                None,
+                ApprovalPhase::Pending,
+            ),
+            (
+                "another digest than the set lists",
+                other_digest,
+                Some(approved.clone()),
+                ApprovalPhase::Pending,
+            ),
+            (
+                "it names another set",
+                other_set,
+                Some(approved.clone()),
+                ApprovalPhase::Pending,
+            ),
+            (
+                "a request of another name for the listed change",
+                other_name,
+                Some(approved.clone()),
+                ApprovalPhase::Pending,
+            ),
+            (
+                "a set of another requester",
+                web.clone(),
+                Some(tweak(&|s| {
+                    s.spec.change.requester.username = "mallory".into()
+                })),
+                ApprovalPhase::Pending,
+            ),
+            (
+                "a set under another chain",
+                web.clone(),
+                Some(tweak(&|s| s.spec.policy.chain.allow_self_approval = true)),
+                ApprovalPhase::Pending,
+            ),
+            (
+                "a set in another namespace",
+                web.clone(),
+                Some(tweak(&|s| s.metadata.namespace = Some("other".into()))),
+                ApprovalPhase::Pending,
+            ),
+            (
+                "a set that lists another target under the name",
+                web.clone(),
+                Some(tweak(&|s| s.spec.members[0].target.name = "db".into())),
+                ApprovalPhase::Pending,
+            ),
+            (
+                "a request of no set ignores sets",
+                no_set,
+                Some(approved.clone()),
+                ApprovalPhase::Pending,
+            ),
+        ];
+        for (what, request, set, expected) in cases {
+            let judged = judged(&request, set.as_ref());
+            assert_eq!(phase_of(&judged, 4), expected, "{what}");
+        }
+    }
+
+    #[test]
+    fn a_rejected_or_expired_set_ends_its_members() {
+        let web = members().remove(0);
+        let mut rejected = set_of(&members());
+        rejected.spec.reviews = vec![Review {
+            decision: ReviewDecision::Reject,
+            ..approve("alice", 2)
+        }];
+        assert_eq!(
+            phase_of(&judged(&web, Some(&rejected)), 3),
+            ApprovalPhase::Rejected
+        );
+        // The set's time counts, not the member's: requestTTL is one hour from minute 1.
+        let pending = set_of(&members());
+        assert_eq!(
+            phase_of(&judged(&web, Some(&pending)), 60),
+            ApprovalPhase::Pending
+        );
+        assert_eq!(
+            phase_of(&judged(&web, Some(&pending)), 62),
+            ApprovalPhase::Expired
+        );
+    }
+
+    #[test]
+    fn who_may_make_a_set_of_which_requests() {
+        let dave = UserInfo::new(DAVE, &["developers"]);
+        let mallory = UserInfo::new("mallory", &[]);
+        let found = |m: &[DeploymentApproval]| m.iter().cloned().map(Some).collect::<Vec<_>>();
+        let good = set_of(&members());
+        let now = minutes(1);
+        let tweak = |f: &dyn Fn(&mut ChangeSet)| {
+            let mut set = good.clone();
+            f(&mut set);
+            set
+        };
+        let with_member = |f: &dyn Fn(&mut DeploymentApproval)| {
+            let mut m = members();
+            f(&mut m[1]);
+            found(&m)
+        };
+        let mismatch = |why: &str| SetRefusal::MemberMismatch {
+            request: "api-1".into(),
+            why: why.into(),
+        };
+        let three = {
+            let mut m = members();
+            m.push(member("db-1", "db", Some("s")));
+            m
+        };
+        let cases: Vec<(
+            &str,
+            ChangeSet,
+            Vec<Option<DeploymentApproval>>,
+            &UserInfo,
+            Result<(), SetRefusal>,
+        )> = vec![
+            (
+                "their own fresh requests",
+                good.clone(),
+                found(&members()),
+                &dave,
+                Ok(()),
+            ),
+            (
+                "three of them",
+                set_of(&three),
+                found(&three),
+                &dave,
+                Ok(()),
+            ),
+            (
+                "someone else's requests",
+                good.clone(),
+                found(&members()),
+                &mallory,
+                Err(SetRefusal::NotTheRequester {
+                    claimed: DAVE.into(),
+                    actual: "mallory".into(),
+                }),
+            ),
+            (
+                "one request",
+                set_of(&members()[..1]),
+                found(&members()[..1]),
+                &dave,
+                Err(SetRefusal::Size(1)),
+            ),
+            (
+                "an origin only countersign sets",
+                tweak(&|s| s.spec.change.origin = Some(ChangeOrigin::default())),
+                found(&members()),
+                &dave,
+                Err(SetRefusal::HasOrigin),
+            ),
+            (
+                "made with reviews",
+                tweak(&|s| s.spec.reviews = vec![approve("alice", 1)]),
+                found(&members()),
+                &dave,
+                Err(SetRefusal::HasReviews),
+            ),
+            (
+                "dated an hour ago",
+                tweak(&|s| s.spec.change.requested_at = Time(minutes(-60))),
+                found(&members()),
+                &dave,
+                Err(SetRefusal::TimeOutOfRange {
+                    time: minutes(-60),
+                    now,
+                }),
+            ),
+            (
+                "one request twice",
+                tweak(&|s| s.spec.members[1] = s.spec.members[0].clone()),
+                found(&members()),
+                &dave,
+                Err(SetRefusal::Duplicate("web-1".into())),
+            ),
+            (
+                "a request that does not exist",
+                good.clone(),
+                vec![found(&members())[0].clone(), None],
+                &dave,
+                Err(SetRefusal::MemberMissing("api-1".into())),
+            ),
+            (
+                "a request that names another set",
+                good.clone(),
+                with_member(&|m| m.spec.change_set = Some("t".into())),
+                &dave,
+                Err(mismatch("its spec.changeSet is not \"s\"")),
+            ),
+            (
+                "a request of someone else",
+                good.clone(),
+                with_member(&|m| m.spec.change.requester.username = "erin".into()),
+                &dave,
+                Err(mismatch(
+                    "it was requested by erin, not by the set's requester",
+                )),
+            ),
+            (
+                "a request for another change than listed",
+                good.clone(),
+                with_member(&|m| m.spec.change.digest = "sha256:evil".into()),
+                &dave,
+                Err(mismatch("its digest is not the one listed")),
+            ),
+            (
+                "a request of another target than listed",
+                good.clone(),
+                with_member(&|m| m.spec.target.name = "db".into()),
+                &dave,
+                Err(mismatch("its target is not the one listed")),
+            ),
+            (
+                "a request under another chain",
+                good.clone(),
+                with_member(&|m| m.spec.policy.chain.allow_self_approval = true),
+                &dave,
+                Err(mismatch("it was requested under another policy or chain")),
+            ),
+            (
+                "a request already reviewed",
+                good.clone(),
+                with_member(&|m| m.spec.reviews = vec![approve("alice", 0)]),
+                &dave,
+                Err(mismatch(
+                    "it is Pending with 1 reviews; a set is made of fresh requests",
+                )),
+            ),
+            (
+                "a request already decided",
+                good.clone(),
+                with_member(&|m| {
+                    m.status = Some(crate::api::DeploymentApprovalStatus {
+                        phase: ApprovalPhase::Approved,
+                        ..Default::default()
+                    })
+                }),
+                &dave,
+                Err(mismatch(
+                    "it is Approved with 0 reviews; a set is made of fresh requests",
+                )),
+            ),
+            (
+                "a digest that is not the members'",
+                tweak(&|s| s.spec.change.digest = "sha256:00".into()),
+                found(&members()),
+                &dave,
+                Err(SetRefusal::Digest(set_digest(&good.spec.members))),
+            ),
+            (
+                "a summary of its own",
+                tweak(&|s| s.spec.change.summary.text = "2 changes: nothing to see".into()),
+                found(&members()),
+                &dave,
+                Err(SetRefusal::Summary),
+            ),
+        ];
+        for (what, set, found, creator, expected) in cases {
+            assert_eq!(
+                validate_set_create(&set, creator, &found, now),
+                expected,
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_set_is_edited_only_by_appending_ones_own_review() {
+        let alice = UserInfo::new("alice", &["team-leads"]);
+        let now = minutes(2);
+        let old = set_of(&members()).spec;
+        let appended = |review: Review| {
+            let mut new = old.clone();
+            new.reviews.push(review);
+            new
+        };
+        let mut grown = appended(approve("alice", 2));
+        grown.members.push(SetMember::default());
+        let mut redigested = old.clone();
+        redigested.change.digest = "sha256:00".into();
+        let cases: Vec<(&str, ChangeSetSpec, Result<ReviewEdit, ReviewRefusal>)> = vec![
+            (
+                "own review",
+                appended(approve("alice", 2)),
+                Ok(ReviewEdit::Appended(approve("alice", 2))),
+            ),
+            ("nothing", old.clone(), Ok(ReviewEdit::NoReview)),
+            (
+                "a member added",
+                grown,
+                Err(ReviewRefusal::Immutable("members")),
+            ),
+            (
+                "the digest",
+                redigested,
+                Err(ReviewRefusal::Immutable("change")),
+            ),
+            (
+                "in carol's name",
+                appended(approve("carol", 2)),
+                Err(ReviewRefusal::NotTheAuthor {
+                    index: 0,
+                    claimed: "carol".into(),
+                    actual: "alice".into(),
+                }),
+            ),
+            (
+                "before the set was made",
+                appended(approve("alice", 0)),
+                Err(ReviewRefusal::TimeOutOfRange {
+                    index: 0,
+                    time: minutes(0),
+                    now,
+                }),
+            ),
+        ];
+        for (what, new, expected) in cases {
+            assert_eq!(
+                validate_set_edit(&old, &new, &alice, now),
+                expected,
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_review_on_a_member_is_refused_and_names_the_set() {
+        let old = members().remove(0).spec;
+        let mut new = old.clone();
+        new.reviews.push(approve("alice", 0));
+        let refusal = validate_review_edit(&old, &new, &UserInfo::new("alice", &[]), minutes(0))
+            .expect_err("refused");
+        assert_eq!(refusal, ReviewRefusal::MemberOfSet("s".into()));
+        assert!(refusal.to_string().contains("approve s"), "{refusal}");
+        let mut moved = old.clone();
+        moved.change_set = Some("t".into());
+        assert_eq!(
+            validate_review_edit(&old, &moved, &UserInfo::new("alice", &[]), minutes(0)),
+            Err(ReviewRefusal::Immutable("changeSet"))
+        );
+    }
+
+    #[test]
+    fn whether_a_sets_summary_is_countersigns() {
+        let key = key();
+        let all = members();
+        let found: Vec<_> = all.iter().cloned().map(Some).collect();
+        let made = set_of(&all);
+        let sealed = {
+            let mut set = made.clone();
+            set.spec = sealed_set(&key, "shop", "s", set.spec.clone());
+            set.metadata.uid = Some("uid-given-later".into());
+            set
+        };
+        let mut forged_text = sealed.clone();
+        forged_text.spec.change.summary.text = "2 changes: harmless".into();
+        let mut unsealed_member = all.clone();
+        unsealed_member[1].spec.change.summary_seal = None;
+        let mut lies = made.clone();
+        lies.spec.change.summary.text = "2 changes: harmless".into();
+        // (what, the set, its members as stored, the check)
+        let cases: Vec<(&str, &ChangeSet, Vec<Option<DeploymentApproval>>, SealCheck)> = vec![
+            (
+                "sealed by countersign",
+                &sealed,
+                vec![],
+                SealCheck::Verified,
+            ),
+            (
+                "sealed, then its summary edited",
+                &forged_text,
+                found.clone(),
+                SealCheck::Mismatch,
+            ),
+            (
+                "made by its requester, as its members imply",
+                &made,
+                found.clone(),
+                SealCheck::Verified,
+            ),
+            (
+                "a member not there yet",
+                &made,
+                vec![found[0].clone(), None],
+                SealCheck::Missing,
+            ),
+            (
+                "a member unsealed",
+                &made,
+                unsealed_member.into_iter().map(Some).collect(),
+                SealCheck::Missing,
+            ),
+            (
+                "a summary its members do not imply",
+                &lies,
+                found.clone(),
+                SealCheck::Missing,
+            ),
+        ];
+        for (what, set, found, expected) in cases {
+            assert_eq!(set_check(&key, set, &found), expected, "{what}");
+        }
+    }
+
+    #[test]
+    fn a_sets_summary_and_name_are_bounded_and_inert() {
+        let hostile = ChangeSummary {
+            text: format!("\u{1b}[2J{}", "x".repeat(5_000)),
+            ..ChangeSummary::default()
+        };
+        let many: Vec<&ChangeSummary> = std::iter::repeat_n(&hostile, 100).collect();
+        let summary = set_summary(&many);
+        assert!(summary.text.starts_with("100 changes: "));
+        assert!(!summary.text.contains('\u{1b}'), "escapes made visible");
+        assert!(
+            summary.text.chars().count() <= SUMMARY_CHARS + 20,
+            "{}",
+            summary.text.len()
+        );
+        for (prefix, expected) in [
+            ("apps", "apps-0123456789"),
+            ("Flux_Apps!", "fluxapps-0123456789"),
+            ("", "set-0123456789"),
+            ("---", "set-0123456789"),
+            (&"a".repeat(300), &format!("{}-0123456789", "a".repeat(40))),
+        ] {
+            assert_eq!(
+                set_name(prefix, "sha256:0123456789abcdef"),
+                expected,
+                "{prefix}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_set_as_one_request_carries_no_token_and_is_its_own_target() {
+        let mut set = set_of(&members());
+        set.spec.policy.grant = Some(Default::default());
+        let request = as_request(&set);
+        assert_eq!(request.spec.target.kind, SET_KIND);
+        assert_eq!(request.spec.target.name, "s");
+        assert_eq!(request.spec.policy.grant, None);
+        assert_eq!(request.spec.change_set, None);
+        assert_eq!(request.spec.change.digest, set_digest(&set.spec.members));
+    }
+}

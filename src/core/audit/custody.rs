@@ -22,7 +22,7 @@ pub fn approval_status_write(actor: &str, countersign: &str) -> Result<(), Strin
     only_countersign(
         actor,
         countersign,
-        "the status of a DeploymentApproval is written by countersign only",
+        "the status of a DeploymentApproval or ChangeSet is written by countersign only",
     )
 }
 

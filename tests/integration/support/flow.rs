@@ -151,7 +151,35 @@ pub async fn approvals(namespace: &str) -> Result<Vec<DeploymentApproval>> {
         .items)
 }
 
-/// Append a review with a JSON patch, as `kubectl patch --type=json` users do.
+/// The ChangeSets in `namespace`.
+pub async fn change_sets(namespace: &str) -> Result<Vec<countersign::api::ChangeSet>> {
+    let admin = TestCluster::get().client(User::Admin).await?;
+    Ok(
+        Api::<countersign::api::ChangeSet>::namespaced(admin, namespace)
+            .list(&Default::default())
+            .await?
+            .items,
+    )
+}
+
+/// Append a review to change set `set`, as `kubectl patch --type=json` users do.
+pub fn review_set(user: User, namespace: &str, set: &str, review: Value) -> Result<Output> {
+    let patch = json!([{ "op": "add", "path": "/spec/reviews/-", "value": review }]).to_string();
+    kubectl(
+        user,
+        &[
+            "patch",
+            "changeset",
+            set,
+            "-n",
+            namespace,
+            "--type=json",
+            "-p",
+            &patch,
+        ],
+    )
+}
+
 /// Patch a DeploymentApproval with JSON Patch `operations`, as `kubectl patch --type=json`
 /// users do.
 pub fn patch_approval(
