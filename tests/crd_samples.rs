@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use countersign::api::{ApprovalPolicy, AuditEntry, DeploymentApproval};
+use countersign::api::{ApprovalPolicy, AuditEntry, ChangeSet, DeploymentApproval};
 use countersign::cli::input::{decode_all, documents};
 use countersign::core::policy::validation::validate_policy;
 use serde::Serialize;
@@ -64,6 +64,13 @@ fn deployment_approval_sample_round_trips() {
 }
 
 #[test]
+fn change_set_sample_round_trips() {
+    let (set, _) = round_trip::<ChangeSet>("changeset.yaml");
+    assert!(set.spec.members.len() >= 2 && !set.spec.reviews.is_empty());
+    assert!(set.spec.change.origin.is_some());
+}
+
+#[test]
 fn audit_entry_sample_round_trips() {
     round_trip::<AuditEntry>("auditentry.yaml");
 }
@@ -80,6 +87,7 @@ fn there_is_one_sample_per_kind() {
         [
             "approvalpolicy.yaml",
             "auditentry.yaml",
+            "changeset.yaml",
             "deploymentapproval.yaml"
         ]
     );

@@ -82,8 +82,8 @@ async fn crds_are_accepted_and_samples_round_trip() -> Result<()> {
     ensure!(!crds.is_empty(), "no CRDs in {}", crd_dir.display());
     let samples = read_yaml_documents(&sample_dir)?;
     let namespace = TestNamespace::create("crds", Some("eu-west-1")).await?;
-    // With countersign's webhook registered, only countersign writes DeploymentApprovals
-    // (unless a policy governs them) and AuditEntries (only in its own namespace).
+    // With countersign's webhook registered, only countersign writes DeploymentApprovals and
+    // ChangeSets (unless a policy governs them) and AuditEntries (only in its own namespace).
     let own = own_client().await?;
 
     for crd in &crds {
@@ -104,7 +104,9 @@ async fn crds_are_accepted_and_samples_round_trip() -> Result<()> {
         }
         let api: Api<DynamicObject> = match resource.kind.as_str() {
             "AuditEntry" => Api::namespaced_with(own.clone(), INSTALL_NAMESPACE, &resource),
-            "DeploymentApproval" => Api::namespaced_with(own.clone(), namespace.name(), &resource),
+            "DeploymentApproval" | "ChangeSet" => {
+                Api::namespaced_with(own.clone(), namespace.name(), &resource)
+            }
             _ if crd.spec.scope == "Namespaced" => {
                 Api::namespaced_with(admin.clone(), namespace.name(), &resource)
             }

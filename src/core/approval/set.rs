@@ -616,13 +616,15 @@ mod tests {
             m.push(member("db-1", "db", Some("s")));
             m
         };
-        let cases: Vec<(
-            &str,
+        // (what, the set, its members as read, who makes it, the answer)
+        type Case<'a> = (
+            &'a str,
             ChangeSet,
             Vec<Option<DeploymentApproval>>,
-            &UserInfo,
+            &'a UserInfo,
             Result<(), SetRefusal>,
-        )> = vec![
+        );
+        let cases: Vec<Case> = vec![
             (
                 "their own fresh requests",
                 good.clone(),
