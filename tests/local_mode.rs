@@ -831,6 +831,11 @@ fn approval_until(
 }
 
 fn approve(user: User, ns: &str, name: &str) -> Result<()> {
+    approve_object(user, ns, "deploymentapproval", name)
+}
+
+/// Append alice's or carol's approval to `kind` `name` (a request or a change set).
+fn approve_object(user: User, ns: &str, kind: &str, name: &str) -> Result<()> {
     let patch =
         json!([{ "op": "add", "path": "/spec/reviews/-", "value": { "decision": "Approve" } }])
             .to_string();
@@ -838,16 +843,7 @@ fn approve(user: User, ns: &str, name: &str) -> Result<()> {
     loop {
         let out = kubectl(
             user,
-            &[
-                "patch",
-                "deploymentapproval",
-                name,
-                "-n",
-                ns,
-                "--type=json",
-                "-p",
-                &patch,
-            ],
+            &["patch", kind, name, "-n", ns, "--type=json", "-p", &patch],
             None,
         )?;
         if out.status.success() {
@@ -1836,9 +1832,9 @@ async fn with_restore_a_loosened_or_deleted_webhook_configuration_is_put_back() 
     Ok(())
 }
 
-/// Issue 22: a held Flux sync whose requests were approved while countersign's operator was
-/// not running (here: a webhook-only process, then killed) is resumed by the next
-/// countersign that runs one, from what the requests record: nothing else remembers it.
+/// Issue 22: a held Flux sync whose change set was approved while countersign's operator
+/// was not running (here: a webhook-only process, then killed) is resumed by the next
+/// countersign that runs one, from what the set records: nothing else remembers it.
 #[tokio::test]
 async fn a_sync_approved_while_no_operator_ran_is_resumed_when_one_runs() -> Result<()> {
     let _one = lock().await;
@@ -1849,23 +1845,33 @@ async fn a_sync_approved_while_no_operator_ran_is_resumed_when_one_runs() -> Res
     let mut first = Local::start(&["--gitops"])?;
     support::flow::until_gated(&web(ns, "nginx:1.27")).await?;
 
-    let commit = flux.commit(ns, &[web(ns, "nginx:1.27")], "web")?;
+    let mut api = web(ns, "api:2.0");
+    api["metadata"]["name"] = json!("api");
+    let commit = flux.commit(ns, &[web(ns, "nginx:1.27"), api], "web and api")?;
     flux.kustomization(ns, "apps", ns, "10m")?;
     flux.tried(ns, "apps", &commit, "False").await?;
-    let name = until("the sync's request", Duration::from_secs(20), || async {
+    let (set, members) = until("the sync's set", Duration::from_secs(20), || async {
+        let sets = support::flow::change_sets(ns).await?;
         let opened = support::flow::approvals(ns).await?;
-        Ok(match opened.first().and_then(|a| a.metadata.name.clone()) {
-            Some(name) => Poll::Ready(name),
-            None => Poll::Pending("no request yet".into()),
+        Ok(match sets.first().and_then(|s| s.metadata.name.clone()) {
+            Some(set) if opened.len() == 2 => Poll::Ready((
+                set,
+                opened
+                    .iter()
+                    .filter_map(|a| a.metadata.name.clone())
+                    .collect::<Vec<_>>(),
+            )),
+            _ => Poll::Pending(format!("{} sets, {} requests", sets.len(), opened.len())),
         })
     })
     .await?;
     // countersign goes down; a webhook-only process (no operator) answers while the
-    // approvers approve, so nothing resumes the sync (Flux itself would in 10 minutes).
+    // approvers approve the set, so nothing resumes the sync (Flux itself would in 10
+    // minutes).
     first.kill()?;
     let mut webhook_only = Local::start(&["--gitops", "--webhook-only"])?;
-    approve(User::Alice, ns, &name)?;
-    approve(User::Carol, ns, &name)?;
+    approve_object(User::Alice, ns, "changeset", &set)?;
+    approve_object(User::Carol, ns, "changeset", &set)?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
         !deployment_exists(ns)?,
@@ -1891,10 +1897,18 @@ async fn a_sync_approved_while_no_operator_ran_is_resumed_when_one_runs() -> Res
         "gitops: applied {:?} after the operator came back",
         started.elapsed()
     );
-    let status = support::flow::status_until(ns, &name, "Deployed", |s| {
-        s.phase == countersign::api::ApprovalPhase::Deployed
-    })
-    .await?;
+    for name in &members {
+        support::flow::status_until(ns, name, "Deployed", |s| {
+            s.phase == countersign::api::ApprovalPhase::Deployed
+        })
+        .await?;
+    }
+    let status = support::flow::change_sets(ns)
+        .await?
+        .into_iter()
+        .find(|s| s.metadata.name.as_deref() == Some(set.as_str()))
+        .and_then(|s| s.status)
+        .unwrap_or_default();
     assert!(
         status
             .conditions
