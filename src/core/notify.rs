@@ -16,6 +16,7 @@
 //!   (approval uid, level, event), so a receiver drops a duplicate (a delivery whose status
 //!   write was lost is sent again).
 
+use crate::core::approval::set::SET_KIND;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::Serialize;
@@ -273,7 +274,8 @@ pub fn payload(
     let still_open = state.phase == ApprovalPhase::Pending
         && notice.level.is_some()
         && state.current_level == notice.level;
-    let commands = still_open.then(|| review_commands(&namespace, &name));
+    let commands =
+        still_open.then(|| review_commands(&approval.spec.target.kind, &namespace, &name));
     let reason = reason(approval, state, notice.event);
     let text = notice_text(
         approval,
@@ -344,12 +346,18 @@ fn payload_progress(state: &ChainState, notice: &Notice, level_count: usize) -> 
     }
 }
 
-/// The commands that review request `namespace/name`.
-fn review_commands(namespace: &str, name: &str) -> PayloadCommands {
+/// The commands that review request (or change set, by its `kind` as a target)
+/// `namespace/name`.
+fn review_commands(kind: &str, namespace: &str, name: &str) -> PayloadCommands {
+    let resource = if kind == SET_KIND {
+        "changeset"
+    } else {
+        "deploymentapproval"
+    };
     PayloadCommands {
         approve: format!("kubectl countersign approve {name} -n {namespace} --comment \"...\""),
         approve_with_kubectl: format!(
-            "kubectl patch deploymentapproval {name} -n {namespace} --type=json -p '[{{\"op\":\"add\",\"path\":\"/spec/reviews/-\",\"value\":{{\"decision\":\"Approve\",\"comment\":\"...\"}}}}]'"
+            "kubectl patch {resource} {name} -n {namespace} --type=json -p '[{{\"op\":\"add\",\"path\":\"/spec/reviews/-\",\"value\":{{\"decision\":\"Approve\",\"comment\":\"...\"}}}}]'"
         ),
         reject: format!("kubectl countersign reject {name} -n {namespace} --comment \"...\""),
     }
@@ -371,12 +379,16 @@ fn notice_text(
     let level_status = notice.level.and_then(|index| state.levels.get(index));
     // Structure (bold, line breaks, code) is countersign's; everything from the request,
     // the policy or a person goes in quoted and inert (`core::inert::slack_quoted`).
-    let what = format!(
-        "{} {} (request {})",
-        q(&spec.target.kind),
-        q(&format!("{namespace}/{}", spec.target.name)),
-        q(&format!("{namespace}/{name}"))
-    );
+    let what = if spec.target.kind == SET_KIND {
+        format!("change set {}", q(&format!("{namespace}/{name}")))
+    } else {
+        format!(
+            "{} {} (request {})",
+            q(&spec.target.kind),
+            q(&format!("{namespace}/{}", spec.target.name)),
+            q(&format!("{namespace}/{name}"))
+        )
+    };
     let summary = if spec.change.summary.text.is_empty() {
         q(&spec.change.digest)
     } else {
@@ -947,6 +959,51 @@ mod tests {
         assert_eq!(
             later[3].delivery_id,
             "6f1c2d3e-0000-4000/requester/Deployed"
+        );
+    }
+
+    #[test]
+    fn a_sets_notice_names_the_set_lists_its_changes_and_says_how_to_review_it() {
+        use crate::core::approval::set::{as_request, set_spec};
+        let web = request(&[], None);
+        let mut api = request(&[], None);
+        api.metadata.name = Some("api-1".into());
+        api.spec.target.name = "api".into();
+        api.spec.change.summary.text = "Deployment shop/api: image api 1 → 2".into();
+        let members = [
+            ("web-1".to_string(), &web.spec),
+            ("api-1".to_string(), &api.spec),
+        ];
+        let spec = set_spec(
+            &members,
+            &web.spec.change.requester,
+            web.spec.change.requested_at.0,
+        )
+        .expect("a set");
+        let mut set = crate::api::ChangeSet::new("apps-1", spec);
+        set.metadata.namespace = Some("shop".into());
+        set.metadata.uid = Some("set-uid".into());
+        let shown = as_request(&set);
+        let state = state(&shown, 0);
+        let notice = &notices(&shown, &state)[0];
+        let body = serde_json::to_value(payload(&shown, &state, notice)).expect("a body");
+        assert_eq!(body["target"]["kind"], "ChangeSet");
+        let text = body["text"].as_str().unwrap_or_default();
+        assert!(
+            text.starts_with("*Approval needed* for change set `shop/apps-1`:\n`2 changes: "),
+            "{text}"
+        );
+        assert!(text.contains("shop/api: image api 1 → 2"), "{text}");
+        assert!(
+            body["commands"]["approveWithKubectl"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("kubectl patch changeset apps-1 -n shop "),
+            "{body}"
+        );
+        assert_eq!(
+            body["commands"]["approve"],
+            "kubectl countersign approve apps-1 -n shop --comment \"...\""
         );
     }
 
