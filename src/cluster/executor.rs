@@ -177,7 +177,9 @@ impl Cluster {
         }
     }
 
-    /// Open the Pending change set `name`. `Ok(false)`: it already exists.
+    /// Open the Pending change set `name`. `Ok(false)`: this very set exists already (a
+    /// retry, or a racing replica); a set of that name listing other changes or made by
+    /// someone else is an error, so no request joins a set it was not made for.
     async fn open_set(
         &self,
         namespace: &str,
@@ -189,7 +191,20 @@ impl Cluster {
         let api: Api<ChangeSet> = Api::namespaced(self.client.clone(), namespace);
         match bounded(api.create(&PostParams::default(), &set)).await {
             Ok(_) => Ok(true),
-            Err(WriteError::Conflict(_)) => Ok(false),
+            Err(WriteError::Conflict(conflict)) => {
+                let existing = bounded(api.get_opt(name)).await?;
+                match existing {
+                    Some(existing)
+                        if existing.spec.members == spec.members
+                            && existing.spec.change.requester == spec.change.requester =>
+                    {
+                        Ok(false)
+                    }
+                    _ => Err(WriteError::Conflict(format!(
+                        "a change set {namespace}/{name} exists that is not this sync's ({conflict})"
+                    ))),
+                }
+            }
             Err(error) => Err(error),
         }
     }
