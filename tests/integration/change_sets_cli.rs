@@ -42,13 +42,20 @@ fn manifest(ns: &str, objects: &[&Value]) -> Result<PathBuf> {
 
 /// `countersign request -f` as dave until the output says `needle` (until countersign's
 /// caches have the policy, the dry runs are admitted and nothing is opened).
-async fn request_until(ns: &str, manifest: &std::path::Path, needle: &str) -> Result<Output> {
+async fn request_until(
+    ns: &str,
+    manifest: &std::path::Path,
+    extra: &[&str],
+    needle: &str,
+) -> Result<Output> {
     let path = manifest.to_string_lossy().into_owned();
     until(
         &format!("request -f saying {needle:?}"),
         Duration::from_secs(20),
         || async {
-            let out = countersign(User::Dave, ns, &["request", "-f", &path])?;
+            let mut args = vec!["request", "-f", path.as_str()];
+            args.extend_from_slice(extra);
+            let out = countersign(User::Dave, ns, &args)?;
             Ok(if text(&out).contains(needle) {
                 Poll::Ready(out)
             } else {
@@ -118,7 +125,7 @@ async fn a_manifest_of_two_gated_deployments_is_requested_and_approved_as_one_se
     until_gated(&web).await?;
 
     // One set, two members, each naming it.
-    let out = request_until(ns, &path, "Change set").await?;
+    let out = request_until(ns, &path, &[], "Change set").await?;
     assert_eq!(exit_code(&out), Some(0), "{}", text(&out));
     let set = opened_set(&out)?;
     assert!(set.starts_with("release-"), "{set}");
@@ -321,8 +328,20 @@ async fn one_rejection_of_a_set_rejects_every_member() -> Result<()> {
     let api = deployment(ns, "api", "nginx:1.29");
     let path = manifest(ns, &[&web, &api])?;
     until_gated(&web).await?;
-    let out = request_until(ns, &path, "Change set").await?;
-    let set = opened_set(&out)?;
+    // As JSON: the requests, then the set.
+    let out = request_until(ns, &path, &["-o", "json"], "\"kind\": \"ChangeSet\"").await?;
+    let opened: Value = serde_json::from_slice(&out.stdout)?;
+    let items = opened["items"].as_array().cloned().unwrap_or_default();
+    let kinds: Vec<&str> = items.iter().filter_map(|i| i["kind"].as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["DeploymentApproval", "DeploymentApproval", "ChangeSet"],
+        "{opened}"
+    );
+    let set = items[2]["metadata"]["name"]
+        .as_str()
+        .ok_or_else(|| anyhow!("no set name in {opened}"))?
+        .to_string();
     let members: Vec<String> = approvals(ns)
         .await?
         .into_iter()
