@@ -23,7 +23,7 @@ use kube::{Api, Client};
 use serde_json::Value;
 
 use super::CliError;
-use super::cluster::{ClusterArgs, connect};
+use super::cluster::{ClusterArgs, connect, whoami};
 use super::input::InputError;
 use super::show::{ShowFormat, list_of, print_object};
 use crate::api::{
@@ -120,6 +120,7 @@ pub async fn run(args: &RequestArgs) -> Result<(), CliError> {
     let mut dry = Vec::new();
     let mut candidates: Vec<Candidate> = Vec::new();
     let mut candidate_of = Vec::new();
+    let mut caller = None;
     for object in objects {
         let what = object_ref(&object);
         let answered = dry_run(
@@ -136,7 +137,20 @@ pub async fn run(args: &RequestArgs) -> Result<(), CliError> {
                 continue;
             }
         };
-        let candidate = candidate(&answer);
+        let mut candidate = candidate(&answer);
+        // An earlier run's unfinished set is finished only by its requester: the caller,
+        // as the API server says (asked once, and only then).
+        if let Some(unfinished) = candidate.as_ref().filter(|c| !c.fresh) {
+            if caller.is_none() {
+                caller = Some(whoami(&cluster.client).await?);
+            }
+            let theirs = caller
+                .as_ref()
+                .is_some_and(|you| you.username == unfinished.spec.change.requester.username);
+            if !theirs {
+                candidate = None;
+            }
+        }
         let earlier = candidate
             .as_ref()
             .and_then(|c| candidates.iter().find(|earlier| same_target(earlier, c)));
@@ -560,13 +574,8 @@ async fn open_set(client: &Client, set: &PlannedSet) -> SetOutcome {
     match api.create(&PostParams::default(), &made).await {
         Ok(created) => SetOutcome::Opened(Box::new(created)),
         Err(kube::Error::Api(status)) if status.code == 409 => SetOutcome::AlreadyOpen,
-        Err(error) => SetOutcome::Refused(
-            CliError::from_api(
-                &format!("opening ChangeSet {}/{}", set.namespace, set.name),
-                error,
-            )
-            .to_string(),
-        ),
+        // Said after the set's name: `ChangeSet NS/NAME: not opened: <the reason>`.
+        Err(error) => SetOutcome::Refused(CliError::from_api("not opened", error).to_string()),
     }
 }
 

@@ -476,7 +476,16 @@ async fn a_set_of_someone_elses_requests_or_with_a_digest_of_its_own_is_refused(
         &kubectl_stdin(User::Dave, &["create", "-f", "-"], &wrong)?,
         "is not the digest of spec.members",
     );
-    // The manifest requested again finishes the set its requests name.
+    // erin asking for the same changes opens nothing, and does not finish dave's set.
+    let out = countersign(User::Erin, ns, &["request", "-f", &path.to_string_lossy()])?;
+    assert_eq!(exit_code(&out), Some(0), "{}", text(&out));
+    assert!(
+        stdout(&out).contains(&format!("in change set {name}"))
+            && !stdout(&out).contains("Change set"),
+        "{}",
+        text(&out)
+    );
+    // dave requesting the manifest again finishes the set his requests name.
     let out = countersign(User::Dave, ns, &["request", "-f", &path.to_string_lossy()])?;
     assert_eq!(exit_code(&out), Some(0), "{}", text(&out));
     assert!(
