@@ -1,18 +1,19 @@
-//! The Argo CD health check for DeploymentApproval
-//! (`gitops/argocd/resource_customizations/countersign.dev/DeploymentApproval/health.lua`),
-//! run under Lua 5.1 the way Argo CD runs a check from argocd-cm, on every case of its
+//! The Argo CD health checks for DeploymentApproval and ChangeSet
+//! (`gitops/argocd/resource_customizations/countersign.dev/<Kind>/health.lua`), each run
+//! under Lua 5.1 the way Argo CD runs a check from argocd-cm, on every case of its
 //! `health_test.yaml`; and the argocd-cm snippet in docs/gitops.md, which must carry
-//! exactly that script.
+//! exactly those scripts.
 
 use std::path::{Path, PathBuf};
 
-use countersign::api::DeploymentApproval;
+use countersign::api::{ChangeSet, DeploymentApproval};
 use mlua::{Lua, LuaOptions, StdLib, Value as LuaValue};
 use serde::Deserialize;
 use serde_json::Value;
 
-const CHECK_DIR: &str = "gitops/argocd/resource_customizations/countersign.dev/DeploymentApproval";
-const CM_KEY: &str = "resource.customizations.health.countersign.dev_DeploymentApproval";
+const CHECKS_DIR: &str = "gitops/argocd/resource_customizations/countersign.dev";
+/// The kinds with a health check, in the snippet's order.
+const KINDS: [&str; 2] = ["DeploymentApproval", "ChangeSet"];
 const BEGIN: &str = "<!-- BEGIN GENERATED: argocd-cm health check (tests/argocd_health.rs) -->\n";
 const END: &str = "<!-- END GENERATED -->";
 
@@ -48,16 +49,23 @@ struct Health {
     message: String,
 }
 
-fn check_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(CHECK_DIR)
+fn check_dir(kind: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(CHECKS_DIR)
+        .join(kind)
+}
+
+/// The argocd-cm key of `kind`'s check.
+fn cm_key(kind: &str) -> String {
+    format!("resource.customizations.health.countersign.dev_{kind}")
 }
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
-fn script() -> String {
-    read(&check_dir().join("health.lua"))
+fn script(kind: &str) -> String {
+    read(&check_dir(kind).join("health.lua"))
 }
 
 /// A JSON value as Argo CD hands it to a script (`decodeValue` in argo-cd's util/lua):
@@ -142,103 +150,129 @@ fn load_yaml(path: &Path) -> Value {
 
 #[test]
 fn every_case_of_health_test_yaml_gets_its_status_and_message() {
-    let script = script();
-    let dir = check_dir();
-    let tests: HealthTests = yaml_serde::from_str(&read(&dir.join("health_test.yaml")))
-        .expect("health_test.yaml in Argo CD's format");
-    assert!(!tests.tests.is_empty(), "health_test.yaml has no cases");
     let mut failures = Vec::new();
-    for case in &tests.tests {
-        let object = load_yaml(&dir.join(&case.input_path));
-        match run_check(&script, &object) {
-            Ok(health) if health == case.health_status => {}
-            Ok(health) => failures.push(format!(
-                "{}:\n    expected {:?}: {:?}\n    got      {:?}: {:?}",
-                case.input_path,
-                case.health_status.status,
-                case.health_status.message,
-                health.status,
-                health.message
-            )),
-            Err(error) => failures.push(format!("{}: {error}", case.input_path)),
+    let mut cases = 0;
+    for kind in KINDS {
+        let script = script(kind);
+        let dir = check_dir(kind);
+        let tests: HealthTests = yaml_serde::from_str(&read(&dir.join("health_test.yaml")))
+            .unwrap_or_else(|e| panic!("{kind}'s health_test.yaml in Argo CD's format: {e}"));
+        assert!(
+            !tests.tests.is_empty(),
+            "{kind}'s health_test.yaml has no cases"
+        );
+        cases += tests.tests.len();
+        for case in &tests.tests {
+            let object = load_yaml(&dir.join(&case.input_path));
+            match run_check(&script, &object) {
+                Ok(health) if health == case.health_status => {}
+                Ok(health) => failures.push(format!(
+                    "{kind}/{}:\n    expected {:?}: {:?}\n    got      {:?}: {:?}",
+                    case.input_path,
+                    case.health_status.status,
+                    case.health_status.message,
+                    health.status,
+                    health.message
+                )),
+                Err(error) => failures.push(format!("{kind}/{}: {error}", case.input_path)),
+            }
         }
     }
     assert!(
         failures.is_empty(),
-        "{} of {} cases failed:\n{}",
+        "{} of {cases} cases failed:\n{}",
         failures.len(),
-        tests.tests.len(),
         failures.join("\n")
     );
 }
 
-/// Every file in testdata/ is a case, and every case but the hostile ones is a
-/// DeploymentApproval countersign itself could have written (no unknown fields).
-#[test]
-fn the_testdata_are_the_cases_and_real_deployment_approvals() {
-    let dir = check_dir();
-    let tests: HealthTests =
-        yaml_serde::from_str(&read(&dir.join("health_test.yaml"))).expect("health_test.yaml");
-    let mut listed: Vec<&str> = tests.tests.iter().map(|t| t.input_path.as_str()).collect();
-    listed.sort_unstable();
-    let mut files: Vec<String> = std::fs::read_dir(dir.join("testdata"))
-        .expect("testdata/")
-        .map(|entry| {
-            format!(
-                "testdata/{}",
-                entry.expect("entry").file_name().to_string_lossy()
-            )
-        })
-        .collect();
-    files.sort_unstable();
-    assert_eq!(
-        listed, files,
-        "health_test.yaml and testdata/ name different files"
-    );
-    for file in files.iter().filter(|f| !f.starts_with("testdata/hostile_")) {
-        let object = load_yaml(&dir.join(file));
-        let mut unknown = Vec::new();
-        // kube's derived type keeps no apiVersion or kind (its Resource impl supplies
-        // them), so they come out as ignored.
-        let decoded: Result<DeploymentApproval, _> = serde_ignored::deserialize(object, |path| {
-            let path = path.to_string();
-            if path != "apiVersion" && path != "kind" {
-                unknown.push(path);
-            }
-        });
-        if let Err(error) = decoded {
-            panic!("{file} is not a DeploymentApproval: {error}");
+/// The fields of `object` that `kind` does not have, or why it is not one.
+fn unknown_fields(kind: &str, object: Value) -> Result<Vec<String>, String> {
+    let mut unknown = Vec::new();
+    // kube's derived types keep no apiVersion or kind (their Resource impl supplies them),
+    // so those come out as ignored.
+    let mut note = |path: serde_ignored::Path| {
+        let path = path.to_string();
+        if path != "apiVersion" && path != "kind" {
+            unknown.push(path);
         }
-        assert!(
-            unknown.is_empty(),
-            "{file}: fields a DeploymentApproval does not have: {unknown:?}"
+    };
+    let decoded = match kind {
+        "DeploymentApproval" => {
+            serde_ignored::deserialize::<_, _, DeploymentApproval>(object, &mut note).map(drop)
+        }
+        "ChangeSet" => serde_ignored::deserialize::<_, _, ChangeSet>(object, &mut note).map(drop),
+        other => panic!("no type for {other}"),
+    };
+    decoded.map_err(|e| e.to_string())?;
+    Ok(unknown)
+}
+
+/// Every file in testdata/ is a case, and every case but the hostile ones is an object
+/// countersign itself could have written (no unknown fields).
+#[test]
+fn the_testdata_are_the_cases_and_real_objects() {
+    for kind in KINDS {
+        let dir = check_dir(kind);
+        let tests: HealthTests =
+            yaml_serde::from_str(&read(&dir.join("health_test.yaml"))).expect("health_test.yaml");
+        let mut listed: Vec<&str> = tests.tests.iter().map(|t| t.input_path.as_str()).collect();
+        listed.sort_unstable();
+        let mut files: Vec<String> = std::fs::read_dir(dir.join("testdata"))
+            .expect("testdata/")
+            .map(|entry| {
+                format!(
+                    "testdata/{}",
+                    entry.expect("entry").file_name().to_string_lossy()
+                )
+            })
+            .collect();
+        files.sort_unstable();
+        assert_eq!(
+            listed, files,
+            "{kind}: health_test.yaml and testdata/ name different files"
         );
+        for file in files.iter().filter(|f| !f.starts_with("testdata/hostile_")) {
+            let object = load_yaml(&dir.join(file));
+            assert_eq!(object["kind"], kind, "{kind}/{file}: of another kind");
+            match unknown_fields(kind, object) {
+                Ok(unknown) => assert!(
+                    unknown.is_empty(),
+                    "{kind}/{file}: fields a {kind} does not have: {unknown:?}"
+                ),
+                Err(error) => panic!("{kind}/{file} is not a {kind}: {error}"),
+            }
+        }
     }
 }
 
-/// The argocd-cm snippet: `data` with the script under the health customization's key.
-fn snippet(script: &str) -> String {
-    let indented: String = script
-        .lines()
-        .map(|line| {
+/// The argocd-cm snippet: `data` with each script under its health customization's key.
+fn snippet(scripts: &[(String, String)]) -> String {
+    let mut data = String::new();
+    for (key, script) in scripts {
+        data.push_str(&format!("  {key}: |\n"));
+        for line in script.lines() {
             if line.is_empty() {
-                "\n".to_string()
+                data.push('\n');
             } else {
-                format!("    {line}\n")
+                data.push_str(&format!("    {line}\n"));
             }
-        })
-        .collect();
-    format!("```yaml\ndata:\n  {CM_KEY}: |\n{indented}```\n")
+        }
+    }
+    format!("```yaml\ndata:\n{data}```\n")
 }
 
 #[test]
-fn the_argocd_cm_snippet_in_the_docs_is_the_script() {
-    let script = script();
+fn the_argocd_cm_snippet_in_the_docs_is_the_scripts() {
+    let scripts: Vec<(String, String)> = KINDS
+        .iter()
+        .map(|kind| (cm_key(kind), script(kind)))
+        .collect();
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/gitops.md");
     let doc = read(&path);
     let start = doc.find(BEGIN).expect("the BEGIN marker in docs/gitops.md") + BEGIN.len();
     let end = doc[start..].find(END).expect("the END marker") + start;
-    let expected = snippet(&script);
+    let expected = snippet(&scripts);
     // `UPDATE_GITOPS_DOC=1 cargo test --test argocd_health` rewrites the snippet.
     if std::env::var_os("UPDATE_GITOPS_DOC").is_some() && doc[start..end] != expected {
         let updated = format!("{}{expected}{}", &doc[..start], &doc[end..]);
@@ -247,20 +281,22 @@ fn the_argocd_cm_snippet_in_the_docs_is_the_script() {
     }
     assert!(
         doc[start..end] == expected,
-        "docs/gitops.md's argocd-cm snippet differs from health.lua; rewrite it with \
-         UPDATE_GITOPS_DOC=1 cargo test --test argocd_health"
+        "docs/gitops.md's argocd-cm snippet differs from the health.lua files; rewrite it \
+         with UPDATE_GITOPS_DOC=1 cargo test --test argocd_health"
     );
-    // And read as YAML, as Argo CD reads argocd-cm, the key holds the script byte for byte.
+    // And read as YAML, as Argo CD reads argocd-cm, each key holds its script byte for byte.
     let block = expected
         .strip_prefix("```yaml\n")
         .and_then(|b| b.strip_suffix("```\n"))
         .expect("a yaml block");
     let parsed: Value = yaml_serde::from_str(block).expect("the snippet is YAML");
-    assert_eq!(
-        parsed["data"][CM_KEY].as_str(),
-        Some(script.as_str()),
-        "the snippet's YAML does not hold the script"
-    );
+    for (key, script) in &scripts {
+        assert_eq!(
+            parsed["data"][key].as_str(),
+            Some(script.as_str()),
+            "the snippet's YAML does not hold the script of {key}"
+        );
+    }
 }
 
 /// The test state is as bare as Argo CD's: a check that reaches for `string` fails here,

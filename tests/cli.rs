@@ -1251,3 +1251,25 @@ fn a_context_without_a_kubeconfig_is_looked_up_not_ignored() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `status`, `approve` and `reject` read NAME as kubectl reads `KIND/NAME` before they
+/// connect: a kind that is neither a request nor a change set is bad input (2), said so,
+/// and never reaches a cluster.
+#[test]
+fn a_name_of_another_kind_is_bad_input_before_any_cluster() {
+    for args in [
+        &["status", "deployment/web"][..],
+        &["approve", "secret/db"][..],
+        &["reject", "cset/", "--comment", "no"][..],
+    ] {
+        let mut args = args.to_vec();
+        args.extend(["--kubeconfig", "/nonexistent/kubeconfig"]);
+        let run = countersign(&args);
+        assert_eq!(run.code, 2, "{args:?}: {}{}", run.stdout, run.stderr);
+        assert!(
+            run.stderr.contains("changeset/NAME") && !run.stderr.contains("kubeconfig"),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+}

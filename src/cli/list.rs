@@ -1,5 +1,5 @@
-//! `countersign list`: the requests in flight, as a table to scan; `--mine`: those the
-//! caller may approve right now.
+//! `countersign list`: the requests and change sets in flight, as a table to scan (a set's
+//! members beneath it); `--mine`: those the caller may approve right now.
 
 use futures::StreamExt;
 use jiff::Timestamp;
@@ -8,9 +8,9 @@ use kube::api::ListParams;
 
 use super::CliError;
 use super::cluster::{ClusterArgs, connect};
-use super::present::{is_open, list_header, list_row, phase, table};
+use super::present::{Listed, list_header, listing, listing_rows, phase, table};
 use super::show::{ShowFormat, list_of, print_object};
-use crate::api::{ApprovalPhase, DeploymentApproval};
+use crate::api::{ApprovalPhase, ChangeSet, DeploymentApproval};
 
 /// How many dry-run reviews `--mine` has in flight at once.
 const MINE_IN_FLIGHT: usize = 8;
@@ -22,11 +22,12 @@ pub struct ListArgs {
     /// Across all namespaces.
     #[arg(short = 'A', long)]
     pub all_namespaces: bool,
-    /// Only requests you may approve now: their open level counts you, and you have not
-    /// reviewed them. Decided by countersign's webhook itself (a dry-run review).
+    /// Only requests and change sets you may approve now: their open level counts you, and
+    /// you have not reviewed them. Decided by countersign's webhook itself (a dry-run
+    /// review).
     #[arg(long)]
     pub mine: bool,
-    /// Also requests that are over (Deployed, Rejected, Expired, Failed).
+    /// Also requests and sets that are over (Deployed, Rejected, Expired, Failed).
     #[arg(long)]
     pub all: bool,
     #[arg(short = 'o', long, value_enum, default_value_t)]
@@ -35,46 +36,66 @@ pub struct ListArgs {
 
 pub async fn run(args: &ListArgs) -> Result<(), CliError> {
     let cluster = connect(&args.cluster).await?;
-    let api: Api<DeploymentApproval> = if args.all_namespaces {
-        Api::all(cluster.client.clone())
+    let (requests, sets): (Api<DeploymentApproval>, Api<ChangeSet>) = if args.all_namespaces {
+        (
+            Api::all(cluster.client.clone()),
+            Api::all(cluster.client.clone()),
+        )
     } else {
-        Api::namespaced(cluster.client.clone(), &cluster.namespace)
+        (
+            Api::namespaced(cluster.client.clone(), &cluster.namespace),
+            Api::namespaced(cluster.client.clone(), &cluster.namespace),
+        )
     };
-    let mut approvals: Vec<DeploymentApproval> = api
+    let requests: Vec<DeploymentApproval> = requests
         .list(&ListParams::default())
         .await
         .map_err(|e| CliError::from_api("listing DeploymentApprovals", e))?
-        .items
-        .into_iter()
-        .filter(|a| args.all || is_open(a))
-        .collect();
+        .items;
+    let sets: Vec<ChangeSet> = match sets.list(&ListParams::default()).await {
+        Ok(list) => list.items,
+        // A cluster without the ChangeSet kind (countersign before sets) has none.
+        Err(kube::Error::Api(status)) if status.code == 404 => Vec::new(),
+        Err(error) => return Err(CliError::from_api("listing ChangeSets", error)),
+    };
+    let mut listed = listing(requests, sets, args.all);
     if args.mine {
-        // One dry-run review per pending request, a few at a time.
+        // One dry-run review per pending request or set, a few at a time. A member of a
+        // set is approved through its set, never on its own.
         let client = &cluster.client;
-        let checked: Vec<Result<Option<DeploymentApproval>, CliError>> =
-            futures::stream::iter(approvals)
-                .filter(|a| std::future::ready(phase(a) == ApprovalPhase::Pending))
-                .map(|approval| async move {
-                    Ok(super::review::may_approve(client, &approval)
-                        .await?
-                        .then_some(approval))
-                })
-                .buffered(MINE_IN_FLIGHT)
-                .collect()
-                .await;
-        approvals = checked
+        let checked: Vec<Result<Option<Listed>, CliError>> = futures::stream::iter(listed)
+            .filter(|entry| std::future::ready(awaits_review(entry)))
+            .map(|entry| async move {
+                let may = match &entry {
+                    Listed::Set { set, .. } => {
+                        super::review::may_approve(client, set.as_ref()).await?
+                    }
+                    Listed::Request(request) => {
+                        super::review::may_approve(client, request.as_ref()).await?
+                    }
+                };
+                Ok(may.then_some(entry))
+            })
+            .buffered(MINE_IN_FLIGHT)
+            .collect()
+            .await;
+        listed = checked
             .into_iter()
             .filter_map(Result::transpose)
             .collect::<Result<_, _>>()?;
     }
-    approvals.sort_by(|a, b| {
-        (&a.metadata.namespace, a.spec.change.requested_at.0)
-            .cmp(&(&b.metadata.namespace, b.spec.change.requested_at.0))
-    });
     if args.output != ShowFormat::Text {
-        return print_object(args.output, &list_of(&approvals));
+        let mut objects = Vec::new();
+        for entry in &listed {
+            objects.extend(
+                entry
+                    .objects()
+                    .map_err(|e| CliError::Output(e.to_string()))?,
+            );
+        }
+        return print_object(args.output, &list_of(&objects));
     }
-    if approvals.is_empty() {
+    if listed.is_empty() {
         let scope = if args.all_namespaces {
             "in any namespace".to_string()
         } else {
@@ -88,11 +109,17 @@ pub async fn run(args: &ListArgs) -> Result<(), CliError> {
         println!("{what} {scope}.");
         return Ok(());
     }
-    let now = Timestamp::now();
-    let rows: Vec<Vec<String>> = approvals
-        .iter()
-        .map(|a| list_row(a, args.all_namespaces, now))
-        .collect();
+    let rows = listing_rows(&listed, args.all_namespaces, Timestamp::now());
     print!("{}", table(&list_header(args.all_namespaces), &rows));
     Ok(())
+}
+
+/// A pending set, or a pending request of no set: what may take an approval.
+fn awaits_review(entry: &Listed) -> bool {
+    match entry {
+        Listed::Set { set, .. } => set.phase() == ApprovalPhase::Pending,
+        Listed::Request(request) => {
+            request.spec.change_set.is_none() && phase(request) == ApprovalPhase::Pending
+        }
+    }
 }

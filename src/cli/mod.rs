@@ -39,23 +39,28 @@ pub enum Command {
     ///
     /// Exit status: 0 allowed, 1 denied or approval required, 2 bad input.
     Check(Box<check::CheckArgs>),
-    /// List requests in flight: name, target, change, level, who it waits for, age.
+    /// List requests and change sets in flight: name, target, change, level, who it waits
+    /// for, age; a set's requests beneath it.
     ///
     /// Exit status: 0 listed, 1 refused by the cluster, 2 bad input, 3 cluster unreachable.
     List(Box<list::ListArgs>),
-    /// Show one request: the change, each level, the reviews, what happens next.
+    /// Show one request or change set: the change (a set's members), each level, the
+    /// reviews, what happens next.
     Status(Box<status::StatusArgs>),
-    /// Approve a request, as yourself.
+    /// Approve a request or a change set, as yourself (a set's members are approved through
+    /// the set).
     ///
     /// Exit status: 0 recorded, 1 refused (not an approver of the open level, already
-    /// reviewed, your own change, not found), 2 bad input, 3 cluster unreachable.
+    /// reviewed, your own change, a member of a set, not found), 2 bad input, 3 cluster
+    /// unreachable.
     Approve(Box<review::ApproveArgs>),
-    /// Reject a request, as yourself, saying why (--comment).
+    /// Reject a request or a change set, as yourself, saying why (--comment).
     Reject(Box<review::RejectArgs>),
     /// The audit trail of a request or a target, oldest first.
     Audit(Box<audit::AuditArgs>),
     /// Ask for approval of the changes in a manifest before they are applied (for a GitOps
-    /// sync that comes later); --again asks again for a rejected change.
+    /// sync that comes later): two or more under one policy are one change set, approved as
+    /// one; --again asks again for a rejected change.
     ///
     /// Exit status: 0 requested (or nothing to request), 1 refused, 2 bad input,
     /// 3 cluster unreachable.

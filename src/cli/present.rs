@@ -8,11 +8,12 @@ use std::fmt::Write;
 use jiff::Timestamp;
 
 use crate::api::{
-    ApprovalPhase, AuditEntry, ChangeSummary, DeploymentApproval, DeploymentApprovalStatus,
-    LevelStatus,
+    ApprovalPhase, AuditEntry, ChangeSet, ChangeSummary, DeploymentApproval,
+    DeploymentApprovalStatus, LevelStatus,
 };
 use crate::core::approval::chain::{approver_label, required_approvals};
 use crate::core::approval::seal::{UNVERIFIED_MARK, is_unverified};
+use crate::core::approval::set::{as_request, lists};
 use crate::core::inert;
 
 /// Outside text, inert and bounded, for a terminal.
@@ -156,7 +157,8 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 /// One row of `list`: name, target, change, phase, level, waiting for, age (and the
-/// namespace first, across namespaces).
+/// namespace first, across namespaces). A pending member of a change set waits for its
+/// set, where it is reviewed.
 pub fn list_row(
     approval: &DeploymentApproval,
     with_namespace: bool,
@@ -164,18 +166,158 @@ pub fn list_row(
 ) -> Vec<String> {
     let mut row = Vec::new();
     if with_namespace {
-        row.push(approval.metadata.namespace.clone().unwrap_or_default());
+        row.push(shown(
+            approval.metadata.namespace.as_deref().unwrap_or_default(),
+        ));
     }
+    let (level, waiting) = match &approval.spec.change_set {
+        Some(set) if phase(approval) == ApprovalPhase::Pending => {
+            ("-".to_string(), format!("change set {}", shown(set)))
+        }
+        _ => (level(approval), waiting_for(approval)),
+    };
     row.extend([
         shown(approval.metadata.name.as_deref().unwrap_or_default()),
         target(approval),
         change_cell(approval),
         phase(approval).to_string(),
-        level(approval),
-        waiting_for(approval),
+        level,
+        waiting,
         age(approval.spec.change.requested_at.0, now),
     ]);
     row
+}
+
+/// One entry of `list`: a change set with the requests it lists (those found, in its
+/// order), or a request on its own.
+#[derive(Clone, Debug)]
+pub enum Listed {
+    Set {
+        set: Box<ChangeSet>,
+        members: Vec<DeploymentApproval>,
+    },
+    Request(Box<DeploymentApproval>),
+}
+
+impl Listed {
+    fn sort_key(&self) -> (Option<&str>, Timestamp) {
+        let (metadata, change) = match self {
+            Listed::Set { set, .. } => (&set.metadata, &set.spec.change),
+            Listed::Request(request) => (&request.metadata, &request.spec.change),
+        };
+        (metadata.namespace.as_deref(), change.requested_at.0)
+    }
+
+    /// The objects, as `-o json|yaml` lists them: a set, then its members.
+    pub fn objects(&self) -> Result<Vec<serde_json::Value>, serde_json::Error> {
+        match self {
+            Listed::Set { set, members } => {
+                let mut objects = vec![serde_json::to_value(set)?];
+                for member in members {
+                    objects.push(serde_json::to_value(member)?);
+                }
+                Ok(objects)
+            }
+            Listed::Request(request) => Ok(vec![serde_json::to_value(request)?]),
+        }
+    }
+}
+
+/// A set is in flight until it is over, or every member it lists is (an approved set
+/// stays Approved while its members roll out).
+pub fn set_is_open(set: &ChangeSet, members: &[DeploymentApproval]) -> bool {
+    !set.phase().is_terminal() && (members.is_empty() || members.iter().any(is_open))
+}
+
+/// What `list` shows, by namespace and time: each set (in flight, or every one with
+/// `all`) with its members beneath it, whatever their phase; and each request not shown
+/// under a set (in flight, or every one with `all`).
+pub fn listing(requests: Vec<DeploymentApproval>, sets: Vec<ChangeSet>, all: bool) -> Vec<Listed> {
+    let mut grouped = vec![false; requests.len()];
+    let mut listed = Vec::new();
+    for set in sets {
+        let mut members = Vec::new();
+        for member in &set.spec.members {
+            let found = requests.iter().position(|r| {
+                r.metadata.name.as_deref() == Some(member.request.as_str()) && lists(&set, r)
+            });
+            if let Some(index) = found {
+                members.push(index);
+            }
+        }
+        let found: Vec<DeploymentApproval> = members.iter().map(|&i| requests[i].clone()).collect();
+        if all || set_is_open(&set, &found) {
+            for index in members {
+                grouped[index] = true;
+            }
+            listed.push(Listed::Set {
+                set: Box::new(set),
+                members: found,
+            });
+        }
+    }
+    for (request, grouped) in requests.into_iter().zip(grouped) {
+        if !grouped && (all || is_open(&request)) {
+            listed.push(Listed::Request(Box::new(request)));
+        }
+    }
+    listed.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+    listed
+}
+
+/// The rows of `list`: a set's row (its target: how many requests it holds), then its
+/// members' beneath it, marked `├`/`└`.
+pub fn listing_rows(listed: &[Listed], with_namespace: bool, now: Timestamp) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    let name_column = usize::from(with_namespace);
+    for entry in listed {
+        match entry {
+            Listed::Request(request) => rows.push(list_row(request, with_namespace, now)),
+            Listed::Set { set, members } => {
+                let request = as_request(set);
+                let mut row = list_row(&request, with_namespace, now);
+                row[name_column + 1] = format!("set of {}", set.spec.members.len());
+                row[name_column + 5] = set_waiting_for(set, members);
+                rows.push(row);
+                for (index, member) in members.iter().enumerate() {
+                    let mut row = list_row(member, with_namespace, now);
+                    let mark = if index + 1 == members.len() {
+                        "└"
+                    } else {
+                        "├"
+                    };
+                    row[name_column] = format!("{mark} {}", row[name_column]);
+                    if phase(member) == ApprovalPhase::Pending {
+                        row[name_column + 5] = "the set".into();
+                    }
+                    rows.push(row);
+                }
+            }
+        }
+    }
+    rows
+}
+
+/// Who or what a set waits for: its approvers while pending (as a request's); once
+/// approved, its members' being applied and rolled out.
+pub fn set_waiting_for(set: &ChangeSet, members: &[DeploymentApproval]) -> String {
+    match set.phase() {
+        ApprovalPhase::Approved => {
+            let count =
+                |wanted: ApprovalPhase| members.iter().filter(|m| phase(m) == wanted).count();
+            match (
+                count(ApprovalPhase::Approved),
+                count(ApprovalPhase::Deploying),
+            ) {
+                (0, 0) if members.is_empty() => "the changes to be applied".into(),
+                (0, 0) => "-".into(),
+                (0, _) => "the rollout".into(),
+                (1, _) => "1 change to be applied".into(),
+                (n, _) => format!("{n} changes to be applied"),
+            }
+        }
+        _ => waiting_for(&as_request(set)),
+    }
 }
 
 /// The header of `list`.
@@ -259,18 +401,187 @@ fn other_changes(summary: &ChangeSummary) -> usize {
     }
 }
 
-/// `status`: the change, each level, the reviews, and what happens next.
+/// `status`: the change, each level, the reviews, and what happens next. A member of a
+/// change set says so, and that its reviews go to the set.
 pub fn status_text(approval: &DeploymentApproval, now: Timestamp) -> String {
     let status = approval.status.clone().unwrap_or_default();
     let mut text = String::new();
-    header_text(&mut text, approval, &status, now);
+    header_text(&mut text, approval, &status, now, Shown::Request);
     change_text(&mut text, approval);
     levels_text(&mut text, approval, &status);
-    reviews_text(&mut text, approval);
+    match &approval.spec.change_set {
+        Some(set) => {
+            let _ = writeln!(
+                text,
+                "\nReviews: on change set {} (this request holds none of its own)",
+                shown(set)
+            );
+        }
+        None => reviews_text(&mut text, approval),
+    }
     notifications_text(&mut text, &status);
     rollout_text(&mut text, &status);
     let _ = writeln!(text, "\nNext: {}", next_step(approval));
     text
+}
+
+/// `status` of a change set: the set as one request (its levels, reviews, notifications),
+/// with each member (`members`: the requests it lists, in its order, as stored; `None`:
+/// not found) by target, digest, phase and change.
+pub fn set_status_text(
+    set: &ChangeSet,
+    members: &[Option<DeploymentApproval>],
+    now: Timestamp,
+) -> String {
+    let request = as_request(set);
+    let status = request.status.clone().unwrap_or_default();
+    let mut text = String::new();
+    header_text(
+        &mut text,
+        &request,
+        &status,
+        now,
+        Shown::Set(set.spec.members.len()),
+    );
+    set_change_text(&mut text, &request);
+    members_text(&mut text, set, members);
+    levels_text(&mut text, &request, &status);
+    reviews_text(&mut text, &request);
+    notifications_text(&mut text, &status);
+    let _ = writeln!(text, "\nNext: {}", set_next_step(&request, members));
+    text
+}
+
+/// What a status shows: a request, or a change set of that many requests.
+#[derive(Clone, Copy)]
+enum Shown {
+    Request,
+    Set(usize),
+}
+
+/// A change set's summary: whether it is countersign's, and every kind of
+/// security-relevant change any member makes (each member's are listed with it).
+fn set_change_text(text: &mut String, request: &DeploymentApproval) {
+    let summary = &request.spec.change.summary;
+    let _ = writeln!(text, "\nChange: {}", inert::bounded(&summary.text, 1000));
+    verification_text(text, request, "  ");
+    if !summary.risks.is_empty() {
+        let labels: Vec<&str> = summary.risks.iter().map(|r| r.label()).collect();
+        let _ = writeln!(
+            text,
+            "  Security-relevant: {} (each member's below: read these first)",
+            labels.join(", ")
+        );
+    }
+}
+
+/// Each member: name, target, phase, digest, its one-line change with its
+/// security-relevant changes; and what keeps a member from counting the set's reviews.
+fn members_text(text: &mut String, set: &ChangeSet, members: &[Option<DeploymentApproval>]) {
+    let _ = writeln!(
+        text,
+        "\nMembers ({}; each admitted only with its own digest):",
+        member_phases(members)
+    );
+    for (index, listed) in set.spec.members.iter().enumerate() {
+        let found = members.get(index).and_then(Option::as_ref);
+        let state = found.map_or_else(|| "not found".to_string(), |m| phase(m).to_string());
+        let _ = writeln!(
+            text,
+            "  {}. {}: {}/{}, {state}",
+            index + 1,
+            shown(&listed.request),
+            shown(&listed.target.kind),
+            shown(&listed.target.name)
+        );
+        let _ = writeln!(text, "     digest: {}", shown(&listed.digest));
+        let Some(member) = found else {
+            let _ = writeln!(
+                text,
+                "     !! the request does not exist: the set cannot admit this change"
+            );
+            continue;
+        };
+        if !lists(set, member) {
+            let _ = writeln!(
+                text,
+                "     !! this request does not match the set's listing (its set, target, digest, requester or chain): the set's reviews do not count for it"
+            );
+        }
+        let summary = &member.spec.change.summary;
+        let _ = writeln!(text, "     change: {}", inert::bounded(&summary.text, 1000));
+        verification_text(text, member, "     ");
+        for change in summary.security_relevant() {
+            let _ = writeln!(
+                text,
+                "     ! {:<16} {}: {} → {}",
+                change.risk.map(|r| r.label()).unwrap_or_default(),
+                shown(&change.path),
+                value(&change.before),
+                value(&change.after)
+            );
+        }
+    }
+}
+
+/// How many members are in each phase, in the order met: `1 Deployed, 1 Approved`.
+pub fn member_phases(members: &[Option<DeploymentApproval>]) -> String {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for member in members {
+        let name = member
+            .as_ref()
+            .map_or_else(|| "not found".to_string(), |m| phase(m).to_string());
+        match counts.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, count)) => *count += 1,
+            None => counts.push((name, 1)),
+        }
+    }
+    let parts: Vec<String> = counts
+        .iter()
+        .map(|(name, count)| format!("{count} {name}"))
+        .collect();
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// A set's next step, in one sentence: once approved, its members' rollouts say it.
+fn set_next_step(request: &DeploymentApproval, members: &[Option<DeploymentApproval>]) -> String {
+    let found: Vec<&DeploymentApproval> = members.iter().flatten().collect();
+    let all = |wanted: &[ApprovalPhase]| {
+        !found.is_empty() && found.iter().all(|m| wanted.contains(&phase(m)))
+    };
+    let settled = matches!(
+        phase(request),
+        ApprovalPhase::Approved | ApprovalPhase::Expired
+    );
+    if settled && all(&[ApprovalPhase::Deployed]) {
+        return "every change deployed; nothing left to do".into();
+    }
+    if settled && all(&[ApprovalPhase::Deploying, ApprovalPhase::Deployed]) {
+        return "every change admitted; countersign is watching the rollouts".into();
+    }
+    match phase(request) {
+        ApprovalPhase::Pending if request.status.is_none() => {
+            "countersign has not looked at this change set yet".into()
+        }
+        ApprovalPhase::Approved => match &request.spec.change.origin {
+            Some(origin) => format!(
+                "approved: countersign asks {} {}/{} to apply the changes again (with serve --gitops); each is admitted with its own digest",
+                shown(&origin.kind),
+                shown(&origin.namespace),
+                shown(&origin.name)
+            ),
+            None => "approved: apply the manifest again (or let the GitOps sync retry); each change is admitted with its own digest".into(),
+        },
+        ApprovalPhase::Rejected => {
+            "rejected, and every member with it; to ask again: kubectl countersign request --again -f <manifest>".into()
+        }
+        ApprovalPhase::Expired => "expired; applying the changes again opens new requests".into(),
+        _ => next_step(request),
+    }
 }
 
 /// The request's name and phase, its target, requester, policy, digest, expiry and lock.
@@ -279,6 +590,7 @@ fn header_text(
     approval: &DeploymentApproval,
     status: &DeploymentApprovalStatus,
     now: Timestamp,
+    what: Shown,
 ) {
     let spec = &approval.spec;
     let name = approval.metadata.name.as_deref().unwrap_or_default();
@@ -290,19 +602,36 @@ fn header_text(
         shown(name),
         phase(approval)
     );
+    let operation = match what {
+        Shown::Request => {
+            let _ = writeln!(
+                text,
+                "  target:     {} ({})",
+                target(approval),
+                shown(&spec.target.api_version)
+            );
+            format!(", {:?}", spec.change.operation)
+        }
+        Shown::Set(members) => {
+            let _ = writeln!(text, "  change set: {members} requests, reviewed as one");
+            String::new()
+        }
+    };
+    if let Some(set) = &spec.change_set {
+        let _ = writeln!(
+            text,
+            "  change set: {} (reviewed as one: kubectl countersign status {} -n {})",
+            shown(set),
+            shown(set),
+            shown(namespace)
+        );
+    }
     let _ = writeln!(
         text,
-        "  target:     {} ({})",
-        target(approval),
-        shown(&spec.target.api_version)
-    );
-    let _ = writeln!(
-        text,
-        "  requested:  by {} {} ago ({}), {:?}",
+        "  requested:  by {} {} ago ({}){operation}",
         shown(&spec.change.requester.username),
         age(spec.change.requested_at.0, now),
         spec.change.requested_at.0,
-        spec.change.operation
     );
     if let Some(origin) = &spec.change.origin {
         let _ = writeln!(
@@ -477,22 +806,7 @@ fn shown_list(items: &[String]) -> String {
 fn change_text(text: &mut String, approval: &DeploymentApproval) {
     let summary = &approval.spec.change.summary;
     let _ = writeln!(text, "\nChange: {}", inert::bounded(&summary.text, 1000));
-    match summary_verified(approval) {
-        Some(false) => {
-            let _ = writeln!(
-                text,
-                "  !! {UNVERIFIED_MARK}: countersign did not write this summary; what follows may not be what the change does"
-            );
-        }
-        None => {
-            let _ = writeln!(
-                text,
-                "  (countersign has not checked this summary yet; look again in a moment)"
-            );
-        }
-        Some(true) => {}
-    }
-    let value = |v: &Option<String>| v.as_deref().map_or("(none)".to_string(), shown);
+    verification_text(text, approval, "  ");
     let risky: Vec<_> = summary.security_relevant().collect();
     if !risky.is_empty() {
         let _ = writeln!(text, "  Security-relevant (read these first):");
@@ -551,6 +865,30 @@ fn change_text(text: &mut String, approval: &DeploymentApproval) {
     }
 }
 
+/// Whether the summary is countersign's own, when it is not (or not checked yet).
+fn verification_text(text: &mut String, approval: &DeploymentApproval, indent: &str) {
+    match summary_verified(approval) {
+        Some(false) => {
+            let _ = writeln!(
+                text,
+                "{indent}!! {UNVERIFIED_MARK}: countersign did not write this summary; what follows may not be what the change does"
+            );
+        }
+        None => {
+            let _ = writeln!(
+                text,
+                "{indent}(countersign has not checked this summary yet; look again in a moment)"
+            );
+        }
+        Some(true) => {}
+    }
+}
+
+/// A changed field's value, or `(none)`.
+fn value(v: &Option<String>) -> String {
+    v.as_deref().map_or("(none)".to_string(), shown)
+}
+
 /// What happens next, in one sentence.
 fn next_step(approval: &DeploymentApproval) -> String {
     let name = approval.metadata.name.as_deref().unwrap_or_default();
@@ -559,10 +897,18 @@ fn next_step(approval: &DeploymentApproval) -> String {
         ApprovalPhase::Pending if approval.status.is_none() => {
             "countersign has not looked at this request yet".into()
         }
-        ApprovalPhase::Pending => format!(
-            "waiting for {}: kubectl countersign approve {name} -n {namespace}",
-            waiting_for(approval)
-        ),
+        ApprovalPhase::Pending => match &approval.spec.change_set {
+            Some(set) => format!(
+                "waiting for {} on change set {}, which is reviewed as one: kubectl countersign approve {} -n {namespace}",
+                waiting_for(approval),
+                shown(set),
+                shown(set)
+            ),
+            None => format!(
+                "waiting for {}: kubectl countersign approve {name} -n {namespace}",
+                waiting_for(approval)
+            ),
+        },
         ApprovalPhase::Approved => match &approval.spec.change.origin {
             Some(origin) => format!(
                 "approved: countersign asks {} {}/{} to apply it again (with serve --gitops), and it is admitted",
@@ -626,6 +972,7 @@ pub fn sorted_entries(entries: &[AuditEntry]) -> Vec<AuditEntry> {
 mod tests {
     use super::*;
     use crate::api::DeploymentApprovalStatus;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use serde_json::json;
 
     const NOW: &str = "2026-11-24T12:00:00Z";
@@ -945,6 +1292,223 @@ mod tests {
             "init containers",
         ] {
             assert!(cell.contains(label), "{label} in {cell}");
+        }
+    }
+
+    /// Set `release-1a` of `web-7f3a` (the request of `approval`) and `api-2b`, both
+    /// members with `status` (the set's too, as the operator mirrors it).
+    fn set_and_members(status: Option<serde_json::Value>) -> (ChangeSet, Vec<DeploymentApproval>) {
+        let mut web = approval(status.clone());
+        web.spec.change_set = Some("release-1a".into());
+        web.spec.reviews.clear();
+        let mut api = web.clone();
+        api.metadata.name = Some("api-2b".into());
+        api.spec.target.name = "api".into();
+        api.spec.change.digest = "sha256:01".into();
+        api.spec.change.summary.text = "image api: nginx:1.27 → nginx:1.28".into();
+        let members = [
+            ("web-7f3a".to_string(), &web.spec),
+            ("api-2b".to_string(), &api.spec),
+        ];
+        let requester = web.spec.change.requester.clone();
+        let at = web.spec.change.requested_at.0;
+        let spec = crate::core::approval::set::set_spec(&members, &requester, at).expect("a set");
+        let mut set = ChangeSet::new("release-1a", spec);
+        set.metadata.namespace = Some("shop".into());
+        set.spec.reviews = approval(None).spec.reviews;
+        set.status = status.map(|s| serde_json::from_value(s).expect("a status"));
+        (set, vec![web, api])
+    }
+
+    #[test]
+    fn a_set_is_listed_above_its_members_and_waits_for_its_approvers() {
+        let now: Timestamp = NOW.parse().expect("time");
+        let (set, members) = set_and_members(Some(pending()));
+        let mut plain = approval(Some(pending()));
+        plain.metadata.name = Some("db-9".into());
+        plain.spec.change.requested_at = Time("2026-11-24T11:00:00Z".parse().expect("time"));
+        let mut done = approval(Some(json!({ "phase": "Deployed" })));
+        done.metadata.name = Some("old-1".into());
+        // Names the set, but the set does not list it with this digest.
+        let mut impostor = members[0].clone();
+        impostor.metadata.name = Some("web-ffff".into());
+        impostor.spec.change.digest = "sha256:ff".into();
+        let mut requests = members.clone();
+        requests.extend([plain, done.clone(), impostor]);
+        let listed = listing(requests.clone(), vec![set.clone()], false);
+        let rows = listing_rows(&listed, false, now);
+        let cells = |row: &Vec<String>| -> (String, String, String, String) {
+            (
+                row[0].clone(),
+                row[1].clone(),
+                row[4].clone(),
+                row[5].clone(),
+            )
+        };
+        let shown: Vec<_> = rows.iter().map(cells).collect();
+        let expected = [
+            ("db-9", "Deployment/web", "leads 1/2", "carol"),
+            ("release-1a", "set of 2", "leads 1/2", "carol"),
+            ("├ web-7f3a", "Deployment/web", "-", "the set"),
+            ("└ api-2b", "Deployment/api", "-", "the set"),
+            ("web-ffff", "Deployment/web", "-", "change set release-1a"),
+        ];
+        let expected: Vec<_> = expected
+            .iter()
+            .map(|(a, b, c, d)| (a.to_string(), b.to_string(), c.to_string(), d.to_string()))
+            .collect();
+        assert_eq!(shown, expected);
+        // The set's change cell names every member's images.
+        assert!(rows[1][2].contains("web → nginx:1.28"), "{:?}", rows[1]);
+        // JSON lists the set, then its members.
+        let Listed::Set { .. } = &listed[1] else {
+            panic!("the set second: {listed:?}");
+        };
+        let objects = listed[1].objects().expect("objects");
+        assert_eq!(objects.len(), 3);
+        assert_eq!(objects[0]["kind"], "ChangeSet");
+        assert_eq!(objects[1]["metadata"]["name"], "web-7f3a");
+
+        // Approved: the set waits for its members to be applied, and is over once they are.
+        let approved = json!({ "phase": "Approved" });
+        let (set, mut members) = set_and_members(Some(approved.clone()));
+        members[1].status =
+            Some(serde_json::from_value(json!({ "phase": "Deploying" })).expect("status"));
+        assert_eq!(set_waiting_for(&set, &members), "1 change to be applied");
+        let rows = listing_rows(
+            &listing(members.clone(), vec![set.clone()], false),
+            false,
+            now,
+        );
+        assert_eq!(rows[2][5], "the rollout", "{rows:?}");
+        for member in &mut members {
+            member.status =
+                Some(serde_json::from_value(json!({ "phase": "Deployed" })).expect("status"));
+        }
+        assert!(listing(members.clone(), vec![set.clone()], false).is_empty());
+        let everything = listing(members, vec![set], true);
+        assert_eq!(everything.len(), 1, "{everything:?}");
+    }
+
+    #[test]
+    fn the_status_of_a_set_shows_each_member_and_who_approves_the_set() {
+        let now: Timestamp = NOW.parse().expect("time");
+        let (set, members) = set_and_members(Some(pending()));
+        let found: Vec<Option<DeploymentApproval>> = members.iter().cloned().map(Some).collect();
+        let text = set_status_text(&set, &found, now);
+        for expected in [
+            "shop/release-1a: Pending",
+            "change set: 2 requests, reviewed as one",
+            "requested:  by dave 30m ago (2026-11-24T11:30:00Z)\n",
+            "Change: 2 changes: image web: nginx:1.27 → nginx:1.28; image api: nginx:1.27 → nginx:1.28",
+            "Members (2 Pending; each admitted only with its own digest):",
+            "  1. web-7f3a: Deployment/web, Pending\n     digest: sha256:00\n     change: image web: nginx:1.27 → nginx:1.28",
+            "  2. api-2b: Deployment/api, Pending\n     digest: sha256:01",
+            "1. leads [open] 1 of 2",
+            "Approve by alice: \"LGTM\"",
+            "Next: waiting for carol: kubectl countersign approve release-1a -n shop",
+        ] {
+            assert!(text.contains(expected), "{expected:?} in:\n{text}");
+        }
+        assert!(!text.contains("!!"), "{text}");
+        // A member gone, or one that does not match the listing, is said so.
+        let mut changed = members[1].clone();
+        changed.spec.change.digest = "sha256:ff".into();
+        let text = set_status_text(&set, &[None, Some(changed)], now);
+        assert!(text.contains("Members (1 not found, 1 Pending;"), "{text}");
+        assert!(text.contains("!! the request does not exist"), "{text}");
+        assert!(
+            text.contains("!! this request does not match the set's listing"),
+            "{text}"
+        );
+        // Approved: each member is admitted as it is applied.
+        let (set, members) = set_and_members(Some(json!({ "phase": "Approved" })));
+        let found: Vec<_> = members.into_iter().map(Some).collect();
+        let text = set_status_text(&set, &found, now);
+        assert!(
+            text.contains("Next: approved: apply the manifest again (or let the GitOps sync retry); each change is admitted with its own digest"),
+            "{text}"
+        );
+        // Then its members' rollouts say what comes next.
+        let (set, mut members) = set_and_members(Some(json!({ "phase": "Approved" })));
+        let mut found = |phases: [&str; 2]| {
+            for (member, phase) in members.iter_mut().zip(phases) {
+                member.status =
+                    Some(serde_json::from_value(json!({ "phase": phase })).expect("a status"));
+            }
+            let found: Vec<_> = members.iter().cloned().map(Some).collect();
+            set_status_text(&set, &found, now)
+        };
+        let text = found(["Approved", "Deploying"]);
+        assert!(
+            text.contains("Next: approved: apply the manifest again"),
+            "{text}"
+        );
+        let text = found(["Deployed", "Deploying"]);
+        assert!(
+            text.contains("Next: every change admitted; countersign is watching the rollouts"),
+            "{text}"
+        );
+        let text = found(["Deployed", "Deployed"]);
+        assert!(
+            text.contains("Next: every change deployed; nothing left to do"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_member_says_its_reviews_go_to_its_set() {
+        let now: Timestamp = NOW.parse().expect("time");
+        let (_, members) = set_and_members(Some(pending()));
+        let text = status_text(&members[0], now);
+        for expected in [
+            "change set: release-1a (reviewed as one: kubectl countersign status release-1a -n shop)",
+            "Reviews: on change set release-1a (this request holds none of its own)",
+            "Next: waiting for carol on change set release-1a, which is reviewed as one: kubectl countersign approve release-1a -n shop",
+        ] {
+            assert!(text.contains(expected), "{expected:?} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn hostile_text_is_inert_in_a_set_status_and_its_rows() {
+        let now: Timestamp = NOW.parse().expect("time");
+        let lines = |hostile: &str| {
+            let (mut set, mut members) = set_and_members(Some(pending()));
+            set.spec.change.summary.text = hostile.into();
+            set.spec.change.requester.username = hostile.into();
+            set.spec.members[0].target.name = hostile.into();
+            set.spec.members[0].digest = hostile.into();
+            set.spec.reviews[0].comment = Some(hostile.into());
+            members[0] = hostile_approval(hostile);
+            members[0].spec.change_set = Some(hostile.into());
+            let found: Vec<_> = members.iter().cloned().map(Some).collect();
+            let text = set_status_text(&set, &found, now);
+            let rows = listing_rows(
+                &[Listed::Set {
+                    set: Box::new(set),
+                    members,
+                }],
+                true,
+                now,
+            );
+            (text, table(&list_header(true), &rows))
+        };
+        let (honest, _) = lines("x");
+        for (what, hostile) in crate::core::test_builders::hostile_corpus() {
+            let (text, table) = lines(&hostile);
+            for shown in [&text, &table] {
+                assert!(
+                    !shown.chars().any(|c| c != '\n' && inert::is_unsafe(c)),
+                    "{what}: {shown}"
+                );
+            }
+            assert_eq!(
+                text.lines().count(),
+                honest.lines().count(),
+                "{what}: {text}"
+            );
+            assert_eq!(table.lines().count(), 4, "{what}: {table}");
         }
     }
 }

@@ -7,6 +7,7 @@ mod support;
 mod admission_webhook;
 mod api_machinery;
 mod change_sets;
+mod change_sets_cli;
 mod cli_approver;
 mod crds;
 mod deploy_token;
