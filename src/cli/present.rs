@@ -555,10 +555,13 @@ fn set_next_step(request: &DeploymentApproval, members: &[Option<DeploymentAppro
     };
     let settled = matches!(
         phase(request),
-        ApprovalPhase::Approved | ApprovalPhase::Expired
+        ApprovalPhase::Approved | ApprovalPhase::Expired | ApprovalPhase::Deployed
     );
     if settled && all(&[ApprovalPhase::Deployed]) {
         return "every change deployed; nothing left to do".into();
+    }
+    if phase(request) == ApprovalPhase::Failed {
+        return "a change's rollout failed: its request says why (kubectl countersign status <request>)".into();
     }
     if settled && all(&[ApprovalPhase::Deploying, ApprovalPhase::Deployed]) {
         return "every change admitted; countersign is watching the rollouts".into();

@@ -321,29 +321,31 @@ async fn read_set(
         .map_err(|e| ReconcileError::ReadTarget(object_name(member), e))
 }
 
-/// The requests `set` lists, as stored now, in its order (one list, by the set's label).
+/// The requests `set` lists, as stored now, in its order: one list by the set's label,
+/// then a read by name of any member without it (a request made by hand).
 async fn read_members(
     client: &Client,
     set: &ChangeSet,
 ) -> Result<Vec<Option<DeploymentApproval>>, ReconcileError> {
     let namespace = set.namespace().unwrap_or_default();
+    let failed = |e| ReconcileError::ReadTarget(format!("{namespace}/{}", set.name_any()), e);
     let api: Api<DeploymentApproval> = Api::namespaced(client.clone(), &namespace);
     let labelled = api
         .list(&ListParams::default().labels(&format!("{SET_LABEL}={}", set.name_any())))
         .await
-        .map_err(|e| ReconcileError::ReadTarget(format!("{namespace}/{}", set.name_any()), e))?;
-    Ok(set
-        .spec
-        .members
-        .iter()
-        .map(|m| {
-            labelled
-                .items
-                .iter()
-                .find(|a| a.name_any() == m.request)
-                .cloned()
-        })
-        .collect())
+        .map_err(failed)?;
+    let mut members = Vec::with_capacity(set.spec.members.len());
+    for listed in &set.spec.members {
+        let found = labelled
+            .items
+            .iter()
+            .find(|a| a.name_any() == listed.request);
+        members.push(match found {
+            Some(member) => Some(member.clone()),
+            None => api.get_opt(&listed.request).await.map_err(failed)?,
+        });
+    }
+    Ok(members)
 }
 
 /// [`keep_deliveries`] for a change set.

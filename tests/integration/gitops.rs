@@ -401,14 +401,25 @@ async fn a_held_sync_opens_one_change_set_of_all_its_gated_changes() -> Result<(
             "a member resumed the sync on its own: {status:?}"
         );
     }
-    // The set resumed it, once; and each level heard once, of the set.
-    let set_status = change_sets(ns)
-        .await?
-        .into_iter()
-        .find(|s| s.metadata.name.as_deref() == Some(set_name.as_str()))
-        .and_then(|s| s.status)
-        .context("the set's status")?;
-    assert_eq!(set_status.phase, countersign::api::ApprovalPhase::Approved);
+    // The set resumed it, once, and settles as Deployed with its members (rather than
+    // expiring with approvalTTL); each level heard once, of the set.
+    let set_status = until("the set Deployed", Duration::from_secs(20), || async {
+        let status = change_sets(ns)
+            .await?
+            .into_iter()
+            .find(|s| s.metadata.name.as_deref() == Some(set_name.as_str()))
+            .and_then(|s| s.status)
+            .unwrap_or_default();
+        Ok(
+            if status.phase == countersign::api::ApprovalPhase::Deployed {
+                Poll::Ready(status)
+            } else {
+                Poll::Pending(format!("{:?}", status.phase))
+            },
+        )
+    })
+    .await?;
+    assert_eq!(set_status.expires_at, None, "a settled set has no deadline");
     let resumed = set_status
         .conditions
         .iter()

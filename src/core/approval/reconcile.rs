@@ -14,7 +14,7 @@ use crate::core::approval::chain::{ChainState, RoleBindingSnapshot};
 use crate::core::approval::seal::{
     SealCheck, SealKey, check as check_seal, marked_unverified, verified_condition,
 };
-use crate::core::approval::set::{as_request, judged, set_check};
+use crate::core::approval::set::{as_request, judged, set_check, settled_by_members};
 use crate::core::approval::status::{plan_status, upsert_condition};
 use crate::core::audit::trail::{PlannedEntry, trail};
 use crate::core::notify::merge_records;
@@ -58,7 +58,7 @@ pub struct ReconcileSettings {
 }
 
 /// Plan the first half of reconciling the request `stored` at `now`; a member of a change
-/// set is judged with its set's reviews (`set`, when cached), and announces nothing: its
+/// set is judged with its set's reviews (`set`, as read), and announces nothing: its
 /// set does.
 pub fn open(
     stored: &DeploymentApproval,
@@ -75,6 +75,7 @@ pub fn open(
         &judged(stored, set),
         seal,
         announces,
+        None,
         bindings,
         settings,
         now,
@@ -93,13 +94,22 @@ pub fn open_set(
     now: Timestamp,
 ) -> Opening {
     let seal = set_check(seal_key, set, members);
-    opened(&as_request(set), seal, true, bindings, settings, now)
+    opened(
+        &as_request(set),
+        seal,
+        true,
+        Some(members),
+        bindings,
+        settings,
+        now,
+    )
 }
 
 fn opened(
     stored: &DeploymentApproval,
     seal: SealCheck,
     announces: bool,
+    set_members: Option<&[Option<DeploymentApproval>]>,
     bindings: &RoleBindingSnapshot,
     settings: ReconcileSettings,
     now: Timestamp,
@@ -109,7 +119,10 @@ fn opened(
     if !seal.verified() {
         shown.spec.change.summary = marked_unverified(&stored.spec.change.summary);
     }
-    let state = approval_state(&shown, namespace, bindings, now);
+    let mut state = approval_state(&shown, namespace, bindings, now);
+    if let Some(members) = set_members {
+        state = settled_by_members(state, members);
+    }
     let entries = trail(&shown, &state, now);
     let grant = plan_grant(&shown, now);
     let resume = resume_of(&shown, seal, &state, settings).filter(|_| announces);

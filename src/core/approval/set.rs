@@ -17,6 +17,7 @@ use crate::api::{
     ApprovalPhase, ApprovalTarget, ChangeSet, ChangeSetSpec, ChangeSummary, DeploymentApproval,
     DeploymentApprovalSpec, GROUP, ImageChange, SetMember, UserInfo, VERSION,
 };
+use crate::core::approval::chain::ChainState;
 use crate::core::approval::request::REQUESTED_AT_CLOCK_SKEW;
 use crate::core::approval::review::{ReviewEdit, ReviewRefusal, validate_review_edit};
 use crate::core::approval::seal::{SealCheck, SealKey, check as check_seal, seal};
@@ -158,6 +159,45 @@ pub fn judged(member: &DeploymentApproval, set: Option<&ChangeSet>) -> Deploymen
         judged.spec.change.requested_at = set.spec.change.requested_at.clone();
     }
     judged
+}
+
+/// The set's state once its members have moved on: when every member it lists has been
+/// admitted (each was judged approved by the set to get there), the set has done its work
+/// and no longer expires with `approvalTTL`: it is `Approved` while any member rolls out,
+/// then `Deployed` when all are, or `Failed` when any rollout failed and the rest ended.
+/// Before that, the chain decides, as for a request.
+pub fn settled_by_members(
+    mut state: ChainState,
+    members: &[Option<DeploymentApproval>],
+) -> ChainState {
+    let phases: Option<Vec<ApprovalPhase>> = members
+        .iter()
+        .map(|m| m.as_ref().map(DeploymentApproval::phase))
+        .collect();
+    let Some(phases) = phases.filter(|p| !p.is_empty()) else {
+        return state;
+    };
+    let admitted = |p: &ApprovalPhase| {
+        matches!(
+            p,
+            ApprovalPhase::Deploying | ApprovalPhase::Deployed | ApprovalPhase::Failed
+        )
+    };
+    if !phases.iter().all(admitted) {
+        return state;
+    }
+    let ended = |p: &ApprovalPhase| p.is_terminal();
+    state.phase = if !phases.iter().all(ended) {
+        ApprovalPhase::Approved
+    } else if phases.contains(&ApprovalPhase::Failed) {
+        ApprovalPhase::Failed
+    } else {
+        ApprovalPhase::Deployed
+    };
+    state.expires_at = None;
+    state.current_level = None;
+    state.stuck = None;
+    state
 }
 
 /// Why a set may not be made as it is.
@@ -587,6 +627,118 @@ mod tests {
         assert_eq!(
             phase_of(&judged(&web, Some(&pending)), 62),
             ApprovalPhase::Expired
+        );
+    }
+
+    #[test]
+    fn a_set_whose_members_were_all_admitted_settles_with_them_instead_of_expiring() {
+        use ApprovalPhase::*;
+        let mut approved = set_of(&members());
+        approved.spec.reviews = vec![approve("alice", 2), approve("carol", 3)];
+        let request = as_request(&approved);
+        let with = |phases: &[Option<ApprovalPhase>]| -> Vec<Option<DeploymentApproval>> {
+            phases
+                .iter()
+                .map(|phase| {
+                    phase.map(|phase| {
+                        let mut m = members().remove(0);
+                        m.status = Some(crate::api::DeploymentApprovalStatus {
+                            phase,
+                            ..Default::default()
+                        });
+                        m
+                    })
+                })
+                .collect()
+        };
+        // approvalTTL is unset and requestTTL one hour: at minute 90 an approved set whose
+        // changes were never applied is still Approved; a Pending one has expired.
+        // (what, the set's chain at minute, members' stored phases, the set's phase)
+        let cases: Vec<(&str, i64, Vec<Option<ApprovalPhase>>, ApprovalPhase)> = vec![
+            (
+                "none admitted yet",
+                5,
+                vec![Some(Approved), Some(Approved)],
+                Approved,
+            ),
+            (
+                "one admitted",
+                5,
+                vec![Some(Deploying), Some(Approved)],
+                Approved,
+            ),
+            (
+                "both rolling out",
+                5,
+                vec![Some(Deploying), Some(Deploying)],
+                Approved,
+            ),
+            (
+                "one deployed, one rolling out",
+                5,
+                vec![Some(Deployed), Some(Deploying)],
+                Approved,
+            ),
+            (
+                "both deployed",
+                5,
+                vec![Some(Deployed), Some(Deployed)],
+                Deployed,
+            ),
+            (
+                "one failed, one deployed",
+                5,
+                vec![Some(Failed), Some(Deployed)],
+                Failed,
+            ),
+            (
+                "one failed, one rolling out",
+                5,
+                vec![Some(Failed), Some(Deploying)],
+                Approved,
+            ),
+            ("a member missing", 5, vec![Some(Deployed), None], Approved),
+            ("no members read", 5, vec![], Approved),
+        ];
+        for (what, minute, phases, expected) in cases {
+            let state = approval_state(
+                &request,
+                "shop",
+                &RoleBindingSnapshot::default(),
+                minutes(minute),
+            );
+            let settled = settled_by_members(state, &with(&phases));
+            assert_eq!(settled.phase, expected, "{what}");
+            if phases
+                .iter()
+                .all(|p| matches!(p, Some(Deploying | Deployed | Failed)))
+                && !phases.is_empty()
+            {
+                assert_eq!(
+                    settled.expires_at, None,
+                    "{what}: no deadline once all are admitted"
+                );
+            }
+        }
+        // Past the set's deadline: a set whose changes were all admitted does not expire.
+        let mut pending = set_of(&members());
+        pending.spec.reviews = vec![approve("alice", 2), approve("carol", 3)];
+        pending.spec.policy.chain.approval_ttl = Some("10m".into());
+        let late = approval_state(
+            &as_request(&pending),
+            "shop",
+            &RoleBindingSnapshot::default(),
+            minutes(30),
+        );
+        assert_eq!(late.phase, Expired);
+        assert_eq!(
+            settled_by_members(late.clone(), &with(&[Some(Deployed), Some(Deploying)])).phase,
+            Approved
+        );
+        assert_eq!(
+            settled_by_members(late, &with(&[Some(Deployed), Some(Approved)])).phase,
+            Expired,
+            "a change never applied in time expires the set"
         );
     }
 

@@ -1,7 +1,8 @@
 -- Argo CD health check for countersign.dev/ChangeSet (countersign: docs/gitops.md): the
 -- requests one GitOps sync or one `countersign request -f` opened together, reviewed as
--- one. A set is Pending, then Approved, Rejected or Expired; its members roll out each on
--- its own and have their own check. Lua 5.1 as gopher-lua runs it, with only the base and
+-- one. A set is Pending, then Approved, Rejected or Expired; once every member was admitted
+-- it follows them (Approved while they roll out, then Deployed or Failed). Its members roll
+-- out each on its own and have their own check. Lua 5.1 as gopher-lua runs it, with only the base and
 -- table libraries (what Argo CD gives a check from argocd-cm): no string library. Every
 -- field may be absent or of another type; the script never errors.
 local hs = {}
@@ -157,8 +158,15 @@ elseif phase == "Expired" then
   if expires ~= nil then
     hs.message = "expired at " .. expires
   end
+elseif phase == "Deployed" then
+  -- Every member rolled out (each member's own health says how).
+  hs.status = "Healthy"
+  hs.message = "deployed: " .. (changes() or "its changes") .. " rolled out"
+elseif phase == "Failed" then
+  -- Every member's rollout ended, and at least one failed: the member says why.
+  hs.status = "Degraded"
+  hs.message = "a rollout failed: see the Failed request among its " .. (changes() or "changes")
 else
-  -- A set never rolls out itself (Deploying, Deployed, Failed are its members').
   hs.status = "Unknown"
   hs.message = "unknown phase " .. phase
 end
