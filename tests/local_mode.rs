@@ -17,6 +17,7 @@ use anyhow::{Context, Result, bail, ensure};
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 use kube::Api;
 use serde_json::{Value, json};
 
@@ -505,6 +506,11 @@ struct Twin {
 
 impl Twin {
     fn start(first: &Local) -> Result<Twin> {
+        Twin::start_with(first, &[])
+    }
+
+    /// With `extra` flags beside `--webhook-only`.
+    fn start_with(first: &Local, extra: &[&str]) -> Result<Twin> {
         let kubeconfig = support::countersign::service_account_kubeconfig(
             "countersign-system",
             &format!("twin-{}", first.port),
@@ -514,7 +520,9 @@ impl Twin {
         let log = std::env::temp_dir().join(format!("countersign-twin-{port}.log"));
         let output = File::create(&log)?;
         let child = Command::new(env!("CARGO_BIN_EXE_countersign"))
-            .args(["serve", "--webhook-only", "--kubeconfig"])
+            .args(["serve", "--webhook-only"])
+            .args(extra)
+            .arg("--kubeconfig")
             .arg(&kubeconfig)
             .args(TestCluster::get().client_auth_args())
             .args(["--listen", &format!("127.0.0.1:{port}"), "--tls-cert"])
@@ -1916,6 +1924,135 @@ async fn a_sync_approved_while_no_operator_ran_is_resumed_when_one_runs() -> Res
             .any(|c| c.type_ == "SyncResumed" && c.status == "True"),
         "{status:?}"
     );
+    Ok(())
+}
+
+/// Issue 22: the API server spreads a sync's concurrent dry runs over the replicas, so each
+/// sees part of the round. Here the split is forced (each replica's workloads webhook sees
+/// only objects labelled its half); when Flux reports the hold the replicas share their
+/// parts, and the commit still opens one set, approved once per level.
+#[tokio::test]
+async fn a_sync_split_across_two_replicas_opens_one_set() -> Result<()> {
+    let _one = lock().await;
+    let flux = support::gitops::Flux::get();
+    let ns = TestNamespace::create("fluxsplit", None).await?;
+    let ns = ns.name();
+    let _policy = support::flow::Policy::apply(ns, flux.gated_chain())?;
+    let first = Local::start(&["--gitops"])?;
+    let twin = Twin::start_with(&first, &["--gitops"])?;
+    twin.until_ready()?;
+    let half = |name: &str, half: &str| {
+        let mut object = web(ns, "nginx:1.27");
+        object["metadata"]["name"] = json!(name);
+        object["metadata"]["labels"] = json!({ "half": half });
+        object
+    };
+    let admin = TestCluster::get().client(User::Admin).await?;
+    let configurations = Api::<ValidatingWebhookConfiguration>::all(admin);
+    let mut split = configurations.get("countersign").await?;
+    let only = |hook: &mut k8s_openapi::api::admissionregistration::v1::ValidatingWebhook,
+                half: &str| {
+        let selector = hook.object_selector.get_or_insert_with(Default::default);
+        selector
+            .match_expressions
+            .get_or_insert_with(Vec::new)
+            .push(LabelSelectorRequirement {
+                key: "half".into(),
+                operator: "In".into(),
+                values: Some(vec![half.into()]),
+            });
+    };
+    let hooks = split.webhooks.get_or_insert_with(Vec::new);
+    let workloads = hooks
+        .iter_mut()
+        .find(|h| h.name == "workloads.countersign.dev")
+        .context("the workloads webhook")?;
+    let mut twins = workloads.clone();
+    only(workloads, "a");
+    twins.name = "twin-workloads.countersign.dev".into();
+    twins.client_config.url = twins
+        .client_config
+        .url
+        .as_ref()
+        .map(|url| url.replace(&format!(":{}/", first.port), &format!(":{}/", twin.port)));
+    only(&mut twins, "b");
+    hooks.push(twins);
+    split.metadata.managed_fields = None;
+    configurations
+        .replace("countersign", &Default::default(), &split)
+        .await?;
+    support::flow::until_gated(&half("web", "a")).await?;
+    support::flow::until_gated(&half("api", "b")).await?;
+
+    let commit = flux.commit(ns, &[half("web", "a"), half("api", "b")], "web and api")?;
+    flux.kustomization(ns, "apps", ns, "10m")?;
+    flux.tried(ns, "apps", &commit, "False").await?;
+    let (set, members) = until(
+        "one set of both halves",
+        Duration::from_secs(30),
+        || async {
+            let sets = support::flow::change_sets(ns).await?;
+            let opened = support::flow::approvals(ns).await?;
+            Ok(match sets.as_slice() {
+                [set] if opened.len() == 2 && set.spec.members.len() == 2 => {
+                    Poll::Ready((set.clone(), opened))
+                }
+                _ => Poll::Pending(format!(
+                    "{} sets ({:?}), {} requests",
+                    sets.len(),
+                    sets.iter()
+                        .map(|s| s.spec.members.len())
+                        .collect::<Vec<_>>(),
+                    opened.len()
+                )),
+            })
+        },
+    )
+    .await?;
+    let set = set.metadata.name.clone().context("a set name")?;
+    for member in &members {
+        ensure!(
+            member.spec.change_set.as_deref() == Some(set.as_str()),
+            "{:?} is not in {set}",
+            member.metadata.name
+        );
+    }
+    // Each replica saw one half: the first judged web, the twin api.
+    let twin_log = std::fs::read_to_string(&twin.log)?;
+    ensure!(
+        twin_log.contains("opened the requests of a held sync") && twin_log.contains("seen_here=1"),
+        "the twin opened nothing of its own half: {twin_log}"
+    );
+
+    approve_object(User::Alice, ns, "changeset", &set)?;
+    approve_object(User::Carol, ns, "changeset", &set)?;
+    until("both halves applied", Duration::from_secs(30), || async {
+        let both = ["web", "api"].iter().all(|name| {
+            kubectl(
+                User::Admin,
+                &[
+                    "get",
+                    "deployment",
+                    name,
+                    "-n",
+                    ns,
+                    "--ignore-not-found",
+                    "-o",
+                    "name",
+                ],
+                None,
+            )
+            .map(|out| !String::from_utf8_lossy(&out.stdout).trim().is_empty())
+            .unwrap_or(false)
+        });
+        Ok(if both {
+            Poll::Ready(())
+        } else {
+            Poll::Pending("not applied".into())
+        })
+    })
+    .await?;
+    drop(twin);
     Ok(())
 }
 

@@ -3,7 +3,8 @@
 //! makes of its own objects (`executor` carries a review's plan out: requests, the change
 //! lock, the move to Deploying, entries; `status`; `trail`, the one AuditEntry writer;
 //! `lock`), the GitOps sync rounds the webhook remembers until they are opened
-//! (`sync_rounds`), asking a GitOps controller to apply again (`gitops`), and the Events
+//! (`sync_rounds`) and where the replicas share them when the hold is reported
+//! (`sync_exchange`), asking a GitOps controller to apply again (`gitops`), and the Events
 //! (`events`). Every live call runs under a deadline (`calls`).
 
 pub mod approval_index;
@@ -14,6 +15,7 @@ pub mod gitops;
 pub mod lock;
 pub mod snapshot;
 pub mod status;
+pub mod sync_exchange;
 pub mod sync_rounds;
 pub mod trail;
 

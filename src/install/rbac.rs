@@ -197,6 +197,13 @@ pub const OWN_NAMESPACE_GRANTS: &[Grant] = &[
     },
     Grant {
         api_group: "",
+        resources: &["configmaps"],
+        verbs: &["get", "list", "create", "patch", "delete"],
+        resource_names: &[],
+        why: "with --gitops, the replicas that each answered part of a held sync's dry runs share their parts (sealed) in a ConfigMap here when the sync reports the hold, so its changes open as one change set; old ones are deleted after ten minutes",
+    },
+    Grant {
+        api_group: "",
         resources: &["secrets"],
         verbs: &["get"],
         resource_names: &[],

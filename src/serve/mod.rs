@@ -153,6 +153,7 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeFailure> {
         tokio::spawn(crate::webhook::syncs::open_reported_rounds(
             cluster.clone(),
             seal_key.clone(),
+            replica_name(args),
         ))
     });
     let app = router(AppState {

@@ -15,10 +15,12 @@ use crate::api::{
     ApprovalPolicy, ChangeOrigin, ChangeSetSpec, DeploymentApprovalSpec, GROUP, GitOpsKind,
     UserInfo, VERSION, service_account_username,
 };
-use crate::core::approval::seal::{SealKey, sealed};
+use crate::core::approval::seal::{SealKey, is_sealed_text, seal_text, sealed};
 use crate::core::approval::set::{SET_KIND, sealed_set, set_name, set_spec};
+use crate::core::change::canonical_json;
 use crate::core::inert;
 use crate::core::plan::{Answer, EventKind, Outcome, PlannedEvent, ReviewPlan, Step, Write};
+use sha2::{Digest, Sha256};
 
 /// The labels kustomize-controller puts on every object it applies: its Kustomization.
 pub const FLUX_NAME_LABEL: &str = "kustomize.toolkit.fluxcd.io/name";
@@ -208,7 +210,7 @@ pub fn argo_resume(application: &Value, approval: &str) -> ArgoResume {
 }
 
 /// A change of a round: the request it would open.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RoundMember {
     pub namespace: String,
     /// The request's name.
@@ -311,6 +313,57 @@ pub fn reported_hold(kustomization: &Value) -> Option<ReportedHold> {
         name: text("/metadata/name")?,
         revision: text("/status/lastAttemptedRevision").map(|r| inert::bounded(&r, 200)),
     })
+}
+
+/// The name of the object in the install namespace through which the replicas that each
+/// saw part of a sync's round at `revision` share their parts (`webhook::syncs`).
+pub fn exchange_name(key: &SyncKey, revision: Option<&str>) -> String {
+    let identity = canonical_json(&serde_json::json!([
+        key.identity,
+        key.namespace,
+        key.name,
+        revision
+    ]));
+    let hash = format!("{:x}", Sha256::digest(identity.as_bytes()));
+    format!("countersign-sync-{}", &hash[..16])
+}
+
+/// This replica's part of a round as it is shared: the members and countersign's seal over
+/// them, so a part nobody but a countersign replica wrote is never opened.
+pub fn round_part(members: &[RoundMember], key: &SealKey) -> String {
+    let listed = canonical_json(&serde_json::to_value(members).unwrap_or_default());
+    let seal = seal_text(key, &listed);
+    canonical_json(&serde_json::json!({ "members": listed, "seal": seal }))
+}
+
+/// The whole round from the parts the replicas shared (`own` first, so it counts even if
+/// it could not be shared): each part checked against countersign's seal (others are
+/// dropped), each change once, in one order every replica computes alike (namespace, then
+/// request name), so every replica opens the same set.
+pub fn merged_round<'a>(
+    own: &[RoundMember],
+    shared: impl IntoIterator<Item = &'a str>,
+    key: &SealKey,
+) -> Vec<RoundMember> {
+    let mut merged: Vec<RoundMember> = own.to_vec();
+    for part in shared {
+        let Ok(part) = serde_json::from_str::<serde_json::Value>(part) else {
+            continue;
+        };
+        let (Some(listed), Some(seal)) = (part["members"].as_str(), part["seal"].as_str()) else {
+            continue;
+        };
+        if !is_sealed_text(key, listed, seal) {
+            continue;
+        }
+        let Ok(members) = serde_json::from_str::<Vec<RoundMember>>(listed) else {
+            continue;
+        };
+        merged.extend(members);
+    }
+    merged.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    merged.dedup_by(|a, b| a.namespace == b.namespace && a.name == b.name);
+    merged
 }
 
 /// Open the requests of a held sync's round, now that its controller reported the hold at
@@ -757,6 +810,83 @@ mod tests {
             );
             assert_eq!(step.on_created.len(), 1);
         }
+    }
+
+    #[test]
+    fn the_replicas_parts_merge_into_one_round_every_replica_orders_alike() {
+        let seal_key = SealKey::new(&[3; 32]).expect("a key");
+        let other_key = SealKey::new(&[4; 32]).expect("another key");
+        let here = [member("web")];
+        let there = [member("api"), member("db")];
+        let shared = round_part(&there, &seal_key);
+        let names =
+            |round: &[RoundMember]| round.iter().map(|m| m.name.clone()).collect::<Vec<_>>();
+        // (what, this replica's part, the parts shared, the round opened)
+        let forged = round_part(&[member("evil")], &other_key);
+        let tampered = shared.replace("api-1", "evil-1");
+        let own_shared = round_part(&here, &seal_key);
+        type Case<'a> = (&'a str, &'a [RoundMember], Vec<&'a str>, Vec<&'a str>);
+        let cases: Vec<Case> = vec![
+            ("alone", &here, vec![], vec!["web-1"]),
+            (
+                "with another replica's part",
+                &here,
+                vec![shared.as_str()],
+                vec!["api-1", "db-1", "web-1"],
+            ),
+            (
+                "its own part shared too, and twice",
+                &here,
+                vec![shared.as_str(), shared.as_str(), own_shared.as_str()],
+                vec!["api-1", "db-1", "web-1"],
+            ),
+            (
+                "a part not sealed by countersign",
+                &here,
+                vec![forged.as_str()],
+                vec!["web-1"],
+            ),
+            (
+                "a part edited after sealing",
+                &here,
+                vec![tampered.as_str()],
+                vec!["web-1"],
+            ),
+            (
+                "garbage",
+                &here,
+                vec!["{", "[]", "{\"members\": 1}"],
+                vec!["web-1"],
+            ),
+            (
+                "nothing here, all there",
+                &[],
+                vec![shared.as_str()],
+                vec!["api-1", "db-1"],
+            ),
+        ];
+        for (what, own, parts, expected) in cases {
+            let merged = merged_round(own, parts, &seal_key);
+            assert_eq!(names(&merged), expected, "{what}");
+        }
+        // Both replicas open the same round, so the same set.
+        let from_here = merged_round(&here, [shared.as_str()], &seal_key);
+        let from_there = merged_round(&there, [round_part(&here, &seal_key).as_str()], &seal_key);
+        assert_eq!(from_here, from_there);
+        let set_of =
+            |round: &[RoundMember]| match &open_round(&key(), round, None, &seal_key, minutes(1))
+                .steps[0]
+                .write
+            {
+                Write::OpenSet { name, .. } => name.clone(),
+                other => panic!("not a set: {other:?}"),
+            };
+        assert_eq!(set_of(&from_here), set_of(&from_there));
+        // One exchange per sync and revision.
+        let a = exchange_name(&key(), Some("main@sha1:a"));
+        assert_eq!(a, exchange_name(&key(), Some("main@sha1:a")));
+        assert_ne!(a, exchange_name(&key(), Some("main@sha1:b")));
+        assert!(a.starts_with("countersign-sync-") && a.len() <= 63, "{a}");
     }
 
     #[test]

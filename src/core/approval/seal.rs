@@ -61,6 +61,21 @@ pub fn seal(key: &SealKey, namespace: &str, spec: &DeploymentApprovalSpec) -> St
     format!("{SEAL_VERSION}{hex}")
 }
 
+/// countersign's seal over any `text` it wrote and reads back (a sync round's part shared
+/// between replicas): `v1:` and the HMAC in lowercase hex.
+pub fn seal_text(key: &SealKey, text: &str) -> String {
+    let tag = hmac::sign(&key.0, text.as_bytes());
+    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("{SEAL_VERSION}{hex}")
+}
+
+/// Whether `seal` is countersign's over `text`, in constant time.
+pub fn is_sealed_text(key: &SealKey, text: &str, seal: &str) -> bool {
+    seal.strip_prefix(SEAL_VERSION)
+        .and_then(decode_hex)
+        .is_some_and(|tag| hmac::verify(&key.0, text.as_bytes(), &tag).is_ok())
+}
+
 /// `spec` with its seal set.
 pub fn sealed(
     key: &SealKey,
