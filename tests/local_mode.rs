@@ -1849,8 +1849,10 @@ async fn a_sync_approved_while_no_operator_ran_is_resumed_when_one_runs() -> Res
     let flux = support::gitops::Flux::get();
     let ns = TestNamespace::create("fluxback", None).await?;
     let ns = ns.name();
-    let _policy = support::flow::Policy::apply(ns, flux.gated_chain())?;
+    // countersign first: local mode installs the CRDs a fresh cluster lacks.
     let mut first = Local::start(&["--gitops"])?;
+    support::countersign::grant_approvers(TestCluster::get())?;
+    let _policy = support::flow::Policy::apply(ns, flux.gated_chain())?;
     support::flow::until_gated(&web(ns, "nginx:1.27")).await?;
 
     let mut api = web(ns, "api:2.0");
@@ -1937,8 +1939,10 @@ async fn a_sync_split_across_two_replicas_opens_one_set() -> Result<()> {
     let flux = support::gitops::Flux::get();
     let ns = TestNamespace::create("fluxsplit", None).await?;
     let ns = ns.name();
-    let _policy = support::flow::Policy::apply(ns, flux.gated_chain())?;
+    // countersign first: local mode installs the CRDs a fresh cluster lacks.
     let first = Local::start(&["--gitops"])?;
+    support::countersign::grant_approvers(TestCluster::get())?;
+    let _policy = support::flow::Policy::apply(ns, flux.gated_chain())?;
     let twin = Twin::start_with(&first, &["--gitops"])?;
     twin.until_ready()?;
     let half = |name: &str, half: &str| {

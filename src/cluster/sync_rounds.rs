@@ -113,6 +113,32 @@ impl SyncRounds {
         }
     }
 
+    /// The rounds of the Kustomization `namespace/name` taken out to be opened, each once it
+    /// is complete: a round whose held dry run is still waiting here is taken once it goes
+    /// quiet. That is the case when another replica denied its own held dry run first: the
+    /// controller reports that denial and cancels the rest of the sync's dry runs, this
+    /// replica's held one among them, whose answer then never comes.
+    pub async fn take_when_quiet(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Vec<(SyncKey, Vec<RoundMember>)> {
+        let waiting: Vec<SyncKey> = match self.rounds.lock() {
+            Ok(rounds) => rounds
+                .iter()
+                .filter(|(key, round)| {
+                    round.held && !round.answered && key.namespace == namespace && key.name == name
+                })
+                .map(|(key, _)| key.clone())
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        for key in &waiting {
+            self.until_quiet(key).await;
+        }
+        self.take(namespace, name)
+    }
+
     /// The round of the Kustomization `namespace/name`, taken out to be opened (at most
     /// once): what this replica remembered of the sync whose denial was reported.
     pub fn take(&self, namespace: &str, name: &str) -> Vec<(SyncKey, Vec<RoundMember>)> {
@@ -189,6 +215,34 @@ mod tests {
             rounds.take("flux-system", "apps").is_empty(),
             "opened twice"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_report_while_this_replicas_hold_waits_takes_the_round_once_quiet() {
+        let rounds = SyncRounds::default();
+        assert_eq!(rounds.join(&key("apps"), member("api-1")), SyncRole::Hold);
+        // The held dry run's caller gave up (another replica's denial was reported first),
+        // so nothing here answers it; the report still finds the round, once it is quiet.
+        let started = Instant::now();
+        let taken = rounds.take_when_quiet("flux-system", "apps").await;
+        assert_eq!(started.elapsed(), QUIET);
+        assert_eq!(taken.len(), 1);
+        assert_eq!(taken[0].1[0].name, "api-1");
+        assert!(
+            rounds
+                .take_when_quiet("flux-system", "apps")
+                .await
+                .is_empty(),
+            "opened twice"
+        );
+        // A round already answered is taken at once; another sync's is left alone.
+        rounds.join(&key("apps"), member("web-1"));
+        rounds.join(&key("other"), member("db-1"));
+        rounds.until_quiet(&key("apps")).await;
+        let started = Instant::now();
+        assert_eq!(rounds.take_when_quiet("flux-system", "apps").await.len(), 1);
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        assert_eq!(rounds.rounds.lock().expect("lock").len(), 1);
     }
 
     #[tokio::test(start_paused = true)]

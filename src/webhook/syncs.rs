@@ -50,17 +50,26 @@ pub async fn open_reported_rounds(cluster: Cluster, seal_key: Arc<SealKey>, repl
         let Some(report) = reported_hold(&value) else {
             continue;
         };
-        for (key, members) in cluster.sync_rounds.take(&report.namespace, &report.name) {
-            // Each round waits for the other replicas' parts on its own, so the watch goes on.
-            tokio::spawn(open_shared_round(
-                cluster.clone(),
-                seal_key.clone(),
-                replica.clone(),
-                key,
-                members,
-                report.revision.clone(),
-            ));
-        }
+        // Each report is opened on its own task (it may wait for this replica's round to go
+        // quiet, then for the other replicas' parts), so the watch goes on.
+        let (cluster, seal_key, replica) = (cluster.clone(), seal_key.clone(), replica.clone());
+        tokio::spawn(async move {
+            let rounds = cluster
+                .sync_rounds
+                .take_when_quiet(&report.namespace, &report.name)
+                .await;
+            for (key, members) in rounds {
+                open_shared_round(
+                    cluster.clone(),
+                    seal_key.clone(),
+                    replica.clone(),
+                    key,
+                    members,
+                    report.revision.clone(),
+                )
+                .await;
+            }
+        });
     }
 }
 
