@@ -11,14 +11,14 @@ use serde_json::Value;
 
 use super::request::{Request, decode};
 use super::review::{Webhook, refuse};
-use crate::api::DeploymentApproval;
+use crate::api::{DeploymentApproval, DeploymentApprovalSpec};
 use crate::cluster::calls::bounded;
 use crate::core::approval::chain::ApprovalChain;
 use crate::core::approval::request::{
     RequestCreate, validate_life_metadata_edit, validate_request_create,
 };
 use crate::core::approval::review::{
-    ReviewEdit, review_groups, stamp_appended_reviews, validate_review_edit,
+    ReviewEdit, ReviewRefusal, review_groups, stamp_appended_reviews, validate_review_edit,
     validate_review_standing,
 };
 use crate::core::audit::custody::approval_status_write;
@@ -97,12 +97,28 @@ impl Webhook {
         {
             return refuse(refusal);
         }
-        let result = match validate_review_edit(&old.spec, &new.spec, &author, now) {
+        self.edit_plan(
+            validate_review_edit(&old.spec, &new.spec, &author, now),
+            &old,
+            now,
+        )
+    }
+
+    /// The answer to an edit of `old` (a request, or a set as one) that
+    /// `validate_review_edit` judged `edit`: an appended review must also stand as the
+    /// request stands.
+    pub(super) fn edit_plan(
+        &self,
+        edit: Result<ReviewEdit, ReviewRefusal>,
+        old: &DeploymentApproval,
+        now: Timestamp,
+    ) -> ReviewPlan {
+        let result = match edit {
             Err(refusal) => Err(refusal.to_string()),
             Ok(ReviewEdit::NoReview) => Ok(()),
             Ok(ReviewEdit::Appended(review)) => {
                 let bindings = self.snapshot.bindings();
-                validate_review_standing(&old, &review, &bindings, now).map_err(|r| r.to_string())
+                validate_review_standing(old, &review, &bindings, now).map_err(|r| r.to_string())
             }
         };
         ReviewPlan::answer(Answer::from_result(result))
@@ -110,10 +126,19 @@ impl Webhook {
 
     /// A deletion: audited with its author, refused where the policy says so.
     fn request_deleted(&self, request: &Request) -> ReviewPlan {
-        let approval = match decode::<DeploymentApproval>(request.old_object.as_ref()) {
-            Ok(approval) => approval,
-            Err(why) => return refuse(why),
-        };
+        match decode::<DeploymentApproval>(request.old_object.as_ref()) {
+            Ok(approval) => self.deletion_plan(request, &approval),
+            Err(why) => refuse(why),
+        }
+    }
+
+    /// The deletion of `approval` (a request, or a set as one): audited with its author,
+    /// refused where its policy says so.
+    pub(super) fn deletion_plan(
+        &self,
+        request: &Request,
+        approval: &DeploymentApproval,
+    ) -> ReviewPlan {
         let author = request.requester();
         let policies = self.snapshot.policies();
         let policy = policy_named(&policies, &approval.spec.policy.name);
@@ -122,7 +147,7 @@ impl Webhook {
             policy,
             &author,
         );
-        let entry = request_deleted_entry(&approval, &author, verdict.reason(), Timestamp::now());
+        let entry = request_deleted_entry(approval, &author, verdict.reason(), Timestamp::now());
         ground_plan(
             vec![(verdict, entry)],
             Answer::allow(),
@@ -170,23 +195,29 @@ impl Webhook {
             // The validating webhook denies what cannot be read.
             return ReviewPlan::answer(Answer::allow());
         };
+        self.stamp_plan(request, &old.spec, new)
+    }
+
+    /// The stamps for the reviews appended to the raw `new` object over `old` (a request's
+    /// spec, or a set's as one request): its chain says which of the author's groups count.
+    pub(super) fn stamp_plan(
+        &self,
+        request: &Request,
+        old: &DeploymentApprovalSpec,
+        new: &Value,
+    ) -> ReviewPlan {
         let author = request.requester();
         let bindings = self.snapshot.bindings();
         let chain = ApprovalChain {
-            settings: &old.spec.policy.chain,
-            requester: &old.spec.change.requester,
+            settings: &old.policy.chain,
+            requester: &old.change.requester,
             namespace: request.namespace.as_deref().unwrap_or_default(),
             bindings: &bindings,
-            requested_at: old.spec.change.requested_at.0,
+            requested_at: old.change.requested_at.0,
         };
         let groups = review_groups(&chain, &author);
-        let operations = stamp_appended_reviews(
-            old.spec.reviews.len(),
-            new,
-            &author,
-            &groups,
-            Timestamp::now(),
-        );
+        let operations =
+            stamp_appended_reviews(old.reviews.len(), new, &author, &groups, Timestamp::now());
         ReviewPlan::answer(Answer::patched(operations))
     }
 }

@@ -11,18 +11,10 @@ use super::request::{Request, decode};
 use super::review::{Webhook, refuse};
 use crate::api::{ChangeSet, DeploymentApproval};
 use crate::cluster::calls::bounded;
-use crate::core::approval::chain::ApprovalChain;
 use crate::core::approval::request::validate_life_metadata_edit;
-use crate::core::approval::review::{
-    ReviewEdit, review_groups, stamp_appended_reviews, validate_review_standing,
-};
 use crate::core::approval::set::{as_request, validate_set_create, validate_set_edit};
 use crate::core::audit::custody::approval_status_write;
-use crate::core::audit::ground::{
-    GroundChange, ground_plan, judge_ground_change, request_deleted_entry,
-};
 use crate::core::plan::{Answer, ReviewPlan};
-use crate::core::policy::matching::policy_named;
 
 /// The resource name of sets in reviews.
 pub(super) const RESOURCE: &str = "changesets";
@@ -96,16 +88,11 @@ impl Webhook {
         {
             return refuse(refusal);
         }
-        let result = match validate_set_edit(&old.spec, &new.spec, &author, now) {
-            Err(refusal) => Err(refusal.to_string()),
-            Ok(ReviewEdit::NoReview) => Ok(()),
-            Ok(ReviewEdit::Appended(review)) => {
-                let bindings = self.snapshot.bindings();
-                validate_review_standing(&as_request(&old), &review, &bindings, now)
-                    .map_err(|r| r.to_string())
-            }
-        };
-        ReviewPlan::answer(Answer::from_result(result))
+        self.edit_plan(
+            validate_set_edit(&old.spec, &new.spec, &author, now),
+            &as_request(&old),
+            now,
+        )
     }
 
     /// A deletion: audited with its author, refused where the policy says so (its members
@@ -115,20 +102,7 @@ impl Webhook {
             Ok(set) => set,
             Err(why) => return refuse(why),
         };
-        let shown = as_request(&set);
-        let author = request.requester();
-        let policies = self.snapshot.policies();
-        let policy = policy_named(&policies, &shown.spec.policy.name);
-        let verdict =
-            judge_ground_change(GroundChange::RequestDeleted(shown.phase()), policy, &author);
-        let entry = request_deleted_entry(&shown, &author, verdict.reason(), Timestamp::now());
-        ground_plan(
-            vec![(verdict, entry)],
-            Answer::allow(),
-            request.dry_run(),
-            &self.settings.install_namespace,
-            &request.caller.record(),
-        )
+        self.deletion_plan(request, &as_request(&set))
     }
 
     /// `/mutate/approvals` for a set: stamp `user`, `groups` and `time` on appended reviews
@@ -141,23 +115,6 @@ impl Webhook {
             // The validating webhook denies what cannot be read.
             return ReviewPlan::answer(Answer::allow());
         };
-        let author = request.requester();
-        let bindings = self.snapshot.bindings();
-        let chain = ApprovalChain {
-            settings: &old.spec.policy.chain,
-            requester: &old.spec.change.requester,
-            namespace: request.namespace.as_deref().unwrap_or_default(),
-            bindings: &bindings,
-            requested_at: old.spec.change.requested_at.0,
-        };
-        let groups = review_groups(&chain, &author);
-        let operations = stamp_appended_reviews(
-            old.spec.reviews.len(),
-            new,
-            &author,
-            &groups,
-            Timestamp::now(),
-        );
-        ReviewPlan::answer(Answer::patched(operations))
+        self.stamp_plan(request, &as_request(&old).spec, new)
     }
 }
