@@ -29,10 +29,9 @@ use crate::core::plan::{Answer, ReviewPlan};
 use crate::core::policy::matching::policy_named;
 
 impl Webhook {
+    /// Requests and change sets alike: status is countersign's, its own creates pass; the
+    /// rest is each kind's.
     pub(super) async fn approval(&self, request: &Request) -> ReviewPlan {
-        if request.resource.resource == super::change_sets::RESOURCE {
-            return self.change_set(request).await;
-        }
         if request.sub_resource.as_deref() == Some("status") {
             let actor = request.username().unwrap_or_default();
             return ReviewPlan::answer(Answer::from_result(approval_status_write(
@@ -40,12 +39,14 @@ impl Webhook {
                 &self.settings.own_username,
             )));
         }
+        let is_set = request.resource.resource == super::change_sets::RESOURCE;
         match request.operation {
             Operation::Create if self.is_own(request) => ReviewPlan::answer(Answer::allow()),
+            Operation::Connect => ReviewPlan::answer(Answer::allow()),
+            _ if is_set => self.change_set(request).await,
             Operation::Create => self.request_created(request).await,
             Operation::Update => self.request_edited(request),
             Operation::Delete => self.request_deleted(request),
-            Operation::Connect => ReviewPlan::answer(Answer::allow()),
         }
     }
 

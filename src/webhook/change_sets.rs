@@ -13,23 +13,16 @@ use crate::api::{ChangeSet, DeploymentApproval};
 use crate::cluster::calls::bounded;
 use crate::core::approval::request::validate_life_metadata_edit;
 use crate::core::approval::set::{as_request, validate_set_create, validate_set_edit};
-use crate::core::audit::custody::approval_status_write;
 use crate::core::plan::{Answer, ReviewPlan};
 
 /// The resource name of sets in reviews.
 pub(super) const RESOURCE: &str = "changesets";
 
 impl Webhook {
+    /// A set's create (by someone else), edit or deletion; `approval` has answered its
+    /// status writes and countersign's own creates.
     pub(super) async fn change_set(&self, request: &Request) -> ReviewPlan {
-        if request.sub_resource.as_deref() == Some("status") {
-            let actor = request.username().unwrap_or_default();
-            return ReviewPlan::answer(Answer::from_result(approval_status_write(
-                actor,
-                &self.settings.own_username,
-            )));
-        }
         match request.operation {
-            Operation::Create if self.is_own(request) => ReviewPlan::answer(Answer::allow()),
             Operation::Create => self.set_created(request).await,
             Operation::Update => self.set_edited(request),
             Operation::Delete => self.set_deleted(request),
