@@ -2,9 +2,11 @@
 """Writes countersign's image as an OCI image layout archive, without a container engine.
 
     oci.py ROOTFS ARCHIVE --ref REPO:TAG --epoch SECONDS --label K=V ...
+           [--entrypoint PATH --cmd ARG ... --user UID:GID --workdir DIR]
 
-One layer (ROOTFS as a gzip'd tar), the image config of the Dockerfile's final stage (user
-65532, entrypoint /usr/local/bin/countersign, command serve, the OCI labels), its manifest,
+One layer (ROOTFS as a gzip'd tar), the image config (by default that of the Dockerfile's
+final stage: user 65532, entrypoint /usr/local/bin/countersign, command serve, the OCI
+labels; tests/cluster/node/build writes the node's pause image with other values), its manifest,
 and index.json naming it REPO:TAG (org.opencontainers.image.ref.name as the tag, and
 io.containerd.image.name as the whole reference, so `ctr images import` names it).
 Deterministic: entries sorted, every time SECONDS, owners numeric, gzip without a name or a
@@ -79,7 +81,13 @@ def main():
     parser.add_argument("--ref", required=True)
     parser.add_argument("--epoch", type=int, required=True)
     parser.add_argument("--label", action="append", default=[])
+    parser.add_argument("--entrypoint", default="/usr/local/bin/countersign")
+    parser.add_argument("--cmd", action="append")
+    parser.add_argument("--user", default="65532:65532")
+    parser.add_argument("--workdir", default="/home/nonroot")
+    parser.add_argument("--path", default="/usr/local/bin")
     args = parser.parse_args()
+    command = ["serve"] if args.cmd is None else [c for c in args.cmd if c]
 
     tar = layer_tar(args.rootfs, args.epoch)
     layer = gzipped(tar)
@@ -90,11 +98,11 @@ def main():
         "os": "linux",
         "created": created,
         "config": {
-            "User": "65532:65532",
-            "Entrypoint": ["/usr/local/bin/countersign"],
-            "Cmd": ["serve"],
-            "WorkingDir": "/home/nonroot",
-            "Env": ["PATH=/usr/local/bin"],
+            "User": args.user,
+            "Entrypoint": [args.entrypoint],
+            "Cmd": command,
+            "WorkingDir": args.workdir,
+            "Env": ["PATH=" + args.path],
             "Labels": labels,
         },
         "rootfs": {"type": "layers", "diff_ids": [digest(tar)]},
