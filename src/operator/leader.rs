@@ -9,6 +9,7 @@
 //! unchanged for a whole lease duration on their own clock (as client-go does), so the two
 //! never overlap whatever the clocks say.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
@@ -85,8 +86,19 @@ impl ElectionSettings {
 /// A running elector: `leading()` says whether this replica may reconcile now.
 pub struct Election {
     leading: watch::Receiver<bool>,
-    stop: watch::Sender<bool>,
+    stop: Arc<watch::Sender<bool>>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// Asks an election to release the lease and stop, without waiting for it: a replica told
+/// to stop hands the operator over at once and may go on answering reviews meanwhile.
+#[derive(Clone)]
+pub struct StepDown(Arc<watch::Sender<bool>>);
+
+impl StepDown {
+    pub fn now(&self) {
+        let _ = self.0.send(true);
+    }
 }
 
 impl Election {
@@ -98,9 +110,14 @@ impl Election {
         let task = tokio::spawn(run(api, settings, leading_tx, stop_rx));
         Election {
             leading,
-            stop,
+            stop: Arc::new(stop),
             task,
         }
+    }
+
+    /// A handle that makes this election step down when called.
+    pub fn step_down(&self) -> StepDown {
+        StepDown(self.stop.clone())
     }
 
     /// Whether this replica leads, as it changes.

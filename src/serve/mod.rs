@@ -27,7 +27,7 @@ use crate::core::tls::{service_names, url_host};
 use crate::install::own_username;
 use crate::install::webhooks::Endpoint;
 use crate::operator;
-use crate::operator::leader::{Election, ElectionSettings};
+use crate::operator::leader::{Election, ElectionSettings, StepDown};
 use crate::operator::webhook_guard::{CaBundle, GuardSettings};
 use crate::telemetry::{Metrics, init_logging};
 use crate::webhook::client_auth::ClientAuth;
@@ -172,7 +172,12 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeFailure> {
     if let Some(install) = local.as_ref().filter(|_| !args.operator_only) {
         register_when_synced(install.clone(), caches.synced, arm_guard.clone());
     }
-    let shutdown = shutdown(local.clone(), arm_guard);
+    let shutdown = shutdown(
+        local.clone(),
+        arm_guard,
+        election.as_ref().map(Election::step_down),
+        Duration::from_secs(args.shutdown_delay),
+    );
     let served = match wait_for_certificate(self_managed_serving).await {
         Stop::Early => Ok(()),
         Stop::Serve => {
@@ -422,8 +427,26 @@ fn register_when_synced(
 async fn shutdown(
     local: Option<Arc<local::LocalInstall>>,
     arm_guard: Arc<tokio::sync::watch::Sender<bool>>,
+    step_down: Option<StepDown>,
+    delay: Duration,
 ) {
     shutdown_signal().await;
+    if !delay.is_zero() {
+        // Another replica takes the operator over now, not after the delay.
+        if let Some(step_down) = step_down {
+            step_down.now();
+        }
+        // A Pod being deleted leaves the Service's endpoints while it is told to stop; the
+        // API server may pick it until it has seen that, and a closed port fails the review.
+        tracing::info!(
+            ?delay,
+            "stopping: answering on until the endpoints drop this replica"
+        );
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = shutdown_signal() => tracing::info!("a second signal: stopping at once"),
+        }
+    }
     tracing::info!("shutting down");
     if let Some(install) = &local {
         // Removing them is no tampering: the guard stands down first.
