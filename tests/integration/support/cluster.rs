@@ -72,6 +72,8 @@ pub struct TestCluster {
     /// The API server's client certificate and key, for tests that speak as it.
     webhook_client_cert: PathBuf,
     webhook_client_key: PathBuf,
+    /// Every line of `cluster.env` (the real node's among them, when it runs).
+    env: HashMap<String, String>,
 }
 
 static CLUSTER: OnceLock<Result<TestCluster, String>> = OnceLock::new();
@@ -135,6 +137,7 @@ impl TestCluster {
                 .context("cluster.env has no WEBHOOK_CLIENT_NAME")?,
             webhook_client_cert: path("WEBHOOK_CLIENT_CERT")?,
             webhook_client_key: path("WEBHOOK_CLIENT_KEY")?,
+            env,
         })
     }
 
@@ -159,6 +162,12 @@ impl TestCluster {
     #[allow(dead_code)] // not every test crate speaks as the API server
     pub fn webhook_client_credentials(&self) -> (&Path, &Path) {
         (&self.webhook_client_cert, &self.webhook_client_key)
+    }
+
+    /// A value of `cluster.env`, e.g. `REAL_NODE` when the cluster has a real node.
+    #[allow(dead_code)] // read by the tests on the real node only
+    pub fn env_value(&self, key: &str) -> Option<&str> {
+        self.env.get(key).map(String::as_str)
     }
 
     /// The kubeconfig with a context per test user (the admin's is the current one).
