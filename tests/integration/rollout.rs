@@ -286,7 +286,8 @@ async fn a_rollout_that_cannot_finish_fails_at_its_timeout_and_releases_the_lock
         (8.0..20.0).contains(&took),
         "failed {took} s after admission"
     );
-    let trail = trail_of(ns, &name, 5).await?;
+    // Requested, the review, the level, Approved, Admitted and RolloutFailed.
+    let trail = trail_of(ns, &name, 6).await?;
     let entry = step(&trail, "rollout-failed")?;
     assert_eq!(entry.spec.action, AuditAction::RolloutFailed);
     assert!(
@@ -402,7 +403,9 @@ async fn an_admitted_change_that_never_reaches_the_object_is_approved_again() ->
     .await?;
     assert_eq!(released.lock_holder, None);
     assert_eq!(released.rollout.as_ref().map(|r| r.admissions), Some(1));
-    let trail = trail_of(ns, &name, 5).await?;
+    // Requested, the review, the level, Approved, Admitted and NotApplied: the status may be
+    // written a moment before the last of them.
+    let trail = trail_of(ns, &name, 6).await?;
     assert_eq!(
         step(&trail, "not-applied")?.spec.action,
         AuditAction::NotApplied
@@ -425,7 +428,7 @@ async fn an_admitted_change_that_never_reaches_the_object_is_approved_again() ->
     })
     .await?;
     assert_eq!(deployed.rollout.as_ref().map(|r| r.admissions), Some(2));
-    let trail = trail_of(ns, &name, 7).await?;
+    let trail = trail_of(ns, &name, 8).await?;
     for (suffix, action) in [
         ("admitted", AuditAction::Admitted),
         ("not-applied", AuditAction::NotApplied),
