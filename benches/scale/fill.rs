@@ -264,7 +264,30 @@ pub async fn fill(
                 ..a.clone()
             })
             .collect();
-        written += create_all(&api, specs).await?;
+        written += specs.len();
+        // The trail's names carry each request's uid: take it (and the generation) from
+        // what the API server made.
+        let created: std::collections::HashMap<String, kube::core::ObjectMeta> =
+            stream::iter(specs)
+                .map(|spec| {
+                    let api = api.clone();
+                    async move {
+                        create_retrying(&api, &spec).await?;
+                        let name = spec.metadata.name.clone().unwrap_or_default();
+                        anyhow::Ok((name.clone(), api.get(&name).await?.metadata))
+                    }
+                })
+                .buffer_unordered(IN_FLIGHT)
+                .try_collect()
+                .await?;
+        for approval in &mut approvals {
+            let name = approval.metadata.name.clone().unwrap_or_default();
+            let made = created
+                .get(&name)
+                .context("a request the API server did not make")?;
+            approval.metadata.uid = made.uid.clone();
+            approval.metadata.generation = made.generation;
+        }
         let mut entries = Vec::new();
         let mut statuses = Vec::new();
         for approval in &approvals {
