@@ -596,7 +596,7 @@ async fn the_chart_runs_on_a_real_node_and_survives_failover_drain_and_upgrade()
     )?;
     let took = deleted_at.elapsed();
     eprintln!("failover: {second_leader} leads {took:?} after {first_leader}'s Pod was deleted");
-    // Told to stop, the leader hands the Lease over at once (not after its 5 s shutdown
+    // Told to stop, the leader hands the Lease over at once (not after its 15 s shutdown
     // delay, nor after the lease runs out).
     assert!(
         took < Duration::from_secs(5).min(Duration::from_secs(lease_seconds)),

@@ -92,7 +92,7 @@ pub struct ServeArgs {
     pub shutdown_grace: u64,
     /// How long to go on answering after SIGTERM before closing the port, in seconds: a
     /// replica behind a Service gets reviews until the API server sees it leave the
-    /// Service's endpoints, and a closed port then fails them (the chart sets 5).
+    /// Service's endpoints, and a closed port then fails them (the chart sets 15).
     #[arg(long, env = "COUNTERSIGN_SHUTDOWN_DELAY", default_value_t = 0)]
     pub shutdown_delay: u64,
     /// How long AuditEntries are kept (e.g. `8760h`, a year); `forever` keeps them all.

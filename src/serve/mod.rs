@@ -168,6 +168,26 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeFailure> {
         metrics,
         require_client_certificate: client_auth.is_some(),
     });
+    // Once told to stop, every response says `Connection: close`: the API server pools its
+    // connections to a webhook Service by the Service's name, not the Pod's address, so it
+    // would go on sending reviews on a kept-alive connection to this replica after it left
+    // the endpoints, until the port closes under one of them.
+    let draining = Arc::new(AtomicBool::new(false));
+    let app = app.layer(axum::middleware::map_response({
+        let draining = draining.clone();
+        move |mut response: axum::response::Response| {
+            let draining = draining.load(Ordering::Acquire);
+            async move {
+                if draining {
+                    response.headers_mut().insert(
+                        axum::http::header::CONNECTION,
+                        axum::http::HeaderValue::from_static("close"),
+                    );
+                }
+                response
+            }
+        }
+    }));
     let local = setup.local.map(Arc::new);
     if let Some(install) = local.as_ref().filter(|_| !args.operator_only) {
         register_when_synced(install.clone(), caches.synced, arm_guard.clone());
@@ -177,6 +197,7 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeFailure> {
         arm_guard,
         election.as_ref().map(Election::step_down),
         Duration::from_secs(args.shutdown_delay),
+        draining,
     );
     let served = match wait_for_certificate(self_managed_serving).await {
         Stop::Early => Ok(()),
@@ -429,8 +450,10 @@ async fn shutdown(
     arm_guard: Arc<tokio::sync::watch::Sender<bool>>,
     step_down: Option<StepDown>,
     delay: Duration,
+    draining: Arc<AtomicBool>,
 ) {
     shutdown_signal().await;
+    draining.store(true, Ordering::Release);
     if !delay.is_zero() {
         // Another replica takes the operator over now, not after the delay.
         if let Some(step_down) = step_down {
