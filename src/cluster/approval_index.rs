@@ -1,14 +1,24 @@
-//! The cached DeploymentApprovals, indexed by target: a review looks up the approvals of one
-//! object (namespace, name) without scanning every approval in the cluster. Each is held as
-//! compact JSON and decoded when read: a review reads one to three of them, and a decoded
-//! approval takes about three times the memory (BENCHMARKS.md).
+//! The one cache of DeploymentApprovals, for the webhook and the operator alike.
+//!
+//! - Indexed by target: a review looks up the approvals of one object (namespace, name)
+//!   without scanning every approval in the cluster.
+//! - Each is held as compact JSON and decoded when read: a review reads one to three of
+//!   them, a reconcile one, and a decoded approval takes about three times the memory.
+//!   A relist builds its new index from JSON too, never holding every approval decoded.
+//! - The operator's controllers are driven from here ([`ApprovalIndex::names`] and
+//!   [`ApprovalIndex::changes`]) rather than from watches of their own, so each approval
+//!   is watched, decoded and held once. A relist reports only what it changed, so a watch
+//!   that expires does not reconcile every request again.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Mutex, RwLock};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{self, Store, store::Writer};
 use kube::runtime::watcher::Event;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use crate::api::{ApprovalPhase, DeploymentApproval};
 
@@ -16,28 +26,123 @@ use crate::api::{ApprovalPhase, DeploymentApproval};
 type Key = (String, String);
 
 /// One cached approval, as compact JSON.
-type Stored = Arc<[u8]>;
+type Stored = Box<[u8]>;
 
 fn store(approval: &DeploymentApproval) -> Option<Stored> {
     serde_json::to_vec(approval).ok().map(Stored::from)
 }
 
+/// An approval's name and namespace only: what the operator's controller schedules by
+/// (it reads the approval itself from the index when it reconciles).
+pub type ApprovalName = PartialObjectMeta<DeploymentApproval>;
+
+fn name_of(key: &Key) -> ApprovalName {
+    PartialObjectMeta {
+        types: None,
+        metadata: ObjectMeta {
+            name: Some(key.1.clone()),
+            namespace: Some(key.0.clone()),
+            ..ObjectMeta::default()
+        },
+        _phantom: Default::default(),
+    }
+}
+
+/// One approval that changed (created, updated or deleted), for the operator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Touched {
+    pub namespace: String,
+    pub name: String,
+    /// The change set it is a member of.
+    pub change_set: Option<String>,
+    pub deleted: bool,
+}
+
+/// How many changes a slow listener may fall behind before it is told to start over
+/// (it then takes every name from [`ApprovalIndex::names`]).
+const CHANGES_BUFFER: usize = 4096;
+
+/// What one approval is filed under.
+struct Filed {
+    target: Key,
+    phase: ApprovalPhase,
+    change_set: Option<String>,
+}
+
+/// The index proper: approvals by target, then by name, and where each is filed.
+#[derive(Default)]
+struct Entries {
+    by_target: HashMap<Key, HashMap<String, Stored>>,
+    filed: HashMap<Key, Filed>,
+}
+
+impl Entries {
+    fn insert(&mut self, approval: &DeploymentApproval) -> Option<Key> {
+        let stored = store(approval)?;
+        let key = approval_key(approval);
+        self.remove(&key);
+        let target = target_key(approval);
+        self.filed.insert(
+            key.clone(),
+            Filed {
+                target: target.clone(),
+                phase: approval.phase(),
+                change_set: approval.spec.change_set.clone(),
+            },
+        );
+        self.by_target
+            .entry(target)
+            .or_default()
+            .insert(key.1.clone(), stored);
+        Some(key)
+    }
+
+    fn remove(&mut self, key: &Key) -> Option<Filed> {
+        let filed = self.filed.remove(key)?;
+        if let Some(names) = self.by_target.get_mut(&filed.target) {
+            names.remove(&key.1);
+            if names.is_empty() {
+                self.by_target.remove(&filed.target);
+            }
+        }
+        Some(filed)
+    }
+
+    fn stored(&self, key: &Key) -> Option<&Stored> {
+        let filed = self.filed.get(key)?;
+        self.by_target.get(&filed.target)?.get(&key.1)
+    }
+
+    fn touched(&self, key: &Key, deleted: bool) -> Touched {
+        Touched {
+            namespace: key.0.clone(),
+            name: key.1.clone(),
+            change_set: self.filed.get(key).and_then(|f| f.change_set.clone()),
+            deleted,
+        }
+    }
+}
+
 /// Approvals by (namespace, target name), then by approval name; fed by watch events.
 pub struct ApprovalIndex {
-    by_target: RwLock<HashMap<Key, HashMap<String, Stored>>>,
-    /// Where each approval is filed, so an update or delete finds it, and its phase.
-    filed: RwLock<HashMap<Key, (Key, ApprovalPhase)>>,
-    /// The objects of a relist in progress (between `Init` and `InitDone`).
-    relist: Mutex<Option<Vec<DeploymentApproval>>>,
+    entries: RwLock<Entries>,
+    /// The index a relist in progress builds (between `Init` and `InitDone`).
+    relist: Mutex<Option<Entries>>,
+    names: Store<ApprovalName>,
+    names_writer: Mutex<Writer<ApprovalName>>,
+    changes: broadcast::Sender<Touched>,
     synced: watch::Sender<bool>,
 }
 
 impl Default for ApprovalIndex {
     fn default() -> Self {
+        let (names, names_writer) = reflector::store();
         ApprovalIndex {
-            by_target: RwLock::default(),
-            filed: RwLock::default(),
+            entries: RwLock::default(),
             relist: Mutex::default(),
+            names,
+            names_writer: Mutex::new(names_writer),
+            changes: broadcast::channel(CHANGES_BUFFER).0,
             synced: watch::channel(false).0,
         }
     }
@@ -63,12 +168,14 @@ impl ApprovalIndex {
         match event {
             Event::Init => {
                 if let Ok(mut relist) = self.relist.lock() {
-                    *relist = Some(Vec::new());
+                    *relist = Some(Entries::default());
                 }
             }
             Event::InitApply(approval) => {
                 if let Ok(mut relist) = self.relist.lock() {
-                    relist.get_or_insert_with(Vec::new).push(approval);
+                    relist
+                        .get_or_insert_with(Entries::default)
+                        .insert(&approval);
                 }
             }
             Event::InitDone => {
@@ -78,101 +185,168 @@ impl ApprovalIndex {
                     .ok()
                     .and_then(|mut relist| relist.take())
                     .unwrap_or_default();
-                self.replace_all(listed);
+                self.replace(listed);
                 self.synced.send_replace(true);
             }
-            Event::Apply(approval) => self.insert(approval),
-            Event::Delete(approval) => self.remove(&approval_key(&approval)),
-        }
-    }
-
-    /// Replace everything with `approvals` (a complete list).
-    pub fn replace_all(&self, approvals: Vec<DeploymentApproval>) {
-        let mut by_target: HashMap<Key, HashMap<String, Stored>> = HashMap::new();
-        let mut filed = HashMap::new();
-        for approval in approvals {
-            let Some(stored) = store(&approval) else {
-                continue;
-            };
-            let target = target_key(&approval);
-            filed.insert(approval_key(&approval), (target.clone(), approval.phase()));
-            by_target
-                .entry(target)
-                .or_default()
-                .insert(approval.name_any(), stored);
-        }
-        if let (Ok(mut index), Ok(mut keys)) = (self.by_target.write(), self.filed.write()) {
-            *index = by_target;
-            *keys = filed;
-        }
-    }
-
-    fn insert(&self, approval: DeploymentApproval) {
-        let key = approval_key(&approval);
-        self.remove(&key);
-        let Some(stored) = store(&approval) else {
-            return;
-        };
-        let target = target_key(&approval);
-        if let (Ok(mut index), Ok(mut keys)) = (self.by_target.write(), self.filed.write()) {
-            keys.insert(key.clone(), (target.clone(), approval.phase()));
-            index.entry(target).or_default().insert(key.1, stored);
-        }
-    }
-
-    fn remove(&self, key: &Key) {
-        if let (Ok(mut index), Ok(mut keys)) = (self.by_target.write(), self.filed.write())
-            && let Some((target, _)) = keys.remove(key)
-            && let Some(names) = index.get_mut(&target)
-        {
-            names.remove(&key.1);
-            if names.is_empty() {
-                index.remove(&target);
+            Event::Apply(approval) => {
+                let key = self
+                    .entries
+                    .write()
+                    .ok()
+                    .and_then(|mut e| e.insert(&approval));
+                if let Some(key) = key {
+                    self.name_event(Event::Apply(name_of(&key)));
+                    self.announce(Touched {
+                        namespace: key.0,
+                        name: key.1,
+                        change_set: approval.spec.change_set.clone(),
+                        deleted: false,
+                    });
+                }
+            }
+            Event::Delete(approval) => {
+                let key = approval_key(&approval);
+                let removed = self.entries.write().ok().and_then(|mut e| e.remove(&key));
+                self.name_event(Event::Delete(name_of(&key)));
+                if removed.is_some() {
+                    self.announce(Touched {
+                        change_set: approval.spec.change_set.clone(),
+                        namespace: key.0,
+                        name: key.1,
+                        deleted: true,
+                    });
+                }
             }
         }
+    }
+
+    /// Put a complete list in place, and announce what it changed: what is new or
+    /// differs, and what is gone.
+    fn replace(&self, listed: Entries) {
+        let Ok(mut entries) = self.entries.write() else {
+            return;
+        };
+        let mut touched = Vec::new();
+        for key in listed.filed.keys() {
+            if entries.stored(key) != listed.stored(key) {
+                touched.push(listed.touched(key, false));
+            }
+        }
+        for key in entries.filed.keys() {
+            if !listed.filed.contains_key(key) {
+                touched.push(entries.touched(key, true));
+            }
+        }
+        let names: Vec<ApprovalName> = listed.filed.keys().map(name_of).collect();
+        *entries = listed;
+        drop(entries);
+        self.name_event(Event::Init);
+        for name in names {
+            self.name_event(Event::InitApply(name));
+        }
+        self.name_event(Event::InitDone);
+        for change in touched {
+            self.announce(change);
+        }
+    }
+
+    fn name_event(&self, event: Event<ApprovalName>) {
+        if let Ok(mut writer) = self.names_writer.lock() {
+            writer.apply_watcher_event(&event);
+        }
+    }
+
+    fn announce(&self, change: Touched) {
+        // No listener (this replica does not lead): nothing to tell.
+        let _ = self.changes.send(change);
+    }
+
+    /// The names of every cached approval, as a store the operator's controller schedules
+    /// from.
+    pub fn names(&self) -> Store<ApprovalName> {
+        self.names.clone()
+    }
+
+    /// Every change from now on. A listener that falls behind by more than
+    /// `CHANGES_BUFFER` is told so (`Lagged`) and should take every name again.
+    pub fn changes(&self) -> broadcast::Receiver<Touched> {
+        self.changes.subscribe()
+    }
+
+    /// Replace everything with `approvals` (a complete list, for a preloaded snapshot).
+    pub fn replace_all(&self, approvals: Vec<DeploymentApproval>) {
+        let mut listed = Entries::default();
+        for approval in &approvals {
+            listed.insert(approval);
+        }
+        self.replace(listed);
     }
 
     /// The approvals of the object `namespace/target_name`.
     pub fn for_target(&self, namespace: &str, target_name: &str) -> Vec<DeploymentApproval> {
-        let stored: Vec<Stored> = match self.by_target.read() {
-            Ok(index) => index
-                .get(&(namespace.to_string(), target_name.to_string()))
-                .map(|names| names.values().cloned().collect())
-                .unwrap_or_default(),
-            Err(_) => return Vec::new(),
+        self.decoded_for_target(namespace, target_name, |_| true)
+    }
+
+    /// The approvals of the object `namespace/target_name` that are in `phase`; only those
+    /// are decoded.
+    pub fn in_phase_for_target(
+        &self,
+        namespace: &str,
+        target_name: &str,
+        phase: ApprovalPhase,
+    ) -> Vec<DeploymentApproval> {
+        self.decoded_for_target(namespace, target_name, |filed| filed.phase == phase)
+    }
+
+    fn decoded_for_target(
+        &self,
+        namespace: &str,
+        target_name: &str,
+        wanted: impl Fn(&Filed) -> bool,
+    ) -> Vec<DeploymentApproval> {
+        let target = (namespace.to_string(), target_name.to_string());
+        let Ok(entries) = self.entries.read() else {
+            return Vec::new();
         };
-        // Decoded outside the lock; each was encoded from a DeploymentApproval.
-        stored
-            .iter()
-            .filter_map(|json| serde_json::from_slice(json).ok())
+        // Each was encoded from a DeploymentApproval. Decoded under the read lock, which
+        // only the watch's writes wait for.
+        entries
+            .by_target
+            .get(&target)
+            .into_iter()
+            .flatten()
+            .filter(|(name, _)| {
+                entries
+                    .filed
+                    .get(&(namespace.to_string(), (*name).clone()))
+                    .is_some_and(&wanted)
+            })
+            .filter_map(|(_, json)| serde_json::from_slice(json).ok())
             .collect()
     }
 
     /// The approval `namespace/name`.
     pub fn get(&self, namespace: &str, name: &str) -> Option<DeploymentApproval> {
         let key = (namespace.to_string(), name.to_string());
-        let stored = {
-            let keys = self.filed.read().ok()?;
-            let (target, _) = keys.get(&key)?;
-            let index = self.by_target.read().ok()?;
-            index.get(target)?.get(name)?.clone()
-        };
-        serde_json::from_slice(&stored).ok()
+        serde_json::from_slice(self.entries.read().ok()?.stored(&key)?).ok()
     }
 
     /// How many approvals are in each phase (a request without a status yet is Pending).
     pub fn phase_counts(&self) -> HashMap<ApprovalPhase, usize> {
         let mut counts = HashMap::new();
-        if let Ok(keys) = self.filed.read() {
-            for (_, phase) in keys.values() {
-                *counts.entry(*phase).or_default() += 1;
+        if let Ok(entries) = self.entries.read() {
+            for filed in entries.filed.values() {
+                *counts.entry(filed.phase).or_default() += 1;
             }
         }
         counts
     }
 
     pub fn len(&self) -> usize {
-        self.filed.read().map(|keys| keys.len()).unwrap_or_default()
+        self.entries
+            .read()
+            .map(|entries| entries.filed.len())
+            .unwrap_or_default()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -238,5 +412,122 @@ mod tests {
         index.apply(Event::InitDone);
         assert_eq!(index.len(), 1);
         assert!(index.for_target("shop", "web").is_empty());
+    }
+
+    fn drained(changes: &mut broadcast::Receiver<Touched>) -> Vec<(String, bool)> {
+        let mut seen = Vec::new();
+        while let Ok(touched) = changes.try_recv() {
+            seen.push((
+                format!("{}/{}", touched.namespace, touched.name),
+                touched.deleted,
+            ));
+        }
+        seen.sort();
+        seen
+    }
+
+    fn names(index: &ApprovalIndex) -> Vec<String> {
+        let mut names: Vec<String> = index
+            .names()
+            .state()
+            .iter()
+            .map(|n| format!("{}/{}", n.namespace().unwrap_or_default(), n.name_any()))
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_relist_announces_only_what_it_changed_and_the_names_follow() {
+        let index = ApprovalIndex::default();
+        let mut changes = index.changes();
+        let mut changed = approval("shop", "web-1", "web");
+        index.apply(Event::Init);
+        index.apply(Event::InitApply(changed.clone()));
+        index.apply(Event::InitApply(approval("shop", "db-1", "db")));
+        index.apply(Event::InitApply(approval("shop", "gone-1", "gone")));
+        assert!(
+            drained(&mut changes).is_empty(),
+            "nothing before the list is whole"
+        );
+        assert!(names(&index).is_empty());
+        index.apply(Event::InitDone);
+        assert_eq!(
+            drained(&mut changes),
+            [
+                ("shop/db-1".to_string(), false),
+                ("shop/gone-1".to_string(), false),
+                ("shop/web-1".to_string(), false)
+            ],
+            "the first list is all new"
+        );
+        assert_eq!(names(&index), ["shop/db-1", "shop/gone-1", "shop/web-1"]);
+
+        // The watch expired: the relist finds one changed, one gone, one new, one as it was.
+        changed.metadata.resource_version = Some("2".into());
+        index.apply(Event::Init);
+        index.apply(Event::InitApply(changed.clone()));
+        index.apply(Event::InitApply(approval("shop", "db-1", "db")));
+        index.apply(Event::InitApply(approval("shop", "new-1", "new")));
+        index.apply(Event::InitDone);
+        assert_eq!(
+            drained(&mut changes),
+            [
+                ("shop/gone-1".to_string(), true),
+                ("shop/new-1".to_string(), false),
+                ("shop/web-1".to_string(), false)
+            ]
+        );
+        assert_eq!(names(&index), ["shop/db-1", "shop/new-1", "shop/web-1"]);
+
+        // Live events: an update and a delete are announced, with the member's set.
+        let mut member = approval("shop", "api-1", "api");
+        member.spec.change_set = Some("release".into());
+        index.apply(Event::Apply(member.clone()));
+        index.apply(Event::Delete(approval("shop", "db-1", "db")));
+        // Deleting what the index never had announces nothing.
+        index.apply(Event::Delete(approval("shop", "never", "never")));
+        let mut seen = Vec::new();
+        while let Ok(touched) = changes.try_recv() {
+            seen.push(touched);
+        }
+        assert_eq!(
+            seen,
+            [
+                Touched {
+                    namespace: "shop".into(),
+                    name: "api-1".into(),
+                    change_set: Some("release".into()),
+                    deleted: false
+                },
+                Touched {
+                    namespace: "shop".into(),
+                    name: "db-1".into(),
+                    change_set: None,
+                    deleted: true
+                }
+            ]
+        );
+        assert_eq!(names(&index), ["shop/api-1", "shop/new-1", "shop/web-1"]);
+    }
+
+    #[test]
+    fn only_the_approvals_in_the_phase_asked_for_are_decoded() {
+        let index = ApprovalIndex::default();
+        let mut deploying = approval("shop", "web-1", "web");
+        deploying.status = Some(crate::api::DeploymentApprovalStatus {
+            phase: ApprovalPhase::Deploying,
+            ..Default::default()
+        });
+        index.replace_all(vec![deploying, approval("shop", "web-2", "web")]);
+        let found = index.in_phase_for_target("shop", "web", ApprovalPhase::Deploying);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].name_any(), "web-1");
+        assert_eq!(index.for_target("shop", "web").len(), 2);
+        assert!(
+            index
+                .in_phase_for_target("shop", "web", ApprovalPhase::Approved)
+                .is_empty()
+        );
     }
 }

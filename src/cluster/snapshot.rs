@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -84,7 +85,12 @@ impl Snapshot {
             let derived = derived.clone();
             move || derived.bindings_dirty.store(true, Ordering::Release)
         };
-        let policies = feed(Api::all(client.clone()), &mut feeds, on_policy);
+        let policies = feed(
+            Api::all(client.clone()),
+            &mut feeds,
+            on_policy,
+            drop_managed_fields,
+        );
         let approvals = Arc::new(ApprovalIndex::default());
         {
             let index = approvals.clone();
@@ -104,10 +110,30 @@ impl Snapshot {
                 }
             }));
         }
-        let sets = feed(Api::all(client.clone()), &mut feeds, || {});
-        let namespaces = feed(Api::all(client.clone()), &mut feeds, || {});
-        let role_bindings = feed(Api::all(client.clone()), &mut feeds, on_binding.clone());
-        let cluster_role_bindings = feed(Api::all(client.clone()), &mut feeds, on_binding);
+        let sets = feed(
+            Api::all(client.clone()),
+            &mut feeds,
+            || {},
+            drop_managed_fields,
+        );
+        let namespaces = feed(
+            Api::all(client.clone()),
+            &mut feeds,
+            || {},
+            keep_name_and_labels,
+        );
+        let role_bindings = feed(
+            Api::all(client.clone()),
+            &mut feeds,
+            on_binding.clone(),
+            keep_name_only,
+        );
+        let cluster_role_bindings = feed(
+            Api::all(client.clone()),
+            &mut feeds,
+            on_binding,
+            keep_name_only,
+        );
         let snapshot = Snapshot {
             policies,
             approvals,
@@ -244,6 +270,22 @@ impl Snapshot {
         self.approvals.for_target(namespace, target_name)
     }
 
+    /// The approvals of `namespace/target_name` in `phase`, as cached.
+    pub fn approvals_in_phase_for(
+        &self,
+        namespace: &str,
+        target_name: &str,
+        phase: crate::api::ApprovalPhase,
+    ) -> Vec<DeploymentApproval> {
+        self.approvals
+            .in_phase_for_target(namespace, target_name, phase)
+    }
+
+    /// The one approvals cache itself, for the operator's controllers to be driven from.
+    pub fn approval_index(&self) -> &ApprovalIndex {
+        &self.approvals
+    }
+
     /// The approval `namespace/name`, as cached.
     pub fn approval(&self, namespace: &str, name: &str) -> Option<DeploymentApproval> {
         self.approvals.get(namespace, name)
@@ -307,9 +349,39 @@ impl Snapshot {
     }
 }
 
+/// managedFields are large and nothing here reads them.
+fn drop_managed_fields<K: Resource>(object: &mut K) {
+    object.managed_fields_mut().clear();
+}
+
+/// Of a namespace only its name and labels are read (policies match on them).
+fn keep_name_and_labels<K: Resource>(object: &mut K) {
+    let meta = object.meta_mut();
+    *meta = ObjectMeta {
+        name: meta.name.take(),
+        namespace: meta.namespace.take(),
+        uid: meta.uid.take(),
+        resource_version: meta.resource_version.take(),
+        labels: meta.labels.take(),
+        ..ObjectMeta::default()
+    };
+}
+
+/// Of a binding only its name, subjects and role are read: its annotations (a
+/// `last-applied-configuration` doubles it) and labels are dropped.
+fn keep_name_only<K: Resource>(object: &mut K) {
+    keep_name_and_labels(object);
+    object.meta_mut().labels = None;
+}
+
 /// A reflector for `api` whose stream is pushed onto `feeds`; `changed` runs after every
-/// event. managedFields are dropped: they are large and nothing here reads them.
-fn feed<K>(api: Api<K>, feeds: &mut Feeds, changed: impl Fn() + Send + 'static) -> Store<K>
+/// event, and `trim` on every object before it is kept, to drop what nothing here reads.
+fn feed<K>(
+    api: Api<K>,
+    feeds: &mut Feeds,
+    changed: impl Fn() + Send + 'static,
+    trim: fn(&mut K),
+) -> Store<K>
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
@@ -317,7 +389,7 @@ where
     let (reader, writer) = reflector::store();
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()
-        .modify(|object: &mut K| object.managed_fields_mut().clear());
+        .modify(trim);
     feeds.push(Box::pin(drain(
         reflector::reflector(writer, stream),
         changed,

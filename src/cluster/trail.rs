@@ -76,6 +76,56 @@ pub fn prepared(spec: &AuditEntrySpec) -> AuditEntrySpec {
     spec
 }
 
+/// Entries known to be in the trail with the content planned for them, by a keyed hash
+/// of their name and of their content (time aside, as [`same_content`] compares): 16 bytes
+/// an entry whatever its size. The key is random per process, so nobody can write an entry
+/// of other content that hashes alike.
+#[derive(Default)]
+pub struct KnownEntries {
+    keys: std::hash::RandomState,
+    entries: std::sync::Mutex<std::collections::HashMap<u64, u64>>,
+}
+
+impl KnownEntries {
+    /// Is `name` known to hold `spec` (as [`prepared`])?
+    pub fn holds(&self, name: &str, spec: &AuditEntrySpec) -> bool {
+        let (name, content) = (self.key_of(name), self.content_of(spec));
+        self.entries
+            .lock()
+            .is_ok_and(|entries| entries.get(&name) == Some(&content))
+    }
+
+    /// Remember that `name` holds `spec` (as stored).
+    pub fn learn(&self, name: &str, spec: &AuditEntrySpec) {
+        let (name, content) = (self.key_of(name), self.content_of(spec));
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.insert(name, content);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.lock().map(|e| e.len()).unwrap_or_default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn key_of(&self, name: &str) -> u64 {
+        use std::hash::BuildHasher;
+        self.keys.hash_one(name)
+    }
+
+    fn content_of(&self, spec: &AuditEntrySpec) -> u64 {
+        use std::hash::BuildHasher;
+        let mut timeless = spec.clone();
+        timeless.time = Time(Timestamp::UNIX_EPOCH);
+        // An entry that does not encode (it always does) is known as nothing.
+        let json = serde_json::to_vec(&timeless).unwrap_or_default();
+        self.keys.hash_one(json)
+    }
+}
+
 /// Do two entries say the same, their time aside?
 fn same_content(stored: &AuditEntrySpec, ours: &AuditEntrySpec) -> bool {
     let mut stored = stored.clone();
@@ -126,22 +176,18 @@ impl Trail {
         apply_status_of(&self.api, entry, &status).await.map(drop)
     }
 
-    /// Every entry's name and time, listed in pages.
-    pub async fn times(&self) -> Result<Vec<(String, Timestamp)>, kube::Error> {
-        let mut entries = Vec::new();
+    /// One page of whole entries, and the token of the next page (`None` after the last).
+    pub async fn entries_page(
+        &self,
+        page: Option<&str>,
+    ) -> Result<(Vec<AuditEntry>, Option<String>), kube::Error> {
         let mut params = ListParams::default().limit(PAGE);
-        loop {
-            let page = self.api.list(&params).await?;
-            entries.extend(
-                page.items
-                    .into_iter()
-                    .filter_map(|e| e.metadata.name.clone().map(|name| (name, e.spec.time.0))),
-            );
-            match page.metadata.continue_.filter(|token| !token.is_empty()) {
-                Some(token) => params = params.continue_token(&token),
-                None => return Ok(entries),
-            }
+        if let Some(token) = page {
+            params = params.continue_token(token);
         }
+        let listed = self.api.list(&params).await?;
+        let next = listed.metadata.continue_.filter(|token| !token.is_empty());
+        Ok((listed.items, next))
     }
 
     /// Delete the entry `name` (past retention: the webhook lets only countersign do so);
@@ -226,5 +272,41 @@ mod tests {
         assert!(same_content(&prepared(&spec("admin", 5)), &ours));
         assert!(!same_content(&prepared(&spec("bob", 100)), &ours));
         assert_eq!(ours.reason.as_deref(), Some("deleted\\e[2J"));
+    }
+
+    #[test]
+    fn an_entry_is_known_only_by_its_name_with_the_content_planned() {
+        let known = KnownEntries::default();
+        let ours = prepared(&spec("admin", 100));
+        assert!(!known.holds("entry", &ours), "nothing is known at first");
+        known.learn("entry", &prepared(&spec("admin", 7)));
+        let cases = [
+            (
+                "entry",
+                spec("admin", 100),
+                true,
+                "its time aside, the same entry",
+            ),
+            (
+                "entry",
+                spec("bob", 100),
+                false,
+                "another author under the name",
+            ),
+            (
+                "other",
+                spec("admin", 100),
+                false,
+                "the same content under another name",
+            ),
+        ];
+        for (name, spec, held, why) in cases {
+            assert_eq!(known.holds(name, &prepared(&spec)), held, "{why}");
+        }
+        // A forger's entry learned from the trail under the planned name does not count.
+        let forged = KnownEntries::default();
+        forged.learn("entry", &prepared(&spec("mallory", 100)));
+        assert!(!forged.holds("entry", &ours));
+        assert_eq!(forged.len(), 1);
     }
 }

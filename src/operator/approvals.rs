@@ -7,19 +7,23 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{DynamicObject, ListParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
+use tokio::sync::broadcast::error::RecvError;
 
 use super::audit::record;
 use super::grants;
 use super::{Context, ReconcileError};
 use crate::api::{ApprovalPhase, ChangeSet, DeploymentApproval, SET_LABEL};
+use crate::cluster::approval_index::{ApprovalName, Touched};
 use crate::cluster::snapshot::Snapshot;
 use crate::cluster::status::{apply_status, apply_status_of};
 use crate::core::approval::reconcile::{
@@ -31,12 +35,14 @@ use crate::core::rollout::token::GrantAction;
 use crate::notify::NotificationRound;
 
 /// Run the controller until the future is dropped (when this replica stops leading).
-/// Besides the approvals it watches the workloads whose rollouts it confirms: a change of
-/// a Deployment, StatefulSet, DaemonSet or Job wakes the approvals `Deploying` on it.
+/// It is driven from the one approvals cache (`cluster::approval_index`), not a watch of
+/// its own. Besides the approvals it watches the workloads whose rollouts it confirms (their
+/// metadata only): a change of a Deployment, StatefulSet, DaemonSet or Job wakes the
+/// approvals `Deploying` on it.
 pub async fn run(context: Arc<Context>) {
-    let api: Api<DeploymentApproval> = Api::all(context.cluster.client.clone());
+    let index = context.snapshot.approval_index();
     let client = context.cluster.client.clone();
-    let controller = Controller::new(api, watcher::Config::default());
+    let controller = Controller::for_stream(every_then_changed(&context.snapshot), index.names());
     let controller = wake_on::<Deployment>(controller, &client, &context.snapshot);
     let controller = wake_on::<StatefulSet>(controller, &client, &context.snapshot);
     let controller = wake_on::<DaemonSet>(controller, &client, &context.snapshot);
@@ -54,33 +60,90 @@ pub async fn run(context: Arc<Context>) {
                 .collect::<Vec<_>>()
         },
     );
-    let sets = Controller::new(
-        Api::<ChangeSet>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .watches(
-        Api::<DeploymentApproval>::all(client),
-        watcher::Config::default(),
-        |member: DeploymentApproval| {
-            let namespace = member.namespace().unwrap_or_default();
-            member
-                .spec
-                .change_set
-                .map(|set| ObjectRef::<ChangeSet>::new(&set).within(&namespace))
-        },
-    );
+    // ... and a member's change wakes its set.
+    let sets = Controller::new(Api::<ChangeSet>::all(client), watcher::Config::default())
+        .reconcile_on(member_sets(index.changes()));
     tokio::join!(
         super::controller::run("approvals", controller, reconcile, context.clone()),
         super::controller::run("changesets", sets, reconcile_set, context),
     );
 }
 
+/// Every cached approval once, then each that changes; after falling behind, every one
+/// again (a reconcile of an unchanged request writes nothing).
+fn every_then_changed(
+    snapshot: &Snapshot,
+) -> impl futures::Stream<Item = Result<ApprovalName, watcher::Error>> + Send + 'static {
+    let index = snapshot.approval_index();
+    // Subscribed before the names are read, so no change falls between the two.
+    let changes = index.changes();
+    let names = index.names();
+    fn every(
+        names: &kube::runtime::reflector::Store<ApprovalName>,
+    ) -> Vec<Result<ApprovalName, watcher::Error>> {
+        names
+            .state()
+            .iter()
+            .map(|name| Ok((**name).clone()))
+            .collect()
+    }
+    let first = futures::stream::iter(every(&names));
+    let then = futures::stream::unfold((changes, names), move |(mut changes, names)| async move {
+        loop {
+            match changes.recv().await {
+                Ok(touched) if touched.deleted => continue,
+                Ok(touched) => {
+                    let name = ApprovalName {
+                        types: None,
+                        metadata: kube::api::ObjectMeta {
+                            name: Some(touched.name),
+                            namespace: Some(touched.namespace),
+                            ..Default::default()
+                        },
+                        _phantom: Default::default(),
+                    };
+                    return Some((futures::stream::iter(vec![Ok(name)]), (changes, names)));
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::info!(missed, "approval changes came faster than the controller took them; reconciling every request");
+                    let again = futures::stream::iter(every(&names));
+                    return Some((again, (changes, names)));
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    })
+    .flatten();
+    first.chain(then)
+}
+
+/// The change sets whose members changed (or went), from the approvals cache.
+fn member_sets(
+    changes: tokio::sync::broadcast::Receiver<Touched>,
+) -> impl futures::Stream<Item = ObjectRef<ChangeSet>> + Send + 'static {
+    futures::stream::unfold(changes, |mut changes| async move {
+        loop {
+            match changes.recv().await {
+                Ok(Touched {
+                    change_set: Some(set),
+                    namespace,
+                    ..
+                }) => return Some((ObjectRef::new(&set).within(&namespace), changes)),
+                // What a lag dropped, the sets' own watch covers when they change.
+                Ok(_) | Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    })
+}
+
 /// Reconcile the approvals rolling out on a workload of kind `K` whenever it changes.
+/// Only the workloads' metadata is watched: their name is all the mapping reads.
 fn wake_on<K>(
-    controller: Controller<DeploymentApproval>,
+    controller: Controller<ApprovalName>,
     client: &Client,
     snapshot: &Snapshot,
-) -> Controller<DeploymentApproval>
+) -> Controller<ApprovalName>
 where
     K: Resource<DynamicType = ()>
         + Clone
@@ -91,32 +154,33 @@ where
         + 'static,
 {
     let snapshot = snapshot.clone();
-    controller.watches(
-        Api::<K>::all(client.clone()),
+    let workloads = watcher(
+        Api::<PartialObjectMeta<K>>::all(client.clone()),
         watcher::Config::default(),
-        move |workload: K| {
-            let namespace = workload.namespace().unwrap_or_default();
-            let name = workload.name_any();
-            snapshot
-                .approvals_for(&namespace, &name)
-                .into_iter()
-                .filter(|approval| {
-                    approval.spec.target.kind == K::kind(&())
-                        && approval
-                            .status
-                            .as_ref()
-                            .is_some_and(|s| s.phase == ApprovalPhase::Deploying)
-                })
-                .map(|approval| ObjectRef::from_obj(&approval))
-                .collect::<Vec<_>>()
-        },
     )
+    .default_backoff()
+    .touched_objects();
+    controller.watches_stream(workloads, move |workload: PartialObjectMeta<K>| {
+        let namespace = workload.namespace().unwrap_or_default();
+        let name = workload.name_any();
+        snapshot
+            .approvals_in_phase_for(&namespace, &name, ApprovalPhase::Deploying)
+            .into_iter()
+            .filter(|approval| approval.spec.target.kind == K::kind(&()))
+            .map(|approval| ObjectRef::new(&approval.name_any()).within(&namespace))
+            .collect::<Vec<_>>()
+    })
 }
 
 async fn reconcile(
-    stored: Arc<DeploymentApproval>,
+    name: Arc<ApprovalName>,
     context: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
+    let namespace = name.namespace().unwrap_or_default();
+    let Some(stored) = context.snapshot.approval(&namespace, &name.name_any()) else {
+        // Deleted since it was scheduled.
+        return Ok(Action::await_change());
+    };
     let now = Timestamp::now();
     let bindings = context.snapshot.bindings();
     // A member of a change set is judged with its set's reviews, read live: the set's

@@ -2,11 +2,13 @@
 //! writer (`cluster::trail`: a retry or a restart finds it and writes no duplicate; an
 //! entry of other content under its name never counts as it), and a newly written one is
 //! announced by the Events the core plans for it (`core::audit::trail::entry_events`).
+//! Entries already known to hold what is planned (`cluster::trail::KnownEntries`, learned
+//! from the trail in pages when this replica starts leading) are not written again.
 
 use k8s_openapi::api::core::v1::ObjectReference;
 
 use super::{Context, ReconcileError};
-use crate::cluster::trail::Written;
+use crate::cluster::trail::{Written, prepared};
 use crate::core::audit::trail::{PlannedEntry, entry_events};
 
 /// Create the entries that do not exist yet, each with its Events.
@@ -17,12 +19,8 @@ pub async fn record(
 ) -> Result<(), ReconcileError> {
     let cluster = &context.cluster;
     for entry in entries {
-        let known = context
-            .written
-            .lock()
-            .map(|written| written.contains(&entry.name))
-            .unwrap_or(false);
-        if known {
+        let spec = prepared(&entry.spec);
+        if context.known_entries.holds(&entry.name, &spec) {
             continue;
         }
         let written = cluster
@@ -35,9 +33,43 @@ pub async fn record(
                 cluster.events.publish_now(event).await;
             }
         }
-        if let Ok(mut written) = context.written.lock() {
-            written.insert(entry.name);
-        }
+        // Under its planned name, whatever name it was written under: that name holds
+        // other content, and this entry is in the trail.
+        context.known_entries.learn(&entry.name, &spec);
     }
     Ok(())
+}
+
+/// Learn the trail as it is, a page at a time (one list request for 500 entries, where
+/// each reconcile's first look at an entry costs a create answered 409 and a read): run
+/// beside the controllers when this replica starts leading (retention's sweep does it
+/// when entries are not kept forever).
+pub async fn learn_trail(context: &Context) {
+    let mut page: Option<String> = None;
+    let started = std::time::Instant::now();
+    loop {
+        match context.cluster.trail.entries_page(page.as_deref()).await {
+            Ok((entries, next)) => {
+                for entry in &entries {
+                    if let Some(name) = &entry.metadata.name {
+                        context.known_entries.learn(name, &entry.spec);
+                    }
+                }
+                match next {
+                    Some(token) => page = Some(token),
+                    None => break,
+                }
+            }
+            Err(error) => {
+                // Not needed for correctness: each entry is still checked when written.
+                tracing::warn!(%error, "could not list the audit trail; entries are checked one by one");
+                return;
+            }
+        }
+    }
+    tracing::info!(
+        entries = context.known_entries.len(),
+        seconds = started.elapsed().as_secs_f64(),
+        "audit trail learned"
+    );
 }

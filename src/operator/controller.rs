@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use kube::Resource;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{Action, Config, Controller};
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
@@ -16,6 +16,12 @@ use super::{Context, ReconcileError};
 
 /// How long a failed reconcile waits before it is tried again.
 const RETRY: Duration = Duration::from_millis(500);
+
+/// Reconciles of one controller in flight at once. Unbounded, a start over 10,000
+/// requests ran 10,000 reconciles at once: as many connections to the API server, over a
+/// GiB resident, the lease renewal starved (BENCHMARKS.md, "At a production cluster's
+/// size"). Each reconcile makes a few requests in turn, so 16 keep the API server busy.
+pub const RECONCILE_CONCURRENCY: u16 = 16;
 
 /// Run `controller` with `reconcile` until the future is dropped.
 pub async fn run<K, F, Fut>(
@@ -49,6 +55,7 @@ pub async fn run<K, F, Fut>(
         Action::requeue(RETRY)
     };
     controller
+        .with_config(Config::default().concurrency(RECONCILE_CONCURRENCY))
         .run(timed, error_policy, context)
         .for_each(|result| async move {
             if let Err(error) = result {

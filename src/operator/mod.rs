@@ -12,7 +12,7 @@ pub mod policies;
 pub mod retention;
 pub mod webhook_guard;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use jiff::SignedDuration;
@@ -31,9 +31,9 @@ pub struct Context {
     /// Policies and RoleBindings (for role approvers), from the same caches the webhook
     /// uses, and the approvals by target.
     pub snapshot: Snapshot,
-    /// AuditEntries known to exist, so a reconcile does not create them again; after a
-    /// restart the names, not this set, prevent duplicates.
-    pub written: Mutex<HashSet<String>>,
+    /// AuditEntries known to hold what is planned for them, so a reconcile does not write
+    /// them again; the names, not this set, prevent duplicates.
+    pub known_entries: crate::cluster::trail::KnownEntries,
     /// AuditEntries older than this are deleted (`None`: kept forever).
     pub audit_retention: Option<SignedDuration>,
     /// The region of namespaces without a region label (policies' `match.regions`).

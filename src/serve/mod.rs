@@ -95,6 +95,7 @@ fn self_managed_names(args: &ServeArgs) -> Result<BTreeSet<String>, ServeFailure
 /// Run `serve` until SIGTERM/SIGINT; exit 0 after a clean shutdown.
 pub fn run(args: &ServeArgs) -> ExitCode {
     init_logging(args.log_format);
+    no_transparent_huge_pages();
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -107,6 +108,18 @@ pub fn run(args: &ServeArgs) -> ExitCode {
             eprintln!("countersign: error: {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Keep this process's memory in 4 KiB pages. mimalloc asks the kernel for transparent
+/// huge pages for its segments (where THP is `madvise` or `always`), and a 2 MiB page is
+/// resident as a whole however little of it is used: at 10,000 approvals that was a third
+/// of the resident memory (BENCHMARKS.md). Best effort: a kernel without the call keeps
+/// its default.
+fn no_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    if let Err(error) = rustix::thread::disable_transparent_huge_pages(true) {
+        tracing::debug!(%error, "transparent huge pages could not be turned off; the kernel's default stays");
     }
 }
 
@@ -351,7 +364,7 @@ fn operator_context(
     Ok(Arc::new(operator::Context {
         cluster: cluster.clone(),
         snapshot: snapshot.clone(),
-        written: Default::default(),
+        known_entries: Default::default(),
         audit_retention: args.audit_retention.0,
         cluster_region: args.cluster_region.clone(),
         notifier: crate::notify::Notifier::new(

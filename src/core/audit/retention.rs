@@ -43,9 +43,32 @@ pub fn retention_plan(
     RetentionPlan { delete, next }
 }
 
+/// The earlier of two next sweeps (the plans of two pages of one trail), `None` for none.
+pub fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_next_sweep_of_a_paged_trail_is_the_earliest_of_its_pages() {
+        let at = |s: i64| Some(Timestamp::constant(1_795_514_400 + s, 0));
+        let cases = [
+            (None, None, None),
+            (at(5), None, at(5)),
+            (None, at(7), at(7)),
+            (at(9), at(3), at(3)),
+            (at(3), at(9), at(3)),
+        ];
+        for (a, b, expected) in cases {
+            assert_eq!(earliest(a, b), expected, "{a:?} {b:?}");
+        }
+    }
 
     #[test]
     fn entries_go_when_their_retention_ends() {
