@@ -36,6 +36,9 @@ pub struct Sizes {
     pub audit_entries: usize,
     pub role_bindings: usize,
     pub policies: usize,
+    /// The number of the first namespace (and so of the first policy): a second fill with
+    /// a higher one adds to the cluster beside the first.
+    pub first_namespace: usize,
 }
 
 /// What was made, and how long it took.
@@ -154,22 +157,24 @@ pub async fn fill(
         .collect::<Result<_>>()?;
     written += create_all(&Api::all(admin.clone()), nodes).await?;
 
-    let namespaces: Vec<Namespace> = (0..sizes.namespaces)
+    let first = sizes.first_namespace;
+    let namespaces: Vec<Namespace> = (first..first + sizes.namespaces)
         .map(|i| from_json(json!({ "metadata": { "name": namespace_name(i), "labels": { "countersign.dev/scale": "true" } } })))
         .collect::<Result<_>>()?;
     written += create_all(&Api::all(admin.clone()), namespaces).await?;
 
     // Each policy gates its share of the namespaces with the two-level chain.
-    let per_policy = sizes.namespaces.div_ceil(sizes.policies.max(1));
+    let per_policy = sizes.namespaces.div_ceil(sizes.policies.max(1)).max(1);
+    let policy_of = |ns: usize| format!("scale-policy-{:02}", ns / per_policy);
     let policies: Vec<countersign::api::ApprovalPolicy> = (0..sizes.policies)
         .map(|p| {
-            let covered: Vec<String> = (p * per_policy
-                ..((p + 1) * per_policy).min(sizes.namespaces))
+            let covered: Vec<String> = (first + p * per_policy
+                ..(first + (p + 1) * per_policy).min(first + sizes.namespaces))
                 .map(namespace_name)
                 .collect();
             from_json(
                 json!({ "apiVersion": "countersign.dev/v1alpha1", "kind": "ApprovalPolicy",
-                "metadata": { "name": format!("scale-policy-{p:02}") },
+                "metadata": { "name": policy_of(first + p * per_policy) },
                 "spec": { "match": { "namespaces": covered }, "approval": { "levels": [
                     { "name": "leads", "approvers": [{ "group": "team-leads" }] },
                     { "name": "sre", "approvers": [{ "group": "sre" }] } ] } } }),
@@ -179,7 +184,7 @@ pub async fn fill(
     written += create_all(&Api::all(admin.clone()), policies).await?;
 
     let roles = ["view", "edit", "admin"];
-    for ns in 0..sizes.namespaces {
+    for ns in first..first + sizes.namespaces {
         let bindings: Vec<RoleBinding> = (0..sizes.role_bindings / sizes.namespaces.max(1))
             .map(|b| {
                 let role = roles[rng.below(3) as usize];
@@ -196,7 +201,7 @@ pub async fn fill(
     }
 
     let per_namespace = sizes.deployments / sizes.namespaces.max(1);
-    for ns in 0..sizes.namespaces {
+    for ns in first..first + sizes.namespaces {
         let deployments: Vec<Deployment> = (0..per_namespace)
             .map(|d| {
                 from_json(json!({ "metadata": { "name": format!("app-{d}") }, "spec": { "replicas": 1,
@@ -219,7 +224,7 @@ pub async fn fill(
     let per_ns_approvals = sizes.approvals / sizes.namespaces.max(1);
     let targets = per_namespace.max(1);
     let mut planned_entries = 0;
-    for ns in 0..sizes.namespaces {
+    for ns in first..first + sizes.namespaces {
         let namespace = namespace_name(ns);
         let mut approvals = Vec::new();
         for n in 0..per_ns_approvals {
@@ -244,7 +249,7 @@ pub async fn fill(
                     ApprovalPhase::Failed,
                 ][rng.below(6) as usize]
             };
-            let policy = format!("scale-policy-{:02}", ns / per_policy.max(1));
+            let policy = policy_of(ns);
             approvals.push(approval(
                 &namespace,
                 &policy,
@@ -339,29 +344,14 @@ pub async fn fill(
 
     // Older entries, of requests long gone, up to the trail's size.
     let older = sizes.audit_entries.saturating_sub(planned_entries);
-    let actions = [
-        "Requested",
-        "ReviewRecorded",
-        "Approved",
-        "Admitted",
-        "Deployed",
-    ];
-    let entries: Vec<AuditEntry> = (0..older)
-        .map(|i| {
-            let days = 30 + rng.below(300) as i64;
-            let time = now - SignedDuration::from_hours(24 * days) - SignedDuration::from_secs(rng.below(86_400) as i64);
-            from_json(json!({ "apiVersion": "countersign.dev/v1alpha1", "kind": "AuditEntry",
-                "metadata": { "name": format!("scale-older-{i:06}") },
-                "spec": { "time": time.to_string(), "action": actions[i % actions.len()],
-                    "actor": { "username": "dave", "groups": ["developers"] },
-                    "target": { "apiVersion": "apps/v1", "kind": "Deployment",
-                        "namespace": namespace_name(i % sizes.namespaces.max(1)), "name": format!("retired-{}", i / 5) },
-                    "changeDigest": format!("sha256:{:064x}", i),
-                    "approval": format!("retired-{}-{:08x}", i / 5, i / 5),
-                    "policy": "scale-policy-00" } }))
-        })
-        .collect::<Result<_>>()?;
-    written += create_all(&Api::namespaced(admin.clone(), install_namespace), entries).await?;
+    written += older_entries(
+        admin,
+        install_namespace,
+        0..older,
+        sizes.namespaces,
+        &mut rng,
+    )
+    .await?;
 
     Ok(Filled {
         planned_entries,
@@ -449,4 +439,39 @@ fn approval(
     }))?;
     approval.spec = sealed(key, namespace, approval.spec);
     Ok(approval)
+}
+
+/// AuditEntries `scale-older-<i>` for each i in `numbers`: of requests long gone (30 to 330
+/// days old), spread over `namespaces` namespaces.
+pub async fn older_entries(
+    admin: &kube::Client,
+    install_namespace: &str,
+    numbers: std::ops::Range<usize>,
+    namespaces: usize,
+    rng: &mut Seeded,
+) -> Result<usize> {
+    let now = Timestamp::now();
+    let actions = [
+        "Requested",
+        "ReviewRecorded",
+        "Approved",
+        "Admitted",
+        "Deployed",
+    ];
+    let entries: Vec<AuditEntry> = numbers
+        .map(|i| {
+            let days = 30 + rng.below(300) as i64;
+            let time = now - SignedDuration::from_hours(24 * days) - SignedDuration::from_secs(rng.below(86_400) as i64);
+            from_json(json!({ "apiVersion": "countersign.dev/v1alpha1", "kind": "AuditEntry",
+                "metadata": { "name": format!("scale-older-{i:06}") },
+                "spec": { "time": time.to_string(), "action": actions[i % actions.len()],
+                    "actor": { "username": "dave", "groups": ["developers"] },
+                    "target": { "apiVersion": "apps/v1", "kind": "Deployment",
+                        "namespace": namespace_name(i % namespaces.max(1)), "name": format!("retired-{}", i / 5) },
+                    "changeDigest": format!("sha256:{:064x}", i),
+                    "approval": format!("retired-{}-{:08x}", i / 5, i / 5),
+                    "policy": "scale-policy-00" } }))
+        })
+        .collect::<Result<_>>()?;
+    create_all(&Api::namespaced(admin.clone(), install_namespace), entries).await
 }

@@ -12,7 +12,10 @@
 //!
 //! Run on a fresh cluster: `tests/cluster/up && cargo bench --bench scale` (numbers in
 //! BENCHMARKS.md). `COUNTERSIGN_SCALE_SEED`, `_APPROVALS`, `_AUDIT_ENTRIES`,
-//! `_DEPLOYMENTS`, `_NAMESPACES`, `_ROLE_BINDINGS`, `_POLICIES`, `_NODES` change the sizes.
+//! `_DEPLOYMENTS`, `_NAMESPACES`, `_ROLE_BINDINGS`, `_POLICIES`, `_NODES` change the sizes;
+//! `COUNTERSIGN_SCALE_GROWTH=0` leaves out the growth figures (memory per extra approval,
+//! AuditEntry and ungated Deployment, each from a fresh `serve`), which take about ten
+//! minutes more.
 
 #[path = "../../tests/integration/support/mod.rs"]
 #[allow(dead_code)]
@@ -20,6 +23,7 @@ mod support;
 
 mod fill;
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -78,6 +82,7 @@ async fn run() -> Result<()> {
         audit_entries: setting("AUDIT_ENTRIES", 100_000)? as usize,
         role_bindings: setting("ROLE_BINDINGS", 5_000)? as usize,
         policies: setting("POLICIES", 50)? as usize,
+        first_namespace: 0,
     };
     let cluster = TestCluster::get();
     let admin = cluster.client(User::Admin).await?;
@@ -226,7 +231,18 @@ async fn run() -> Result<()> {
         admission.gated.0 / admission.open.0
     );
 
+    let writes_before = request_counts(cluster)?;
     let lag_result = operator_lag(cluster, lag.name()).await?;
+    // What each cycle's trail and status settle into, then counted.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let writes = writes_per(
+        &writes_before,
+        &request_counts(cluster)?,
+        lag_result.lags.len(),
+    );
+    println!(
+        "writes per approval cycle (denied create → request → review → Approved; alice's review, and the cluster's own lease renewals, included): {writes}"
+    );
     println!(
         "operator lag (review written → status Approved), {} requests: p50 {:.2} s p99 {:.2} s; end to end {:.1} approvals/s (denied create → request → review → Approved, {LAG_CLIENTS} at once)",
         lag_result.lags.len(),
@@ -254,6 +270,15 @@ async fn run() -> Result<()> {
         started.elapsed().as_secs_f64()
     );
 
+    let growth = if setting("GROWTH", 1)? == 0 {
+        None
+    } else {
+        Some(growth(cluster, &admin, sizes, &key, baseline).await?)
+    };
+
+    if let Some(growth) = growth {
+        println!("{growth}");
+    }
     println!(
         "scale: approvals={} rss_steady_mib={steady:.1} rss_peak_mib={peak:.1} ready_s={:.1} admission_p50_ratio={:.2} operator_lag_p99_s={:.2}",
         sizes.approvals,
@@ -262,6 +287,97 @@ async fn run() -> Result<()> {
         lag_result.p99
     );
     Ok(())
+}
+
+/// Extra approvals, AuditEntries and ungated Deployments for the growth figures.
+const MORE_APPROVALS: usize = 5_000;
+const MORE_AUDIT_ENTRIES: usize = 50_000;
+const MORE_UNGATED: usize = 1_000;
+
+/// Memory as the cluster grows, each figure from a fresh `serve` at rest, side by side in
+/// one run: as it is, then with MORE_APPROVALS more requests (in 50 more namespaces under
+/// 25 more policies, with their trails), then MORE_AUDIT_ENTRIES more AuditEntries, then
+/// MORE_UNGATED more Deployments in a namespace no policy reaches.
+async fn growth(
+    cluster: &TestCluster,
+    admin: &kube::Client,
+    sizes: Sizes,
+    key: &countersign::core::approval::seal::SealKey,
+    baseline: f64,
+) -> Result<String> {
+    let at_rest = |what: &'static str| async move {
+        let rss = fresh_at_rest(cluster, baseline).await?;
+        println!("growth: {what}: resident {rss:.1} MiB at rest");
+        anyhow::Ok(rss)
+    };
+    let base = at_rest("as measured").await?;
+
+    let more = Sizes {
+        seed: sizes.seed + 1,
+        nodes: 0,
+        namespaces: 50,
+        deployments: MORE_APPROVALS / 10,
+        approvals: MORE_APPROVALS,
+        audit_entries: 0,
+        role_bindings: 0,
+        policies: 25,
+        first_namespace: sizes.first_namespace + sizes.namespaces,
+    };
+    fill::fill(admin, more, key, DEFAULT_INSTALL_NAMESPACE).await?;
+    let with_approvals = at_rest("with more approvals").await?;
+
+    let mut rng = fill::Seeded::new(sizes.seed + 2);
+    let first = sizes.audit_entries;
+    fill::older_entries(
+        admin,
+        DEFAULT_INSTALL_NAMESPACE,
+        first..first + MORE_AUDIT_ENTRIES,
+        sizes.namespaces,
+        &mut rng,
+    )
+    .await?;
+    let with_entries = at_rest("with more AuditEntries").await?;
+
+    let ungated = TestNamespace::create("scale-ungated", None).await?;
+    let deployments = Api::<Deployment>::namespaced(admin.clone(), ungated.name());
+    for i in 0..MORE_UNGATED {
+        let mut deployment = probe_deployment(ungated.name(), "1.0");
+        deployment.metadata.name = Some(format!("ungated-{i:04}"));
+        deployments
+            .create(&PostParams::default(), &deployment)
+            .await?;
+    }
+    let with_ungated = at_rest("with more ungated Deployments").await?;
+
+    let kib = |from: f64, to: f64, count: usize| (to - from) * 1024.0 / count as f64;
+    Ok(format!(
+        "growth: {:.2} KiB per extra approval ({MORE_APPROVALS}), {:.4} KiB per extra AuditEntry ({MORE_AUDIT_ENTRIES}), {:.3} KiB per extra ungated Deployment ({MORE_UNGATED}); resident {base:.1} → {with_approvals:.1} → {with_entries:.1} → {with_ungated:.1} MiB",
+        kib(base, with_approvals, MORE_APPROVALS),
+        kib(with_approvals, with_entries, MORE_AUDIT_ENTRIES),
+        kib(with_entries, with_ungated, MORE_UNGATED),
+    ))
+}
+
+/// A fresh `serve`'s resident memory at rest (the median over AT_REST once its start-up
+/// work is done), then stopped.
+async fn fresh_at_rest(cluster: &TestCluster, baseline: f64) -> Result<f64> {
+    let port = support::countersign::free_port()?;
+    let log = std::env::temp_dir().join(format!(
+        "countersign-scale-{}-{port}.log",
+        std::process::id()
+    ));
+    let started = Instant::now();
+    let mut serve = Serve::start(cluster, port, File::create(&log)?)?;
+    let sampler = Sampler::start(serve.pid());
+    wait_ready(&mut serve, port, &log).await?;
+    settle(cluster, baseline, started).await?;
+    tokio::time::sleep(SETTLE).await;
+    let rest_started = Instant::now();
+    tokio::time::sleep(AT_REST).await;
+    let rss = sampler.median_since(rest_started);
+    sampler.stop();
+    serve.stop()?;
+    Ok(rss)
 }
 
 fn probe_deployment(namespace: &str, version: &str) -> Deployment {
@@ -451,17 +567,65 @@ async fn settle(cluster: &TestCluster, baseline: f64, started: Instant) -> Resul
     }
 }
 
+/// The API server's requests so far (apiserver_request_total) by verb and resource.
+fn request_counts(cluster: &TestCluster) -> Result<BTreeMap<(String, String), f64>> {
+    let out = cluster.kubectl_output(User::Admin, &["get", "--raw", "/metrics"], None)?;
+    ensure!(out.status.success(), "reading the API server's metrics");
+    let mut counts = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some(labels) = line.strip_prefix("apiserver_request_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = labels.rsplit_once("} ") else {
+            continue;
+        };
+        let label = |name: &str| {
+            labels
+                .split(',')
+                .find_map(|pair| pair.strip_prefix(&format!("{name}=\"")))
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or_default()
+                .to_string()
+        };
+        if let Ok(value) = value.parse::<f64>() {
+            *counts
+                .entry((label("verb"), label("resource")))
+                .or_default() += value;
+        }
+    }
+    Ok(counts)
+}
+
+/// The writes between two counts, per `cycles`, of the resources an approval cycle writes.
+fn writes_per(
+    before: &BTreeMap<(String, String), f64>,
+    after: &BTreeMap<(String, String), f64>,
+    cycles: usize,
+) -> String {
+    const WRITES: [&str; 5] = ["POST", "PUT", "PATCH", "APPLY", "DELETE"];
+    const RESOURCES: [&str; 4] = ["auditentries", "events", "deploymentapprovals", "leases"];
+    let mut parts = Vec::new();
+    for ((verb, resource), count) in after {
+        if !WRITES.contains(&verb.as_str()) || !RESOURCES.contains(&resource.as_str()) {
+            continue;
+        }
+        let added = count
+            - before
+                .get(&(verb.clone(), resource.clone()))
+                .unwrap_or(&0.0);
+        if added > 0.0 {
+            parts.push(format!(
+                "{resource} {verb} {:.1}",
+                added / cycles.max(1) as f64
+            ));
+        }
+    }
+    parts.join(", ")
+}
+
 /// The API server's requests per second over `window` (apiserver_request_total, summed).
 async fn request_rate(cluster: &TestCluster, window: Duration) -> Result<f64> {
-    let total = || -> Result<f64> {
-        let out = cluster.kubectl_output(User::Admin, &["get", "--raw", "/metrics"], None)?;
-        ensure!(out.status.success(), "reading the API server's metrics");
-        Ok(String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| l.starts_with("apiserver_request_total{"))
-            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-            .sum())
-    };
+    let total = || -> Result<f64> { Ok(request_counts(cluster)?.values().sum()) };
     let before = total()?;
     tokio::time::sleep(window).await;
     // The scrape itself is one request.
