@@ -76,35 +76,55 @@ pub fn prepared(spec: &AuditEntrySpec) -> AuditEntrySpec {
     spec
 }
 
-/// Entries known to be in the trail with the content planned for them, by a keyed hash
-/// of their name and of their content (time aside, as [`same_content`] compares): 16 bytes
-/// an entry whatever its size. The key is random per process, so nobody can write an entry
-/// of other content that hashes alike.
+/// Entries known to be in the trail, by a keyed hash of their name (8 or 16 bytes an entry
+/// whatever its size). The key is random per process, so nobody can write an entry that
+/// hashes alike.
+/// - Written or found by this process: known by name. An entry's planned content may
+///   change as the request moves on (the replica that admitted it is known only while the
+///   change rolls out), and once written it is not written again.
+/// - Learned from the trail as listed: known only with the content it holds (time aside,
+///   as [`same_content`] compares), so an entry of other content under a planned name is
+///   still checked and written beside it.
 #[derive(Default)]
 pub struct KnownEntries {
     keys: std::hash::RandomState,
-    entries: std::sync::Mutex<std::collections::HashMap<u64, u64>>,
+    written: std::sync::Mutex<std::collections::HashSet<u64>>,
+    listed: std::sync::Mutex<std::collections::HashMap<u64, u64>>,
 }
 
 impl KnownEntries {
-    /// Is `name` known to hold `spec` (as [`prepared`])?
+    /// Is `name` known to be written, or listed holding `spec` (as [`prepared`])?
     pub fn holds(&self, name: &str, spec: &AuditEntrySpec) -> bool {
-        let (name, content) = (self.key_of(name), self.content_of(spec));
-        self.entries
+        let name = self.key_of(name);
+        if self.written.lock().is_ok_and(|w| w.contains(&name)) {
+            return true;
+        }
+        let content = self.content_of(spec);
+        self.listed
             .lock()
-            .is_ok_and(|entries| entries.get(&name) == Some(&content))
+            .is_ok_and(|listed| listed.get(&name) == Some(&content))
     }
 
-    /// Remember that `name` holds `spec` (as stored).
-    pub fn learn(&self, name: &str, spec: &AuditEntrySpec) {
-        let (name, content) = (self.key_of(name), self.content_of(spec));
-        if let Ok(mut entries) = self.entries.lock() {
-            entries.insert(name, content);
+    /// Remember that this process wrote (or found) the entry planned as `name`.
+    pub fn written(&self, name: &str) {
+        let name = self.key_of(name);
+        if let Ok(mut written) = self.written.lock() {
+            written.insert(name);
         }
     }
 
+    /// Remember that the trail lists `name` holding `spec` (as stored).
+    pub fn learn(&self, name: &str, spec: &AuditEntrySpec) {
+        let (name, content) = (self.key_of(name), self.content_of(spec));
+        if let Ok(mut listed) = self.listed.lock() {
+            listed.insert(name, content);
+        }
+    }
+
+    /// How many entries are known, either way.
     pub fn len(&self) -> usize {
-        self.entries.lock().map(|e| e.len()).unwrap_or_default()
+        self.written.lock().map(|w| w.len()).unwrap_or_default()
+            + self.listed.lock().map(|l| l.len()).unwrap_or_default()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -308,5 +328,10 @@ mod tests {
         forged.learn("entry", &prepared(&spec("mallory", 100)));
         assert!(!forged.holds("entry", &ours));
         assert_eq!(forged.len(), 1);
+        // Once this process has written (or found) it, the name is enough: its planned
+        // content may move on with the request (the admitting replica is forgotten).
+        forged.written("entry");
+        assert!(forged.holds("entry", &prepared(&spec("admin", 100))));
+        assert!(forged.holds("entry", &prepared(&spec("bob", 100))));
     }
 }

@@ -35,7 +35,7 @@ pub async fn record(
         }
         // Under its planned name, whatever name it was written under: that name holds
         // other content, and this entry is in the trail.
-        context.known_entries.learn(&entry.name, &spec);
+        context.known_entries.written(&entry.name);
     }
     Ok(())
 }
