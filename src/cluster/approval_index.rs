@@ -37,11 +37,16 @@ fn store(approval: &DeploymentApproval) -> Option<Stored> {
 pub type ApprovalName = PartialObjectMeta<DeploymentApproval>;
 
 fn name_of(key: &Key) -> ApprovalName {
+    named(&key.0, &key.1)
+}
+
+/// The [`ApprovalName`] of `namespace/name`.
+pub fn named(namespace: &str, name: &str) -> ApprovalName {
     PartialObjectMeta {
         types: None,
         metadata: ObjectMeta {
-            name: Some(key.1.clone()),
-            namespace: Some(key.0.clone()),
+            name: Some(name.to_string()),
+            namespace: Some(namespace.to_string()),
             ..ObjectMeta::default()
         },
         _phantom: Default::default(),

@@ -93,13 +93,14 @@ pub struct KnownEntries {
 }
 
 impl KnownEntries {
-    /// Is `name` known to be written, or listed holding `spec` (as [`prepared`])?
+    /// Is `name` known to be written, or listed holding `spec` as it would be written
+    /// ([`prepared`])? Written names are looked up first, without encoding the entry.
     pub fn holds(&self, name: &str, spec: &AuditEntrySpec) -> bool {
         let name = self.key_of(name);
         if self.written.lock().is_ok_and(|w| w.contains(&name)) {
             return true;
         }
-        let content = self.content_of(spec);
+        let content = self.content_of(&prepared(spec));
         self.listed
             .lock()
             .is_ok_and(|listed| listed.get(&name) == Some(&content))
@@ -321,7 +322,7 @@ mod tests {
             ),
         ];
         for (name, spec, held, why) in cases {
-            assert_eq!(known.holds(name, &prepared(&spec)), held, "{why}");
+            assert_eq!(known.holds(name, &spec), held, "{why}");
         }
         // A forger's entry learned from the trail under the planned name does not count.
         let forged = KnownEntries::default();

@@ -23,7 +23,7 @@ use super::audit::record;
 use super::grants;
 use super::{Context, ReconcileError};
 use crate::api::{ApprovalPhase, ChangeSet, DeploymentApproval, SET_LABEL};
-use crate::cluster::approval_index::{ApprovalName, Touched};
+use crate::cluster::approval_index::{ApprovalName, Touched, named};
 use crate::cluster::snapshot::Snapshot;
 use crate::cluster::status::{apply_status, apply_status_of};
 use crate::core::approval::reconcile::{
@@ -93,15 +93,7 @@ fn every_then_changed(
             match changes.recv().await {
                 Ok(touched) if touched.deleted => continue,
                 Ok(touched) => {
-                    let name = ApprovalName {
-                        types: None,
-                        metadata: kube::api::ObjectMeta {
-                            name: Some(touched.name),
-                            namespace: Some(touched.namespace),
-                            ..Default::default()
-                        },
-                        _phantom: Default::default(),
-                    };
+                    let name = named(&touched.namespace, &touched.name);
                     return Some((futures::stream::iter(vec![Ok(name)]), (changes, names)));
                 }
                 Err(RecvError::Lagged(missed)) => {

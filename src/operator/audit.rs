@@ -8,7 +8,7 @@
 use k8s_openapi::api::core::v1::ObjectReference;
 
 use super::{Context, ReconcileError};
-use crate::cluster::trail::{Written, prepared};
+use crate::cluster::trail::Written;
 use crate::core::audit::trail::{PlannedEntry, entry_events};
 
 /// Create the entries that do not exist yet, each with its Events.
@@ -19,8 +19,7 @@ pub async fn record(
 ) -> Result<(), ReconcileError> {
     let cluster = &context.cluster;
     for entry in entries {
-        let spec = prepared(&entry.spec);
-        if context.known_entries.holds(&entry.name, &spec) {
+        if context.known_entries.holds(&entry.name, &entry.spec) {
             continue;
         }
         let written = cluster
