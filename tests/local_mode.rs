@@ -1020,38 +1020,7 @@ async fn a_flow_killed_at_every_step_completes_and_loses_or_repeats_nothing() ->
         ensure!(keys.len() == records.len(), "{records:?}");
         ensure!(done["status"]["rollout"]["admissions"] == 1, "{done}");
         // The trail: each step once, by its actor.
-        let entries = kubectl(
-            User::Admin,
-            &[
-                "get",
-                "auditentries",
-                "-n",
-                "countersign-system",
-                "-o",
-                "json",
-            ],
-            None,
-        )?;
-        let entries: Value = serde_json::from_slice(&entries.stdout)?;
-        let mut steps: Vec<(String, String)> = entries["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|e| {
-                e["spec"]["approval"] == json!(name)
-                    && e["spec"]["target"]["namespace"] == json!(ns)
-            })
-            .map(|e| {
-                (
-                    e["spec"]["action"].as_str().unwrap_or_default().to_string(),
-                    e["spec"]["actor"]["username"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string(),
-                )
-            })
-            .collect();
-        steps.sort();
+        let steps = request_steps(&ns, &name)?;
         let mut expected: Vec<(String, String)> = [
             ("Requested", "dave"),
             ("ReviewRecorded", "alice"),
@@ -1067,6 +1036,23 @@ async fn a_flow_killed_at_every_step_completes_and_loses_or_repeats_nothing() ->
         .collect();
         expected.sort();
         ensure!(steps == expected, "the trail: {steps:?}");
+        // Killed once more after the rollout: the new process plans the trail from the
+        // finished status (its lock released) and finds every entry there, the Admitted one
+        // included, once it has reconciled every request it found at start.
+        let requests = kubectl(
+            User::Admin,
+            &["get", "deploymentapprovals", "-A", "-o", "name"],
+            None,
+        )?;
+        let requests = String::from_utf8_lossy(&requests.stdout).lines().count();
+        serve.kill()?;
+        serve = start()?;
+        reconciled_until(serve.port, "approvals", requests)?;
+        let steps = request_steps(&ns, &name)?;
+        ensure!(
+            steps == expected,
+            "the trail after a restart once Deployed: {steps:?}"
+        );
         anyhow::Ok(())
     }
     .await;
@@ -1611,6 +1597,69 @@ async fn configuration_entry_until(
             configuration_entries().await?
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The request `ns/name`'s AuditEntries as (action, actor), sorted.
+fn request_steps(ns: &str, name: &str) -> Result<Vec<(String, String)>> {
+    let entries = kubectl(
+        User::Admin,
+        &[
+            "get",
+            "auditentries",
+            "-n",
+            "countersign-system",
+            "-o",
+            "json",
+        ],
+        None,
+    )?;
+    ensure!(entries.status.success(), "{}", text(&entries));
+    let entries: Value = serde_json::from_slice(&entries.stdout)?;
+    let mut steps: Vec<(String, String)> = entries["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| {
+            e["spec"]["approval"] == json!(name) && e["spec"]["target"]["namespace"] == json!(ns)
+        })
+        .map(|e| {
+            (
+                e["spec"]["action"].as_str().unwrap_or_default().to_string(),
+                e["spec"]["actor"]["username"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect();
+    steps.sort();
+    Ok(steps)
+}
+
+/// Waits until `serve` on `port` has finished at least `count` reconciles of `controller`
+/// (`countersign_reconcile_seconds_count`): at start it reconciles every object once.
+fn reconciled_until(port: u16, controller: &str, count: usize) -> Result<()> {
+    let series = format!("countersign_reconcile_seconds_count{{controller=\"{controller}\"}} ");
+    let started = Instant::now();
+    loop {
+        let out = Command::new("curl")
+            .args(["-sk", &format!("https://127.0.0.1:{port}/metrics")])
+            .output()?;
+        let metrics = String::from_utf8_lossy(&out.stdout).into_owned();
+        let done = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .and_then(|n| n.trim().parse::<usize>().ok())
+            .unwrap_or_default();
+        if done >= count {
+            return Ok(());
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(60),
+            "{controller}: {done} of {count} reconciles after a minute"
+        );
+        std::thread::sleep(Duration::from_millis(250));
     }
 }
 

@@ -415,8 +415,12 @@ fn approval(
             Some(json!({ "phase": "Deploying", "lockHolder": "scale-replica",
             "approvedBy": ["alice", "carol"], "approvedAt": at(9) }))
         }
+        // As the webhook and the operator leave a finished rollout.
         ApprovalPhase::Deployed | ApprovalPhase::Failed => Some(json!({ "phase": phase,
-            "approvedBy": ["alice", "carol"], "approvedAt": at(9) })),
+            "approvedBy": ["alice", "carol"], "approvedAt": at(9),
+            "rollout": { "admittedAt": at(10), "admissions": 1,
+                "admittedBy": { "username": "dave", "groups": ["developers", "system:authenticated"] },
+                "admittedByReplica": "scale-replica", "finishedAt": at(12) } })),
         ApprovalPhase::Rejected => Some(json!({ "phase": "Rejected", "rejectedBy": "alice" })),
         ApprovalPhase::Expired => Some(json!({ "phase": "Expired" })),
     };

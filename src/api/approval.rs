@@ -376,6 +376,10 @@ pub struct RolloutStatus {
     /// Whose write was admitted (a person, a pipeline, a GitOps controller).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admitted_by: Option<UserInfo>,
+    /// The webhook replica that admitted it. Unlike `lockHolder`, kept once the rollout
+    /// ends, so the `Admitted` entry planned from this status stays the one written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admitted_by_replica: Option<String>,
     /// How often the change was admitted: more than once when an admitted change never
     /// reached the object and the approval went back to `Approved`.
     #[serde(default)]

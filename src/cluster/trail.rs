@@ -12,6 +12,8 @@
 //!   a review that never came from the API server) is left as it is, and this entry is
 //!   written under the next free name `<name>-2`, `-3`, …, so a pre-written entry never
 //!   hides the real author.
+//!   An entry the request's state no longer holds whole (an earlier admission:
+//!   `core::audit::trail::Recall`) is compared by what happened and to what.
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -24,7 +26,7 @@ use crate::api::{
     ACTION_LABEL, AuditAction, AuditEntry, AuditEntrySpec, AuditEntryStatus, NotificationStatus,
     entry_labels,
 };
-use crate::core::audit::trail::PlannedEntry;
+use crate::core::audit::trail::{PlannedEntry, Recall};
 use crate::core::inert;
 
 /// The longest reason kept.
@@ -94,7 +96,9 @@ pub struct KnownEntries {
 
 impl KnownEntries {
     /// Is `name` known to be written, or listed holding `spec` as it would be written
-    /// ([`prepared`])? Written names are looked up first, without encoding the entry.
+    /// ([`prepared`])? Written names are looked up first, without encoding the entry. An
+    /// entry planned by identity and listed with other details is not held here: writing
+    /// it reads the stored one back and finds it.
     pub fn holds(&self, name: &str, spec: &AuditEntrySpec) -> bool {
         let name = self.key_of(name);
         if self.written.lock().is_ok_and(|w| w.contains(&name)) {
@@ -147,10 +151,15 @@ impl KnownEntries {
     }
 }
 
-/// Do two entries say the same, their time aside?
-fn same_content(stored: &AuditEntrySpec, ours: &AuditEntrySpec) -> bool {
+/// Does the stored entry say what ours does, their time aside (and, for an entry planned
+/// by identity, who acted and why: [`Recall::Identity`])?
+fn same_content(stored: &AuditEntrySpec, ours: &AuditEntrySpec, recall: Recall) -> bool {
     let mut stored = stored.clone();
     stored.time = Time(ours.time.0);
+    if recall == Recall::Identity {
+        stored.actor = ours.actor.clone();
+        stored.reason = ours.reason.clone();
+    }
     stored == *ours
 }
 
@@ -254,7 +263,7 @@ async fn write(
                     .get(&candidate)
                     .await
                     .map_err(|e| TrailError::Api(candidate.clone(), e))?;
-                if same_content(&stored.spec, &spec) {
+                if same_content(&stored.spec, &spec, planned.recall) {
                     return Ok(Written::Found(candidate));
                 }
                 tracing::warn!(
@@ -290,8 +299,24 @@ mod tests {
     #[test]
     fn a_retry_matches_but_another_author_does_not() {
         let ours = prepared(&spec("admin", 100));
-        assert!(same_content(&prepared(&spec("admin", 5)), &ours));
-        assert!(!same_content(&prepared(&spec("bob", 100)), &ours));
+        assert!(same_content(
+            &prepared(&spec("admin", 5)),
+            &ours,
+            Recall::Whole
+        ));
+        assert!(!same_content(
+            &prepared(&spec("bob", 100)),
+            &ours,
+            Recall::Whole
+        ));
+        assert!(same_content(
+            &prepared(&spec("bob", 100)),
+            &ours,
+            Recall::Identity
+        ));
+        let mut other_action = prepared(&spec("admin", 100));
+        other_action.action = AuditAction::BreakGlass;
+        assert!(!same_content(&other_action, &ours, Recall::Identity));
         assert_eq!(ours.reason.as_deref(), Some("deleted\\e[2J"));
     }
 

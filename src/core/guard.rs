@@ -17,7 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::{Map, Value, json};
 
 use crate::api::{AuditAction, AuditEntrySpec, AuditTarget, UserInfo};
-use crate::core::audit::trail::{PlannedEntry, object_key};
+use crate::core::audit::trail::{PlannedEntry, Recall, object_key};
 
 /// Which of the two configurations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -334,6 +334,7 @@ fn entry(
             reason: Some(reason),
             caller: None,
         },
+        recall: Recall::Whole,
     }
 }
 

@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use sha2::{Digest, Sha256};
 
 use crate::api::{AuditAction, AuditEntrySpec, AuditTarget, ReviewCaller, UserInfo};
-use crate::core::audit::trail::PlannedEntry;
+use crate::core::audit::trail::{PlannedEntry, Recall};
 
 /// A break-glass use, as its entry records it.
 pub struct BreakGlassRecord<'a> {
@@ -38,6 +38,7 @@ pub fn break_glass_entry(record: BreakGlassRecord, now: Timestamp) -> PlannedEnt
             reason: Some(record.reason.to_string()),
             caller: record.caller,
         },
+        recall: Recall::Whole,
     }
 }
 
@@ -79,6 +80,7 @@ pub fn rollback_entry(record: RollbackRecord, now: Timestamp) -> PlannedEntry {
             )),
             caller: record.caller,
         },
+        recall: Recall::Whole,
     }
 }
 

@@ -12,7 +12,7 @@ use crate::api::{
 };
 use crate::core::audit::custody::NAMESPACE_CONTROLLER;
 use crate::core::audit::trail::{
-    PlannedEntry, entry_key, object_key, policy_key, policy_target, request_target,
+    PlannedEntry, Recall, entry_key, object_key, policy_key, policy_target, request_target,
 };
 use crate::core::plan::{Answer, EventKind, PlannedEvent, ReviewPlan, Step, WRITTEN_ENTRY, Write};
 use crate::core::policy::matching::policy_name;
@@ -145,6 +145,7 @@ pub fn namespace_left_entry(
             reason: Some(reason),
             caller: None,
         },
+        recall: Recall::Whole,
     }
 }
 
@@ -169,6 +170,7 @@ pub fn request_deleted_entry(
             reason: Some(reason),
             caller: None,
         },
+        recall: Recall::Whole,
     }
 }
 
@@ -196,6 +198,7 @@ pub fn policy_ground_entry(
             reason: Some(reason),
             caller: None,
         },
+        recall: Recall::Whole,
     }
 }
 

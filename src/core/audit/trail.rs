@@ -21,6 +21,20 @@ pub const COUNTERSIGN_ACTOR: &str = "system:countersign";
 pub struct PlannedEntry {
     pub name: String,
     pub spec: AuditEntrySpec,
+    pub recall: Recall,
+}
+
+/// How much of a planned entry the state it is planned from still holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recall {
+    /// All of it (time aside, which a retry moves): an entry stored under its name with
+    /// other content is someone else's.
+    Whole,
+    /// What happened and to what (action, target, change, request, policy, caller), not
+    /// who did it or why: an earlier admission of a request admitted again, whose actor and
+    /// replica the status no longer holds. Written when it happened with the details then
+    /// known; an entry stored under its name saying the same happened is that entry.
+    Identity,
 }
 
 /// Every entry the request's durable state implies, in order. `state` is its chain at the
@@ -76,6 +90,19 @@ impl<'a> Trail<'a> {
         actor: UserInfo,
         reason: Option<String>,
     ) {
+        self.push_recalled(Recall::Whole, step, action, time, actor, reason);
+    }
+
+    /// [`Trail::push`] an entry of which the state holds only as much as `recall` says.
+    fn push_recalled(
+        &mut self,
+        recall: Recall,
+        step: String,
+        action: AuditAction,
+        time: Timestamp,
+        actor: UserInfo,
+        reason: Option<String>,
+    ) {
         self.entries.push(PlannedEntry {
             name: format!("{}-{step}", self.key),
             spec: AuditEntrySpec {
@@ -89,6 +116,7 @@ impl<'a> Trail<'a> {
                 reason,
                 caller: None,
             },
+            recall,
         });
     }
 
@@ -227,28 +255,41 @@ impl<'a> Trail<'a> {
         }
     }
 
+    /// The `n`th admission's entry. The latest admission's time, actor and replica are in
+    /// `status.rollout` (`lockHolder` stands in for the replica in a status written before
+    /// the rollout kept it) and stay there after the rollout ends, so its entry is planned
+    /// whole; an earlier admission's are gone, so its entry is planned by identity.
     fn admitted_entry(&mut self, n: u32, latest: bool, claimed: bool, applied: Option<i64>) {
-        let (time, actor) = match self.rollout() {
-            Some(r) if latest => (
+        let rollout = self.rollout().filter(|_| latest);
+        let (time, actor) = match rollout {
+            Some(r) => (
                 r.admitted_at.as_ref().map_or(self.now, |t| t.0),
                 r.admitted_by
                     .clone()
                     .unwrap_or_else(|| self.spec.change.requester.clone()),
             ),
-            _ => (self.now, self.spec.change.requester.clone()),
+            None => (self.now, self.spec.change.requester.clone()),
         };
-        let reason = if claimed {
-            Some(format!(
-                "admitted on a review whose caller was not authenticated; the change was seen on the object at generation {}",
-                applied.unwrap_or_default()
-            ))
+        let replica = rollout
+            .and_then(|r| r.admitted_by_replica.clone())
+            .or_else(|| self.status.and_then(|s| s.lock_holder.clone()))
+            .filter(|_| latest);
+        let (recall, reason) = if claimed {
+            (
+                Recall::Whole,
+                Some(format!(
+                    "admitted on a review whose caller was not authenticated; the change was seen on the object at generation {}",
+                    applied.unwrap_or_default()
+                )),
+            )
         } else {
-            self.status
-                .and_then(|s| s.lock_holder.clone())
-                .filter(|_| latest && self.admitted())
-                .map(|replica| format!("admitted by {replica}"))
+            match replica {
+                Some(replica) => (Recall::Whole, Some(format!("admitted by {replica}"))),
+                None => (Recall::Identity, None),
+            }
         };
-        self.push(
+        self.push_recalled(
+            recall,
             numbered("admitted", n),
             AuditAction::Admitted,
             time,
@@ -558,6 +599,119 @@ mod tests {
         let again = steps(&admitted, 90);
         assert_eq!(again.len(), 7);
         assert_eq!(again[0].0, format!("{key}-requested"));
+    }
+
+    /// The Admitted entry as planned from `approval` at minute `now`: its name, content
+    /// (time aside) and recall.
+    fn admitted_entries(
+        approval: &DeploymentApproval,
+        now: i64,
+    ) -> Vec<(String, AuditEntrySpec, Recall)> {
+        let state = approval_state(approval, "shop", &RoleBindingSnapshot::default(), t(now));
+        trail(approval, &state, t(now))
+            .into_iter()
+            .filter(|e| e.spec.action == AuditAction::Admitted)
+            .map(|e| {
+                let mut spec = e.spec;
+                spec.time = Time(Timestamp::UNIX_EPOCH);
+                (e.name, spec, e.recall)
+            })
+            .collect()
+    }
+
+    /// A restarted operator, or a new leader, plans the Admitted entry from whatever status
+    /// it finds first. What it plans must be the entry written while the change rolled out,
+    /// or the trail gets a second Admitted entry beside it.
+    #[test]
+    fn an_admission_is_planned_alike_from_every_later_status() {
+        use ReviewDecision::Approve;
+        let approved = request(
+            &[("alice", Approve, 1), ("carol", Approve, 2)],
+            Some(ApprovalPhase::Deploying),
+        );
+        let argocd = UserInfo::new("argocd", &[]);
+        let deploying = {
+            let mut approval = approved.clone();
+            if let Some(status) = approval.status.as_mut() {
+                status.lock_holder = Some("replica-a".into());
+                status.rollout = Some(crate::core::rollout::confirm::admitted_rollout(
+                    None,
+                    argocd.clone(),
+                    "replica-a",
+                    true,
+                    t(5),
+                ));
+            }
+            approval
+        };
+        let written = admitted_entries(&deploying, 6);
+        assert_eq!(written.len(), 1);
+        assert_eq!(
+            written[0].1.reason.as_deref(),
+            Some("admitted by replica-a")
+        );
+        assert_eq!(written[0].2, Recall::Whole);
+        let later = |phase: ApprovalPhase| {
+            let mut approval = deploying.clone();
+            if let Some(status) = approval.status.as_mut() {
+                status.phase = phase;
+                status.lock_holder = None;
+            }
+            approval
+        };
+        let cases = [
+            (
+                "rolled out: the lock is released",
+                later(ApprovalPhase::Deployed),
+            ),
+            ("the rollout failed", later(ApprovalPhase::Failed)),
+            (
+                "never reached the object: approved again",
+                later(ApprovalPhase::Approved),
+            ),
+        ];
+        for (why, approval) in cases {
+            assert_eq!(admitted_entries(&approval, 90), written, "{why}");
+        }
+
+        // A status written before the rollout kept its replica: once the lock is gone, who
+        // admitted is unknown, so the entry is planned by what happened.
+        let mut legacy = later(ApprovalPhase::Deployed);
+        if let Some(rollout) = legacy.status.as_mut().and_then(|s| s.rollout.as_mut()) {
+            rollout.admitted_by_replica = None;
+        }
+        let planned = admitted_entries(&legacy, 90);
+        assert_eq!(planned.len(), 1);
+        assert_eq!(planned[0].2, Recall::Identity);
+        assert_eq!(planned[0].1.reason, None);
+
+        // Admitted again after a lapse: the first admission's actor and replica are gone
+        // from the status, so it is planned by identity; the second whole.
+        let mut again = deploying.clone();
+        if let Some(status) = again.status.as_mut() {
+            status.rollout = Some(crate::core::rollout::confirm::admitted_rollout(
+                status.rollout.as_ref(),
+                UserInfo::new("dave", &[]),
+                "replica-b",
+                true,
+                t(20),
+            ));
+        }
+        let recalls: Vec<(String, Recall, Option<String>)> = admitted_entries(&again, 21)
+            .into_iter()
+            .map(|(name, spec, recall)| (name, recall, spec.reason))
+            .collect();
+        assert_eq!(
+            recalls,
+            vec![
+                (written[0].0.clone(), Recall::Identity, None),
+                (
+                    format!("{}-2", written[0].0),
+                    Recall::Whole,
+                    Some("admitted by replica-b".into())
+                ),
+            ]
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::api::{ApprovalPolicy, AuditAction, AuditEntrySpec, UserInfo};
-use crate::core::audit::trail::{PlannedEntry, policy_key, policy_target};
+use crate::core::audit::trail::{PlannedEntry, Recall, policy_key, policy_target};
 use crate::core::change::ChangeDigest;
 
 /// The annotation that records who made the policy's current spec, and when.
@@ -133,6 +133,7 @@ pub fn policy_entry(policy: &ApprovalPolicy) -> Option<PlannedEntry> {
             reason: Some(reason),
             caller: None,
         },
+        recall: Recall::Whole,
     })
 }
 

@@ -460,6 +460,7 @@ pub fn admitted_condition(now: Timestamp, generation: Option<i64>) -> Condition 
 pub fn admitted_rollout(
     previous: Option<&RolloutStatus>,
     by: crate::api::UserInfo,
+    replica: &str,
     caller_verified: bool,
     now: Timestamp,
 ) -> RolloutStatus {
@@ -473,6 +474,7 @@ pub fn admitted_rollout(
     RolloutStatus {
         admitted_at: Some(Time(now)),
         admitted_by: Some(by),
+        admitted_by_replica: Some(replica.to_string()),
         admissions,
         unverified_admissions,
         ..RolloutStatus::default()
@@ -502,6 +504,7 @@ pub fn deploying_status(
     status.rollout = Some(admitted_rollout(
         previous.rollout.as_ref(),
         admitted_by.clone(),
+        replica,
         caller_verified,
         now,
     ));
@@ -736,7 +739,7 @@ mod tests {
             status.lock_holder = Some("replica-a".into());
             status.rollout = Some(RolloutStatus {
                 applied_generation: applied,
-                ..admitted_rollout(None, UserInfo::new("dave", &[]), true, t(10))
+                ..admitted_rollout(None, UserInfo::new("dave", &[]), "replica-a", true, t(10))
             });
         }
         approval
