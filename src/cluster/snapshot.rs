@@ -291,6 +291,15 @@ impl Snapshot {
         self.approvals.get(namespace, name)
     }
 
+    /// Is a request or change set `namespace/name` cached? (Nothing is decoded.)
+    pub fn holds_request(&self, namespace: &str, name: &str) -> bool {
+        self.approvals.contains(namespace, name)
+            || self
+                .sets
+                .get(&ObjectRef::new(name).within(namespace))
+                .is_some()
+    }
+
     /// The change set `namespace/name`, as cached.
     pub fn set(&self, namespace: &str, name: &str) -> Option<ChangeSet> {
         self.sets

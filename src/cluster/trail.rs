@@ -87,11 +87,23 @@ pub fn prepared(spec: &AuditEntrySpec) -> AuditEntrySpec {
 /// - Learned from the trail as listed: known only with the content it holds (time aside,
 ///   as [`same_content`] compares), so an entry of other content under a planned name is
 ///   still checked and written beside it.
-#[derive(Default)]
 pub struct KnownEntries {
     keys: std::hash::RandomState,
     written: std::sync::Mutex<std::collections::HashSet<u64>>,
     listed: std::sync::Mutex<std::collections::HashMap<u64, u64>>,
+    /// The trail has been listed once (or could not be).
+    learned: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for KnownEntries {
+    fn default() -> Self {
+        KnownEntries {
+            keys: Default::default(),
+            written: Default::default(),
+            listed: Default::default(),
+            learned: tokio::sync::watch::channel(false).0,
+        }
+    }
 }
 
 impl KnownEntries {
@@ -124,6 +136,18 @@ impl KnownEntries {
         if let Ok(mut listed) = self.listed.lock() {
             listed.insert(name, content);
         }
+    }
+
+    /// The trail has been listed once, or could not be: what it holds is known as far as
+    /// it will be.
+    pub fn mark_learned(&self) {
+        self.learned.send_replace(true);
+    }
+
+    /// Resolves once [`KnownEntries::mark_learned`] was called.
+    pub async fn learned(&self) {
+        let mut learned = self.learned.subscribe();
+        let _ = learned.wait_for(|done| *done).await;
     }
 
     /// How many entries are known, either way.

@@ -42,7 +42,11 @@ use crate::notify::NotificationRound;
 pub async fn run(context: Arc<Context>) {
     let index = context.snapshot.approval_index();
     let client = context.cluster.client.clone();
-    let controller = Controller::for_stream(every_then_changed(&context.snapshot), index.names());
+    let finished = Arc::new(Finished::default());
+    let controller = Controller::for_stream(
+        every_then_changed(context.clone(), finished.clone()),
+        index.names(),
+    );
     let controller = wake_on::<Deployment>(controller, &client, &context.snapshot);
     let controller = wake_on::<StatefulSet>(controller, &client, &context.snapshot);
     let controller = wake_on::<DaemonSet>(controller, &client, &context.snapshot);
@@ -63,50 +67,134 @@ pub async fn run(context: Arc<Context>) {
     // ... and a member's change wakes its set.
     let sets = Controller::new(Api::<ChangeSet>::all(client), watcher::Config::default())
         .reconcile_on(member_sets(index.changes()));
+    let counted = move |name: Arc<ApprovalName>, context: Arc<Context>| {
+        let finished = finished.clone();
+        async move {
+            let result = reconcile(name, context).await;
+            finished.one_more();
+            result
+        }
+    };
     tokio::join!(
-        super::controller::run("approvals", controller, reconcile, context.clone()),
+        super::controller::run("approvals", controller, counted, context.clone()),
         super::controller::run("changesets", sets, reconcile_set, context),
     );
 }
 
+/// How many names the start (or a start over) hands the controller ahead of the
+/// reconciles it has finished. The controller's queue takes whatever it is given at once
+/// and keeps the capacity after: fed all 10,000 requests of a large cluster, it held
+/// megabytes for good. Paced, it holds a few lanes' worth.
+const START_AHEAD: usize = 4 * super::controller::RECONCILE_CONCURRENCY as usize;
+
+/// The longest the start waits for a reconcile to finish before it hands over more names
+/// anyway: a name the queue merged with one already waiting is never counted, so the
+/// pace is a bound on memory, never a stop.
+const START_PATIENCE: Duration = Duration::from_secs(1);
+
+/// The longest the start waits for the trail to be learned (`operator::audit`): until
+/// then each planned entry not written by this process costs a create answered 409 and a
+/// read, which at 10,000 requests was most of a start's work. Changes do not wait.
+const START_LEARNING_PATIENCE: Duration = Duration::from_secs(120);
+
+/// Reconciles finished, counted for the start's pace.
+#[derive(Default)]
+struct Finished {
+    count: std::sync::atomic::AtomicUsize,
+    more: tokio::sync::Notify,
+}
+
+impl Finished {
+    fn one_more(&self) {
+        self.count
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.more.notify_waiters();
+    }
+
+    fn count(&self) -> usize {
+        self.count.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Resolves once fewer than `ahead` of `handed` names are unfinished (counted from
+    /// `base`), or after [`START_PATIENCE`].
+    async fn caught_up(&self, base: usize, handed: usize, ahead: usize) {
+        let deadline = tokio::time::Instant::now() + START_PATIENCE;
+        loop {
+            let more = self.more.notified();
+            if handed < self.count().saturating_sub(base) + ahead {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, more).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
 /// Every cached approval once, then each that changes; after falling behind, every one
-/// again (a reconcile of an unchanged request writes nothing).
+/// again (a reconcile of an unchanged request writes nothing). Every one is handed over
+/// at the pace reconciles finish ([`START_AHEAD`]), once the trail is learned
+/// ([`START_LEARNING_PATIENCE`]); each change at once.
 fn every_then_changed(
-    snapshot: &Snapshot,
+    context: Arc<Context>,
+    finished: Arc<Finished>,
 ) -> impl futures::Stream<Item = Result<ApprovalName, watcher::Error>> + Send + 'static {
-    let index = snapshot.approval_index();
+    let index = context.snapshot.approval_index();
     // Subscribed before the names are read, so no change falls between the two.
     let changes = index.changes();
     let names = index.names();
-    fn every(
-        names: &kube::runtime::reflector::Store<ApprovalName>,
-    ) -> Vec<Result<ApprovalName, watcher::Error>> {
-        names
-            .state()
-            .iter()
-            .map(|name| Ok((**name).clone()))
-            .collect()
-    }
-    let first = futures::stream::iter(every(&names));
-    let then = futures::stream::unfold((changes, names), move |(mut changes, names)| async move {
-        loop {
-            match changes.recv().await {
-                Ok(touched) if touched.deleted => continue,
-                Ok(touched) => {
-                    let name = named(&touched.namespace, &touched.name);
-                    return Some((futures::stream::iter(vec![Ok(name)]), (changes, names)));
-                }
-                Err(RecvError::Lagged(missed)) => {
-                    tracing::info!(missed, "approval changes came faster than the controller took them; reconciling every request");
-                    let again = futures::stream::iter(every(&names));
-                    return Some((again, (changes, names)));
-                }
-                Err(RecvError::Closed) => return None,
+    let (names_at_start, finished_at_start) = (names.clone(), finished.clone());
+    let every = move |names: &kube::runtime::reflector::Store<ApprovalName>,
+                      finished: Arc<Finished>| {
+        let all = names.state();
+        let base = finished.count();
+        futures::stream::unfold(0, move |handed| {
+            let name = all.get(handed).map(|name| (**name).clone());
+            let finished = finished.clone();
+            async move {
+                let name = name?;
+                finished.caught_up(base, handed, START_AHEAD).await;
+                Some((Ok(name), handed + 1))
             }
+        })
+        .boxed()
+    };
+    let learned = async move {
+        let learned = context.known_entries.learned();
+        if tokio::time::timeout(START_LEARNING_PATIENCE, learned)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the audit trail is not learned yet; reconciling every request anyway");
         }
-    })
+    };
+    let first = futures::stream::once(learned)
+        .map(move |()| every(&names_at_start, finished_at_start.clone()))
+        .flatten();
+    let then = futures::stream::unfold(
+        (changes, names, finished),
+        move |(mut changes, names, finished)| async move {
+            loop {
+                match changes.recv().await {
+                    Ok(touched) if touched.deleted => continue,
+                    Ok(touched) => {
+                        let name = named(&touched.namespace, &touched.name);
+                        let one = futures::stream::iter(vec![Ok(name)]).boxed();
+                        return Some((one, (changes, names, finished)));
+                    }
+                    Err(RecvError::Lagged(missed)) => {
+                        tracing::info!(missed, "approval changes came faster than the controller took them; reconciling every request");
+                        let again = every(&names, finished.clone());
+                        return Some((again, (changes, names, finished)));
+                    }
+                    Err(RecvError::Closed) => return None,
+                }
+            }
+        },
+    )
     .flatten();
-    first.chain(then)
+    // Side by side: a change made while the start is handed over is not kept waiting.
+    futures::stream::select(first, then)
 }
 
 /// The change sets whose members changed (or went), from the approvals cache.

@@ -44,15 +44,18 @@ pub async fn record(
 /// beside the controllers when this replica starts leading (retention's sweep does it
 /// when entries are not kept forever).
 pub async fn learn_trail(context: &Context) {
+    learn_listed_pages(context).await;
+    context.known_entries.mark_learned();
+}
+
+async fn learn_listed_pages(context: &Context) {
     let mut page: Option<String> = None;
     let started = std::time::Instant::now();
     loop {
         match context.cluster.trail.entries_page(page.as_deref()).await {
             Ok((entries, next)) => {
                 for entry in &entries {
-                    if let Some(name) = &entry.metadata.name {
-                        context.known_entries.learn(name, &entry.spec);
-                    }
+                    learn_listed(context, entry);
                 }
                 match next {
                     Some(token) => page = Some(token),
@@ -71,4 +74,22 @@ pub async fn learn_trail(context: &Context) {
         seconds = started.elapsed().as_secs_f64(),
         "audit trail learned"
     );
+}
+
+/// Remember an entry listed from the trail, when something may plan it again: an entry of
+/// a request or change set still cached, or of no request at all. The entries of requests
+/// long gone are most of a trail, and nothing plans them again.
+pub fn learn_listed(context: &Context, entry: &crate::api::AuditEntry) {
+    let Some(name) = &entry.metadata.name else {
+        return;
+    };
+    let spec = &entry.spec;
+    let plannable = match (&spec.approval, &spec.target.namespace) {
+        (Some(request), Some(namespace)) => context.snapshot.holds_request(namespace, request),
+        (Some(_), None) => false,
+        (None, _) => true,
+    };
+    if plannable {
+        context.known_entries.learn(name, spec);
+    }
 }

@@ -31,7 +31,10 @@ pub async fn run(context: Arc<Context>) {
         .unwrap_or(MIN_SWEEP_INTERVAL)
         .min(MIN_SWEEP_INTERVAL);
     loop {
-        let wait = match sweep(&context, retention).await {
+        let swept = sweep(&context, retention).await;
+        // Learned as far as it will be, whether the sweep finished or not.
+        context.known_entries.mark_learned();
+        let wait = match swept {
             Ok(Some(next)) => Duration::try_from(next.duration_since(Timestamp::now()))
                 .unwrap_or_default()
                 .max(least),
@@ -68,10 +71,13 @@ async fn sweep(
             tracing::info!(entry = %name, "audit entry past retention deleted");
         }
         for entry in &entries {
-            if let Some(name) = &entry.metadata.name
-                && !plan.delete.contains(name)
+            if entry
+                .metadata
+                .name
+                .as_ref()
+                .is_some_and(|name| !plan.delete.contains(name))
             {
-                context.known_entries.learn(name, &entry.spec);
+                super::audit::learn_listed(context, entry);
             }
         }
         next = earliest(next, plan.next);
