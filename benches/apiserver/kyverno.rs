@@ -46,6 +46,16 @@ pub struct Policy {
     ready: fn(&Value) -> bool,
 }
 
+impl Policy {
+    fn api(&self, admin: &kube::Client) -> Api<DynamicObject> {
+        let resource = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(self.group, self.version, self.kind),
+            self.plural,
+        );
+        Api::all_with(admin.clone(), &resource)
+    }
+}
+
 /// The ClusterPolicy: Kyverno names it in every denial.
 pub const CLUSTER_POLICY: Policy = Policy {
     group: "kyverno.io",
@@ -101,9 +111,10 @@ pub struct Kyverno {
 
 impl Kyverno {
     /// Builds (first run only), installs and starts Kyverno; returns once it has registered
-    /// its resource webhook at this process's address. `client_qps` replaces the release's
-    /// client rate limit (QPS and burst) towards the API server, which Kyverno's webhook
-    /// spends on a Namespace read per admission request.
+    /// its webhooks at this process's address and its policy webhook admits both policies.
+    /// `client_qps` replaces the release's client rate limit (QPS and burst) towards the
+    /// API server, which Kyverno's webhook spends on a Namespace read per admission request
+    /// under a ClusterPolicy (the ValidatingPolicy engine reads its informer cache).
     pub async fn start(
         cluster: &TestCluster,
         admin: &kube::Client,
@@ -175,6 +186,7 @@ impl Kyverno {
         let configurations = Api::<ValidatingWebhookConfiguration>::all(admin.clone());
         let url = format!("https://127.0.0.1:{port}/");
         let started = Instant::now();
+        let mut last_error = None;
         loop {
             if let Some(child) = self.child.as_mut()
                 && let Some(status) = child.try_wait()?
@@ -187,12 +199,34 @@ impl Kyverno {
             let policy = configurations.get_opt(POLICY_WEBHOOK).await?;
             let at_this_address =
                 policy.is_some_and(|c| serde_json::to_string(&c).is_ok_and(|t| t.contains(&url)));
-            if resource.is_some() && at_this_address {
+            // Registered is not yet serving: until its certificate is loaded, Kyverno's TLS
+            // handshake fails, and so would a policy write. Both policies, dry-run.
+            let mut answered = resource.is_some() && at_this_address;
+            if answered {
+                for policy in [&CLUSTER_POLICY, &VALIDATING_POLICY] {
+                    let document: DynamicObject =
+                        serde_json::from_value((policy.document)("default"))?;
+                    let dry_run = PostParams {
+                        dry_run: true,
+                        ..Default::default()
+                    };
+                    // A conflict (one left by a killed run) comes after admission passed.
+                    match policy.api(admin).create(&dry_run, &document).await {
+                        Ok(_) => {}
+                        Err(kube::Error::Api(status)) if status.code == 409 => {}
+                        Err(error) => {
+                            last_error = Some(error);
+                            answered = false;
+                        }
+                    }
+                }
+            }
+            if answered {
                 return Ok(());
             }
             ensure!(
                 started.elapsed() < Duration::from_secs(180),
-                "kyverno did not register its webhooks in 3 minutes; see {}",
+                "kyverno did not register and serve its webhooks in 3 minutes (last: {last_error:?}); see {}",
                 self.log.display()
             );
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -209,11 +243,7 @@ impl Kyverno {
         namespace: &str,
         present: bool,
     ) -> Result<()> {
-        let resource = ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk(policy.group, policy.version, policy.kind),
-            policy.plural,
-        );
-        let api = Api::<DynamicObject>::all_with(admin.clone(), &resource);
+        let api = policy.api(admin);
         let name = policy.name;
         if !present {
             if api.get_opt(name).await?.is_some() {

@@ -257,10 +257,13 @@ async fn run() -> Result<()> {
     plot::write_svg(
         &svg,
         &results,
-        &format!(
-            "Deployment writes through the API server: no webhook, countersign, Kyverno {} (ClusterPolicy, ValidatingPolicy)",
-            kyverno.as_ref().map_or("", |k| k.version.as_str())
-        ),
+        &match kyverno.as_ref() {
+            Some(kyverno) => format!(
+                "Deployment writes through the API server: no webhook, countersign, Kyverno {} (ClusterPolicy, ValidatingPolicy)",
+                kyverno.version
+            ),
+            None => "Deployment writes through the API server: no webhook, countersign".to_string(),
+        },
     )?;
     println!("plot: {}", svg.display());
 
