@@ -10,12 +10,15 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingWebhookConfiguration,
+};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::Api;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
+use crate::setup::Setup;
 use crate::support::countersign::free_port;
 use crate::support::crds::{FIELD_MANAGER, apply_crds, read_yaml_documents};
 use crate::support::{TestCluster, User};
@@ -28,14 +31,69 @@ const RESOURCE_WEBHOOK: &str = "kyverno-resource-validating-webhook-cfg";
 const POLICY_WEBHOOK: &str = "kyverno-policy-validating-webhook-cfg";
 /// The label Kyverno puts on every webhook configuration it registers.
 const MANAGED_LABEL: &str = "webhook.kyverno.io/managed-by=kyverno";
-/// The benchmark's ClusterPolicy; Kyverno names it in every denial.
-pub const POLICY: &str = "bench-no-cloud-access-keys";
+/// A Kyverno policy kind the benchmark measures, and the one policy of it it writes.
+pub struct Policy {
+    group: &'static str,
+    version: &'static str,
+    kind: &'static str,
+    plural: &'static str,
+    pub name: &'static str,
+    /// Text Kyverno's denial by this policy carries and the other's does not.
+    pub denial_marker: &'static str,
+    /// The policy for a namespace.
+    document: fn(&str) -> Value,
+    /// Whether Kyverno reports the policy (its status) ready.
+    ready: fn(&Value) -> bool,
+}
+
+impl Policy {
+    fn api(&self, admin: &kube::Client) -> Api<DynamicObject> {
+        let resource = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(self.group, self.version, self.kind),
+            self.plural,
+        );
+        Api::all_with(admin.clone(), &resource)
+    }
+}
+
+/// The ClusterPolicy: Kyverno names it in every denial.
+pub const CLUSTER_POLICY: Policy = Policy {
+    group: "kyverno.io",
+    version: "v1",
+    kind: "ClusterPolicy",
+    plural: "clusterpolicies",
+    name: "bench-no-cloud-access-keys",
+    denial_marker: "bench-no-cloud-access-keys",
+    document: cluster_policy,
+    ready: |status| {
+        status["conditions"].as_array().is_some_and(|conditions| {
+            conditions
+                .iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+    },
+};
+
+/// The ValidatingPolicy (v1, which v1.19.1 serves beside the deprecated v1alpha1 and the
+/// stored v1beta1): its denial reads "Policy NAME failed: …", a generated
+/// ValidatingAdmissionPolicy's would not.
+pub const VALIDATING_POLICY: Policy = Policy {
+    group: "policies.kyverno.io",
+    version: "v1",
+    kind: "ValidatingPolicy",
+    plural: "validatingpolicies",
+    name: "bench-vpol-cloud-access-keys",
+    denial_marker: "Policy bench-vpol-cloud-access-keys failed",
+    document: validating_policy,
+    ready: |status| status["conditionStatus"]["ready"] == true,
+};
 
 /// Release arguments replaced for a process outside the cluster, and why:
 /// - admission reports are EphemeralReports the reports controller aggregates; without it
 ///   they would only pile up (this makes Kyverno's writes cheaper, not dearer);
-/// - the ValidatingAdmissionPolicy generation would hand the CEL rule to the API server
-///   instead of Kyverno's webhook, which is what is measured;
+/// - the ValidatingAdmissionPolicy generation would hand the CEL rules to the API server
+///   instead of Kyverno's webhook, which is what is measured (the ValidatingPolicy also
+///   turns it off for itself);
 /// - the metrics ports would collide with other processes on the host.
 const OVERRIDES: [(&str, &str); 4] = [
     ("--admissionReports", "false"),
@@ -53,9 +111,10 @@ pub struct Kyverno {
 
 impl Kyverno {
     /// Builds (first run only), installs and starts Kyverno; returns once it has registered
-    /// its resource webhook at this process's address. `client_qps` replaces the release's
-    /// client rate limit (QPS and burst) towards the API server, which Kyverno's webhook
-    /// spends on a Namespace read per admission request.
+    /// its webhooks at this process's address and its policy webhook admits both policies.
+    /// `client_qps` replaces the release's client rate limit (QPS and burst) towards the
+    /// API server, which Kyverno's webhook spends on a Namespace read per admission request
+    /// under a ClusterPolicy (the ValidatingPolicy engine reads its informer cache).
     pub async fn start(
         cluster: &TestCluster,
         admin: &kube::Client,
@@ -127,6 +186,7 @@ impl Kyverno {
         let configurations = Api::<ValidatingWebhookConfiguration>::all(admin.clone());
         let url = format!("https://127.0.0.1:{port}/");
         let started = Instant::now();
+        let mut last_error = None;
         loop {
             if let Some(child) = self.child.as_mut()
                 && let Some(status) = child.try_wait()?
@@ -139,61 +199,126 @@ impl Kyverno {
             let policy = configurations.get_opt(POLICY_WEBHOOK).await?;
             let at_this_address =
                 policy.is_some_and(|c| serde_json::to_string(&c).is_ok_and(|t| t.contains(&url)));
-            if resource.is_some() && at_this_address {
+            // Registered is not yet serving: until its certificate is loaded, Kyverno's TLS
+            // handshake fails, and so would a policy write. Both policies, dry-run.
+            let mut answered = resource.is_some() && at_this_address;
+            if answered {
+                for policy in [&CLUSTER_POLICY, &VALIDATING_POLICY] {
+                    let document: DynamicObject =
+                        serde_json::from_value((policy.document)("default"))?;
+                    let dry_run = PostParams {
+                        dry_run: true,
+                        ..Default::default()
+                    };
+                    // A conflict (one left by a killed run) comes after admission passed.
+                    match policy.api(admin).create(&dry_run, &document).await {
+                        Ok(_) => {}
+                        Err(kube::Error::Api(status)) if status.code == 409 => {}
+                        Err(error) => {
+                            last_error = Some(error);
+                            answered = false;
+                        }
+                    }
+                }
+            }
+            if answered {
                 return Ok(());
             }
             ensure!(
                 started.elapsed() < Duration::from_secs(180),
-                "kyverno did not register its webhooks in 3 minutes; see {}",
+                "kyverno did not register and serve its webhooks in 3 minutes (last: {last_error:?}); see {}",
                 self.log.display()
             );
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
 
-    /// Puts the benchmark's ClusterPolicy in place (Kyverno then adds a Deployment rule
-    /// to its resource webhook) or takes it away (the rule goes with it), and waits until
-    /// Kyverno reports the policy ready or gone.
+    /// Puts one of the benchmark's policies in place (Kyverno then adds a Deployment rule
+    /// to its resource webhook) and waits until Kyverno reports it ready, or takes it away
+    /// (the rule goes with it).
     pub async fn set_policy(
         &self,
         admin: &kube::Client,
+        policy: &Policy,
         namespace: &str,
         present: bool,
     ) -> Result<()> {
-        let resource = ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk("kyverno.io", "v1", "ClusterPolicy"),
-            "clusterpolicies",
-        );
-        let api = Api::<DynamicObject>::all_with(admin.clone(), &resource);
+        let api = policy.api(admin);
+        let name = policy.name;
         if !present {
-            if api.get_opt(POLICY).await?.is_some() {
-                api.delete(POLICY, &Default::default()).await?;
+            if api.get_opt(name).await?.is_some() {
+                api.delete(name, &Default::default()).await?;
             }
             return Ok(());
         }
-        let policy: DynamicObject = serde_json::from_value(cluster_policy(namespace))?;
+        let document: DynamicObject = serde_json::from_value((policy.document)(namespace))?;
         api.patch(
-            POLICY,
+            name,
             &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&policy),
+            &Patch::Apply(&document),
         )
         .await
-        .context("applying the Kyverno ClusterPolicy")?;
+        .with_context(|| format!("applying the Kyverno {} {name}", policy.kind))?;
         let started = Instant::now();
         loop {
-            let ready = api.get(POLICY).await?.data["status"]["conditions"]
-                .as_array()
-                .is_some_and(|conditions| {
-                    conditions
-                        .iter()
-                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                });
-            if ready {
+            if (policy.ready)(&api.get(name).await?.data["status"]) {
                 return Ok(());
             }
             ensure!(
                 started.elapsed() < Duration::from_secs(60),
-                "Kyverno did not report ClusterPolicy {POLICY} ready in 60 s; see {}",
+                "Kyverno did not report {} {name} ready in 60 s; see {}",
+                policy.kind,
+                self.log.display()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Waits until Kyverno's resource webhook configuration sends requests to the handler
+    /// of `setup`'s policy and to no other: ClusterPolicies are served under `/validate/`,
+    /// ValidatingPolicies under `/vpol/`.
+    pub async fn until_webhook_for(&self, admin: &kube::Client, setup: Setup) -> Result<()> {
+        let configurations = Api::<ValidatingWebhookConfiguration>::all(admin.clone());
+        let admission_policies = Api::<ValidatingAdmissionPolicy>::all(admin.clone());
+        let started = Instant::now();
+        loop {
+            let urls: Vec<String> = configurations
+                .get_opt(RESOURCE_WEBHOOK)
+                .await?
+                .and_then(|c| c.webhooks)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|w| w.client_config.url)
+                .collect();
+            let serves = |path: &str| urls.iter().any(|u| u.contains(path));
+            let validating_policy = setup == Setup::KyvernoVpol;
+            // Kyverno would name a generated ValidatingAdmissionPolicy after the policy.
+            let generated = admission_policies
+                .list_metadata(&Default::default())
+                .await?
+                .items
+                .iter()
+                .any(|p| {
+                    p.metadata
+                        .name
+                        .as_deref()
+                        .is_some_and(|n| n.contains(VALIDATING_POLICY.name))
+                });
+            ensure!(
+                !generated,
+                "Kyverno generated a ValidatingAdmissionPolicy for {}: the API server, not Kyverno, would evaluate it",
+                VALIDATING_POLICY.name
+            );
+            if serves("/validate/") == (setup == Setup::KyvernoCpol)
+                && serves("/vpol/") == validating_policy
+                && (!validating_policy || serves(&format!("/vpol/{}", VALIDATING_POLICY.name)))
+            {
+                return Ok(());
+            }
+            ensure!(
+                started.elapsed() < Duration::from_secs(60),
+                "Kyverno's resource webhook did not match {} in 60 s (its URLs: {urls:?}); see {}",
+                setup.label(),
                 self.log.display()
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -224,21 +349,34 @@ impl Drop for Kyverno {
     }
 }
 
+/// The CEL expression that holds when no container of `list` (`containers` or
+/// `initContainers`) has an env value with an AWS access key ID.
+fn no_key(list: &str) -> String {
+    format!(
+        "!has(object.spec.template.spec.{list}) || object.spec.template.spec.{list}.all(c, \
+         !has(c.env) || c.env.all(e, !has(e.value) || \
+         !e.value.matches('(^|[^0-9A-Za-z])(AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{{16}}([^0-9A-Za-z]|$)')))"
+    )
+}
+
+/// The checks both Kyverno policies make, as CEL expressions with their messages.
+fn expressions() -> Value {
+    json!([
+        { "expression": no_key("containers"),
+          "message": "a container env value holds a cloud access key" },
+        { "expression": no_key("initContainers"),
+          "message": "an init container env value holds a cloud access key" },
+    ])
+}
+
 /// The ClusterPolicy both tools' work is measured with: deny a Deployment in `namespace`
 /// when a container's (or init container's) env value holds an AWS access key ID, in a
 /// CEL expression that Kyverno's webhook evaluates.
 fn cluster_policy(namespace: &str) -> Value {
-    let no_key = |list: &str| {
-        format!(
-            "!has(object.spec.template.spec.{list}) || object.spec.template.spec.{list}.all(c, \
-             !has(c.env) || c.env.all(e, !has(e.value) || \
-             !e.value.matches('(^|[^0-9A-Za-z])(AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{{16}}([^0-9A-Za-z]|$)')))"
-        )
-    };
     json!({
         "apiVersion": "kyverno.io/v1",
         "kind": "ClusterPolicy",
-        "metadata": { "name": POLICY },
+        "metadata": { "name": CLUSTER_POLICY.name },
         "spec": {
             "background": false,
             "rules": [{
@@ -249,14 +387,43 @@ fn cluster_policy(namespace: &str) -> Value {
                 } }] },
                 "validate": {
                     "failureAction": "Enforce",
-                    "cel": { "expressions": [
-                        { "expression": no_key("containers"),
-                          "message": "a container env value holds a cloud access key" },
-                        { "expression": no_key("initContainers"),
-                          "message": "an init container env value holds a cloud access key" },
-                    ] },
+                    "cel": { "expressions": expressions() },
                 },
             }],
+        },
+    })
+}
+
+/// The same check as a ValidatingPolicy: Deployment creates and updates in `namespace`
+/// (by a namespace selector, as the policy type matches), the same expressions, denied;
+/// evaluated at admission by Kyverno's webhook (no background scan, and no generated
+/// ValidatingAdmissionPolicy that would hand it to the API server).
+fn validating_policy(namespace: &str) -> Value {
+    json!({
+        "apiVersion": "policies.kyverno.io/v1",
+        "kind": "ValidatingPolicy",
+        "metadata": { "name": VALIDATING_POLICY.name },
+        "spec": {
+            "evaluation": {
+                "mode": "Kubernetes",
+                "admission": { "enabled": true },
+                "background": { "enabled": false },
+            },
+            "autogen": { "validatingAdmissionPolicy": { "enabled": false } },
+            "failurePolicy": "Fail",
+            "validationActions": ["Deny"],
+            "matchConstraints": {
+                "resourceRules": [{
+                    "apiGroups": ["apps"],
+                    "apiVersions": ["v1"],
+                    "operations": ["CREATE", "UPDATE"],
+                    "resources": ["deployments"],
+                }],
+                "namespaceSelector": {
+                    "matchLabels": { "kubernetes.io/metadata.name": namespace },
+                },
+            },
+            "validations": expressions(),
         },
     })
 }

@@ -1,15 +1,19 @@
 //! Through the API server, countersign against Kyverno: Deployment create and update
-//! latency (p50, p95, p99) and throughput with no admission webhook, with countersign only
-//! and with Kyverno only, at 1, 10 and 50 concurrent clients, on the allow and the deny
-//! path, in one run on the test cluster; the latency each webhook adds and the ratio
-//! between them; both processes' memory and CPU time; then countersign's memory with
-//! 10,000 DeploymentApprovals cached.
+//! latency (p50, p95, p99) and throughput with no admission webhook, with countersign only,
+//! with Kyverno and a ClusterPolicy only and with Kyverno and a ValidatingPolicy only, at
+//! 1, 10 and 50 concurrent clients, on the allow and the deny path, in one run on the test
+//! cluster; the latency each webhook adds and the ratios between them; the processes'
+//! memory and CPU time; then countersign's memory with 10,000 DeploymentApprovals cached.
 //!
 //! Run: `cargo bench --bench apiserver` (starts the test cluster if none is running,
-//! builds Kyverno on first use; prints Markdown and writes docs/benchmarks/apiserver.svg;
+//! builds Kyverno on first use; prints Markdown and writes docs/benchmarks/apiserver.svg,
+//! or apiserver-kyverno-qpsN.svg with Kyverno's rate limit raised to N;
 //! numbers in BENCHMARKS.md). `COUNTERSIGN_BENCH_ROUNDS` sets the measured rounds (3);
-//! `COUNTERSIGN_BENCH_KYVERNO_QPS` replaces Kyverno's client rate limit towards the API
-//! server (its release default is 100 requests/s, burst 200);
+//! `COUNTERSIGN_BENCH_WRITES` the writes of each kind per setup and round at 1 and 10
+//! clients (200; 50 clients get 2.5 times as many); `COUNTERSIGN_BENCH_SETUPS` the setups
+//! (comma-separated among `cs`, `cpol`, `vpol`; all by default, the one without a webhook
+//! always); `COUNTERSIGN_BENCH_KYVERNO_QPS` replaces Kyverno's client rate limit towards
+//! the API server (its release default is 100 requests/s, burst 200);
 //! `COUNTERSIGN_BENCH_APPROVALS` sets the DeploymentApprovals of the memory measurement
 //! (10,000; 0 skips it).
 
@@ -23,8 +27,9 @@ mod report;
 mod setup;
 mod workload;
 
+use std::collections::BTreeMap;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use countersign::api::{ApprovalPolicy, DeploymentApproval};
@@ -35,15 +40,16 @@ use kube::api::{DeleteParams, ListParams, PostParams};
 use serde_json::json;
 
 use kyverno::Kyverno;
-use report::{CLIENTS, ProcessUse, Results};
-use setup::{SETUPS, Setup, Switch};
+use report::{CLIENTS, ProcessRow, ProcessUse, Results};
+use setup::{Setup, Switch, WEBHOOKS};
 use support::countersign::Countersign;
 use support::{TestCluster, TestNamespace, User};
 use workload::KINDS;
 
-/// Writes of one kind per cell and round: at least ten per client.
-fn writes_per_phase(clients: usize) -> usize {
-    (10 * clients).max(200)
+/// Writes of one kind per cell and round: `writes` at 1 and 10 clients, `writes / 20` per
+/// client above that, and one per client at least.
+fn writes_per_phase(clients: usize, writes: usize) -> usize {
+    writes.max(writes * clients / 20).max(clients)
 }
 
 fn main() -> Result<()> {
@@ -56,8 +62,11 @@ fn main() -> Result<()> {
 
 async fn run() -> Result<()> {
     let rounds: usize = setting("COUNTERSIGN_BENCH_ROUNDS")?.unwrap_or(3);
+    let writes: usize = setting("COUNTERSIGN_BENCH_WRITES")?.unwrap_or(200);
+    ensure!(writes > 0, "COUNTERSIGN_BENCH_WRITES must be at least 1");
     let kyverno_qps: Option<u32> = setting("COUNTERSIGN_BENCH_KYVERNO_QPS")?;
     let approvals: usize = setting("COUNTERSIGN_BENCH_APPROVALS")?.unwrap_or(10_000);
+    let setups = setup::selected(std::env::var("COUNTERSIGN_BENCH_SETUPS").ok().as_deref())?;
     let cluster = TestCluster::get();
     let admin = cluster.client(User::Admin).await?;
     let dave = cluster.client(User::Dave).await?;
@@ -83,76 +92,107 @@ async fn run() -> Result<()> {
     policies
         .create(&PostParams::default(), &serde_json::from_value(policy)?)
         .await?;
-    let kyverno = Kyverno::start(cluster, &admin, kyverno_qps).await?;
+    // One Kyverno process serves both Kyverno setups; none when neither is measured.
+    let kyverno = if setups.iter().any(|s| s.is_kyverno()) {
+        Some(Kyverno::start(cluster, &admin, kyverno_qps).await?)
+    } else {
+        None
+    };
     let switch = Switch::new(&admin, ns.name()).await?;
-    let pids = [
-        (Setup::Countersign, countersign.serve_pid()?),
-        (
-            Setup::Kyverno,
-            kyverno.pid().context("kyverno is not running")?,
-        ),
-    ];
+    let countersign_pid = countersign.serve_pid()?;
+    let pid_of = |setup: Setup| -> Result<Option<u32>> {
+        Ok(match setup {
+            Setup::Bare => None,
+            Setup::Countersign => Some(countersign_pid),
+            Setup::KyvernoCpol | Setup::KyvernoVpol => Some(
+                kyverno
+                    .as_ref()
+                    .and_then(Kyverno::pid)
+                    .context("kyverno is not running")?,
+            ),
+        })
+    };
 
-    println!("{}", machine(&admin, &kyverno).await?);
-    match kyverno_qps {
-        None => {
-            println!("Kyverno's client rate limit: the release's (100 requests/s, burst 200).\n")
-        }
-        Some(qps) => {
-            println!("Kyverno's client rate limit: raised to {qps} requests/s, burst {qps}.\n")
+    println!("{}", machine(&admin, kyverno.as_ref()).await?);
+    if kyverno.is_some() {
+        match kyverno_qps {
+            None => println!(
+                "Kyverno's client rate limit: the release's (100 requests/s, burst 200).\n"
+            ),
+            Some(qps) => {
+                println!("Kyverno's client rate limit: raised to {qps} requests/s, burst {qps}.\n")
+            }
         }
     }
     println!(
         "Deployment writes through the API server as dave (group developers); {rounds} rounds after a warm-up round, \
-         each measuring every setup in turn (the order rotates), {} writes per kind, setup and round at 1, 10 and 50 clients.\n",
+         each measuring every setup in turn ({}; the order rotates), {} writes per kind, setup and round at 1, 10 and 50 clients.\n",
+        setups
+            .iter()
+            .map(|s| s.label())
+            .collect::<Vec<_>>()
+            .join(", "),
         CLIENTS
             .iter()
-            .map(|&c| writes_per_phase(c).to_string())
+            .map(|&c| writes_per_phase(c, writes).to_string())
             .collect::<Vec<_>>()
             .join(", ")
     );
 
     let deployments = Api::<Deployment>::namespaced(dave.clone(), ns.name());
     let mut results = Results::default();
-    let mut uses = [ProcessUse::default(); 2];
+    let mut uses: BTreeMap<Setup, ProcessUse> = BTreeMap::new();
+    let started = Instant::now();
     for round in 0..=rounds {
-        let mut order = SETUPS;
-        order.rotate_left(round % SETUPS.len());
+        let mut order = setups.clone();
+        order.rotate_left(round % setups.len());
         for setup in order {
-            switch.to(&admin, &dave, &kyverno, setup).await?;
-            let cpu_before = pids.map(|(_, pid)| cpu_time(pid));
-            let mut writes = 0;
+            let denial = switch.to(&admin, &dave, kyverno.as_ref(), setup).await?;
+            if round == 0
+                && let Some(denial) = denial
+            {
+                eprintln!("{}: the deny path is answered: {denial}", setup.label());
+            }
+            let pid = pid_of(setup)?;
+            let cpu_before = pid.map(cpu_time).transpose()?;
+            let mut written = 0;
             for clients in CLIENTS {
                 let prefix = format!("r{round}-{}-c{clients}", setup.short());
-                let count = writes_per_phase(clients);
+                let count = writes_per_phase(clients, writes);
                 for kind in KINDS {
                     let phase =
                         workload::run_phase(&deployments, setup, &prefix, kind, count, clients)
                             .await
                             .with_context(|| format!("round {round}"))?;
-                    writes += phase.latencies.len();
+                    written += phase.latencies.len();
                     if round > 0 {
                         results.add((setup, clients, kind.0, kind.1), phase);
                     }
                 }
             }
-            if round > 0 {
-                for (used, ((owner, pid), before)) in
-                    uses.iter_mut().zip(pids.iter().zip(cpu_before))
-                {
-                    if *owner == setup {
-                        used.cpu_in_own_setup += cpu_time(*pid)?.saturating_sub(before?);
-                        used.writes_in_own_setup += writes;
-                    }
-                }
+            if round > 0
+                && let (Some(pid), Some(before)) = (pid, cpu_before)
+            {
+                let used = uses.entry(setup).or_default();
+                used.cpu_in_own_setup += cpu_time(pid)?.saturating_sub(before);
+                used.writes_in_own_setup += written;
+                used.resident_mib = memory_mib(pid)?.0;
             }
-            eprintln!("round {round}: {} measured", setup.label());
+            eprintln!(
+                "round {round}: {} measured ({:.0} s in)",
+                setup.label(),
+                started.elapsed().as_secs_f64()
+            );
         }
-        switch.to(&admin, &dave, &kyverno, Setup::Bare).await?;
+        switch
+            .to(&admin, &dave, kyverno.as_ref(), Setup::Bare)
+            .await?;
         clean(&admin, ns.name()).await?;
     }
-    for (used, (_, pid)) in uses.iter_mut().zip(pids) {
-        (used.resident_mib, used.peak_resident_mib) = memory_mib(pid)?;
+    for (&setup, used) in uses.iter_mut() {
+        if let Some(pid) = pid_of(setup)? {
+            used.peak_resident_mib = memory_mib(pid)?.1;
+        }
     }
 
     println!("### Latency and throughput\n\n{}", results.latency_table());
@@ -160,38 +200,75 @@ async fn run() -> Result<()> {
         "### Added latency (with the webhook minus without)\n\n{}",
         results.added_table()
     );
-    if let Some((countersign_mean, kyverno_mean)) = results.overall_added_mean() {
+    let means: Vec<(Setup, f64)> = WEBHOOKS
+        .into_iter()
+        .filter_map(|s| Some((s, results.overall_added_mean(s)?)))
+        .collect();
+    if !means.is_empty() {
+        let countersign_mean = results.overall_added_mean(Setup::Countersign);
+        let text: Vec<String> = means
+            .iter()
+            .map(
+                |&(setup, mean)| match (setup.is_kyverno(), countersign_mean) {
+                    (true, Some(countersign_mean)) => format!(
+                        "{} {mean:.2} ms ({})",
+                        setup.label(),
+                        report::ratio(setup, mean, countersign_mean)
+                    ),
+                    _ => format!("{} {mean:.2} ms", setup.label()),
+                },
+            )
+            .collect();
         println!(
-            "Mean added latency over all {} cells: countersign {countersign_mean:.2} ms, Kyverno {kyverno_mean:.2} ms ({}).\n",
+            "Mean added latency over all {} cells: {}.\n",
             CLIENTS.len() * KINDS.len(),
-            report::ratio(kyverno_mean, countersign_mean)
+            text.join(", ")
         );
     }
+    let process = |setup: Setup| match setup {
+        Setup::Countersign => format!("countersign serve --local {}", env!("CARGO_PKG_VERSION")),
+        _ => format!(
+            "kyverno {}",
+            kyverno.as_ref().map_or("", |k| k.version.as_str())
+        ),
+    };
+    let rows: Vec<ProcessRow> = uses
+        .iter()
+        .map(|(&setup, &used)| ProcessRow {
+            setup,
+            process: process(setup),
+            used,
+        })
+        .collect();
     println!(
         "### Processes (after the measured writes)\n\n{}",
-        report::resources_table(&[
-            (
-                &format!("countersign serve --local {}", env!("CARGO_PKG_VERSION")),
-                uses[0]
-            ),
-            (&format!("kyverno {}", kyverno.version), uses[1]),
-        ])
+        report::resources_table(&rows)
     );
-    let svg =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/benchmarks/apiserver.svg");
+    eprintln!("measured in {:.0} s", started.elapsed().as_secs_f64());
+    // A run with Kyverno's rate limit raised has a plot of its own, beside the default's.
+    let plot_name = match kyverno_qps {
+        None => "apiserver.svg".to_string(),
+        Some(qps) => format!("apiserver-kyverno-qps{qps}.svg"),
+    };
+    let svg = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("docs/benchmarks")
+        .join(plot_name);
     std::fs::create_dir_all(svg.parent().context("the plot has no directory")?)?;
     plot::write_svg(
         &svg,
         &results,
-        &format!(
-            "Deployment writes through the API server: no webhook, countersign, Kyverno {}",
-            kyverno.version
-        ),
+        &match kyverno.as_ref() {
+            Some(kyverno) => format!(
+                "Deployment writes through the API server: no webhook, countersign, Kyverno {} (ClusterPolicy, ValidatingPolicy)",
+                kyverno.version
+            ),
+            None => "Deployment writes through the API server: no webhook, countersign".to_string(),
+        },
     )?;
     println!("plot: {}", svg.display());
 
     switch
-        .to(&admin, &dave, &kyverno, Setup::Countersign)
+        .to(&admin, &dave, kyverno.as_ref(), Setup::Countersign)
         .await?;
     drop(kyverno);
     if approvals > 0 {
@@ -221,7 +298,7 @@ fn setting<T: std::str::FromStr>(name: &str) -> Result<Option<T>> {
 }
 
 /// The machine, the versions and the date, for BENCHMARKS.md.
-async fn machine(admin: &kube::Client, kyverno: &Kyverno) -> Result<String> {
+async fn machine(admin: &kube::Client, kyverno: Option<&Kyverno>) -> Result<String> {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo")?;
     let model = cpuinfo
         .lines()
@@ -250,7 +327,7 @@ async fn machine(admin: &kube::Client, kyverno: &Kyverno) -> Result<String> {
          Kyverno {}; countersign {} (release profile); {}.\n",
         output("uname", &["-r"]),
         output("rustc", &["--version"]),
-        kyverno.version,
+        kyverno.map_or("not started", |k| k.version.as_str()),
         env!("CARGO_PKG_VERSION"),
         output("date", &["-u", "+%Y-%m-%d"]),
     ))

@@ -1,4 +1,4 @@
-//! The SVG in BENCHMARKS.md: write latency against concurrent clients for the three
+//! The SVG in BENCHMARKS.md: write latency against concurrent clients for the four
 //! setups, one panel per kind of write, p50 as solid lines and p99 as dashed ones.
 
 use std::path::Path as FilePath;
@@ -14,7 +14,8 @@ fn color(setup: Setup) -> RGBColor {
     match setup {
         Setup::Bare => RGBColor(110, 110, 110),
         Setup::Countersign => RGBColor(31, 119, 180),
-        Setup::Kyverno => RGBColor(230, 120, 20),
+        Setup::KyvernoCpol => RGBColor(230, 120, 20),
+        Setup::KyvernoVpol => RGBColor(148, 70, 180),
     }
 }
 
@@ -56,6 +57,9 @@ pub fn write_svg(path: &FilePath, results: &Results, title: &str) -> Result<()> 
                     })
                     .collect()
             };
+            if points(0.5).is_empty() {
+                continue;
+            }
             let style = color(setup);
             chart
                 .draw_series(LineSeries::new(points(0.5), style.stroke_width(2)))

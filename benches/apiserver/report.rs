@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::setup::{SETUPS, Setup};
+use crate::setup::{SETUPS, Setup, WEBHOOKS};
 use crate::workload::{KINDS, Path, Phase, Write};
 
 /// Concurrent clients measured.
@@ -46,14 +46,16 @@ impl Cell {
     }
 }
 
-/// CPU time and memory of one webhook process.
+/// CPU time and memory of one webhook process in one of its setups.
 #[derive(Default, Clone, Copy)]
 pub struct ProcessUse {
     /// CPU time while its own setup was measured.
     pub cpu_in_own_setup: Duration,
     /// Writes measured in its own setup.
     pub writes_in_own_setup: usize,
+    /// Resident memory right after its setup's writes in the last round.
     pub resident_mib: f64,
+    /// The process's peak resident memory at the end of the measured writes.
     pub peak_resident_mib: f64,
 }
 
@@ -73,8 +75,15 @@ impl Results {
 
     /// Latency quantiles and throughput of every setup, one row per clients and kind.
     pub fn latency_table(&self) -> String {
-        let mut out = String::from(
-            "| clients | write | path | no webhook p50 / p95 / p99 | countersign p50 / p95 / p99 | Kyverno p50 / p95 / p99 | writes/s (none / countersign / Kyverno) |\n|---|---|---|---|---|---|---|\n",
+        let mut out = String::from("| clients | write | path |");
+        for setup in SETUPS {
+            let _ = write!(out, " {} p50 / p95 / p99 |", setup.label());
+        }
+        let _ = writeln!(
+            out,
+            " writes/s ({}) |\n|---|---|---|{}---|",
+            SETUPS.map(Setup::label).join(" / "),
+            "---|".repeat(SETUPS.len())
         );
         for clients in CLIENTS {
             for (write, path) in KINDS {
@@ -106,91 +115,108 @@ impl Results {
     }
 
     /// What each webhook adds to a write (with it minus without it) and how many times
-    /// Kyverno's addition is countersign's.
+    /// each Kyverno setup's addition is countersign's.
     pub fn added_table(&self) -> String {
-        let mut out = String::from(
-            "| clients | write | path | countersign adds p50 / p99 / mean | Kyverno adds p50 / p99 / mean | Kyverno ÷ countersign (mean) |\n|---|---|---|---|---|---|\n",
+        let mut out = String::from("| clients | write | path |");
+        for setup in WEBHOOKS {
+            let _ = write!(out, " {} adds p50 / p99 / mean |", setup.label());
+        }
+        for setup in KYVERNO {
+            let _ = write!(out, " {} ÷ countersign (mean) |", setup.label());
+        }
+        let _ = writeln!(
+            out,
+            "\n|---|---|---|{}",
+            "---|".repeat(WEBHOOKS.len() + KYVERNO.len())
         );
         for clients in CLIENTS {
             for (write, path) in KINDS {
-                let Some(added) = self.added(clients, write, path) else {
-                    continue;
-                };
-                let _ = writeln!(
-                    out,
-                    "| {clients} | {} | {} | {:+.2} / {:+.2} / {:+.2} ms | {:+.2} / {:+.2} / {:+.2} ms | {} |",
-                    write.label(),
-                    path.label(),
-                    added.countersign[0],
-                    added.countersign[1],
-                    added.countersign[2],
-                    added.kyverno[0],
-                    added.kyverno[1],
-                    added.kyverno[2],
-                    ratio(added.kyverno[2], added.countersign[2]),
-                );
+                let mut row = format!("| {clients} | {} | {} |", write.label(), path.label());
+                for setup in WEBHOOKS {
+                    match self.added((setup, clients, write, path)) {
+                        Some(added) => {
+                            let _ = write!(
+                                row,
+                                " {:+.2} / {:+.2} / {:+.2} ms |",
+                                added[0], added[1], added[2]
+                            );
+                        }
+                        None => row.push_str(" – |"),
+                    }
+                }
+                let countersign = self.added((Setup::Countersign, clients, write, path));
+                for setup in KYVERNO {
+                    let cell = match (self.added((setup, clients, write, path)), countersign) {
+                        (Some(kyverno), Some(countersign)) => {
+                            ratio(setup, kyverno[2], countersign[2])
+                        }
+                        _ => "–".to_string(),
+                    };
+                    let _ = write!(row, " {cell} |");
+                }
+                let _ = writeln!(out, "{row}");
             }
         }
         out
     }
 
-    /// The mean added latency over every cell (each cell weighing the same), per webhook.
-    pub fn overall_added_mean(&self) -> Option<(f64, f64)> {
-        let mut sums = (0.0, 0.0);
+    /// The mean added latency of `setup` over every cell (each cell weighing the same);
+    /// none unless every cell was measured.
+    pub fn overall_added_mean(&self, setup: Setup) -> Option<f64> {
+        let mut sum = 0.0;
         let mut cells = 0;
         for clients in CLIENTS {
             for (write, path) in KINDS {
-                let added = self.added(clients, write, path)?;
-                sums.0 += added.countersign[2];
-                sums.1 += added.kyverno[2];
+                sum += self.added((setup, clients, write, path))?[2];
                 cells += 1;
             }
         }
-        Some((sums.0 / cells as f64, sums.1 / cells as f64))
+        Some(sum / cells as f64)
     }
 
-    fn added(&self, clients: usize, write: Write, path: Path) -> Option<Added> {
+    /// Added milliseconds of one webhook's cell at p50, p99 and on average.
+    fn added(&self, key: Key) -> Option<[f64; 3]> {
+        let (_, clients, write, path) = key;
         let bare = self.cell((Setup::Bare, clients, write, path))?;
-        let countersign = self.cell((Setup::Countersign, clients, write, path))?;
-        let kyverno = self.cell((Setup::Kyverno, clients, write, path))?;
-        let minus = |cell: &Cell| {
-            [
-                cell.quantile_ms(0.5) - bare.quantile_ms(0.5),
-                cell.quantile_ms(0.99) - bare.quantile_ms(0.99),
-                cell.mean_ms() - bare.mean_ms(),
-            ]
-        };
-        Some(Added {
-            countersign: minus(countersign),
-            kyverno: minus(kyverno),
-        })
+        let cell = self.cell(key)?;
+        Some([
+            cell.quantile_ms(0.5) - bare.quantile_ms(0.5),
+            cell.quantile_ms(0.99) - bare.quantile_ms(0.99),
+            cell.mean_ms() - bare.mean_ms(),
+        ])
     }
 }
 
-/// Added milliseconds at p50, p99 and on average.
-struct Added {
-    countersign: [f64; 3],
-    kyverno: [f64; 3],
-}
+/// The Kyverno setups, each compared with countersign.
+pub const KYVERNO: [Setup; 2] = [Setup::KyvernoCpol, Setup::KyvernoVpol];
 
-/// `a ÷ b`, or why there is none: an addition within the noise (at or under zero) has no
-/// meaningful ratio.
-pub fn ratio(kyverno: f64, countersign: f64) -> String {
+/// `kyverno ÷ countersign`, or why there is none: an addition within the noise (at or
+/// under zero) has no meaningful ratio.
+pub fn ratio(setup: Setup, kyverno: f64, countersign: f64) -> String {
     if countersign <= 0.0 {
         "– (countersign within noise)".to_string()
     } else if kyverno <= 0.0 {
-        "– (Kyverno within noise)".to_string()
+        format!("– ({} within noise)", setup.label())
     } else {
         format!("{:.1}×", kyverno / countersign)
     }
 }
 
-/// The resources table: memory now and at peak, CPU per thousand writes in its own setup.
-pub fn resources_table(uses: &[(&str, ProcessUse)]) -> String {
+/// One row of the processes table: a webhook process in one of its setups.
+pub struct ProcessRow {
+    pub setup: Setup,
+    pub process: String,
+    pub used: ProcessUse,
+}
+
+/// The processes table: memory after the setup's writes and the process's peak, CPU per
+/// thousand writes in the setup (one Kyverno process serves both of its setups).
+pub fn resources_table(rows: &[ProcessRow]) -> String {
     let mut out = String::from(
-        "| process | resident memory | peak resident memory | CPU per 1,000 writes in its setup |\n|---|---|---|---|\n",
+        "| setup | process | resident memory after its writes | peak resident memory of the process | CPU per 1,000 writes in its setup |\n|---|---|---|---|---|\n",
     );
-    for (name, used) in uses {
+    for row in rows {
+        let used = row.used;
         let per_thousand = if used.writes_in_own_setup == 0 {
             "–".to_string()
         } else {
@@ -202,8 +228,11 @@ pub fn resources_table(uses: &[(&str, ProcessUse)]) -> String {
         };
         let _ = writeln!(
             out,
-            "| {name} | {:.0} MiB | {:.0} MiB | {per_thousand} |",
-            used.resident_mib, used.peak_resident_mib
+            "| {} | {} | {:.0} MiB | {:.0} MiB | {per_thousand} |",
+            row.setup.label(),
+            row.process,
+            used.resident_mib,
+            used.peak_resident_mib
         );
     }
     out
