@@ -1637,16 +1637,21 @@ fn request_steps(ns: &str, name: &str) -> Result<Vec<(String, String)>> {
     Ok(steps)
 }
 
+/// The Prometheus text `serve` on `port` exposes at /metrics.
+fn metrics_of(port: u16) -> Result<String> {
+    let out = Command::new("curl")
+        .args(["-sk", &format!("https://127.0.0.1:{port}/metrics")])
+        .output()?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// Waits until `serve` on `port` has finished at least `count` reconciles of `controller`
 /// (`countersign_reconcile_seconds_count`): at start it reconciles every object once.
 fn reconciled_until(port: u16, controller: &str, count: usize) -> Result<()> {
     let series = format!("countersign_reconcile_seconds_count{{controller=\"{controller}\"}} ");
     let started = Instant::now();
     loop {
-        let out = Command::new("curl")
-            .args(["-sk", &format!("https://127.0.0.1:{port}/metrics")])
-            .output()?;
-        let metrics = String::from_utf8_lossy(&out.stdout).into_owned();
+        let metrics = metrics_of(port)?;
         let done = metrics
             .lines()
             .find_map(|l| l.strip_prefix(&series))
@@ -1669,10 +1674,7 @@ fn validating_intact_until(port: u16, value: u8) -> Result<()> {
     let wanted = format!("{gauge} {value}");
     let started = Instant::now();
     loop {
-        let out = Command::new("curl")
-            .args(["-sk", &format!("https://127.0.0.1:{port}/metrics")])
-            .output()?;
-        let metrics = String::from_utf8_lossy(&out.stdout).into_owned();
+        let metrics = metrics_of(port)?;
         if metrics.lines().any(|l| l == wanted) {
             return Ok(());
         }
