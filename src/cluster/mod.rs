@@ -7,6 +7,7 @@
 //! (`sync_exchange`), asking a GitOps controller to apply again (`gitops`), and the Events
 //! (`events`). Every live call runs under a deadline (`calls`).
 
+pub mod approval_codec;
 pub mod approval_index;
 pub mod calls;
 pub mod events;
