@@ -41,6 +41,8 @@ const MEASURE: Duration = Duration::from_secs(8);
 
 fn main() -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // The allocator's settings `serve` runs with.
+    countersign::serve::memory::tune();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

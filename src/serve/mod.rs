@@ -5,6 +5,7 @@
 mod args;
 mod certificates;
 pub mod local;
+pub mod memory;
 pub mod seal_key;
 pub mod self_managed_tls;
 mod token;
@@ -95,7 +96,7 @@ fn self_managed_names(args: &ServeArgs) -> Result<BTreeSet<String>, ServeFailure
 /// Run `serve` until SIGTERM/SIGINT; exit 0 after a clean shutdown.
 pub fn run(args: &ServeArgs) -> ExitCode {
     init_logging(args.log_format);
-    no_transparent_huge_pages();
+    memory::tune();
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -108,18 +109,6 @@ pub fn run(args: &ServeArgs) -> ExitCode {
             eprintln!("countersign: error: {error}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Keep this process's memory in 4 KiB pages. mimalloc asks the kernel for transparent
-/// huge pages for its segments (where THP is `madvise` or `always`), and a 2 MiB page is
-/// resident as a whole however little of it is used: at 10,000 approvals that was a third
-/// of the resident memory (BENCHMARKS.md). Best effort: a kernel without the call keeps
-/// its default.
-fn no_transparent_huge_pages() {
-    #[cfg(target_os = "linux")]
-    if let Err(error) = rustix::thread::disable_transparent_huge_pages(true) {
-        tracing::debug!(%error, "transparent huge pages could not be turned off; the kernel's default stays");
     }
 }
 
