@@ -118,6 +118,7 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeFailure> {
     let listener = TcpListener::bind(args.listen)
         .await
         .map_err(|e| ServeFailure::Listen(args.listen, e))?;
+    tokio::spawn(memory::collect_at_rest());
     let setup = Setup::prepare(args).await?;
     let client = Client::try_from(setup.config.clone())
         .map_err(|e| ServeFailure::Kubeconfig(e.to_string()))?;
