@@ -2,6 +2,10 @@
 //! (the [`FORMATS`] table), private key blocks, JWTs, webhook URLs, Azure SAS tokens,
 //! passwords in URLs, AWS secret keys and Google service-account JSON.
 
+use std::sync::LazyLock;
+
+use aho_corasick::AhoCorasick;
+
 use super::embedded::json_string_members;
 use super::values::{is_placeholder, is_reference};
 use super::{Kind, SERVICE_ACCOUNT, URL_PASSWORD, first_occurrences};
@@ -160,7 +164,7 @@ pub(super) fn known_format(text: &str) -> Option<Kind> {
     if is_service_account_key(text) {
         return Some(SERVICE_ACCOUNT);
     }
-    if let Some(format) = FORMATS.iter().find(|f| has_format(text, f)) {
+    if let Some(format) = first_format(text) {
         return Some(format.kind);
     }
     if has_private_key_block(text) {
@@ -205,23 +209,44 @@ fn inside_token(text: &str, i: usize, chars: Chars) -> bool {
         .is_some_and(|c| chars.contains(c))
 }
 
-fn has_format(text: &str, format: &Format) -> bool {
-    text.match_indices(format.prefix).any(|(i, _)| {
-        let rest = &text[i + format.prefix.len()..];
-        let run = format.chars.leading_len(rest, format.len + 1);
-        // Prefixes ending in a letter or digit are a word on their own (`SK…`, `AKIA…`);
-        // `AccountKey=` follows a `;`, which counts as a start too.
-        starts_word(text, i)
-            && if format.exact {
-                run == format.len
-                    && rest[run..]
-                        .chars()
-                        .next()
-                        .is_none_or(|c| !c.is_ascii_alphanumeric())
-            } else {
-                run >= format.len
-            }
-    })
+/// Every [`FORMATS`] prefix, found in one pass over a text. Searching for each prefix in
+/// turn set up 50 substring searchers per value, the largest part of a review's time
+/// (BENCHMARKS.md, "Where the time goes now").
+static PREFIXES: LazyLock<AhoCorasick> = LazyLock::new(|| {
+    AhoCorasick::new(FORMATS.iter().map(|format| format.prefix))
+        .expect("the fixed prefixes build an automaton")
+});
+
+/// The first of [`FORMATS`], in table order, that `text` holds anywhere.
+fn first_format(text: &str) -> Option<&'static Format> {
+    PREFIXES
+        .find_overlapping_iter(text)
+        .filter(|found| {
+            FORMATS
+                .get(found.pattern().as_usize())
+                .is_some_and(|format| format_at(text, found.start(), format))
+        })
+        .map(|found| found.pattern().as_usize())
+        .min()
+        .and_then(|index| FORMATS.get(index))
+}
+
+/// Does `text` hold a token of `format` at byte `i`, where its prefix starts?
+fn format_at(text: &str, i: usize, format: &Format) -> bool {
+    let rest = &text[i + format.prefix.len()..];
+    let run = format.chars.leading_len(rest, format.len + 1);
+    // Prefixes ending in a letter or digit are a word on their own (`SK…`, `AKIA…`);
+    // `AccountKey=` follows a `;`, which counts as a start too.
+    starts_word(text, i)
+        && if format.exact {
+            run == format.len
+                && rest[run..]
+                    .chars()
+                    .next()
+                    .is_none_or(|c| !c.is_ascii_alphanumeric())
+        } else {
+            run >= format.len
+        }
 }
 
 /// `-----BEGIN [RSA |EC |OPENSSH |ENCRYPTED |PGP ]PRIVATE KEY[ BLOCK]-----`.
@@ -359,6 +384,50 @@ fn is_service_account_key(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The search [`first_format`] replaced: each prefix in turn, in table order.
+    fn first_format_prefix_by_prefix(text: &str) -> Option<&'static Format> {
+        FORMATS.iter().find(|format| {
+            text.match_indices(format.prefix)
+                .any(|(i, _)| format_at(text, i, format))
+        })
+    }
+
+    /// Texts made of the table's prefixes and runs of the characters tokens are made of,
+    /// so that prefixes meet, overlap, repeat and are cut short.
+    fn texts_with_prefixes() -> impl Strategy<Value = String> {
+        let prefix = prop::sample::select(FORMATS.iter().map(|f| f.prefix).collect::<Vec<_>>())
+            .prop_map(str::to_string);
+        let run = "[A-Za-z0-9_.;=+/%: -]{0,70}";
+        prop::collection::vec(prop_oneof![prefix, run], 0..8).prop_map(|parts| parts.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn one_pass_finds_the_format_the_prefix_by_prefix_search_found(text in texts_with_prefixes()) {
+            prop_assert_eq!(
+                first_format(&text).map(|f| f.kind),
+                first_format_prefix_by_prefix(&text).map(|f| f.kind),
+                "in {:?}", text
+            );
+            prop_assert_eq!(
+                first_format(&text).map(|f| f.prefix),
+                first_format_prefix_by_prefix(&text).map(|f| f.prefix)
+            );
+        }
+    }
+
+    #[test]
+    fn the_first_format_in_table_order_wins_where_two_are_found() {
+        // An AWS key ID and, earlier in the text, a GitHub token: AKIA is first in the
+        // table, so it names the finding, as the search prefix by prefix did.
+        let text = format!("ghp_{} AKIA{}", "a".repeat(36), "A".repeat(16));
+        assert_eq!(first_format(&text).map(|f| f.prefix), Some("AKIA"));
+        assert!(first_format("nothing here").is_none());
+    }
 
     #[test]
     fn url_passwords() {
