@@ -858,3 +858,24 @@ async fn the_operator_keeps_status_true_and_expires_requests_on_time() -> Result
     );
     Ok(())
 }
+
+/// A policy the operator reports Ready judges the very next change: `kubectl wait
+/// --for=condition=Ready` is all a user needs before deploying (the demo once deployed in
+/// the moment between the policy's write and the webhook's cache, and was admitted).
+#[tokio::test]
+async fn a_policy_reported_ready_judges_the_next_change() -> Result<()> {
+    Countersign::get();
+    for _ in 0..5 {
+        let ns = TestNamespace::create("ready", None).await?;
+        let ns = ns.name();
+        let policy = Policy::apply(ns, two_level_chain())?;
+        let resource = format!("approvalpolicy/{}", policy.name);
+        assert_ok(&kubectl(
+            User::Admin,
+            &["wait", "--for=condition=Ready", &resource, "--timeout=30s"],
+        )?);
+        let first = apply(User::Dave, &web(ns, "nginx:1.27", 1), &[])?;
+        assert_refused(&first, "approval required by policy");
+    }
+    Ok(())
+}
