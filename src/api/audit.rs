@@ -22,6 +22,7 @@ use super::common::UserInfo;
     category = "countersign",
     doc = "One immutable audit record of a countersign transition.",
     status = "AuditEntryStatus",
+    printcolumn(name = "Seq", type_ = "integer", json_path = ".status.link.sequence"),
     printcolumn(name = "Time", type_ = "date", json_path = ".spec.time"),
     printcolumn(name = "Action", type_ = "string", json_path = ".spec.action"),
     printcolumn(name = "Actor", type_ = "string", json_path = ".spec.actor.username"),
@@ -164,4 +165,25 @@ pub struct AuditEntryStatus {
     /// A break-glass entry's announcements to the bypassed policies' sinks (SPEC §6).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notifications: Vec<crate::api::NotificationStatus>,
+    /// The entry's place in the trail's hash chain, written once by the leader
+    /// (`core::audit::chain`, docs/security.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<ChainLink>,
+}
+
+/// An entry's link in the trail's hash chain: its place, the hash of the entry before it,
+/// and its own hash over both and its content.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChainLink {
+    /// Its place in the trail, from 1, with no gaps.
+    pub sequence: u64,
+    /// The `hash` of the entry at `sequence - 1` (64 zeros for the first), lowercase hex.
+    pub previous: String,
+    /// SHA-256 over the canonical JSON of the entry's name, spec, `sequence`, `previous` and
+    /// `sealedAt`, lowercase hex.
+    pub hash: String,
+    /// When it entered the chain: RFC 3339 in UTC with microseconds, so entries of one
+    /// second are ordered by time as well as by sequence.
+    pub sealed_at: String,
 }
