@@ -2129,3 +2129,310 @@ fn deployment_exists(ns: &str) -> Result<bool> {
     ensure!(out.status.success(), "{}", text(&out));
     Ok(!String::from_utf8_lossy(&out.stdout).trim().is_empty())
 }
+
+/// `countersign audit verify` as the built binary, in `install`: exit status and output.
+fn audit_verify(install: &str, extra: &[&str]) -> Result<(Option<i32>, String)> {
+    let out = Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .args(["audit", "verify", "--install-namespace", install])
+        .args(extra)
+        .arg("--kubeconfig")
+        .arg(TestCluster::get().kubeconfig())
+        .args(["--context", User::Admin.name()])
+        .output()?;
+    Ok((out.status.code(), text(&out)))
+}
+
+/// The trail's entries in `install` by their place in the chain (unlinked ones last).
+async fn chained_entries(install: &str) -> Result<Vec<countersign::api::AuditEntry>> {
+    let admin = TestCluster::get().client(User::Admin).await?;
+    let mut entries = Api::<countersign::api::AuditEntry>::namespaced(admin, install)
+        .list(&Default::default())
+        .await?
+        .items;
+    entries.sort_by_key(|e| {
+        e.status
+            .as_ref()
+            .and_then(|s| s.link.as_ref())
+            .map_or(u64::MAX, |l| l.sequence)
+    });
+    Ok(entries)
+}
+
+/// Deletes the test's install namespace (and its trail) when the test ends.
+struct InstallNamespace(String);
+
+impl Drop for InstallNamespace {
+    fn drop(&mut self) {
+        let _ = kubectl(
+            User::Admin,
+            &["delete", "namespace", &self.0, "--wait=false"],
+            None,
+        );
+    }
+}
+
+/// The tamper-evident trail: a clean trail verifies; with countersign stopped (its webhook
+/// configurations gone, as an administrator could arrange), an entry deleted, one's reason
+/// edited, two entries' links swapped, one inserted and the newest two deleted after a
+/// checkpoint are each named by `countersign audit verify`, by sequence number, against the
+/// checkpoints the leader appended to a file outside the cluster. A leader started again
+/// leaves the inserted entry out of the chain and goes on from the chain's head.
+#[tokio::test]
+async fn each_tampering_with_the_audit_trail_is_found_by_audit_verify() -> Result<()> {
+    let _one = lock().await;
+    let install = support::namespace::unique_name("chain");
+    let _cleanup = InstallNamespace(install.clone());
+    let checkpoints = std::env::temp_dir().join(format!("{install}.checkpoints"));
+    let checkpoints_arg = checkpoints.display().to_string();
+    let args = [
+        "--install-namespace",
+        &install,
+        "--audit-checkpoint-entries",
+        "4",
+        "--audit-checkpoint-interval",
+        "1s",
+        "--audit-checkpoint-file",
+        &checkpoints_arg,
+    ];
+    let local = Local::start(&args)?;
+    // Eight entries: four policies created, and each changed.
+    let mut policies = Vec::new();
+    for _ in 0..4 {
+        let name = support::namespace::unique_name("chained");
+        let policy = json!({
+            "apiVersion": "countersign.dev/v1alpha1", "kind": "ApprovalPolicy",
+            "metadata": { "name": name },
+            "spec": { "match": { "namespaces": [support::namespace::unique_name("nowhere")] } },
+        });
+        let created = kubectl(User::Admin, &["create", "-f", "-"], Some(&policy))?;
+        ensure!(created.status.success(), "{}", text(&created));
+        let changed = kubectl(
+            User::Admin,
+            &[
+                "patch",
+                "approvalpolicy",
+                &name,
+                "--type=merge",
+                "-p",
+                r#"{"spec":{"priority":3}}"#,
+            ],
+            None,
+        )?;
+        ensure!(changed.status.success(), "{}", text(&changed));
+        policies.push(name);
+    }
+    let started = Instant::now();
+    let head = loop {
+        let (code, out) = audit_verify(&install, &["-o", "json", "--checkpoint", &checkpoints_arg])
+            .unwrap_or((None, String::new()));
+        let report: Value = serde_json::from_str(&out).unwrap_or_default();
+        let entries = report["entries"].as_u64().unwrap_or_default();
+        let signed = report["checkpoints"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["sequence"].as_u64())
+            .max()
+            .unwrap_or_default();
+        if code == Some(0) && entries >= 8 && signed == entries {
+            break entries;
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(60),
+            "the clean trail never verified with a checkpoint of all of it: {out}\n{}",
+            local.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let (code, out) = audit_verify(&install, &[])?;
+    ensure!(code == Some(0) && out.starts_with("OK: "), "{out}");
+    ensure!(local.terminate()?.success());
+
+    // countersign is stopped; the admin tampers.
+    let entries = chained_entries(&install).await?;
+    let name = |i: usize| entries[i].metadata.name.clone().unwrap_or_default();
+    let run = |args: &[&str]| -> Result<()> {
+        let mut all = args.to_vec();
+        all.extend(["-n", install.as_str()]);
+        let out = kubectl(User::Admin, &all, None)?;
+        ensure!(out.status.success(), "{all:?}: {}", text(&out));
+        Ok(())
+    };
+    run(&["delete", "auditentry", &name(1)])?;
+    run(&[
+        "patch",
+        "auditentry",
+        &name(3),
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"reason":"nothing happened"}}"#,
+    ])?;
+    let link = |i: usize| {
+        serde_json::to_string(
+            &json!({ "status": { "link": entries[i].status.as_ref().and_then(|s| s.link.clone()) } }),
+        )
+    };
+    run(&[
+        "patch",
+        "auditentry",
+        &name(4),
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &link(5)?,
+    ])?;
+    run(&[
+        "patch",
+        "auditentry",
+        &name(5),
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &link(4)?,
+    ])?;
+    let mut forged = serde_json::to_value(&entries[0])?;
+    forged["metadata"] = json!({ "name": "forged-entry", "namespace": install });
+    forged["status"] = Value::Null;
+    let created = kubectl(User::Admin, &["create", "-f", "-"], Some(&forged))?;
+    ensure!(created.status.success(), "{}", text(&created));
+    let last = head as usize - 1;
+    run(&["delete", "auditentry", &name(last), &name(last - 1)])?;
+
+    let (code, out) = audit_verify(
+        &install,
+        &[
+            "-o",
+            "json",
+            "--grace",
+            "0s",
+            "--checkpoint",
+            &checkpoints_arg,
+        ],
+    )?;
+    ensure!(code == Some(1), "exit {code:?}: {out}");
+    let report: Value = serde_json::from_str(&out)?;
+    let found: Vec<String> = report["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|f| {
+            format!(
+                "{} {} {}",
+                f["kind"].as_str().unwrap_or_default(),
+                f["from"]
+                    .as_u64()
+                    .or(f["sequence"].as_u64())
+                    .unwrap_or_default(),
+                f["to"].as_u64().unwrap_or_default()
+            )
+        })
+        .collect();
+    let expected = vec![
+        "missing 2 2".to_string(),
+        "edited 4 0".into(),
+        "moved 6 5".into(),
+        "moved 5 6".into(),
+        format!("missing {} {}", head - 1, head),
+        "unchained 0 0".into(),
+    ];
+    ensure!(
+        found == expected,
+        "found {found:?}, expected {expected:?}: {out}"
+    );
+    ensure!(
+        report["findings"][4]["why"]
+            .as_str()
+            .is_some_and(|why| why.contains("newest entries were deleted")),
+        "{out}"
+    );
+    let (code, out) = audit_verify(&install, &["--grace", "0s"])?;
+    ensure!(code == Some(1), "{out}");
+    for needle in [
+        "TAMPERED: 6 finding(s)",
+        "missing: entry 2 (deleted from within the chain)",
+        &format!("edited: entry 4 ({})", name(3)),
+        "inserted: forged-entry is in no place in the chain",
+    ] {
+        ensure!(out.contains(needle), "no {needle:?} in:\n{out}");
+    }
+    // A checkpoint file checked with another key is bad input, not a verdict.
+    let stranger = std::env::temp_dir().join(format!("{install}.stranger-key"));
+    std::fs::write(
+        &stranger,
+        "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW\n",
+    )?;
+    let stranger_arg = stranger.display().to_string();
+    let (code, out) = audit_verify(
+        &install,
+        &[
+            "--public-key",
+            &stranger_arg,
+            "--checkpoint",
+            &checkpoints_arg,
+        ],
+    )?;
+    ensure!(
+        code == Some(2) && out.contains("--checkpoint"),
+        "exit {code:?}: {out}"
+    );
+
+    // A leader again: the inserted entry stays out; a new entry follows the recorded head.
+    let local = Local::start(&args)?;
+    let _ = kubectl(
+        User::Admin,
+        &["delete", "approvalpolicy", &policies[0]],
+        None,
+    )?;
+    let started = Instant::now();
+    let deleted_head = entries[last]
+        .status
+        .as_ref()
+        .and_then(|s| s.link.as_ref())
+        .map(|l| l.hash.clone())
+        .context("the deleted head's link")?;
+    let next = loop {
+        let entries = chained_entries(&install).await?;
+        let deletion = entries
+            .iter()
+            .find(|e| e.spec.action == countersign::api::AuditAction::PolicyDeleted);
+        if let Some(link) = deletion.and_then(|e| e.status.as_ref()?.link.as_ref()) {
+            ensure!(link.sequence > head, "{link:?}");
+            break entries
+                .into_iter()
+                .filter_map(|e| e.status?.link)
+                .find(|l| l.sequence == head + 1)
+                .context("no entry follows the recorded head")?;
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "the policy's deletion was never linked: {}",
+            local.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    // It follows the head the leader recorded, not the newest entry left in the trail.
+    ensure!(next.previous == deleted_head, "{next:?}");
+    let forged = chained_entries(&install)
+        .await?
+        .into_iter()
+        .find(|e| e.metadata.name.as_deref() == Some("forged-entry"))
+        .context("the forged entry")?;
+    ensure!(
+        forged.status.and_then(|s| s.link).is_none(),
+        "the leader linked an entry countersign never wrote"
+    );
+    ensure!(
+        local
+            .log_text()
+            .contains("without countersign's writer seal"),
+        "{}",
+        local.log_text()
+    );
+    for name in &policies[1..] {
+        let _ = kubectl(User::Admin, &["delete", "approvalpolicy", name], None);
+    }
+    ensure!(local.terminate()?.success());
+    let _ = std::fs::remove_file(&checkpoints);
+    let _ = std::fs::remove_file(&stranger);
+    Ok(())
+}

@@ -11,7 +11,10 @@ use crate::api::AuditEntry;
 use crate::install::DEFAULT_INSTALL_NAMESPACE;
 
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct AuditArgs {
+    #[command(subcommand)]
+    pub action: Option<AuditCommand>,
     /// A DeploymentApproval's name: its entries.
     #[arg(required_unless_present = "target", conflicts_with = "target")]
     pub approval: Option<String>,
@@ -25,6 +28,16 @@ pub struct AuditArgs {
     pub cluster: ClusterArgs,
     #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: ShowFormat,
+}
+
+/// What else `countersign audit` does besides showing a timeline.
+#[derive(Debug, clap::Subcommand)]
+pub enum AuditCommand {
+    /// Check that the whole trail is complete and unedited: its hash chain, retention's
+    /// signed record, and the signed checkpoints (docs/security.md).
+    ///
+    /// Exit status: 0 intact, 1 tampering found, 2 bad input, 3 cluster unreachable.
+    Verify(Box<super::audit_verify::VerifyArgs>),
 }
 
 pub async fn run(args: &AuditArgs) -> Result<(), CliError> {

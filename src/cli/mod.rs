@@ -2,6 +2,7 @@
 //! files, call the core and print. No rule lives here.
 
 pub mod audit;
+pub mod audit_verify;
 pub mod check;
 pub mod cluster;
 pub mod crds;
@@ -56,7 +57,8 @@ pub enum Command {
     Approve(Box<review::ApproveArgs>),
     /// Reject a request or a change set, as yourself, saying why (--comment).
     Reject(Box<review::RejectArgs>),
-    /// The audit trail of a request or a target, oldest first.
+    /// The audit trail of a request or a target, oldest first; `audit verify` checks that
+    /// the whole trail is complete and unedited.
     Audit(Box<audit::AuditArgs>),
     /// Ask for approval of the changes in a manifest before they are applied (for a GitOps
     /// sync that comes later): two or more under one policy are one change set, approved as
@@ -154,7 +156,12 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Status(args) => on_cluster(status::run(&args)),
         Command::Approve(args) => on_cluster(review::approve(&args)),
         Command::Reject(args) => on_cluster(review::reject(&args)),
-        Command::Audit(args) => on_cluster(audit::run(&args)),
+        Command::Audit(args) => match &args.action {
+            Some(audit::AuditCommand::Verify(verify)) => {
+                on_cluster_status(audit_verify::run(verify))
+            }
+            None => on_cluster(audit::run(&args)),
+        },
         Command::Request(args) => on_cluster(request::run(&args)),
     };
     match result {
@@ -175,10 +182,16 @@ pub fn run(cli: Cli) -> ExitCode {
 fn on_cluster(
     command: impl std::future::Future<Output = Result<(), CliError>>,
 ) -> Result<ExitCode, CliError> {
+    on_cluster_status(async { command.await.map(|()| ExitCode::SUCCESS) })
+}
+
+/// Run a command that talks to the cluster and says its own exit status.
+fn on_cluster_status(
+    command: impl std::future::Future<Output = Result<ExitCode, CliError>>,
+) -> Result<ExitCode, CliError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| CliError::Connect(format!("cannot start the runtime: {e}")))?
         .block_on(command)
-        .map(|()| ExitCode::SUCCESS)
 }

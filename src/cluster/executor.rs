@@ -48,6 +48,16 @@ impl Cluster {
         }
     }
 
+    /// The same hands, sealing every AuditEntry they write with `key` (the leader links
+    /// only sealed entries into the trail's chain).
+    pub fn sealing_entries_with(
+        mut self,
+        key: std::sync::Arc<crate::core::approval::seal::SealKey>,
+    ) -> Cluster {
+        self.trail = self.trail.sealed_with(key);
+        self
+    }
+
     /// Carry `plan` out; the answer it ends in.
     pub async fn carry_out(&self, plan: ReviewPlan) -> Answer {
         let mut written = None;

@@ -1,7 +1,8 @@
 //! The one room that carries out what the core decides, for the webhook and the operator
 //! alike: the caches both decide from (`snapshot`, `approval_index`), every write countersign
 //! makes of its own objects (`executor` carries a review's plan out: requests, the change
-//! lock, the move to Deploying, entries; `status`; `trail`, the one AuditEntry writer;
+//! lock, the move to Deploying, entries; `status`; `trail`, the one AuditEntry writer; `chain`, where the trail's hash chain
+//! and its signing key are kept;
 //! `lock`), the GitOps sync rounds the webhook remembers until they are opened
 //! (`sync_rounds`) and where the replicas share them when the hold is reported
 //! (`sync_exchange`), asking a GitOps controller to apply again (`gitops`), and the Events
@@ -10,6 +11,7 @@
 pub mod approval_codec;
 pub mod approval_index;
 pub mod calls;
+pub mod chain;
 pub mod events;
 pub mod executor;
 pub mod gitops;

@@ -14,6 +14,8 @@
 //!   hides the real author.
 //!   An entry the request's state no longer holds whole (an earlier admission:
 //!   `core::audit::trail::Recall`) is compared by what happened and to what.
+//! - Every entry carries the writer's seal (`core::audit::chain::writer_seal`): the leader
+//!   links into the hash chain only entries that carry it (`operator::chain`).
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -26,6 +28,8 @@ use crate::api::{
     ACTION_LABEL, AuditAction, AuditEntry, AuditEntrySpec, AuditEntryStatus, NotificationStatus,
     entry_labels,
 };
+use crate::core::approval::seal::SealKey;
+use crate::core::audit::chain::{WRITER_SEAL_ANNOTATION, writer_seal};
 use crate::core::audit::trail::{PlannedEntry, Recall};
 use crate::core::inert;
 
@@ -195,6 +199,8 @@ const PAGE: u32 = 500;
 pub struct Trail {
     api: Api<AuditEntry>,
     namespace: String,
+    /// Seals each entry written (`None` only where nothing is written: offline checks).
+    writer_key: Option<std::sync::Arc<SealKey>>,
 }
 
 impl Trail {
@@ -202,12 +208,25 @@ impl Trail {
         Trail {
             api: Api::namespaced(client, install_namespace),
             namespace: install_namespace.to_string(),
+            writer_key: None,
         }
+    }
+
+    /// The trail, sealing each entry it writes with `key`.
+    pub fn sealed_with(mut self, key: std::sync::Arc<SealKey>) -> Trail {
+        self.writer_key = Some(key);
+        self
     }
 
     /// Write `planned` (see the module's rules).
     pub async fn write(&self, planned: &PlannedEntry) -> Result<Written, TrailError> {
-        write(&self.api, &self.namespace, planned).await
+        write(
+            &self.api,
+            &self.namespace,
+            self.writer_key.as_deref(),
+            planned,
+        )
+        .await
     }
 
     /// What to watch for the break-glass entries (those labelled with that action), for
@@ -260,6 +279,7 @@ impl Trail {
 async fn write(
     api: &Api<AuditEntry>,
     namespace: &str,
+    writer_key: Option<&SealKey>,
     planned: &PlannedEntry,
 ) -> Result<Written, TrailError> {
     let name = planned.name.as_str();
@@ -275,6 +295,13 @@ async fn write(
                 name: Some(candidate.clone()),
                 namespace: Some(namespace.to_string()),
                 labels: Some(entry_labels(&spec)),
+                annotations: writer_key.map(|key| {
+                    [(
+                        WRITER_SEAL_ANNOTATION.to_string(),
+                        writer_seal(key, &candidate, &spec),
+                    )]
+                    .into()
+                }),
                 ..ObjectMeta::default()
             },
             spec: spec.clone(),

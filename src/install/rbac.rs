@@ -168,7 +168,7 @@ pub const OWN_CLUSTER_GRANTS: &[Grant] = &[
         resources: &["secrets"],
         verbs: &["create", "update"],
         resource_names: &[],
-        why: "the Secret that hands a deploy token to the pipeline, the Secret countersign-seal-key (made by the first replica) and with --self-managed-tls the Secret countersign-webhook-tls in its own namespace; no get, list, watch, patch or delete, as each returns a Secret's contents (a token's Secret goes with its ServiceAccount by garbage collection)",
+        why: "the Secret that hands a deploy token to the pipeline, the Secret countersign-seal-key (made by the first replica), the Secret countersign-audit-signing-key (made by the first leader) and with --self-managed-tls the Secret countersign-webhook-tls in its own namespace; no get, list, watch, patch or delete, as each returns a Secret's contents (a token's Secret goes with its ServiceAccount by garbage collection)",
     },
 ];
 
@@ -186,7 +186,7 @@ pub const OWN_NAMESPACE_GRANTS: &[Grant] = &[
         resources: &["auditentries/status"],
         verbs: &["get", "patch"],
         resource_names: &[],
-        why: "a break-glass entry's announcements to the policies' sinks are recorded in its status",
+        why: "a break-glass entry's announcements to the policies' sinks are recorded in its status, and the leader writes each entry's link in the audit trail's hash chain there",
     },
     Grant {
         api_group: "coordination.k8s.io",
@@ -200,14 +200,14 @@ pub const OWN_NAMESPACE_GRANTS: &[Grant] = &[
         resources: &["configmaps"],
         verbs: &["get", "list", "create", "patch", "delete"],
         resource_names: &[],
-        why: "with --gitops, the replicas that each answered part of a held sync's dry runs share their parts (sealed) in a ConfigMap here when the sync reports the hold, so its changes open as one change set; old ones are deleted after ten minutes",
+        why: "with --gitops, the replicas that each answered part of a held sync's dry runs share their parts (sealed) in a ConfigMap here when the sync reports the hold, so its changes open as one change set; old ones are deleted after ten minutes; the leader keeps the audit chain's record in ConfigMap countersign-audit-chain (advanced only at the version it read) and publishes the checkpoints' verifier key in ConfigMap countersign-audit-key",
     },
     Grant {
         api_group: "",
         resources: &["secrets"],
         verbs: &["get"],
         resource_names: &[],
-        why: "a notification sink's URL is the key url of the Secret of its name here, the Secret countersign-seal-key holds the key that seals requests' summaries, and with --self-managed-tls the Secret countersign-webhook-tls holds its CA and serving certificate; get by name only, so no Secret can be listed or watched",
+        why: "a notification sink's URL is the key url of the Secret of its name here, the Secret countersign-seal-key holds the key that seals requests' summaries (and the entries countersign writes), the Secret countersign-audit-signing-key the key audit checkpoints are signed with, and with --self-managed-tls the Secret countersign-webhook-tls holds its CA and serving certificate; get by name only, so no Secret can be listed or watched",
     },
 ];
 

@@ -64,6 +64,30 @@ impl HttpSender {
         event: &str,
         body: Vec<u8>,
     ) -> Result<(), String> {
+        self.send(url, "application/json", delivery_id, event, body)
+            .await
+    }
+
+    /// POST `body` as plain text (a signed note), as [`HttpSender::post`] does JSON.
+    pub async fn post_text(
+        &self,
+        url: &str,
+        delivery_id: &str,
+        event: &str,
+        body: Vec<u8>,
+    ) -> Result<(), String> {
+        self.send(url, "text/plain; charset=utf-8", delivery_id, event, body)
+            .await
+    }
+
+    async fn send(
+        &self,
+        url: &str,
+        content_type: &str,
+        delivery_id: &str,
+        event: &str,
+        body: Vec<u8>,
+    ) -> Result<(), String> {
         let url =
             reqwest::Url::parse(url).map_err(|e| format!("the sink's url is not a URL: {e}"))?;
         if !matches!(url.scheme(), "http" | "https") {
@@ -75,7 +99,7 @@ impl HttpSender {
         let response = self
             .client
             .post(url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(reqwest::header::CONTENT_TYPE, content_type)
             .header(DELIVERY_HEADER, delivery_id)
             .header(EVENT_HEADER, event)
             .body(body)

@@ -4,6 +4,7 @@
 pub mod approvals;
 pub mod audit;
 pub mod break_glass;
+pub mod chain;
 mod controller;
 pub mod grants;
 pub mod leader;
@@ -48,8 +49,11 @@ pub struct Context {
     pub deliveries: RecentDeliveries,
     /// `--gitops`: an approved request a sync opened asks that sync to apply again.
     pub resumes_syncs: bool,
-    /// The key requests' summaries are sealed with (`core::approval::seal`).
+    /// The key requests' summaries are sealed with (`core::approval::seal`), which also
+    /// tells entries countersign's writer sealed (`core::audit::chain::writer_seal`).
     pub seal_key: Arc<crate::core::approval::seal::SealKey>,
+    /// How the audit chain is checkpointed, and where checkpoints go.
+    pub chain: chain::ChainSettings,
 }
 
 /// The notification records of each request as this replica last wrote them, for a few
@@ -141,6 +145,7 @@ pub async fn run(context: Arc<Context>) {
         break_glass::run(context.clone()),
         namespaces::run(context.clone()),
         webhook_guard::run(context.clone()),
+        chain::run(context.clone()),
         retention::run(context),
     );
 }

@@ -100,6 +100,25 @@ pub struct ServeArgs {
     /// nobody else delete one.
     #[arg(long, env = "COUNTERSIGN_AUDIT_RETENTION", default_value = "8760h")]
     pub audit_retention: AuditRetention,
+    /// The leader signs a checkpoint of the audit chain (docs/security.md) after this many
+    /// new entries…
+    #[arg(long, env = "COUNTERSIGN_AUDIT_CHECKPOINT_ENTRIES", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    pub audit_checkpoint_entries: u64,
+    /// … or this long after the last checkpoint, when the chain has grown since (e.g. `5m`).
+    #[arg(
+        long,
+        env = "COUNTERSIGN_AUDIT_CHECKPOINT_INTERVAL",
+        default_value = "5m"
+    )]
+    pub audit_checkpoint_interval: CheckpointInterval,
+    /// Append each signed checkpoint to this file as well: a copy outside the cluster to
+    /// verify the trail against (`countersign audit verify --checkpoint FILE`).
+    #[arg(long, env = "COUNTERSIGN_AUDIT_CHECKPOINT_FILE")]
+    pub audit_checkpoint_file: Option<PathBuf>,
+    /// POST each signed checkpoint (text/plain) to this URL as well: an append-only store
+    /// outside the cluster.
+    #[arg(long, env = "COUNTERSIGN_AUDIT_CHECKPOINT_URL")]
+    pub audit_checkpoint_url: Option<String>,
     /// Where the API server reaches this webhook (outside local mode, which knows): a
     /// Service as NAMESPACE/NAME[:PORT], port 443 unless given. With --webhook-ca-bundle,
     /// the operator watches the webhook configurations `countersign` against it.
@@ -211,6 +230,21 @@ fn parse_webhook_url(text: &str) -> Result<String, String> {
 /// How long AuditEntries are kept: a duration, or `forever`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AuditRetention(pub Option<jiff::SignedDuration>);
+
+/// `--audit-checkpoint-interval`: a positive duration such as `5m` or `30s`.
+#[derive(Clone, Copy, Debug)]
+pub struct CheckpointInterval(pub std::time::Duration);
+
+impl std::str::FromStr for CheckpointInterval {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let duration = crate::core::policy::windows::parse_duration(text)?;
+        std::time::Duration::try_from(duration)
+            .map(CheckpointInterval)
+            .map_err(|e| e.to_string())
+    }
+}
 
 impl std::str::FromStr for AuditRetention {
     type Err = String;

@@ -129,7 +129,8 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeFailure> {
         client.clone(),
         args.install_namespace.clone(),
         &replica_name(args),
-    );
+    )
+    .sealing_entries_with(seal_key.clone());
     // Whether the webhook configurations are meant to be in place: local mode registers
     // them once the caches have synced and removes them on exit.
     let (arm_guard, guard_armed) = tokio::sync::watch::channel(!args.local);
@@ -372,6 +373,12 @@ fn operator_context(
         deliveries: Default::default(),
         resumes_syncs: args.gitops,
         seal_key: seal_key.clone(),
+        chain: operator::chain::ChainSettings {
+            checkpoint_entries: args.audit_checkpoint_entries,
+            checkpoint_interval: args.audit_checkpoint_interval.0,
+            checkpoint_file: args.audit_checkpoint_file.clone(),
+            checkpoint_url: args.audit_checkpoint_url.clone(),
+        },
     }))
 }
 
