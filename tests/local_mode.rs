@@ -2436,3 +2436,78 @@ async fn each_tampering_with_the_audit_trail_is_found_by_audit_verify() -> Resul
     let _ = std::fs::remove_file(&stranger);
     Ok(())
 }
+
+/// Retention removes only the oldest part of the chain and signs where the rest begins: the
+/// trail still verifies after entries went, and a kept entry deleted is still found.
+#[tokio::test]
+async fn a_trail_thinned_by_retention_still_verifies() -> Result<()> {
+    let _one = lock().await;
+    let install = support::namespace::unique_name("retain");
+    let _cleanup = InstallNamespace(install.clone());
+    let local = Local::start(&["--install-namespace", &install, "--audit-retention", "6s"])?;
+    let policy = |name: &str| {
+        json!({
+            "apiVersion": "countersign.dev/v1alpha1", "kind": "ApprovalPolicy",
+            "metadata": { "name": name },
+            "spec": { "match": { "namespaces": [support::namespace::unique_name("nowhere")] } },
+        })
+    };
+    let old = support::namespace::unique_name("old");
+    let created = kubectl(User::Admin, &["create", "-f", "-"], Some(&policy(&old)))?;
+    ensure!(created.status.success(), "{}", text(&created));
+    // Until the old entries are gone, a newer one is kept.
+    let started = Instant::now();
+    let mut newer = Vec::new();
+    let first = loop {
+        let name = support::namespace::unique_name("new");
+        let created = kubectl(User::Admin, &["create", "-f", "-"], Some(&policy(&name)))?;
+        ensure!(created.status.success(), "{}", text(&created));
+        newer.push(name);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (code, out) = audit_verify(&install, &["-o", "json", "--grace", "0s"])?;
+        let report: Value = serde_json::from_str(&out).unwrap_or_default();
+        ensure!(code == Some(0), "the thinned trail did not verify: {out}");
+        let first = report["first"].as_u64().unwrap_or_default();
+        if first > 1 && report["anchor"]["sequence"].as_u64() == Some(first) {
+            break first;
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(60),
+            "retention never removed the oldest entries: {out}\n{}",
+            local.log_text()
+        );
+    };
+    ensure!(local.terminate()?.success());
+    // A kept entry deleted around countersign is still a gap.
+    let kept = chained_entries(&install)
+        .await?
+        .into_iter()
+        .find(|e| {
+            e.status
+                .as_ref()
+                .and_then(|s| s.link.as_ref())
+                .is_some_and(|l| l.sequence == first)
+        })
+        .context("the first kept entry")?;
+    let deleted = kubectl(
+        User::Admin,
+        &[
+            "delete",
+            "auditentry",
+            kept.metadata.name.as_deref().unwrap_or_default(),
+            "-n",
+            &install,
+        ],
+        None,
+    )?;
+    ensure!(deleted.status.success(), "{}", text(&deleted));
+    let (code, out) = audit_verify(&install, &["--grace", "0s"])?;
+    ensure!(
+        code == Some(1) && out.contains(&format!("missing: entry {first}")),
+        "exit {code:?}: {out}"
+    );
+    for name in std::iter::once(&old).chain(&newer) {
+        let _ = kubectl(User::Admin, &["delete", "approvalpolicy", name], None);
+    }
+    Ok(())
+}

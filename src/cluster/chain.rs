@@ -89,6 +89,8 @@ pub enum ChainError {
     Api(&'static str, kube::Error),
     #[error("someone else advanced the audit chain first")]
     Conflict,
+    #[error("the audit chain has not started (no readable record yet)")]
+    NotStarted,
     #[error(
         "Secret {SIGNING_KEY_SECRET} holds no usable signing key ({0}); delete it to have a new one made (checkpoints signed with the old key then need the old verifier key)"
     )]
@@ -190,6 +192,24 @@ impl ChainStore {
             Err(kube::Error::Api(status)) if status.code == 409 => Err(ChainError::Conflict),
             Err(error) => Err(ChainError::Api("writing the audit chain's record", error)),
         }
+    }
+
+    /// Change the record with `change` as it is now, read and written again when someone
+    /// wrote it in between (a few times, then [`ChainError::Conflict`]).
+    pub async fn amend(&self, change: impl Fn(&mut ChainRecord)) -> Result<(), ChainError> {
+        for _ in 0..5 {
+            let stored = self.read().await?;
+            if stored.version.is_none() || stored.unreadable {
+                return Err(ChainError::NotStarted);
+            }
+            let mut record = stored.record;
+            change(&mut record);
+            match self.write(stored.version.as_deref(), &record).await {
+                Err(ChainError::Conflict) => continue,
+                other => return other.map(drop),
+            }
+        }
+        Err(ChainError::Conflict)
     }
 
     /// Write `link` into entry `name`'s status.

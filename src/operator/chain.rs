@@ -400,15 +400,7 @@ impl<'a> Sealer<'a> {
         if let Some(note) = &checkpoint {
             record.checkpoint = Some(note.clone());
         }
-        let version = self
-            .store
-            .write(self.stored.version.as_deref(), &record)
-            .await?;
-        self.stored = Stored {
-            record,
-            version: Some(version),
-            unreadable: false,
-        };
+        self.write_record(record).await?;
         for claimed in self.stored.record.claimed.clone() {
             self.link(&claimed).await?;
             self.pending.remove(&claimed.name);
@@ -420,6 +412,43 @@ impl<'a> Sealer<'a> {
             self.checkpointed(note, now);
         }
         Ok(())
+    }
+
+    /// Write the record; when only what others keep in it changed since it was read
+    /// (retention's record), take theirs and write again. Anything else is a conflict.
+    async fn write_record(
+        &mut self,
+        mut record: crate::cluster::chain::ChainRecord,
+    ) -> Result<(), ChainError> {
+        let mut version = self.stored.version.clone();
+        for _ in 0..5 {
+            match self.store.write(version.as_deref(), &record).await {
+                Ok(written) => {
+                    self.stored = Stored {
+                        record,
+                        version: Some(written),
+                        unreadable: false,
+                    };
+                    return Ok(());
+                }
+                Err(ChainError::Conflict) => {
+                    let now = self.store.read().await?;
+                    let ours = &self.stored.record;
+                    if now.unreadable
+                        || now.record.head != ours.head
+                        || now.record.claimed != ours.claimed
+                        || now.record.checkpoint != ours.checkpoint
+                    {
+                        return Err(ChainError::Conflict);
+                    }
+                    record.retention = now.record.retention.clone();
+                    self.stored.record.retention = now.record.retention;
+                    version = now.version;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Err(ChainError::Conflict)
     }
 
     async fn link(&mut self, claimed: &Claimed) -> Result<(), ChainError> {
@@ -460,15 +489,7 @@ impl<'a> Sealer<'a> {
         let note = self.sign(&head, now);
         let mut record = self.stored.record.clone();
         record.checkpoint = Some(note.clone());
-        let version = self
-            .store
-            .write(self.stored.version.as_deref(), &record)
-            .await?;
-        self.stored = Stored {
-            record,
-            version: Some(version),
-            unreadable: false,
-        };
+        self.write_record(record).await?;
         self.checkpointed(note, now);
         Ok(())
     }

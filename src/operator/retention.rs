@@ -1,15 +1,24 @@
-//! Audit retention (SPEC §7): deletes each AuditEntry once it is older than the configured
+//! Audit retention (SPEC §7): deletes AuditEntries once they are older than the configured
 //! retention, then sleeps until the next one is due (`core::audit::retention`), but at least
 //! [`MIN_SWEEP_INTERVAL`] (or the retention, if shorter) so a busy trail is not listed
 //! again for every entry that falls due. Entries written meanwhile are younger than any
 //! left, so they never fall due earlier. The trail is listed and swept a page at a time, so
 //! a trail of any length is never held at once.
+//!
+//! Only a prefix of the hash chain goes: the entries before the first one kept (so one
+//! kept for any reason keeps those after it, a little longer than the retention). Before
+//! deleting, the leader signs where the kept chain begins and the hash before it into the
+//! chain's record (`core::audit::note::anchor_text`), so `countersign audit verify` tells
+//! retention from deletion. Entries outside the chain are never deleted: they are either
+//! about to be linked or evidence.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::Context;
-use crate::core::audit::retention::{earliest, retention_plan};
+use crate::cluster::chain::{ChainError, ChainStore};
+use crate::core::audit::note::{Verifier, anchor_text, parse_anchor};
+use crate::core::audit::retention::{FirstKept, due_at, earliest, past_retention};
 use jiff::Timestamp;
 
 /// How long to wait after a failed sweep before trying again.
@@ -53,43 +62,125 @@ pub async fn run(context: Arc<Context>) {
 async fn sweep(
     context: &Context,
     retention: jiff::SignedDuration,
-) -> Result<Option<Timestamp>, kube::Error> {
+) -> Result<Option<Timestamp>, SweepError> {
     let trail = &context.cluster.trail;
     let started = std::time::Instant::now();
     let now = Timestamp::now();
+    let store = ChainStore::new(
+        context.cluster.client.clone(),
+        &context.cluster.install_namespace,
+    );
+    let stored = store.read().await?;
+    if stored.version.is_none() || stored.unreadable {
+        // The sealer starts the chain (or makes its record anew) first.
+        return Err(SweepError::Chain(ChainError::NotStarted));
+    }
+    // First pass: where the kept chain begins, and when the next entry falls due.
     let mut next: Option<Timestamp> = None;
+    let mut first_kept = FirstKept::default();
+    // A batch claimed but not yet linked is kept whatever its age.
+    let mut claimed_unlinked: std::collections::HashMap<&str, &crate::api::ChainLink> = stored
+        .record
+        .claimed
+        .iter()
+        .map(|c| (c.name.as_str(), &c.link))
+        .collect();
     let mut page: Option<String> = None;
+    let mut links_due: Vec<u64> = Vec::new();
     loop {
         let (entries, following) = trail.entries_page(page.as_deref()).await?;
-        let times: Vec<(String, Timestamp)> = entries
-            .iter()
-            .filter_map(|e| e.metadata.name.clone().map(|name| (name, e.spec.time.0)))
-            .collect();
-        let plan = retention_plan(&times, retention, now);
-        for name in &plan.delete {
-            trail.delete(name).await?;
-            tracing::info!(entry = %name, "audit entry past retention deleted");
-        }
         for entry in &entries {
-            if entry
-                .metadata
-                .name
-                .as_ref()
-                .is_some_and(|name| !plan.delete.contains(name))
-            {
+            let link = entry.status.as_ref().and_then(|s| s.link.as_ref());
+            if link.is_some() {
+                claimed_unlinked.remove(entry.metadata.name.as_deref().unwrap_or_default());
+            }
+            if past_retention(entry, Some(retention), now) {
+                if let Some(link) = link {
+                    links_due.push(link.sequence);
+                }
+            } else {
+                if let Some(link) = link {
+                    first_kept.keep(link);
+                }
+                next = earliest(next, Some(due_at(entry.spec.time.0, retention)));
                 super::audit::learn_listed(context, entry);
             }
         }
-        next = earliest(next, plan.next);
+        match following {
+            Some(token) => page = Some(token),
+            None => break,
+        }
+    }
+    for link in claimed_unlinked.values() {
+        first_kept.keep(link);
+    }
+    let signer = store.signer().await?;
+    let verifier = Verifier::parse(&signer.verifier_key()).ok();
+    let recorded = stored
+        .record
+        .retention
+        .as_deref()
+        .and_then(|note| verifier.as_ref()?.open(note).ok())
+        .and_then(|text| parse_anchor(text).ok())
+        .map(|(_, anchor)| anchor);
+    let anchor = first_kept.anchor(&stored.record.head, recorded.as_ref());
+    if !links_due.iter().any(|sequence| *sequence < anchor.sequence) {
+        tracing::info!(
+            seconds = started.elapsed().as_secs_f64(),
+            "audit trail swept: nothing before the first kept entry is due"
+        );
+        return Ok(next);
+    }
+    if recorded.as_ref() != Some(&anchor) {
+        let note = signer.sign(&anchor_text(signer.name(), &anchor));
+        store
+            .amend(|record| record.retention = Some(note.clone()))
+            .await?;
+        tracing::info!(
+            first_kept = anchor.sequence,
+            "signed where the kept audit chain begins"
+        );
+    }
+    // Second pass: the entries before it go.
+    let mut deleted = 0usize;
+    let mut page: Option<String> = None;
+    loop {
+        let (entries, following) = trail.entries_page(page.as_deref()).await?;
+        for entry in &entries {
+            let before = entry
+                .status
+                .as_ref()
+                .and_then(|s| s.link.as_ref())
+                .is_some_and(|link| link.sequence < anchor.sequence);
+            if before
+                && past_retention(entry, Some(retention), now)
+                && let Some(name) = &entry.metadata.name
+            {
+                trail.delete(name).await?;
+                deleted += 1;
+                tracing::debug!(entry = %name, "audit entry past retention deleted");
+            }
+        }
         match following {
             Some(token) => page = Some(token),
             None => break,
         }
     }
     tracing::info!(
+        deleted,
+        first_kept = anchor.sequence,
         known = context.known_entries.len(),
         seconds = started.elapsed().as_secs_f64(),
         "audit trail swept"
     );
     Ok(next)
+}
+
+/// Why a sweep stopped.
+#[derive(Debug, thiserror::Error)]
+enum SweepError {
+    #[error("listing or deleting AuditEntries: {0}")]
+    Api(#[from] kube::Error),
+    #[error(transparent)]
+    Chain(#[from] ChainError),
 }
