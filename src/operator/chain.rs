@@ -190,7 +190,9 @@ struct Sealer<'a> {
     adopted: HashSet<String>,
     /// The trail has been listed and the record read.
     synced: bool,
+    /// While the trail is listed: its entries without a link, and its highest link.
     listing: Vec<AuditEntry>,
+    highest_listed: Option<Head>,
     /// The last checkpoint: its size and when it was signed.
     last_checkpoint: (u64, Timestamp),
     undelivered: VecDeque<(Sink, String)>,
@@ -223,6 +225,7 @@ impl<'a> Sealer<'a> {
             adopted: HashSet::new(),
             synced: false,
             listing: Vec::new(),
+            highest_listed: None,
             last_checkpoint: (0, Timestamp::UNIX_EPOCH),
             undelivered: VecDeque::new(),
             http,
@@ -235,8 +238,29 @@ impl<'a> Sealer<'a> {
     ) -> Result<(), ChainError> {
         match event {
             Err(error) => tracing::warn!(%error, "watching the audit trail"),
-            Ok(watcher::Event::Init) => self.listing.clear(),
-            Ok(watcher::Event::InitApply(entry)) => self.listing.push(entry),
+            Ok(watcher::Event::Init) => {
+                self.listing.clear();
+                self.highest_listed = None;
+            }
+            // Of a listed trail only the entries without a link and the highest link are
+            // kept: a trail of any length is listed without being held.
+            Ok(watcher::Event::InitApply(entry)) => {
+                match entry.status.as_ref().and_then(|s| s.link.as_ref()) {
+                    Some(link) => {
+                        if self
+                            .highest_listed
+                            .as_ref()
+                            .is_none_or(|h| link.sequence > h.sequence)
+                        {
+                            self.highest_listed = Some(Head {
+                                sequence: link.sequence,
+                                hash: link.hash.clone(),
+                            });
+                        }
+                    }
+                    None => self.listing.push(entry),
+                }
+            }
             Ok(watcher::Event::InitDone) => self.start().await?,
             Ok(watcher::Event::Apply(entry)) => {
                 let name = entry.metadata.name.clone().unwrap_or_default();
@@ -258,15 +282,7 @@ impl<'a> Sealer<'a> {
     /// stands (made anew from the trail when its record is gone).
     async fn start(&mut self) -> Result<(), ChainError> {
         let mut listing = std::mem::take(&mut self.listing);
-        let highest = listing
-            .iter()
-            .filter_map(|e| e.status.as_ref()?.link.as_ref())
-            .max_by_key(|link| link.sequence)
-            .map(|link| Head {
-                sequence: link.sequence,
-                hash: link.hash.clone(),
-            });
-        listing.retain(|entry| !linked(entry));
+        let highest = self.highest_listed.take();
         // Oldest first: by recorded time, then as the API server made them.
         listing.sort_by(|a, b| {
             (
@@ -337,8 +353,12 @@ impl<'a> Sealer<'a> {
     /// the next batch of what is waiting.
     async fn seal_pending(&mut self) -> Result<(), ChainError> {
         if !self.claimed_linked {
+            // Claimed already: linked as claimed, never claimed again.
             for claimed in self.stored.record.claimed.clone() {
                 self.link(&claimed).await?;
+                self.pending.remove(&claimed.name);
+                self.adopted.remove(&claimed.name);
+                self.linked.insert(claimed.name);
             }
             self.claimed_linked = true;
         }

@@ -6,6 +6,7 @@ mod support;
 
 mod admission_webhook;
 mod api_machinery;
+mod audit_chain;
 mod change_sets;
 mod change_sets_cli;
 mod cli_approver;
