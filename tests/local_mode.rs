@@ -2582,8 +2582,7 @@ async fn a_sealer_killed_mid_write_leaves_a_chain_that_verifies() -> Result<()> 
     let newest = chained_entries(&install)
         .await?
         .into_iter()
-        .filter(|e| e.status.as_ref().and_then(|s| s.link.as_ref()).is_some())
-        .next_back()
+        .rfind(|e| e.status.as_ref().and_then(|s| s.link.as_ref()).is_some())
         .context("a linked entry")?;
     let claimed = newest.status.and_then(|s| s.link).context("its link")?;
     let name = newest.metadata.name.context("its name")?;
