@@ -79,27 +79,28 @@ pub async fn run(args: &VerifyArgs) -> Result<ExitCode, CliError> {
     let cluster = connect(&args.cluster).await?;
     let namespace = &args.install_namespace;
     let maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), namespace);
+    let mut notes: Vec<String> = Vec::new();
     let verifier = match pinned {
         Some(verifier) => Some(verifier),
-        None => maps
-            .get_opt(PUBLIC_KEY_CONFIGMAP)
-            .await
-            .map_err(|e| CliError::from_api("reading the published verifier key", e))?
-            .and_then(|map| map.data?.get(VERIFIER_KEY).cloned())
-            .map(|key| {
-                Verifier::parse(&key).map_err(|e| {
-                    CliError::Refused(format!("ConfigMap {PUBLIC_KEY_CONFIGMAP}: {e}"))
-                })
-            })
-            .transpose()?,
+        None => optional(
+            maps.get_opt(PUBLIC_KEY_CONFIGMAP).await,
+            "reading the published verifier key",
+            &mut notes,
+        )?
+        .and_then(|map| map.data?.get(VERIFIER_KEY).cloned())
+        .map(|key| {
+            Verifier::parse(&key)
+                .map_err(|e| CliError::Refused(format!("ConfigMap {PUBLIC_KEY_CONFIGMAP}: {e}")))
+        })
+        .transpose()?,
     };
-    let record = maps
-        .get_opt(RECORD_NAME)
-        .await
-        .map_err(|e| CliError::from_api("reading the audit chain's record", e))?;
+    let record = optional(
+        maps.get_opt(RECORD_NAME).await,
+        "reading the audit chain's record",
+        &mut notes,
+    )?;
     let listed = list_trail(&cluster.client, namespace).await?;
 
-    let mut notes: Vec<String> = Vec::new();
     let mut findings: Vec<Finding> = Vec::new();
     let mut expected = Expected {
         grace: args.grace,
@@ -170,6 +171,23 @@ pub async fn run(args: &VerifyArgs) -> Result<ExitCode, CliError> {
     })
 }
 
+/// An object read if it may be: a refusal (no right to read it) is noted, and the trail
+/// is verified without it; not reaching the cluster at all is exit 3.
+fn optional<T>(
+    read: Result<Option<T>, kube::Error>,
+    what: &str,
+    notes: &mut Vec<String>,
+) -> Result<Option<T>, CliError> {
+    match read {
+        Ok(found) => Ok(found),
+        Err(kube::Error::Api(status)) if (400..500).contains(&status.code) => {
+            notes.push(format!("{what}: {}", status.message));
+            Ok(None)
+        }
+        Err(error) => Err(CliError::Connect(format!("{what}: {error}"))),
+    }
+}
+
 /// A duration of zero or more, such as `2m` or `0s`.
 fn parse_grace(text: &str) -> Result<jiff::SignedDuration, String> {
     let duration: jiff::SignedDuration = text
@@ -214,7 +232,8 @@ async fn list_trail(client: &kube::Client, namespace: &str) -> Result<Vec<Listed
         let list = api
             .list(&params)
             .await
-            .map_err(|e| CliError::from_api("listing the audit trail", e))?;
+            // Not allowed to read the trail is no verdict on it: exit 3, as unreachable.
+            .map_err(|e| CliError::Connect(format!("listing the audit trail: {e}")))?;
         for object in list.items {
             listed.push(listed_of(object));
         }
