@@ -5,15 +5,20 @@
 //! `trail`, written through `cluster::trail`, so a restarted operator finds its trail
 //! complete), and older entries up to the trail's size.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use countersign::api::{ApprovalPhase, AuditEntry, DeploymentApproval};
+use countersign::cluster::chain::{ChainRecord, ChainStore};
 use countersign::cluster::trail::Trail;
 use countersign::core::admission::decision::approval_state;
 use countersign::core::approval::chain::RoleBindingSnapshot;
 use countersign::core::approval::seal::{SealKey, sealed};
 use countersign::core::approval::status::plan_status;
+use countersign::core::audit::chain::{
+    Head, WRITER_SEAL_ANNOTATION, link_time, links_after, writer_seal,
+};
 use countersign::core::audit::trail::trail;
 use futures::{StreamExt, TryStreamExt, stream};
 use jiff::{SignedDuration, Timestamp};
@@ -136,7 +141,7 @@ fn chain() -> Value {
 pub async fn fill(
     admin: &kube::Client,
     sizes: Sizes,
-    key: &SealKey,
+    key: &Arc<SealKey>,
     install_namespace: &str,
 ) -> Result<Filled> {
     use k8s_openapi::api::apps::v1::Deployment;
@@ -218,7 +223,7 @@ pub async fn fill(
     }
 
     // Requests: per target, a history of finished ones and one in flight.
-    let trail_writer = Trail::new(admin.clone(), install_namespace);
+    let trail_writer = Trail::new(admin.clone(), install_namespace).sealed_with(key.clone());
     let now = Timestamp::now();
     let bindings = RoleBindingSnapshot::default();
     let per_ns_approvals = sizes.approvals / sizes.namespaces.max(1);
@@ -350,6 +355,7 @@ pub async fn fill(
         0..older,
         sizes.namespaces,
         &mut rng,
+        key,
     )
     .await?;
 
@@ -453,6 +459,7 @@ pub async fn older_entries(
     numbers: std::ops::Range<usize>,
     namespaces: usize,
     rng: &mut Seeded,
+    key: &SealKey,
 ) -> Result<usize> {
     let now = Timestamp::now();
     let actions = [
@@ -476,6 +483,76 @@ pub async fn older_entries(
                     "approval": format!("retired-{}-{:08x}", i / 5, i / 5),
                     "policy": "scale-policy-00" } }))
         })
+        .map(|entry: Result<AuditEntry>| {
+            // Sealed as countersign's writer seals what it writes.
+            let mut entry = entry?;
+            let name = entry.metadata.name.clone().unwrap_or_default();
+            entry.metadata.annotations = Some(
+                [(
+                    WRITER_SEAL_ANNOTATION.to_string(),
+                    writer_seal(key, &name, &entry.spec),
+                )]
+                .into(),
+            );
+            Ok(entry)
+        })
         .collect::<Result<_>>()?;
     create_all(&Api::namespaced(admin.clone(), install_namespace), entries).await
+}
+
+/// Links every entry not yet in the audit chain, oldest first, as countersign's leader
+/// would have while they were written (a trail of a running install is all linked); the
+/// record made or advanced to the new head. Returns how many were linked.
+pub async fn link_all(admin: &kube::Client, install_namespace: &str) -> Result<usize> {
+    let api: Api<AuditEntry> = Api::namespaced(admin.clone(), install_namespace);
+    let mut unlinked: Vec<AuditEntry> = Vec::new();
+    let mut page: Option<String> = None;
+    loop {
+        let mut params = kube::api::ListParams::default().limit(500);
+        if let Some(token) = &page {
+            params = params.continue_token(token);
+        }
+        let list = api.list(&params).await?;
+        unlinked.extend(
+            list.items
+                .into_iter()
+                .filter(|e| e.status.as_ref().and_then(|s| s.link.as_ref()).is_none()),
+        );
+        match list.metadata.continue_.filter(|t| !t.is_empty()) {
+            Some(token) => page = Some(token),
+            None => break,
+        }
+    }
+    unlinked.sort_by(|a, b| {
+        (a.spec.time.0, a.metadata.name.as_deref())
+            .cmp(&(b.spec.time.0, b.metadata.name.as_deref()))
+    });
+    let store = ChainStore::new(admin.clone(), install_namespace);
+    let stored = store.read().await?;
+    let named: Vec<(&str, &countersign::api::AuditEntrySpec)> = unlinked
+        .iter()
+        .map(|e| (e.metadata.name.as_deref().unwrap_or_default(), &e.spec))
+        .collect();
+    let links = links_after(&stored.record.head, &named, &link_time(Timestamp::now()));
+    let head = links.last().map(|link| Head {
+        sequence: link.sequence,
+        hash: link.hash.clone(),
+    });
+    let count = links.len();
+    stream::iter(named.iter().map(|(name, _)| name.to_string()).zip(links))
+        .map(|(name, link)| {
+            let store = store.clone();
+            async move { store.link(&name, &link).await.map(drop) }
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .try_collect::<Vec<()>>()
+        .await?;
+    if let Some(head) = head {
+        let record = ChainRecord {
+            head,
+            ..stored.record
+        };
+        store.write(stored.version.as_deref(), &record).await?;
+    }
+    Ok(count)
 }

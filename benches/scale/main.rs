@@ -141,7 +141,9 @@ async fn run() -> Result<()> {
             )
             .await?;
     }
-    let key = countersign::serve::seal_key::load_or_create(&admin, DEFAULT_INSTALL_NAMESPACE).await;
+    let key = Arc::new(
+        countersign::serve::seal_key::load_or_create(&admin, DEFAULT_INSTALL_NAMESPACE).await,
+    );
     let filled = fill::fill(&admin, sizes, &key, DEFAULT_INSTALL_NAMESPACE).await?;
     println!(
         "filled: {} objects in {:.0} s ({:.0}/s), {} of the AuditEntries the requests' own trails",
@@ -149,6 +151,12 @@ async fn run() -> Result<()> {
         filled.took.as_secs_f64(),
         filled.written as f64 / filled.took.as_secs_f64(),
         filled.planned_entries
+    );
+    let linking = Instant::now();
+    let linked = fill::link_all(&admin, DEFAULT_INSTALL_NAMESPACE).await?;
+    println!(
+        "linked the trail's {linked} entries into the audit chain in {:.0} s",
+        linking.elapsed().as_secs_f64()
     );
 
     // The namespaces measured: one gated by a policy whose checks pass (the allow path), one
@@ -251,6 +259,9 @@ async fn run() -> Result<()> {
         lag_result.per_second
     );
 
+    let chain = chain_rate(cluster, &key).await?;
+    println!("{chain}");
+
     // A relist: the API server restarted, every watch of countersign's ends and starts over
     // from a list (the new API server's watch cache knows no earlier resourceVersion).
     let relist_started = Instant::now();
@@ -289,6 +300,89 @@ async fn run() -> Result<()> {
     Ok(())
 }
 
+/// Entries written at once to measure the audit chain's rate, and by how many writers.
+const CHAIN_BURST: usize = 2_000;
+const CHAIN_WRITERS: usize = 10;
+
+/// The audit chain under this cluster's load: CHAIN_BURST entries written through
+/// countersign's writer as countersign (CHAIN_WRITERS at once, as busy webhooks would),
+/// timed until the leader has linked them all (the chain's record reaches them).
+async fn chain_rate(
+    cluster: &TestCluster,
+    key: &Arc<countersign::core::approval::seal::SealKey>,
+) -> Result<String> {
+    use countersign::cluster::chain::ChainStore;
+    use countersign::cluster::trail::Trail;
+    use countersign::core::audit::trail::{PlannedEntry, Recall};
+    use futures::{StreamExt, TryStreamExt, stream};
+    let token = cluster.kubectl_output(
+        User::Admin,
+        &[
+            "create",
+            "token",
+            "countersign",
+            "-n",
+            DEFAULT_INSTALL_NAMESPACE,
+            "--duration=1h",
+        ],
+        None,
+    )?;
+    ensure!(token.status.success(), "kubectl create token failed");
+    let config = cluster
+        .config_with_token(String::from_utf8_lossy(&token.stdout).trim())
+        .await?;
+    let countersign = kube::Client::try_from(config)?;
+    let store = ChainStore::new(countersign.clone(), DEFAULT_INSTALL_NAMESPACE);
+    let before = store.read().await?.record.head.sequence;
+    let trail = Trail::new(countersign, DEFAULT_INSTALL_NAMESPACE).sealed_with(key.clone());
+    let run = std::process::id();
+    let started = Instant::now();
+    stream::iter(0..CHAIN_BURST)
+        .map(|i| {
+            let trail = trail.clone();
+            async move {
+                let spec: countersign::api::AuditEntrySpec = serde_json::from_value(json!({
+                    "time": jiff::Timestamp::now().to_string(), "action": "ReviewRecorded",
+                    "actor": { "username": "alice", "groups": ["team-leads"] },
+                    "target": { "apiVersion": "apps/v1", "kind": "Deployment",
+                        "namespace": "scale-000", "name": format!("chain-{i}") },
+                    "approval": format!("chain-{run}-{i}"), "reason": "the chain's rate" }))?;
+                let planned = PlannedEntry {
+                    name: format!("scale-chain-{run}-{i:05}"),
+                    spec,
+                    recall: Recall::Whole,
+                };
+                trail.write(&planned).await?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(CHAIN_WRITERS)
+        .try_collect::<Vec<()>>()
+        .await?;
+    let written = started.elapsed();
+    let target = before + CHAIN_BURST as u64;
+    loop {
+        let head = store.read().await?.record.head.sequence;
+        if head >= target {
+            break;
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(300),
+            "the audit chain reached {head} of {target} in 300 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let linked = started.elapsed();
+    Ok(format!(
+        "audit chain: {CHAIN_BURST} entries written by {CHAIN_WRITERS} writers in {:.1} s ({:.0}/s); all linked {:.1} s after the first was written ({:.0} links/s), {:.1} s after the last",
+        written.as_secs_f64(),
+        CHAIN_BURST as f64 / written.as_secs_f64(),
+        linked.as_secs_f64(),
+        CHAIN_BURST as f64 / linked.as_secs_f64(),
+        (linked - written).as_secs_f64()
+    ))
+}
+
 /// Extra approvals, AuditEntries and ungated Deployments for the growth figures.
 const MORE_APPROVALS: usize = 5_000;
 const MORE_AUDIT_ENTRIES: usize = 50_000;
@@ -302,7 +396,7 @@ async fn growth(
     cluster: &TestCluster,
     admin: &kube::Client,
     sizes: Sizes,
-    key: &countersign::core::approval::seal::SealKey,
+    key: &Arc<countersign::core::approval::seal::SealKey>,
     baseline: f64,
 ) -> Result<String> {
     let at_rest = |what: &'static str| async move {
@@ -334,8 +428,10 @@ async fn growth(
         first..first + MORE_AUDIT_ENTRIES,
         sizes.namespaces,
         &mut rng,
+        key,
     )
     .await?;
+    fill::link_all(admin, DEFAULT_INSTALL_NAMESPACE).await?;
     let with_entries = at_rest("with more AuditEntries").await?;
 
     let ungated = TestNamespace::create("scale-ungated", None).await?;
