@@ -2195,15 +2195,27 @@ async fn each_tampering_with_the_audit_trail_is_found_by_audit_verify() -> Resul
         &checkpoints_arg,
     ];
     let local = Local::start(&args)?;
-    // Eight entries: four policies created, and each changed.
+    // A notification sink a policy names in auditSinks gets each checkpoint too.
+    let receiver = support::receiver::Receiver::start().await?;
+    let sink = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": { "name": "audit-copies", "namespace": install },
+        "stringData": { "url": format!("{}/audit-copies", receiver.base) },
+    });
+    let made = kubectl(User::Admin, &["apply", "-f", "-"], Some(&sink))?;
+    ensure!(made.status.success(), "{}", text(&made));
+    // Eight entries: four policies created, and each changed; the first names the sink.
     let mut policies = Vec::new();
-    for _ in 0..4 {
+    for i in 0..4 {
         let name = support::namespace::unique_name("chained");
-        let policy = json!({
+        let mut policy = json!({
             "apiVersion": "countersign.dev/v1alpha1", "kind": "ApprovalPolicy",
             "metadata": { "name": name },
             "spec": { "match": { "namespaces": [support::namespace::unique_name("nowhere")] } },
         });
+        if i == 0 {
+            policy["spec"]["auditSinks"] = json!(["audit-copies"]);
+        }
         let created = kubectl(User::Admin, &["create", "-f", "-"], Some(&policy))?;
         ensure!(created.status.success(), "{}", text(&created));
         let changed = kubectl(
@@ -2246,6 +2258,46 @@ async fn each_tampering_with_the_audit_trail_is_found_by_audit_verify() -> Resul
     };
     let (code, out) = audit_verify(&install, &[])?;
     ensure!(code == Some(0) && out.starts_with("OK: "), "{out}");
+    // The sink's copies are signed by the published key.
+    let published = kubectl(
+        User::Admin,
+        &[
+            "get",
+            "configmap",
+            "countersign-audit-key",
+            "-n",
+            &install,
+            "-o",
+            "jsonpath={.data.verifierKey}",
+        ],
+        None,
+    )?;
+    let verifier = countersign::core::audit::note::Verifier::parse(&String::from_utf8_lossy(
+        &published.stdout,
+    ))?;
+    let started = Instant::now();
+    loop {
+        let copies: Vec<u64> = receiver
+            .posts()
+            .iter()
+            .filter(|post| post.sink == "audit-copies" && post.event == "AuditCheckpoint")
+            .filter_map(|post| {
+                let note = post.body["checkpoint"].as_str()?;
+                let text = verifier.open(note).ok()?;
+                countersign::core::audit::note::parse_checkpoint(text)
+                    .ok()
+                    .map(|c| c.head.sequence)
+            })
+            .collect();
+        if copies.iter().any(|size| *size == head) {
+            break;
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "no signed checkpoint of {head} entries at the policy's sink: {copies:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     ensure!(local.terminate()?.success());
 
     // countersign is stopped; the admin tampers.

@@ -72,6 +72,12 @@ pub struct ApprovalPolicySpec {
     /// sync denied for approval opens the requests of all its gated changes by itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gitops: Option<GitOpsSettings>,
+    /// Notification sinks (Secrets in the install namespace, like a level's `sinks`) sent
+    /// every signed checkpoint of the audit trail (docs/security.md): copies outside the
+    /// cluster to verify the trail against. The trail is one for all policies; every sink
+    /// any policy names gets each checkpoint once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audit_sinks: Vec<String>,
 }
 
 /// How this policy treats GitOps controllers.

@@ -104,6 +104,30 @@ impl Notifier {
     }
 }
 
+impl Notifier {
+    /// POST a signed checkpoint of the audit trail (JSON: the event, its origin and size,
+    /// the signed note) to the sink `sink`; `Ok` once it took it.
+    pub async fn deliver_checkpoint(
+        &self,
+        sink: &str,
+        note: &str,
+        size: u64,
+    ) -> Result<(), String> {
+        let url = read_sink_url(&self.secrets, &self.install_namespace, sink).await?;
+        let origin = note.lines().next().unwrap_or_default();
+        let body = serde_json::to_vec(&serde_json::json!({
+            "event": "AuditCheckpoint",
+            "origin": origin,
+            "size": size,
+            "checkpoint": note,
+        }))
+        .map_err(|e| format!("encoding the checkpoint: {e}"))?;
+        self.sender
+            .post(&url, &format!("checkpoint-{size}"), "AuditCheckpoint", body)
+            .await
+    }
+}
+
 /// One delivery round for a request: attempt what is due at `now` (each sink's notices in
 /// order, different sinks at once), fold each outcome into the records, and repeat while a
 /// delivery lets a sink's next notice go. `sink_url` finds a sink's URL (its Secret); it is

@@ -3,7 +3,8 @@
 //! next place in the trail's hash chain, in the order the API server made them; every
 //! `--audit-checkpoint-entries` entries, or `--audit-checkpoint-interval` after the last
 //! checkpoint when the chain has grown since, the leader signs a checkpoint and hands it to
-//! the checkpoint sinks.
+//! the checkpoint sinks: the flags' file and URL, and every notification sink a policy
+//! names in `auditSinks`.
 //!
 //! Each batch is first claimed in the chain's record (`cluster::chain`), at the version it
 //! was read at, then linked in its entries. A sealer that stopped in between leaves the
@@ -199,10 +200,15 @@ struct Sealer<'a> {
     http: Option<crate::notify::http::HttpSender>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Where a checkpoint goes besides the record.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Sink {
+    /// `--audit-checkpoint-file`.
     File,
+    /// `--audit-checkpoint-url`.
     Url,
+    /// A notification sink a policy names in `auditSinks`.
+    Named(String),
 }
 
 impl<'a> Sealer<'a> {
@@ -522,13 +528,23 @@ impl<'a> Sealer<'a> {
             "signed an audit checkpoint"
         );
         let settings = &self.context.chain;
-        for (sink, configured) in [
-            (Sink::File, settings.checkpoint_file.is_some()),
-            (Sink::Url, settings.checkpoint_url.is_some()),
-        ] {
-            if configured {
-                self.undelivered.push_back((sink, note.clone()));
-            }
+        let mut sinks: Vec<Sink> = Vec::new();
+        if settings.checkpoint_file.is_some() {
+            sinks.push(Sink::File);
+        }
+        if settings.checkpoint_url.is_some() {
+            sinks.push(Sink::Url);
+        }
+        let named: std::collections::BTreeSet<String> = self
+            .context
+            .snapshot
+            .policies()
+            .iter()
+            .flat_map(|policy| policy.spec.audit_sinks.iter().cloned())
+            .collect();
+        sinks.extend(named.into_iter().map(Sink::Named));
+        for sink in sinks {
+            self.undelivered.push_back((sink, note.clone()));
         }
         while self.undelivered.len() > UNDELIVERED {
             self.undelivered.pop_front();
@@ -545,9 +561,20 @@ impl<'a> Sealer<'a> {
                 kept.push_back((sink, note));
                 continue;
             }
-            let delivered = match sink {
+            let delivered = match &sink {
                 Sink::File => self.append(&note),
                 Sink::Url => self.post(&note).await,
+                Sink::Named(name) => {
+                    let size = note
+                        .lines()
+                        .nth(1)
+                        .and_then(|size| size.parse().ok())
+                        .unwrap_or_default();
+                    self.context
+                        .notifier
+                        .deliver_checkpoint(name, &note, size)
+                        .await
+                }
             };
             if let Err(error) = delivered {
                 tracing::warn!(
@@ -555,7 +582,7 @@ impl<'a> Sealer<'a> {
                     error,
                     "a checkpoint sink did not take a checkpoint; retrying"
                 );
-                failed.insert(sink);
+                failed.insert(sink.clone());
                 kept.push_back((sink, note));
             }
         }

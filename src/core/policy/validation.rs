@@ -117,6 +117,9 @@ fn validate_policy_measured(
             );
         }
     }
+    for (k, sink) in spec.audit_sinks.iter().enumerate() {
+        check_sink_name(&format!("spec.auditSinks[{k}]"), sink, &mut v);
+    }
     for (name, selector) in [
         ("namespaceSelector", &spec.match_.namespace_selector),
         ("objectSelector", &spec.match_.object_selector),
@@ -1712,9 +1715,11 @@ mod tests {
             chain.levels[0].sinks = vec!["slack-leads".into(), "Slack_Leads".into()];
             chain.requester_sinks = vec!["ok.team".into(), "-bad".into(), "".into()];
         }
+        spec.audit_sinks = vec!["audit-copies".into(), "../etc".into()];
         assert_eq!(
             errors(&spec),
             [
+                "spec.auditSinks[1]",
                 "spec.approval.requesterSinks[1]",
                 "spec.approval.requesterSinks[2]",
                 "spec.approval.levels[0].sinks[1]",
