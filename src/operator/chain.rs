@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use jiff::Timestamp;
 use kube::Api;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -60,6 +60,8 @@ impl Default for ChainSettings {
 
 /// The most entries claimed in one write of the record.
 const BATCH: usize = 200;
+/// How many links are written into their entries at once.
+const LINKS_AT_ONCE: usize = 16;
 /// How long to wait after a failure before starting again.
 const RETRY: Duration = Duration::from_secs(5);
 /// How many names of entries linked lately are remembered, so a late event showing one
@@ -360,13 +362,7 @@ impl<'a> Sealer<'a> {
     async fn seal_pending(&mut self) -> Result<(), ChainError> {
         if !self.claimed_linked {
             // Claimed already: linked as claimed, never claimed again.
-            for claimed in self.stored.record.claimed.clone() {
-                self.link(&claimed).await?;
-                self.pending.remove(&claimed.name);
-                self.adopted.remove(&claimed.name);
-                self.linked.insert(claimed.name);
-            }
-            self.claimed_linked = true;
+            self.link_claimed().await?;
         }
         while !self.pending.by_order.is_empty() {
             let mut batch: Vec<AuditEntry> = Vec::new();
@@ -427,13 +423,7 @@ impl<'a> Sealer<'a> {
             record.checkpoint = Some(note.clone());
         }
         self.write_record(record).await?;
-        for claimed in self.stored.record.claimed.clone() {
-            self.link(&claimed).await?;
-            self.pending.remove(&claimed.name);
-            self.adopted.remove(&claimed.name);
-            self.linked.insert(claimed.name);
-        }
-        self.claimed_linked = true;
+        self.link_claimed().await?;
         if let Some(note) = checkpoint {
             self.checkpointed(note, now);
         }
@@ -477,14 +467,32 @@ impl<'a> Sealer<'a> {
         Err(ChainError::Conflict)
     }
 
-    async fn link(&mut self, claimed: &Claimed) -> Result<(), ChainError> {
-        if self.store.link(&claimed.name, &claimed.link).await? == Linked::Gone {
-            tracing::warn!(
-                entry = claimed.name,
-                sequence = claimed.link.sequence,
-                "an AuditEntry was deleted before its link was written; verification will report it missing"
-            );
+    /// Write the record's claimed links into their entries, several at once (the record
+    /// holds their order), and take them off the waiting list.
+    async fn link_claimed(&mut self) -> Result<(), ChainError> {
+        let claimed = self.stored.record.claimed.clone();
+        futures::stream::iter(claimed.clone())
+            .map(|claimed| {
+                let store = self.store.clone();
+                async move {
+                if store.link(&claimed.name, &claimed.link).await? == Linked::Gone {
+                    tracing::warn!(
+                        entry = claimed.name,
+                        sequence = claimed.link.sequence,
+                        "an AuditEntry was deleted before its link was written; verification will report it missing"
+                    );
+                }
+                Ok::<(), ChainError>(())
+            }})
+            .buffer_unordered(LINKS_AT_ONCE)
+            .try_collect::<Vec<()>>()
+            .await?;
+        for claimed in claimed {
+            self.pending.remove(&claimed.name);
+            self.adopted.remove(&claimed.name);
+            self.linked.insert(claimed.name);
         }
+        self.claimed_linked = true;
         Ok(())
     }
 
