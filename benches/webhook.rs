@@ -64,6 +64,7 @@ async fn run() -> Result<()> {
     // denials are published in the background and fail fast).
     let webhook = Webhook::offline(snapshot, Metrics::new()).map_err(|e| anyhow::anyhow!(e))?;
     direct(&webhook, &bodies).await?;
+    chain_costs()?;
     let (address, ca) = start_server(webhook).await?;
     println!("countersign webhook benchmark: {POLICIES} policies, {APPROVALS} approvals cached");
     println!(
@@ -280,6 +281,47 @@ async fn direct(webhook: &Webhook, bodies: &[Vec<u8>]) -> Result<()> {
             started.elapsed().as_secs_f64() * 1e6 / f64::from(rounds)
         );
     }
+    Ok(())
+}
+
+/// What the audit chain adds where an entry is written (the writer's seal, on the
+/// admission path whenever a review writes an entry) and where the leader links it.
+fn chain_costs() -> Result<()> {
+    use countersign::core::audit::chain::{Head, link_time, links_after, writer_seal};
+    let key = countersign::core::approval::seal::SealKey::new(&[7; 32]).context("a seal key")?;
+    let spec: countersign::api::AuditEntrySpec = serde_json::from_value(json!({
+        "time": "2026-12-05T10:00:00Z", "action": "Admitted",
+        "actor": { "username": "dave", "groups": ["developers", "system:authenticated"] },
+        "target": { "apiVersion": "apps/v1", "kind": "Deployment", "namespace": NAMESPACE,
+            "name": "web", "uid": "0c7d2f6e-5b1a-4c7e-9a51-2f0e6b8d9c11" },
+        "changeDigest": format!("sha256:{}", "ab".repeat(32)),
+        "approval": "web-1a2b3c4d", "policy": "production-eu",
+        "reason": "admitted under approval web-1a2b3c4d (approved by alice, carol)",
+        "caller": { "authentication": "ClientCertificate", "name": "kube-apiserver-webhook-client" } }))?;
+    let rounds = 20_000;
+    let started = Instant::now();
+    for _ in 0..rounds {
+        std::hint::black_box(writer_seal(&key, "web-1a2b3c4d-admitted", &spec));
+    }
+    println!(
+        "the writer's seal on an AuditEntry: {:.1} µs each",
+        started.elapsed().as_secs_f64() * 1e6 / f64::from(rounds)
+    );
+    let names: Vec<String> = (0..200).map(|i| format!("web-{i:08x}-admitted")).collect();
+    let batch: Vec<(&str, &countersign::api::AuditEntrySpec)> =
+        names.iter().map(|n| (n.as_str(), &spec)).collect();
+    let started = Instant::now();
+    for _ in 0..100 {
+        std::hint::black_box(links_after(
+            &Head::empty(),
+            &batch,
+            &link_time(jiff::Timestamp::now()),
+        ));
+    }
+    println!(
+        "the leader's links: {:.1} µs per entry (batches of 200)",
+        started.elapsed().as_secs_f64() * 1e6 / 20_000.0
+    );
     Ok(())
 }
 

@@ -481,6 +481,19 @@ async fn two_processes_registered_together_behave_like_one() -> Result<()> {
             judged.contains(r#"resource="deployments""#) && judged.contains("allowed=true"),
             "the second process judged no workload: {judged}"
         );
+        // Both webhooks wrote entries at once and one leader linked them: one chain, no
+        // fork (entries other tests wrote around countersign are outside it: not counted).
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let (_, out) = audit_verify("countersign-system", &["-o", "json"])?;
+        let report: Value = serde_json::from_str(&out)?;
+        let forks: Vec<&Value> = report["findings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|finding| finding["kind"] != "unchained")
+            .collect();
+        ensure!(forks.is_empty(), "the chain forked: {forks:?}");
+        ensure!(report["entries"].as_u64().unwrap_or_default() > 0, "{out}");
         let _ = kubectl(
             User::Admin,
             &["delete", "approvalpolicy", &policy_name],
@@ -2289,7 +2302,7 @@ async fn each_tampering_with_the_audit_trail_is_found_by_audit_verify() -> Resul
                     .map(|c| c.head.sequence)
             })
             .collect();
-        if copies.iter().any(|size| *size == head) {
+        if copies.contains(&head) {
             break;
         }
         ensure!(
