@@ -539,10 +539,11 @@ pub async fn link_all(admin: &kube::Client, install_namespace: &str) -> Result<u
         hash: link.hash.clone(),
     });
     let count = links.len();
+    let trail = Trail::new(admin.clone(), install_namespace);
     stream::iter(named.iter().map(|(name, _)| name.to_string()).zip(links))
         .map(|(name, link)| {
-            let store = store.clone();
-            async move { store.link(&name, &link).await.map(drop) }
+            let trail = trail.clone();
+            async move { trail.link(&name, &link).await.map(drop) }
         })
         .buffer_unordered(IN_FLIGHT)
         .try_collect::<Vec<()>>()

@@ -4,7 +4,8 @@
 //!   and retention's signed record, in ConfigMap `countersign-audit-chain`. It is advanced
 //!   only at the resourceVersion it was read at, so two sealers (a leader and the one it
 //!   follows) never both extend it from one head;
-//! - each entry's link, in its status;
+//! - each entry's link, in its status (written through `cluster::trail`, the one room for
+//!   AuditEntries);
 //! - the Ed25519 key checkpoints are signed with, in Secret `countersign-audit-signing-key`
 //!   (made by the first leader), and its verifier key in ConfigMap `countersign-audit-key`,
 //!   for anyone to read and pin.
@@ -17,7 +18,7 @@ use kube::{Api, Client};
 use ring::rand::{SecureRandom, SystemRandom};
 use serde_json::json;
 
-use crate::api::{AuditEntry, ChainLink};
+use crate::api::ChainLink;
 use crate::core::audit::chain::Head;
 use crate::core::audit::note::{NoteError, Signer};
 
@@ -99,20 +100,11 @@ pub enum ChainError {
     Random,
 }
 
-/// What became of writing a link into an entry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Linked {
-    Written,
-    /// The entry is gone (deleted before it was linked).
-    Gone,
-}
-
 /// The chain's objects in the install namespace.
 #[derive(Clone)]
 pub struct ChainStore {
     maps: Api<ConfigMap>,
     secrets: Api<Secret>,
-    entries: Api<AuditEntry>,
     namespace: String,
 }
 
@@ -120,8 +112,7 @@ impl ChainStore {
     pub fn new(client: Client, install_namespace: &str) -> ChainStore {
         ChainStore {
             maps: Api::namespaced(client.clone(), install_namespace),
-            secrets: Api::namespaced(client.clone(), install_namespace),
-            entries: Api::namespaced(client, install_namespace),
+            secrets: Api::namespaced(client, install_namespace),
             namespace: install_namespace.into(),
         }
     }
@@ -210,20 +201,6 @@ impl ChainStore {
             }
         }
         Err(ChainError::Conflict)
-    }
-
-    /// Write `link` into entry `name`'s status.
-    pub async fn link(&self, name: &str, link: &ChainLink) -> Result<Linked, ChainError> {
-        let patch = json!({ "status": { "link": link } });
-        match self
-            .entries
-            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => Ok(Linked::Written),
-            Err(kube::Error::Api(status)) if status.code == 404 => Ok(Linked::Gone),
-            Err(error) => Err(ChainError::Api("writing an AuditEntry's link", error)),
-        }
     }
 
     /// The signing key: read, or made by the first leader (a new key gets a new origin).

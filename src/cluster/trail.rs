@@ -1,6 +1,7 @@
 //! The audit trail's one room (SPEC §7): every call countersign makes on AuditEntries
 //! (writing them, for the webhook and the operator alike; recording their deliveries;
-//! watching the break-glass ones; deleting those past retention) goes through [`Trail`].
+//! writing their links in the hash chain; watching them; deleting those past retention)
+//! goes through [`Trail`].
 //!
 //! - Every entry is labelled with its action (`countersign.dev/action`), so the break-glass
 //!   announcer watches exactly the break-glass entries, whoever wrote them.
@@ -19,14 +20,14 @@
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Api, Client};
 
 use super::status::apply_status_of;
 use crate::api::{
-    ACTION_LABEL, AuditAction, AuditEntry, AuditEntrySpec, AuditEntryStatus, NotificationStatus,
-    entry_labels,
+    ACTION_LABEL, AuditAction, AuditEntry, AuditEntrySpec, AuditEntryStatus, ChainLink,
+    NotificationStatus, entry_labels,
 };
 use crate::core::approval::seal::SealKey;
 use crate::core::audit::chain::{WRITER_SEAL_ANNOTATION, writer_seal};
@@ -60,6 +61,14 @@ impl Written {
     pub fn displaced(&self, planned: &str) -> bool {
         self.name() != planned
     }
+}
+
+/// What became of writing a link into an entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Linked {
+    Written,
+    /// The entry is gone (deleted before it was linked).
+    Gone,
 }
 
 /// Why an entry could not be written.
@@ -227,6 +236,26 @@ impl Trail {
             planned,
         )
         .await
+    }
+
+    /// What to watch for every entry (the audit chain's sealer links each).
+    pub fn watch_all(&self) -> (Api<AuditEntry>, watcher::Config) {
+        (self.api.clone(), watcher::Config::default().page_size(PAGE))
+    }
+
+    /// Write `link`, an entry's place in the audit chain, into entry `name`'s status (the
+    /// leader's sealer only: `operator::chain`).
+    pub async fn link(&self, name: &str, link: &ChainLink) -> Result<Linked, kube::Error> {
+        let patch = serde_json::json!({ "status": { "link": link } });
+        match self
+            .api
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => Ok(Linked::Written),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(Linked::Gone),
+            Err(error) => Err(error),
+        }
     }
 
     /// What to watch for the break-glass entries (those labelled with that action), for

@@ -23,12 +23,12 @@ use std::time::Duration;
 
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use jiff::Timestamp;
-use kube::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 
 use super::Context;
 use crate::api::AuditEntry;
-use crate::cluster::chain::{ChainError, ChainStore, Claimed, Linked, Stored};
+use crate::cluster::chain::{ChainError, ChainStore, Claimed, Stored};
+use crate::cluster::trail::Linked;
 use crate::core::audit::chain::{
     Head, WRITER_SEAL_ANNOTATION, is_writer_sealed, link_time, links_after,
 };
@@ -97,12 +97,9 @@ async fn seal(context: &Context) -> Result<(), ChainError> {
     );
     let signer = store.signer().await?;
     store.publish(&signer).await?;
-    let api: Api<AuditEntry> = Api::namespaced(
-        context.cluster.client.clone(),
-        &context.cluster.install_namespace,
-    );
+    let (api, config) = context.cluster.trail.watch_all();
     let mut sealer = Sealer::new(context, store, signer);
-    let events = watcher(api, watcher::Config::default().page_size(500)).default_backoff();
+    let events = watcher(api, config).default_backoff();
     let mut events = std::pin::pin!(events);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -473,17 +470,9 @@ impl<'a> Sealer<'a> {
         let claimed = self.stored.record.claimed.clone();
         futures::stream::iter(claimed.clone())
             .map(|claimed| {
-                let store = self.store.clone();
-                async move {
-                if store.link(&claimed.name, &claimed.link).await? == Linked::Gone {
-                    tracing::warn!(
-                        entry = claimed.name,
-                        sequence = claimed.link.sequence,
-                        "an AuditEntry was deleted before its link was written; verification will report it missing"
-                    );
-                }
-                Ok::<(), ChainError>(())
-            }})
+                let trail = self.context.cluster.trail.clone();
+                async move { link_one(&trail, &claimed).await }
+            })
             .buffer_unordered(LINKS_AT_ONCE)
             .try_collect::<Vec<()>>()
             .await?;
@@ -625,6 +614,26 @@ impl<'a> Sealer<'a> {
         )
         .await
     }
+}
+
+/// Write one claimed link into its entry; an entry already deleted is logged (verification
+/// reports the gap).
+async fn link_one(
+    trail: &crate::cluster::trail::Trail,
+    claimed: &Claimed,
+) -> Result<(), ChainError> {
+    let linked = trail
+        .link(&claimed.name, &claimed.link)
+        .await
+        .map_err(|e| ChainError::Api("writing an AuditEntry's link", e))?;
+    if linked == Linked::Gone {
+        tracing::warn!(
+            entry = claimed.name,
+            sequence = claimed.link.sequence,
+            "an AuditEntry was deleted before its link was written; verification will report it missing"
+        );
+    }
+    Ok(())
 }
 
 /// Whether the entry has its link.

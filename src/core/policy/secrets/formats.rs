@@ -212,14 +212,20 @@ fn inside_token(text: &str, i: usize, chars: Chars) -> bool {
 /// Every [`FORMATS`] prefix, found in one pass over a text. Searching for each prefix in
 /// turn set up 50 substring searchers per value, the largest part of a review's time
 /// (BENCHMARKS.md, "Where the time goes now").
-static PREFIXES: LazyLock<AhoCorasick> = LazyLock::new(|| {
-    AhoCorasick::new(FORMATS.iter().map(|format| format.prefix))
-        .expect("the fixed prefixes build an automaton")
-});
+/// (`None` only if the fixed prefixes could not build one, which a unit test rules out.)
+static PREFIXES: LazyLock<Option<AhoCorasick>> =
+    LazyLock::new(|| AhoCorasick::new(FORMATS.iter().map(|format| format.prefix)).ok());
 
 /// The first of [`FORMATS`], in table order, that `text` holds anywhere.
 fn first_format(text: &str) -> Option<&'static Format> {
-    PREFIXES
+    let Some(prefixes) = PREFIXES.as_ref() else {
+        // Never without an automaton in practice; still correct, prefix by prefix.
+        return FORMATS.iter().find(|format| {
+            text.match_indices(format.prefix)
+                .any(|(i, _)| format_at(text, i, format))
+        });
+    };
+    prefixes
         .find_overlapping_iter(text)
         .filter(|found| {
             FORMATS
@@ -427,6 +433,10 @@ mod tests {
         let text = format!("ghp_{} AKIA{}", "a".repeat(36), "A".repeat(16));
         assert_eq!(first_format(&text).map(|f| f.prefix), Some("AKIA"));
         assert!(first_format("nothing here").is_none());
+        assert!(
+            PREFIXES.is_some(),
+            "the table's prefixes build an automaton"
+        );
     }
 
     #[test]
