@@ -2197,6 +2197,9 @@ async fn each_tampering_with_the_audit_trail_is_found_by_audit_verify() -> Resul
     let _cleanup = InstallNamespace(install.clone());
     let checkpoints = std::env::temp_dir().join(format!("{install}.checkpoints"));
     let checkpoints_arg = checkpoints.display().to_string();
+    // Checkpoints also go to a URL (the flag) and to a sink a policy names (auditSinks).
+    let receiver = support::receiver::Receiver::start().await?;
+    let url_arg = format!("{}/flag-url", receiver.base);
     let args = [
         "--install-namespace",
         &install,
@@ -2206,10 +2209,10 @@ async fn each_tampering_with_the_audit_trail_is_found_by_audit_verify() -> Resul
         "1s",
         "--audit-checkpoint-file",
         &checkpoints_arg,
+        "--audit-checkpoint-url",
+        &url_arg,
     ];
     let local = Local::start(&args)?;
-    // A notification sink a policy names in auditSinks gets each checkpoint too.
-    let receiver = support::receiver::Receiver::start().await?;
     let sink = json!({
         "apiVersion": "v1", "kind": "Secret",
         "metadata": { "name": "audit-copies", "namespace": install },
@@ -2302,12 +2305,18 @@ async fn each_tampering_with_the_audit_trail_is_found_by_audit_verify() -> Resul
                     .map(|c| c.head.sequence)
             })
             .collect();
-        if copies.contains(&head) {
+        let posted = receiver.posts().iter().any(|post| {
+            post.sink == "flag-url"
+                && post.accepted
+                && post.event == "AuditCheckpoint"
+                && post.delivery == format!("checkpoint-{head}")
+        });
+        if copies.contains(&head) && posted {
             break;
         }
         ensure!(
             started.elapsed() < Duration::from_secs(30),
-            "no signed checkpoint of {head} entries at the policy's sink: {copies:?}"
+            "no signed checkpoint of {head} entries at the policy's sink ({copies:?}) and the flag's URL"
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
