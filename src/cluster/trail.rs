@@ -265,17 +265,48 @@ impl Trail {
         (self.api.clone(), watcher::Config::default().labels(&label))
     }
 
-    /// Record `entry`'s deliveries in its status (the only part of an entry that changes).
+    /// Record `entry`'s deliveries in its status, at the version read. When the entry
+    /// changed since only by its link (the leader's sealer writes it into the same status),
+    /// the deliveries are recorded over the fresh entry; when someone else recorded
+    /// deliveries meanwhile, that is the conflict it is.
     pub async fn record_deliveries(
         &self,
         entry: &AuditEntry,
         notifications: Vec<NotificationStatus>,
     ) -> Result<(), kube::Error> {
+        let mut current = entry.clone();
+        for _ in 0..3 {
+            let status = AuditEntryStatus {
+                notifications: notifications.clone(),
+                ..current.status.clone().unwrap_or_default()
+            };
+            match apply_status_of(&self.api, &current, &status).await {
+                Ok(_) => return Ok(()),
+                Err(kube::Error::Api(conflict)) if conflict.code == 409 => {
+                    let name = current.metadata.name.clone().unwrap_or_default();
+                    let fresh = self.api.get(&name).await?;
+                    let recorded = |e: &AuditEntry| {
+                        e.status
+                            .as_ref()
+                            .map(|s| s.notifications.clone())
+                            .unwrap_or_default()
+                    };
+                    if recorded(&fresh) != recorded(&current) {
+                        return Err(kube::Error::Api(conflict));
+                    }
+                    current = fresh;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        // Three versions in a row: one more try at whatever the entry is now.
         let status = AuditEntryStatus {
             notifications,
-            ..entry.status.clone().unwrap_or_default()
+            ..current.status.clone().unwrap_or_default()
         };
-        apply_status_of(&self.api, entry, &status).await.map(drop)
+        apply_status_of(&self.api, &current, &status)
+            .await
+            .map(drop)
     }
 
     /// One page of whole entries, and the token of the next page (`None` after the last).
