@@ -86,7 +86,8 @@ async fn sweep(
         .map(|c| (c.name.as_str(), &c.link))
         .collect();
     let mut page: Option<String> = None;
-    let mut links_due: Vec<u64> = Vec::new();
+    // The lowest place due: anything is deleted only if it lies before the kept chain.
+    let mut lowest_due: Option<u64> = None;
     loop {
         let (entries, following) = trail.entries_page(page.as_deref()).await?;
         for entry in &entries {
@@ -96,7 +97,7 @@ async fn sweep(
             }
             if past_retention(entry, Some(retention), now) {
                 if let Some(link) = link {
-                    links_due.push(link.sequence);
+                    lowest_due = Some(lowest_due.map_or(link.sequence, |s| s.min(link.sequence)));
                 }
             } else {
                 if let Some(link) = link {
@@ -124,7 +125,7 @@ async fn sweep(
         .and_then(|text| parse_anchor(text).ok())
         .map(|(_, anchor)| anchor);
     let anchor = first_kept.anchor(&stored.record.head, recorded.as_ref());
-    if !links_due.iter().any(|sequence| *sequence < anchor.sequence) {
+    if lowest_due.is_none_or(|sequence| sequence >= anchor.sequence) {
         tracing::info!(
             seconds = started.elapsed().as_secs_f64(),
             "audit trail swept: nothing before the first kept entry is due"

@@ -127,7 +127,8 @@ pub fn check(key: &SealKey, namespace: &str, spec: &DeploymentApprovalSpec) -> S
     }
 }
 
-fn decode_hex(text: &str) -> Option<Vec<u8>> {
+/// Lowercase or uppercase hex as bytes; `None` when it is not hex.
+pub(crate) fn decode_hex(text: &str) -> Option<Vec<u8>> {
     if !text.len().is_multiple_of(2) {
         return None;
     }

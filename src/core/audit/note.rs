@@ -11,6 +11,7 @@ use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use sha2::{Digest, Sha256};
 
 use super::chain::Head;
+use crate::core::approval::seal::decode_hex;
 
 /// The algorithm byte of an Ed25519 key in signed notes.
 const ED25519_ALGORITHM: u8 = 0x01;
@@ -302,16 +303,6 @@ pub fn split_notes(file: &str) -> Vec<String> {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) || !text.is_ascii() {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
-        .collect()
 }
 
 fn decode_hex4(text: &str) -> Option<[u8; 4]> {
