@@ -21,3 +21,25 @@ cluster_state_dir() {
 
 # Components in start order; `down` stops them in reverse.
 CLUSTER_COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+
+# stop_component STATE NAME SIGNAL: sends SIGNAL (TERM or KILL) to the component's
+# session (components run in sessions of their own, see `up`), then KILL if it is still
+# there after 10 s; forgets its pid.
+stop_component() {
+  local state=$1 name=$2 signal=$3 file=$1/pids/$2.pid pid
+  [[ -f "$file" ]] || return 0
+  pid=$(cat "$file")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill "-$signal" -- "-$pid" 2>/dev/null || kill "-$signal" "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.2
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      log "$name did not stop on $signal; killing it"
+      kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null && sleep 0.1 || break; done
+    fi
+  fi
+  rm -f "$file"
+}
