@@ -8,6 +8,12 @@ pub mod countersign;
 pub mod crds;
 pub mod flow;
 pub mod gitops;
+// Used by the binaries that run serve themselves (local_mode, faults, chart_on_node), not
+// by this one.
+#[allow(dead_code)]
+pub mod changes;
+#[allow(dead_code)]
+pub mod local;
 pub mod namespace;
 pub mod objects;
 pub mod receiver;

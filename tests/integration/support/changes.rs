@@ -1,0 +1,382 @@
+//! A flow of many changes for the fault tests (tests/faults.rs, tests/chart_on_node.rs):
+//! Deployments `web-0…` in one namespace, each changed once through the whole path
+//! (dave's apply opens a request, alice approves it, dave's apply is admitted, the operator
+//! sees it Deployed), several at once, every step retried until it holds, as a pipeline and
+//! an approver would while something fails underneath. Then [`count`] checks what must
+//! hold whatever failed: one request per change, each Deployed, each Deployment changed
+//! once, and each step in the trail exactly once.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, ensure};
+use serde_json::{Value, json};
+
+use super::User;
+use super::flow::text;
+use super::local::kubectl;
+
+/// Steps of one change: request, review, admission, rollout.
+pub const STEPS: usize = 4;
+/// How long one step may take, a fault included.
+pub const STEP_LIMIT: Duration = Duration::from_secs(180);
+
+/// Deployment `web-<i>` of `ns` at nginx `version`.
+pub fn web(ns: &str, i: usize, version: &str) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": { "name": format!("web-{i}"), "namespace": ns },
+        "spec": { "replicas": 1, "selector": { "matchLabels": { "app": format!("web-{i}") } },
+            "template": { "metadata": { "labels": { "app": format!("web-{i}") } },
+                "spec": { "containers": [{ "name": "web", "image": format!("nginx:{version}") }] } } },
+    })
+}
+
+/// The flow's Deployments at their first version (made before the policy, so ungated), and
+/// policy `policy` (alice approves every change in `ns`), Ready.
+pub fn prepare(ns: &str, changes: usize, policy: &str) -> Result<()> {
+    for i in 0..changes {
+        let created = kubectl(
+            User::Admin,
+            &["apply", "-f", "-"],
+            Some(&web(ns, i, "1.26")),
+        )?;
+        ensure!(created.status.success(), "{}", text(&created));
+    }
+    let policy = json!({
+        "apiVersion": "countersign.dev/v1alpha1", "kind": "ApprovalPolicy",
+        "metadata": { "name": policy },
+        "spec": { "match": { "namespaces": [ns] },
+            "approval": { "levels": [{ "name": "leads", "approvers": [{ "user": "alice" }] }] } },
+    });
+    let applied = kubectl(User::Admin, &["apply", "-f", "-"], Some(&policy))?;
+    ensure!(applied.status.success(), "{}", text(&applied));
+    let ready = kubectl(
+        User::Admin,
+        &[
+            "wait",
+            "--for=condition=Ready",
+            &format!(
+                "approvalpolicy/{}",
+                policy["metadata"]["name"].as_str().unwrap_or_default()
+            ),
+            "--timeout=60s",
+        ],
+        None,
+    )?;
+    ensure!(ready.status.success(), "{}", text(&ready));
+    Ok(())
+}
+
+/// A flow under way: `workers` threads, each taking every `workers`-th change.
+pub struct Flow {
+    changes: usize,
+    progress: Arc<AtomicUsize>,
+    workers: Vec<JoinHandle<Result<Vec<String>>>>,
+}
+
+impl Flow {
+    /// Starts changing `web-0…web-<changes-1>` of `ns` (made by [`prepare`]).
+    pub fn start(ns: &str, changes: usize, workers: usize) -> Flow {
+        let progress = Arc::new(AtomicUsize::new(0));
+        let workers = (0..workers)
+            .map(|worker| {
+                let (ns, progress) = (ns.to_string(), progress.clone());
+                std::thread::spawn(move || -> Result<Vec<String>> {
+                    (worker..changes)
+                        .step_by(workers)
+                        .map(|i| change(&ns, i, &progress))
+                        .collect()
+                })
+            })
+            .collect();
+        Flow {
+            changes,
+            progress,
+            workers,
+        }
+    }
+
+    /// Steps done so far, of [`Flow::steps`].
+    pub fn done(&self) -> usize {
+        self.progress.load(Ordering::SeqCst)
+    }
+
+    /// Steps in the whole flow.
+    pub fn steps(&self) -> usize {
+        self.changes * STEPS
+    }
+
+    /// Whether every worker has ended (done, or failed).
+    pub fn ended(&self) -> bool {
+        self.workers.iter().all(JoinHandle::is_finished)
+    }
+
+    /// Waits until `step` steps are done (a worker's failure ends the wait early).
+    pub fn until_step(&self, step: usize, limit: Duration) -> Result<()> {
+        let started = Instant::now();
+        while self.done() < step && !self.ended() {
+            ensure!(
+                started.elapsed() < limit,
+                "the flow is at step {} of {}, not {step}, after {limit:?}",
+                self.done(),
+                self.steps()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// Waits for every change; the requests' names.
+    pub fn finish(self) -> Result<Vec<String>> {
+        let mut requests = Vec::new();
+        for worker in self.workers {
+            let done = worker
+                .join()
+                .map_err(|_| anyhow::anyhow!("a worker panicked"))??;
+            requests.extend(done);
+        }
+        Ok(requests)
+    }
+}
+
+/// One change, each step retried until it holds (an API server or webhook away answers
+/// with errors meanwhile); the request's name.
+fn change(ns: &str, i: usize, progress: &AtomicUsize) -> Result<String> {
+    let v2 = web(ns, i, "1.27");
+    let name = until(&format!("web-{i}: the request"), || {
+        let out = kubectl(User::Dave, &["apply", "-f", "-"], Some(&v2))?;
+        let said = text(&out);
+        ensure!(
+            !out.status.success(),
+            "web-{i} admitted before approval: {said}"
+        );
+        Ok(said
+            .split("kubectl countersign approve ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_string))
+    })?;
+    progress.fetch_add(1, Ordering::SeqCst);
+    // A review whose answer was lost is sent again, as a careful approver would after an
+    // error; one already recorded is refused, which is an answer too.
+    let review = json!([{ "op": "add", "path": "/spec/reviews/-",
+        "value": { "decision": "Approve" } }])
+    .to_string();
+    until(&format!("{name}: alice's review"), || {
+        let out = kubectl(
+            User::Alice,
+            &[
+                "patch",
+                "deploymentapproval",
+                &name,
+                "-n",
+                ns,
+                "--type=json",
+                "-p",
+                &review,
+            ],
+            None,
+        )?;
+        Ok((out.status.success() || text(&out).contains("already reviewed")).then_some(()))
+    })?;
+    progress.fetch_add(1, Ordering::SeqCst);
+    until(&format!("{name}: the admission"), || {
+        let out = kubectl(User::Dave, &["apply", "-f", "-"], Some(&v2))?;
+        Ok(out.status.success().then_some(()))
+    })?;
+    progress.fetch_add(1, Ordering::SeqCst);
+    until(&format!("{name}: Deployed"), || {
+        Ok((phase(ns, &name)? == "Deployed").then_some(()))
+    })?;
+    progress.fetch_add(1, Ordering::SeqCst);
+    Ok(name)
+}
+
+/// Calls `step` until it gives a value, up to [`STEP_LIMIT`]; an error of the step itself
+/// (kubectl could not run, a change admitted unapproved) ends the wait.
+fn until<T>(what: &str, mut step: impl FnMut() -> Result<Option<T>>) -> Result<T> {
+    let started = Instant::now();
+    loop {
+        if let Some(value) = step()? {
+            return Ok(value);
+        }
+        ensure!(
+            started.elapsed() < STEP_LIMIT,
+            "{what}: not within {STEP_LIMIT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Request `name`'s phase ("" while it cannot be read).
+fn phase(ns: &str, name: &str) -> Result<String> {
+    let out = kubectl(
+        User::Admin,
+        &[
+            "get",
+            "deploymentapproval",
+            name,
+            "-n",
+            ns,
+            "-o",
+            "jsonpath={.status.phase}",
+        ],
+        None,
+    )?;
+    Ok(if out.status.success() {
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    } else {
+        String::new()
+    })
+}
+
+/// What a flow left, counted by [`count`].
+#[derive(Debug)]
+pub struct Counts {
+    pub requests: usize,
+    pub entries: usize,
+    /// Admissions beyond the first: an admitted write the fault cut off before it reached
+    /// the object, admitted again once the approval went back to Approved.
+    pub readmitted: u64,
+}
+
+impl fmt::Display for Counts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} requests Deployed, {} AuditEntries (0 lost, 0 repeated), 0 changes admitted twice, {} re-admissions of writes cut off",
+            self.requests, self.entries, self.readmitted
+        )
+    }
+}
+
+/// The counts over the flow's `requests` in `ns`, the trail read in `install`: one request
+/// per change, each Deployed; each Deployment at the approved image one generation on (its
+/// change applied once); each step in the trail exactly once. An error names what differs.
+pub fn count(ns: &str, install: &str, changes: usize, requests: &[String]) -> Result<Counts> {
+    ensure!(requests.len() == changes, "{} requests", requests.len());
+    let listed = kubectl(
+        User::Admin,
+        &["get", "deploymentapprovals", "-n", ns, "-o", "json"],
+        None,
+    )?;
+    ensure!(listed.status.success(), "{}", text(&listed));
+    let listed: Value = serde_json::from_slice(&listed.stdout)?;
+    let items = listed["items"].as_array().cloned().unwrap_or_default();
+    ensure!(
+        items.len() == changes,
+        "{} requests for {changes} changes (a change asked twice?)",
+        items.len()
+    );
+    let mut readmitted = 0;
+    for item in &items {
+        let name = item["metadata"]["name"].as_str().unwrap_or_default();
+        ensure!(
+            item["status"]["phase"] == "Deployed",
+            "{name} ended {}",
+            item["status"]["phase"]
+        );
+        let admissions = item["status"]["rollout"]["admissions"]
+            .as_u64()
+            .unwrap_or(0);
+        ensure!(admissions >= 1, "{name}: no admission counted");
+        readmitted += admissions - 1;
+    }
+    for i in 0..changes {
+        let out = kubectl(
+            User::Admin,
+            &[
+                "get",
+                "deployment",
+                &format!("web-{i}"),
+                "-n",
+                ns,
+                "-o",
+                "json",
+            ],
+            None,
+        )?;
+        let deployment: Value = serde_json::from_slice(&out.stdout)?;
+        let image = &deployment["spec"]["template"]["spec"]["containers"][0]["image"];
+        ensure!(
+            image == "nginx:1.27" && deployment["metadata"]["generation"] == 2,
+            "web-{i}: {image} at generation {}",
+            deployment["metadata"]["generation"]
+        );
+    }
+    let expected: Vec<(String, String)> = [
+        ("Admitted", "dave"),
+        ("Approved", "alice"),
+        ("Deployed", "system:countersign"),
+        ("LevelSatisfied", "alice"),
+        ("Requested", "dave"),
+        ("ReviewRecorded", "alice"),
+    ]
+    .iter()
+    .map(|(a, u)| (a.to_string(), u.to_string()))
+    .collect();
+    // The last entries are written just after the phase they follow: wait for them.
+    let started = Instant::now();
+    let entries = loop {
+        let trail = trail_steps(install, ns)?;
+        let differing: Vec<(&String, Vec<(String, String)>)> = requests
+            .iter()
+            .map(|name| (name, trail.get(name).cloned().unwrap_or_default()))
+            .filter(|(_, steps)| *steps != expected)
+            .collect();
+        if differing.is_empty() {
+            break trail.values().map(Vec::len).sum::<usize>();
+        }
+        let repeated = differing.iter().find(|(_, steps)| {
+            let mut distinct = steps.clone();
+            distinct.dedup();
+            distinct.len() < steps.len() || steps.iter().any(|s| !expected.contains(s))
+        });
+        ensure!(
+            repeated.is_none() && started.elapsed() < Duration::from_secs(60),
+            "not each step once ({expected:?}): {:?}",
+            repeated.unwrap_or(&differing[0])
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    Ok(Counts {
+        requests: items.len(),
+        entries,
+        readmitted,
+    })
+}
+
+/// The trail in `install` of requests in `ns`: request name → its (action, actor), sorted.
+fn trail_steps(install: &str, ns: &str) -> Result<HashMap<String, Vec<(String, String)>>> {
+    let listed = kubectl(
+        User::Admin,
+        &["get", "auditentries", "-n", install, "-o", "json"],
+        None,
+    )?;
+    ensure!(listed.status.success(), "{}", text(&listed));
+    let listed: Value = serde_json::from_slice(&listed.stdout)?;
+    let mut trail: HashMap<String, Vec<(String, String)>> = HashMap::new();
+    for entry in listed["items"].as_array().into_iter().flatten() {
+        let spec = &entry["spec"];
+        let (Some(request), true) = (spec["approval"].as_str(), spec["target"]["namespace"] == ns)
+        else {
+            continue;
+        };
+        trail.entry(request.to_string()).or_default().push((
+            spec["action"].as_str().unwrap_or_default().to_string(),
+            spec["actor"]["username"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        ));
+    }
+    for steps in trail.values_mut() {
+        steps.sort();
+    }
+    Ok(trail)
+}
