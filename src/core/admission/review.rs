@@ -273,7 +273,12 @@ fn requirement_plan(
             name: requirement.approval_name.clone(),
             spec: Box::new(spec),
         },
-        format!("{message}\ncountersign could not open the request ({{error}}); retry"),
+        // Not the decision's message: it names the request as opened and says how to
+        // approve it, and a pipeline or a person would act on a name that does not exist.
+        format!(
+            "approval required by policy {}: this change needs a DeploymentApproval, and countersign could not open one ({{error}}); no request exists yet: apply the change again to open it",
+            requirement.policy
+        ),
     );
     step.on_created = vec![opened];
     ReviewPlan {
@@ -405,6 +410,68 @@ mod tests {
             ignore_fields: Vec::new(),
             reasons: Vec::new(),
             break_glass: None,
+        }
+    }
+
+    /// The request could not be opened (the API server or the other replica was away): the
+    /// denial says so and names no request to approve, so nobody approves a name that
+    /// does not exist; it says to apply again.
+    #[test]
+    fn a_request_that_could_not_be_opened_is_not_named_as_opened() {
+        let requester = UserInfo::new("dave", &["developers"]);
+        let seal_key = SealKey::new(&[5; 32]).expect("a key");
+        let caller = ReviewCaller {
+            authentication: CallerAuthentication::ClientCertificate,
+            name: None,
+        };
+        let review = WorkloadReview {
+            dry_run: false,
+            requester: &requester,
+            namespace: "shop",
+            target: ObjectReference::default(),
+            old_version: "",
+            install_namespace: "countersign-system",
+            replica: "r",
+            caller: &caller,
+            seal_key: &seal_key,
+            now: minutes(1),
+        };
+        let mut decision = requiring(None);
+        decision.reasons = vec![
+            "approval required by policy p: no DeploymentApproval for this change yet (requested as shop/web-1)".into(),
+            "approve with: kubectl countersign approve web-1 -n shop".into(),
+        ];
+        let plan = workload_plan(&review, &decision);
+        assert!(
+            plan.answer.message.contains("approve with"),
+            "{}",
+            plan.answer.message
+        );
+        let [step] = plan.steps.as_slice() else {
+            panic!("one step: {:?}", plan.steps.len());
+        };
+        let (answer, _) = crate::core::plan::failed(
+            step,
+            &crate::core::plan::StepFailure::Error("connection refused".into()),
+        );
+        assert!(!answer.allowed);
+        for absent in ["approve with", "requested as", "web-1"] {
+            assert!(
+                !answer.message.contains(absent),
+                "{absent}: {}",
+                answer.message
+            );
+        }
+        for present in [
+            "policy p",
+            "could not open one (connection refused)",
+            "apply the change again",
+        ] {
+            assert!(
+                answer.message.contains(present),
+                "{present}: {}",
+                answer.message
+            );
         }
     }
 
