@@ -80,6 +80,8 @@ pub struct Metrics {
     /// Reviews whose caller presented no client certificate the webhook accepts: refused
     /// (401) when one is required, answered when none is configured.
     pub unauthenticated_reviews: Family<UnauthenticatedLabels, Counter>,
+    /// 1 while the API server refuses countersign's credentials (401), set at each scrape.
+    pub api_credentials_refused: Gauge,
 }
 
 /// What became of an unauthenticated review.
@@ -210,8 +212,15 @@ impl Metrics {
             "Admission reviews from a caller without an accepted client certificate: refused (401) when --client-ca-file is set, answered when it is not",
             unauthenticated_reviews.clone(),
         );
+        let api_credentials_refused = Gauge::default();
+        registry.register(
+            "api_credentials_refused",
+            "1 while the API server refuses countersign's credentials (401 Unauthorized: its ServiceAccount token expired or was revoked), 0 while it accepts them",
+            api_credentials_refused.clone(),
+        );
         Arc::new(Metrics {
             registry,
+            api_credentials_refused,
             unauthenticated_reviews,
             reviews,
             decision_seconds,

@@ -2435,3 +2435,230 @@ async fn a_sealer_killed_mid_write_leaves_a_chain_that_verifies() -> Result<()> 
     ensure!(serve.terminate()?.success());
     Ok(())
 }
+
+/// `/readyz` of `serve` on `port`: (HTTP status, body).
+fn readyz(port: u16) -> Result<(String, String)> {
+    let out = Command::new("curl")
+        .args([
+            "-sk",
+            "-w",
+            "\n%{http_code}",
+            &format!("https://127.0.0.1:{port}/readyz"),
+        ])
+        .output()?;
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = said.rsplit_once('\n').unwrap_or((&said, ""));
+    Ok((code.to_string(), body.to_string()))
+}
+
+/// Waits until `/readyz` answers `code`; its body.
+fn readyz_until(port: u16, code: &str, limit: Duration) -> Result<String> {
+    let started = Instant::now();
+    loop {
+        let (now, body) = readyz(port)?;
+        if now == code {
+            return Ok(body);
+        }
+        ensure!(
+            started.elapsed() < limit,
+            "/readyz is {now} ({body}), not {code}, after {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The request a denied apply names.
+fn request_named(out: &Output) -> Option<String> {
+    text(out)
+        .split("kubectl countersign approve ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(str::to_string)
+}
+
+/// The token `serve` runs with is refused and cannot be renewed, for longer than a renewal
+/// retry: `/readyz` says so (503, with the reason) and the gauge is 1; the webhook goes on
+/// answering from its caches (a pending change is still "approval required") and denies,
+/// with a reason, what it cannot record (an approved change's admission, a new request),
+/// admitting nothing; once renewal works again the same process is ready and the held
+/// changes go through. A TokenRequest token cannot live less than 10 minutes, so its end
+/// is made the way the API server sees every expired token: the ServiceAccount it was
+/// issued for is deleted, which refuses the token at once and fails each renewal (no
+/// ServiceAccount to issue for) until it is made again.
+#[tokio::test]
+async fn a_refused_token_turns_readyz_false_and_renewal_brings_all_back() -> Result<()> {
+    let _one = lock().await;
+    let ns = TestNamespace::create("refused", None).await?;
+    let ns = ns.name().to_string();
+    let deployments: Vec<Value> = ["a", "b", "c"]
+        .iter()
+        .map(|name| {
+            let mut object = web(&ns, "nginx:1.26");
+            object["metadata"]["name"] = json!(name);
+            object
+        })
+        .collect();
+    for object in &deployments {
+        let out = kubectl(User::Admin, &["apply", "-f", "-"], Some(object))?;
+        ensure!(out.status.success(), "{}", text(&out));
+    }
+    let changed = |object: &Value| {
+        let mut object = object.clone();
+        object["spec"]["template"]["spec"]["containers"][0]["image"] = json!("nginx:1.27");
+        object
+    };
+    let (a, b, c) = (
+        changed(&deployments[0]),
+        changed(&deployments[1]),
+        changed(&deployments[2]),
+    );
+    let mut local = Local::start(&["--replica", "refused"])?;
+    support::countersign::grant_approvers(TestCluster::get())?;
+    let policy_name = support::namespace::unique_name("refused");
+    let result = async {
+        apply_alice_policy(&policy_name, &ns)?;
+        let ready = kubectl(
+            User::Admin,
+            &[
+                "wait",
+                "--for=condition=Ready",
+                &format!("approvalpolicy/{policy_name}"),
+                "--timeout=60s",
+            ],
+            None,
+        )?;
+        ensure!(ready.status.success(), "{}", text(&ready));
+        // Before: a approved, b pending.
+        let asked = apply_until(User::Dave, &a, "a's request", |out| {
+            request_named(out).is_some()
+        })?;
+        let a_request = request_named(&asked).context("a's request")?;
+        approve(User::Alice, &ns, &a_request)?;
+        approval_until(
+            &ns,
+            &a_request,
+            "a Approved",
+            Duration::from_secs(30),
+            |r| r["status"]["phase"] == "Approved",
+        )?;
+        let asked = apply_until(User::Dave, &b, "b's request", |out| {
+            request_named(out).is_some()
+        })?;
+        let b_request = request_named(&asked).context("b's request")?;
+        ensure!(readyz(local.port)?.0 == "200");
+
+        // The token's end.
+        let deleted = kubectl(
+            User::Admin,
+            &[
+                "delete",
+                "serviceaccount",
+                "countersign",
+                "-n",
+                "countersign-system",
+            ],
+            None,
+        )?;
+        ensure!(deleted.status.success(), "{}", text(&deleted));
+        let refused_at = Instant::now();
+        let reason = readyz_until(local.port, "503", Duration::from_secs(30))?;
+        let noticed = refused_at.elapsed();
+        ensure!(
+            reason.contains("refused countersign's credentials"),
+            "{reason}"
+        );
+        ensure!(
+            metrics_of(local.port)?
+                .lines()
+                .any(|l| l == "countersign_api_credentials_refused 1"),
+            "the gauge is not 1"
+        );
+        // Meanwhile: b is still pending (answered from the caches), a's admission and c's
+        // request cannot be recorded and are denied with a reason; nothing is admitted.
+        let mut answers = Vec::new();
+        for (what, object) in [("pending b", &b), ("approved a", &a), ("new c", &c)] {
+            let out = kubectl(User::Dave, &["apply", "-f", "-"], Some(object))?;
+            ensure!(
+                !out.status.success(),
+                "{what} admitted while the token is refused"
+            );
+            let said = text(&out);
+            let reason = said.rsplit("denied the request: ").next().unwrap_or(&said);
+            answers.push(format!("{what}: {}", reason.trim()));
+        }
+        ensure!(
+            answers[0].contains(&format!("approval {b_request} is pending")),
+            "the pending change is not answered from the caches: {answers:?}"
+        );
+        // Renewal keeps failing past its retry.
+        std::thread::sleep(Duration::from_secs(15));
+        ensure!(
+            local
+                .log_text()
+                .contains("could not renew the ServiceAccount token"),
+            "no failed renewal logged"
+        );
+        ensure!(readyz(local.port)?.0 == "503");
+        let refused_for = refused_at.elapsed();
+
+        // Renewal works again: the ServiceAccount is back.
+        let made = kubectl(
+            User::Admin,
+            &[
+                "create",
+                "serviceaccount",
+                "countersign",
+                "-n",
+                "countersign-system",
+            ],
+            None,
+        )?;
+        ensure!(made.status.success(), "{}", text(&made));
+        let back_at = Instant::now();
+        readyz_until(local.port, "200", Duration::from_secs(120))?;
+        let recovered = back_at.elapsed();
+        apply_until(User::Dave, &a, "a admitted", |out| out.status.success())?;
+        approval_until(
+            &ns,
+            &a_request,
+            "a Deployed",
+            Duration::from_secs(90),
+            |r| r["status"]["phase"] == "Deployed",
+        )?;
+        approve(User::Alice, &ns, &b_request)?;
+        apply_until(User::Dave, &b, "b admitted", |out| out.status.success())?;
+        apply_until(User::Dave, &c, "c's request", |out| {
+            request_named(out).is_some()
+        })?;
+        ensure!(local.child.try_wait()?.is_none(), "serve exited");
+        println!(
+            "faults: token refused: /readyz 503 after {noticed:?}; refused for {refused_for:?}, \
+             renewal failing; denied meanwhile: {answers:?}; ready {recovered:?} after renewal \
+             worked again; serve never restarted"
+        );
+        anyhow::Ok(())
+    }
+    .await;
+    let _ = kubectl(
+        User::Admin,
+        &["delete", "approvalpolicy", &policy_name],
+        None,
+    );
+    // The ServiceAccount back whatever happened, for the tests after this one.
+    let _ = kubectl(
+        User::Admin,
+        &[
+            "create",
+            "serviceaccount",
+            "countersign",
+            "-n",
+            "countersign-system",
+        ],
+        None,
+    );
+    if let Err(error) = result {
+        bail!("{error:#}\nlast serve log:\n{}", local.log_text());
+    }
+    ensure!(local.terminate()?.success());
+    Ok(())
+}

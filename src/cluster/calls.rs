@@ -14,6 +14,11 @@ pub enum WriteError {
     Conflict(String),
     #[error("the API server did not answer within {0:?}")]
     Timeout(Duration),
+    /// 401: the API server refuses countersign's own credentials.
+    #[error(
+        "the API server refuses countersign's credentials (401 Unauthorized): its ServiceAccount token expired or was revoked"
+    )]
+    CredentialsRefused,
     #[error("{0}")]
     Api(#[from] kube::Error),
     #[error("{0}")]
@@ -28,6 +33,9 @@ pub async fn bounded<T>(
         Err(_) => Err(WriteError::Timeout(CALL_BUDGET)),
         Ok(Err(kube::Error::Api(status))) if status.code == 409 => {
             Err(WriteError::Conflict(status.message))
+        }
+        Ok(Err(kube::Error::Api(status))) if status.code == 401 => {
+            Err(WriteError::CredentialsRefused)
         }
         Ok(result) => result.map_err(WriteError::from),
     }

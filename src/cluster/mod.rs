@@ -12,6 +12,7 @@ pub mod approval_codec;
 pub mod approval_index;
 pub mod calls;
 pub mod chain;
+pub mod credentials;
 pub mod events;
 pub mod executor;
 pub mod gitops;

@@ -79,6 +79,7 @@ impl LocalInstall {
         install_namespace: &str,
         listen: SocketAddr,
         optional: OptionalRoles,
+        credentials: std::sync::Arc<crate::cluster::credentials::Credentials>,
     ) -> Result<LocalInstall, LocalError> {
         let admin_config = crate::kubeconfig::client_config(Some(kubeconfig), context)
             .await
@@ -102,6 +103,7 @@ impl LocalInstall {
             install_namespace.to_string(),
             SERVICE_ACCOUNT.to_string(),
             token_path.clone(),
+            credentials,
         ));
         let mut run_as = admin_config;
         run_as.auth_info = AuthInfo {

@@ -119,9 +119,14 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeFailure> {
         .await
         .map_err(|e| ServeFailure::Listen(args.listen, e))?;
     tokio::spawn(memory::collect_at_rest());
-    let setup = Setup::prepare(args).await?;
-    let client = Client::try_from(setup.config.clone())
-        .map_err(|e| ServeFailure::Kubeconfig(e.to_string()))?;
+    // Every response the client gets shows whether the API server still accepts its token
+    // (and local mode's renewal of that token is woken when it does not).
+    let credentials = Arc::new(crate::cluster::credentials::Credentials::default());
+    let setup = Setup::prepare(args, &credentials).await?;
+    let client = kube::client::ClientBuilder::try_from(setup.config.clone())
+        .map_err(|e| ServeFailure::Kubeconfig(e.to_string()))?
+        .with_layer(&crate::cluster::credentials::layer(credentials.clone()))
+        .build();
     let metrics = Metrics::new();
     let caches = Caches::start(&client);
     let seal_key = Arc::new(seal_key::load_or_create(&client, &args.install_namespace).await);
@@ -169,6 +174,7 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeFailure> {
             seal_key,
         }),
         ready: caches.ready.clone(),
+        credentials: credentials.clone(),
         metrics,
         require_client_certificate: client_auth.is_some(),
     });
@@ -237,7 +243,10 @@ struct Setup {
 }
 
 impl Setup {
-    async fn prepare(args: &ServeArgs) -> Result<Setup, ServeFailure> {
+    async fn prepare(
+        args: &ServeArgs,
+        credentials: &Arc<crate::cluster::credentials::Credentials>,
+    ) -> Result<Setup, ServeFailure> {
         if args.local {
             let kubeconfig = args
                 .kubeconfig
@@ -252,6 +261,7 @@ impl Setup {
                     restore_webhooks: args.restore_webhook_configurations,
                     gitops: args.gitops,
                 },
+                credentials.clone(),
             )
             .await?;
             return Ok(Setup {

@@ -3,6 +3,7 @@
 //! ServiceAccount token works inside a pod.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
@@ -10,11 +11,16 @@ use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::PostParams;
 use kube::{Api, Client};
 
+use crate::cluster::credentials::Credentials;
+
 /// How long each token lives. Renewed at half its life, so a failed renewal has time to retry.
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 
 /// After a failed renewal, try again this soon.
 const RETRY: Duration = Duration::from_secs(10);
+
+/// kube's client reads a token file again at least this often (kube-client's `TokenFile`).
+const RELOAD: Duration = Duration::from_secs(70);
 
 /// Request a token for `namespace/name` and write it to `path` (mode 0600, replaced
 /// atomically so a reader never sees half a token).
@@ -45,12 +51,35 @@ pub async fn issue(
     write_private(path, &token).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Keep the token at `path` fresh until the task is dropped.
-pub async fn keep_fresh(issuer: Client, namespace: String, name: String, path: PathBuf) {
+/// Keep the token at `path` fresh until the task is dropped: renewed at half its life, and
+/// at once when the API server begins refusing the one in use (`credentials`: it expired
+/// while renewals failed, or was revoked); while renewals fail, retried every [`RETRY`].
+pub async fn keep_fresh(
+    issuer: Client,
+    namespace: String,
+    name: String,
+    path: PathBuf,
+    credentials: Arc<Credentials>,
+) {
     let mut wait = TOKEN_LIFETIME / 2;
+    let mut handled = credentials.runs();
     loop {
-        tokio::time::sleep(wait).await;
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = credentials.refusal_after(handled) => {
+                tracing::warn!("the ServiceAccount token is refused; renewing it now");
+            }
+        }
+        handled = credentials.runs();
         wait = match issue(&issuer, &namespace, &name, &path).await {
+            // kube's client reads the file again within a minute; if the API server still
+            // refuses the token after that, renew once more.
+            Ok(()) if credentials.refused_for().is_some() => {
+                tracing::info!(
+                    "ServiceAccount token renewed while refused; the client reads it within a minute"
+                );
+                RELOAD
+            }
             Ok(()) => {
                 tracing::debug!("ServiceAccount token renewed");
                 TOKEN_LIFETIME / 2

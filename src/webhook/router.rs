@@ -15,6 +15,7 @@ use axum::routing::{get, post};
 use super::client_auth::Caller;
 use super::review::{ReviewPath, Webhook};
 use crate::api::ApprovalPhase;
+use crate::cluster::credentials::Credentials;
 use crate::telemetry::{CacheLabels, Metrics, PhaseLabels, UnauthenticatedLabels};
 
 /// The largest body accepted: an AdmissionReview carries the object and the old object, and
@@ -28,6 +29,8 @@ pub struct AppState {
     pub webhook: Option<Webhook>,
     /// Set once every cache has synced.
     pub ready: Arc<AtomicBool>,
+    /// Whether the API server accepts countersign's credentials (its token).
+    pub credentials: Arc<Credentials>,
     pub metrics: Arc<Metrics>,
     /// Reviews need an accepted client certificate (`--client-ca-file`); without one the
     /// answer is 401 and nothing is done.
@@ -55,15 +58,31 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Ready once every cache has synced, and while the API server accepts countersign's
+/// credentials: with its token refused the caches go stale and nothing can be written, so
+/// traffic should go to a replica that can still act.
 async fn readyz(State(state): State<AppState>) -> Response {
-    if state.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, "ok").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "caches are not synced yet").into_response()
+    if !state.ready.load(Ordering::Acquire) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "caches are not synced yet").into_response();
+    }
+    match state.credentials.refused_for() {
+        None => (StatusCode::OK, "ok").into_response(),
+        Some(refused) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the API server has refused countersign's credentials (401 Unauthorized) for {}s: its ServiceAccount token expired or was revoked and no accepted one has replaced it",
+                refused.as_secs()
+            ),
+        )
+            .into_response(),
     }
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
+    state
+        .metrics
+        .api_credentials_refused
+        .set(i64::from(state.credentials.refused_for().is_some()));
     if let Some(webhook) = &state.webhook {
         let sizes = webhook.snapshot.sizes();
         for (cache, size) in [
@@ -183,6 +202,7 @@ mod tests {
         AppState {
             webhook: webhook.then(|| offline_webhook(metrics.clone())),
             ready: Arc::new(AtomicBool::new(false)),
+            credentials: Arc::new(Credentials::default()),
             metrics,
             require_client_certificate,
         }
@@ -265,6 +285,15 @@ mod tests {
         let (status, _, body) = call(&state, get("/readyz")).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
         state.ready.store(true, Ordering::Release);
+        let (status, _, _) = call(&state, get("/readyz")).await;
+        assert_eq!(status, StatusCode::OK);
+        // The API server refuses countersign's token: not ready, and why; ready again once
+        // a request is accepted.
+        state.credentials.saw(StatusCode::UNAUTHORIZED);
+        let (status, _, body) = call(&state, get("/readyz")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("refused countersign's credentials"), "{body}");
+        state.credentials.saw(StatusCode::OK);
         let (status, _, _) = call(&state, get("/readyz")).await;
         assert_eq!(status, StatusCode::OK);
         let (status, content_type, body) = call(&state, get("/metrics")).await;
