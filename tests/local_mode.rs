@@ -1163,16 +1163,24 @@ async fn while_countersign_is_down_only_gated_kinds_in_gated_namespaces_are_held
             );
             std::thread::sleep(Duration::from_millis(300));
         }
-        // Namespaces stay writable.
-        ensure!(
-            kubectl(
-                User::Admin,
-                &["label", "namespace", &free, "team=shop"],
-                None
-            )?
-            .status
-            .success()
-        );
+        // Namespaces stay writable, but for their labels: a relabel could take one out of a
+        // policy's reach, and nobody could name its author afterwards, so it waits for
+        // countersign.
+        let annotated = kubectl(
+            User::Admin,
+            &["annotate", "namespace", &free, "team=shop"],
+            None,
+        )?;
+        ensure!(annotated.status.success(), "{}", text(&annotated));
+        for ns in [&free, &gated] {
+            let relabelled = kubectl(User::Admin, &["label", "namespace", ns, "team=shop"], None)?;
+            ensure!(
+                !relabelled.status.success()
+                    && text(&relabelled).contains("namespace-labels.countersign.dev"),
+                "{ns} relabelled while countersign is down: {}",
+                text(&relabelled)
+            );
+        }
         anyhow::Ok(())
     }
     .await;

@@ -91,7 +91,32 @@ struct Hook {
     gated_namespaces_only: bool,
     /// `Ignore` only where a namespace must stay writable while countersign is down.
     fails_open: bool,
+    /// A match condition on whether the write changes the object's labels.
+    labels: LabelChanges,
 }
+
+/// Which writes a hook is sent, by what they do to the object's labels.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LabelChanges {
+    /// Every write.
+    Any,
+    /// Creations, and updates that leave the labels as they were.
+    Unchanged,
+    /// Updates that change the labels.
+    Changed,
+}
+
+/// CEL: the labels of an update's new and old object are the same.
+const LABELS_UNCHANGED: &str = "(has(object.metadata.labels) ? object.metadata.labels : {}) == (has(oldObject.metadata.labels) ? oldObject.metadata.labels : {})";
+
+/// Namespaces, made and changed.
+const NAMESPACE_RULES: &[Rule] = &[Rule {
+    group: "",
+    version: "v1",
+    resources: &["namespaces"],
+    operations: &["CREATE", "UPDATE"],
+    scope: "Cluster",
+}];
 
 /// Workload kinds gated by default (SPEC §1.1). A policy's `match.kinds` selects among the
 /// kinds the API server sends.
@@ -145,6 +170,7 @@ const VALIDATING_HOOKS: &[Hook] = &[
         skips_workload_controllers: true,
         gated_namespaces_only: true,
         fails_open: false,
+        labels: LabelChanges::Any,
     },
     Hook {
         // Reviews are appended by approvers; requests made ahead of time are created by
@@ -169,6 +195,7 @@ const VALIDATING_HOOKS: &[Hook] = &[
         skips_workload_controllers: false,
         gated_namespaces_only: false,
         fails_open: false,
+        labels: LabelChanges::Any,
     },
     Hook {
         // The audit trail is append-only: no UPDATE, no DELETE but retention's, no CREATE
@@ -187,6 +214,7 @@ const VALIDATING_HOOKS: &[Hook] = &[
         skips_workload_controllers: false,
         gated_namespaces_only: false,
         fails_open: false,
+        labels: LabelChanges::Any,
     },
     Hook {
         // Malformed or infeasible policies are refused at admission, with the field named.
@@ -205,6 +233,7 @@ const VALIDATING_HOOKS: &[Hook] = &[
         skips_workload_controllers: false,
         gated_namespaces_only: false,
         fails_open: false,
+        labels: LabelChanges::Any,
     },
 ];
 
@@ -227,6 +256,7 @@ const MUTATING_HOOKS: &[Hook] = &[
         skips_workload_controllers: false,
         gated_namespaces_only: false,
         fails_open: false,
+        labels: LabelChanges::Any,
     },
     Hook {
         // Stamps who made a policy's current spec (and restores the stamp on writes that do
@@ -246,28 +276,37 @@ const MUTATING_HOOKS: &[Hook] = &[
         skips_workload_controllers: false,
         gated_namespaces_only: false,
         fails_open: false,
+        labels: LabelChanges::Any,
     },
     Hook {
         // Keeps the `countersign.dev/gated` label of a namespace as the policies say, on
         // every write of it: a new namespace is gated from its first workload, and nobody
         // takes a gated namespace out of the workload webhook's reach by editing the label.
-        // It fails open so that namespaces stay writable while countersign is down (the
-        // operator puts the label right when it is back).
+        // Writes that leave the labels alone fail open, so that namespaces stay writable
+        // while countersign is down (the operator puts the label right when it is back).
         name: "namespaces.countersign.dev",
         path: paths::LABEL_NAMESPACES,
-        rules: &[Rule {
-            group: "",
-            version: "v1",
-            resources: &["namespaces"],
-            operations: &["CREATE", "UPDATE"],
-            scope: "Cluster",
-        }],
+        rules: NAMESPACE_RULES,
         excludes_system_namespaces: true,
-        // A namespace leaving a policy's reach is audited (not on a dry run).
         side_effects: "NoneOnDryRun",
         skips_workload_controllers: false,
         gated_namespaces_only: false,
         fails_open: true,
+        labels: LabelChanges::Unchanged,
+    },
+    Hook {
+        // The same, for updates that change a namespace's labels: they can take it out of a
+        // policy's reach, which is audited with its author or refused (not on a dry run), so
+        // they fail closed: while countersign is down nobody relabels a namespace unseen.
+        name: "namespace-labels.countersign.dev",
+        path: paths::LABEL_NAMESPACES,
+        rules: NAMESPACE_RULES,
+        excludes_system_namespaces: true,
+        side_effects: "NoneOnDryRun",
+        skips_workload_controllers: false,
+        gated_namespaces_only: false,
+        fails_open: false,
+        labels: LabelChanges::Changed,
     },
 ];
 
@@ -414,19 +453,32 @@ impl Common {
                 match_labels: None,
             }
         });
-        let match_conditions = hook.skips_workload_controllers.then(|| {
+        let mut conditions = Vec::new();
+        if hook.skips_workload_controllers {
             let controllers: Vec<String> = controller_usernames()
                 .iter()
                 .map(|user| format!("'{user}'"))
                 .collect();
-            vec![MatchCondition {
+            conditions.push(MatchCondition {
                 name: "not-a-workload-controller".into(),
                 expression: format!(
                     "!(request.userInfo.username in [{}]) && !(request.resource.resource == 'pods' && request.userInfo.username.startsWith('system:node:'))",
                     controllers.join(", ")
                 ),
-            }]
-        });
+            });
+        }
+        match hook.labels {
+            LabelChanges::Any => {}
+            LabelChanges::Unchanged => conditions.push(MatchCondition {
+                name: "labels-unchanged".into(),
+                expression: format!("request.operation != 'UPDATE' || {LABELS_UNCHANGED}"),
+            }),
+            LabelChanges::Changed => conditions.push(MatchCondition {
+                name: "labels-changed".into(),
+                expression: format!("request.operation == 'UPDATE' && !({LABELS_UNCHANGED})"),
+            }),
+        }
+        let match_conditions = (!conditions.is_empty()).then_some(conditions);
         Common {
             match_conditions,
             name: hook.name.into(),
