@@ -413,6 +413,27 @@ mod tests {
         }
     }
 
+    /// A review of a change in `shop` at minute 1.
+    fn review_in_shop<'a>(
+        dry_run: bool,
+        requester: &'a UserInfo,
+        caller: &'a ReviewCaller,
+        seal_key: &'a SealKey,
+    ) -> WorkloadReview<'a> {
+        WorkloadReview {
+            dry_run,
+            requester,
+            namespace: "shop",
+            target: ObjectReference::default(),
+            old_version: "",
+            install_namespace: "countersign-system",
+            replica: "r",
+            caller,
+            seal_key,
+            now: minutes(1),
+        }
+    }
+
     /// The request could not be opened (the API server or the other replica was away): the
     /// denial says so and names no request to approve, so nobody approves a name that
     /// does not exist; it says to apply again.
@@ -424,18 +445,7 @@ mod tests {
             authentication: CallerAuthentication::ClientCertificate,
             name: None,
         };
-        let review = WorkloadReview {
-            dry_run: false,
-            requester: &requester,
-            namespace: "shop",
-            target: ObjectReference::default(),
-            old_version: "",
-            install_namespace: "countersign-system",
-            replica: "r",
-            caller: &caller,
-            seal_key: &seal_key,
-            now: minutes(1),
-        };
+        let review = review_in_shop(false, &requester, &caller, &seal_key);
         let mut decision = requiring(None);
         decision.reasons = vec![
             "approval required by policy p: no DeploymentApproval for this change yet (requested as shop/web-1)".into(),
@@ -514,18 +524,7 @@ mod tests {
                 authentication,
                 name: None,
             };
-            let review = WorkloadReview {
-                dry_run: true,
-                requester: &requester,
-                namespace: "shop",
-                target: ObjectReference::default(),
-                old_version: "",
-                install_namespace: "countersign-system",
-                replica: "r",
-                caller: &caller,
-                seal_key: &seal_key,
-                now: minutes(1),
-            };
+            let review = review_in_shop(true, &requester, &caller, &seal_key);
             let member = sync_member(&review, &requiring(sync));
             assert_eq!(member.is_some(), joins, "{what}");
             if let Some((joined, member)) = member {
