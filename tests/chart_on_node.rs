@@ -217,6 +217,9 @@ impl Drop for Release {
 
 const SELECTOR: &str = "app.kubernetes.io/name=countersign";
 
+/// One release at a time: each owns the webhook configurations `countersign`.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The release's Pods that are Ready and not being deleted: name → containerID.
 fn ready_pods(namespace: &str) -> Result<HashMap<String, String>> {
     let pods = kubectl_json(&["get", "pods", "-n", namespace, "-l", SELECTOR])?;
@@ -387,22 +390,13 @@ fn tally(seen: &[Attempt]) -> (usize, usize, usize) {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_chart_runs_on_a_real_node_and_survives_failover_drain_and_upgrade() -> Result<()> {
-    let Some(setup) = NodeAndImage::find()? else {
-        return Ok(());
-    };
+/// `helm install` of the chart into `namespace` with the chart's defaults (self-managed
+/// certificates), but for the image, the way onto the real node, and who may call the
+/// webhook, which the chart makes one say: countersign authenticates the API server by its
+/// client certificate (docs/install.md). The values file it wrote.
+fn install(setup: &NodeAndImage, namespace: &str) -> Result<PathBuf> {
     let cluster = TestCluster::get();
-    setup.load()?;
-
-    let namespace = unique_name("chart-node");
-    let release = Release {
-        namespace: namespace.clone(),
-    };
     let values_file = std::env::temp_dir().join(format!("{namespace}-values.json"));
-    // The chart's defaults (self-managed certificates), but for the image, the way onto the
-    // real node, and who may call the webhook, which the chart makes one say: countersign
-    // authenticates the API server by its client certificate (docs/install.md).
     let client_ca = std::fs::read_to_string(cluster.webhook_client_ca())?;
     let client_name = cluster
         .client_auth_args()
@@ -427,7 +421,7 @@ async fn the_chart_runs_on_a_real_node_and_survives_failover_drain_and_upgrade()
         "countersign",
         chart,
         "-n",
-        &namespace,
+        namespace,
         "--create-namespace",
         "--take-ownership",
         "--force-conflicts",
@@ -439,6 +433,27 @@ async fn the_chart_runs_on_a_real_node_and_survives_failover_drain_and_upgrade()
         "helm install: {}",
         text(&installed)
     );
+
+    Ok(values_file)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chart_runs_on_a_real_node_and_survives_failover_drain_and_upgrade() -> Result<()> {
+    let Some(setup) = NodeAndImage::find()? else {
+        return Ok(());
+    };
+    let _one = ONE_AT_A_TIME.lock().await;
+    let cluster = TestCluster::get();
+    setup.load()?;
+
+    let namespace = unique_name("chart-node");
+    let release = Release {
+        namespace: namespace.clone(),
+    };
+    let values_file = install(&setup, &namespace)?;
+    let chart = root().join("charts/countersign");
+    let chart = chart.to_str().context("a UTF-8 path")?;
+    let values_arg = values_file.to_str().context("a UTF-8 path")?;
 
     // Two Pods Ready on the real node, each a process of uid 65532 on a read-only root.
     let installed_at = Instant::now();
@@ -859,4 +874,135 @@ async fn the_chart_runs_on_a_real_node_and_survives_failover_drain_and_upgrade()
     assert_eq!(attempt(&unapproved)?, Attempt::Admitted);
     drop(release);
     Ok(())
+}
+
+/// Changes in the flow the kills cut through, and the kills.
+const KILLED_FLOW_CHANGES: usize = 100;
+const KILLS: usize = 20;
+
+/// Twenty SIGKILLs of `serve` on the real node, leader and not by turns, each at a random
+/// step of a flow of a hundred changes through the chart's two replicas (the kubelet starts
+/// the killed container again in its Pod). Nothing may be lost or repeated: every request
+/// ends Deployed, each Deployment changed once, each step in the trail exactly once, the
+/// audit chain intact. `COUNTERSIGN_FAULT_SEED` replays a run's kill points (it prints its
+/// seed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_sigkills_across_a_hundred_changes_lose_and_repeat_nothing() -> Result<()> {
+    use support::changes::{self, Flow, STEP_LIMIT};
+    let Some(setup) = NodeAndImage::find()? else {
+        return Ok(());
+    };
+    let _one = ONE_AT_A_TIME.lock().await;
+    setup.load()?;
+    let namespace = unique_name("chart-kills");
+    let release = Release {
+        namespace: namespace.clone(),
+    };
+    install(&setup, &namespace)?;
+    two_ready(&namespace, Duration::from_secs(180))?;
+    support::countersign::grant_approvers(TestCluster::get())?;
+    let workloads = TestNamespace::create("chart-kills-flow", None).await?;
+    let ns = workloads.name().to_string();
+    let policy = unique_name("chart-kills");
+    let result = async {
+        changes::prepare(&ns, KILLED_FLOW_CHANGES, &policy)?;
+        let seed = std::env::var("COUNTERSIGN_FAULT_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| jiff::Timestamp::now().as_nanosecond() as u64);
+        let mut random = SplitMix(seed);
+        let flow = Flow::start(&ns, KILLED_FLOW_CHANGES, 3);
+        // Kill points: random steps over the flow's first nine tenths, in order.
+        let mut points: Vec<usize> = (0..KILLS)
+            .map(|_| (random.next() % (flow.steps() as u64 * 9 / 10)) as usize)
+            .collect();
+        points.sort();
+        let mut killed = Vec::new();
+        for (k, point) in points.iter().enumerate() {
+            flow.until_step(*point, STEP_LIMIT * 4)?;
+            if flow.ended() {
+                break; // A failed change: `finish` says which.
+            }
+            // Both replicas up, so that each kill hits a serving process.
+            let pods = two_ready(&namespace, Duration::from_secs(120))?;
+            let (leader, _) = leader(&namespace)?.context("no leader")?;
+            let (pod, container) = pods
+                .iter()
+                .find(|(pod, _)| (**pod == leader) == (k % 2 == 0))
+                .context("no Pod of the role to kill")?;
+            let pid = setup.container_pid(container)?;
+            let status = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status()?;
+            ensure!(status.success(), "kill -KILL {pid}: {status}");
+            killed.push(format!(
+                "{} at step {}",
+                if *pod == leader { "leader" } else { "other" },
+                flow.done()
+            ));
+            // Then a random pause of up to 3 s before the next point counts.
+            std::thread::sleep(Duration::from_millis(random.next() % 3000));
+        }
+        let requests = flow.finish()?;
+        ensure!(killed.len() == KILLS, "only {} kills: {killed:?}", killed.len());
+        let counts = changes::count(&ns, &namespace, KILLED_FLOW_CHANGES, &requests)?;
+        let restarts: u64 = kubectl_json(&["get", "pods", "-n", &namespace, "-l", SELECTOR])?["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|pod| pod["status"]["containerStatuses"][0]["restartCount"].as_u64())
+            .sum();
+        ensure!(
+            restarts >= KILLS as u64,
+            "{restarts} container restarts for {KILLS} kills"
+        );
+        let verified = until("audit verify intact", Duration::from_secs(60), || {
+            let out = Command::new(env!("CARGO_BIN_EXE_countersign"))
+                .args(["audit", "verify", "--grace", "0s", "--install-namespace", &namespace])
+                .arg("--kubeconfig")
+                .arg(TestCluster::get().kubeconfig())
+                .args(["--context", User::Admin.name()])
+                .output()?;
+            Ok(if out.status.success() {
+                Ok(text(&out))
+            } else {
+                Err(text(&out))
+            })
+        })?;
+        println!(
+            "faults: {KILLS} SIGKILLs of serve (seed {seed}: {}) across {KILLED_FLOW_CHANGES} changes, two replicas: {counts}; {restarts} container restarts; audit verify: {}",
+            killed.join(", "),
+            verified.lines().next().unwrap_or_default()
+        );
+        anyhow::Ok(())
+    }
+    .await;
+    let _ = kubectl(User::Admin, &["delete", "approvalpolicy", &policy], None);
+    if result.is_err() {
+        for pod in ready_pods(&namespace).unwrap_or_default().keys() {
+            let log = kubectl(
+                User::Admin,
+                &["logs", pod, "-n", &namespace, "--tail=40"],
+                None,
+            );
+            if let Ok(log) = log {
+                eprintln!("--- {pod}\n{}", text(&log));
+            }
+        }
+    }
+    drop(release);
+    result
+}
+
+/// SplitMix64: the kill points, replayable from the seed a run prints.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
 }

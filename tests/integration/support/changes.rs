@@ -39,13 +39,16 @@ pub fn web(ns: &str, i: usize, version: &str) -> Value {
 /// The flow's Deployments at their first version (made before the policy, so ungated), and
 /// policy `policy` (alice approves every change in `ns`), Ready.
 pub fn prepare(ns: &str, changes: usize, policy: &str) -> Result<()> {
+    // Retried: a countersign just installed may not answer yet (its CA bundle on its way
+    // into the configurations, its endpoints not ready).
+    let applied = |what: String, object: &Value| {
+        until(&what, || {
+            let out = kubectl(User::Admin, &["apply", "-f", "-"], Some(object))?;
+            Ok(out.status.success().then_some(()))
+        })
+    };
     for i in 0..changes {
-        let created = kubectl(
-            User::Admin,
-            &["apply", "-f", "-"],
-            Some(&web(ns, i, "1.26")),
-        )?;
-        ensure!(created.status.success(), "{}", text(&created));
+        applied(format!("web-{i}"), &web(ns, i, "1.26"))?;
     }
     let policy = json!({
         "apiVersion": "countersign.dev/v1alpha1", "kind": "ApprovalPolicy",
@@ -53,8 +56,7 @@ pub fn prepare(ns: &str, changes: usize, policy: &str) -> Result<()> {
         "spec": { "match": { "namespaces": [ns] },
             "approval": { "levels": [{ "name": "leads", "approvers": [{ "user": "alice" }] }] } },
     });
-    let applied = kubectl(User::Admin, &["apply", "-f", "-"], Some(&policy))?;
-    ensure!(applied.status.success(), "{}", text(&applied));
+    applied("the policy".into(), &policy)?;
     let ready = kubectl(
         User::Admin,
         &[
@@ -155,11 +157,7 @@ fn change(ns: &str, i: usize, progress: &AtomicUsize) -> Result<String> {
             !out.status.success(),
             "web-{i} admitted before approval: {said}"
         );
-        Ok(said
-            .split("kubectl countersign approve ")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .map(str::to_string))
+        Ok(request_named(&said))
     })?;
     progress.fetch_add(1, Ordering::SeqCst);
     // A review whose answer was lost is sent again, as a careful approver would after an
@@ -195,6 +193,22 @@ fn change(ns: &str, i: usize, progress: &AtomicUsize) -> Result<String> {
     })?;
     progress.fetch_add(1, Ordering::SeqCst);
     Ok(name)
+}
+
+/// The request a denial names: on the attempt that opened it ("approve with: kubectl
+/// countersign approve NAME"), or on a later one ("approval NAME is pending"), when the
+/// attempt that opened it got no answer (the replica was killed after the write).
+fn request_named(said: &str) -> Option<String> {
+    let opened = said
+        .split("kubectl countersign approve ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next());
+    let pending = said
+        .split("approval ")
+        .find_map(|rest| rest.split_once(" is pending"))
+        .map(|(name, _)| name)
+        .filter(|name| !name.contains(char::is_whitespace));
+    opened.or(pending).map(str::to_string)
 }
 
 /// Calls `step` until it gives a value, up to [`STEP_LIMIT`]; an error of the step itself
