@@ -465,17 +465,22 @@ pub fn manifest(data: &[u8]) {
 
 /// A document read once, written as JSON and read again, is the same value: what `check`
 /// judges is what kubectl would send. Not for nesting beyond what the reader takes (block
-/// nesting is not pre-scanned, its JSON is) nor for a string holding characters a YAML
-/// stream may not carry raw (an escaped `\uFFFE`, written raw in the JSON).
+/// nesting is not pre-scanned, its JSON is), nor for a string holding characters a YAML
+/// stream may not carry raw (an escaped `\uFFFE`, written raw in the JSON), nor for one
+/// holding YAML 1.1's other line breaks (NEL, LS, PS): serde_json writes them raw, and the
+/// YAML parser folds a raw NEL inside a quoted scalar to a space
+/// (`fuzz/regressions/manifest/json-string-with-nel.yaml`; docs/security.md).
 fn round_trip(document: &Value) {
     let json = serde_json::to_string(document)
         .unwrap_or_else(|e| panic!("a document encodes as JSON: {e}"));
-    match input::documents(Path::new("again.json"), &json) {
-        Ok(again) => assert_eq!(again.as_slice(), std::slice::from_ref(document), "{json}"),
-        Err(error) => assert!(
-            depth(document) > MAX_NESTING || !yaml_printable(document),
-            "a document read once reads again: {error}\n{json}"
-        ),
+    if yaml_printable(document) {
+        match input::documents(Path::new("again.json"), &json) {
+            Ok(again) => assert_eq!(again.as_slice(), std::slice::from_ref(document), "{json}"),
+            Err(error) => assert!(
+                depth(document) > MAX_NESTING,
+                "a document read once reads again: {error}\n{json}"
+            ),
+        }
     }
     // The canonical form (the digest's input) is JSON that reads back as the same value.
     let canonical = canonical_json(document);
@@ -492,13 +497,13 @@ fn depth(value: &Value) -> usize {
     }
 }
 
-/// Every string (and key) holds only characters YAML allows raw in a stream.
+/// Every string (and key) holds only characters YAML reads raw as themselves.
 fn yaml_printable(value: &Value) -> bool {
     let printable = |text: &str| {
         text.chars().all(|c| {
             c < ' ' // escaped in JSON
-                || matches!(c, ' '..='~' | '\u{85}')
-                || ('\u{A0}'..='\u{D7FF}').contains(&c)
+                || (' '..='~').contains(&c)
+                || ('\u{A0}'..='\u{D7FF}').contains(&c) && !matches!(c, '\u{2028}' | '\u{2029}')
                 || ('\u{E000}'..='\u{FFFD}').contains(&c) && c != '\u{FEFF}'
                 || c >= '\u{10000}'
         })
