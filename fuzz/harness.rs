@@ -469,11 +469,13 @@ pub fn manifest(data: &[u8]) {
 /// stream may not carry raw (an escaped `\uFFFE`, written raw in the JSON), nor for one
 /// holding YAML 1.1's other line breaks (NEL, LS, PS): serde_json writes them raw, and the
 /// YAML parser folds a raw NEL inside a quoted scalar to a space
-/// (`fuzz/regressions/manifest/json-string-with-nel.yaml`; docs/security.md).
+/// (`fuzz/regressions/manifest/json-string-with-nel.yaml`), nor for a key longer than YAML's
+/// 1024-character limit on an implicit key, which JSON writes implicit
+/// (`fuzz/regressions/manifest/json-key-over-1024.yaml`); docs/security.md.
 fn round_trip(document: &Value) {
     let json = serde_json::to_string(document)
         .unwrap_or_else(|e| panic!("a document encodes as JSON: {e}"));
-    if yaml_printable(document) {
+    if yaml_printable(document) && !long_key(document) {
         match input::documents(Path::new("again.json"), &json) {
             Ok(again) => assert_eq!(again.as_slice(), std::slice::from_ref(document), "{json}"),
             Err(error) => assert!(
@@ -487,6 +489,17 @@ fn round_trip(document: &Value) {
     let read: Value = serde_json::from_str(&canonical)
         .unwrap_or_else(|e| panic!("canonical JSON is JSON: {e}\n{canonical}"));
     assert_eq!(canonical_json(&read), canonical, "canonical JSON is stable");
+}
+
+/// Some key, as JSON writes it, is longer than YAML's limit on an implicit key.
+fn long_key(value: &Value) -> bool {
+    match value {
+        Value::Array(items) => items.iter().any(long_key),
+        Value::Object(map) => map
+            .iter()
+            .any(|(k, v)| serde_json::to_string(k).map_or(true, |k| k.len() > 1000) || long_key(v)),
+        _ => false,
+    }
 }
 
 fn depth(value: &Value) -> usize {
