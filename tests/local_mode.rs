@@ -92,8 +92,23 @@ async fn sigterm_removes_the_configurations_and_exits_zero() -> Result<()> {
         assert!(hook.client_config.ca_bundle.is_some());
         assert_eq!(hook.failure_policy.as_deref(), Some("Fail"));
     }
-    // Review stamping, policy authors, the namespace labeller.
-    assert_eq!(mutating.webhooks.iter().flatten().count(), 3);
+    // Review stamping, policy authors, the namespace labeller (writes that keep the labels,
+    // failing open; relabels, failing closed).
+    let mutating_hooks: Vec<(&str, Option<&str>)> = mutating
+        .webhooks
+        .iter()
+        .flatten()
+        .map(|hook| (hook.name.as_str(), hook.failure_policy.as_deref()))
+        .collect();
+    assert_eq!(
+        mutating_hooks,
+        [
+            ("reviews.countersign.dev", Some("Fail")),
+            ("policy-authors.countersign.dev", Some("Fail")),
+            ("namespaces.countersign.dev", Some("Ignore")),
+            ("namespace-labels.countersign.dev", Some("Fail")),
+        ]
+    );
     // The ServiceAccount it runs as cannot read Secrets across namespaces (only a
     // notification sink's, by name, in its own; it creates and updates deploy tokens'
     // ones: a patch or a deletion would answer with a Secret's contents), touch
