@@ -30,18 +30,67 @@ pub fn numbered_documents(file: &Path, text: &str) -> Result<Vec<(usize, Value)>
 }
 
 /// Every document of a file, an empty one (a trailing `---`) as `null`.
+///
+/// A file whose first non-blank character is `{` is read as a stream of JSON values, as
+/// kubectl reads it (its `YAMLOrJSONDecoder` makes the same test), and anything else as
+/// YAML. JSON is not read through the YAML parser: YAML 1.1 folds a raw NEL (U+0085) in a
+/// quoted scalar to a space and refuses an implicit key over 1,024 characters, both of
+/// which JSON carries, so `check` would digest another object than the API server sees.
 pub(super) fn all_documents(file: &Path, text: &str) -> Result<Vec<Value>, InputError> {
     refuse_deep_nesting(file, text)?;
+    if text.trim_start().starts_with('{') {
+        json_documents(file, text)
+    } else {
+        yaml_documents(file, text)
+    }
+}
+
+fn yaml_documents(file: &Path, text: &str) -> Result<Vec<Value>, InputError> {
+    yaml_serde::Deserializer::from_str(text)
+        .map(|document| read_document(file, text, "YAML or JSON", document))
+        .collect()
+}
+
+/// A stream of JSON values: each is found first (serde_json's stream reader takes no seed),
+/// then read as a manifest value.
+fn json_documents(file: &Path, text: &str) -> Result<Vec<Value>, InputError> {
+    let mut stream = serde_json::Deserializer::from_str(text).into_iter::<de::IgnoredAny>();
     let mut out = Vec::new();
-    for document in yaml_serde::Deserializer::from_str(text) {
-        let refused = Cell::new(false);
-        let mut track = serde_path_to_error::Track::new();
-        let seed = ManifestValue {
-            text,
-            refused: &refused,
-        };
-        let result = seed.deserialize(serde_path_to_error::Deserializer::new(document, &mut track));
-        let value = result.map_err(|e| {
+    loop {
+        let start = stream.byte_offset();
+        match stream.next() {
+            None => return Ok(out),
+            Some(Err(e)) => {
+                return Err(InputError::new(file, None, format!("not valid JSON: {e}")));
+            }
+            Some(Ok(_)) => {
+                let one = &text[start..stream.byte_offset()];
+                let mut document = serde_json::Deserializer::from_str(one);
+                out.push(read_document(file, text, "JSON", &mut document)?);
+            }
+        }
+    }
+}
+
+/// One document as a manifest value, an error naming the field where one is known and
+/// the syntax (`syntax`) the document was read as.
+fn read_document<'de, D: serde::Deserializer<'de>>(
+    file: &Path,
+    text: &str,
+    syntax: &str,
+    document: D,
+) -> Result<Value, InputError>
+where
+    D::Error: std::fmt::Display,
+{
+    let refused = Cell::new(false);
+    let mut track = serde_path_to_error::Track::new();
+    let seed = ManifestValue {
+        text,
+        refused: &refused,
+    };
+    seed.deserialize(serde_path_to_error::Deserializer::new(document, &mut track))
+        .map_err(|e| {
             let field = track.path().to_string();
             let message = without_path(&field, &e);
             InputError::new(
@@ -50,13 +99,10 @@ pub(super) fn all_documents(file: &Path, text: &str) -> Result<Vec<Value>, Input
                 if refused.get() {
                     message
                 } else {
-                    format!("not valid YAML or JSON: {message}")
+                    format!("not valid {syntax}: {message}")
                 },
             )
-        })?;
-        out.push(value);
-    }
-    Ok(out)
+        })
 }
 
 /// 2^63 and 2^64 as doubles: the bounds of the 64-bit integer range.
@@ -400,5 +446,65 @@ mod tests {
             "{message}"
         );
         assert!(message.contains("line"), "{message}");
+    }
+
+    #[test]
+    fn a_file_starting_with_a_brace_is_read_as_json_as_kubectl_reads_it() {
+        let read = |text: &str| documents(Path::new("x.json"), text).map_err(|e| e.to_string());
+        let long_key = "k".repeat(2000);
+        let cases: Vec<(String, Result<Vec<Value>, &str>)> = vec![
+            // YAML 1.1 folds a raw NEL in a quoted scalar to a space; JSON keeps it.
+            (
+                "{\"a\": \"x\u{85}y\"}".into(),
+                Ok(vec![json!({"a": "x\u{85}y"})]),
+            ),
+            (
+                "{\"a\": \"x\u{2028}y\"}".into(),
+                Ok(vec![json!({"a": "x\u{2028}y"})]),
+            ),
+            // YAML refuses an implicit key over 1,024 characters; JSON has no limit.
+            (
+                format!("{{\"{long_key}\": 1}}"),
+                Ok(vec![json!({ long_key.clone(): 1 })]),
+            ),
+            // A stream of values, blank-separated or not, as kubectl's decoder takes it.
+            (
+                "\n  {\"a\": 1}\n{\"b\": 2.0}{\"c\": [1.5, null]}\n".into(),
+                Ok(vec![
+                    json!({"a": 1}),
+                    json!({"b": 2}),
+                    json!({"c": [1.5, null]}),
+                ]),
+            ),
+            // Numbers as YAML reads them: integral floats are integers, big ones floats.
+            (
+                "{\"a\": 30.0, \"b\": 100000000000000000000, \"c\": -0.0}".into(),
+                Ok(vec![json!({"a": 30, "b": 1e20, "c": 0})]),
+            ),
+            // A quoted number stays a string.
+            (
+                "{\"mode\": \"0644\"}".into(),
+                Ok(vec![json!({"mode": "0644"})]),
+            ),
+            // JSON's syntax, not YAML's: no comments, no plain scalars, nothing after.
+            ("{\"a\": 1} # note".into(), Err("not valid JSON")),
+            ("{a: 1}".into(), Err("not valid JSON")),
+            ("{\"a\": 1}\n---\n".into(), Err("not valid JSON")),
+            ("{\"a\": 1e400}".into(), Err("not valid JSON")),
+            ("{\"a\": 1".into(), Err("not valid JSON")),
+        ];
+        for (text, expected) in cases {
+            match (read(&text), expected) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want, "{text}"),
+                (Err(got), Err(want)) => assert!(got.contains(want), "{text}: {got}"),
+                (got, want) => panic!("{text}: got {got:?}, want {want:?}"),
+            }
+        }
+        // A document that starts otherwise is YAML, a JSON-looking list included.
+        assert_eq!(
+            read("# made by hand\n{\"a\": 0644}").unwrap(),
+            vec![json!({"a": 420})]
+        );
+        assert_eq!(read("[{\"a\": 1}]").unwrap(), vec![json!([{"a": 1}])]);
     }
 }
