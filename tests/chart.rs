@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+use countersign::core::guard::VERSION_ANNOTATION;
 use countersign::install::rbac::{self, Grant};
 use countersign::install::webhooks::{Endpoint, mutating_configuration, validating_configuration};
 use countersign::install::{SERVICE_ACCOUNT, webhooks::CONFIGURATION_NAME};
@@ -248,9 +249,10 @@ fn service_endpoint(namespace: &str) -> Endpoint {
 }
 
 /// `expected` (countersign's own configuration) and `rendered` (the chart's) have the same
-/// webhooks, field for field, in the same order; the rendered labels include countersign's.
-/// Without `ca_bundle`, the caBundles are left out of the comparison (cert-manager injects
-/// them); metadata annotations never count (the injector's).
+/// webhooks, field for field, in the same order; the rendered labels and annotations
+/// include countersign's (the version that made them among them, which a guard of another
+/// version reads). Without `ca_bundle`, the caBundles are left out of the comparison
+/// (cert-manager injects them); other annotations (the injector's) do not count.
 fn assert_same_configuration(expected: &Value, rendered: &Value, ca_bundle: bool) {
     let kind = rendered["kind"].as_str().unwrap_or_default();
     assert_eq!(expected["kind"], rendered["kind"]);
@@ -260,6 +262,15 @@ fn assert_same_configuration(expected: &Value, rendered: &Value, ca_bundle: bool
         assert_eq!(
             &rendered["metadata"]["labels"][label], value,
             "{kind}: label {label}"
+        );
+    }
+    for (annotation, value) in expected["metadata"]["annotations"]
+        .as_object()
+        .expect("annotations")
+    {
+        assert_eq!(
+            &rendered["metadata"]["annotations"][annotation], value,
+            "{kind}: annotation {annotation}"
         );
     }
     let hooks = |configuration: &Value| -> Vec<Value> {
@@ -371,9 +382,10 @@ fn the_default_install_keeps_its_own_certificates() {
     assert!(rendered.all("Certificate").is_empty() && rendered.all("Issuer").is_empty());
     for (kind, expected) in service_configurations_without_ca() {
         let configuration = rendered.get(kind, CONFIGURATION_NAME);
-        assert!(
-            configuration["metadata"].get("annotations").is_none(),
-            "{kind}"
+        assert_eq!(
+            configuration["metadata"]["annotations"],
+            json!({ VERSION_ANNOTATION: env!("CARGO_PKG_VERSION") }),
+            "{kind}: no injector's annotation"
         );
         for hook in configuration["webhooks"].as_array().expect("webhooks") {
             assert!(
@@ -503,7 +515,10 @@ fn an_existing_secret_install_carries_the_given_ca_and_exactly_countersigns_conf
     let validating = rendered.get("ValidatingWebhookConfiguration", CONFIGURATION_NAME);
     let mutating = rendered.get("MutatingWebhookConfiguration", CONFIGURATION_NAME);
     for configuration in [validating, mutating] {
-        assert!(configuration["metadata"].get("annotations").is_none());
+        assert_eq!(
+            configuration["metadata"]["annotations"],
+            json!({ VERSION_ANNOTATION: env!("CARGO_PKG_VERSION") })
+        );
     }
     assert_same_configuration(
         &to_json(&validating_configuration(

@@ -445,6 +445,46 @@ async fn the_installed_chart_gates_under_its_own_rights_and_uninstalls_cleanly()
         }),
         "the injection is audited: {restored}"
     );
+    // The CA swapped together with another change (another version's configuration, say):
+    // the CA still goes in first, or the webhook, and with it the audit of the rest, would
+    // stay unreachable. Then the rest is audited as a change.
+    let timeout = webhook_configurations()?
+        .first()
+        .and_then(|c| c["webhooks"][0]["timeoutSeconds"].as_u64())
+        .context("the first webhook's timeout")?;
+    let slower = if timeout == 7 { 8 } else { 7 };
+    let swapped_and_slowed = json!([
+        { "op": "replace", "path": "/webhooks/0/clientConfig/caBundle", "value": "bm90IG91ciBDQQ==" },
+        { "op": "replace", "path": "/webhooks/0/timeoutSeconds", "value": slower },
+    ]);
+    support::webhook::patch_countersign_configuration(&swapped_and_slowed)?;
+    injected_until(&ca, &serve)?;
+    let said = format!("timeoutSeconds {timeout} → {slower}");
+    until(
+        "the rest audited as a change",
+        Duration::from_secs(60),
+        || {
+            let out = kubectl(
+                User::Admin,
+                &["get", "auditentries", "-n", &namespace, "-o", "json"],
+                None,
+            )?;
+            let entries: Value = serde_json::from_slice(&out.stdout)?;
+            let found = entries["items"].as_array().into_iter().flatten().any(|e| {
+                e["spec"]["action"] == "WebhookConfigurationChanged"
+                    && e["spec"]["reason"]
+                        .as_str()
+                        .is_some_and(|r| r.contains(&said) && !r.contains("caBundle"))
+            });
+            Ok(if found {
+                Ok(())
+            } else {
+                Err(format!("{entries}\n{}", serve.log_text()))
+            })
+        },
+    )?;
+    let back = json!([{ "op": "replace", "path": "/webhooks/0/timeoutSeconds", "value": timeout }]);
+    support::webhook::patch_countersign_configuration(&back)?;
     let deleted = kubectl(
         User::Admin,
         &[

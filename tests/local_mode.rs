@@ -1658,6 +1658,86 @@ async fn with_restore_a_loosened_or_deleted_webhook_configuration_is_put_back() 
         .count();
     assert_eq!(restores, 1, "one restore for one deletion");
 
+    // A configuration that says a newer countersign made it (a chart applied before its
+    // image, an upgrade rolling out) is left to that version: recorded as its change, not
+    // restored, so the two do not undo each other.
+    let before = configuration_entry_names().await?;
+    let newer = json!([
+        { "op": "add", "path": "/metadata/annotations/countersign.dev~1version", "value": "99.0.0" },
+        { "op": "add", "path": "/webhooks/0/objectSelector",
+          "value": { "matchLabels": { "next-version": "only" } } },
+    ]);
+    support::webhook::patch_countersign_configuration(&newer)?;
+    let (action, _, actor, reason) =
+        configuration_entry_until("newer version's entry", &before, |e| {
+            e.0 == "WebhookConfigurationChanged"
+        })
+        .await?;
+    assert_eq!(
+        (action.as_str(), actor.as_str()),
+        ("WebhookConfigurationChanged", "unknown")
+    );
+    assert!(
+        reason.starts_with(&format!(
+            "made by countersign 99.0.0, newer than this {}: left to it",
+            env!("CARGO_PKG_VERSION")
+        )) && reason.contains("workloads.countersign.dev: objectSelector"),
+        "{reason}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (left, _) = configurations().await?;
+    let left = left.context("the validating configuration")?;
+    let selector = left
+        .webhooks
+        .iter()
+        .flatten()
+        .next()
+        .and_then(|h| h.object_selector.clone());
+    assert!(
+        selector.is_some_and(|s| s.match_labels.is_some()),
+        "not restored over the newer version's"
+    );
+    assert!(
+        !configuration_entries()
+            .await?
+            .iter()
+            .any(|(name, e)| e.0 == "WebhookConfigurationRestored" && !before.contains(name)),
+        "no restore"
+    );
+
+    // The attack on that: an annotation that is no version does not make countersign look
+    // away. It is a change like any other, restored, with this version's annotation.
+    let before = configuration_entry_names().await?;
+    let garbage = json!([
+        { "op": "replace", "path": "/metadata/annotations/countersign.dev~1version", "value": "latest" },
+    ]);
+    support::webhook::patch_countersign_configuration(&garbage)?;
+    let (_, _, _, reason) = configuration_entry_until("changed entry", &before, |e| {
+        e.0 == "WebhookConfigurationChanged"
+    })
+    .await?;
+    assert!(
+        reason.starts_with("workloads.countersign.dev: objectSelector"),
+        "{reason}"
+    );
+    configuration_entry_until("restored entry", &before, |e| {
+        e.0 == "WebhookConfigurationRestored"
+    })
+    .await?;
+    validating_intact_until(local.port, 1)?;
+    let (restored, _) = configurations().await?;
+    let annotations = restored
+        .context("the validating configuration")?
+        .metadata
+        .annotations
+        .unwrap_or_default();
+    assert_eq!(
+        annotations
+            .get("countersign.dev/version")
+            .map(String::as_str),
+        Some(env!("CARGO_PKG_VERSION"))
+    );
+
     // Its own exit removes them, and nothing puts them back.
     let before = configuration_entry_names().await?;
     assert!(local.terminate()?.success());

@@ -19,6 +19,32 @@ use serde_json::{Map, Value, json};
 use crate::api::{AuditAction, AuditEntrySpec, AuditTarget, UserInfo};
 use crate::core::audit::trail::{PlannedEntry, Recall, object_key};
 
+/// The annotation on each configuration naming the countersign version that made it: the
+/// chart writes its appVersion, `install::webhooks` this build's version.
+pub const VERSION_ANNOTATION: &str = "countersign.dev/version";
+
+/// This build's version, as it annotates the configurations it makes.
+pub const OWN_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The version a configuration says made it, when that is a newer countersign than `own`
+/// (semantic versioning: a chart applied before its image runs, replicas of the next
+/// version rolling out). Such a configuration is the newer version's to guard: this one
+/// neither restores nor injects into it, which would undo the upgrade, and records the
+/// change as the newer version's. An annotation that is no version, or none, is not newer:
+/// writing garbage there does not make countersign look away.
+pub fn made_by_newer(configuration: &Value, own: &str) -> Option<semver::Version> {
+    let own = semver::Version::parse(own).ok()?;
+    let claimed = configuration
+        .pointer(&format!(
+            "/metadata/annotations/{}",
+            VERSION_ANNOTATION.replace('~', "~0").replace('/', "~1")
+        ))?
+        .as_str()?;
+    semver::Version::parse(claimed.trim())
+        .ok()
+        .filter(|claimed| *claimed > own)
+}
+
 /// Which of the two configurations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConfigurationKind {
@@ -78,47 +104,61 @@ pub fn drift(kind: ConfigurationKind, expected: &Value, observed: Option<&Value>
     }
 }
 
-/// When the observed configuration differs from the expected one in CA bundles alone (the
-/// bundle countersign keeps itself was renewed, or is not injected yet): the JSON Patch that
-/// sets each webhook's `clientConfig.caBundle` to the expected one, guarded by the
-/// configuration's resourceVersion. `None` when anything else differs too, or nothing.
-pub fn ca_bundle_patch(
-    kind: ConfigurationKind,
-    expected: &Value,
-    observed: &Value,
-) -> Option<json_patch::Patch> {
-    let bundles: BTreeMap<String, Value> = expected
+/// The CA bundle countersign keeps, put into the configuration in the cluster.
+#[derive(Debug)]
+pub struct CaInjection {
+    /// Sets `clientConfig.caBundle` of each webhook named in `hooks`, guarded by the
+    /// configuration's resourceVersion.
+    pub patch: json_patch::Patch,
+    /// The webhooks whose bundle differed, in the configuration's order.
+    pub hooks: Vec<String>,
+}
+
+/// When a webhook of countersign's (by name) carries another CA bundle than the expected
+/// one (the bundle countersign keeps itself was renewed, or is not injected yet): the
+/// patch that sets each such bundle, and nothing else. `None` when every bundle is right.
+///
+/// Whatever else differs: until the bundle is right the API server cannot call the
+/// webhook, and recording any other difference (an AuditEntry, admitted through the
+/// webhook) waits on that; the other differences are audited, and restored if asked, once
+/// the bundle is in. A bundle is only ever set to countersign's own CA, so an injection
+/// never lets the API server trust anyone new.
+pub fn ca_bundle_injection(expected: &Value, observed: &Value) -> Option<CaInjection> {
+    let bundles: BTreeMap<&str, &Value> = expected
         .get("webhooks")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
         .filter_map(|hook| {
-            let name = hook.get("name")?.as_str()?.to_string();
-            let bundle = hook.pointer("/clientConfig/caBundle")?.clone();
+            let name = hook.get("name")?.as_str()?;
+            let bundle = hook.pointer("/clientConfig/caBundle")?;
             Some((name, bundle))
         })
         .collect();
-    let mut patched = observed.clone();
     let mut operations = Vec::new();
-    let hooks = patched.get_mut("webhooks")?.as_array_mut()?;
-    for (index, hook) in hooks.iter_mut().enumerate() {
+    let mut hooks = Vec::new();
+    let observed_hooks = observed.get("webhooks")?.as_array()?;
+    for (index, hook) in observed_hooks.iter().enumerate() {
         let Some(name) = hook.get("name").and_then(Value::as_str) else {
             continue;
         };
         let Some(bundle) = bundles.get(name) else {
             continue;
         };
-        let config = hook.get_mut("clientConfig")?.as_object_mut()?;
-        if config.get("caBundle") != Some(bundle) {
-            config.insert("caBundle".into(), bundle.clone());
+        // A webhook without a clientConfig object is not one the API server took.
+        if !hook.get("clientConfig").is_some_and(Value::is_object) {
+            continue;
+        }
+        if hook.pointer("/clientConfig/caBundle") != Some(*bundle) {
             operations.push(json!({
                 "op": "add",
                 "path": format!("/webhooks/{index}/clientConfig/caBundle"),
                 "value": bundle,
             }));
+            hooks.push(name.to_string());
         }
     }
-    if operations.is_empty() || drift(kind, expected, Some(&patched)) != Drift::Intact {
+    if operations.is_empty() {
         return None;
     }
     let version = observed.pointer("/metadata/resourceVersion")?.clone();
@@ -126,7 +166,8 @@ pub fn ca_bundle_patch(
         0,
         json!({"op": "test", "path": "/metadata/resourceVersion", "value": version}),
     );
-    serde_json::from_value(Value::Array(operations)).ok()
+    let patch = serde_json::from_value(Value::Array(operations)).ok()?;
+    Some(CaInjection { patch, hooks })
 }
 
 /// Each webhook of a configuration by name, normalized (see [`normalized_hook`]). A webhook
@@ -347,6 +388,49 @@ pub fn changed_entry(
     differences: &[String],
     now: Timestamp,
 ) -> PlannedEntry {
+    change(kind, observed, differences_read(observed, differences), now)
+}
+
+/// The entry of a configuration made by a newer countersign (see [`made_by_newer`]): the
+/// same name as [`changed_entry`], saying whose it is and that this version leaves it be.
+pub fn newer_version_entry(
+    kind: ConfigurationKind,
+    observed: &Value,
+    newer: &semver::Version,
+    own: &str,
+    differences: &[String],
+    now: Timestamp,
+) -> PlannedEntry {
+    let reason = format!(
+        "made by countersign {newer}, newer than this {own}: left to it, neither restored nor injected; {}",
+        differences_read(observed, differences)
+    );
+    change(kind, observed, reason, now)
+}
+
+fn change(
+    kind: ConfigurationKind,
+    observed: &Value,
+    reason: String,
+    now: Timestamp,
+) -> PlannedEntry {
+    entry(
+        format!(
+            "{}-changed-{}",
+            configuration_key(kind, observed),
+            text_at(observed, "/metadata/resourceVersion")
+        ),
+        AuditAction::WebhookConfigurationChanged,
+        UserInfo::new(UNKNOWN_ACTOR, &[]),
+        target(kind, observed),
+        reason,
+        now,
+    )
+}
+
+/// The differences as a reason: the first [`LISTED_DIFFERENCES`], how many more, and the
+/// last writer.
+fn differences_read(observed: &Value, differences: &[String]) -> String {
     let mut reason = differences
         .iter()
         .take(LISTED_DIFFERENCES)
@@ -362,18 +446,7 @@ pub fn changed_entry(
     if let Some(writer) = last_writer(observed) {
         reason.push_str(&format!("; last written with {writer}"));
     }
-    entry(
-        format!(
-            "{}-changed-{}",
-            configuration_key(kind, observed),
-            text_at(observed, "/metadata/resourceVersion")
-        ),
-        AuditAction::WebhookConfigurationChanged,
-        UserInfo::new(UNKNOWN_ACTOR, &[]),
-        target(kind, observed),
-        reason,
-        now,
-    )
+    reason
 }
 
 /// The entry of a configuration seen deleted (`last_seen` is how it was):
@@ -701,7 +774,7 @@ mod tests {
     }
 
     #[test]
-    fn only_a_configuration_that_differs_in_ca_bundles_alone_gets_them_injected() {
+    fn the_ca_bundle_is_injected_whatever_else_differs_and_nothing_else_is_touched() {
         for kind in [ConfigurationKind::Validating, ConfigurationKind::Mutating] {
             let expected = installed(kind);
             let mut empty = as_stored(kind);
@@ -711,36 +784,162 @@ mod tests {
                     .expect("clientConfig")
                     .remove("caBundle");
             }
-            let patch = ca_bundle_patch(kind, &expected, &empty).expect("a patch");
+            let all: Vec<String> = empty["webhooks"]
+                .as_array()
+                .expect("webhooks")
+                .iter()
+                .map(|h| h["name"].as_str().unwrap_or_default().to_string())
+                .collect();
+            let injection = ca_bundle_injection(&expected, &empty).expect("an injection");
+            assert_eq!(injection.hooks, all, "{kind:?}: every hook, in order");
             let mut patched = empty.clone();
-            json_patch::patch(&mut patched, &patch).expect("applies");
+            json_patch::patch(&mut patched, &injection.patch).expect("applies");
             assert_eq!(drift(kind, &expected, Some(&patched)), Drift::Intact);
             // The resourceVersion guards it: a configuration changed meanwhile refuses it.
             let mut moved = empty.clone();
             moved["metadata"]["resourceVersion"] = json!("4712");
-            assert!(json_patch::patch(&mut moved, &patch).is_err());
+            assert!(json_patch::patch(&mut moved, &injection.patch).is_err());
 
+            // Another CA on one hook: that hook alone.
             let mut other = as_stored(kind);
             other["webhooks"][0]["clientConfig"]["caBundle"] = json!("T1RIRVI=");
-            assert!(ca_bundle_patch(kind, &expected, &other).is_some());
+            let injection = ca_bundle_injection(&expected, &other).expect("an injection");
+            assert_eq!(injection.hooks, all[..1]);
 
             assert!(
-                ca_bundle_patch(kind, &expected, &as_stored(kind)).is_none(),
+                ca_bundle_injection(&expected, &as_stored(kind)).is_none(),
                 "intact: nothing to inject"
             );
+
+            // A configuration loosened and without the CA (another version's, or an
+            // attacker's): the bundles go in, and only they; the loosening stays for the
+            // audit, and for a restore if asked.
             let mut loosened = empty.clone();
             loosened["webhooks"][0]["failurePolicy"] = json!("Ignore");
-            assert!(
-                ca_bundle_patch(kind, &expected, &loosened).is_none(),
-                "a change beyond the bundles is not quietly fixed by injecting"
+            loosened["webhooks"][0]["clientConfig"]["url"] = json!("https://allow-all.example");
+            let mut extra = loosened["webhooks"][0].clone();
+            extra["name"] = json!("extra.example.com");
+            extra["clientConfig"]["caBundle"] = json!("VEhFSVJT");
+            array(&mut loosened["webhooks"]).push(extra);
+            let injection = ca_bundle_injection(&expected, &loosened).expect("an injection");
+            assert_eq!(
+                injection.hooks, all,
+                "not the hook that is not countersign's"
             );
+            let mut patched = loosened.clone();
+            json_patch::patch(&mut patched, &injection.patch).expect("applies");
+            let Drift::Changed(left) = drift(kind, &expected, Some(&patched)) else {
+                panic!("{kind:?}: still changed");
+            };
+            assert!(left.iter().all(|d| !d.contains("caBundle")), "{left:?}");
+            for said in [
+                "failurePolicy",
+                "clientConfig.url",
+                "webhook extra.example.com added",
+            ] {
+                assert!(left.iter().any(|d| d.contains(said)), "{said}: {left:?}");
+            }
+            assert_eq!(
+                patched["webhooks"][all.len()]["clientConfig"]["caBundle"],
+                "VEhFSVJT"
+            );
+
             for hostile in [
                 json!({}),
                 json!({"webhooks": [{"name": 1}]}),
                 json!({"webhooks": "x"}),
+                json!({"webhooks": [{"name": WORKLOADS, "clientConfig": "x"}]}),
+                json!({"webhooks": [{"name": WORKLOADS}]}),
             ] {
-                assert!(ca_bundle_patch(kind, &expected, &hostile).is_none());
+                assert!(
+                    ca_bundle_injection(&expected, &hostile).is_none(),
+                    "{hostile}"
+                );
             }
+            // No resourceVersion to guard the patch with: nothing.
+            let mut unversioned = empty.clone();
+            unversioned["metadata"]
+                .as_object_mut()
+                .expect("metadata")
+                .remove("resourceVersion");
+            assert!(ca_bundle_injection(&expected, &unversioned).is_none());
         }
+    }
+
+    #[test]
+    fn only_a_configuration_made_by_a_newer_version_is_left_to_it() {
+        let annotated = |version: Value| {
+            let mut configuration = as_stored(ConfigurationKind::Validating);
+            configuration["metadata"]["annotations"][VERSION_ANNOTATION] = version;
+            configuration
+        };
+        let newer = |version: Value, own: &str| {
+            made_by_newer(&annotated(version), own).map(|v| v.to_string())
+        };
+        let cases: &[(Value, &str, Option<&str>)] = &[
+            (json!("0.2.0"), "0.1.0", Some("0.2.0")),
+            (json!("1.0.0"), "0.9.9", Some("1.0.0")),
+            (json!(" 0.1.1 "), "0.1.0", Some("0.1.1")),
+            // A release is newer than its own pre-release, which is newer than the last.
+            (json!("0.2.0"), "0.2.0-rc.1", Some("0.2.0")),
+            (json!("0.2.0-rc.1"), "0.1.0", Some("0.2.0-rc.1")),
+            // The same version, or an older one: this version's to guard.
+            (json!("0.1.0"), "0.1.0", None),
+            (json!("0.0.9"), "0.1.0", None),
+            (json!("0.2.0-rc.1"), "0.2.0", None),
+            // Not a version: not a reason to look away.
+            (json!("999"), "0.1.0", None),
+            (json!("latest"), "0.1.0", None),
+            (json!("v9.0.0"), "0.1.0", None),
+            (json!(""), "0.1.0", None),
+            (json!(9), "0.1.0", None),
+            (json!({"major": 9}), "0.1.0", None),
+            (Value::Null, "0.1.0", None),
+            // This build's version unreadable: it never stands down.
+            (json!("9.0.0"), "dev", None),
+        ];
+        for (claimed, own, want) in cases {
+            assert_eq!(
+                newer(claimed.clone(), own).as_deref(),
+                *want,
+                "{claimed} against {own}"
+            );
+        }
+        assert_eq!(
+            made_by_newer(&as_stored(ConfigurationKind::Mutating), "0.1.0"),
+            None,
+            "no annotation"
+        );
+        assert_eq!(
+            made_by_newer(&json!({"metadata": {"annotations": "x"}}), "0.1.0"),
+            None
+        );
+        // What countersign installs says this build's version.
+        assert_eq!(
+            installed(ConfigurationKind::Mutating)["metadata"]["annotations"][VERSION_ANNOTATION],
+            OWN_VERSION
+        );
+    }
+
+    #[test]
+    fn a_newer_versions_change_is_recorded_once_as_its_own_not_as_tampering() {
+        let kind = ConfigurationKind::Validating;
+        let mut observed = as_stored(kind);
+        observed["metadata"]["annotations"][VERSION_ANNOTATION] = json!("0.2.0");
+        let now: Timestamp = "2026-12-05T10:00:00Z".parse().expect("time");
+        let differences = vec!["webhook next.countersign.dev added".to_string()];
+        let newer = semver::Version::new(0, 2, 0);
+        let entry = newer_version_entry(kind, &observed, &newer, "0.1.0", &differences, now);
+        assert_eq!(
+            entry.name,
+            changed_entry(kind, &observed, &differences, now).name
+        );
+        let reason = entry.spec.reason.unwrap_or_default();
+        assert!(
+            reason.starts_with(
+                "made by countersign 0.2.0, newer than this 0.1.0: left to it, neither restored nor injected; webhook next.countersign.dev added"
+            ),
+            "{reason}"
+        );
     }
 }

@@ -13,6 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
 
 use crate::api::GROUP;
 use crate::core::admission::controllers::controller_usernames;
+use crate::core::guard::{OWN_VERSION, VERSION_ANNOTATION};
 use crate::core::policy::matching::GATED_NAMESPACE_LABEL;
 
 /// The name of both webhook configurations.
@@ -383,6 +384,8 @@ pub fn mutating_configuration(
     }
 }
 
+/// Named `countersign`, labelled as countersign's, and annotated with the version that
+/// made it, so a guard of another version knows whose it is (`core::guard::made_by_newer`).
 fn metadata() -> ObjectMeta {
     ObjectMeta {
         name: Some(CONFIGURATION_NAME.into()),
@@ -393,6 +396,7 @@ fn metadata() -> ObjectMeta {
             )]
             .into(),
         ),
+        annotations: Some([(VERSION_ANNOTATION.to_string(), OWN_VERSION.to_string())].into()),
         ..ObjectMeta::default()
     }
 }

@@ -28,8 +28,8 @@ use crate::api::UserInfo;
 use crate::cluster::status::FIELD_MANAGER;
 use crate::core::audit::trail::PlannedEntry;
 use crate::core::guard::{
-    ConfigurationKind, Drift, ca_bundle_patch, changed_entry, deleted_entry, drift, missing_entry,
-    restored_entry,
+    ConfigurationKind, Drift, OWN_VERSION, ca_bundle_injection, changed_entry, deleted_entry,
+    drift, made_by_newer, missing_entry, newer_version_entry, restored_entry,
 };
 use crate::install::own_username;
 use crate::install::webhooks::{
@@ -45,8 +45,9 @@ pub struct GuardSettings {
     pub ca_bundle: CaBundle,
     /// Put a changed or deleted configuration back (else only audit it).
     pub restore: bool,
-    /// countersign keeps the CA itself (`--self-managed-tls`): a configuration that differs
-    /// in CA bundles alone gets the current bundle patched in, whatever `restore` says.
+    /// countersign keeps the CA itself (`--self-managed-tls`): a webhook of countersign's
+    /// with another CA bundle gets the current one patched in, whatever `restore` says and
+    /// whatever else differs (audited, and restored if asked, once the bundle is in).
     pub inject_ca_bundle: bool,
     /// Whether the configurations are meant to be in place now. Local mode registers them
     /// once its caches have synced and removes them on exit; a service install always.
@@ -149,6 +150,13 @@ struct Watched<K> {
     /// it installs (an API server that fills in a field countersign does not know), it is
     /// not restored again, which would loop.
     restored_version: Option<String>,
+    /// Entries of what countersign already did (an injection, a restore) that could not be
+    /// recorded yet: recorded first at the next comparison, so none is lost to a failed
+    /// write after the change it records.
+    unrecorded: Vec<PlannedEntry>,
+    /// The resourceVersion of a newer version's configuration this one stood down for, so
+    /// that is logged once.
+    stood_down_for: Option<String>,
 }
 
 impl<K: Clone> Watched<K> {
@@ -160,6 +168,8 @@ impl<K: Clone> Watched<K> {
             deleted: None,
             missing_recorded: false,
             restored_version: None,
+            unrecorded: Vec::new(),
+            stood_down_for: None,
         }
     }
 
@@ -245,6 +255,7 @@ async fn check<K: Guarded>(
     api: &Api<K>,
     watched: &mut Watched<K>,
 ) -> Result<(), GuardError> {
+    record_unrecorded(context, watched).await?;
     let ca_bundle = settings.ca_bundle.read().await?;
     let installed = K::installed(
         &settings.endpoint,
@@ -266,28 +277,52 @@ async fn check<K: Guarded>(
         Drift::Intact => Ok(()),
         Drift::Changed(differences) => {
             let observed = observed.unwrap_or_default();
+            let version = watched
+                .current
+                .as_ref()
+                .and_then(|c| c.meta().resource_version.clone());
+            if let Some(newer) = made_by_newer(&observed, OWN_VERSION) {
+                if watched.stood_down_for != version {
+                    tracing::warn!(
+                        kind = K::KIND.kind(),
+                        %newer,
+                        own = OWN_VERSION,
+                        ?differences,
+                        "webhook configuration made by a newer countersign; leaving it to that version"
+                    );
+                    watched.stood_down_for = version;
+                }
+                let entry =
+                    newer_version_entry(K::KIND, &observed, &newer, OWN_VERSION, &differences, now);
+                return record(context, entry).await;
+            }
             if settings.inject_ca_bundle
-                && let Some(patch) = ca_bundle_patch(K::KIND, &expected, &observed)
+                && let Some(injection) = ca_bundle_injection(&expected, &observed)
             {
                 let params = PatchParams {
                     field_manager: Some(FIELD_MANAGER.into()),
                     ..PatchParams::default()
                 };
                 let patched = api
-                    .patch(CONFIGURATION_NAME, &params, &Patch::<()>::Json(patch))
+                    .patch(
+                        CONFIGURATION_NAME,
+                        &params,
+                        &Patch::<()>::Json(injection.patch),
+                    )
                     .await
                     .map_err(|e| GuardError::Inject(K::KIND.kind(), e))?;
-                tracing::info!(kind = K::KIND.kind(), "CA bundle injected");
+                tracing::info!(kind = K::KIND.kind(), hooks = ?injection.hooks, "CA bundle injected");
                 let injected = format!(
-                    "injected the CA bundle countersign keeps: {}",
-                    differences.join("; ")
+                    "injected the CA bundle countersign keeps into {}",
+                    injection.hooks.join(", ")
                 );
-                return record(context, restored(&patched, &injected, context, now)).await;
+                // Anything else that differs is compared again when the watch shows the
+                // patched configuration, now that the webhook can be called.
+                watched
+                    .unrecorded
+                    .push(restored(&patched, &injected, context, now));
+                return record_unrecorded(context, watched).await;
             }
-            let version = watched
-                .current
-                .as_ref()
-                .and_then(|c| c.meta().resource_version.clone());
             if version.is_some() && version == watched.restored_version {
                 tracing::error!(
                     kind = K::KIND.kind(),
@@ -315,7 +350,10 @@ async fn check<K: Guarded>(
                     .map_err(|e| GuardError::Restore(K::KIND.kind(), e))?;
                 watched.restored_version = replaced.meta().resource_version.clone();
                 let undone = format!("undid {}", differences.join("; "));
-                record(context, restored(&replaced, &undone, context, now)).await?;
+                watched
+                    .unrecorded
+                    .push(restored(&replaced, &undone, context, now));
+                return record_unrecorded(context, watched).await;
             }
             Ok(())
         }
@@ -332,7 +370,10 @@ async fn check<K: Guarded>(
                 match api.create(&params(), &installed).await {
                     Ok(created) => {
                         watched.restored_version = created.meta().resource_version.clone();
-                        record(context, restored(&created, "it was missing", context, now)).await?
+                        watched
+                            .unrecorded
+                            .push(restored(&created, "it was missing", context, now));
+                        return record_unrecorded(context, watched).await;
                     }
                     // Put back by someone else meanwhile: the watch shows it next.
                     Err(kube::Error::Api(status)) if status.code == 409 => {}
@@ -344,14 +385,29 @@ async fn check<K: Guarded>(
     }
 }
 
+/// Record what countersign did and could not record yet, oldest first; what fails stays.
+async fn record_unrecorded<K>(
+    context: &Context,
+    watched: &mut Watched<K>,
+) -> Result<(), GuardError> {
+    while let Some(entry) = watched.unrecorded.first() {
+        record(context, entry.clone()).await?;
+        watched.unrecorded.remove(0);
+    }
+    Ok(())
+}
+
 /// The installed configuration over the one in the cluster: its webhooks replaced, its
-/// labels and annotations (a CA injector's, say) kept, at its resourceVersion.
+/// labels and annotations (a CA injector's, say) kept but for countersign's own (the
+/// version is this one's now), at its resourceVersion.
 fn over<K: Guarded>(mut installed: K, current: &K) -> K {
     let mut labels = current.labels().clone();
     labels.extend(installed.labels().clone());
+    let mut annotations = current.annotations().clone();
+    annotations.extend(installed.annotations().clone());
     let meta = installed.meta_mut();
     meta.labels = Some(labels);
-    meta.annotations = current.meta().annotations.clone();
+    meta.annotations = Some(annotations);
     meta.resource_version = current.meta().resource_version.clone();
     installed
 }
@@ -385,6 +441,7 @@ async fn record(context: &Context, entry: PlannedEntry) -> Result<(), GuardError
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::guard::VERSION_ANNOTATION;
 
     fn named(rv: &str) -> ValidatingWebhookConfiguration {
         let mut config = ValidatingWebhookConfiguration::default();
@@ -436,7 +493,13 @@ mod tests {
     #[test]
     fn restoring_keeps_labels_and_annotations_and_the_version() {
         let mut current = named("42");
-        current.metadata.annotations = Some([("inject".to_string(), "ca".to_string())].into());
+        current.metadata.annotations = Some(
+            [
+                ("inject".to_string(), "ca".to_string()),
+                (VERSION_ANNOTATION.to_string(), "0.0.1".to_string()),
+            ]
+            .into(),
+        );
         current.metadata.labels = Some([("team".to_string(), "platform".to_string())].into());
         let installed = ValidatingWebhookConfiguration::installed(
             &Endpoint::Url("https://127.0.0.1:1".into()),
@@ -446,7 +509,13 @@ mod tests {
         let restored = over(installed.clone(), &current);
         assert_eq!(restored.webhooks, installed.webhooks);
         assert_eq!(restored.metadata.resource_version.as_deref(), Some("42"));
-        assert_eq!(restored.metadata.annotations, current.metadata.annotations);
+        let annotations = restored.metadata.annotations.unwrap_or_default();
+        assert_eq!(annotations.get("inject").map(String::as_str), Some("ca"));
+        assert_eq!(
+            annotations.get(VERSION_ANNOTATION).map(String::as_str),
+            Some(OWN_VERSION),
+            "the version is the restorer's"
+        );
         let labels = restored.metadata.labels.unwrap_or_default();
         assert_eq!(labels.get("team").map(String::as_str), Some("platform"));
         assert_eq!(

@@ -165,9 +165,12 @@ metadata:
   name: countersign
   labels:
     {{- include "countersign.labels" . | nindent 4 }}
-  {{- if include "countersign.certManager" . }}
   annotations:
+    # The countersign version these are for: replicas of an older version leave them to
+    # it (neither restored nor injected) instead of undoing an upgrade.
+    countersign.dev/version: {{ .Chart.AppVersion | quote }}
+    {{- if include "countersign.certManager" . }}
     # cert-manager's CA injector puts the serving certificate's CA into every caBundle.
     cert-manager.io/inject-ca-from: {{ .Release.Namespace }}/countersign
-  {{- end }}
+    {{- end }}
 {{- end }}
