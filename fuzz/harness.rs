@@ -22,7 +22,9 @@ use countersign::core::admission::decision::{
     DecisionInput, ValidateOnTheSpot, Verdict, decide, snapshot_problem,
 };
 use countersign::core::admission::proposal::proposal;
-use countersign::core::admission::review::{WorkloadReview, sync_member, workload_plan};
+use countersign::core::admission::review::{
+    WorkloadReview, old_version_of, sync_member, workload_plan,
+};
 use countersign::core::approval::chain::{ApprovalChain, RoleBindingSnapshot};
 use countersign::core::approval::request::{
     RequestCreate, validate_life_metadata_edit, validate_request_create,
@@ -280,10 +282,7 @@ fn workload_path(request: &Request) {
         requester: &requester,
         namespace: &namespace,
         target: object_reference(object, &namespace),
-        old_version: old_object
-            .and_then(|old| old.pointer("/metadata/resourceVersion"))
-            .and_then(Value::as_str)
-            .unwrap_or_default(),
+        old_version: old_version_of(old_object),
         install_namespace: "countersign-system",
         replica: "fuzz",
         caller: &caller,

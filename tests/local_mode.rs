@@ -1195,6 +1195,26 @@ async fn while_countersign_is_down_only_gated_kinds_in_gated_namespaces_are_held
                 "{ns} relabelled while countersign is down: {}",
                 text(&relabelled)
             );
+            // Through the status subresource, which writes labels too.
+            let relabelled = kubectl(
+                User::Admin,
+                &[
+                    "patch",
+                    "namespace",
+                    ns,
+                    "--subresource=status",
+                    "--type=merge",
+                    "-p",
+                    r#"{"metadata":{"labels":{"team":"shop"}}}"#,
+                ],
+                None,
+            )?;
+            ensure!(
+                !relabelled.status.success()
+                    && text(&relabelled).contains("namespace-labels.countersign.dev"),
+                "{ns} relabelled through its status while countersign is down: {}",
+                text(&relabelled)
+            );
         }
         anyhow::Ok(())
     }
@@ -2570,6 +2590,22 @@ fn readyz_until(port: u16, code: &str, limit: Duration) -> Result<String> {
     }
 }
 
+/// `kubectl VERB serviceaccount countersign` in countersign-system, as the admin: the
+/// token test takes countersign's credentials away with it and gives them back.
+fn countersign_service_account(verb: &str) -> Result<Output> {
+    kubectl(
+        User::Admin,
+        &[
+            verb,
+            "serviceaccount",
+            "countersign",
+            "-n",
+            "countersign-system",
+        ],
+        None,
+    )
+}
+
 /// The request a denied apply names.
 fn request_named(out: &Output) -> Option<String> {
     text(out)
@@ -2651,17 +2687,7 @@ async fn a_refused_token_turns_readyz_false_and_renewal_brings_all_back() -> Res
         ensure!(readyz(local.port)?.0 == "200");
 
         // The token's end.
-        let deleted = kubectl(
-            User::Admin,
-            &[
-                "delete",
-                "serviceaccount",
-                "countersign",
-                "-n",
-                "countersign-system",
-            ],
-            None,
-        )?;
+        let deleted = countersign_service_account("delete")?;
         ensure!(deleted.status.success(), "{}", text(&deleted));
         let refused_at = Instant::now();
         let reason = readyz_until(local.port, "503", Duration::from_secs(30))?;
@@ -2705,17 +2731,7 @@ async fn a_refused_token_turns_readyz_false_and_renewal_brings_all_back() -> Res
         let refused_for = refused_at.elapsed();
 
         // Renewal works again: the ServiceAccount is back.
-        let made = kubectl(
-            User::Admin,
-            &[
-                "create",
-                "serviceaccount",
-                "countersign",
-                "-n",
-                "countersign-system",
-            ],
-            None,
-        )?;
+        let made = countersign_service_account("create")?;
         ensure!(made.status.success(), "{}", text(&made));
         let back_at = Instant::now();
         readyz_until(local.port, "200", Duration::from_secs(120))?;
@@ -2748,17 +2764,7 @@ async fn a_refused_token_turns_readyz_false_and_renewal_brings_all_back() -> Res
         None,
     );
     // The ServiceAccount back whatever happened, for the tests after this one.
-    let _ = kubectl(
-        User::Admin,
-        &[
-            "create",
-            "serviceaccount",
-            "countersign",
-            "-n",
-            "countersign-system",
-        ],
-        None,
-    );
+    let _ = countersign_service_account("create");
     if let Err(error) = result {
         bail!("{error:#}\nlast serve log:\n{}", local.log_text());
     }

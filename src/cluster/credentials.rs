@@ -31,7 +31,7 @@ impl Credentials {
         if !self.refused.load(Ordering::Acquire) {
             return None;
         }
-        self.lock().map(|since| since.elapsed())
+        self.refused_since().map(|since| since.elapsed())
     }
 
     /// How many runs of refusals have begun so far.
@@ -83,7 +83,8 @@ impl Credentials {
         }
     }
 
-    fn lock(&self) -> Option<Instant> {
+    /// When the current run of refusals began (a poisoned lock still holds the instant).
+    fn refused_since(&self) -> Option<Instant> {
         *self
             .refused_since
             .lock()

@@ -114,7 +114,9 @@ const LABELS_UNCHANGED: &str = "(has(object.metadata.labels) ? object.metadata.l
 const NAMESPACE_RULES: &[Rule] = &[Rule {
     group: "",
     version: "v1",
-    resources: &["namespaces"],
+    // A namespace's labels are written through its status and finalize subresources too
+    // (their strategies reset only the spec, or the status), so those are sent as well.
+    resources: &["namespaces", "namespaces/status", "namespaces/finalize"],
     operations: &["CREATE", "UPDATE"],
     scope: "Cluster",
 }];

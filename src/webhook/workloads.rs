@@ -12,7 +12,9 @@ use super::review::{Webhook, refuse};
 use crate::api::{ChangeSet, DeploymentApproval, Operation as ChangeOperation};
 use crate::cluster::calls::{WriteError, bounded};
 use crate::core::admission::decision::{Decision, DecisionInput, decide, stale_suspect};
-use crate::core::admission::review::{WorkloadReview, render, sync_member, workload_plan};
+use crate::core::admission::review::{
+    WorkloadReview, old_version_of, render, sync_member, workload_plan,
+};
 use crate::core::admission::sync::{RoundMember, SyncKey, SyncRole, held_plan, pass_plan};
 use crate::core::approval::set::judged;
 use crate::core::change::{object_reference, readable_object};
@@ -80,10 +82,7 @@ impl Webhook {
             requester: &requester,
             namespace: &namespace,
             target: object_reference(object, &namespace),
-            old_version: old_object
-                .and_then(|old| old.pointer("/metadata/resourceVersion"))
-                .and_then(Value::as_str)
-                .unwrap_or_default(),
+            old_version: old_version_of(old_object),
             install_namespace: &self.settings.install_namespace,
             replica: &self.settings.replica,
             caller: &caller,

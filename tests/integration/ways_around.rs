@@ -599,6 +599,49 @@ async fn a_namespace_taken_out_of_a_policys_reach_is_audited_with_the_actor() ->
     let note = event_until("default", "NamespaceLeftReach", ns).await?;
     assert!(note.contains("by admin"), "{note}");
     gated("").await?;
+
+    // The same relabel through the namespace's status and finalize subresources, whose
+    // strategies keep what the writer sent in its metadata: audited just the same.
+    let admin = crate::support::TestCluster::get()
+        .client(User::Admin)
+        .await?;
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(admin);
+    for subresource in ["status", "finalize"] {
+        assert_ok(&kubectl(
+            User::Admin,
+            &["label", "namespace", ns, &format!("team={team}")],
+        )?);
+        gated("true").await?;
+        let version = namespaces
+            .get(ns)
+            .await?
+            .metadata
+            .resource_version
+            .unwrap_or_default();
+        let mut relabelled = namespaces.get(ns).await?;
+        if let Some(labels) = relabelled.metadata.labels.as_mut() {
+            labels.remove("team");
+        }
+        namespaces
+            .replace_subresource(
+                subresource,
+                ns,
+                &kube::api::PostParams::default(),
+                &relabelled,
+            )
+            .await?;
+        let left = audit_entry_until(&format!("the {subresource} relabel's entry"), |e| {
+            e.spec.action == AuditAction::NamespaceLeftReach
+                && e.spec.target.name == ns
+                && e.metadata
+                    .name
+                    .as_deref()
+                    .is_some_and(|n| n.ends_with(&version))
+        })
+        .await?;
+        assert_eq!(left.spec.actor.username, "admin", "{subresource}");
+        gated("").await?;
+    }
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ObjectReference;
+use serde_json::Value;
 
 use crate::api::{AuditTarget, ReviewCaller, UserInfo};
 use crate::core::admission::decision::{
@@ -43,6 +44,15 @@ pub struct WorkloadReview<'a> {
     pub caller: &'a ReviewCaller,
     pub seal_key: &'a SealKey,
     pub now: Timestamp,
+}
+
+/// The old object's resourceVersion, for [`WorkloadReview::old_version`]; empty for a
+/// creation (no old object) or an old object without one.
+pub fn old_version_of(old_object: Option<&Value>) -> &str {
+    old_object
+        .and_then(|old| old.pointer("/metadata/resourceVersion"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
 }
 
 impl WorkloadReview<'_> {
