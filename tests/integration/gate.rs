@@ -37,6 +37,10 @@ async fn a_gated_change_is_requested_reviewed_and_admitted_once() -> Result<()> 
     let name = opened[0].metadata.name.clone().context("name")?;
     assert!(name.starts_with("web-") && name.len() == 12, "{name}");
     assert_eq!(opened[0].spec.change.requester.username, "dave");
+    assert_refused(
+        &retry,
+        &format!("approve with: kubectl countersign approve {name} -n {ns}"),
+    );
 
     // Forgeries, each refused with its own message.
     let before_reviews = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(1);

@@ -704,9 +704,17 @@ fn phase_verdict(
             )];
             reasons.extend(stuck_reason(&chain));
             reasons.extend(chain.ignored.iter().map(|i| format!("not counted: {i}")));
+            // Said on every attempt, not only the first: a pipeline whose first attempt
+            // got no answer (cut off after the request was written) learns it here.
+            reasons.push(approve_with(&approval_name, &request.namespace));
             (requirement(ApprovalPhase::Pending, chain), reasons)
         }
     }
+}
+
+/// The command that approves request `name` in `namespace`.
+fn approve_with(name: &str, namespace: &str) -> String {
+    format!("approve with: kubectl countersign approve {name} -n {namespace}")
 }
 
 /// What to tell people about a request that can no longer be approved as it stands.
@@ -766,10 +774,7 @@ fn new_request(
     reasons.extend(notes);
     reasons.push(describe_progress(&chain));
     reasons.extend(stuck_reason(&chain));
-    reasons.push(format!(
-        "approve with: kubectl countersign approve {approval_name} -n {}",
-        request.namespace
-    ));
+    reasons.push(approve_with(&approval_name, &request.namespace));
     (
         Verdict::ApprovalRequired(Box::new(ApprovalRequirement {
             policy: name.to_string(),
@@ -1664,6 +1669,12 @@ mod tests {
                 expect: "Required:Pending:existing",
                 reason: "is pending: level 2/2 sre: 0 of 2 approvals, waiting for bob (required)",
                 ..case("level one approved")
+            },
+            Case {
+                approvals: vec![approval("nginx:1.27", LEVEL_ONE, None)],
+                expect: "Required:Pending:existing",
+                reason: "approve with: kubectl countersign approve ",
+                ..case("a later attempt at a pending change says how to approve it too")
             },
             Case {
                 approvals: vec![approval("nginx:1.26", ALL, None)],
