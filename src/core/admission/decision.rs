@@ -706,7 +706,7 @@ fn phase_verdict(
             reasons.extend(chain.ignored.iter().map(|i| format!("not counted: {i}")));
             // Said on every attempt, not only the first: a pipeline whose first attempt
             // got no answer (cut off after the request was written) learns it here.
-            reasons.push(approve_with(&approval_name, &request.namespace));
+            reasons.push(approve_with(&approval_name, request.namespace));
             (requirement(ApprovalPhase::Pending, chain), reasons)
         }
     }
@@ -774,7 +774,7 @@ fn new_request(
     reasons.extend(notes);
     reasons.push(describe_progress(&chain));
     reasons.extend(stuck_reason(&chain));
-    reasons.push(approve_with(&approval_name, &request.namespace));
+    reasons.push(approve_with(&approval_name, request.namespace));
     (
         Verdict::ApprovalRequired(Box::new(ApprovalRequirement {
             policy: name.to_string(),
