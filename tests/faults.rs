@@ -19,7 +19,7 @@ use anyhow::{Context, Result, bail, ensure};
 
 use support::changes::{self, Flow, STEP_LIMIT, STEPS};
 use support::flow::text;
-use support::local::{Local, audit_verify, kubectl};
+use support::local::{InstallNamespace, Local, audit_verify, kubectl};
 use support::{TestCluster, TestNamespace, User};
 
 /// One fault at a time: they restart the one control plane the tests share.
@@ -29,8 +29,6 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 const CHANGES: usize = 20;
 /// Changes driven at once (a CI system's parallel jobs).
 const WORKERS: usize = 4;
-/// Where `serve --local` keeps its trail.
-const INSTALL: &str = "countersign-system";
 
 /// What happens to the control plane half-way through the flow.
 #[derive(Clone, Copy, Debug)]
@@ -67,7 +65,11 @@ async fn flow_through(fault: Fault, prefix: &str) -> Result<()> {
     let _one = ONE_AT_A_TIME.lock().await;
     let ns = TestNamespace::create(prefix, None).await?;
     let ns = ns.name().to_string();
-    let mut serve = Local::start(&["--replica", prefix])?;
+    // A trail of its own: other suites plant entries around countersign in the shared
+    // one (attacks audit verify must report), which this count must not see.
+    let install = support::namespace::unique_name(&format!("{prefix}-install"));
+    let _cleanup = InstallNamespace(install.clone());
+    let mut serve = Local::start(&["--replica", prefix, "--install-namespace", &install])?;
     support::countersign::grant_approvers(TestCluster::get())?;
     let policy = support::namespace::unique_name(prefix);
     let result = async {
@@ -83,7 +85,7 @@ async fn flow_through(fault: Fault, prefix: &str) -> Result<()> {
             "serve exited during the fault: {}",
             serve.log_text()
         );
-        let counts = changes::count(&ns, INSTALL, CHANGES, &requests)?;
+        let counts = changes::count(&ns, &install, CHANGES, &requests)?;
         let readyz = Command::new("curl")
             .args(["-sk", &format!("https://127.0.0.1:{}/readyz", serve.port)])
             .output()?;
@@ -92,7 +94,7 @@ async fn flow_through(fault: Fault, prefix: &str) -> Result<()> {
             "serve is not ready after the fault"
         );
         // The trail's chain: each entry once, in order, none edited, all linked.
-        let (code, said) = until_verified()?;
+        let (code, said) = until_verified(&install)?;
         ensure!(code == Some(0), "audit verify after {fault:?}: {said}");
         println!(
             "faults: {fault:?} at step {at} of {}, away {away} s: {counts}; audit verify: intact; serve never restarted",
@@ -131,10 +133,10 @@ fn restart(fault: Fault) -> Result<String> {
 }
 
 /// `audit verify` until the leader has linked the newest entries (exit 0), up to a minute.
-fn until_verified() -> Result<(Option<i32>, String)> {
+fn until_verified(install: &str) -> Result<(Option<i32>, String)> {
     let started = Instant::now();
     loop {
-        let (code, said) = audit_verify(INSTALL, &["--grace", "0s"])?;
+        let (code, said) = audit_verify(install, &["--grace", "0s"])?;
         if code == Some(0) || started.elapsed() > Duration::from_secs(60) {
             return Ok((code, said));
         }

@@ -24,8 +24,8 @@ use serde_json::{Value, json};
 use support::countersign::free_port;
 use support::flow::text;
 use support::local::{
-    Local, apply_until, approval_until, approve, approve_object, audit_verify, kubectl, metrics_of,
-    reconciled_until, request_steps, signal, web,
+    InstallNamespace, Local, apply_until, approval_until, approve, approve_object, audit_verify,
+    kubectl, metrics_of, reconciled_until, request_steps, signal, web,
 };
 use support::wait::{Poll, until};
 use support::{TestCluster, TestNamespace, User};
@@ -2024,18 +2024,6 @@ async fn chained_entries(install: &str) -> Result<Vec<countersign::api::AuditEnt
 }
 
 /// Deletes the test's install namespace (and its trail) when the test ends.
-struct InstallNamespace(String);
-
-impl Drop for InstallNamespace {
-    fn drop(&mut self) {
-        let _ = kubectl(
-            User::Admin,
-            &["delete", "namespace", &self.0, "--wait=false"],
-            None,
-        );
-    }
-}
-
 /// The tamper-evident trail: a clean trail verifies; with countersign stopped (its webhook
 /// configurations gone, as an administrator could arrange), an entry deleted, one's reason
 /// edited, two entries' links swapped, one inserted and the newest two deleted after a

@@ -14,6 +14,20 @@ use super::countersign::free_port;
 use super::flow::text;
 use super::{TestCluster, User};
 
+/// An install namespace of a test's own (`serve --local --install-namespace NAME`), its
+/// trail apart from the one other suites share and plant entries in; deleted on drop.
+pub struct InstallNamespace(pub String);
+
+impl Drop for InstallNamespace {
+    fn drop(&mut self) {
+        let _ = kubectl(
+            User::Admin,
+            &["delete", "namespace", &self.0, "--wait=false"],
+            None,
+        );
+    }
+}
+
 /// A `serve --local` process started directly, so the test can signal it.
 pub struct Local {
     pub child: Child,
