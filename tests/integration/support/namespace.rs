@@ -4,7 +4,8 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::Api;
@@ -42,13 +43,14 @@ impl TestNamespace {
             .with_context(|| format!("creating namespace {name}"))?;
         // From here on, Drop cleans up even if granting rights fails.
         let created = TestNamespace { name };
-        let bindings = Api::<RoleBinding>::namespaced(admin, &created.name);
-        for (group, role) in [
+        let bindings = Api::<RoleBinding>::namespaced(admin.clone(), &created.name);
+        let granted = [
             ("developers", "edit"),
             ("team-leads", "view"),
             ("sre", "view"),
             ("oncall", "view"),
-        ] {
+        ];
+        for (group, role) in granted {
             let binding: RoleBinding = serde_json::from_value(json!({
                 "metadata": { "name": format!("test-{group}-{role}") },
                 "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role },
@@ -59,11 +61,48 @@ impl TestNamespace {
                 .await
                 .with_context(|| format!("binding {group} to {role} in {}", created.name))?;
         }
+        // The API server's authorizer learns bindings from a watch: a test acting at once
+        // could be refused for a right it was just given (seen under load).
+        for (group, role) in granted {
+            until_authorized(&admin, &created.name, group, role).await?;
+        }
         Ok(created)
     }
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+}
+
+/// Waits until the authorizer lets a member of `group` do what `role` (edit: create,
+/// view: get) allows with Deployments in `namespace`.
+async fn until_authorized(
+    admin: &kube::Client,
+    namespace: &str,
+    group: &str,
+    role: &str,
+) -> Result<()> {
+    let verb = if role == "edit" { "create" } else { "get" };
+    let review: SubjectAccessReview = serde_json::from_value(json!({
+        "spec": {
+            "user": format!("a-member-of-{group}"),
+            "groups": [group],
+            "resourceAttributes": {
+                "namespace": namespace, "verb": verb, "group": "apps", "resource": "deployments",
+            },
+        },
+    }))?;
+    let reviews = Api::<SubjectAccessReview>::all(admin.clone());
+    let started = std::time::Instant::now();
+    loop {
+        let answer = reviews.create(&PostParams::default(), &review).await?;
+        if answer.status.is_some_and(|status| status.allowed) {
+            return Ok(());
+        }
+        if started.elapsed() > std::time::Duration::from_secs(30) {
+            bail!("{group} still may not {verb} deployments in {namespace} after 30 s");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
 
