@@ -265,6 +265,12 @@ impl Trail {
         (self.api.clone(), watcher::Config::default().labels(&label))
     }
 
+    /// The entry `name` as the API server holds it now (a quorum read, not a cache);
+    /// `None` once it is gone.
+    pub async fn fresh(&self, name: &str) -> Result<Option<AuditEntry>, kube::Error> {
+        self.api.get_opt(name).await
+    }
+
     /// Record `entry`'s deliveries in its status, at the version read. When the entry
     /// changed since only by its link (the leader's sealer writes it into the same status),
     /// the deliveries are recorded over the fresh entry; when someone else recorded

@@ -117,6 +117,8 @@ pub enum ReconcileError {
     Audit(String, #[source] crate::cluster::trail::TrailError),
     #[error("reading the target of {0}: {1}")]
     ReadTarget(String, #[source] kube::Error),
+    #[error("reading {0}: {1}")]
+    Read(String, #[source] kube::Error),
     #[error("the deploy token of {0}: {1}")]
     Grant(String, #[source] grants::GrantsError),
     #[error("resuming the GitOps sync of {0}: {1}")]
@@ -130,6 +132,7 @@ impl ReconcileError {
             ReconcileError::Write(..) => "write",
             ReconcileError::Audit(..) => "audit",
             ReconcileError::ReadTarget(..) => "read-target",
+            ReconcileError::Read(..) => "read",
             ReconcileError::Grant(..) => "grant",
             ReconcileError::Resume(..) => "resume",
         }
