@@ -35,10 +35,9 @@ pub const OWN_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub fn made_by_newer(configuration: &Value, own: &str) -> Option<semver::Version> {
     let own = semver::Version::parse(own).ok()?;
     let claimed = configuration
-        .pointer(&format!(
-            "/metadata/annotations/{}",
-            VERSION_ANNOTATION.replace('~', "~0").replace('/', "~1")
-        ))?
+        .get("metadata")?
+        .get("annotations")?
+        .get(VERSION_ANNOTATION)?
         .as_str()?;
     semver::Version::parse(claimed.trim())
         .ok()
