@@ -22,7 +22,7 @@ use kube::Api;
 use serde_json::{Value, json};
 
 use support::countersign::free_port;
-use support::flow::text;
+use support::flow::{Policy, text};
 use support::local::{
     InstallNamespace, Local, apply_until, approval_until, approve, approve_object, audit_verify,
     kubectl, metrics_of, reconciled_until, request_steps, signal, web,
@@ -58,7 +58,7 @@ async fn sigterm_removes_the_configurations_and_exits_zero() -> Result<()> {
     let ns = TestNamespace::create("sigterm", None).await?;
     let policy_name = support::namespace::unique_name("sigterm");
     let local = Local::start(&["--log-format", "json"])?;
-    apply_alice_policy(&policy_name, ns.name())?;
+    let _policy = apply_alice_policy(&policy_name, ns.name())?;
     let started = Instant::now();
     while dry_run(ns.name(), "nginx:1.27")?.status.success() {
         ensure!(
@@ -314,7 +314,7 @@ async fn two_processes_registered_together_behave_like_one() -> Result<()> {
             .await?;
 
         let policy_name = support::namespace::unique_name("twin");
-        apply_alice_policy(&policy_name, &ns)?;
+        let _policy = apply_alice_policy(&policy_name, &ns)?;
         let web = json!({
             "apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": { "name": "web", "namespace": ns },
@@ -515,7 +515,7 @@ async fn two_replicas_never_admit_two_changes_of_one_object() -> Result<()> {
         let created = kubectl(User::Admin, &["apply", "-f", "-"], Some(&web("nginx:1.25")))?;
         ensure!(created.status.success(), "{}", text(&created));
         let policy_name = support::namespace::unique_name("twin-lock");
-        apply_alice_policy(&policy_name, &ns)?;
+        let _policy = apply_alice_policy(&policy_name, &ns)?;
         // Two different changes, each with an approved request.
         let mut reviews = Vec::new();
         for image in ["nginx:1.26", "nginx:1.27"] {
@@ -645,6 +645,7 @@ async fn audit_entries_are_deleted_when_their_retention_ends_and_not_before() ->
     let _one = lock().await;
     let local = Local::start(&["--audit-retention", "8s"])?;
     let name = support::namespace::unique_name("retained");
+    let _policy = Policy { name: name.clone() };
     let policy = json!({
         "apiVersion": "countersign.dev/v1alpha1",
         "kind": "ApprovalPolicy",
@@ -734,6 +735,9 @@ async fn a_flow_killed_at_every_step_completes_and_loses_or_repeats_nothing() ->
     let requester = SinkSecret::create(&format!("{}/requester", receiver.base))?;
 
     let policy_name = support::namespace::unique_name("phoenix");
+    let _policy = Policy {
+        name: policy_name.clone(),
+    };
     let policy = json!({
         "apiVersion": "countersign.dev/v1alpha1", "kind": "ApprovalPolicy",
         "metadata": { "name": policy_name },
@@ -966,7 +970,7 @@ async fn a_killed_leader_is_replaced_by_the_other_process_within_the_lease() -> 
         .spawn()?;
     let policy_name = support::namespace::unique_name("takeover");
     let result = async {
-        apply_alice_policy(&policy_name, &ns)?;
+        let _policy = apply_alice_policy(&policy_name, &ns)?;
         apply_until(User::Dave, &web(&ns, "nginx:1.27"), "the request", |out| text(out).contains("approval required"))?;
         tokio::time::sleep(Duration::from_secs(2)).await;
         ensure!(holder().await?.as_deref() == Some("first"), "one leader, the first");
@@ -1058,7 +1062,7 @@ async fn while_countersign_is_down_only_gated_kinds_in_gated_namespaces_are_held
     );
     let mut serve = Local::start(&[])?;
     let policy_name = support::namespace::unique_name("down");
-    apply_alice_policy(&policy_name, &gated)?;
+    let _policy = apply_alice_policy(&policy_name, &gated)?;
     let result = async {
         // The gated namespace is labelled, the other is not.
         let label = |ns: &str| -> Result<String> {
@@ -1309,7 +1313,7 @@ async fn a_slow_api_server_gets_a_reasoned_denial_within_the_webhooks_own_budget
     std::fs::write(&kubeconfig, config.to_string())?;
     let serve = Local::start_with(&kubeconfig, &[])?;
     let policy_name = support::namespace::unique_name("slow");
-    apply_alice_policy(&policy_name, &ns)?;
+    let _policy = apply_alice_policy(&policy_name, &ns)?;
     let result = async {
         let v1 = web(&ns, "nginx:1.27");
         let started = Instant::now();
@@ -1363,8 +1367,10 @@ async fn a_slow_api_server_gets_a_reasoned_denial_within_the_webhooks_own_budget
     Ok(())
 }
 
-/// Applies policy `name`: changes in `namespace` need alice's approval.
-fn apply_alice_policy(name: &str, namespace: &str) -> Result<()> {
+/// Applies policy `name`: changes in `namespace` need alice's approval. The policy is
+/// deleted when the returned guard drops, so a test that fails leaves none behind for
+/// the next to find in its trail.
+fn apply_alice_policy(name: &str, namespace: &str) -> Result<Policy> {
     let policy = json!({
         "apiVersion": "countersign.dev/v1alpha1", "kind": "ApprovalPolicy",
         "metadata": { "name": name },
@@ -1377,7 +1383,9 @@ fn apply_alice_policy(name: &str, namespace: &str) -> Result<()> {
         "applying policy {name}: {}",
         text(&out)
     );
-    Ok(())
+    Ok(Policy {
+        name: name.to_string(),
+    })
 }
 
 /// Waits until the operator's lease has a holder (its controllers then run).
@@ -2062,8 +2070,10 @@ async fn each_tampering_with_the_audit_trail_is_found_by_audit_verify() -> Resul
     ensure!(made.status.success(), "{}", text(&made));
     // Eight entries: four policies created, and each changed; the first names the sink.
     let mut policies = Vec::new();
+    let mut guards = Vec::new();
     for i in 0..4 {
         let name = support::namespace::unique_name("chained");
+        guards.push(Policy { name: name.clone() });
         let mut policy = json!({
             "apiVersion": "countersign.dev/v1alpha1", "kind": "ApprovalPolicy",
             "metadata": { "name": name },
@@ -2367,6 +2377,7 @@ async fn a_trail_thinned_by_retention_still_verifies() -> Result<()> {
         })
     };
     let old = support::namespace::unique_name("old");
+    let mut guards = vec![Policy { name: old.clone() }];
     let created = kubectl(User::Admin, &["create", "-f", "-"], Some(&policy(&old)))?;
     ensure!(created.status.success(), "{}", text(&created));
     // Until the old entries are gone, a newer one is kept.
@@ -2374,6 +2385,7 @@ async fn a_trail_thinned_by_retention_still_verifies() -> Result<()> {
     let mut newer = Vec::new();
     let first = loop {
         let name = support::namespace::unique_name("new");
+        guards.push(Policy { name: name.clone() });
         let created = kubectl(User::Admin, &["create", "-f", "-"], Some(&policy(&name)))?;
         ensure!(created.status.success(), "{}", text(&created));
         newer.push(name);
@@ -2444,11 +2456,13 @@ async fn a_sealer_killed_mid_write_leaves_a_chain_that_verifies() -> Result<()> 
     ];
     let mut serve = Local::start(&args)?;
     let mut policies = Vec::new();
+    let mut guards = Vec::new();
     let seed = std::process::id() as u64;
     for round in 0..5u64 {
         // A burst of policy changes, each an entry; killed a moment into its sealing.
         for _ in 0..6 {
             let name = support::namespace::unique_name("burst");
+            guards.push(Policy { name: name.clone() });
             let policy = json!({
                 "apiVersion": "countersign.dev/v1alpha1", "kind": "ApprovalPolicy",
                 "metadata": { "name": name },
@@ -2643,7 +2657,7 @@ async fn a_refused_token_turns_readyz_false_and_renewal_brings_all_back() -> Res
     support::countersign::grant_approvers(TestCluster::get())?;
     let policy_name = support::namespace::unique_name("refused");
     let result = async {
-        apply_alice_policy(&policy_name, &ns)?;
+        let _policy = apply_alice_policy(&policy_name, &ns)?;
         let ready = kubectl(
             User::Admin,
             &[
