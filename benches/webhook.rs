@@ -346,6 +346,7 @@ async fn start_server(webhook: Webhook) -> Result<(SocketAddr, rcgen::Certificat
     let app = router(AppState {
         webhook: Some(webhook),
         ready: Arc::new(AtomicBool::new(true)),
+        webhook_trusted: Arc::new(AtomicBool::new(true)),
         credentials: Default::default(),
         metrics,
         require_client_certificate: false,

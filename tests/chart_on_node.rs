@@ -462,6 +462,32 @@ async fn the_chart_runs_on_a_real_node_and_survives_failover_drain_and_upgrade()
         "install: two Pods Ready {:?} after helm install returned",
         installed_at.elapsed()
     );
+    // Ready means usable: the moment the Pods are Ready, every webhook already carries the
+    // CA that signed the certificate they serve, so the API server can call them (without
+    // it, the first write after install failed now and then with "x509: certificate signed
+    // by unknown authority").
+    let secret = kubectl_json(&["get", "secret", "countersign-webhook-tls", "-n", &namespace])?;
+    let ca = &secret["data"]["ca.crt"];
+    ensure!(
+        ca.as_str().is_some_and(|ca| !ca.is_empty()),
+        "no CA in {secret}"
+    );
+    for kind in [
+        "validatingwebhookconfiguration",
+        "mutatingwebhookconfiguration",
+    ] {
+        let configuration = kubectl_json(&["get", kind, "countersign"])?;
+        for hook in configuration["webhooks"]
+            .as_array()
+            .context("no webhooks")?
+        {
+            ensure!(
+                &hook["clientConfig"]["caBundle"] == ca,
+                "{kind} webhook {} does not carry the CA yet though the Pods are Ready",
+                hook["name"]
+            );
+        }
+    }
     for (pod, container) in &pods {
         let placed = kubectl_json(&["get", "pod", pod, "-n", &namespace])?;
         assert_eq!(

@@ -153,7 +153,15 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeFailure> {
         )?;
         Some(start_operator(args, &client, context, &metrics))
     };
-    let self_managed_serving = keep_self_managed_tls(args, &setup, &client, election.as_ref())?;
+    // Trusted from the start unless countersign injects its own CA into the configurations.
+    let webhook_trusted = Arc::new(AtomicBool::new(setup.self_managed_dir.is_none()));
+    let self_managed_serving = keep_self_managed_tls(
+        args,
+        &setup,
+        &client,
+        election.as_ref(),
+        webhook_trusted.clone(),
+    )?;
     if args.operator_only {
         caches.ready.store(true, Ordering::Release);
     }
@@ -174,6 +182,7 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeFailure> {
             seal_key,
         }),
         ready: caches.ready.clone(),
+        webhook_trusted,
         credentials: credentials.clone(),
         metrics,
         require_client_certificate: client_auth.is_some(),
@@ -417,12 +426,14 @@ fn start_operator(
 }
 
 /// Self-managed certificates: kept by the leader, served by every replica once read. The
-/// receiver says when this replica has one to serve.
+/// receiver says when this replica has one to serve; `trusted` is set once the webhook
+/// configurations trust it.
 fn keep_self_managed_tls(
     args: &ServeArgs,
     setup: &Setup,
     client: &Client,
     election: Option<&Election>,
+    trusted: Arc<AtomicBool>,
 ) -> Result<Option<tokio::sync::watch::Receiver<bool>>, ServeFailure> {
     let Some(dir) = &setup.self_managed_dir else {
         return Ok(None);
@@ -434,6 +445,7 @@ fn keep_self_managed_tls(
         names: self_managed_names(args)?,
         dir: dir.clone(),
         leading: election.map(Election::leading),
+        trusted,
     };
     tokio::spawn(keeper.run(serving));
     Ok(Some(serving_rx))

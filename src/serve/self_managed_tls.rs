@@ -7,10 +7,17 @@
 //! Secret as `core::tls` plans: it creates it, renews what is due, rotates the CA
 //! in two steps, and writes with the resourceVersion it read, so two replicas never both
 //! win a write. The guard injects the bundle into the webhook configurations.
+//!
+//! A replica reports ready only once every webhook of those configurations trusts the
+//! certificate it serves: until the leader's guard has injected the bundle, the API server
+//! would refuse the certificate, so `helm install --wait` would return before countersign can
+//! be used.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -46,7 +53,7 @@ const CA_CRT: &str = "ca.crt";
 const SIGNER_CRT: &str = "signer.crt";
 const SIGNER_KEY: &str = "signer.key";
 
-/// How often the Secret is read once this replica serves, and before.
+/// How often the Secret is read once this replica serves and is trusted, and before.
 const POLL: Duration = Duration::from_secs(10);
 const FIRST_POLL: Duration = Duration::from_secs(1);
 
@@ -62,6 +69,10 @@ pub struct SelfManagedTls {
     /// Whether this replica leads the operator, and so keeps the Secret (`None`: never,
     /// with --webhook-only).
     pub leading: Option<watch::Receiver<bool>>,
+    /// Set once every webhook of the configurations trusts the certificate this replica
+    /// serves (`/readyz`); it stays set, since a new CA reaches the configurations before
+    /// any certificate it signed is served (`core::tls`).
+    pub trusted: Arc<AtomicBool>,
 }
 
 /// Why one round did not finish; the next round tries again.
@@ -97,10 +108,11 @@ pub fn ca_bundle_in(dir: &Path) -> PathBuf {
 
 impl SelfManagedTls {
     /// Keep the files (and, while leading, the Secret) current until dropped; `serving` turns
-    /// true once usable files are written.
+    /// true once usable files are written, and `trusted` once the webhooks trust them.
     pub async fn run(mut self, serving: watch::Sender<bool>) {
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
         let mut written: Option<Material> = None;
+        let mut said_waiting = false;
         loop {
             // Seen now, so the wait below wakes only on the next change of leadership.
             let leading = self
@@ -109,8 +121,11 @@ impl SelfManagedTls {
                 .is_some_and(|leading| *leading.borrow_and_update());
             match self.round(&secrets, &mut written, leading).await {
                 Ok(()) => {
-                    if written.is_some() {
+                    if let Some(served) = &written {
                         serving.send_if_modified(|s| !std::mem::replace(s, true));
+                        if let Err(error) = self.check_trust(served, &mut said_waiting).await {
+                            tracing::warn!(%error, "self-managed certificates");
+                        }
                     }
                 }
                 Err(RoundError::Write(kube::Error::Api(status))) if status.code == 409 => {
@@ -119,7 +134,11 @@ impl SelfManagedTls {
                 }
                 Err(error) => tracing::warn!(%error, "self-managed certificates"),
             }
-            let wait = if written.is_some() { POLL } else { FIRST_POLL };
+            let wait = if written.is_some() && self.trusted.load(Ordering::Acquire) {
+                POLL
+            } else {
+                FIRST_POLL
+            };
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 // A replica that has just won the lease looks at once.
@@ -179,35 +198,67 @@ impl SelfManagedTls {
         Ok(())
     }
 
+    /// Until the webhook configurations trust the certificate this replica serves, look
+    /// whether they do now (`trusted`), and say once that it waits for them.
+    async fn check_trust(
+        &self,
+        served: &Material,
+        said_waiting: &mut bool,
+    ) -> Result<(), RoundError> {
+        if self.trusted.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let configured = self.webhook_bundles().await?;
+        if trusted_by_every_webhook(&served.tls_crt, &configured.bundles) {
+            self.trusted.store(true, Ordering::Release);
+            tracing::info!(
+                webhooks = configured.bundles.len(),
+                "the webhook configurations trust this replica's serving certificate; ready"
+            );
+        } else if !std::mem::replace(said_waiting, true) {
+            tracing::info!(
+                "not ready until the webhook configurations carry the CA of this replica's serving certificate (the leader's operator injects it)"
+            );
+        }
+        Ok(())
+    }
+
     /// The CA bundles of every webhook of both configurations (none when one is missing).
     async fn published_bundles(&self) -> Result<Vec<Vec<u8>>, RoundError> {
+        let configured = self.webhook_bundles().await?;
+        Ok(if configured.both {
+            configured.bundles
+        } else {
+            Vec::new()
+        })
+    }
+
+    /// The CA bundles of the webhooks of whichever configurations exist.
+    async fn webhook_bundles(&self) -> Result<WebhookBundles, RoundError> {
         let validating: Api<ValidatingWebhookConfiguration> = Api::all(self.client.clone());
         let mutating: Api<MutatingWebhookConfiguration> = Api::all(self.client.clone());
         let failed = RoundError::Configurations;
-        let (Some(validating), Some(mutating)) = (
-            validating
-                .get_opt(CONFIGURATION_NAME)
-                .await
-                .map_err(failed)?,
-            mutating.get_opt(CONFIGURATION_NAME).await.map_err(failed)?,
-        ) else {
-            return Ok(Vec::new());
-        };
+        let validating = validating
+            .get_opt(CONFIGURATION_NAME)
+            .await
+            .map_err(failed)?;
+        let mutating = mutating.get_opt(CONFIGURATION_NAME).await.map_err(failed)?;
+        let both = validating.is_some() && mutating.is_some();
         let bundle = |b: &Option<ByteString>| b.as_ref().map(|b| b.0.clone()).unwrap_or_default();
         let mut bundles: Vec<Vec<u8>> = validating
-            .webhooks
+            .and_then(|c| c.webhooks)
             .unwrap_or_default()
             .iter()
             .map(|w| bundle(&w.client_config.ca_bundle))
             .collect();
         bundles.extend(
             mutating
-                .webhooks
+                .and_then(|c| c.webhooks)
                 .unwrap_or_default()
                 .iter()
                 .map(|w| bundle(&w.client_config.ca_bundle)),
         );
-        Ok(bundles)
+        Ok(WebhookBundles { bundles, both })
     }
 
     /// Write the CA bundle, then the key, then the certificate (each replaced whole): the
@@ -222,6 +273,29 @@ impl SelfManagedTls {
         }
         Ok(())
     }
+}
+
+/// The CA bundle of each webhook, and whether both configurations exist.
+struct WebhookBundles {
+    bundles: Vec<Vec<u8>>,
+    both: bool,
+}
+
+/// Whether the API server would accept `serving_crt` from every webhook: each bundle holds
+/// a CA that signed it. With no webhooks at all, nothing calls this replica, so nothing
+/// waits on it either.
+fn trusted_by_every_webhook(serving_crt: &str, bundles: &[Vec<u8>]) -> bool {
+    let Some(der) = first_certificate(serving_crt) else {
+        return false;
+    };
+    let Some(serving) = parse(&der) else {
+        return false;
+    };
+    bundles.iter().all(|bundle| {
+        certificates_in(bundle)
+            .iter()
+            .any(|ca| signed_by(&serving, ca))
+    })
 }
 
 /// Write `path` through a temporary file and a rename, readable by this user only.
@@ -607,6 +681,61 @@ mod tests {
             inspected.found.serving.map(|s| s.issued_by),
             Some(IssuedBy::Signer)
         );
+    }
+
+    #[test]
+    fn ready_only_once_every_webhook_trusts_the_served_certificate() {
+        let names = service_names("cs", "countersign");
+        let good = fresh(&names, now());
+        let other = fresh(&names, now());
+        let ca = || good.ca_crt.as_bytes().to_vec();
+        let cases: [(&str, &str, Vec<Vec<u8>>, bool); 8] = [
+            ("no webhooks: nothing calls it", &good.tls_crt, vec![], true),
+            (
+                "every webhook carries its CA",
+                &good.tls_crt,
+                vec![ca(); 3],
+                true,
+            ),
+            (
+                "one webhook not injected yet",
+                &good.tls_crt,
+                vec![ca(), Vec::new(), ca()],
+                false,
+            ),
+            (
+                "another CA only",
+                &good.tls_crt,
+                vec![other.ca_crt.as_bytes().to_vec(); 2],
+                false,
+            ),
+            (
+                "a rotation's bundle: another CA and its own",
+                &good.tls_crt,
+                vec![format!("{}{}", other.ca_crt, good.ca_crt).into_bytes(); 2],
+                true,
+            ),
+            (
+                "the serving certificate passed off as the bundle",
+                &good.tls_crt,
+                vec![good.tls_crt.as_bytes().to_vec(); 2],
+                false,
+            ),
+            (
+                "a bundle of garbage",
+                &good.tls_crt,
+                vec![b"garbage".to_vec()],
+                false,
+            ),
+            ("nothing served", "garbage", vec![], false),
+        ];
+        for (case, served, bundles, trusted) in cases {
+            assert_eq!(
+                trusted_by_every_webhook(served, &bundles),
+                trusted,
+                "{case}"
+            );
+        }
     }
 
     #[test]

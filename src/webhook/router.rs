@@ -29,6 +29,9 @@ pub struct AppState {
     pub webhook: Option<Webhook>,
     /// Set once every cache has synced.
     pub ready: Arc<AtomicBool>,
+    /// Set once the webhook configurations trust the certificate served (at once unless
+    /// countersign keeps its own CA: `serve::self_managed_tls`).
+    pub webhook_trusted: Arc<AtomicBool>,
     /// Whether the API server accepts countersign's credentials (its token).
     pub credentials: Arc<Credentials>,
     pub metrics: Arc<Metrics>,
@@ -58,12 +61,19 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Ready once every cache has synced, and while the API server accepts countersign's
-/// credentials: with its token refused the caches go stale and nothing can be written, so
-/// traffic should go to a replica that can still act.
+/// Ready once every cache has synced and the API server trusts the certificate served, and
+/// while it accepts countersign's credentials: with its token refused the caches go stale
+/// and nothing can be written, so traffic should go to a replica that can still act.
 async fn readyz(State(state): State<AppState>) -> Response {
     if !state.ready.load(Ordering::Acquire) {
         return (StatusCode::SERVICE_UNAVAILABLE, "caches are not synced yet").into_response();
+    }
+    if !state.webhook_trusted.load(Ordering::Acquire) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the webhook configurations do not carry the CA of this replica's serving certificate yet (the leader's operator injects it)",
+        )
+            .into_response();
     }
     match state.credentials.refused_for() {
         None => (StatusCode::OK, "ok").into_response(),
@@ -202,6 +212,7 @@ mod tests {
         AppState {
             webhook: webhook.then(|| offline_webhook(metrics.clone())),
             ready: Arc::new(AtomicBool::new(false)),
+            webhook_trusted: Arc::new(AtomicBool::new(true)),
             credentials: Arc::new(Credentials::default()),
             metrics,
             require_client_certificate,
@@ -285,6 +296,14 @@ mod tests {
         let (status, _, body) = call(&state, get("/readyz")).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
         state.ready.store(true, Ordering::Release);
+        let (status, _, _) = call(&state, get("/readyz")).await;
+        assert_eq!(status, StatusCode::OK);
+        // Synced, but the API server would not trust the certificate yet: not ready, and why.
+        state.webhook_trusted.store(false, Ordering::Release);
+        let (status, _, body) = call(&state, get("/readyz")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("do not carry the CA"), "{body}");
+        state.webhook_trusted.store(true, Ordering::Release);
         let (status, _, _) = call(&state, get("/readyz")).await;
         assert_eq!(status, StatusCode::OK);
         // The API server refuses countersign's token: not ready, and why; ready again once

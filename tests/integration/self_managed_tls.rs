@@ -43,6 +43,7 @@ async fn two_leaders_renewing_at_once_serve_the_one_certificate_the_secret_holds
             names: service_names(&ns, "countersign"),
             dir,
             leading: Some(leading),
+            trusted: Default::default(),
         };
         keepers.push((keeper, still_leading));
     }
