@@ -78,6 +78,8 @@ pub fn prepare(ns: &str, changes: usize, policy: &str) -> Result<()> {
 pub struct Flow {
     changes: usize,
     progress: Arc<AtomicUsize>,
+    /// No worker starts a step once this many are done ([`Flow::hold_at`]).
+    hold: Arc<AtomicUsize>,
     workers: Vec<JoinHandle<Result<Vec<String>>>>,
 }
 
@@ -85,13 +87,18 @@ impl Flow {
     /// Starts changing `web-0…web-<changes-1>` of `ns` (made by [`prepare`]).
     pub fn start(ns: &str, changes: usize, workers: usize) -> Flow {
         let progress = Arc::new(AtomicUsize::new(0));
+        let hold = Arc::new(AtomicUsize::new(usize::MAX));
         let workers = (0..workers)
             .map(|worker| {
-                let (ns, progress) = (ns.to_string(), progress.clone());
+                let (ns, progress, hold) = (ns.to_string(), progress.clone(), hold.clone());
                 std::thread::spawn(move || -> Result<Vec<String>> {
+                    let steps = Steps {
+                        progress: &progress,
+                        hold: &hold,
+                    };
                     (worker..changes)
                         .step_by(workers)
-                        .map(|i| change(&ns, i, &progress))
+                        .map(|i| change(&ns, i, &steps))
                         .collect()
                 })
             })
@@ -99,8 +106,16 @@ impl Flow {
         Flow {
             changes,
             progress,
+            hold,
             workers,
         }
+    }
+
+    /// Lets no worker start a step once `step` steps are done (those under way finish), so
+    /// a test's next fault still lands within the flow however long the last one took to
+    /// recover from. Dropping the flow releases it.
+    pub fn hold_at(&self, step: usize) {
+        self.hold.store(step, Ordering::SeqCst);
     }
 
     /// Steps done so far, of [`Flow::steps`].
@@ -134,9 +149,10 @@ impl Flow {
     }
 
     /// Waits for every change; the requests' names.
-    pub fn finish(self) -> Result<Vec<String>> {
+    pub fn finish(mut self) -> Result<Vec<String>> {
+        self.hold_at(usize::MAX);
         let mut requests = Vec::new();
-        for worker in self.workers {
+        for worker in std::mem::take(&mut self.workers) {
             let done = worker
                 .join()
                 .map_err(|_| anyhow::anyhow!("a worker panicked"))??;
@@ -146,10 +162,36 @@ impl Flow {
     }
 }
 
+impl Drop for Flow {
+    /// Workers held back finish on their own rather than wait for ever.
+    fn drop(&mut self) {
+        self.hold_at(usize::MAX);
+    }
+}
+
+/// A worker's view of the flow's steps: counts them, and waits while the flow is held.
+struct Steps<'a> {
+    progress: &'a AtomicUsize,
+    hold: &'a AtomicUsize,
+}
+
+impl Steps<'_> {
+    fn wait_until_free(&self) {
+        while self.progress.load(Ordering::SeqCst) >= self.hold.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn done(&self) {
+        self.progress.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
 /// One change, each step retried until it holds (an API server or webhook away answers
 /// with errors meanwhile); the request's name.
-fn change(ns: &str, i: usize, progress: &AtomicUsize) -> Result<String> {
+fn change(ns: &str, i: usize, steps: &Steps) -> Result<String> {
     let v2 = web(ns, i, "1.27");
+    steps.wait_until_free();
     let name = until(&format!("web-{i}: the request"), || {
         let out = kubectl(User::Dave, &["apply", "-f", "-"], Some(&v2))?;
         let said = text(&out);
@@ -159,7 +201,8 @@ fn change(ns: &str, i: usize, progress: &AtomicUsize) -> Result<String> {
         );
         Ok(request_named(&said))
     })?;
-    progress.fetch_add(1, Ordering::SeqCst);
+    steps.done();
+    steps.wait_until_free();
     // A review whose answer was lost is sent again, as a careful approver would after an
     // error; one already recorded is refused, which is an answer too.
     let review = json!([{ "op": "add", "path": "/spec/reviews/-",
@@ -182,16 +225,18 @@ fn change(ns: &str, i: usize, progress: &AtomicUsize) -> Result<String> {
         )?;
         Ok((out.status.success() || text(&out).contains("already reviewed")).then_some(()))
     })?;
-    progress.fetch_add(1, Ordering::SeqCst);
+    steps.done();
+    steps.wait_until_free();
     until(&format!("{name}: the admission"), || {
         let out = kubectl(User::Dave, &["apply", "-f", "-"], Some(&v2))?;
         Ok(out.status.success().then_some(()))
     })?;
-    progress.fetch_add(1, Ordering::SeqCst);
+    steps.done();
+    steps.wait_until_free();
     until(&format!("{name}: Deployed"), || {
         Ok((phase(ns, &name)? == "Deployed").then_some(()))
     })?;
-    progress.fetch_add(1, Ordering::SeqCst);
+    steps.done();
     Ok(name)
 }
 
