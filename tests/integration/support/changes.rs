@@ -204,7 +204,8 @@ fn change(ns: &str, i: usize, steps: &Steps) -> Result<String> {
     steps.done();
     steps.wait_until_free();
     // A review whose answer was lost is sent again, as a careful approver would after an
-    // error; one already recorded is refused, which is an answer too.
+    // error. One already recorded is refused ("already reviewed", or "reviews are closed"
+    // once it approved the request), so the request itself says whether it holds hers.
     let review = json!([{ "op": "add", "path": "/spec/reviews/-",
         "value": { "decision": "Approve" } }])
     .to_string();
@@ -223,7 +224,7 @@ fn change(ns: &str, i: usize, steps: &Steps) -> Result<String> {
             ],
             None,
         )?;
-        Ok((out.status.success() || text(&out).contains("already reviewed")).then_some(()))
+        Ok((out.status.success() || reviewed_by(ns, &name, "alice")?).then_some(()))
     })?;
     steps.done();
     steps.wait_until_free();
@@ -270,6 +271,27 @@ fn until<T>(what: &str, mut step: impl FnMut() -> Result<Option<T>>) -> Result<T
         );
         std::thread::sleep(Duration::from_millis(300));
     }
+}
+
+/// Does request `name` hold a review by `user` (false while it cannot be read)?
+fn reviewed_by(ns: &str, name: &str, user: &str) -> Result<bool> {
+    let out = kubectl(
+        User::Admin,
+        &[
+            "get",
+            "deploymentapproval",
+            name,
+            "-n",
+            ns,
+            "-o",
+            "jsonpath={.spec.reviews[*].user}",
+        ],
+        None,
+    )?;
+    Ok(out.status.success()
+        && String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .any(|reviewer| reviewer == user))
 }
 
 /// Request `name`'s phase ("" while it cannot be read).
