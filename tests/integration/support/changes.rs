@@ -185,6 +185,12 @@ impl Steps<'_> {
     fn done(&self) {
         self.progress.fetch_add(1, Ordering::SeqCst);
     }
+
+    /// A step done, and the next one started once the flow lets it.
+    fn done_and_wait(&self) {
+        self.done();
+        self.wait_until_free();
+    }
 }
 
 /// One change, each step retried until it holds (an API server or webhook away answers
@@ -201,8 +207,7 @@ fn change(ns: &str, i: usize, steps: &Steps) -> Result<String> {
         );
         Ok(request_named(&said))
     })?;
-    steps.done();
-    steps.wait_until_free();
+    steps.done_and_wait();
     // A review whose answer was lost is sent again, as a careful approver would after an
     // error. One already recorded is refused ("already reviewed", or "reviews are closed"
     // once it approved the request), so the request itself says whether it holds hers.
@@ -226,14 +231,12 @@ fn change(ns: &str, i: usize, steps: &Steps) -> Result<String> {
         )?;
         Ok((out.status.success() || reviewed_by(ns, &name, "alice")?).then_some(()))
     })?;
-    steps.done();
-    steps.wait_until_free();
+    steps.done_and_wait();
     until(&format!("{name}: the admission"), || {
         let out = kubectl(User::Dave, &["apply", "-f", "-"], Some(&v2))?;
         Ok(out.status.success().then_some(()))
     })?;
-    steps.done();
-    steps.wait_until_free();
+    steps.done_and_wait();
     until(&format!("{name}: Deployed"), || {
         Ok((phase(ns, &name)? == "Deployed").then_some(()))
     })?;
@@ -275,27 +278,18 @@ fn until<T>(what: &str, mut step: impl FnMut() -> Result<Option<T>>) -> Result<T
 
 /// Does request `name` hold a review by `user` (false while it cannot be read)?
 fn reviewed_by(ns: &str, name: &str, user: &str) -> Result<bool> {
-    let out = kubectl(
-        User::Admin,
-        &[
-            "get",
-            "deploymentapproval",
-            name,
-            "-n",
-            ns,
-            "-o",
-            "jsonpath={.spec.reviews[*].user}",
-        ],
-        None,
-    )?;
-    Ok(out.status.success()
-        && String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .any(|reviewer| reviewer == user))
+    Ok(read_request(ns, name, "{.spec.reviews[*].user}")?
+        .split_whitespace()
+        .any(|reviewer| reviewer == user))
 }
 
 /// Request `name`'s phase ("" while it cannot be read).
 fn phase(ns: &str, name: &str) -> Result<String> {
+    read_request(ns, name, "{.status.phase}")
+}
+
+/// Request `name`'s fields at `jsonpath`, read as the admin ("" while it cannot be read).
+fn read_request(ns: &str, name: &str, jsonpath: &str) -> Result<String> {
     let out = kubectl(
         User::Admin,
         &[
@@ -305,7 +299,7 @@ fn phase(ns: &str, name: &str) -> Result<String> {
             "-n",
             ns,
             "-o",
-            "jsonpath={.status.phase}",
+            &format!("jsonpath={jsonpath}"),
         ],
         None,
     )?;
