@@ -2112,12 +2112,15 @@ async fn each_tampering_with_the_audit_trail_is_found_by_audit_verify() -> Resul
             .filter_map(|c| c["sequence"].as_u64())
             .max()
             .unwrap_or_default();
-        // The trail may also hold entries this `serve` recorded as it started (requests
-        // other suites left behind): wait for the policies' eight, not for any eight.
+        // The trail may also hold entries this `serve` recorded as it started (for objects
+        // earlier suites left): wait until the policies' eight are linked, not any eight.
         let own = chained_entries(&install)
             .await?
             .iter()
-            .filter(|e| policies.contains(&e.spec.target.name))
+            .filter(|e| {
+                policies.contains(&e.spec.target.name)
+                    && e.status.as_ref().is_some_and(|s| s.link.is_some())
+            })
             .count();
         if code == Some(0) && own >= 8 && signed == entries {
             break entries;
