@@ -134,6 +134,11 @@ pub async fn run(args: &VerifyArgs) -> Result<ExitCode, CliError> {
         )),
         Some((_, Some(record))) => {
             expected.recorded_head = Some(record.head.clone());
+            expected.claimed = record
+                .claimed
+                .iter()
+                .map(|claimed| (claimed.name.clone(), claimed.link.clone()))
+                .collect();
             if let Some(note) = &record.checkpoint {
                 match opened(verifier.as_ref(), note, |t| {
                     parse_checkpoint(t).map(|c| c.head)

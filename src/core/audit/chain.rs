@@ -124,6 +124,10 @@ pub struct Expected {
     /// An entry younger than this may still be waiting for its link.
     pub grace: SignedDuration,
     pub now: Option<Timestamp>,
+    /// The batch the leader's record claims, by entry name: the sealer writes the record
+    /// (its head, and a checkpoint when one is due) before it links these entries, so an
+    /// entry claimed there but not yet linked holds the claimed link meanwhile.
+    pub claimed: BTreeMap<String, ChainLink>,
 }
 
 /// One thing wrong with a trail.
@@ -251,6 +255,26 @@ impl Verification {
 
 /// Verify a trail as listed against what is expected of it.
 pub fn verify(listed: &[Listed], expected: &Expected) -> Verification {
+    // An entry the record claims and the sealer has not linked yet is checked with the
+    // claimed link, as it will be once linked; one claimed but gone is still missing.
+    let with_claims: Vec<Listed>;
+    let listed = if expected.claimed.is_empty() {
+        listed
+    } else {
+        with_claims = listed
+            .iter()
+            .map(
+                |entry| match (&entry.link, expected.claimed.get(&entry.name)) {
+                    (None, Some(claimed)) => Listed {
+                        link: Some(claimed.clone()),
+                        ..entry.clone()
+                    },
+                    _ => entry.clone(),
+                },
+            )
+            .collect();
+        &with_claims
+    };
     let mut verification = Verification::default();
     let first = expected.anchor.as_ref().map_or(1, |a| a.sequence.max(1));
     verification.first = first;
@@ -694,6 +718,54 @@ mod tests {
             let mut findings = findings;
             findings.sort_by_key(|f| format!("{f:?}"));
             assert_eq!(found, findings, "{case}");
+        }
+    }
+
+    /// Between the record's write (head and checkpoint) and the links' writes, the claimed
+    /// entries have no link yet: checked with the claimed links, not taken as deleted.
+    #[test]
+    fn entries_claimed_but_not_yet_linked_are_checked_with_the_claimed_links() {
+        type Tamper = fn(&mut Vec<Listed>);
+        let cases: Vec<(&str, Tamper, Vec<Finding>)> = vec![
+            ("claimed, not yet linked", |_| {}, vec![]),
+            (
+                "claimed, then edited",
+                |t| by_name(t, "e5").spec = Some(spec("nothing happened")),
+                vec![Finding::Edited {
+                    sequence: 5,
+                    name: "e5".into(),
+                }],
+            ),
+            (
+                "claimed, then deleted",
+                |t| t.retain(|e| e.name != "e6"),
+                vec![Finding::Missing {
+                    from: 6,
+                    to: 6,
+                    why: "the newest entries were deleted: a signed checkpoint covers 6 entries"
+                        .into(),
+                }],
+            ),
+        ];
+        for (case, tamper, findings) in cases {
+            let mut trail = chain(6);
+            let mut expected = Expected {
+                checkpoints: vec![head_of(&trail, 6)],
+                ..Expected::default()
+            };
+            // The record claims e4…e6; their links are not written yet.
+            for entry in trail.iter_mut().skip(3) {
+                let link = entry.link.take().expect("link");
+                expected.claimed.insert(entry.name.clone(), link);
+            }
+            tamper(&mut trail);
+            assert_eq!(verify(&trail, &expected).findings, findings, "{case}");
+            // Without the record's claim, the same trail reads as its newest entries deleted.
+            let unclaimed = Expected {
+                claimed: BTreeMap::new(),
+                ..expected
+            };
+            assert!(!verify(&trail, &unclaimed).intact(), "{case}");
         }
     }
 
