@@ -769,6 +769,45 @@ mod tests {
         }
     }
 
+    /// The record is writable by whoever can edit ConfigMaps: a claim edited to lend a
+    /// forged entry the link of a real one, or to relink an entry already linked, changes
+    /// nothing verify would not find.
+    #[test]
+    fn a_claim_edited_into_the_record_cannot_launder_a_forged_entry() {
+        let mut trail = chain(6);
+        let mut expected = Expected {
+            checkpoints: vec![head_of(&trail, 6)],
+            ..Expected::default()
+        };
+        let real = by_name(&mut trail, "e6").link.clone().expect("link");
+        trail.push(Listed {
+            name: "forged".into(),
+            spec: Some(spec("forged")),
+            link: None,
+            created: None,
+        });
+        expected.claimed.insert("forged".into(), real.clone());
+        // A linked entry keeps its own link, whatever the claim says.
+        let mut moved = real;
+        moved.sequence = 2;
+        expected.claimed.insert("e5".into(), moved);
+        let mut found = verify(&trail, &expected).findings;
+        found.sort_by_key(|f| format!("{f:?}"));
+        assert_eq!(
+            found,
+            vec![
+                Finding::Duplicated {
+                    sequence: 6,
+                    names: vec!["e6".into(), "forged".into()],
+                },
+                Finding::Edited {
+                    sequence: 6,
+                    name: "forged".into(),
+                },
+            ]
+        );
+    }
+
     #[test]
     fn a_chain_rewritten_from_one_entry_on_differs_from_its_checkpoint() {
         let original = chain(5);
