@@ -11,6 +11,8 @@
 //! - roll on `helm upgrade` with every admission meanwhile answered;
 //! - and leave on `helm uninstall` what docs/install.md says.
 //!
+//! Beside it, a second real node on the machine is refused and the running one left alone.
+//!
 //! Needs the real node and the image (`COUNTERSIGN_IMAGE_ENV`, tests/image/build's
 //! image.env); without either it says so and passes, unless `COUNTERSIGN_REQUIRE_REAL_NODE=1`
 //! (tests/run sets it), where it fails. Its own test binary: it owns the webhook
@@ -1040,4 +1042,70 @@ impl SplitMix {
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
     }
+}
+
+/// One real node per machine (its bridge, chain and cgroup have fixed names): a second
+/// `COUNTERSIGN_REAL_NODE=1 tests/cluster/up` beside the running one must refuse with a
+/// reason that names the running node's state directory, and neither its start nor the
+/// `down` it runs on failing may take the running node's bridge, chain or Readiness. (A
+/// node *killed* before its `down` is taken back by the next `up`: docs/testing.md.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_real_node_is_refused_and_the_running_one_is_left_alone() -> Result<()> {
+    let Some(_setup) = NodeAndImage::find()? else {
+        return Ok(());
+    };
+    let _one = ONE_AT_A_TIME.lock().await;
+    let running = TestCluster::get()
+        .env_value("COUNTERSIGN_CLUSTER_DIR")
+        .context("cluster.env has no COUNTERSIGN_CLUSTER_DIR")?
+        .to_string();
+    let second = std::env::temp_dir().join(unique_name("countersign-second-node"));
+    let up = Command::new(root().join("tests/cluster/up"))
+        .arg(&second)
+        .env("COUNTERSIGN_REAL_NODE", "1")
+        .output()
+        .context("running tests/cluster/up")?;
+    let down = Command::new(root().join("tests/cluster/down"))
+        .arg(&second)
+        .output();
+    let _ = std::fs::remove_dir_all(&second);
+    let said = text(&up);
+    ensure!(!up.status.success(), "a second real node started:\n{said}");
+    let running = std::fs::canonicalize(&running)?;
+    ensure!(
+        said.contains(&format!(
+            "a real node already runs on this machine, from {}",
+            running.display()
+        )) && said.contains("stop it first with tests/cluster/down"),
+        "the refusal does not name the running node:\n{said}"
+    );
+    ensure!(
+        down.as_ref().is_ok_and(|out| out.status.success()),
+        "tests/cluster/down of the refused cluster failed: {:?}",
+        down.map(|out| text(&out))
+    );
+
+    let bridge = Command::new("ip")
+        .args(["link", "show", "cs-node0"])
+        .output()?;
+    ensure!(bridge.status.success(), "the running node's bridge is gone");
+    let chain = Command::new("iptables")
+        .args(["-w", "-t", "nat", "-S", "COUNTERSIGN-NODE"])
+        .output()?;
+    ensure!(
+        chain.status.success() && String::from_utf8_lossy(&chain.stdout).contains("DNAT"),
+        "the running node's DNAT chain is gone: {}",
+        text(&chain)
+    );
+    kubectl_ok(
+        User::Admin,
+        &[
+            "wait",
+            "--for=condition=Ready",
+            "node/countersign-real-node",
+            "--timeout=60s",
+        ],
+        None,
+    )?;
+    Ok(())
 }
